@@ -1,0 +1,25 @@
+/** @file config.hpp
+ *  @brief Configuration macros and the SIMD architecture the library was compiled for.
+ *
+ *  `ALIGNER_ARCH` is the xsimd architecture every default entry point uses: `xsimd::default_arch`, i.e. the
+ *  best instruction set the user's compiler flags allow (SSE2 on plain x86-64, AVX2 with -mavx2 -mfma,
+ *  AVX-512 with -mavx512f ...). Define `ALIGNER_ARCH` before including any aligner header to force another. */
+#pragma once
+
+#include <string>
+
+#include <xsimd/xsimd.hpp>
+
+#ifndef ALIGNER_ARCH
+#define ALIGNER_ARCH xsimd::default_arch
+#endif
+
+namespace aligner {
+
+/// The xsimd architecture of the default entry points.
+using default_arch = ALIGNER_ARCH;
+
+/// Name of the architecture the default entry points were compiled for ("avx512bw", "fma3+avx2", "sse2", ...).
+inline std::string compiled_arch_name() { return default_arch::name(); }
+
+}  // namespace aligner

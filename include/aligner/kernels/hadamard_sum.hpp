@@ -1,0 +1,323 @@
+/** @file hadamard_sum.hpp
+ *  @brief The fused S∘A row reduction: for every query token i, the sum of its k largest similarities.
+ *
+ *  For query rows q_i and document tokens d_j (j < doc_rows), with S_ij = q_i . d_j and optional document
+ *  weights w_j (salience; 1 when absent), the kernel returns per query row
+ *
+ *      row_sum_i = Σ_{j ∈ top_k(S_i)} w_j S_ij,     row_z_i = Σ_{j ∈ top_k(S_i)} w_j
+ *
+ *  where top_k(S_i) holds the k largest entries of row i, ties toward the smaller j. A is never
+ *  materialised: S is computed tile by tile (R query rows x V panels of W document tokens, broadcast-FMA
+ *  register blocking over the packed panel layout of panels.hpp), and each tile is folded straight into a
+ *  lane-wise running top-K (K = the next of 1, 2, 4, 8, 16 at or above k); the W*K survivors of a row hold
+ *  its global top-k, which a final selection picks. Budgets k > 16 compute the row of S into a buffer and
+ *  select with nth_element. Complexity O(n * m * dim) FLOPs plus O(n * m * K) compare/blend operations.
+ *  Thread-safe: per-thread scratch. */
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "../core/config.hpp"
+#include "../core/types.hpp"
+#include "panels.hpp"
+#include "simd_compat.hpp"
+
+namespace aligner::ref {
+
+/// Scalar specification of the kernel, in double: row sums of the top-k similarities (ties toward smaller j).
+/// `doc_weights` may be null (all ones). `k` is clamped to doc.rows.
+inline void aligned_row_sums(matrix_view<float> query, matrix_view<float> doc, std::size_t k,
+                             const float* doc_weights, double* row_sum, double* row_z) {
+  const std::size_t m = doc.rows;
+  k = std::min(k, m);
+  std::vector<double> s(m);
+  std::vector<std::size_t> order(m);
+  for (std::size_t i = 0; i != query.rows; ++i) {
+    for (std::size_t j = 0; j != m; ++j) {
+      double acc = 0.0;
+      for (std::size_t c = 0; c != query.cols; ++c) acc += double(query.row(i)[c]) * double(doc.row(j)[c]);
+      s[j] = acc;
+    }
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return s[a] > s[b]; });
+    double sum = 0.0, z = 0.0;
+    for (std::size_t t = 0; t != k; ++t) {
+      const double w = doc_weights ? double(doc_weights[order[t]]) : 1.0;
+      sum += w * s[order[t]];
+      z += w;
+    }
+    row_sum[i] = sum;
+    row_z[i] = z;
+  }
+}
+
+}  // namespace aligner::ref
+
+namespace aligner {
+
+/// Kernel over a packed document (see panels.hpp). Preconditions (unchecked): 1 <= k, query.cols == dim,
+/// doc_rows < 2^24, panels 64-byte aligned, all values finite.
+struct hadamard_rows_kernel {
+  template <class Arch>
+  void operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows, std::size_t k,
+                  const float* doc_weights, double* row_sum, double* row_z) const;
+};
+
+namespace detail {
+
+template <class Arch>
+struct hadamard_impl {
+  using batch = xsimd::batch<float, Arch>;
+  static constexpr std::size_t width = batch::size;
+  // Register blocking: 4 query rows x (4 panels with 32 vector registers, 2 with 16).
+  static constexpr std::size_t block_rows = 4;
+  static constexpr std::size_t block_panels = sizeof(batch) >= 64 ? 4 : 2;
+
+  const float* panels;
+  std::size_t dim, doc_rows, panel_total;
+  matrix_view<float> query;
+
+  /// acc[r][v] = S tile of rows i0 + r and panel p0 + v.
+  template <std::size_t R, std::size_t V>
+  void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(0.f);
+    const float* q[R];
+    for (std::size_t r = 0; r != R; ++r) q[r] = query.row(i0 + r);
+    const float* base = panels + p0 * dim * width;
+    const std::size_t panel_stride = dim * width;
+    for (std::size_t c = 0; c != dim; ++c) {
+      batch d[V];
+      for (std::size_t v = 0; v != V; ++v) d[v] = batch::load_aligned(base + v * panel_stride + c * width);
+      for (std::size_t r = 0; r != R; ++r) {
+        const batch qc(q[r][c]);
+        for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(qc, d[v], acc[r][v]);
+      }
+    }
+  }
+
+  /// Lanes of panel p that hold real tokens keep their value; padding becomes -inf.
+  batch mask_tail(batch s, std::size_t p) const noexcept {
+    const std::size_t valid = doc_rows - p * width;
+    if (valid >= width) return s;
+    alignas(64) float lane[width];
+    for (std::size_t l = 0; l != width; ++l) lane[l] = float(l);
+    return xsimd::select(batch::load_aligned(lane) < batch(float(valid)), s,
+                         batch(-std::numeric_limits<float>::infinity()));
+  }
+
+  static batch lane_ids(std::size_t p) noexcept {
+    alignas(64) float lane[width];
+    for (std::size_t l = 0; l != width; ++l) lane[l] = float(p * width + l);
+    return batch::load_aligned(lane);
+  }
+
+  /// Lane-wise insertion of s into a sorted (descending) column of K batches; values only.
+  template <std::size_t K>
+  static void insert(float* state, batch s) noexcept {
+    for (std::size_t l = 0; l != K; ++l) {
+      const batch t = batch::load_aligned(state + l * width);
+      xsimd::max(t, s).store_aligned(state + l * width);  // never NaN: inputs are finite
+      if constexpr (K > 1) s = xsimd::min(t, s);
+    }
+  }
+
+  /// Lane-wise insertion carrying token indices; strict > keeps the earlier (smaller) index on ties.
+  template <std::size_t K>
+  static void insert_indexed(float* state, float* ids, batch s, batch id) noexcept {
+    for (std::size_t l = 0; l != K; ++l) {
+      const batch t = batch::load_aligned(state + l * width);
+      const batch tid = batch::load_aligned(ids + l * width);
+      const auto greater = s > t;
+      xsimd::select(greater, s, t).store_aligned(state + l * width);
+      xsimd::select(greater, id, tid).store_aligned(ids + l * width);
+      if constexpr (K > 1) {
+        s = xsimd::select(greater, t, s);
+        id = xsimd::select(greater, tid, id);
+      }
+    }
+  }
+
+  template <std::size_t K, bool Indexed, std::size_t R, std::size_t V>
+  void tile_and_fold(std::size_t i0, std::size_t p0, float* states, float* ids) const noexcept {
+    batch acc[R][V];
+    tile<R, V>(i0, p0, acc);
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) {
+        const std::size_t p = p0 + v, row = i0 + r;
+        const batch s = mask_tail(acc[r][v], p);
+        if constexpr (Indexed)
+          insert_indexed<K>(states + row * K * width, ids + row * K * width, s, lane_ids(p));
+        else
+          insert<K>(states + row * K * width, s);
+      }
+  }
+
+  template <std::size_t K, bool Indexed, std::size_t R>
+  void fold_rows(std::size_t i0, std::size_t p0, std::size_t panels_here, float* states, float* ids) const noexcept {
+    switch (panels_here) {
+      case 1: tile_and_fold<K, Indexed, R, 1>(i0, p0, states, ids); break;
+      case 2: tile_and_fold<K, Indexed, R, 2>(i0, p0, states, ids); break;
+      case 3: if constexpr (block_panels >= 3) tile_and_fold<K, Indexed, R, 3>(i0, p0, states, ids); break;
+      default: if constexpr (block_panels >= 4) tile_and_fold<K, Indexed, R, 4>(i0, p0, states, ids); break;
+    }
+  }
+
+  template <std::size_t K, bool Indexed>
+  void run_topk(std::size_t k, const float* weights, double* row_sum, double* row_z) const {
+    const std::size_t n = query.rows;
+    thread_local aligned_vector<float> states_buf, ids_buf;
+    states_buf.assign(n * K * width, -std::numeric_limits<float>::infinity());
+    if constexpr (Indexed) ids_buf.assign(n * K * width, 0.f);
+    float* states = states_buf.data();
+    float* ids = Indexed ? ids_buf.data() : nullptr;
+    for (std::size_t p0 = 0; p0 < panel_total; p0 += block_panels) {
+      const std::size_t panels_here = std::min(block_panels, panel_total - p0);
+      std::size_t i0 = 0;
+      for (; i0 + block_rows <= n; i0 += block_rows)
+        fold_rows<K, Indexed, block_rows>(i0, p0, panels_here, states, ids);
+      switch (n - i0) {
+        case 1: fold_rows<K, Indexed, 1>(i0, p0, panels_here, states, ids); break;
+        case 2: fold_rows<K, Indexed, 2>(i0, p0, panels_here, states, ids); break;
+        case 3: fold_rows<K, Indexed, 3>(i0, p0, panels_here, states, ids); break;
+        default: break;
+      }
+    }
+    // Final selection: the row's W*K survivors hold its top-k.
+    const std::size_t kk = std::min(k, doc_rows);
+    std::vector<std::pair<float, float>> cand;
+    for (std::size_t i = 0; i != n; ++i) {
+      const float* st = states + i * K * width;
+      if constexpr (K == 1 && !Indexed) {
+        row_sum[i] = double(reduce_max(batch::load_aligned(st)));
+        row_z[i] = 1.0;
+        continue;
+      }
+      cand.clear();
+      for (std::size_t t = 0; t != K * width; ++t)
+        if (st[t] != -std::numeric_limits<float>::infinity()) cand.emplace_back(st[t], Indexed ? ids[i * K * width + t] : 0.f);
+      auto better = [](const std::pair<float, float>& a, const std::pair<float, float>& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      };
+      std::partial_sort(cand.begin(), cand.begin() + std::ptrdiff_t(kk), cand.end(), better);
+      double sum = 0.0, z = 0.0;
+      for (std::size_t t = 0; t != kk; ++t) {
+        const double w = Indexed ? double(weights[std::size_t(cand[t].second)]) : 1.0;
+        sum += w * double(cand[t].first);
+        z += w;
+      }
+      row_sum[i] = sum;
+      row_z[i] = z;
+    }
+  }
+
+  template <std::size_t R>
+  void store_rows(std::size_t i0, std::size_t p0, std::size_t panels_here, float* s_rows, std::size_t s_stride) const noexcept {
+    auto run = [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
+      batch acc[R][V];
+      tile<R, V>(i0, p0, acc);
+      for (std::size_t r = 0; r != R; ++r)
+        for (std::size_t v = 0; v != V; ++v) acc[r][v].store_unaligned(s_rows + (i0 + r) * s_stride + (p0 + v) * width);
+    };
+    switch (panels_here) {
+      case 1: run(std::integral_constant<std::size_t, 1>{}); break;
+      case 2: run(std::integral_constant<std::size_t, 2>{}); break;
+      case 3: if constexpr (block_panels >= 3) run(std::integral_constant<std::size_t, 3>{}); break;
+      default: if constexpr (block_panels >= 4) run(std::integral_constant<std::size_t, 4>{}); break;
+    }
+  }
+
+  /// Budgets above 16: the whole S (n x panels*W) goes to a buffer, each row is selected with nth_element.
+  void run_full(std::size_t k, const float* weights, double* row_sum, double* row_z) const {
+    const std::size_t n = query.rows, s_stride = panel_total * width;
+    thread_local aligned_vector<float> s_buf;
+    s_buf.resize(n * s_stride);
+    for (std::size_t p0 = 0; p0 < panel_total; p0 += block_panels) {
+      const std::size_t panels_here = std::min(block_panels, panel_total - p0);
+      std::size_t i0 = 0;
+      for (; i0 + block_rows <= n; i0 += block_rows) store_rows<block_rows>(i0, p0, panels_here, s_buf.data(), s_stride);
+      switch (n - i0) {
+        case 1: store_rows<1>(i0, p0, panels_here, s_buf.data(), s_stride); break;
+        case 2: store_rows<2>(i0, p0, panels_here, s_buf.data(), s_stride); break;
+        case 3: store_rows<3>(i0, p0, panels_here, s_buf.data(), s_stride); break;
+        default: break;
+      }
+    }
+    const std::size_t kk = std::min(k, doc_rows);
+    thread_local std::vector<std::uint32_t> order;
+    for (std::size_t i = 0; i != n; ++i) {
+      const float* s = s_buf.data() + i * s_stride;
+      order.resize(doc_rows);
+      std::iota(order.begin(), order.end(), std::uint32_t{0});
+      if (kk < doc_rows)
+        std::nth_element(order.begin(), order.begin() + std::ptrdiff_t(kk), order.end(),
+                         [s](std::uint32_t a, std::uint32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
+      double sum = 0.0, z = 0.0;
+      for (std::size_t t = 0; t != kk; ++t) {
+        const double w = weights ? double(weights[order[t]]) : 1.0;
+        sum += w * double(s[order[t]]);
+        z += w;
+      }
+      row_sum[i] = sum;
+      row_z[i] = z;
+    }
+  }
+};
+
+}  // namespace detail
+
+template <class Arch>
+void hadamard_rows_kernel::operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows,
+                                      std::size_t k, const float* doc_weights, double* row_sum,
+                                      double* row_z) const {
+  if (doc_rows == 0 || k == 0) {
+    std::fill(row_sum, row_sum + query.rows, 0.0);
+    std::fill(row_z, row_z + query.rows, 0.0);
+    return;
+  }
+  detail::hadamard_impl<Arch> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
+  const bool indexed = doc_weights != nullptr;
+  auto go = [&]<std::size_t K>(std::integral_constant<std::size_t, K>) {
+    if (indexed)
+      impl.template run_topk<K, true>(k, doc_weights, row_sum, row_z);
+    else
+      impl.template run_topk<K, false>(k, doc_weights, row_sum, row_z);
+  };
+  if (k == 1) go(std::integral_constant<std::size_t, 1>{});
+  else if (k == 2) go(std::integral_constant<std::size_t, 2>{});
+  else if (k <= 4) go(std::integral_constant<std::size_t, 4>{});
+  else if (k <= 8) go(std::integral_constant<std::size_t, 8>{});
+  else if (k <= 16) go(std::integral_constant<std::size_t, 16>{});
+  else impl.run_full(k, doc_weights, row_sum, row_z);
+}
+
+/// Row-major S tile kernel: s_out (query.rows x panels*W, row stride s_stride floats) receives every q_i . d_j
+/// of a packed sequence (padding lanes get 0). Used by explain and the exact MIPS backend.
+struct similarity_kernel {
+  template <class Arch>
+  void operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows, float* s_out,
+                  std::size_t s_stride) const noexcept {
+    detail::hadamard_impl<Arch> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
+    using impl_t = detail::hadamard_impl<Arch>;
+    for (std::size_t p0 = 0; p0 < impl.panel_total; p0 += impl_t::block_panels) {
+      const std::size_t here = std::min(impl_t::block_panels, impl.panel_total - p0);
+      std::size_t i0 = 0;
+      for (; i0 + impl_t::block_rows <= query.rows; i0 += impl_t::block_rows)
+        impl.template store_rows<impl_t::block_rows>(i0, p0, here, s_out, s_stride);
+      switch (query.rows - i0) {
+        case 1: impl.template store_rows<1>(i0, p0, here, s_out, s_stride); break;
+        case 2: impl.template store_rows<2>(i0, p0, here, s_out, s_stride); break;
+        case 3: impl.template store_rows<3>(i0, p0, here, s_out, s_stride); break;
+        default: break;
+      }
+    }
+  }
+};
+
+}  // namespace aligner

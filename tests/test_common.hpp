@@ -1,0 +1,60 @@
+// Shared helpers of the test suite: random token matrices, data-folder lookup with a printed skip note.
+#pragma once
+
+#include <aligner/core/types.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace aligner_test {
+
+/// Row-major random normal matrix (rows x cols), optionally L2-normalised rows.
+inline std::vector<float> random_matrix(std::size_t rows, std::size_t cols, std::uint64_t seed, bool normalise = false) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> m(rows * cols);
+  for (auto& x : m) x = nd(rng);
+  if (normalise)
+    for (std::size_t r = 0; r != rows; ++r) {
+      double n = 0;
+      for (std::size_t c = 0; c != cols; ++c) n += double(m[r * cols + c]) * m[r * cols + c];
+      n = std::sqrt(n);
+      if (n > 0)
+        for (std::size_t c = 0; c != cols; ++c) m[r * cols + c] = float(m[r * cols + c] / n);
+    }
+  return m;
+}
+
+/// Non-negative random weights (salience-like), some exactly 0 when `zeros`.
+inline std::vector<float> random_weights(std::size_t n, std::uint64_t seed, bool zeros = false) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> ud(0.f, 2.f);
+  std::vector<float> w(n);
+  for (std::size_t i = 0; i != n; ++i) w[i] = (zeros && i % 3 == 1) ? 0.f : ud(rng);
+  return w;
+}
+
+/// Bundled Cranfield (always present in a clone).
+inline std::filesystem::path cranfield_dir() { return std::filesystem::path(ALIGNER_DATA_DIR) / "cranfield"; }
+
+/// ../shared/data/<name>, or an empty path with a printed note when it is absent (the test then skips).
+inline std::filesystem::path shared_dataset(const std::string& name) {
+  const auto dir = std::filesystem::path(ALIGNER_SHARED_DATA_DIR) / name;
+  if (!std::filesystem::is_directory(dir / "glove100")) {
+    std::printf("note: %s not found; skipping the cases that need it\n", dir.string().c_str());
+    return {};
+  }
+  return dir;
+}
+
+inline float nan_f() { return std::numeric_limits<float>::quiet_NaN(); }
+inline float inf_f() { return std::numeric_limits<float>::infinity(); }
+
+}  // namespace aligner_test

@@ -1,0 +1,122 @@
+// Kernel paths against their scalar references. Built once per x86 level this CPU runs (see CMakeLists.txt).
+#include <aligner/kernels/dot.hpp>
+#include <aligner/kernels/hadamard_sum.hpp>
+#include <aligner/kernels/panels.hpp>
+
+#include "test_common.hpp"
+
+using Catch::Matchers::WithinAbs;
+
+namespace {
+constexpr std::size_t W = aligner::panel_width<>;
+const std::vector<std::size_t> lengths = {0, 1, W - 1, W, W + 1, 2 * W + 1, 3 * W, 8 * W + 2};
+
+double tol(double ref) { return 64 * 1.2e-7 * std::max(std::abs(ref), 1.0); }
+}  // namespace
+
+TEST_CASE("kernels: compiled architecture", "[kernel]") {
+  std::printf("kernels compiled for %s (panel width %zu)\n", aligner::compiled_arch_name().c_str(), W);
+  CHECK(W == xsimd::batch<float>::size);
+}
+
+TEST_CASE("dot: bit-exact on small integers across lengths and misalignment", "[kernel]") {
+  for (std::size_t n : {0, 1, 7, 8, 9, 16, 17, 37, 64, 100, 128, 301})
+    for (std::size_t shift = 0; shift != W; ++shift) {
+      std::vector<float> a(n + W), b(n + W);
+      for (std::size_t i = 0; i != a.size(); ++i) a[i] = float(int(i % 13) - 6), b[i] = float(int(i % 7) - 3);
+      REQUIRE(double(aligner::dot(a.data() + shift, b.data() + shift, n)) == aligner::ref::dot(a.data() + shift, b.data() + shift, n));
+    }
+}
+
+TEST_CASE("dot: random floats within 64 eps of the double reference", "[kernel]") {
+  for (std::size_t n : {1, 5, 31, 100, 128, 1000}) {
+    const auto a = aligner_test::random_matrix(1, n + 3, n), b = aligner_test::random_matrix(1, n + 3, n + 1);
+    const double ref = aligner::ref::dot(a.data() + 3, b.data() + 3, n);
+    double abs_sum = aligner::ref::dot(a.data() + 3, a.data() + 3, n) + aligner::ref::dot(b.data() + 3, b.data() + 3, n);
+    REQUIRE_THAT(double(aligner::dot(a.data() + 3, b.data() + 3, n)), WithinAbs(ref, tol(abs_sum)));
+  }
+}
+
+TEST_CASE("panels: pack and read back", "[kernel]") {
+  for (std::size_t rows : lengths) {
+    const std::size_t dim = 5;
+    const auto x = aligner_test::random_matrix(rows, dim, rows);
+    aligner::aligned_vector<float> packed(aligner::packed_size(rows, dim) + 1);
+    aligner::pack_panels({x.data(), rows, dim}, packed.data());
+    for (std::size_t j = 0; j != rows; ++j)
+      for (std::size_t c = 0; c != dim; ++c) REQUIRE(aligner::packed_at(packed.data(), dim, j, c) == x[j * dim + c]);
+    for (std::size_t j = rows; j != aligner::panel_count(rows) * W; ++j)  // padding lanes are zero
+      for (std::size_t c = 0; c != dim; ++c) REQUIRE(aligner::packed_at(packed.data(), dim, j, c) == 0.f);
+  }
+}
+
+TEST_CASE("hadamard rows: every budget, tail and weight mode against the reference", "[kernel]") {
+  const std::size_t dim = GENERATE(1, 3, 17, 100, 128);
+  const std::size_t n = GENERATE(1, 2, 3, 4, 5, 7, 13);
+  for (std::size_t m : lengths) {
+    if (m == 0) continue;
+    const auto q = aligner_test::random_matrix(n, dim, 1 + n + dim), d = aligner_test::random_matrix(m, dim, 2 + m + dim);
+    const auto w = aligner_test::random_weights(m, m, true);
+    aligner::aligned_vector<float> packed(aligner::packed_size(m, dim));
+    aligner::pack_panels({d.data(), m, dim}, packed.data());
+    // Poison the padding lanes: the kernel must never let them into a result.
+    for (std::size_t j = m; j != aligner::panel_count(m) * W; ++j)
+      for (std::size_t c = 0; c != dim; ++c) packed[(j / W) * dim * W + c * W + j % W] = aligner_test::nan_f();
+    for (std::size_t k : {1, 2, 3, 4, 5, 8, 9, 16, 17, 40}) {
+      for (bool weighted : {false, true}) {
+        std::vector<double> sum(n), z(n), ref_sum(n), ref_z(n);
+        aligner::hadamard_rows_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed.data(), m, k,
+                                        weighted ? w.data() : nullptr, sum.data(), z.data());
+        aligner::ref::aligned_row_sums({q.data(), n, dim}, {d.data(), m, dim}, k, weighted ? w.data() : nullptr,
+                                       ref_sum.data(), ref_z.data());
+        for (std::size_t i = 0; i != n; ++i) {
+          INFO("dim " << dim << " n " << n << " m " << m << " k " << k << " weighted " << weighted << " row " << i);
+          REQUIRE_THAT(sum[i], WithinAbs(ref_sum[i], 1e-5 * std::max(1.0, std::abs(ref_sum[i])) * std::sqrt(double(dim))));
+          REQUIRE_THAT(z[i], WithinAbs(ref_z[i], 1e-5 * std::max(1.0, ref_z[i])));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("hadamard rows: exact on small integers with ties (smaller index wins)", "[kernel]") {
+  // Small-integer entries make every S exact, so sums must match bit for bit and ties are real ties.
+  const std::size_t dim = 4;
+  for (std::size_t m : lengths) {
+    if (m == 0) continue;
+    std::vector<float> q(3 * dim), d(m * dim), w(m);
+    for (std::size_t i = 0; i != q.size(); ++i) q[i] = float(int(i % 3) - 1);
+    for (std::size_t i = 0; i != d.size(); ++i) d[i] = float(int((i * 7) % 5) - 2);
+    for (std::size_t j = 0; j != m; ++j) w[j] = float(j % 4);
+    aligner::aligned_vector<float> packed(aligner::packed_size(m, dim));
+    aligner::pack_panels({d.data(), m, dim}, packed.data());
+    for (std::size_t k : {1, 2, 4, 7, 16, 20}) {
+      std::vector<double> sum(3), z(3), rs(3), rz(3);
+      aligner::hadamard_rows_kernel{}(aligner::default_arch{}, {q.data(), 3, dim}, packed.data(), m, k, w.data(), sum.data(), z.data());
+      aligner::ref::aligned_row_sums({q.data(), 3, dim}, {d.data(), m, dim}, k, w.data(), rs.data(), rz.data());
+      for (std::size_t i = 0; i != 3; ++i) {
+        INFO("m " << m << " k " << k << " row " << i);
+        REQUIRE(sum[i] == rs[i]);
+        REQUIRE(z[i] == rz[i]);
+      }
+    }
+  }
+}
+
+TEST_CASE("similarity kernel: full S against the reference", "[kernel]") {
+  for (std::size_t m : lengths) {
+    if (m == 0) continue;
+    const std::size_t n = 6, dim = 37;
+    const auto q = aligner_test::random_matrix(n, dim, 9), d = aligner_test::random_matrix(m, dim, 10);
+    aligner::aligned_vector<float> packed(aligner::packed_size(m, dim));
+    aligner::pack_panels({d.data(), m, dim}, packed.data());
+    const std::size_t stride = aligner::panel_count(m) * W;
+    std::vector<float> s(n * stride);
+    aligner::similarity_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed.data(), m, s.data(), stride);
+    for (std::size_t i = 0; i != n; ++i)
+      for (std::size_t j = 0; j != m; ++j) {
+        const double ref = aligner::ref::dot(q.data() + i * dim, d.data() + j * dim, dim);
+        REQUIRE_THAT(double(s[i * stride + j]), WithinAbs(ref, 1e-5 * std::sqrt(double(dim))));
+      }
+  }
+}

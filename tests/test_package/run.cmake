@@ -1,0 +1,24 @@
+# Builds and runs a consumer project of aligner, either against an install tree (find_package) or with
+# add_subdirectory. Invoked by ctest: cmake -DSOURCE_DIR=... -DWORK_DIR=... -DMODE=... -P run.cmake
+set(work ${WORK_DIR}/${MODE})
+file(REMOVE_RECURSE ${work})
+file(MAKE_DIRECTORY ${work})
+function(run_step)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "step failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+endfunction()
+if(MODE STREQUAL "find_package")
+  run_step(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${work}/aligner-build -G ${GENERATOR}
+           -DALIGNER_BUILD_TESTS=OFF -DALIGNER_BUILD_BENCH=OFF -DALIGNER_BUILD_EXAMPLES=OFF -DALIGNER_INSTALL=ON
+           -DCMAKE_INSTALL_PREFIX=${work}/prefix)
+  run_step(${CMAKE_COMMAND} --install ${work}/aligner-build)
+  run_step(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/test_package -B ${work}/consumer -G ${GENERATOR}
+           -DCMAKE_PREFIX_PATH=${work}/prefix -DALIGNER_CONSUME=find_package)
+else()
+  run_step(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/test_package -B ${work}/consumer -G ${GENERATOR}
+           -DALIGNER_CONSUME=add_subdirectory -DALIGNER_SOURCE_DIR=${SOURCE_DIR})
+endif()
+run_step(${CMAKE_COMMAND} --build ${work}/consumer)
+run_step(${work}/consumer/consumer)
