@@ -14,3 +14,7 @@
 #include "salience.hpp"
 #include "pruner.hpp"
 #include "scorer.hpp"
+#include "token_store.hpp"
+#include "backends/concepts.hpp"
+#include "backends/exact.hpp"
+#include "retriever.hpp"

@@ -1,0 +1,37 @@
+/** @file concepts.hpp
+ *  @brief The maximum-inner-product-search (MIPS) backend concept that aligner_retriever plugs into.
+ *
+ *  A backend holds token vectors under sequential ids (the first added row is id 0, the next add continues at
+ *  size()) and answers batched top-k inner-product queries: row-major queries in, a topk_result out (rows x k,
+ *  best first, higher score = better, unfilled slots id -1 / score -inf). `search` must be safe to call
+ *  concurrently on a const backend (batch search relies on it); `add` is never called concurrently with
+ *  anything. Approximate backends may return fewer or different ids than the exact one. */
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+
+#include "../core/types.hpp"
+
+namespace aligner {
+
+/// Any MIPS engine usable by aligner_retriever.
+template <class B>
+concept mips_backend = requires(B& backend, const B& const_backend, matrix_view<float> vectors, std::size_t k) {
+  { const_backend.dim() } -> std::convertible_to<std::size_t>;
+  { const_backend.size() } -> std::convertible_to<std::size_t>;
+  { const_backend.search(vectors, k) } -> std::same_as<topk_result>;
+  backend.add(vectors);
+};
+
+/// The documented minimal model of mips_backend (it finds nothing): the smallest thing that compiles.
+struct null_backend {
+  std::size_t dims = 1, count = 0;
+  std::size_t dim() const noexcept { return dims; }
+  std::size_t size() const noexcept { return count; }
+  void add(matrix_view<float> vectors) noexcept { count += vectors.rows; }
+  topk_result search(matrix_view<float> queries, std::size_t k) const { return topk_result(queries.rows, k); }
+};
+static_assert(mips_backend<null_backend>, "null_backend must model mips_backend");
+
+}  // namespace aligner

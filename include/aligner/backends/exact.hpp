@@ -1,0 +1,119 @@
+/** @file exact.hpp
+ *  @brief Brute-force inner-product backend: exact top-k over every stored token; the retriever's test oracle.
+ *
+ *  Vectors are packed into panels (kernels/panels.hpp) as they are added. A search computes S for a block of
+ *  query rows against chunks of 2048 tokens with the register-blocked SIMD tile kernel and keeps each row's
+ *  running top-k in a min-heap behind a threshold test, so most scores are rejected with one compare.
+ *  Ties break toward the smaller id. Complexity O(queries * size * dim). `search` is const and thread-safe. */
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "../core/config.hpp"
+#include "../core/error.hpp"
+#include "../core/types.hpp"
+#include "../kernels/hadamard_sum.hpp"
+#include "../kernels/panels.hpp"
+#include "concepts.hpp"
+
+namespace aligner {
+
+class exact_backend {
+ public:
+  /// An empty index of vectors of dimension `dim` (>= 1).
+  explicit exact_backend(std::size_t dim) : dim_(dim) {
+    ALIGNER_EXPECTS(dim >= 1, "exact_backend dim must be >= 1, got ", dim);
+  }
+
+  std::size_t dim() const noexcept { return dim_; }
+  std::size_t size() const noexcept { return size_; }
+
+  /// Appends vectors (ids size() .. size() + rows - 1). Throws on a dim mismatch or NaN/Inf (index unchanged).
+  void add(matrix_view<float> vectors) {
+    if (vectors.rows == 0) return;
+    ALIGNER_EXPECTS(vectors.cols == dim_, "exact_backend of dim ", dim_, " cannot add vectors of dim ", vectors.cols);
+    detail::check_matrix(vectors, "vectors", true);
+    constexpr std::size_t width = panel_width<>;
+    panels_.resize(panel_count(size_ + vectors.rows) * dim_ * width, 0.f);
+    for (std::size_t r = 0; r != vectors.rows; ++r) {
+      const std::size_t t = size_ + r;
+      float* dst = panels_.data() + (t / width) * dim_ * width + (t % width);
+      for (std::size_t c = 0; c != dim_; ++c) dst[c * width] = vectors.row(r)[c];
+    }
+    size_ += vectors.rows;
+  }
+
+  /// Exact top-k inner products of every query row, best first, ties toward the smaller id; k may exceed size()
+  /// (the rest is padded with id -1, score -inf). Throws on a dim mismatch, k == 0 or NaN/Inf queries.
+  topk_result search(matrix_view<float> queries, std::size_t k) const {
+    ALIGNER_EXPECTS(k >= 1, "search k must be >= 1, got k = ", k);
+    ALIGNER_EXPECTS(queries.rows == 0 || queries.cols == dim_, "query dim ", queries.cols, " does not match the index dim ",
+                    dim_);
+    detail::check_matrix(queries, "queries", true);
+    topk_result out(queries.rows, k);
+    if (size_ == 0 || queries.rows == 0) return out;
+    constexpr std::size_t width = panel_width<>, chunk = 2048, row_block = 16;
+    using entry = std::pair<float, std::int64_t>;  // (score, id)
+    // Min-heap on "worse": the top is the entry to evict. Worse = lower score, or equal score and larger id.
+    auto worse_first = [](const entry& a, const entry& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+    const std::size_t keep = std::min(k, size_);
+    std::vector<float> s(row_block * chunk);
+    std::vector<std::vector<entry>> heaps(row_block);
+    for (std::size_t r0 = 0; r0 < queries.rows; r0 += row_block) {
+      const std::size_t rows = std::min(row_block, queries.rows - r0);
+      for (auto& h : heaps) h.clear();
+      for (std::size_t t0 = 0; t0 < size_; t0 += chunk) {
+        const std::size_t count = std::min(chunk, size_ - t0);
+        similarity_kernel{}(default_arch{}, queries.middle_rows(r0, rows), panels_.data() + (t0 / width) * dim_ * width, count,
+                            s.data(), chunk);
+        for (std::size_t i = 0; i != rows; ++i) {
+          auto& h = heaps[i];
+          const float* row = s.data() + i * chunk;
+          std::size_t j = 0;
+          for (; j != count && h.size() < keep; ++j) {
+            h.emplace_back(row[j], std::int64_t(t0 + j));
+            std::push_heap(h.begin(), h.end(), worse_first);
+          }
+          float threshold = h.empty() ? -std::numeric_limits<float>::infinity() : h.front().first;
+          for (; j != count; ++j) {
+            if (!(row[j] > threshold)) continue;  // equal scores keep the earlier (smaller) id
+            std::pop_heap(h.begin(), h.end(), worse_first);
+            h.back() = {row[j], std::int64_t(t0 + j)};
+            std::push_heap(h.begin(), h.end(), worse_first);
+            threshold = h.front().first;
+          }
+        }
+      }
+      for (std::size_t i = 0; i != rows; ++i) {
+        auto& h = heaps[i];
+        std::sort_heap(h.begin(), h.end(), worse_first);  // ascending in "worse" order = best first
+        for (std::size_t t = 0; t != h.size(); ++t) {
+          out.ids[(r0 + i) * k + t] = h[t].second;
+          out.scores[(r0 + i) * k + t] = h[t].first;
+        }
+      }
+    }
+    return out;
+  }
+
+  /// Vector `id` (copied out of its panel).
+  std::vector<float> vector(std::size_t id) const {
+    ALIGNER_EXPECTS(id < size_, "vector id ", id, " is outside the index of ", size_);
+    std::vector<float> v(dim_);
+    for (std::size_t c = 0; c != dim_; ++c) v[c] = packed_at(panels_.data(), dim_, id, c);
+    return v;
+  }
+
+ private:
+  std::size_t dim_;
+  std::size_t size_ = 0;
+  aligned_vector<float> panels_;
+};
+static_assert(mips_backend<exact_backend>, "exact_backend must model mips_backend");
+
+}  // namespace aligner

@@ -1,0 +1,287 @@
+/** @file retriever.hpp
+ *  @brief aligner_retriever<Backend>: ALIGNER retrieval over any MIPS backend (SPEC section 6).
+ *
+ *  1. Index: every document's kept tokens (salience pruning β^d, pruner.hpp) go into the backend; a 4-byte
+ *     token id -> document map remembers where they came from; every token goes into a packed token_store.
+ *  2. Search: each kept query token (β^q) asks the backend for its top k' tokens.
+ *  3. Gather: hit tokens map to documents; their union (minus removed and filtered documents) are candidates.
+ *  4. Rerank: each candidate gets sim(Q, D) over all tokens of both sides (scorer.hpp), the top N are returned,
+ *     best first, ties toward the smaller document id. `exhaustive` skips 2-3 and reranks every document.
+ *  5. Explain: the aligned pairs behind one document's score.
+ *  Document ids are 0-based in insertion order. Thread safety: const members (search, search_batch, explain)
+ *  may run concurrently with each other; add/remove must not run concurrently with anything (the retriever
+ *  does not lock; guard it with a std::shared_mutex if you mutate while serving). */
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <numeric>
+#include <optional>
+#include <span>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "alignment.hpp"
+#include "backends/concepts.hpp"
+#include "core/error.hpp"
+#include "core/types.hpp"
+#include "pruner.hpp"
+#include "salience.hpp"
+#include "scorer.hpp"
+#include "token_store.hpp"
+
+namespace aligner {
+
+/// Settings fixed when documents are indexed.
+struct index_params {
+  double doc_prune = 1.0;  ///< β^d in (0, 1]: fraction of each document's tokens (by salience) given to the backend
+  bool check_finite = true;
+};
+
+/// Per-call knobs of a search.
+struct search_params {
+  alignment strategy = alignment::top1();
+  normalization norm = normalization::mean;
+  std::size_t candidates_per_token = 4000;  ///< k': backend hits per kept query token (>= 1)
+  std::size_t top = 1000;                   ///< N: results returned (>= 1)
+  bool exhaustive = false;                  ///< rerank every (allowed, not removed) document, no token search
+  double query_prune = 1.0;                 ///< β^q in (0, 1]; < 1 needs query_salience
+  std::span<const float> query_salience{};  ///< u^q (one per query token) or empty
+  bool use_doc_salience = true;             ///< weight pairs with the stored document salience, when there is one
+  std::function<bool(std::int64_t)> filter{};  ///< optional: only documents for which it returns true
+  bool check_finite = true;
+};
+
+/// Ranked documents of one query plus diagnostics.
+struct search_result {
+  std::vector<std::int64_t> ids;  ///< document ids, best first
+  std::vector<float> scores;      ///< sim(Q, D) of each
+  std::size_t candidates_scored = 0;  ///< documents reranked
+  std::size_t tokens_searched = 0;    ///< query tokens sent to the backend
+  std::size_t query_tokens_pruned = 0;
+  std::size_t backend_hits = 0;       ///< valid token hits returned by the backend
+};
+
+template <mips_backend Backend>
+class aligner_retriever {
+ public:
+  /// An empty retriever over `backend` (moved in; it must be empty). `doc_scorer`, when given, computes the
+  /// salience of documents added without an explicit one.
+  explicit aligner_retriever(Backend backend, index_params params = {},
+                             std::optional<salience_scorer> doc_scorer = std::nullopt)
+      : backend_(std::move(backend)), params_(params), doc_scorer_(std::move(doc_scorer)), store_(backend_.dim()) {
+    detail::check_beta(params_.doc_prune, "index_params.doc_prune");
+    ALIGNER_EXPECTS(backend_.size() == 0, "the backend must be empty, it holds ", backend_.size(), " vectors");
+    if (doc_scorer_)
+      ALIGNER_EXPECTS(doc_scorer_->dim() == backend_.dim(), "document salience scorer has dim ", doc_scorer_->dim(),
+                      " but the backend has dim ", backend_.dim());
+  }
+
+  /// Builds from documents stored back to back; `doc_salience` empty or one value per token.
+  aligner_retriever(Backend backend, const sequence_set_view& docs, index_params params = {},
+                    std::span<const float> doc_salience = {}, std::optional<salience_scorer> doc_scorer = std::nullopt)
+      : aligner_retriever(std::move(backend), params, std::move(doc_scorer)) {
+    add(docs, doc_salience);
+  }
+
+  std::size_t dim() const noexcept { return backend_.dim(); }
+  /// Documents ever added (removed ones included: ids are never reused).
+  std::size_t size() const noexcept { return store_.size(); }
+  std::size_t live_size() const noexcept { return store_.size() - removed_count_; }
+  std::size_t indexed_tokens() const noexcept { return token_doc_.size(); }
+  const Backend& backend() const noexcept { return backend_; }
+  const token_store& store() const noexcept { return store_; }
+  const index_params& params() const noexcept { return params_; }
+  bool is_removed(std::int64_t id) const noexcept { return id >= 0 && std::size_t(id) < size() && removed_[std::size_t(id)]; }
+
+  /// Adds documents; returns the id of the first. Salience: `doc_salience` (one per token), else the doc
+  /// scorer's, else none (then β^d must be 1). All or nothing: on error nothing changes.
+  std::int64_t add(const sequence_set_view& docs, std::span<const float> doc_salience = {}) {
+    detail::check_offsets(docs.offsets, docs.tokens.rows, "document offsets");
+    ALIGNER_EXPECTS(docs.tokens.rows == 0 || docs.tokens.cols == dim(), "documents have dim ", docs.tokens.cols,
+                    " but the retriever has dim ", dim());
+    detail::check_matrix(docs.tokens, "document tokens", params_.check_finite);
+    ALIGNER_EXPECTS(size() + docs.size() < std::size_t(std::numeric_limits<std::uint32_t>::max()), "too many documents");
+    std::vector<float> computed;
+    if (doc_salience.empty() && doc_scorer_ && docs.tokens.rows) {
+      computed = (*doc_scorer_)(docs, false);
+      doc_salience = computed;
+    }
+    detail::check_weights(doc_salience, docs.tokens.rows, "doc_salience");
+    const bool with_salience = !doc_salience.empty();
+    ALIGNER_EXPECTS(with_salience || params_.doc_prune == 1.0, "index_params.doc_prune = ", params_.doc_prune,
+                    " needs document salience (pass doc_salience or a salience scorer)");
+    if (store_.size() > 0 && docs.size() > 0)
+      ALIGNER_EXPECTS(with_salience == store_.has_salience(), "the retriever's documents ",
+                      store_.has_salience() ? "have" : "have no", " salience; added documents must match");
+    // Kept tokens, gathered contiguously for the backend.
+    std::vector<float> kept;
+    std::vector<std::uint32_t> kept_doc;
+    const std::size_t first = size();
+    for (std::size_t d = 0; d != docs.size(); ++d) {
+      const matrix_view<float> doc = docs.sequence(d);
+      auto take = [&](std::size_t j) {
+        kept.insert(kept.end(), doc.row(j), doc.row(j) + dim());
+        kept_doc.push_back(std::uint32_t(first + d));
+      };
+      if (params_.doc_prune >= 1.0 || doc.rows == 0) {
+        for (std::size_t j = 0; j != doc.rows; ++j) take(j);
+      } else {
+        for (std::uint32_t j : prune(doc_salience.subspan(std::size_t(docs.offsets[d]), doc.rows), params_.doc_prune)) take(j);
+      }
+    }
+    // Every input is validated above; the backend goes first (an adapter may still reject), then the store,
+    // whose add cannot fail on validated input (only on allocation).
+    backend_.add(matrix_view<float>(kept.data(), kept_doc.size(), dim()));
+    store_.add(docs, doc_salience, false);
+    token_doc_.insert(token_doc_.end(), kept_doc.begin(), kept_doc.end());
+    removed_.resize(store_.size(), false);
+    return std::int64_t(first);
+  }
+
+  /// Adds one document (a token matrix), returning its id.
+  std::int64_t add(matrix_view<float> doc, std::span<const float> doc_salience = {}) {
+    const std::int64_t offsets[] = {0, std::int64_t(doc.rows)};
+    return add(sequence_set_view{doc, offsets}, doc_salience);
+  }
+
+  /// Removes a document: it is never returned again (its tokens may stay in the backend; hits are dropped).
+  /// Throws for an unknown or already removed id.
+  void remove(std::int64_t id) {
+    ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "remove: unknown document id ", id, " (the retriever holds ids 0..",
+                    std::int64_t(size()) - 1, ")");
+    ALIGNER_EXPECTS(!removed_[std::size_t(id)], "remove: document id ", id, " is already removed");
+    removed_[std::size_t(id)] = true;
+    ++removed_count_;
+  }
+
+  /// Searches one query (row-major token matrix).
+  search_result search(matrix_view<float> query, const search_params& p = {}) const {
+    validate(query, p);
+    return search_unchecked(query, p);
+  }
+
+  /// Searches many queries stored back to back on `threads` threads (0 = hardware concurrency); results are
+  /// identical to serial searches. `query_salience`: empty or one value per token of the whole set (it
+  /// replaces p.query_salience per query).
+  std::vector<search_result> search_batch(const sequence_set_view& queries, const search_params& p = {},
+                                          std::span<const float> query_salience = {}, unsigned threads = 0) const {
+    detail::check_offsets(queries.offsets, queries.tokens.rows, "query offsets");
+    detail::check_weights(query_salience, queries.tokens.rows, "query_salience");
+    ALIGNER_EXPECTS(p.query_salience.empty(), "search_batch takes query salience as its own argument, not in search_params");
+    std::vector<search_params> per(queries.size(), p);
+    for (std::size_t q = 0; q != queries.size(); ++q) {
+      if (!query_salience.empty())
+        per[q].query_salience = query_salience.subspan(std::size_t(queries.offsets[q]), queries.length(q));
+      validate(queries.sequence(q), per[q]);
+    }
+    std::vector<search_result> out(queries.size());
+    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+    threads = unsigned(std::min<std::size_t>(threads, queries.size()));
+    std::atomic<std::size_t> next{0};
+    auto work = [&] {
+      for (std::size_t q; (q = next.fetch_add(1)) < queries.size();) out[q] = search_unchecked(queries.sequence(q), per[q]);
+    };
+    if (threads <= 1) {
+      work();
+    } else {
+      std::vector<std::jthread> pool;
+      for (unsigned t = 0; t != threads; ++t) pool.emplace_back(work);
+    }
+    return out;
+  }
+
+  /// The aligned pairs behind document `id`'s score for `query` under p's strategy, normalisation and salience.
+  explanation explain(matrix_view<float> query, std::int64_t id, const search_params& p = {}) const {
+    ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "explain: unknown document id ", id);
+    validate(query, p);
+    const auto doc = store_.unpack(std::size_t(id));
+    score_params sp{.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false};
+    if (p.use_doc_salience && store_.has_salience()) sp.doc_salience = store_.salience(std::size_t(id));
+    return aligner::explain(query, matrix_view<float>(doc.data(), store_.length(std::size_t(id)), dim()), sp);
+  }
+
+ private:
+  void validate(matrix_view<float> query, const search_params& p) const {
+    p.strategy.validate();
+    ALIGNER_EXPECTS(query.rows == 0 || query.cols == dim(), "query dim ", query.cols, " does not match the index dim ", dim());
+    ALIGNER_EXPECTS(p.top >= 1, "search_params.top must be >= 1, got ", p.top);
+    ALIGNER_EXPECTS(p.exhaustive || p.candidates_per_token >= 1, "search_params.candidates_per_token (k') must be >= 1, got ",
+                    p.candidates_per_token);
+    detail::check_beta(p.query_prune, "search_params.query_prune");
+    ALIGNER_EXPECTS(p.query_prune == 1.0 || !p.query_salience.empty(), "search_params.query_prune = ", p.query_prune,
+                    " needs query_salience");
+    detail::check_matrix(query, "query", p.check_finite);
+    detail::check_weights(p.query_salience, query.rows, "query_salience");
+  }
+
+  search_result search_unchecked(matrix_view<float> query, const search_params& p) const {
+    search_result out;
+    if (query.rows == 0 || live_size() == 0) return out;
+    std::vector<std::uint32_t> candidates;
+    auto allowed = [&](std::size_t d) { return !removed_[d] && (!p.filter || p.filter(std::int64_t(d))); };
+    if (p.exhaustive) {
+      for (std::size_t d = 0; d != size(); ++d)
+        if (allowed(d)) candidates.push_back(std::uint32_t(d));
+    } else {
+      // Kept query tokens, contiguous.
+      std::vector<float> kept;
+      const float* search_rows = nullptr;
+      std::size_t search_count = query.rows;
+      if (p.query_prune < 1.0) {
+        const auto keep = prune(p.query_salience, p.query_prune);
+        out.query_tokens_pruned = query.rows - keep.size();
+        for (std::uint32_t i : keep) kept.insert(kept.end(), query.row(i), query.row(i) + dim());
+        search_rows = kept.data();
+        search_count = keep.size();
+      } else if (query.stride_elems != dim()) {
+        for (std::size_t i = 0; i != query.rows; ++i) kept.insert(kept.end(), query.row(i), query.row(i) + dim());
+        search_rows = kept.data();
+      } else {
+        search_rows = query.data;
+      }
+      out.tokens_searched = search_count;
+      const topk_result hits = backend_.search(matrix_view<float>(search_rows, search_count, dim()), p.candidates_per_token);
+      for (std::int64_t id : hits.ids) {
+        if (id < 0 || std::size_t(id) >= token_doc_.size()) continue;
+        ++out.backend_hits;
+        candidates.push_back(token_doc_[std::size_t(id)]);
+      }
+      std::sort(candidates.begin(), candidates.end());
+      candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+      std::erase_if(candidates, [&](std::uint32_t d) { return !allowed(d); });
+    }
+    out.candidates_scored = candidates.size();
+    std::vector<float> scores(candidates.size());
+    score_params sp{.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false};
+    score_store(query, store_, candidates, scores, sp, p.use_doc_salience);
+    std::vector<std::uint32_t> order(candidates.size());
+    std::iota(order.begin(), order.end(), std::uint32_t{0});
+    const std::size_t top = std::min(p.top, order.size());
+    std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+      return scores[a] > scores[b] || (scores[a] == scores[b] && candidates[a] < candidates[b]);
+    });
+    out.ids.resize(top);
+    out.scores.resize(top);
+    for (std::size_t r = 0; r != top; ++r) {
+      out.ids[r] = candidates[order[r]];
+      out.scores[r] = scores[order[r]];
+    }
+    return out;
+  }
+
+  Backend backend_;
+  index_params params_;
+  std::optional<salience_scorer> doc_scorer_;
+  token_store store_;
+  std::vector<std::uint32_t> token_doc_;  ///< backend token id -> document id (4 bytes per indexed token)
+  std::vector<bool> removed_;
+  std::size_t removed_count_ = 0;
+};
+
+}  // namespace aligner

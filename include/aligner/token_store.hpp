@@ -1,0 +1,159 @@
+/** @file token_store.hpp
+ *  @brief Owning store of many token sequences (documents), packed once into the kernels' panel layout.
+ *
+ *  Scoring a query against packed documents skips the per-call packing of score_batch, which costs about as
+ *  much as the scoring itself for short queries. Sequences are appended (never modified); each may carry
+ *  per-token salience (either every sequence has it or none does). Memory: (rows rounded up to the panel
+ *  width) x dim floats per sequence. Const member functions are safe to call from many threads; `add` is not
+ *  safe concurrently with anything else. */
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <span>
+#include <vector>
+
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/types.hpp"
+#include "kernels/panels.hpp"
+#include "scorer.hpp"
+
+namespace aligner {
+
+class token_store {
+ public:
+  token_store() = default;
+  /// An empty store of vectors of dimension `dim` (>= 1).
+  explicit token_store(std::size_t dim) : dim_(dim) {
+    ALIGNER_EXPECTS(dim >= 1, "token_store dim must be >= 1, got ", dim);
+  }
+  /// A store holding every sequence of `sequences`; `salience` empty or one value per token of the set.
+  explicit token_store(const sequence_set_view& sequences, std::span<const float> salience = {},
+                       bool check_finite = true)
+      : token_store(sequences.tokens.cols == 0 ? 1 : sequences.tokens.cols) {
+    add(sequences, salience, check_finite);
+  }
+
+  std::size_t dim() const noexcept { return dim_; }
+  std::size_t size() const noexcept { return offsets_.size() - 1; }
+  std::size_t tokens() const noexcept { return std::size_t(offsets_.back()); }
+  std::size_t length(std::size_t s) const noexcept { return std::size_t(offsets_[s + 1] - offsets_[s]); }
+  std::int64_t first_token(std::size_t s) const noexcept { return offsets_[s]; }
+  bool has_salience() const noexcept { return has_salience_; }
+  /// Bytes of the packed vectors (including panel padding).
+  std::size_t memory_bytes() const noexcept { return panels_.size() * sizeof(float) + salience_.size() * sizeof(float); }
+
+  /// Packed panels of sequence s (see kernels/panels.hpp).
+  const float* panels(std::size_t s) const noexcept { return panels_.data() + panel_offsets_[s]; }
+  /// Salience of sequence s (empty when the store has none).
+  std::span<const float> salience(std::size_t s) const noexcept {
+    if (!has_salience_) return {};
+    return {salience_.data() + offsets_[s], length(s)};
+  }
+  /// Component c of token j of sequence s.
+  float at(std::size_t s, std::size_t j, std::size_t c) const noexcept { return packed_at(panels(s), dim_, j, c); }
+  /// Copies sequence s back to row-major order (length(s) x dim floats).
+  void unpack(std::size_t s, float* out) const noexcept {
+    for (std::size_t j = 0; j != length(s); ++j)
+      for (std::size_t c = 0; c != dim_; ++c) out[j * dim_ + c] = at(s, j, c);
+  }
+  std::vector<float> unpack(std::size_t s) const {
+    std::vector<float> out(length(s) * dim_);
+    unpack(s, out.data());
+    return out;
+  }
+
+  /// Appends one sequence. Throws (store unchanged) on a dim mismatch, NaN/Inf, or a salience that is missing,
+  /// surplus, of the wrong length, negative or non-finite.
+  std::size_t add(matrix_view<float> tokens, std::span<const float> salience = {}, bool check_finite = true) {
+    check_one(tokens, salience, check_finite);
+    return append(tokens, salience);
+  }
+
+  /// Appends every sequence of a set (salience: one value per token of the set, or empty). All or nothing.
+  void add(const sequence_set_view& sequences, std::span<const float> salience = {}, bool check_finite = true) {
+    detail::check_offsets(sequences.offsets, sequences.tokens.rows, "offsets");
+    ALIGNER_EXPECTS(sequences.tokens.rows == 0 || sequences.tokens.cols == dim_, "token_store of dim ", dim_,
+                    " cannot take tokens of dim ", sequences.tokens.cols);
+    detail::check_matrix(sequences.tokens, "tokens", check_finite);
+    detail::check_weights(salience, sequences.tokens.rows, "salience");
+    check_salience_mode(!salience.empty(), sequences.size());
+    reserve_more(sequences.tokens.rows, sequences.size());
+    for (std::size_t s = 0; s != sequences.size(); ++s)
+      append(sequences.sequence(s), salience.empty() ? salience
+                                                     : salience.subspan(std::size_t(sequences.offsets[s]), sequences.length(s)));
+  }
+
+ private:
+  void check_salience_mode(bool with, std::size_t count) const {
+    if (count == 0) return;
+    if (size() > 0)
+      ALIGNER_EXPECTS(with == has_salience_, "token_store ", has_salience_ ? "has" : "has no",
+                      " salience; every sequence must ", has_salience_ ? "come with" : "come without", " one");
+  }
+  void check_one(matrix_view<float> tokens, std::span<const float> salience, bool check_finite) const {
+    ALIGNER_EXPECTS(tokens.rows == 0 || tokens.cols == dim_, "token_store of dim ", dim_, " cannot take tokens of dim ",
+                    tokens.cols);
+    ALIGNER_EXPECTS(tokens.rows < (std::size_t{1} << 24), "a sequence holds ", tokens.rows,
+                    " tokens; at most 2^24 - 1 are supported");
+    detail::check_matrix(tokens, "tokens", check_finite);
+    detail::check_weights(salience, tokens.rows, "salience");
+    const bool with = !salience.empty() || (tokens.rows == 0 && has_salience_);
+    check_salience_mode(with, 1);
+  }
+  void reserve_more(std::size_t rows, std::size_t count) {
+    panels_.reserve(panels_.size() + (rows + count * panel_width<>) * dim_);
+    offsets_.reserve(offsets_.size() + count);
+    panel_offsets_.reserve(panel_offsets_.size() + count);
+  }
+  std::size_t append(matrix_view<float> tokens, std::span<const float> salience) {
+    if (size() == 0) has_salience_ = !salience.empty();
+    const std::size_t at = panels_.size();
+    panels_.resize(at + packed_size(tokens.rows, dim_));
+    if (tokens.rows) pack_panels(tokens, panels_.data() + at);
+    panel_offsets_.push_back(std::int64_t(at));
+    offsets_.push_back(offsets_.back() + std::int64_t(tokens.rows));
+    if (has_salience_) salience_.insert(salience_.end(), salience.begin(), salience.end());
+    return size() - 1;
+  }
+
+  std::size_t dim_ = 1;
+  aligned_vector<float> panels_;
+  std::vector<std::int64_t> panel_offsets_;
+  std::vector<std::int64_t> offsets_{0};
+  std::vector<float> salience_;
+  bool has_salience_ = false;
+};
+
+/// Scores one query against sequences `which` of a store into out (out[t] for which[t]). The store's salience
+/// is used when `use_store_salience` and the store has one; params.doc_salience must be empty. Validation as
+/// aligner::score; nothing is written on error.
+inline void score_store(matrix_view<float> query, const token_store& store, std::span<const std::uint32_t> which,
+                        std::span<float> out, const score_params& params = {}, bool use_store_salience = true) {
+  ALIGNER_EXPECTS(params.doc_salience.empty(), "score_store takes document salience from the store, not params.doc_salience");
+  ALIGNER_EXPECTS(query.rows == 0 || query.cols == store.dim(), "query dim ", query.cols, " does not match the store's dim ",
+                  store.dim());
+  detail::check_score_inputs(query, matrix_view<float>(nullptr, 0, store.dim()), params, 0);
+  ALIGNER_EXPECTS(out.size() == which.size(), "score_store output has ", out.size(), " entries for ", which.size(),
+                  " sequences");
+  for (std::uint32_t s : which) ALIGNER_EXPECTS(s < store.size(), "sequence index ", s, " is outside the store of ", store.size());
+  const bool sal = use_store_salience && store.has_salience();
+  const float* uq = detail::data_or_null(params.query_salience);
+  for (std::size_t t = 0; t != which.size(); ++t) {
+    const std::size_t s = which[t];
+    out[t] = detail::score_packed(query, store.panels(s), store.length(s), params.strategy, params.norm, uq,
+                                  sal ? store.salience(s).data() : nullptr);
+  }
+}
+
+/// Scores one query against every sequence of a store (out has store.size() entries).
+inline void score_store(matrix_view<float> query, const token_store& store, std::span<float> out,
+                        const score_params& params = {}, bool use_store_salience = true) {
+  std::vector<std::uint32_t> all(store.size());
+  std::iota(all.begin(), all.end(), std::uint32_t{0});
+  score_store(query, store, all, out, params, use_store_salience);
+}
+
+}  // namespace aligner

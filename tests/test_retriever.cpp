@@ -1,0 +1,278 @@
+#include <aligner/aligner.hpp>
+
+#include "test_common.hpp"
+
+#include <set>
+
+using aligner::alignment;
+using aligner::normalization;
+using Catch::Matchers::WithinAbs;
+
+namespace {
+
+struct corpus {
+  std::size_t dim = 0;
+  std::vector<float> tokens;
+  std::vector<std::int64_t> offsets{0};
+  std::vector<float> salience;
+  aligner::sequence_set_view view() const { return {{tokens.data(), std::size_t(offsets.back()), dim}, offsets}; }
+};
+
+/// Documents of random lengths in [0, max_len], some empty; unit vectors; salience in [0, 2) with zeros.
+corpus make_corpus(std::size_t docs, std::size_t max_len, std::size_t dim, std::uint64_t seed) {
+  corpus c;
+  c.dim = dim;
+  std::mt19937_64 rng(seed);
+  for (std::size_t d = 0; d != docs; ++d) {
+    const std::size_t len = (d % 17 == 5) ? 0 : 1 + rng() % max_len;
+    c.offsets.push_back(c.offsets.back() + std::int64_t(len));
+  }
+  c.tokens = aligner_test::random_matrix(std::size_t(c.offsets.back()), dim, seed + 1, true);
+  c.salience = aligner_test::random_weights(std::size_t(c.offsets.back()), seed + 2, true);
+  return c;
+}
+
+/// Brute force: every non-empty, allowed document scored with the scorer, sorted (score desc, id asc).
+std::vector<std::pair<std::int64_t, float>> brute_force(const corpus& c, aligner::matrix_view<float> q, const aligner::score_params& p,
+                                                        bool with_salience, bool include_empty, std::size_t top,
+                                                        const std::function<bool(std::int64_t)>& allowed = {}) {
+  std::vector<std::pair<std::int64_t, float>> all;
+  const auto v = c.view();
+  for (std::size_t d = 0; d != v.size(); ++d) {
+    if (!include_empty && v.length(d) == 0) continue;
+    if (allowed && !allowed(std::int64_t(d))) continue;
+    aligner::score_params sp = p;
+    if (with_salience) sp.doc_salience = std::span<const float>(c.salience).subspan(std::size_t(c.offsets[d]), v.length(d));
+    all.emplace_back(std::int64_t(d), aligner::score(q, v.sequence(d), sp));
+  }
+  std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); });
+  if (all.size() > top) all.resize(top);
+  return all;
+}
+
+void require_same(const aligner::search_result& got, const std::vector<std::pair<std::int64_t, float>>& want) {
+  REQUIRE(got.ids.size() == want.size());
+  for (std::size_t r = 0; r != want.size(); ++r) {
+    INFO("rank " << r);
+    REQUIRE(got.ids[r] == want[r].first);
+    REQUIRE(got.scores[r] == want[r].second);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("exact backend: top-k equals a sort of every inner product", "[oracle]") {
+  const std::size_t dim = 24, n = 5000;
+  const auto x = aligner_test::random_matrix(n, dim, 1);
+  aligner::exact_backend b(dim);
+  b.add({x.data(), 1234, dim});  // two adds: ids continue
+  b.add({x.data() + 1234 * dim, n - 1234, dim});
+  REQUIRE(b.size() == n);
+  const auto q = aligner_test::random_matrix(19, dim, 2);
+  for (std::size_t k : {1, 7, 100, 6000}) {
+    const auto res = b.search({q.data(), 19, dim}, k);
+    for (std::size_t i = 0; i != 19; ++i) {
+      std::vector<std::pair<double, std::int64_t>> all;
+      for (std::size_t t = 0; t != n; ++t) all.emplace_back(aligner::ref::dot(q.data() + i * dim, x.data() + t * dim, dim), t);
+      std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+      // Tie-tolerant: rank r holds a vector whose true score equals the r-th best score (float vs double order
+      // may swap near-ties), and no id repeats.
+      std::set<std::int64_t> seen;
+      for (std::size_t r = 0; r != std::min(k, n); ++r) {
+        const std::int64_t id = res.ids_of(i)[r];
+        REQUIRE(seen.insert(id).second);
+        REQUIRE_THAT(aligner::ref::dot(q.data() + i * dim, x.data() + std::size_t(id) * dim, dim), WithinAbs(all[r].first, 1e-5));
+        REQUIRE_THAT(res.scores_of(i)[r], WithinAbs(all[r].first, 1e-5));
+      }
+      for (std::size_t r = n; r < k; ++r) {
+        REQUIRE(res.ids_of(i)[r] == -1);
+        REQUIRE(res.scores_of(i)[r] == -std::numeric_limits<float>::infinity());
+      }
+    }
+  }
+  CHECK_THROWS_AS(b.search({q.data(), 1, dim}, 0), aligner::invalid_argument);
+  CHECK_THROWS_WITH(b.search({q.data(), 1, dim - 1}, 3), Catch::Contains("dim 23"));
+  CHECK_THROWS_AS(b.add({q.data(), 1, dim - 1}), aligner::invalid_argument);
+}
+
+TEST_CASE("exact backend: ties toward the smaller id", "[edge]") {
+  aligner::exact_backend b(2);
+  const float x[] = {1, 0, 1, 0, 0, 1, 1, 0};
+  b.add({x, 4, 2});
+  const float q[] = {1, 0};
+  const auto res = b.search({q, 1, 2}, 2);
+  CHECK(res.ids == std::vector<std::int64_t>{0, 1});
+}
+
+TEST_CASE("retriever: exact backend with k' reaching every document equals brute force", "[oracle]") {
+  const std::size_t dim = 32;
+  const auto c = make_corpus(120, 40, dim, 7);
+  const auto queries = make_corpus(4, 12, dim, 99);
+  for (double beta : {1.0, 0.3}) {
+    for (bool salience : {false, true}) {
+      if (beta < 1.0 && !salience) continue;  // pruning needs salience
+      aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view(), {.doc_prune = beta},
+                                                           salience ? std::span<const float>(c.salience) : std::span<const float>());
+      if (beta < 1.0) REQUIRE(r.indexed_tokens() < std::size_t(c.offsets.back()));
+      for (const auto& a : {alignment::top1(), alignment::top_k(3), alignment::top_p(0.1), alignment::dense()})
+        for (auto norm : {normalization::mean, normalization::none})
+          for (std::size_t q = 0; q != queries.view().size(); ++q) {
+            const auto qv = queries.view().sequence(q);
+            if (qv.rows == 0) continue;
+            aligner::search_params p{.strategy = a, .norm = norm, .candidates_per_token = r.indexed_tokens(), .top = 50};
+            INFO("beta " << beta << " salience " << salience << " " << a.name() << " query " << q);
+            const auto got = r.search(qv, p);
+            require_same(got, brute_force(c, qv, {.strategy = a, .norm = norm}, salience, false, 50));
+            CHECK(got.tokens_searched == qv.rows);
+            // Exhaustive mode also reaches the empty documents (score 0).
+            p.exhaustive = true;
+            require_same(r.search(qv, p), brute_force(c, qv, {.strategy = a, .norm = norm}, salience, true, 50));
+          }
+    }
+  }
+}
+
+TEST_CASE("retriever: query pruning searches fewer tokens but reranks with all", "[property]") {
+  const std::size_t dim = 16;
+  const auto c = make_corpus(60, 30, dim, 3);
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view());
+  const auto q = aligner_test::random_matrix(10, dim, 5, true);
+  const auto uq = aligner_test::random_weights(10, 6);
+  const aligner::search_params p{.candidates_per_token = r.indexed_tokens(), .top = 60, .query_prune = 0.5, .query_salience = uq};
+  const auto got = r.search({q.data(), 10, dim}, p);
+  CHECK(got.tokens_searched == 5);
+  CHECK(got.query_tokens_pruned == 5);
+  // Every non-empty document is still a candidate (k' reaches all), and scores use all 10 query tokens.
+  require_same(got, brute_force(c, {q.data(), 10, dim}, {.query_salience = uq}, false, false, 60));
+}
+
+TEST_CASE("retriever: filter, remove, add, explain", "[property]") {
+  const std::size_t dim = 16;
+  const auto c = make_corpus(50, 20, dim, 11);
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view());
+  const auto q = aligner_test::random_matrix(6, dim, 12, true);
+  aligner::search_params p{.candidates_per_token = 10000, .top = 100};
+  const auto all = r.search({q.data(), 6, dim}, p);
+  REQUIRE(all.ids.size() >= 3);
+  // Filter: even ids only.
+  p.filter = [](std::int64_t id) { return id % 2 == 0; };
+  const auto even = r.search({q.data(), 6, dim}, p);
+  for (auto id : even.ids) CHECK(id % 2 == 0);
+  require_same(even, brute_force(c, {q.data(), 6, dim}, {}, false, false, 100, p.filter));
+  p.filter = {};
+  // Remove the best document: it is gone, the rest keep their order.
+  const std::int64_t best = all.ids[0];
+  r.remove(best);
+  CHECK(r.is_removed(best));
+  CHECK(r.live_size() == 49);
+  const auto after = r.search({q.data(), 6, dim}, p);
+  CHECK(std::find(after.ids.begin(), after.ids.end(), best) == after.ids.end());
+  CHECK(after.ids[0] == all.ids[1]);
+  p.exhaustive = true;
+  const auto after_ex = r.search({q.data(), 6, dim}, p);
+  CHECK(std::find(after_ex.ids.begin(), after_ex.ids.end(), best) == after_ex.ids.end());
+  p.exhaustive = false;
+  CHECK_THROWS_WITH(r.remove(best), Catch::Contains("already removed"));
+  CHECK_THROWS_WITH(r.remove(50), Catch::Contains("unknown document id 50"));
+  CHECK_THROWS_AS(r.remove(-1), aligner::invalid_argument);
+  // Add a document identical to the query: it must come first.
+  const std::int64_t id = r.add(aligner::matrix_view<float>(q.data(), 6, dim));
+  CHECK(id == 50);
+  const auto with_new = r.search({q.data(), 6, dim}, p);
+  CHECK(with_new.ids[0] == 50);
+  CHECK_THAT(with_new.scores[0], WithinAbs(1.0, 1e-5));
+  // Explain: pairs of the new document are the diagonal.
+  const auto e = r.explain({q.data(), 6, dim}, 50);
+  REQUIRE(e.pairs.size() == 6);
+  for (const auto& pr : e.pairs) CHECK(pr.query_token == pr.doc_token);
+  CHECK_THAT(e.score, WithinAbs(with_new.scores[0], 1e-6));
+  CHECK_THROWS_AS(r.explain({q.data(), 6, dim}, 99), aligner::invalid_argument);
+}
+
+TEST_CASE("retriever: batch search equals serial search", "[property]") {
+  const std::size_t dim = 16;
+  const auto c = make_corpus(200, 30, dim, 21);
+  const auto queries = make_corpus(23, 10, dim, 22);
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view(), {.doc_prune = 0.5}, c.salience);
+  const aligner::search_params p{.strategy = alignment::top_k(2), .candidates_per_token = 20, .top = 10};
+  for (unsigned threads : {1u, 2u, 4u}) {
+    const auto batch = r.search_batch(queries.view(), p, {}, threads);
+    REQUIRE(batch.size() == 23);
+    for (std::size_t q = 0; q != 23; ++q) {
+      const auto one = r.search(queries.view().sequence(q), p);
+      REQUIRE(batch[q].ids == one.ids);
+      REQUIRE(batch[q].scores == one.scores);
+      REQUIRE(batch[q].candidates_scored == one.candidates_scored);
+    }
+  }
+}
+
+TEST_CASE("retriever: edge cases and bad input leave the index untouched", "[edge]") {
+  const std::size_t dim = 8;
+  const auto c = make_corpus(20, 10, dim, 31);
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view(), {}, c.salience);
+  const auto q = aligner_test::random_matrix(3, dim, 32);
+  // Empty query: empty result.
+  const auto empty = r.search(aligner::matrix_view<float>(q.data(), 0, dim));
+  CHECK(empty.ids.empty());
+  CHECK_THROWS_WITH(r.search({q.data(), 3, dim - 1}), Catch::Contains("query dim 7"));
+  CHECK_THROWS_WITH(r.search({q.data(), 3, dim}, {.candidates_per_token = 0}), Catch::Contains("k') must be >= 1, got 0"));
+  CHECK_THROWS_WITH(r.search({q.data(), 3, dim}, {.top = 0}), Catch::Contains("top"));
+  CHECK_THROWS_WITH(r.search({q.data(), 3, dim}, {.query_prune = 0.5}), Catch::Contains("needs query_salience"));
+  CHECK_THROWS_AS(r.search({q.data(), 3, dim}, {.query_prune = 1.5}), aligner::invalid_argument);
+  CHECK_THROWS_AS(r.search({q.data(), 3, dim}, {.strategy = alignment::top_k(0)}), aligner::invalid_argument);
+  std::vector<float> bad = q;
+  bad[4] = aligner_test::nan_f();
+  CHECK_THROWS_WITH(r.search({bad.data(), 3, dim}), Catch::Contains("non-finite"));
+  // Bad adds change nothing.
+  const std::size_t before = r.size(), tokens = r.indexed_tokens();
+  CHECK_THROWS_AS(r.add(aligner::matrix_view<float>(bad.data(), 3, dim), std::vector<float>(3, 1.f)), aligner::invalid_argument);
+  CHECK_THROWS_AS(r.add(aligner::matrix_view<float>(q.data(), 3, dim)), aligner::invalid_argument);  // salience missing
+  CHECK_THROWS_AS(r.add(aligner::matrix_view<float>(q.data(), 3, dim), std::vector<float>(2, 1.f)), aligner::invalid_argument);
+  const std::vector<std::int64_t> bad_offsets = {0, 2, 1, 3};
+  CHECK_THROWS_AS(r.add(aligner::sequence_set_view{{q.data(), 3, dim}, bad_offsets}), aligner::invalid_argument);
+  CHECK(r.size() == before);
+  CHECK(r.indexed_tokens() == tokens);
+  CHECK(r.backend().size() == tokens);
+  // Pruning without salience is refused; an empty document is fine.
+  CHECK_THROWS_WITH((aligner::aligner_retriever<aligner::exact_backend>(aligner::exact_backend(dim), c.view(), {.doc_prune = 0.5})),
+                    Catch::Contains("needs document salience"));
+  aligner::aligner_retriever<aligner::exact_backend> plain{aligner::exact_backend(dim)};
+  CHECK(plain.search({q.data(), 3, dim}).ids.empty());  // nothing indexed yet
+  CHECK(plain.add(aligner::matrix_view<float>(q.data(), 0, dim)) == 0);
+  CHECK(plain.search({q.data(), 3, dim}).ids.empty());
+  CHECK(plain.search({q.data(), 3, dim}, {.exhaustive = true}).ids == std::vector<std::int64_t>{0});
+}
+
+TEST_CASE("retriever: salience scorer computes document salience at add", "[property]") {
+  const std::size_t dim = 8;
+  const auto c = make_corpus(30, 12, dim, 41);
+  const aligner::salience_scorer f(aligner_test::random_matrix(1, dim, 42), 0.3f);
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view(), {.doc_prune = 0.5}, {}, f);
+  const auto expected = f(c.view());
+  REQUIRE(r.store().has_salience());
+  for (std::size_t d = 0; d != r.size(); ++d) {
+    const auto s = r.store().salience(d);
+    for (std::size_t j = 0; j != s.size(); ++j) REQUIRE(s[j] == expected[std::size_t(c.offsets[d]) + j]);
+  }
+}
+
+TEST_CASE("token store: round trip and score_store", "[property]") {
+  const std::size_t dim = 12;
+  const auto c = make_corpus(40, 25, dim, 51);
+  const aligner::token_store store(c.view(), c.salience);
+  REQUIRE(store.size() == 40);
+  for (std::size_t d = 0; d != 40; ++d) {
+    const auto back = store.unpack(d);
+    REQUIRE(std::equal(back.begin(), back.end(), c.tokens.begin() + c.offsets[d] * std::int64_t(dim)));
+  }
+  const auto q = aligner_test::random_matrix(5, dim, 52);
+  std::vector<float> scores(40);
+  aligner::score_store({q.data(), 5, dim}, store, scores, {.strategy = alignment::top_k(2)});
+  const auto batch = aligner::score_batch({q.data(), 5, dim}, c.view(), {.strategy = alignment::top_k(2), .doc_salience = c.salience});
+  CHECK(scores == batch);
+  std::vector<float> two(2, 5.f);
+  const std::vector<std::uint32_t> which = {3, 40};
+  CHECK_THROWS_WITH(aligner::score_store({q.data(), 5, dim}, store, which, two), Catch::Contains("40"));
+  CHECK(two == std::vector<float>(2, 5.f));
+}
