@@ -2,6 +2,7 @@
 set(ALIGNER_HAVE_FAISS OFF)
 set(ALIGNER_HAVE_HNSWLIB OFF)
 if(ALIGNER_WITH_FAISS)
+  find_package(OpenMP QUIET)  # Debian's static FAISS links OpenMP::OpenMP_CXX
   find_package(faiss QUIET)
   if(faiss_FOUND AND TARGET faiss)
     set(ALIGNER_HAVE_FAISS ON)

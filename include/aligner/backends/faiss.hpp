@@ -1,0 +1,79 @@
+/** @file faiss.hpp
+ *  @brief mips_backend adapter for any FAISS index with the inner-product metric (flat, IVF, HNSW, ...).
+ *
+ *  Optional: include it only when linking FAISS (Debian: libfaiss-dev, CMake target `faiss`). The adapter owns
+ *  the index; ids are FAISS's sequential ids (add, never add_with_ids). An untrained index (IVF) is trained on
+ *  the vectors of its first add. Per-search parameters (nprobe, efSearch) may be given as a
+ *  faiss::SearchParameters, which keeps `search` free of shared mutable state: FAISS's const search is
+ *  thread-safe for these index types. */
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include <faiss/Index.h>
+
+#include "../core/error.hpp"
+#include "../core/types.hpp"
+#include "concepts.hpp"
+
+namespace aligner {
+
+class faiss_backend {
+ public:
+  /// Takes ownership of an empty index whose metric must be faiss::METRIC_INNER_PRODUCT.
+  explicit faiss_backend(std::unique_ptr<faiss::Index> index, std::shared_ptr<const faiss::SearchParameters> search_params = nullptr)
+      : index_(std::move(index)), search_params_(std::move(search_params)) {
+    ALIGNER_EXPECTS(index_ != nullptr, "faiss_backend needs an index, got nullptr");
+    ALIGNER_EXPECTS(index_->metric_type == faiss::METRIC_INNER_PRODUCT,
+                    "faiss_backend needs an inner-product index (METRIC_INNER_PRODUCT), got metric ", int(index_->metric_type));
+    ALIGNER_EXPECTS(index_->d >= 1, "faiss index dim must be >= 1, got ", index_->d);
+  }
+
+  std::size_t dim() const noexcept { return std::size_t(index_->d); }
+  std::size_t size() const noexcept { return std::size_t(index_->ntotal); }
+  const faiss::Index& index() const noexcept { return *index_; }
+  faiss::Index& index() noexcept { return *index_; }
+
+  /// Appends vectors (ids continue at size()); trains an untrained index on them first.
+  void add(matrix_view<float> vectors) {
+    if (vectors.rows == 0) return;
+    ALIGNER_EXPECTS(vectors.cols == dim(), "faiss_backend of dim ", dim(), " cannot add vectors of dim ", vectors.cols);
+    const std::vector<float> rows = contiguous(vectors);
+    if (!index_->is_trained) index_->train(faiss::Index::idx_t(vectors.rows), rows.data());
+    index_->add(faiss::Index::idx_t(vectors.rows), rows.data());
+  }
+
+  /// Top-k inner products per query row (FAISS pads missing results with id -1).
+  topk_result search(matrix_view<float> queries, std::size_t k) const {
+    ALIGNER_EXPECTS(k >= 1, "search k must be >= 1, got k = ", k);
+    ALIGNER_EXPECTS(queries.rows == 0 || queries.cols == dim(), "query dim ", queries.cols, " does not match the index dim ", dim());
+    topk_result out(queries.rows, k);
+    if (queries.rows == 0 || size() == 0) return out;
+    const std::vector<float> rows = contiguous(queries);
+    std::vector<faiss::Index::idx_t> labels(queries.rows * k);
+    index_->search(faiss::Index::idx_t(queries.rows), rows.data(), faiss::Index::idx_t(k), out.scores.data(), labels.data(),
+                   search_params_.get());
+    for (std::size_t i = 0; i != labels.size(); ++i) {
+      out.ids[i] = labels[i] < 0 ? topk_result::invalid_id : std::int64_t(labels[i]);
+      if (labels[i] < 0) out.scores[i] = -std::numeric_limits<float>::infinity();
+    }
+    return out;
+  }
+
+ private:
+  static std::vector<float> contiguous(matrix_view<float> v) {
+    std::vector<float> rows(v.rows * v.cols);
+    for (std::size_t r = 0; r != v.rows; ++r) std::copy_n(v.row(r), v.cols, rows.data() + r * v.cols);
+    return rows;
+  }
+
+  std::unique_ptr<faiss::Index> index_;
+  std::shared_ptr<const faiss::SearchParameters> search_params_;
+};
+static_assert(mips_backend<faiss_backend>, "faiss_backend must model mips_backend");
+
+}  // namespace aligner
