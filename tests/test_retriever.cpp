@@ -276,3 +276,32 @@ TEST_CASE("token store: round trip and score_store", "[property]") {
   CHECK_THROWS_WITH(aligner::score_store({q.data(), 5, dim}, store, which, two), Catch::Contains("40"));
   CHECK(two == std::vector<float>(2, 5.f));
 }
+
+TEST_CASE("token store: one pass over S scores a whole grid of strategies", "[oracle]") {
+  const std::size_t dim = 20;
+  const auto c = make_corpus(60, 90, dim, 61);
+  const aligner::token_store store(c.view(), c.salience);
+  const std::vector<alignment> grid = {alignment::top1(), alignment::top_k(2), alignment::top_k(4), alignment::top_k(6),
+                                       alignment::top_k(8), alignment::top_p(0.005), alignment::top_p(0.02), alignment::top_p(0.3),
+                                       alignment::dense(), alignment::top_k(40)};
+  std::vector<std::uint32_t> which(store.size());
+  std::iota(which.begin(), which.end(), 0u);
+  const auto q = aligner_test::random_matrix(7, dim, 62);
+  const auto uq = aligner_test::random_weights(7, 63);
+  for (bool sal : {false, true}) {
+    aligner::score_params p{.norm = sal ? normalization::none : normalization::mean};
+    if (sal) p.query_salience = uq;
+    std::vector<float> multi(which.size() * grid.size());
+    aligner::score_store_multi({q.data(), 7, dim}, store, which, grid, multi, p, sal);
+    for (std::size_t g = 0; g != grid.size(); ++g) {
+      std::vector<float> single(which.size());
+      aligner::score_params one = p;
+      one.strategy = grid[g];
+      aligner::score_store({q.data(), 7, dim}, store, which, single, one, sal);
+      for (std::size_t t = 0; t != which.size(); ++t) {
+        INFO(grid[g].name() << " doc " << t << " salience " << sal);
+        REQUIRE_THAT(multi[t * grid.size() + g], WithinAbs(single[t], 1e-5 * std::max(1.f, std::abs(single[t]))));
+      }
+    }
+  }
+}

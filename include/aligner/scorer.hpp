@@ -96,6 +96,51 @@ float score_packed(matrix_view<float> query, const float* panels, std::size_t do
   return float(combine(row_sum, row_z, query_salience, norm));
 }
 
+/// Scores of one query against one packed document under several strategies at once (one pass over S).
+template <class Arch = default_arch>
+void score_packed_multi(matrix_view<float> query, const float* panels, std::size_t doc_rows,
+                        std::span<const alignment> strategies, normalization norm, const float* query_salience,
+                        const float* doc_salience, float* out) {
+  if (query.rows == 0 || doc_rows == 0) {
+    std::fill(out, out + strategies.size(), 0.f);
+    return;
+  }
+  thread_local std::vector<std::size_t> budgets, which;
+  thread_local std::vector<double> row_sum, row_z, column_sum, column_z;
+  budgets.clear();
+  which.assign(strategies.size(), std::size_t(-1));
+  for (std::size_t t = 0; t != strategies.size(); ++t) {
+    if (strategies[t].kind == alignment::kind_t::dense) continue;
+    const std::size_t b = strategies[t].row_budget(doc_rows);
+    auto it = std::find(budgets.begin(), budgets.end(), b);
+    which[t] = std::size_t(it - budgets.begin());
+    if (it == budgets.end()) budgets.push_back(b);
+  }
+  const std::size_t nb = budgets.size();
+  if (nb) {
+    row_sum.resize(query.rows * nb);
+    row_z.resize(query.rows * nb);
+    hadamard_rows_kernel{}(Arch{}, query, panels, doc_rows, std::span<const std::size_t>(budgets), doc_salience,
+                           row_sum.data(), row_z.data());
+  }
+  column_sum.resize(query.rows);
+  column_z.resize(query.rows);
+  for (std::size_t t = 0; t != strategies.size(); ++t) {
+    if (which[t] == std::size_t(-1)) {
+      thread_local std::vector<float> first;
+      first.resize(query.cols);
+      for (std::size_t c = 0; c != query.cols; ++c) first[c] = packed_at<Arch>(panels, query.cols, 0, c);
+      out[t] = dense_score(query.row(0), first.data(), query.cols, query_salience, doc_salience, norm);
+      continue;
+    }
+    for (std::size_t i = 0; i != query.rows; ++i) {
+      column_sum[i] = row_sum[i * nb + which[t]];
+      column_z[i] = row_z[i * nb + which[t]];
+    }
+    out[t] = float(combine(column_sum, column_z, query_salience, norm));
+  }
+}
+
 inline void check_score_inputs(matrix_view<float> query, matrix_view<float> doc_tokens, const score_params& params,
                                std::size_t doc_salience_rows) {
   params.strategy.validate();

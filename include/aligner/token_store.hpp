@@ -148,6 +148,26 @@ inline void score_store(matrix_view<float> query, const token_store& store, std:
   }
 }
 
+/// Scores one query against sequences `which` under several strategies in one pass over each S:
+/// out[t * strategies.size() + g] is sequence which[t] under strategies[g]. Validation as score_store.
+inline void score_store_multi(matrix_view<float> query, const token_store& store, std::span<const std::uint32_t> which,
+                              std::span<const alignment> strategies, std::span<float> out, const score_params& params = {},
+                              bool use_store_salience = true) {
+  ALIGNER_EXPECTS(params.doc_salience.empty(), "score_store_multi takes document salience from the store, not params.doc_salience");
+  ALIGNER_EXPECTS(query.rows == 0 || query.cols == store.dim(), "query dim ", query.cols, " does not match the store's dim ",
+                  store.dim());
+  detail::check_score_inputs(query, matrix_view<float>(nullptr, 0, store.dim()), params, 0);
+  for (const auto& a : strategies) a.validate();
+  ALIGNER_EXPECTS(out.size() == which.size() * strategies.size(), "score_store_multi output has ", out.size(), " entries for ",
+                  which.size(), " sequences x ", strategies.size(), " strategies");
+  for (std::uint32_t s : which) ALIGNER_EXPECTS(s < store.size(), "sequence index ", s, " is outside the store of ", store.size());
+  const bool sal = use_store_salience && store.has_salience();
+  for (std::size_t t = 0; t != which.size(); ++t)
+    detail::score_packed_multi(query, store.panels(which[t]), store.length(which[t]), strategies, params.norm,
+                               detail::data_or_null(params.query_salience), sal ? store.salience(which[t]).data() : nullptr,
+                               out.data() + t * strategies.size());
+}
+
 /// Scores one query against every sequence of a store (out has store.size() entries).
 inline void score_store(matrix_view<float> query, const token_store& store, std::span<float> out,
                         const score_params& params = {}, bool use_store_salience = true) {

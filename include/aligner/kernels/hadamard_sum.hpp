@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <limits>
 #include <numeric>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -63,10 +64,19 @@ namespace aligner {
 
 /// Kernel over a packed document (see panels.hpp). Preconditions (unchecked): 1 <= k, query.cols == dim,
 /// doc_rows < 2^24, panels 64-byte aligned, all values finite.
+///
+/// The multi-budget form takes B budgets and writes row_sum[i * B + b], row_z[i * B + b] for budget b: one pass
+/// over S serves a whole grid of Top-k / Top-p strategies (the sums are prefix sums of one sorted top list).
 struct hadamard_rows_kernel {
   template <class Arch>
   void operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows, std::size_t k,
-                  const float* doc_weights, double* row_sum, double* row_z) const;
+                  const float* doc_weights, double* row_sum, double* row_z) const {
+    const std::size_t budgets[] = {k};
+    (*this)(Arch{}, query, panels, doc_rows, std::span<const std::size_t>(budgets), doc_weights, row_sum, row_z);
+  }
+  template <class Arch>
+  void operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows,
+                  std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z) const;
 };
 
 namespace detail {
@@ -169,9 +179,26 @@ struct hadamard_impl {
     }
   }
 
+  /// Writes the prefix sums of a row's best-first (value, index) list at every budget.
+  static void prefix_sums(const std::pair<float, float>* sorted, std::size_t available, std::span<const std::size_t> budgets,
+                          const float* weights, bool indexed, double* row_sum, double* row_z) noexcept {
+    for (std::size_t b = 0; b != budgets.size(); ++b) {
+      const std::size_t kk = std::min(budgets[b], available);
+      double sum = 0.0, z = 0.0;
+      for (std::size_t t = 0; t != kk; ++t) {
+        const double w = indexed ? double(weights[std::size_t(sorted[t].second)]) : 1.0;
+        sum += w * double(sorted[t].first);
+        z += w;
+      }
+      row_sum[b] = sum;
+      row_z[b] = z;
+    }
+  }
+
   template <std::size_t K, bool Indexed>
-  void run_topk(std::size_t k, const float* weights, double* row_sum, double* row_z) const {
-    const std::size_t n = query.rows;
+  void run_topk(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum,
+                double* row_z) const {
+    const std::size_t n = query.rows, nb = budgets.size();
     thread_local aligned_vector<float> states_buf, ids_buf;
     states_buf.assign(n * K * width, -std::numeric_limits<float>::infinity());
     if constexpr (Indexed) ids_buf.assign(n * K * width, 0.f);
@@ -189,15 +216,17 @@ struct hadamard_impl {
         default: break;
       }
     }
-    // Final selection: the row's W*K survivors hold its top-k.
-    const std::size_t kk = std::min(k, doc_rows);
-    std::vector<std::pair<float, float>> cand;
+    // Final selection: the row's W*K survivors hold its top-kmax.
+    const std::size_t kk = std::min(kmax, doc_rows);
+    thread_local std::vector<std::pair<float, float>> cand;
     for (std::size_t i = 0; i != n; ++i) {
       const float* st = states + i * K * width;
       if constexpr (K == 1 && !Indexed) {
-        row_sum[i] = double(reduce_max(batch::load_aligned(st)));
-        row_z[i] = 1.0;
-        continue;
+        if (nb == 1) {  // Top-1 without weights: a horizontal max
+          row_sum[i] = double(reduce_max(batch::load_aligned(st)));
+          row_z[i] = 1.0;
+          continue;
+        }
       }
       cand.clear();
       for (std::size_t t = 0; t != K * width; ++t)
@@ -206,14 +235,7 @@ struct hadamard_impl {
         return a.first > b.first || (a.first == b.first && a.second < b.second);
       };
       std::partial_sort(cand.begin(), cand.begin() + std::ptrdiff_t(kk), cand.end(), better);
-      double sum = 0.0, z = 0.0;
-      for (std::size_t t = 0; t != kk; ++t) {
-        const double w = Indexed ? double(weights[std::size_t(cand[t].second)]) : 1.0;
-        sum += w * double(cand[t].first);
-        z += w;
-      }
-      row_sum[i] = sum;
-      row_z[i] = z;
+      prefix_sums(cand.data(), kk, budgets, weights, Indexed, row_sum + i * nb, row_z + i * nb);
     }
   }
 
@@ -234,8 +256,9 @@ struct hadamard_impl {
   }
 
   /// Budgets above 16: the whole S (n x panels*W) goes to a buffer, each row is selected with nth_element.
-  void run_full(std::size_t k, const float* weights, double* row_sum, double* row_z) const {
-    const std::size_t n = query.rows, s_stride = panel_total * width;
+  void run_full(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum,
+                double* row_z) const {
+    const std::size_t n = query.rows, s_stride = panel_total * width, nb = budgets.size();
     thread_local aligned_vector<float> s_buf;
     s_buf.resize(n * s_stride);
     for (std::size_t p0 = 0; p0 < panel_total; p0 += block_panels) {
@@ -249,23 +272,18 @@ struct hadamard_impl {
         default: break;
       }
     }
-    const std::size_t kk = std::min(k, doc_rows);
-    thread_local std::vector<std::uint32_t> order;
+    const std::size_t kk = std::min(kmax, doc_rows);
+    thread_local std::vector<std::pair<float, float>> cand;
     for (std::size_t i = 0; i != n; ++i) {
       const float* s = s_buf.data() + i * s_stride;
-      order.resize(doc_rows);
-      std::iota(order.begin(), order.end(), std::uint32_t{0});
-      if (kk < doc_rows)
-        std::nth_element(order.begin(), order.begin() + std::ptrdiff_t(kk), order.end(),
-                         [s](std::uint32_t a, std::uint32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
-      double sum = 0.0, z = 0.0;
-      for (std::size_t t = 0; t != kk; ++t) {
-        const double w = weights ? double(weights[order[t]]) : 1.0;
-        sum += w * double(s[order[t]]);
-        z += w;
-      }
-      row_sum[i] = sum;
-      row_z[i] = z;
+      cand.resize(doc_rows);
+      for (std::size_t j = 0; j != doc_rows; ++j) cand[j] = {s[j], float(j)};
+      auto better = [](const std::pair<float, float>& a, const std::pair<float, float>& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      };
+      if (kk < doc_rows) std::nth_element(cand.begin(), cand.begin() + std::ptrdiff_t(kk), cand.end(), better);
+      std::sort(cand.begin(), cand.begin() + std::ptrdiff_t(kk), better);
+      prefix_sums(cand.data(), kk, budgets, weights, weights != nullptr, row_sum + i * nb, row_z + i * nb);
     }
   }
 };
@@ -274,27 +292,28 @@ struct hadamard_impl {
 
 template <class Arch>
 void hadamard_rows_kernel::operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows,
-                                      std::size_t k, const float* doc_weights, double* row_sum,
+                                      std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum,
                                       double* row_z) const {
-  if (doc_rows == 0 || k == 0) {
-    std::fill(row_sum, row_sum + query.rows, 0.0);
-    std::fill(row_z, row_z + query.rows, 0.0);
+  const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
+  if (doc_rows == 0 || kmax == 0) {
+    std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
+    std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
     return;
   }
   detail::hadamard_impl<Arch> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
   const bool indexed = doc_weights != nullptr;
   auto go = [&]<std::size_t K>(std::integral_constant<std::size_t, K>) {
     if (indexed)
-      impl.template run_topk<K, true>(k, doc_weights, row_sum, row_z);
+      impl.template run_topk<K, true>(budgets, kmax, doc_weights, row_sum, row_z);
     else
-      impl.template run_topk<K, false>(k, doc_weights, row_sum, row_z);
+      impl.template run_topk<K, false>(budgets, kmax, doc_weights, row_sum, row_z);
   };
-  if (k == 1) go(std::integral_constant<std::size_t, 1>{});
-  else if (k == 2) go(std::integral_constant<std::size_t, 2>{});
-  else if (k <= 4) go(std::integral_constant<std::size_t, 4>{});
-  else if (k <= 8) go(std::integral_constant<std::size_t, 8>{});
-  else if (k <= 16) go(std::integral_constant<std::size_t, 16>{});
-  else impl.run_full(k, doc_weights, row_sum, row_z);
+  if (kmax == 1) go(std::integral_constant<std::size_t, 1>{});
+  else if (kmax == 2) go(std::integral_constant<std::size_t, 2>{});
+  else if (kmax <= 4) go(std::integral_constant<std::size_t, 4>{});
+  else if (kmax <= 8) go(std::integral_constant<std::size_t, 8>{});
+  else if (kmax <= 16) go(std::integral_constant<std::size_t, 16>{});
+  else impl.run_full(budgets, kmax, doc_weights, row_sum, row_z);
 }
 
 /// Row-major S tile kernel: s_out (query.rows x panels*W, row stride s_stride floats) receives every q_i . d_j
