@@ -305,3 +305,24 @@ TEST_CASE("token store: one pass over S scores a whole grid of strategies", "[or
     }
   }
 }
+
+TEST_CASE("retriever: search_multi equals one search per strategy", "[oracle]") {
+  const std::size_t dim = 16;
+  const auto c = make_corpus(80, 40, dim, 71);
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view(), {.doc_prune = 0.5}, c.salience);
+  const std::vector<alignment> grid = {alignment::top1(), alignment::top_k(4), alignment::top_p(0.05), alignment::dense()};
+  const auto q = aligner_test::random_matrix(5, dim, 72, true);
+  for (bool exhaustive : {false, true}) {
+    aligner::search_params p{.candidates_per_token = 15, .top = 25, .exhaustive = exhaustive};
+    const auto multi = r.search_multi({q.data(), 5, dim}, grid, p);
+    REQUIRE(multi.size() == grid.size());
+    for (std::size_t g = 0; g != grid.size(); ++g) {
+      p.strategy = grid[g];
+      const auto one = r.search({q.data(), 5, dim}, p);
+      INFO(grid[g].name());
+      REQUIRE(multi[g].ids == one.ids);
+      for (std::size_t i = 0; i != one.scores.size(); ++i) REQUIRE_THAT(multi[g].scores[i], WithinAbs(one.scores[i], 1e-6));
+      REQUIRE(multi[g].candidates_scored == one.candidates_scored);
+    }
+  }
+}

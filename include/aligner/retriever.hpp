@@ -196,6 +196,16 @@ class aligner_retriever {
     return out;
   }
 
+  /// Searches one query under several strategies at once: candidates are gathered once (with p's k', β^q,
+  /// filter) and every candidate's S is computed once; result g ranks the candidates under strategies[g]
+  /// (p.strategy is ignored). Equal to separate searches with each strategy.
+  std::vector<search_result> search_multi(matrix_view<float> query, std::span<const alignment> strategies,
+                                          const search_params& p = {}) const {
+    validate(query, p);
+    for (const auto& a : strategies) a.validate();
+    return search_unchecked_multi(query, strategies, p);
+  }
+
   /// The aligned pairs behind document `id`'s score for `query` under p's strategy, normalisation and salience.
   explanation explain(matrix_view<float> query, std::int64_t id, const search_params& p = {}) const {
     ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "explain: unknown document id ", id);
@@ -220,58 +230,84 @@ class aligner_retriever {
     detail::check_weights(p.query_salience, query.rows, "query_salience");
   }
 
-  search_result search_unchecked(matrix_view<float> query, const search_params& p) const {
-    search_result out;
-    if (query.rows == 0 || live_size() == 0) return out;
+  /// Candidate documents of a query (sorted ids) and the diagnostics of gathering them.
+  std::vector<std::uint32_t> gather(matrix_view<float> query, const search_params& p, search_result& diag) const {
     std::vector<std::uint32_t> candidates;
+    if (query.rows == 0 || live_size() == 0) return candidates;
     auto allowed = [&](std::size_t d) { return !removed_[d] && (!p.filter || p.filter(std::int64_t(d))); };
     if (p.exhaustive) {
       for (std::size_t d = 0; d != size(); ++d)
         if (allowed(d)) candidates.push_back(std::uint32_t(d));
-    } else {
-      // Kept query tokens, contiguous.
-      std::vector<float> kept;
-      const float* search_rows = nullptr;
-      std::size_t search_count = query.rows;
-      if (p.query_prune < 1.0) {
-        const auto keep = prune(p.query_salience, p.query_prune);
-        out.query_tokens_pruned = query.rows - keep.size();
-        for (std::uint32_t i : keep) kept.insert(kept.end(), query.row(i), query.row(i) + dim());
-        search_rows = kept.data();
-        search_count = keep.size();
-      } else if (query.stride_elems != dim()) {
-        for (std::size_t i = 0; i != query.rows; ++i) kept.insert(kept.end(), query.row(i), query.row(i) + dim());
-        search_rows = kept.data();
-      } else {
-        search_rows = query.data;
-      }
-      out.tokens_searched = search_count;
-      const topk_result hits = backend_.search(matrix_view<float>(search_rows, search_count, dim()), p.candidates_per_token);
-      for (std::int64_t id : hits.ids) {
-        if (id < 0 || std::size_t(id) >= token_doc_.size()) continue;
-        ++out.backend_hits;
-        candidates.push_back(token_doc_[std::size_t(id)]);
-      }
-      std::sort(candidates.begin(), candidates.end());
-      candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
-      std::erase_if(candidates, [&](std::uint32_t d) { return !allowed(d); });
+      return candidates;
     }
-    out.candidates_scored = candidates.size();
-    std::vector<float> scores(candidates.size());
-    score_params sp{.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false};
-    score_store(query, store_, candidates, scores, sp, p.use_doc_salience);
+    // Kept query tokens, contiguous.
+    std::vector<float> kept;
+    const float* search_rows = nullptr;
+    std::size_t search_count = query.rows;
+    if (p.query_prune < 1.0) {
+      const auto keep = prune(p.query_salience, p.query_prune);
+      diag.query_tokens_pruned = query.rows - keep.size();
+      for (std::uint32_t i : keep) kept.insert(kept.end(), query.row(i), query.row(i) + dim());
+      search_rows = kept.data();
+      search_count = keep.size();
+    } else if (query.stride_elems != dim()) {
+      for (std::size_t i = 0; i != query.rows; ++i) kept.insert(kept.end(), query.row(i), query.row(i) + dim());
+      search_rows = kept.data();
+    } else {
+      search_rows = query.data;
+    }
+    diag.tokens_searched = search_count;
+    if (backend_.size() == 0) return candidates;
+    const topk_result hits = backend_.search(matrix_view<float>(search_rows, search_count, dim()), p.candidates_per_token);
+    for (std::int64_t id : hits.ids) {
+      if (id < 0 || std::size_t(id) >= token_doc_.size()) continue;
+      ++diag.backend_hits;
+      candidates.push_back(token_doc_[std::size_t(id)]);
+    }
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+    std::erase_if(candidates, [&](std::uint32_t d) { return !allowed(d); });
+    return candidates;
+  }
+
+  /// The top p.top of candidates by score (stride apart in `scores`), ties toward the smaller id.
+  static void rank(const std::vector<std::uint32_t>& candidates, const float* scores, std::size_t stride, std::size_t top,
+                   search_result& out) {
     std::vector<std::uint32_t> order(candidates.size());
     std::iota(order.begin(), order.end(), std::uint32_t{0});
-    const std::size_t top = std::min(p.top, order.size());
+    top = std::min(top, order.size());
     std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top), order.end(), [&](std::uint32_t a, std::uint32_t b) {
-      return scores[a] > scores[b] || (scores[a] == scores[b] && candidates[a] < candidates[b]);
+      const float sa = scores[a * stride], sb = scores[b * stride];
+      return sa > sb || (sa == sb && candidates[a] < candidates[b]);
     });
     out.ids.resize(top);
     out.scores.resize(top);
     for (std::size_t r = 0; r != top; ++r) {
       out.ids[r] = candidates[order[r]];
-      out.scores[r] = scores[order[r]];
+      out.scores[r] = scores[order[r] * stride];
     }
+    out.candidates_scored = candidates.size();
+  }
+
+  search_result search_unchecked(matrix_view<float> query, const search_params& p) const {
+    search_result out;
+    const auto candidates = gather(query, p, out);
+    std::vector<float> scores(candidates.size());
+    score_params sp{.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false};
+    score_store(query, store_, candidates, scores, sp, p.use_doc_salience);
+    rank(candidates, scores.data(), 1, p.top, out);
+    return out;
+  }
+
+  std::vector<search_result> search_unchecked_multi(matrix_view<float> query, std::span<const alignment> strategies,
+                                                    const search_params& p) const {
+    search_result diag;
+    const auto candidates = gather(query, p, diag);
+    std::vector<float> scores(candidates.size() * strategies.size());
+    score_params sp{.norm = p.norm, .query_salience = p.query_salience, .check_finite = false};
+    score_store_multi(query, store_, candidates, strategies, scores, sp, p.use_doc_salience);
+    std::vector<search_result> out(strategies.size(), diag);
+    for (std::size_t g = 0; g != strategies.size(); ++g) rank(candidates, scores.data() + g, strategies.size(), p.top, out[g]);
     return out;
   }
 

@@ -6,7 +6,8 @@
  *    judgments sorted by grade; MRR@k = 1 / rank of the first relevant document in the top k (0 if none);
  *    Recall@k = relevant documents in the top k / all relevant (0 when a query has none);
  *  - the mean is over queries present in both the run and the qrels (trec_eval's default), or with
- *    `all_judged` over every judged query, a query missing from the run counting 0 (trec_eval -c). */
+ *    `all_judged` over every judged query, a query missing from the run counting 0 (trec_eval -c). A query
+ *    with an empty ranking counts as missing, as it is when the run is written to a file. */
 #pragma once
 
 #include <algorithm>
@@ -89,7 +90,7 @@ inline metric_result evaluate(measure m, std::size_t k, const io::run& run, cons
   double total = 0.0;
   for (const auto& [qid, judged] : judgments) {
     const auto it = run.find(qid);
-    if (it == run.end()) {
+    if (it == run.end() || it->second.empty()) {  // an empty ranking is absent from a TREC run file
       if (all_judged) {
         out.per_query[qid] = 0.0;
         ++out.queries;
