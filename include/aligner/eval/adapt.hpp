@@ -66,17 +66,24 @@ struct adaptation {
   std::size_t best = 0;       ///< index into the grid; ties go to the earlier strategy
 };
 
-/// Picks the best strategy on `queries` (indices into the table). Throws on an empty set or bad index.
-inline adaptation adapt(const strategy_table& table, std::span<const std::size_t> queries) {
+/// Picks the best strategy on `queries` (indices into the table) among the first `choices` strategies of the
+/// grid (all by default; later columns, e.g. a baseline, get their means reported but are never chosen).
+/// Throws on an empty set, a bad index or choices == 0.
+inline adaptation adapt(const strategy_table& table, std::span<const std::size_t> queries,
+                        std::size_t choices = std::size_t(-1)) {
   ALIGNER_EXPECTS(!queries.empty(), "adaptation needs at least one labelled query");
   ALIGNER_EXPECTS(!table.grid.empty(), "adaptation needs a non-empty strategy grid");
+  ALIGNER_EXPECTS(choices >= 1, "adaptation needs at least one strategy to choose from");
+  ALIGNER_EXPECTS(table.values.size() == table.query_ids.size() * table.grid.size(), "strategy table holds ",
+                  table.values.size(), " values for ", table.query_ids.size(), " queries x ", table.grid.size(), " strategies");
   for (std::size_t q : queries)
     ALIGNER_EXPECTS(q < table.query_ids.size(), "adaptation query index ", q, " is outside the table of ", table.query_ids.size());
+  choices = std::min(choices, table.grid.size());
   adaptation out;
   out.means.resize(table.grid.size());
   for (std::size_t g = 0; g != table.grid.size(); ++g) {
     out.means[g] = table.mean(g, queries);
-    if (out.means[g] > out.means[out.best]) out.best = g;  // strict: ties keep the earlier strategy
+    if (g < choices && out.means[g] > out.means[out.best]) out.best = g;  // strict: ties keep the earlier strategy
   }
   return out;
 }
@@ -95,10 +102,11 @@ struct fold_protocol_result {
   double top1_mean = 0.0, top1_stddev = 0.0;  ///< baseline strategy over the same folds
 };
 
-/// Runs the paper's protocol: folds of `shots` labelled queries, adapt on each, evaluate on the rest.
-/// `baseline` is the grid index reported next to the adapted value (Top-1 in the paper's grid).
+/// Runs the paper's protocol: folds of `shots` labelled queries, adapt on each (among the first `choices`
+/// strategies), evaluate on the rest. `baseline` is the grid index reported next to the adapted value (Top-1
+/// in the paper's grid; it may be a column outside the choices).
 inline fold_protocol_result fold_protocol(const strategy_table& table, std::size_t shots = 8, std::uint64_t seed = 0,
-                                          std::size_t baseline = 0) {
+                                          std::size_t baseline = 0, std::size_t choices = std::size_t(-1)) {
   const std::size_t n = table.query_ids.size();
   ALIGNER_EXPECTS(shots >= 1, "shots must be >= 1, got ", shots);
   ALIGNER_EXPECTS(n > shots, "the fold protocol needs more than ", shots, " labelled queries, got ", n);
@@ -112,7 +120,7 @@ inline fold_protocol_result fold_protocol(const strategy_table& table, std::size
   for (std::size_t f = 0; (f + 1) * shots <= n; ++f) {
     fold_result fold;
     fold.shots.assign(order.begin() + std::ptrdiff_t(f * shots), order.begin() + std::ptrdiff_t((f + 1) * shots));
-    fold.choice = adapt(table, fold.shots);
+    fold.choice = adapt(table, fold.shots, choices);
     std::fill(in_fold.begin(), in_fold.end(), false);
     for (std::size_t q : fold.shots) in_fold[q] = true;
     std::vector<std::size_t> rest;

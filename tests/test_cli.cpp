@@ -1,0 +1,135 @@
+// The aligner command-line tool, run as a process.
+#include <aligner/aligner.hpp>
+#include <aligner/io/collection.hpp>
+#include <aligner/io/npy.hpp>
+#include <aligner/io/trec.hpp>
+
+#include "test_common.hpp"
+
+#include <cstdio>
+#include <sys/wait.h>
+
+using Catch::Matchers::WithinAbs;
+
+namespace {
+
+struct process_result {
+  int status = -1;
+  std::string out;
+};
+
+process_result run_cli(const std::string& args) {
+  const std::string cmd = std::string(ALIGNER_CLI) + " " + args + " 2>/dev/null";
+  process_result r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
+  const int raw = pclose(pipe);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return r;
+}
+
+std::filesystem::path temp(const std::string& name) { return std::filesystem::temp_directory_path() / ("aligner_cli_" + name); }
+
+}  // namespace
+
+TEST_CASE("cli: eval --candidates all top1 equals the library's brute-force scores", "[oracle]") {
+  const auto run_file = temp("run.txt");
+  const auto r = run_cli("eval --collection " + aligner_test::cranfield_dir().string() +
+                         " --strategy top1,topp:0.02 --top 1400 --run " + run_file.string());
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("top1 ndcg@10=") == 0);
+  CHECK(r.out.find("\ntopp:0.02 ndcg@10=") != std::string::npos);
+  CHECK(r.out.find("queries=225") != std::string::npos);
+  const auto run = aligner::io::load_run(run_file);
+  const auto c = aligner::io::load_collection(aligner_test::cranfield_dir());
+  std::map<std::string, std::size_t> doc_index;
+  for (std::size_t d = 0; d != c.docs.size(); ++d) doc_index[c.docs.ids[d]] = d;
+  std::vector<float> scores(c.docs.size());
+  for (std::size_t q = 0; q < c.queries.size(); q += 37) {
+    aligner::score_batch(c.queries.sequence(q), c.docs.view(), scores);
+    const auto& entries = run.at(c.queries.ids[q]);
+    REQUIRE(entries.size() == 1400);
+    for (const auto& e : entries) REQUIRE_THAT(e.score, WithinAbs(scores[doc_index.at(e.doc_id)], 1e-6));
+  }
+  std::filesystem::remove(run_file);
+}
+
+TEST_CASE("cli: adapt is deterministic for a seed", "[property]") {
+  const std::string args = "adapt --collection " + aligner_test::cranfield_dir().string() + " --grid top1,topk:2,topp:0.01 --shots 8";
+  const auto a = run_cli(args + " --seed 5"), b = run_cli(args + " --seed 5"), c = run_cli(args + " --seed 6");
+  REQUIRE(a.status == 0);
+  CHECK(a.out == b.out);
+  CHECK(a.out != c.out);
+  CHECK(a.out.find("fold 28: chose ") != std::string::npos);  // 225 queries -> 28 folds of 8
+  CHECK(a.out.find("adapted ndcg@10=") != std::string::npos);
+}
+
+TEST_CASE("cli: score, gate and salience agree with the library", "[oracle]") {
+  const std::size_t dim = 6;
+  const auto q = aligner_test::random_matrix(5, dim, 1), d = aligner_test::random_matrix(9, dim, 2);
+  const std::vector<std::int64_t> qo = {0, 2, 5}, dof = {0, 4, 4, 9};
+  const auto ud = aligner_test::random_weights(9, 3);
+  aligner::io::save_npy(temp("q.npy"), q, {5, dim});
+  aligner::io::save_npy(temp("d.npy"), d, {9, dim});
+  aligner::io::save_npy<std::int64_t>(temp("qo.npy"), qo, {3});
+  aligner::io::save_npy<std::int64_t>(temp("do.npy"), dof, {4});
+  aligner::io::save_npy(temp("ud.npy"), ud, {9});
+  const auto r = run_cli("score --queries " + temp("q.npy").string() + " --query-offsets " + temp("qo.npy").string() + " --docs " +
+                         temp("d.npy").string() + " --doc-offsets " + temp("do.npy").string() + " --strategy topk:2 --doc-salience " +
+                         temp("ud.npy").string() + " --normalize none");
+  REQUIRE(r.status == 0);
+  std::istringstream lines(r.out);
+  std::size_t qi, di, count = 0;
+  double s;
+  while (lines >> qi >> di >> s) {
+    const std::size_t len = std::size_t(dof[di + 1] - dof[di]);
+    const double want = aligner::score({q.data() + qo[qi] * std::int64_t(dim), std::size_t(qo[qi + 1] - qo[qi]), dim},
+                                       {d.data() + dof[di] * std::int64_t(dim), len, dim},
+                                       {.strategy = aligner::alignment::top_k(2), .norm = aligner::normalization::none,
+                                        .doc_salience = std::span<const float>(ud).subspan(std::size_t(dof[di]), len)});
+    CHECK_THAT(s, WithinAbs(want, 1e-6 * std::max(1.0, std::abs(want))));
+    ++count;
+  }
+  CHECK(count == 6);
+  // gate
+  const std::vector<float> scores = {1.f, 0.f, -1.f};
+  aligner::io::save_npy(temp("s.npy"), scores, {3});
+  REQUIRE(run_cli("gate --scores " + temp("s.npy").string() + " --k 1 --epsilon 1 --out " + temp("l.npy").string()).status == 0);
+  const auto lambda = aligner::io::load_npy<float>(temp("l.npy"));
+  CHECK_THAT(lambda.values[0], WithinAbs(0.665240955774822, 1e-6));
+  REQUIRE(run_cli("gate --scores " + temp("s.npy").string() + " --k 1 --epsilon 1 --iterations 50 --out " + temp("l2.npy").string()).status == 0);
+  CHECK_THAT(aligner::io::load_npy<float>(temp("l2.npy")).values[0], WithinAbs(0.665240955774822, 1e-5));
+  // salience
+  const std::vector<float> w = {0.5f, -0.25f, 1.f, 0.f, 0.3f, -1.f};
+  aligner::io::save_npy(temp("w.npy"), w, {dim});
+  REQUIRE(run_cli("salience --tokens " + temp("d.npy").string() + " --weights " + temp("w.npy").string() +
+                  " --bias 0.1 --budget 0.5 --epsilon 0.01 --out " + temp("u.npy").string()).status == 0);
+  const auto u = aligner::io::load_npy<float>(temp("u.npy"));
+  const auto want = aligner::salience_scorer(w, 0.1f, aligner::gate_params{.alpha = 0.5, .epsilon = 0.01})({d.data(), 9, dim});
+  REQUIRE(u.values.size() == 9);
+  for (std::size_t i = 0; i != 9; ++i) CHECK_THAT(u.values[i], WithinAbs(want[i], 1e-6));
+}
+
+TEST_CASE("cli: bad input exits 2, help exits 0", "[edge]") {
+  const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
+  CHECK(run_cli("eval" + coll + " --strategy topk:0").status == 2);
+  CHECK(run_cli("eval" + coll + " --strategy nonsense").status == 2);
+  CHECK(run_cli("eval --collection /nonexistent --strategy top1").status == 2);
+  CHECK(run_cli("eval" + coll + " --strategy top1 --unknown 3").status == 2);
+  CHECK(run_cli("eval" + coll + " --strategy top1 --candidates 0").status == 2);
+  CHECK(run_cli("eval" + coll + " --strategy top1 --prune-doc 0.5").status == 2);
+  CHECK(run_cli("eval" + coll + " --strategy top1 --backend nope --candidates 10").status == 2);
+  CHECK(run_cli("eval" + coll).status == 2);  // --strategy missing
+  CHECK(run_cli("frobnicate").status == 2);
+  CHECK(run_cli("gate --scores /nonexistent.npy --k 1 --epsilon 1 --out /tmp/x.npy").status == 2);
+  CHECK(run_cli("gate --scores " + temp("s.npy").string() + " --k 1 --epsilon 0 --out /tmp/x.npy").status == 2);
+  for (const char* cmd : {"eval", "adapt", "score", "gate", "salience"}) {
+    const auto h = run_cli(std::string(cmd) + " --help");
+    CHECK(h.status == 0);
+    CHECK(h.out.find("usage: aligner") == 0);
+  }
+  CHECK(run_cli("--help").status == 0);
+}
