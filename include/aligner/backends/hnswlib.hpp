@@ -4,7 +4,11 @@
  *  Optional: include it only when hnswlib is available (Debian: libhnswlib-dev, header-only). Labels are the
  *  sequential token ids; capacity grows by doubling. hnswlib's distance is 1 - q.x, reported here as the score
  *  q.x. `ef_search` (raised to k for each search by hnswlib itself) trades recall for speed. `search` is const
- *  and thread-safe (hnswlib's searchKnn); `add` is not. */
+ *  and thread-safe (hnswlib's searchKnn); `add` is not.
+ *
+ *  Known upstream issue: Debian's hnswlib 0.6.2 prefetches one element past a link list in its SSE path
+ *  (hnswalg.h, searchBaseLayer). It is harmless on hardware but AddressSanitizer reports it; sanitizer builds
+ *  should define NO_MANUAL_VECTORIZATION (this project's CMake does so under ALIGNER_SANITIZE). */
 #pragma once
 
 #include <algorithm>
