@@ -138,13 +138,15 @@ struct hadamard_impl {
     }
   }
 
-  /// Lane-wise insertion carrying token indices; strict > keeps the earlier (smaller) index on ties.
+  /// Lane-wise insertion carrying token indices, ordered by (value desc, index asc). The index comparison
+  /// matters for an element displaced downwards: it is older than the equal values below it and must stay
+  /// above them.
   template <std::size_t K>
   static void insert_indexed(float* state, float* ids, batch s, batch id) noexcept {
     for (std::size_t l = 0; l != K; ++l) {
       const batch t = batch::load_aligned(state + l * width);
       const batch tid = batch::load_aligned(ids + l * width);
-      const auto greater = s > t;
+      const auto greater = (s > t) || ((s == t) && (id < tid));
       xsimd::select(greater, s, t).store_aligned(state + l * width);
       xsimd::select(greater, id, tid).store_aligned(ids + l * width);
       if constexpr (K > 1) {
@@ -228,13 +230,24 @@ struct hadamard_impl {
           continue;
         }
       }
-      cand.clear();
-      for (std::size_t t = 0; t != K * width; ++t)
-        if (st[t] != -std::numeric_limits<float>::infinity()) cand.emplace_back(st[t], Indexed ? ids[i * K * width + t] : 0.f);
-      auto better = [](const std::pair<float, float>& a, const std::pair<float, float>& b) {
-        return a.first > b.first || (a.first == b.first && a.second < b.second);
-      };
-      std::partial_sort(cand.begin(), cand.begin() + std::ptrdiff_t(kk), cand.end(), better);
+      // Each lane's column of K values is sorted best first: a W-way merge of the lane heads yields the row's
+      // best kk in order (ties: smaller token index first; in value-only mode any tied lane will do).
+      cand.resize(kk);
+      const float* sid = Indexed ? ids + i * K * width : nullptr;
+      std::size_t head[width] = {};
+      for (std::size_t t = 0; t != kk; ++t) {
+        std::size_t best_lane = width;
+        float best = -std::numeric_limits<float>::infinity(), best_id = 0.f;
+        for (std::size_t l = 0; l != width; ++l) {
+          if (head[l] == K) continue;
+          const float v = st[head[l] * width + l];
+          if (v == -std::numeric_limits<float>::infinity()) continue;
+          const float id = Indexed ? sid[head[l] * width + l] : 0.f;
+          if (best_lane == width || v > best || (Indexed && v == best && id < best_id)) best_lane = l, best = v, best_id = id;
+        }
+        cand[t] = {best, best_id};
+        ++head[best_lane];
+      }
       prefix_sums(cand.data(), kk, budgets, weights, Indexed, row_sum + i * nb, row_z + i * nb);
     }
   }

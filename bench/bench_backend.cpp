@@ -1,0 +1,68 @@
+// Exact MIPS backend token search: q query tokens against t stored tokens of dim 128, top-k per token.
+// _eigen_naive: one Eigen GEMM per query block + nth_element per row (what a straightforward port does).
+#include "bench_common.hpp"
+
+#include <algorithm>
+#include <map>
+#include <numeric>
+
+using namespace aligner_bench;
+
+namespace {
+
+struct token_index {
+  std::size_t dim, size;
+  std::vector<float> tokens;
+  aligner::exact_backend backend;
+  token_index(std::size_t t, std::size_t d) : dim(d), size(t), backend(d) {
+    tokens = query(t, d, 99);
+    backend.add({tokens.data(), t, d});
+  }
+};
+
+const token_index& index_of(std::size_t t) {
+  static std::map<std::size_t, std::unique_ptr<token_index>> cache;
+  auto& p = cache[t];
+  if (!p) p = std::make_unique<token_index>(t, 128);
+  return *p;
+}
+
+void exact_search_xsimd(benchmark::State& state) {
+  const std::size_t q = std::size_t(state.range(0)), t = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const auto& idx = index_of(t);
+  const auto qs = query(q, idx.dim);
+  for (auto _ : state) benchmark::DoNotOptimize(idx.backend.search({qs.data(), q, idx.dim}, k).ids.data());
+  const double it = double(state.iterations());
+  state.counters["queries_per_second"] = benchmark::Counter(it * double(q), benchmark::Counter::kIsRate);
+  state.counters["flops"] = benchmark::Counter(it * 2.0 * double(q) * double(t) * double(idx.dim), benchmark::Counter::kIsRate,
+                                               benchmark::Counter::kIs1000);
+}
+
+void exact_search_eigen_naive(benchmark::State& state) {
+  using mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const std::size_t q = std::size_t(state.range(0)), t = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const auto& idx = index_of(t);
+  const auto qs = query(q, idx.dim);
+  const Eigen::Map<const mat> qm(qs.data(), Eigen::Index(q), Eigen::Index(idx.dim));
+  const Eigen::Map<const mat> xm(idx.tokens.data(), Eigen::Index(t), Eigen::Index(idx.dim));
+  mat s;
+  std::vector<std::int64_t> ids(t);
+  for (auto _ : state) {
+    s.noalias() = qm * xm.transpose();
+    for (std::size_t i = 0; i != q; ++i) {
+      const float* row = s.row(Eigen::Index(i)).data();
+      std::iota(ids.begin(), ids.end(), 0);
+      std::nth_element(ids.begin(), ids.begin() + std::ptrdiff_t(k), ids.end(), [row](auto a, auto b) { return row[a] > row[b]; });
+      benchmark::DoNotOptimize(ids.data());
+    }
+  }
+  const double it = double(state.iterations());
+  state.counters["queries_per_second"] = benchmark::Counter(it * double(q), benchmark::Counter::kIsRate);
+  state.counters["flops"] = benchmark::Counter(it * 2.0 * double(q) * double(t) * double(idx.dim), benchmark::Counter::kIsRate,
+                                               benchmark::Counter::kIs1000);
+}
+
+}  // namespace
+
+BENCHMARK(exact_search_xsimd)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
+BENCHMARK(exact_search_eigen_naive)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);

@@ -1,0 +1,67 @@
+// Shared inputs of the benchmark suite: a pool of documents larger than the last-level cache, packed once.
+#pragma once
+
+#include <aligner/aligner.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <map>
+#include <memory>
+#include <random>
+#include <vector>
+
+namespace aligner_bench {
+
+/// Documents of length `m` (or uniform in [32, 256] when m == 0), unit vectors, at least `min_bytes` of floats.
+struct doc_pool {
+  std::size_t dim = 0;
+  std::vector<float> tokens;
+  std::vector<std::int64_t> offsets{0};
+  aligner::token_store store;
+
+  doc_pool(std::size_t m, std::size_t dim_, std::size_t min_bytes = 96u << 20) : dim(dim_), store(dim_) {
+    std::mt19937_64 rng(42 + m + dim);
+    std::uniform_int_distribution<std::size_t> len(32, 256);
+    std::normal_distribution<float> nd;
+    while (tokens.size() * sizeof(float) < min_bytes) {
+      const std::size_t rows = m ? m : len(rng);
+      for (std::size_t r = 0; r != rows; ++r) {
+        double norm = 0;
+        const std::size_t at = tokens.size();
+        for (std::size_t c = 0; c != dim; ++c) tokens.push_back(nd(rng)), norm += double(tokens.back()) * tokens.back();
+        for (std::size_t c = 0; c != dim; ++c) tokens[at + c] = float(tokens[at + c] / std::sqrt(norm));
+      }
+      offsets.push_back(offsets.back() + std::int64_t(rows));
+    }
+    store.add(view(), {}, false);
+  }
+  aligner::sequence_set_view view() const { return {{tokens.data(), std::size_t(offsets.back()), dim}, offsets}; }
+  std::size_t size() const { return offsets.size() - 1; }
+  std::size_t length(std::size_t d) const { return std::size_t(offsets[d + 1] - offsets[d]); }
+  const float* doc(std::size_t d) const { return tokens.data() + offsets[d] * std::int64_t(dim); }
+};
+
+/// One pool per shape, built on first use.
+inline const doc_pool& pool(std::size_t m, std::size_t dim) {
+  static std::map<std::pair<std::size_t, std::size_t>, std::unique_ptr<doc_pool>> pools;
+  auto& p = pools[{m, dim}];
+  if (!p) p = std::make_unique<doc_pool>(m, dim);
+  return *p;
+}
+
+inline std::vector<float> query(std::size_t n, std::size_t dim, std::uint64_t seed = 7) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd;
+  std::vector<float> q(n * dim);
+  for (auto& x : q) x = nd(rng);
+  return q;
+}
+
+/// Sets docs_per_second, flops (2 n m dim per document) and tokens counters.
+inline void set_counters(benchmark::State& state, double docs, double flops) {
+  state.counters["docs_per_second"] = benchmark::Counter(docs, benchmark::Counter::kIsRate);
+  state.counters["flops"] = benchmark::Counter(flops, benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.SetItemsProcessed(std::int64_t(docs));
+}
+
+}  // namespace aligner_bench
