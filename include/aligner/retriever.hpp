@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
+#include <filesystem>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -34,6 +36,7 @@
 #include "salience.hpp"
 #include "scorer.hpp"
 #include "token_store.hpp"
+#include "io/section_file.hpp"
 
 namespace aligner {
 
@@ -55,6 +58,12 @@ struct search_params {
   bool use_doc_salience = true;             ///< weight pairs with the stored document salience, when there is one
   std::function<bool(std::int64_t)> filter{};  ///< optional: only documents for which it returns true
   bool check_finite = true;
+};
+
+/// How aligner_retriever::load reads a file.
+struct load_options {
+  bool mmap = true;              ///< map the token store read-only (shared between processes) instead of reading it
+  std::size_t expected_dim = 0;  ///< when non-zero, a file of another dimension is refused
 };
 
 /// Ranked documents of one query plus diagnostics.
@@ -206,6 +215,132 @@ class aligner_retriever {
     return search_unchecked_multi(query, strategies, p);
   }
 
+  /// Saves the whole retriever (token store, document map, removals, settings, the backend's own bytes) to
+  /// one file in the format of io/section_file.hpp, atomically: a crash leaves the old file or the new one.
+  void save(const std::filesystem::path& path) const
+    requires serializable_backend<Backend>
+  {
+    const std::int64_t meta[6] = {std::int64_t(dim()), std::int64_t(panel_width<>), std::int64_t(size()),
+                                  std::int64_t(store_.has_salience()), std::int64_t(params_.check_finite),
+                                  std::bit_cast<std::int64_t>(params_.doc_prune)};
+    std::vector<std::uint8_t> removed(removed_.begin(), removed_.end());
+    const std::string backend = backend_.serialize();
+    auto bytes = [](const auto& span) {
+      return std::string_view(reinterpret_cast<const char*>(span.data()), span.size() * sizeof(span[0]));
+    };
+    const auto packed = store_.packed();
+    const auto salience = store_.all_salience();
+    using io::section_dtype;
+    const std::vector<io::section_out> sections = {
+        {"meta", section_dtype::i64, {6}, bytes(std::span<const std::int64_t>(meta))},
+        {"offsets", section_dtype::i64, {store_.offsets().size()}, bytes(store_.offsets())},
+        {"panel_offsets", section_dtype::i64, {store_.panel_offsets().size()}, bytes(store_.panel_offsets())},
+        {"panels", section_dtype::f32, {packed.size()}, bytes(packed)},
+        {"salience", section_dtype::f32, {salience.size()}, bytes(salience)},
+        {"token_doc", section_dtype::u32, {token_doc_.size()}, bytes(token_doc_)},
+        {"removed", section_dtype::u8, {removed.size()}, bytes(removed)},
+        {"backend", section_dtype::u8, {backend.size()}, std::string_view(backend)},
+    };
+    io::atomic_write(path, io::encode_sections(sections));
+  }
+
+  /// Loads a retriever saved by save(); `make_backend(bytes)` rebuilds the backend (default
+  /// Backend::deserialize). Everything is verified before use (checksums, shapes, offsets, ids); any problem
+  /// throws aligner::io_error naming the file.
+  template <class MakeBackend>
+  static aligner_retriever load(const std::filesystem::path& path, load_options options, MakeBackend&& make_backend) {
+    auto file = io::file_bytes::open(path, options.mmap);
+    const auto sections = io::decode_sections(*file);
+    auto fail = [&](const std::string& what) -> void { throw io_error(path.string() + ": " + what); };
+    auto get = [&](const char* name, io::section_dtype dtype) -> const io::section_in& {
+      const auto it = sections.find(name);
+      if (it == sections.end()) fail(std::string("missing section ") + name);
+      if (it->second.dtype != dtype || it->second.shape.size() != 1) fail(std::string("section ") + name + " has the wrong type");
+      return it->second;
+    };
+    const auto meta = get("meta", io::section_dtype::i64).template as<std::int64_t>();
+    if (meta.size() != 6) fail("meta section has " + std::to_string(meta.size()) + " values, expected 6");
+    const std::int64_t dim = meta[0], width = meta[1], docs = meta[2];
+    if (dim < 1 || dim > (1 << 20)) fail("implausible dim " + std::to_string(dim));
+    if (options.expected_dim && std::size_t(dim) != options.expected_dim)
+      fail("index dim " + std::to_string(dim) + " does not match the expected dim " + std::to_string(options.expected_dim));
+    if (width != 4 && width != 8 && width != 16 && width != 32) fail("unsupported panel width " + std::to_string(width));
+    if (docs < 0 || meta[3] < 0 || meta[3] > 1 || meta[4] < 0 || meta[4] > 1) fail("corrupt meta section");
+    index_params params{.doc_prune = std::bit_cast<double>(meta[5]), .check_finite = meta[4] == 1};
+    if (!(params.doc_prune > 0.0 && params.doc_prune <= 1.0)) fail("corrupt pruning fraction");
+    const bool has_salience = meta[3] == 1;
+    const auto offsets_in = get("offsets", io::section_dtype::i64).template as<std::int64_t>();
+    const auto panel_offsets_in = get("panel_offsets", io::section_dtype::i64).template as<std::int64_t>();
+    const auto packed = get("panels", io::section_dtype::f32).template as<float>();
+    const auto salience_in = get("salience", io::section_dtype::f32).template as<float>();
+    const auto token_doc = get("token_doc", io::section_dtype::u32).template as<std::uint32_t>();
+    const auto removed_in = get("removed", io::section_dtype::u8).template as<std::uint8_t>();
+    const auto& backend_bytes = get("backend", io::section_dtype::u8);
+    if (offsets_in.size() != std::size_t(docs) + 1 || panel_offsets_in.size() != std::size_t(docs) || removed_in.size() != std::size_t(docs))
+      fail("document count " + std::to_string(docs) + " does not match the offsets, panel offsets or removal flags");
+    std::vector<std::int64_t> offsets(offsets_in.begin(), offsets_in.end());
+    try {
+      detail::check_offsets(offsets, std::size_t(offsets.empty() ? 0 : offsets.back()), "offsets");
+    } catch (const invalid_argument& e) {
+      fail(e.what());
+    }
+    const std::size_t tokens = std::size_t(offsets.back());
+    if (has_salience ? salience_in.size() != tokens : !salience_in.empty()) fail("salience section does not match the tokens");
+    for (std::size_t i = 0; i != salience_in.size(); ++i)
+      if (!(salience_in[i] >= 0.f) || !std::isfinite(salience_in[i])) fail("salience value " + std::to_string(i) + " is invalid");
+    for (std::uint32_t d : token_doc)
+      if (d >= std::uint32_t(docs)) fail("token map names document " + std::to_string(d) + " of " + std::to_string(docs));
+    for (std::uint8_t r : removed_in)
+      if (r > 1) fail("removal flags must be 0 or 1");
+    // The token store: adopt the mapped panels when the layout is this build's, else copy or repack.
+    token_store store{std::size_t(dim)};
+    std::vector<float> salience(salience_in.begin(), salience_in.end());
+    std::vector<std::int64_t> panel_offsets(panel_offsets_in.begin(), panel_offsets_in.end());
+    try {
+      if (std::size_t(width) == panel_width<> && file->mapped()) {
+        store = token_store::adopt(std::size_t(dim), offsets, panel_offsets, packed, salience, has_salience,
+                                   std::shared_ptr<const void>(file, file.get()));
+      } else {
+        // Not mapped (or saved by a build with another SIMD width): repack document by document.
+        std::int64_t expect = 0;
+        for (std::size_t d = 0; d != std::size_t(docs); ++d) {
+          if (panel_offsets[d] != expect) fail("panel offsets do not match the saved panel width");
+          const std::size_t len = std::size_t(offsets[d + 1] - offsets[d]);
+          expect += std::int64_t((len + std::size_t(width) - 1) / std::size_t(width) * std::size_t(width) * std::size_t(dim));
+        }
+        if (std::size_t(expect) != packed.size()) fail("panels section does not match the offsets");
+        for (std::size_t d = 0; d != std::size_t(docs); ++d) {
+          const std::size_t len = std::size_t(offsets[d + 1] - offsets[d]);
+          std::vector<float> rows(len * std::size_t(dim));
+          const float* base = packed.data() + panel_offsets[d];
+          for (std::size_t j = 0; j != len; ++j)
+            for (std::size_t c = 0; c != std::size_t(dim); ++c)
+              rows[j * std::size_t(dim) + c] = base[(j / std::size_t(width)) * std::size_t(dim * width) + c * std::size_t(width) + j % std::size_t(width)];
+          store.add(matrix_view<float>(rows.data(), len, std::size_t(dim)),
+                    has_salience ? std::span<const float>(salience).subspan(std::size_t(offsets[d]), len) : std::span<const float>(), false);
+        }
+      }
+    } catch (const invalid_argument& e) {
+      fail(e.what());
+    }
+    Backend backend = make_backend(std::string_view(backend_bytes.data, backend_bytes.bytes));
+    if (backend.dim() != std::size_t(dim)) fail("backend dim " + std::to_string(backend.dim()) + " differs from the index dim");
+    if (backend.size() != token_doc.size())
+      fail("backend holds " + std::to_string(backend.size()) + " vectors but the token map has " + std::to_string(token_doc.size()));
+    aligner_retriever r(loaded_tag{}, std::move(backend), params);
+    r.store_ = std::move(store);
+    r.token_doc_.assign(token_doc.begin(), token_doc.end());
+    r.removed_.assign(removed_in.begin(), removed_in.end());
+    r.removed_count_ = std::size_t(std::count(removed_in.begin(), removed_in.end(), std::uint8_t(1)));
+    return r;
+  }
+
+  static aligner_retriever load(const std::filesystem::path& path, load_options options = {})
+    requires serializable_backend<Backend>
+  {
+    return load(path, options, [](std::string_view bytes) { return Backend::deserialize(bytes); });
+  }
+
   /// The aligned pairs behind document `id`'s score for `query` under p's strategy, normalisation and salience.
   explanation explain(matrix_view<float> query, std::int64_t id, const search_params& p = {}) const {
     ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "explain: unknown document id ", id);
@@ -217,6 +352,10 @@ class aligner_retriever {
   }
 
  private:
+  struct loaded_tag {};
+  aligner_retriever(loaded_tag, Backend backend, index_params params)
+      : backend_(std::move(backend)), params_(params), store_(backend_.dim()) {}
+
   void validate(matrix_view<float> query, const search_params& p) const {
     p.strategy.validate();
     ALIGNER_EXPECTS(query.rows == 0 || query.cols == dim(), "query dim ", query.cols, " does not match the index dim ", dim());

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <numeric>
 #include <span>
 #include <vector>
@@ -46,7 +47,42 @@ class token_store {
   std::size_t memory_bytes() const noexcept { return panels_.size() * sizeof(float) + salience_.size() * sizeof(float); }
 
   /// Packed panels of sequence s (see kernels/panels.hpp).
-  const float* panels(std::size_t s) const noexcept { return panels_.data() + panel_offsets_[s]; }
+  const float* panels(std::size_t s) const noexcept { return base() + panel_offsets_[s]; }
+  /// Every packed float of the store (for saving); offsets into it are panel_offsets().
+  std::span<const float> packed() const noexcept { return {base(), keep_alive_ ? adopted_size_ : panels_.size()}; }
+  std::span<const std::int64_t> panel_offsets() const noexcept { return panel_offsets_; }
+  std::span<const std::int64_t> offsets() const noexcept { return offsets_; }
+  std::span<const float> all_salience() const noexcept { return salience_; }
+  /// True when the panels live in adopted (e.g. memory-mapped, read-only) memory.
+  bool is_adopted() const noexcept { return keep_alive_ != nullptr; }
+
+  /// A store over packed panels held elsewhere (this build's panel width; 64-byte aligned), kept alive by
+  /// `owner`. Offsets and panel offsets are validated; a later add() first copies the panels.
+  static token_store adopt(std::size_t dim, std::vector<std::int64_t> offsets, std::vector<std::int64_t> panel_offsets,
+                           std::span<const float> packed, std::vector<float> salience, bool has_salience,
+                           std::shared_ptr<const void> owner) {
+    token_store t(dim);
+    ALIGNER_EXPECTS(!offsets.empty() && panel_offsets.size() + 1 == offsets.size(), "token_store: ", panel_offsets.size(),
+                    " panel offsets for ", offsets.size(), " token offsets");
+    detail::check_offsets(offsets, std::size_t(offsets.back()), "token_store offsets");
+    std::int64_t expect = 0;
+    for (std::size_t s = 0; s + 1 < offsets.size(); ++s) {
+      ALIGNER_EXPECTS(panel_offsets[s] == expect, "token_store panel offset ", s, " is ", panel_offsets[s], ", expected ", expect);
+      expect += std::int64_t(packed_size(std::size_t(offsets[s + 1] - offsets[s]), dim));
+    }
+    ALIGNER_EXPECTS(std::size_t(expect) == packed.size(), "token_store holds ", packed.size(), " packed floats, offsets need ", expect);
+    ALIGNER_EXPECTS(reinterpret_cast<std::uintptr_t>(packed.data()) % 64 == 0 || packed.empty(), "adopted panels must be 64-byte aligned");
+    ALIGNER_EXPECTS(!has_salience || salience.size() == std::size_t(offsets.back()), "token_store salience has ", salience.size(),
+                    " values for ", offsets.back(), " tokens");
+    t.offsets_ = std::move(offsets);
+    t.panel_offsets_ = std::move(panel_offsets);
+    t.salience_ = std::move(salience);
+    t.has_salience_ = has_salience;
+    t.adopted_ = packed.data();
+    t.adopted_size_ = packed.size();
+    t.keep_alive_ = owner ? std::move(owner) : std::make_shared<int>(0);
+    return t;
+  }
   /// Salience of sequence s (empty when the store has none).
   std::span<const float> salience(std::size_t s) const noexcept {
     if (!has_salience_) return {};
@@ -104,11 +140,21 @@ class token_store {
     check_salience_mode(with, 1);
   }
   void reserve_more(std::size_t rows, std::size_t count) {
+    own();
     panels_.reserve(panels_.size() + (rows + count * panel_width<>) * dim_);
     offsets_.reserve(offsets_.size() + count);
     panel_offsets_.reserve(panel_offsets_.size() + count);
   }
+  const float* base() const noexcept { return keep_alive_ ? adopted_ : panels_.data(); }
+  void own() {
+    if (!keep_alive_) return;
+    panels_.assign(adopted_, adopted_ + adopted_size_);
+    adopted_ = nullptr;
+    keep_alive_.reset();
+    adopted_size_ = 0;
+  }
   std::size_t append(matrix_view<float> tokens, std::span<const float> salience) {
+    own();
     if (size() == 0) has_salience_ = !salience.empty();
     const std::size_t at = panels_.size();
     panels_.resize(at + packed_size(tokens.rows, dim_));
@@ -120,7 +166,10 @@ class token_store {
   }
 
   std::size_t dim_ = 1;
-  aligned_vector<float> panels_;
+  aligned_vector<float> panels_;           ///< owned panels (empty while adopted)
+  const float* adopted_ = nullptr;         ///< adopted panels (valid while keep_alive_ is set)
+  std::size_t adopted_size_ = 0;
+  std::shared_ptr<const void> keep_alive_;  ///< owner of adopted memory (e.g. a memory-mapped file)
   std::vector<std::int64_t> panel_offsets_;
   std::vector<std::int64_t> offsets_{0};
   std::vector<float> salience_;

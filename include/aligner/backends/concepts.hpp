@@ -10,6 +10,8 @@
 
 #include <concepts>
 #include <cstddef>
+#include <string>
+#include <string_view>
 
 #include "../core/types.hpp"
 
@@ -22,6 +24,14 @@ concept mips_backend = requires(B& backend, const B& const_backend, matrix_view<
   { const_backend.size() } -> std::convertible_to<std::size_t>;
   { const_backend.search(vectors, k) } -> std::same_as<topk_result>;
   backend.add(vectors);
+};
+
+/// A backend the retriever can save and load: its whole state as bytes, and back. `deserialize` must reject
+/// malformed bytes with an exception (the retriever's file checksums already catch corruption on disk).
+template <class B>
+concept serializable_backend = mips_backend<B> && requires(const B& const_backend, std::string_view bytes) {
+  { const_backend.serialize() } -> std::same_as<std::string>;
+  { B::deserialize(bytes) } -> std::same_as<B>;
 };
 
 /// The documented minimal model of mips_backend (it finds nothing): the smallest thing that compiles.

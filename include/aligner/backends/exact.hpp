@@ -10,6 +10,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -101,6 +104,36 @@ class exact_backend {
     return out;
   }
 
+  /// The index as bytes: u64 dim, u64 size, then size x dim float32 rows (little-endian, this host's order).
+  std::string serialize() const {
+    std::string out(16 + size_ * dim_ * sizeof(float), '\0');
+    const std::uint64_t header[2] = {dim_, size_};
+    std::memcpy(out.data(), header, 16);
+    float* rows = reinterpret_cast<float*>(out.data() + 16);
+    for (std::size_t t = 0; t != size_; ++t)
+      for (std::size_t c = 0; c != dim_; ++c) rows[t * dim_ + c] = packed_at(panels_.data(), dim_, t, c);
+    return out;
+  }
+  /// Inverse of serialize; throws aligner::io_error on malformed bytes.
+  static exact_backend deserialize(std::string_view bytes) {
+    std::uint64_t header[2] = {0, 0};
+    if (bytes.size() < 16) throw io_error("exact backend: " + std::to_string(bytes.size()) + " bytes, need at least 16");
+    std::memcpy(header, bytes.data(), 16);
+    if (header[0] == 0 || header[0] > (1u << 20)) throw io_error("exact backend: implausible dim " + std::to_string(header[0]));
+    if (header[1] > (bytes.size() - 16) / sizeof(float) / header[0] || 16 + header[1] * header[0] * sizeof(float) != bytes.size())
+      throw io_error("exact backend: " + std::to_string(bytes.size()) + " bytes do not hold " + std::to_string(header[1]) +
+                     " vectors of dim " + std::to_string(header[0]));
+    exact_backend b(header[0]);
+    std::vector<float> rows(header[1] * header[0]);
+    if (!rows.empty()) std::memcpy(rows.data(), bytes.data() + 16, rows.size() * sizeof(float));
+    try {
+      b.add({rows.data(), header[1], header[0]});
+    } catch (const invalid_argument& e) {
+      throw io_error(std::string("exact backend: ") + e.what());
+    }
+    return b;
+  }
+
   /// Vector `id` (copied out of its panel).
   std::vector<float> vector(std::size_t id) const {
     ALIGNER_EXPECTS(id < size_, "vector id ", id, " is outside the index of ", size_);
@@ -114,6 +147,6 @@ class exact_backend {
   std::size_t size_ = 0;
   aligned_vector<float> panels_;
 };
-static_assert(mips_backend<exact_backend>, "exact_backend must model mips_backend");
+static_assert(serializable_backend<exact_backend>, "exact_backend must model serializable_backend");
 
 }  // namespace aligner

@@ -11,10 +11,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include <faiss/Index.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/impl/io.h>
+#include <faiss/index_io.h>
 
 #include "../core/error.hpp"
 #include "../core/types.hpp"
@@ -47,6 +52,30 @@ class faiss_backend {
     index_->add(faiss::Index::idx_t(vectors.rows), rows.data());
   }
 
+  /// The index as bytes (faiss::write_index). Search parameters are not part of it.
+  std::string serialize() const {
+    faiss::VectorIOWriter writer;
+    faiss::write_index(index_.get(), &writer);
+    return std::string(reinterpret_cast<const char*>(writer.data.data()), writer.data.size());
+  }
+  /// Inverse of serialize (faiss::read_index); FAISS errors become aligner::io_error.
+  static faiss_backend deserialize(std::string_view bytes, std::shared_ptr<const faiss::SearchParameters> search_params = nullptr) {
+    faiss::VectorIOReader reader;
+    reader.data.assign(reinterpret_cast<const std::uint8_t*>(bytes.data()), reinterpret_cast<const std::uint8_t*>(bytes.data()) + bytes.size());
+    std::unique_ptr<faiss::Index> index;
+    try {
+      index.reset(faiss::read_index(&reader));
+    } catch (const faiss::FaissException& e) {
+      throw io_error(std::string("faiss backend: ") + e.what());
+    }
+    try {
+      return faiss_backend(std::move(index), std::move(search_params));
+    } catch (const invalid_argument& e) {
+      throw io_error(std::string("faiss backend: ") + e.what());
+    }
+  }
+  static faiss_backend deserialize(std::string_view bytes) { return deserialize(bytes, nullptr); }
+
   /// Top-k inner products per query row (FAISS pads missing results with id -1).
   topk_result search(matrix_view<float> queries, std::size_t k) const {
     ALIGNER_EXPECTS(k >= 1, "search k must be >= 1, got k = ", k);
@@ -74,6 +103,6 @@ class faiss_backend {
   std::unique_ptr<faiss::Index> index_;
   std::shared_ptr<const faiss::SearchParameters> search_params_;
 };
-static_assert(mips_backend<faiss_backend>, "faiss_backend must model mips_backend");
+static_assert(serializable_backend<faiss_backend>, "faiss_backend must model serializable_backend");
 
 }  // namespace aligner

@@ -14,13 +14,20 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <atomic>
+#include <cstring>
+#include <filesystem>
 #include <memory>
+#include <string>
+#include <string_view>
+#include <unistd.h>
 #include <vector>
 
 #include <hnswlib/hnswlib.h>
 
 #include "../core/error.hpp"
 #include "../core/types.hpp"
+#include "../io/file.hpp"
 #include "concepts.hpp"
 
 namespace aligner {
@@ -65,6 +72,47 @@ class hnswlib_backend {
     size_ = need;
   }
 
+  /// The graph as bytes: u64 dim, u64 size, u64 M, ef_construction, ef_search, seed, then hnswlib's saveIndex
+  /// image (written through a temporary file: hnswlib 0.6.2 saves only to paths).
+  std::string serialize() const {
+    std::string out(48, '\0');
+    const std::uint64_t header[6] = {dim_, size_, params_.m, params_.ef_construction, params_.ef_search, params_.seed};
+    std::memcpy(out.data(), header, 48);
+    if (graph_) {
+      const auto tmp = temp_path();
+      graph_->saveIndex(tmp.string());
+      out += io::read_file(tmp);
+      std::filesystem::remove(tmp);
+    }
+    return out;
+  }
+  /// Inverse of serialize; throws aligner::io_error on malformed bytes.
+  static hnswlib_backend deserialize(std::string_view bytes) {
+    if (bytes.size() < 48) throw io_error("hnswlib backend: " + std::to_string(bytes.size()) + " bytes, need at least 48");
+    std::uint64_t h[6];
+    std::memcpy(h, bytes.data(), 48);
+    if (h[0] == 0 || h[0] > (1u << 20) || h[2] < 2 || h[2] > 4096 || h[3] == 0 || h[4] == 0)
+      throw io_error("hnswlib backend: implausible parameters");
+    hnswlib_backend b(h[0], {.m = h[2], .ef_construction = h[3], .ef_search = h[4], .seed = h[5]});
+    if (h[1] == 0) {
+      if (bytes.size() != 48) throw io_error("hnswlib backend: bytes after an empty graph");
+      return b;
+    }
+    const auto tmp = temp_path();
+    io::atomic_write(tmp, bytes.substr(48));
+    try {
+      b.graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(b.space_.get(), tmp.string(), false, h[1]);
+    } catch (const std::exception& e) {
+      std::filesystem::remove(tmp);
+      throw io_error(std::string("hnswlib backend: ") + e.what());
+    }
+    std::filesystem::remove(tmp);
+    if (b.graph_->cur_element_count != h[1]) throw io_error("hnswlib backend: graph holds a different number of vectors");
+    b.graph_->setEf(h[4]);
+    b.size_ = h[1];
+    return b;
+  }
+
   topk_result search(matrix_view<float> queries, std::size_t k) const {
     ALIGNER_EXPECTS(k >= 1, "search k must be >= 1, got k = ", k);
     ALIGNER_EXPECTS(queries.rows == 0 || queries.cols == dim_, "query dim ", queries.cols, " does not match the index dim ", dim_);
@@ -87,12 +135,18 @@ class hnswlib_backend {
   }
 
  private:
+  static std::filesystem::path temp_path() {
+    static std::atomic<unsigned> counter{0};
+    return std::filesystem::temp_directory_path() /
+           ("aligner_hnsw_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".bin");
+  }
+
   std::size_t dim_;
   hnswlib_params params_;
   std::size_t size_ = 0;
   std::unique_ptr<hnswlib::InnerProductSpace> space_;
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> graph_;
 };
-static_assert(mips_backend<hnswlib_backend>, "hnswlib_backend must model mips_backend");
+static_assert(serializable_backend<hnswlib_backend>, "hnswlib_backend must model serializable_backend");
 
 }  // namespace aligner
