@@ -157,3 +157,42 @@ TEST_CASE("hnswlib: recall against exact, and recall@10 >= 0.95 of exact on Cran
   CHECK_THROWS_AS(aligner::hnswlib_backend(0), aligner::invalid_argument);
 }
 #endif
+
+namespace {
+template <class Backend, class Load>
+void round_trip(Backend backend, Load load) {
+  const std::size_t dim = 12;
+  const auto x = aligner_test::random_matrix(600, dim, 31, true);
+  std::vector<std::int64_t> offsets;
+  for (std::int64_t o = 0; o <= 600; o += 6) offsets.push_back(o);
+  aligner::aligner_retriever<Backend> r(std::move(backend), aligner::sequence_set_view{{x.data(), 600, dim}, offsets});
+  const auto path = std::filesystem::temp_directory_path() / "aligner_backend_round_trip.bin";
+  r.save(path);
+  const auto back = load(path);
+  const auto q = aligner_test::random_matrix(4, dim, 32, true);
+  const aligner::search_params p{.candidates_per_token = 30, .top = 20};
+  const auto a = r.search({q.data(), 4, dim}, p), b = back.search({q.data(), 4, dim}, p);
+  CHECK(a.ids == b.ids);
+  CHECK(a.scores == b.scores);
+  std::filesystem::remove(path);
+}
+}  // namespace
+
+#ifdef ALIGNER_HAVE_FAISS
+TEST_CASE("faiss: a retriever saves and loads with its FAISS index", "[property]") {
+  round_trip(aligner::faiss_backend(std::make_unique<faiss::IndexFlatIP>(12)),
+             [](const auto& path) { return aligner::aligner_retriever<aligner::faiss_backend>::load(path); });
+  auto hnsw = std::make_unique<faiss::IndexHNSWFlat>(12, 8, faiss::METRIC_INNER_PRODUCT);
+  round_trip(aligner::faiss_backend(std::move(hnsw)),
+             [](const auto& path) { return aligner::aligner_retriever<aligner::faiss_backend>::load(path); });
+  CHECK_THROWS_AS(aligner::faiss_backend::deserialize("not a faiss index"), aligner::io_error);
+}
+#endif
+
+#ifdef ALIGNER_HAVE_HNSWLIB
+TEST_CASE("hnswlib: a retriever saves and loads with its graph", "[property]") {
+  round_trip(aligner::hnswlib_backend(12, {.ef_search = 40}),
+             [](const auto& path) { return aligner::aligner_retriever<aligner::hnswlib_backend>::load(path); });
+  CHECK_THROWS_AS(aligner::hnswlib_backend::deserialize("short"), aligner::io_error);
+}
+#endif

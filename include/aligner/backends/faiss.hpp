@@ -59,7 +59,7 @@ class faiss_backend {
     return std::string(reinterpret_cast<const char*>(writer.data.data()), writer.data.size());
   }
   /// Inverse of serialize (faiss::read_index); FAISS errors become aligner::io_error.
-  static faiss_backend deserialize(std::string_view bytes, std::shared_ptr<const faiss::SearchParameters> search_params = nullptr) {
+  static faiss_backend deserialize(std::string_view bytes, std::shared_ptr<const faiss::SearchParameters> search_params) {
     faiss::VectorIOReader reader;
     reader.data.assign(reinterpret_cast<const std::uint8_t*>(bytes.data()), reinterpret_cast<const std::uint8_t*>(bytes.data()) + bytes.size());
     std::unique_ptr<faiss::Index> index;
