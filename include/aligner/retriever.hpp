@@ -8,9 +8,12 @@
  *  4. Rerank: each candidate gets sim(Q, D) over all tokens of both sides (scorer.hpp), the top N are returned,
  *     best first, ties toward the smaller document id. `exhaustive` skips 2-3 and reranks every document.
  *  5. Explain: the aligned pairs behind one document's score.
- *  Document ids are 0-based in insertion order. Thread safety: const members (search, search_batch, explain)
- *  may run concurrently with each other; add/remove must not run concurrently with anything (the retriever
- *  does not lock; guard it with a std::shared_mutex if you mutate while serving). */
+ *  Document ids are 0-based in insertion order. Thread safety: const members (search, search_multi,
+ *  search_batch, explain, save) may run concurrently with each other; add/remove must not overlap anything on
+ *  the same retriever. The retriever enforces this without locking the hot path: a search counts itself in and
+ *  out, add/remove refuse to start while a search runs and searches refuse to start during add/remove, both
+ *  with aligner::concurrency_error. To mutate while serving, guard the retriever with a std::shared_mutex
+ *  (searches shared, add/remove exclusive) or swap in a rebuilt retriever. */
 #pragma once
 
 #include <algorithm>
@@ -98,6 +101,25 @@ class aligner_retriever {
     add(docs, doc_salience);
   }
 
+  aligner_retriever(aligner_retriever&& other) noexcept
+      : backend_(std::move(other.backend_)), params_(other.params_), doc_scorer_(std::move(other.doc_scorer_)),
+        store_(std::move(other.store_)), token_doc_(std::move(other.token_doc_)), removed_(std::move(other.removed_)),
+        removed_count_(other.removed_count_) {}
+  aligner_retriever& operator=(aligner_retriever&& other) noexcept {
+    backend_ = std::move(other.backend_);
+    params_ = other.params_;
+    doc_scorer_ = std::move(other.doc_scorer_);
+    store_ = std::move(other.store_);
+    token_doc_ = std::move(other.token_doc_);
+    removed_ = std::move(other.removed_);
+    removed_count_ = other.removed_count_;
+    return *this;
+  }
+  aligner_retriever(const aligner_retriever& other)
+    requires std::copy_constructible<Backend>
+      : backend_(other.backend_), params_(other.params_), doc_scorer_(other.doc_scorer_), store_(other.store_),
+        token_doc_(other.token_doc_), removed_(other.removed_), removed_count_(other.removed_count_) {}
+
   std::size_t dim() const noexcept { return backend_.dim(); }
   /// Documents ever added (removed ones included: ids are never reused).
   std::size_t size() const noexcept { return store_.size(); }
@@ -111,6 +133,7 @@ class aligner_retriever {
   /// Adds documents; returns the id of the first. Salience: `doc_salience` (one per token), else the doc
   /// scorer's, else none (then β^d must be 1). All or nothing: on error nothing changes.
   std::int64_t add(const sequence_set_view& docs, std::span<const float> doc_salience = {}) {
+    const writer_guard guard(*this, "add");
     detail::check_offsets(docs.offsets, docs.tokens.rows, "document offsets");
     ALIGNER_EXPECTS(docs.tokens.rows == 0 || docs.tokens.cols == dim(), "documents have dim ", docs.tokens.cols,
                     " but the retriever has dim ", dim());
@@ -162,6 +185,7 @@ class aligner_retriever {
   /// Removes a document: it is never returned again (its tokens may stay in the backend; hits are dropped).
   /// Throws for an unknown or already removed id.
   void remove(std::int64_t id) {
+    const writer_guard guard(*this, "remove");
     ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "remove: unknown document id ", id, " (the retriever holds ids 0..",
                     std::int64_t(size()) - 1, ")");
     ALIGNER_EXPECTS(!removed_[std::size_t(id)], "remove: document id ", id, " is already removed");
@@ -352,6 +376,43 @@ class aligner_retriever {
   }
 
  private:
+  /// Counts a search in flight; refuses to start while a mutation runs (see the file comment).
+  class reader_guard {
+   public:
+    explicit reader_guard(const aligner_retriever& r) : r_(r) {
+      r_.readers_.fetch_add(1, std::memory_order_seq_cst);
+      if (r_.writing_.load(std::memory_order_seq_cst)) {
+        r_.readers_.fetch_sub(1, std::memory_order_seq_cst);
+        throw concurrency_error("aligner_retriever: search called while add/remove is running on the same retriever");
+      }
+    }
+    ~reader_guard() { r_.readers_.fetch_sub(1, std::memory_order_seq_cst); }
+    reader_guard(const reader_guard&) = delete;
+    reader_guard& operator=(const reader_guard&) = delete;
+
+   private:
+    const aligner_retriever& r_;
+  };
+  /// Marks a mutation; refuses to start while searches run.
+  class writer_guard {
+   public:
+    explicit writer_guard(aligner_retriever& r, const char* what) : r_(r) {
+      if (r_.writing_.exchange(true, std::memory_order_seq_cst))
+        throw concurrency_error(std::string("aligner_retriever: ") + what + " called while another add/remove is running");
+      if (const int n = r_.readers_.load(std::memory_order_seq_cst); n != 0) {
+        r_.writing_.store(false, std::memory_order_seq_cst);
+        throw concurrency_error(std::string("aligner_retriever: ") + what + " called while " + std::to_string(n) +
+                                " search(es) are running on the same retriever");
+      }
+    }
+    ~writer_guard() { r_.writing_.store(false, std::memory_order_seq_cst); }
+    writer_guard(const writer_guard&) = delete;
+    writer_guard& operator=(const writer_guard&) = delete;
+
+   private:
+    aligner_retriever& r_;
+  };
+
   struct loaded_tag {};
   aligner_retriever(loaded_tag, Backend backend, index_params params)
       : backend_(std::move(backend)), params_(params), store_(backend_.dim()) {}
@@ -429,6 +490,7 @@ class aligner_retriever {
   }
 
   search_result search_unchecked(matrix_view<float> query, const search_params& p) const {
+    const reader_guard guard(*this);
     search_result out;
     const auto candidates = gather(query, p, out);
     std::vector<float> scores(candidates.size());
@@ -440,6 +502,7 @@ class aligner_retriever {
 
   std::vector<search_result> search_unchecked_multi(matrix_view<float> query, std::span<const alignment> strategies,
                                                     const search_params& p) const {
+    const reader_guard guard(*this);
     search_result diag;
     const auto candidates = gather(query, p, diag);
     std::vector<float> scores(candidates.size() * strategies.size());
@@ -457,6 +520,8 @@ class aligner_retriever {
   std::vector<std::uint32_t> token_doc_;  ///< backend token id -> document id (4 bytes per indexed token)
   std::vector<bool> removed_;
   std::size_t removed_count_ = 0;
+  mutable std::atomic<int> readers_{0};
+  std::atomic<bool> writing_{false};
 };
 
 }  // namespace aligner

@@ -26,6 +26,12 @@ class io_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A mutation (add, remove) overlapped a search on the same object, which the object's contract forbids.
+class concurrency_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
 namespace detail {
 
 template <class... Parts>
