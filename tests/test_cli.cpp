@@ -126,10 +126,28 @@ TEST_CASE("cli: bad input exits 2, help exits 0", "[edge]") {
   CHECK(run_cli("frobnicate").status == 2);
   CHECK(run_cli("gate --scores /nonexistent.npy --k 1 --epsilon 1 --out /tmp/x.npy").status == 2);
   CHECK(run_cli("gate --scores " + temp("s.npy").string() + " --k 1 --epsilon 0 --out /tmp/x.npy").status == 2);
-  for (const char* cmd : {"eval", "adapt", "score", "gate", "salience"}) {
+  for (const char* cmd : {"eval", "adapt", "score", "gate", "salience", "index", "search"}) {
     const auto h = run_cli(std::string(cmd) + " --help");
     CHECK(h.status == 0);
     CHECK(h.out.find("usage: aligner") == 0);
   }
   CHECK(run_cli("--help").status == 0);
+}
+
+TEST_CASE("cli: index then search equals eval; a corrupt index exits 2", "[oracle]") {
+  const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
+  const auto idx = temp("cran.idx");
+  REQUIRE(run_cli("index" + coll + " --out " + idx.string() + " --salience idf --prune-doc 0.4").status == 0);
+  const std::string opts = " --strategy top1,topk:2 --candidates 500 --salience idf";
+  const auto searched = run_cli("search --index " + idx.string() + coll + opts);
+  const auto evaluated = run_cli("eval" + coll + opts + " --prune-doc 0.4");
+  REQUIRE(searched.status == 0);
+  CHECK(searched.out == evaluated.out);
+  CHECK(run_cli("search --no-mmap --index " + idx.string() + coll + opts).out == evaluated.out);
+  std::string bytes = aligner::io::read_file(idx);
+  bytes[bytes.size() / 2] = char(bytes[bytes.size() / 2] ^ 1);
+  aligner::io::atomic_write(idx, bytes);
+  CHECK(run_cli("search --index " + idx.string() + coll + opts).status == 2);
+  CHECK(run_cli("search --index /nonexistent.idx" + coll + opts).status == 2);
+  std::filesystem::remove(idx);
 }

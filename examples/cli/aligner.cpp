@@ -211,9 +211,7 @@ retrieval_setup load_setup(const arguments& a) {
   return s;
 }
 
-/// Ranks every judged query under every strategy: runs[g] is the run of strategies[g].
-std::vector<aligner::io::run> rank_queries(const arguments& a, const retrieval_setup& s,
-                                           const std::vector<aligner::alignment>& strategies) {
+aligner::search_params search_params_of(const arguments& a) {
   const std::string candidates = a.get("--candidates", "all");
   const bool exhaustive = candidates == "all";
   aligner::search_params p{.norm = aligner::parse_normalization(a.get("--normalize", "mean")),
@@ -222,11 +220,44 @@ std::vector<aligner::io::run> rank_queries(const arguments& a, const retrieval_s
                            .exhaustive = exhaustive,
                            .query_prune = a.number("--prune-query", 1.0)};
   if (!exhaustive && p.candidates_per_token == 0) throw usage_error("--candidates must be 'all' or an integer >= 1, got 0");
-  const double prune_doc = a.number("--prune-doc", 1.0);
-  if ((prune_doc != 1.0 || p.query_prune != 1.0) && s.ud.empty())
-    throw usage_error("--prune-doc/--prune-query below 1 need a salience (--salience idf)");
-  const unsigned threads = unsigned(a.count("--threads", 1));
+  return p;
+}
+
+/// Ranks every judged query of `s` with `index` under every strategy: runs[g] is the run of strategies[g].
+template <class Index>
+std::vector<aligner::io::run> rank_with(const arguments& a, const Index& index, const retrieval_setup& s,
+                                        const std::vector<aligner::alignment>& strategies) {
+  const aligner::search_params p = search_params_of(a);
+  if (p.query_prune != 1.0 && s.uq.empty()) throw usage_error("--prune-query below 1 needs a salience (--salience idf)");
+  if (index.size() != s.c.docs.size())
+    throw usage_error("the index holds " + std::to_string(index.size()) + " documents, the collection " + std::to_string(s.c.docs.size()));
+  std::vector<std::vector<aligner::search_result>> results(s.judged.size());
+  {
+    progress bar("ranking queries", s.judged.size(), progress_enabled(a));
+    parallel_for(s.judged.size(), unsigned(a.count("--threads", 1)), [&](std::size_t i) {
+      const std::size_t q = s.judged[i];
+      aligner::search_params qp = p;
+      if (!s.uq.empty())
+        qp.query_salience = std::span<const float>(s.uq).subspan(std::size_t(s.c.queries.offsets[q]), s.c.queries.view().length(q));
+      results[i] = index.search_multi(s.c.queries.sequence(q), strategies, qp);
+      bar.tick();
+    });
+  }
   std::vector<aligner::io::run> runs(strategies.size());
+  for (std::size_t g = 0; g != strategies.size(); ++g)
+    for (std::size_t i = 0; i != s.judged.size(); ++i) {
+      auto& entries = runs[g][s.c.queries.ids[s.judged[i]]];
+      const auto& r = results[i][g];
+      for (std::size_t k = 0; k != r.ids.size(); ++k) entries.push_back({s.c.docs.ids[std::size_t(r.ids[k])], r.scores[k]});
+    }
+  return runs;
+}
+
+/// Builds a retriever over the collection's documents with the chosen backend and calls fn(retriever).
+template <class Fn>
+void build_index(const arguments& a, const retrieval_setup& s, Fn&& fn) {
+  const double prune_doc = a.number("--prune-doc", 1.0);
+  if (prune_doc != 1.0 && s.ud.empty()) throw usage_error("--prune-doc below 1 needs a salience (--salience idf)");
   with_backend(a.get("--backend", "exact"), s.c.docs.dim, [&](auto backend) {
     using backend_t = decltype(backend);
     std::unique_ptr<aligner::aligner_retriever<backend_t>> index;
@@ -236,26 +267,28 @@ std::vector<aligner::io::run> rank_queries(const arguments& a, const retrieval_s
                                                                        aligner::index_params{.doc_prune = prune_doc}, s.ud);
       bar.tick();
     }
-    std::vector<std::vector<aligner::search_result>> results(s.judged.size());
-    {
-      progress bar("ranking queries", s.judged.size(), progress_enabled(a));
-      parallel_for(s.judged.size(), threads, [&](std::size_t i) {
-        const std::size_t q = s.judged[i];
-        aligner::search_params qp = p;
-        if (!s.uq.empty())
-          qp.query_salience = std::span<const float>(s.uq).subspan(std::size_t(s.c.queries.offsets[q]), s.c.queries.view().length(q));
-        results[i] = index->search_multi(s.c.queries.sequence(q), strategies, qp);
-        bar.tick();
-      });
-    }
-    for (std::size_t g = 0; g != strategies.size(); ++g)
-      for (std::size_t i = 0; i != s.judged.size(); ++i) {
-        auto& entries = runs[g][s.c.queries.ids[s.judged[i]]];
-        const auto& r = results[i][g];
-        for (std::size_t k = 0; k != r.ids.size(); ++k) entries.push_back({s.c.docs.ids[std::size_t(r.ids[k])], r.scores[k]});
-      }
+    fn(*index);
   });
+}
+
+/// Ranks every judged query under every strategy with a freshly built index.
+std::vector<aligner::io::run> rank_queries(const arguments& a, const retrieval_setup& s,
+                                           const std::vector<aligner::alignment>& strategies) {
+  search_params_of(a);  // validate the search options before the (possibly long) build
+  std::vector<aligner::io::run> runs;
+  build_index(a, s, [&](const auto& index) { runs = rank_with(a, index, s, strategies); });
   return runs;
+}
+
+/// Prints the eval lines and writes the run of the first strategy.
+void report(const arguments& a, const retrieval_setup& s, const std::vector<aligner::alignment>& strategies,
+            const std::vector<aligner::io::run>& runs) {
+  for (std::size_t g = 0; g != strategies.size(); ++g) {
+    const auto ndcg = aligner::ndcg_at(10, runs[g], s.c.judgments);
+    std::printf("%s ndcg@10=%.4f mrr@10=%.4f recall@100=%.4f queries=%zu\n", strategies[g].name().c_str(), ndcg.mean,
+                aligner::mrr_at(10, runs[g], s.c.judgments).mean, aligner::recall_at(100, runs[g], s.c.judgments).mean, ndcg.queries);
+  }
+  if (a.has("--run")) aligner::io::save_run(a.get("--run"), runs[0], "aligner-" + strategies[0].name());
 }
 
 std::vector<aligner::alignment> parse_strategies(const std::string& text) {
@@ -298,13 +331,65 @@ int cmd_eval(const arguments& a) {
   }
   const auto strategies = parse_strategies(a.required("--strategy"));
   const auto s = load_setup(a);
-  const auto runs = rank_queries(a, s, strategies);
-  for (std::size_t g = 0; g != strategies.size(); ++g) {
-    const auto ndcg = aligner::ndcg_at(10, runs[g], s.c.judgments);
-    std::printf("%s ndcg@10=%.4f mrr@10=%.4f recall@100=%.4f queries=%zu\n", strategies[g].name().c_str(), ndcg.mean,
-                aligner::mrr_at(10, runs[g], s.c.judgments).mean, aligner::recall_at(100, runs[g], s.c.judgments).mean, ndcg.queries);
+  report(a, s, strategies, rank_queries(a, s, strategies));
+  return 0;
+}
+
+int cmd_index(const arguments& a) {
+  if (a.help()) {
+    std::printf("%s%s (default exact)\n%s", R"(usage: aligner index --collection DIR --out INDEX [options]
+
+Builds a retriever over the collection's documents and saves it atomically to INDEX (checksummed; loading
+verifies it and memory-maps the token store).
+
+  --collection DIR      collection folder
+  --vectors NAME        vectors subfolder (default glove100)
+  --out INDEX           index file to write
+  --backend NAME        token MIPS backend: )", backend_names(), R"(  --prune-doc B         keep the top B of each document's tokens in the token index (needs --salience)
+  --salience none|idf   idf: token IDF as document salience (stored in the index, used by search)
+  --progress            progress bar on stderr even when it is not a terminal
+)");
+    return 0;
   }
-  if (a.has("--run")) aligner::io::save_run(a.get("--run"), runs[0], "aligner-" + strategies[0].name());
+  const auto s = load_setup(a);
+  const std::string out = a.required("--out");
+  build_index(a, s, [&](const auto& index) {
+    index.save(out, a.get("--backend", "exact"));
+    std::printf("indexed %zu documents, %zu of %zu tokens in the token index, into %s\n", index.size(), index.indexed_tokens(),
+                s.c.docs.tokens(), out.c_str());
+  });
+  return 0;
+}
+
+int cmd_search(const arguments& a) {
+  if (a.help()) {
+    std::printf(R"(usage: aligner search --index INDEX --collection DIR --strategy S[,S...] [options]
+
+Loads INDEX (built by aligner index from the same collection), ranks the collection's judged queries and
+prints the lines of aligner eval. Options as eval: --vectors, --split, --normalize, --candidates all|K
+(default all), --prune-query, --salience none|idf (query salience; must match the index), --top, --run,
+--threads, --progress; plus --no-mmap to read the index instead of mapping it.
+)");
+    return 0;
+  }
+  const auto strategies = parse_strategies(a.required("--strategy"));
+  const std::string path = a.required("--index");
+  const std::string kind = aligner::read_index_label(path);
+  const auto s = load_setup(a);
+  const aligner::load_options options{.mmap = !a.has("--no-mmap"), .expected_dim = s.c.docs.dim};
+  bool done = false;
+  auto run_with = [&](const auto& index) {
+    report(a, s, strategies, rank_with(a, index, s, strategies));
+    done = true;
+  };
+  if (kind == "exact" || kind.empty()) run_with(aligner::aligner_retriever<aligner::exact_backend>::load(path, options));
+#ifdef ALIGNER_HAVE_FAISS
+  if (kind == "faiss-flat" || kind == "faiss-hnsw") run_with(aligner::aligner_retriever<aligner::faiss_backend>::load(path, options));
+#endif
+#ifdef ALIGNER_HAVE_HNSWLIB
+  if (kind == "hnswlib") run_with(aligner::aligner_retriever<aligner::hnswlib_backend>::load(path, options));
+#endif
+  if (!done) throw usage_error(path + ": index built with backend '" + kind + "', which this build of aligner does not have");
   return 0;
 }
 
@@ -486,6 +571,8 @@ commands:
   score     score every query against every document from .npy token matrices
   gate      entropy-regularised top-k gate of a score vector
   salience  salience u = lambda * ReLU(X w + b) of token vectors
+  index     build a retriever over a collection and save it (checksummed, atomic)
+  search    load a saved index and rank a collection's judged queries
 )";
 
 }  // namespace
@@ -508,6 +595,15 @@ int main(int argc, char** argv) {
       auto flags = collection_flags;
       flags.insert({"--shots", "--grid", "--seed"});
       return cmd_adapt(arguments(argc, argv, 2, flags, {"--progress"}));
+    }
+    if (cmd == "index") {
+      return cmd_index(arguments(argc, argv, 2, {"--collection", "--vectors", "--split", "--out", "--backend", "--prune-doc", "--salience"},
+                                 {"--progress"}));
+    }
+    if (cmd == "search") {
+      auto flags = collection_flags;
+      flags.insert({"--index", "--strategy", "--run"});
+      return cmd_search(arguments(argc, argv, 2, flags, {"--progress", "--no-mmap"}));
     }
     if (cmd == "score")
       return cmd_score(arguments(argc, argv, 2, {"--queries", "--query-offsets", "--docs", "--doc-offsets", "--strategy",

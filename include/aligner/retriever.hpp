@@ -63,6 +63,15 @@ struct search_params {
   bool check_finite = true;
 };
 
+/// The label stored by aligner_retriever::save (empty when none); verifies the whole file like load.
+inline std::string read_index_label(const std::filesystem::path& path) {
+  const auto file = io::file_bytes::open(path, true);
+  const auto sections = io::decode_sections(*file);
+  const auto it = sections.find("label");
+  if (it == sections.end()) return {};
+  return std::string(it->second.data, it->second.bytes);
+}
+
 /// How aligner_retriever::load reads a file.
 struct load_options {
   bool mmap = true;              ///< map the token store read-only (shared between processes) instead of reading it
@@ -241,9 +250,12 @@ class aligner_retriever {
 
   /// Saves the whole retriever (token store, document map, removals, settings, the backend's own bytes) to
   /// one file in the format of io/section_file.hpp, atomically: a crash leaves the old file or the new one.
-  void save(const std::filesystem::path& path) const
+  /// `label` (optional, <= 4096 bytes) is stored as-is; read it back with read_index_label (e.g. the backend's
+  /// name, so a tool knows which Backend type to load).
+  void save(const std::filesystem::path& path, std::string_view label = {}) const
     requires serializable_backend<Backend>
   {
+    ALIGNER_EXPECTS(label.size() <= 4096, "index label has ", label.size(), " bytes, at most 4096 are allowed");
     const std::int64_t meta[6] = {std::int64_t(dim()), std::int64_t(panel_width<>), std::int64_t(size()),
                                   std::int64_t(store_.has_salience()), std::int64_t(params_.check_finite),
                                   std::bit_cast<std::int64_t>(params_.doc_prune)};
@@ -264,6 +276,7 @@ class aligner_retriever {
         {"token_doc", section_dtype::u32, {token_doc_.size()}, bytes(token_doc_)},
         {"removed", section_dtype::u8, {removed.size()}, bytes(removed)},
         {"backend", section_dtype::u8, {backend.size()}, std::string_view(backend)},
+        {"label", section_dtype::u8, {label.size()}, label},
     };
     io::atomic_write(path, io::encode_sections(sections));
   }
