@@ -291,16 +291,6 @@ void report(const arguments& a, const retrieval_setup& s, const std::vector<alig
   if (a.has("--run")) aligner::io::save_run(a.get("--run"), runs[0], "aligner-" + strategies[0].name());
 }
 
-std::vector<aligner::alignment> parse_strategies(const std::string& text) {
-  std::vector<aligner::alignment> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t end = std::min(text.find(',', start), text.size());
-    out.push_back(aligner::alignment::parse(text.substr(start, end - start)));
-    start = end + 1;
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------- subcommands
 const char* kEvalHelp = R"(usage: aligner eval --collection DIR --strategy S[,S...] [options]
@@ -329,7 +319,7 @@ int cmd_eval(const arguments& a) {
 )");
     return 0;
   }
-  const auto strategies = parse_strategies(a.required("--strategy"));
+  const auto strategies = aligner::parse_grid(a.required("--strategy"));
   const auto s = load_setup(a);
   report(a, s, strategies, rank_queries(a, s, strategies));
   return 0;
@@ -372,7 +362,7 @@ prints the lines of aligner eval. Options as eval: --vectors, --split, --normali
 )");
     return 0;
   }
-  const auto strategies = parse_strategies(a.required("--strategy"));
+  const auto strategies = aligner::parse_grid(a.required("--strategy"));
   const std::string path = a.required("--index");
   const std::string kind = aligner::read_index_label(path);
   const auto s = load_setup(a);
