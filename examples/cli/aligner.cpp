@@ -16,7 +16,9 @@
 #include <aligner/backends/hnswlib.hpp>
 #endif
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -505,8 +507,8 @@ int cmd_gate(const arguments& a) {
     std::printf(R"(usage: aligner gate --scores S.npy --k K --epsilon E [--iterations N | --exact] --out L.npy
 
 Entropy-regularised top-k gate: writes lambda (same shape as S; a 2-d S is solved row by row). --exact
-(default) is the sort-based solver; --iterations N runs N steps of the paper's iteration (it stops earlier
-once sum(lambda) = k to 1e-6) and reports on stderr whether it converged.
+(default) is the sort-based solver; --iterations N runs exactly N steps of the paper's iteration (a, b start at
+0; lambda from the last a and b) and reports on stderr whether sum(lambda) reached k to 1e-6.
 )");
     return 0;
   }
@@ -520,9 +522,15 @@ once sum(lambda) = k to 1e-6) and reports on stderr whether it converged.
   for (std::size_t r = 0; r != rows; ++r) {
     const std::span<const float> row(s.values.data() + r * cols, cols);
     if (a.has("--iterations")) {
-      const auto it = aligner::iterate_gate(row, k, eps, {.max_iterations = a.count("--iterations", 0)});
+      // Exactly N steps (tolerance 0: only an exact fixed point stops earlier); convergence is judged afterwards.
+      const auto it = aligner::iterate_gate(row, k, eps, {.max_iterations = a.count("--iterations", 0), .tolerance = 0.0});
       std::copy(it.lambda.begin(), it.lambda.end(), lambda.begin() + std::ptrdiff_t(r * cols));
-      std::fprintf(stderr, "row %zu: %zu iterations, %s\n", r, it.iterations, it.converged ? "converged" : "not converged");
+      double total = 0.0;
+      for (float l : it.lambda) total += l;
+      const double target = std::clamp(k, 0.0, double(cols));
+      const bool converged = std::abs(total - target) <= 1e-6 * std::max(target, 1.0);
+      std::fprintf(stderr, "row %zu: %zu iterations, sum(lambda) = %.9g, %s\n", r, it.iterations, total,
+                   converged ? "converged" : "not converged");
     } else {
       aligner::solve_gate(row, k, eps, std::span<float>(lambda).subspan(r * cols, cols));
     }
