@@ -326,3 +326,20 @@ TEST_CASE("retriever: search_multi equals one search per strategy", "[oracle]") 
     }
   }
 }
+
+TEST_CASE("retriever: allowed_ids restricts results; unknown ids are rejected", "[edge]") {
+  const std::size_t dim = 8;
+  const auto c = make_corpus(30, 10, dim, 81);
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view());
+  const auto q = aligner_test::random_matrix(3, dim, 82, true);
+  const std::vector<std::int64_t> allowed = {2, 7, 11, 29};
+  for (bool exhaustive : {false, true}) {
+    const auto res = r.search({q.data(), 3, dim}, {.candidates_per_token = 1000, .exhaustive = exhaustive, .allowed_ids = allowed});
+    REQUIRE(!res.ids.empty());
+    for (auto id : res.ids) CHECK(std::find(allowed.begin(), allowed.end(), id) != allowed.end());
+  }
+  const std::vector<std::int64_t> unknown = {3, 30};
+  CHECK_THROWS_WITH(r.search({q.data(), 3, dim}, {.allowed_ids = unknown}), Catch::Contains("allowed_ids[1] = 30"));
+  const std::vector<std::int64_t> negative = {-2};
+  CHECK_THROWS_AS(r.search({q.data(), 3, dim}, {.allowed_ids = negative}), aligner::invalid_argument);
+}

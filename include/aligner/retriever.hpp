@@ -60,6 +60,7 @@ struct search_params {
   std::span<const float> query_salience{};  ///< u^q (one per query token) or empty
   bool use_doc_salience = true;             ///< weight pairs with the stored document salience, when there is one
   std::function<bool(std::int64_t)> filter{};  ///< optional: only documents for which it returns true
+  std::span<const std::int64_t> allowed_ids{};  ///< optional: only these document ids (each must exist)
   bool check_finite = true;
 };
 
@@ -441,13 +442,23 @@ class aligner_retriever {
                     " needs query_salience");
     detail::check_matrix(query, "query", p.check_finite);
     detail::check_weights(p.query_salience, query.rows, "query_salience");
+    for (std::size_t i = 0; i != p.allowed_ids.size(); ++i)
+      ALIGNER_EXPECTS(p.allowed_ids[i] >= 0 && std::size_t(p.allowed_ids[i]) < size(), "search_params.allowed_ids[", i, "] = ",
+                      p.allowed_ids[i], " is not a document id (the retriever holds ids 0..", std::int64_t(size()) - 1, ")");
   }
 
   /// Candidate documents of a query (sorted ids) and the diagnostics of gathering them.
   std::vector<std::uint32_t> gather(matrix_view<float> query, const search_params& p, search_result& diag) const {
     std::vector<std::uint32_t> candidates;
     if (query.rows == 0 || live_size() == 0) return candidates;
-    auto allowed = [&](std::size_t d) { return !removed_[d] && (!p.filter || p.filter(std::int64_t(d))); };
+    std::vector<bool> listed;
+    if (!p.allowed_ids.empty()) {
+      listed.assign(size(), false);
+      for (std::int64_t id : p.allowed_ids) listed[std::size_t(id)] = true;
+    }
+    auto allowed = [&](std::size_t d) {
+      return !removed_[d] && (listed.empty() || listed[d]) && (!p.filter || p.filter(std::int64_t(d)));
+    };
     if (p.exhaustive) {
       for (std::size_t d = 0; d != size(); ++d)
         if (allowed(d)) candidates.push_back(std::uint32_t(d));
