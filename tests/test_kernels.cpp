@@ -120,3 +120,35 @@ TEST_CASE("similarity kernel: full S against the reference", "[kernel]") {
       }
   }
 }
+
+TEST_CASE("hadamard rows bf16: against the reference on bf16-rounded inputs", "[kernel]") {
+  std::printf("bf16 panels: %s\n", aligner::bf16_rounds_query<> ? "vdpbf16ps (query rounded to bf16 too)" : "decoded to float");
+  auto round = [](std::vector<float> v) {
+    for (auto& x : v) x = aligner::from_bf16(aligner::to_bf16(x));
+    return v;
+  };
+  const std::size_t dim = GENERATE(1, 2, 3, 17, 100, 128);
+  for (std::size_t m : lengths) {
+    if (m == 0) continue;
+    const std::size_t n = 5;
+    const auto q = aligner_test::random_matrix(n, dim, 3 + m + dim), d = aligner_test::random_matrix(m, dim, 4 + m + dim);
+    const auto w = aligner_test::random_weights(m, m + 1, true);
+    const auto d16 = round(d);
+    const auto qref = aligner::bf16_rounds_query<> ? round(q) : q;
+    aligner::aligned_vector<std::uint32_t> packed(aligner::packed_size_bf16(m, dim));
+    aligner::pack_panels_bf16({d.data(), m, dim}, packed.data());
+    for (std::size_t j = 0; j != m; ++j)
+      for (std::size_t c = 0; c != dim; ++c) REQUIRE(aligner::packed_at_bf16(packed.data(), dim, j, c) == d16[j * dim + c]);
+    for (std::size_t k : {1, 3, 8, 17}) {
+      const std::size_t budgets[] = {k};
+      std::vector<double> sum(n), z(n), rs(n), rz(n);
+      aligner::hadamard_rows_bf16_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed.data(), m,
+                                           std::span<const std::size_t>(budgets), nullptr, sum.data(), z.data());
+      aligner::ref::aligned_row_sums({qref.data(), n, dim}, {d16.data(), m, dim}, k, nullptr, rs.data(), rz.data());
+      for (std::size_t i = 0; i != n; ++i) {
+        INFO("dim " << dim << " m " << m << " k " << k << " row " << i);
+        REQUIRE_THAT(sum[i], WithinAbs(rs[i], 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim))));
+      }
+    }
+  }
+}

@@ -1,4 +1,6 @@
 #include <aligner/aligner.hpp>
+#include <aligner/eval/metrics.hpp>
+#include <aligner/io/collection.hpp>
 
 #include "test_common.hpp"
 
@@ -342,4 +344,44 @@ TEST_CASE("retriever: allowed_ids restricts results; unknown ids are rejected", 
   CHECK_THROWS_WITH(r.search({q.data(), 3, dim}, {.allowed_ids = unknown}), Catch::Contains("allowed_ids[1] = 30"));
   const std::vector<std::int64_t> negative = {-2};
   CHECK_THROWS_AS(r.search({q.data(), 3, dim}, {.allowed_ids = negative}), aligner::invalid_argument);
+}
+
+TEST_CASE("token store bf16: scores equal float scoring of the bf16-rounded documents", "[oracle]") {
+  const std::size_t dim = 24;
+  const auto c = make_corpus(50, 30, dim, 91);
+  const aligner::token_store s16(c.view(), c.salience, true, aligner::storage::bf16);
+  REQUIRE(s16.precision() == aligner::storage::bf16);
+  CHECK(s16.memory_bytes() < aligner::token_store(c.view(), c.salience).memory_bytes());
+  auto rounded = c;
+  for (auto& x : rounded.tokens) x = aligner::from_bf16(aligner::to_bf16(x));
+  auto q = aligner_test::random_matrix(6, dim, 92, true);
+  if (aligner::bf16_rounds_query<>)
+    for (auto& x : q) x = aligner::from_bf16(aligner::to_bf16(x));
+  for (std::size_t d = 0; d != s16.size(); ++d) {
+    const auto back = s16.unpack(d);
+    REQUIRE(std::equal(back.begin(), back.end(), rounded.tokens.begin() + c.offsets[d] * std::int64_t(dim)));
+  }
+  for (const auto& a : {alignment::top1(), alignment::top_k(4), alignment::top_p(0.1), alignment::dense()}) {
+    std::vector<float> got(s16.size());
+    aligner::score_store({q.data(), 6, dim}, s16, got, {.strategy = a});
+    const auto want = aligner::score_batch({q.data(), 6, dim}, rounded.view(), {.strategy = a, .doc_salience = c.salience});
+    for (std::size_t d = 0; d != got.size(); ++d) REQUIRE_THAT(got[d], WithinAbs(want[d], 1e-5));
+  }
+}
+
+TEST_CASE("retriever bf16: ranking on Cranfield matches float32 (nDCG@10 within 0.001)", "[oracle]") {
+  const auto coll = aligner::io::load_collection(aligner_test::cranfield_dir());
+  aligner::aligner_retriever<aligner::exact_backend> r32(aligner::exact_backend(coll.docs.dim), coll.docs.view());
+  aligner::aligner_retriever<aligner::exact_backend> r16(aligner::exact_backend(coll.docs.dim), coll.docs.view(),
+                                                        {.precision = aligner::storage::bf16});
+  aligner::io::run run32, run16;
+  for (std::size_t q = 0; q != coll.queries.size(); ++q) {
+    const aligner::search_params p{.top = 100, .exhaustive = true};
+    const auto a = r32.search(coll.queries.sequence(q), p), b = r16.search(coll.queries.sequence(q), p);
+    for (std::size_t i = 0; i != a.ids.size(); ++i) run32[coll.queries.ids[q]].push_back({coll.docs.ids[a.ids[i]], a.scores[i]});
+    for (std::size_t i = 0; i != b.ids.size(); ++i) run16[coll.queries.ids[q]].push_back({coll.docs.ids[b.ids[i]], b.scores[i]});
+  }
+  const double n32 = aligner::ndcg_at(10, run32, coll.judgments).mean, n16 = aligner::ndcg_at(10, run16, coll.judgments).mean;
+  std::printf("Cranfield nDCG@10: float32 %.4f, bf16 %.4f\n", n32, n16);
+  CHECK(std::abs(n32 - n16) <= 0.001);
 }

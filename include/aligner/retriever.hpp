@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cstring>
 #include <filesystem>
 #include <cmath>
 #include <cstddef>
@@ -47,6 +48,7 @@ namespace aligner {
 struct index_params {
   double doc_prune = 1.0;  ///< β^d in (0, 1]: fraction of each document's tokens (by salience) given to the backend
   bool check_finite = true;
+  storage precision = storage::f32;  ///< token store precision for the rerank (bf16: half the memory)
 };
 
 /// Per-call knobs of a search.
@@ -96,7 +98,7 @@ class aligner_retriever {
   /// salience of documents added without an explicit one.
   explicit aligner_retriever(Backend backend, index_params params = {},
                              std::optional<salience_scorer> doc_scorer = std::nullopt)
-      : backend_(std::move(backend)), params_(params), doc_scorer_(std::move(doc_scorer)), store_(backend_.dim()) {
+      : backend_(std::move(backend)), params_(params), doc_scorer_(std::move(doc_scorer)), store_(backend_.dim(), params.precision) {
     detail::check_beta(params_.doc_prune, "index_params.doc_prune");
     ALIGNER_EXPECTS(backend_.size() == 0, "the backend must be empty, it holds ", backend_.size(), " vectors");
     if (doc_scorer_)
@@ -265,14 +267,16 @@ class aligner_retriever {
     auto bytes = [](const auto& span) {
       return std::string_view(reinterpret_cast<const char*>(span.data()), span.size() * sizeof(span[0]));
     };
-    const auto packed = store_.packed();
+    const std::string_view packed(static_cast<const char*>(store_.packed_data()), store_.packed_elements() * 4);
     const auto salience = store_.all_salience();
+    const std::uint8_t precision[1] = {std::uint8_t(store_.precision() == storage::bf16 ? 1 : 0)};
     using io::section_dtype;
     const std::vector<io::section_out> sections = {
         {"meta", section_dtype::i64, {6}, bytes(std::span<const std::int64_t>(meta))},
+        {"storage", section_dtype::u8, {1}, bytes(std::span<const std::uint8_t>(precision))},
         {"offsets", section_dtype::i64, {store_.offsets().size()}, bytes(store_.offsets())},
         {"panel_offsets", section_dtype::i64, {store_.panel_offsets().size()}, bytes(store_.panel_offsets())},
-        {"panels", section_dtype::f32, {packed.size()}, bytes(packed)},
+        {"panels", store_.precision() == storage::f32 ? section_dtype::f32 : section_dtype::u32, {store_.packed_elements()}, packed},
         {"salience", section_dtype::f32, {salience.size()}, bytes(salience)},
         {"token_doc", section_dtype::u32, {token_doc_.size()}, bytes(token_doc_)},
         {"removed", section_dtype::u8, {removed.size()}, bytes(removed)},
@@ -307,9 +311,17 @@ class aligner_retriever {
     index_params params{.doc_prune = std::bit_cast<double>(meta[5]), .check_finite = meta[4] == 1};
     if (!(params.doc_prune > 0.0 && params.doc_prune <= 1.0)) fail("corrupt pruning fraction");
     const bool has_salience = meta[3] == 1;
+    storage precision = storage::f32;
+    if (sections.count("storage")) {
+      const auto st = get("storage", io::section_dtype::u8).template as<std::uint8_t>();
+      if (st.size() != 1 || st[0] > 1) fail("corrupt storage section");
+      precision = st[0] == 1 ? storage::bf16 : storage::f32;
+    }
+    params.precision = precision;
     const auto offsets_in = get("offsets", io::section_dtype::i64).template as<std::int64_t>();
     const auto panel_offsets_in = get("panel_offsets", io::section_dtype::i64).template as<std::int64_t>();
-    const auto packed = get("panels", io::section_dtype::f32).template as<float>();
+    const auto& packed = get("panels", precision == storage::f32 ? io::section_dtype::f32 : io::section_dtype::u32);
+    const std::size_t packed_elements = packed.bytes / 4;
     const auto salience_in = get("salience", io::section_dtype::f32).template as<float>();
     const auto token_doc = get("token_doc", io::section_dtype::u32).template as<std::uint32_t>();
     const auto removed_in = get("removed", io::section_dtype::u8).template as<std::uint8_t>();
@@ -331,31 +343,40 @@ class aligner_retriever {
     for (std::uint8_t r : removed_in)
       if (r > 1) fail("removal flags must be 0 or 1");
     // The token store: adopt the mapped panels when the layout is this build's, else copy or repack.
-    token_store store{std::size_t(dim)};
+    token_store store{std::size_t(dim), precision};
     std::vector<float> salience(salience_in.begin(), salience_in.end());
     std::vector<std::int64_t> panel_offsets(panel_offsets_in.begin(), panel_offsets_in.end());
     try {
       if (std::size_t(width) == panel_width<> && file->mapped()) {
-        store = token_store::adopt(std::size_t(dim), offsets, panel_offsets, packed, salience, has_salience,
-                                   std::shared_ptr<const void>(file, file.get()));
+        store = token_store::adopt(std::size_t(dim), precision, offsets, panel_offsets, packed.data, packed_elements, salience,
+                                   has_salience, std::shared_ptr<const void>(file, file.get()));
       } else {
         // Not mapped (or saved by a build with another SIMD width): repack document by document.
+        const std::size_t w = std::size_t(width), d = std::size_t(dim), rows_per_panel = precision == storage::f32 ? d : (d + 1) / 2;
         std::int64_t expect = 0;
-        for (std::size_t d = 0; d != std::size_t(docs); ++d) {
-          if (panel_offsets[d] != expect) fail("panel offsets do not match the saved panel width");
-          const std::size_t len = std::size_t(offsets[d + 1] - offsets[d]);
-          expect += std::int64_t((len + std::size_t(width) - 1) / std::size_t(width) * std::size_t(width) * std::size_t(dim));
+        for (std::size_t doc = 0; doc != std::size_t(docs); ++doc) {
+          if (panel_offsets[doc] != expect) fail("panel offsets do not match the saved panel width");
+          const std::size_t len = std::size_t(offsets[doc + 1] - offsets[doc]);
+          expect += std::int64_t((len + w - 1) / w * w * rows_per_panel);
         }
-        if (std::size_t(expect) != packed.size()) fail("panels section does not match the offsets");
-        for (std::size_t d = 0; d != std::size_t(docs); ++d) {
-          const std::size_t len = std::size_t(offsets[d + 1] - offsets[d]);
-          std::vector<float> rows(len * std::size_t(dim));
-          const float* base = packed.data() + panel_offsets[d];
+        if (std::size_t(expect) != packed_elements) fail("panels section does not match the offsets");
+        std::vector<float> rows;
+        for (std::size_t doc = 0; doc != std::size_t(docs); ++doc) {
+          const std::size_t len = std::size_t(offsets[doc + 1] - offsets[doc]);
+          rows.assign(len * d, 0.f);
+          const std::size_t base = std::size_t(panel_offsets[doc]);
           for (std::size_t j = 0; j != len; ++j)
-            for (std::size_t c = 0; c != std::size_t(dim); ++c)
-              rows[j * std::size_t(dim) + c] = base[(j / std::size_t(width)) * std::size_t(dim * width) + c * std::size_t(width) + j % std::size_t(width)];
-          store.add(matrix_view<float>(rows.data(), len, std::size_t(dim)),
-                    has_salience ? std::span<const float>(salience).subspan(std::size_t(offsets[d]), len) : std::span<const float>(), false);
+            for (std::size_t c = 0; c != d; ++c) {
+              if (precision == storage::f32) {
+                std::memcpy(&rows[j * d + c], packed.data + 4 * (base + (j / w) * d * w + c * w + j % w), 4);
+              } else {
+                std::uint32_t word;
+                std::memcpy(&word, packed.data + 4 * (base + (j / w) * rows_per_panel * w + (c / 2) * w + j % w), 4);
+                rows[j * d + c] = from_bf16(std::uint16_t(c % 2 ? word >> 16 : word & 0xffffu));
+              }
+            }
+          store.add(matrix_view<float>(rows.data(), len, d),
+                    has_salience ? std::span<const float>(salience).subspan(std::size_t(offsets[doc]), len) : std::span<const float>(), false);
         }
       }
     } catch (const invalid_argument& e) {
@@ -429,7 +450,7 @@ class aligner_retriever {
 
   struct loaded_tag {};
   aligner_retriever(loaded_tag, Backend backend, index_params params)
-      : backend_(std::move(backend)), params_(params), store_(backend_.dim()) {}
+      : backend_(std::move(backend)), params_(params), store_(backend_.dim(), params.precision) {}
 
   void validate(matrix_view<float> query, const search_params& p) const {
     p.strategy.validate();

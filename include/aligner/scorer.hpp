@@ -75,30 +75,50 @@ inline float dense_score(const float* query_first, const float* doc_first, std::
   return float(norm == normalization::none ? w * s : (w > 0.0 ? s : 0.0));
 }
 
+/// Document token 0 out of a packed sequence of either storage.
+template <class Arch = default_arch>
+void first_token(const void* panels, storage st, std::size_t dim, std::vector<float>& out) {
+  out.resize(dim);
+  for (std::size_t c = 0; c != dim; ++c)
+    out[c] = st == storage::f32 ? packed_at<Arch>(static_cast<const float*>(panels), dim, 0, c)
+                                : packed_at_bf16<Arch>(static_cast<const std::uint32_t*>(panels), dim, 0, c);
+}
+
+/// The rows kernel over panels of either storage.
+template <class Arch = default_arch>
+void rows_kernel(matrix_view<float> query, const void* panels, storage st, std::size_t doc_rows,
+                 std::span<const std::size_t> budgets, const float* doc_salience, double* row_sum, double* row_z) {
+  if (st == storage::f32)
+    hadamard_rows_kernel{}(Arch{}, query, static_cast<const float*>(panels), doc_rows, budgets, doc_salience, row_sum, row_z);
+  else
+    hadamard_rows_bf16_kernel{}(Arch{}, query, static_cast<const std::uint32_t*>(panels), doc_rows, budgets, doc_salience,
+                                row_sum, row_z);
+}
+
 /// Score of a query against one packed document (no validation).
 template <class Arch = default_arch>
-float score_packed(matrix_view<float> query, const float* panels, std::size_t doc_rows, const alignment& strategy,
-                   normalization norm, const float* query_salience, const float* doc_salience) {
+float score_packed(matrix_view<float> query, const void* panels, std::size_t doc_rows, storage st,
+                   const alignment& strategy, normalization norm, const float* query_salience, const float* doc_salience) {
   if (query.rows == 0 || doc_rows == 0) return 0.f;
   thread_local std::vector<double> row_sum, row_z;
   if (strategy.kind == alignment::kind_t::dense) {  // gather d_0 out of its panel, then one dot product
     thread_local std::vector<float> first;
-    first.resize(query.cols);
-    for (std::size_t c = 0; c != query.cols; ++c) first[c] = packed_at<Arch>(panels, query.cols, 0, c);
+    first_token<Arch>(panels, st, query.cols, first);
     return dense_score(query.row(0), first.data(), query.cols, query_salience, doc_salience, norm);
   }
   {
     row_sum.resize(query.rows);
     row_z.resize(query.rows);
-    hadamard_rows_kernel{}(Arch{}, query, panels, doc_rows, strategy.row_budget(doc_rows), doc_salience,
-                           row_sum.data(), row_z.data());
+    const std::size_t budget[] = {strategy.row_budget(doc_rows)};
+    rows_kernel<Arch>(query, panels, st, doc_rows, std::span<const std::size_t>(budget), doc_salience, row_sum.data(),
+                      row_z.data());
   }
   return float(combine(row_sum, row_z, query_salience, norm));
 }
 
 /// Scores of one query against one packed document under several strategies at once (one pass over S).
 template <class Arch = default_arch>
-void score_packed_multi(matrix_view<float> query, const float* panels, std::size_t doc_rows,
+void score_packed_multi(matrix_view<float> query, const void* panels, std::size_t doc_rows, storage st,
                         std::span<const alignment> strategies, normalization norm, const float* query_salience,
                         const float* doc_salience, float* out) {
   if (query.rows == 0 || doc_rows == 0) {
@@ -120,16 +140,15 @@ void score_packed_multi(matrix_view<float> query, const float* panels, std::size
   if (nb) {
     row_sum.resize(query.rows * nb);
     row_z.resize(query.rows * nb);
-    hadamard_rows_kernel{}(Arch{}, query, panels, doc_rows, std::span<const std::size_t>(budgets), doc_salience,
-                           row_sum.data(), row_z.data());
+    rows_kernel<Arch>(query, panels, st, doc_rows, std::span<const std::size_t>(budgets), doc_salience, row_sum.data(),
+                      row_z.data());
   }
   column_sum.resize(query.rows);
   column_z.resize(query.rows);
   for (std::size_t t = 0; t != strategies.size(); ++t) {
     if (which[t] == std::size_t(-1)) {
       thread_local std::vector<float> first;
-      first.resize(query.cols);
-      for (std::size_t c = 0; c != query.cols; ++c) first[c] = packed_at<Arch>(panels, query.cols, 0, c);
+      first_token<Arch>(panels, st, query.cols, first);
       out[t] = dense_score(query.row(0), first.data(), query.cols, query_salience, doc_salience, norm);
       continue;
     }
@@ -171,7 +190,7 @@ inline float score(matrix_view<float> query, matrix_view<float> doc, const score
   thread_local aligned_vector<float> packed;
   packed.resize(packed_size(doc.rows, doc.cols));
   pack_panels(doc, packed.data());
-  return detail::score_packed(query, packed.data(), doc.rows, params.strategy, params.norm,
+  return detail::score_packed(query, packed.data(), doc.rows, storage::f32, params.strategy, params.norm,
                               detail::data_or_null(params.query_salience), detail::data_or_null(params.doc_salience));
 }
 
@@ -198,7 +217,7 @@ inline void score_batch(matrix_view<float> query, const sequence_set_view& docs,
     }
     packed.resize(packed_size(doc.rows, doc.cols));
     pack_panels(doc, packed.data());
-    out[d] = detail::score_packed(query, packed.data(), doc.rows, params.strategy, params.norm,
+    out[d] = detail::score_packed(query, packed.data(), doc.rows, storage::f32, params.strategy, params.norm,
                                   detail::data_or_null(params.query_salience), ud ? ud + docs.offsets[d] : nullptr);
   }
 }

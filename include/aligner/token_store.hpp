@@ -2,7 +2,8 @@
  *  @brief Owning store of many token sequences (documents), packed once into the kernels' panel layout.
  *
  *  Scoring a query against packed documents skips the per-call packing of score_batch, which costs about as
- *  much as the scoring itself for short queries. Sequences are appended (never modified); each may carry
+ *  much as the scoring itself for short queries. Precision: float32, or bfloat16 (half the memory and
+ *  bandwidth; AVX512-BF16 CPUs score it with vdpbf16ps, others decode to float). Sequences are appended (never modified); each may carry
  *  per-token salience (either every sequence has it or none does). Memory: (rows rounded up to the panel
  *  width) x dim floats per sequence. Const member functions are safe to call from many threads; `add` is not
  *  safe concurrently with anything else. */
@@ -26,70 +27,50 @@ namespace aligner {
 class token_store {
  public:
   token_store() = default;
-  /// An empty store of vectors of dimension `dim` (>= 1).
-  explicit token_store(std::size_t dim) : dim_(dim) {
+  /// An empty store of vectors of dimension `dim` (>= 1), packed with precision `precision`.
+  explicit token_store(std::size_t dim, storage precision = storage::f32) : dim_(dim), storage_(precision) {
     ALIGNER_EXPECTS(dim >= 1, "token_store dim must be >= 1, got ", dim);
   }
   /// A store holding every sequence of `sequences`; `salience` empty or one value per token of the set.
-  explicit token_store(const sequence_set_view& sequences, std::span<const float> salience = {},
-                       bool check_finite = true)
-      : token_store(sequences.tokens.cols == 0 ? 1 : sequences.tokens.cols) {
+  explicit token_store(const sequence_set_view& sequences, std::span<const float> salience = {}, bool check_finite = true,
+                       storage precision = storage::f32)
+      : token_store(sequences.tokens.cols == 0 ? 1 : sequences.tokens.cols, precision) {
     add(sequences, salience, check_finite);
   }
 
   std::size_t dim() const noexcept { return dim_; }
+  storage precision() const noexcept { return storage_; }
   std::size_t size() const noexcept { return offsets_.size() - 1; }
   std::size_t tokens() const noexcept { return std::size_t(offsets_.back()); }
   std::size_t length(std::size_t s) const noexcept { return std::size_t(offsets_[s + 1] - offsets_[s]); }
   std::int64_t first_token(std::size_t s) const noexcept { return offsets_[s]; }
   bool has_salience() const noexcept { return has_salience_; }
-  /// Bytes of the packed vectors (including panel padding).
-  std::size_t memory_bytes() const noexcept { return panels_.size() * sizeof(float) + salience_.size() * sizeof(float); }
+  /// Bytes of the packed vectors (including panel padding) and salience.
+  std::size_t memory_bytes() const noexcept { return packed_elements() * 4 + salience_.size() * sizeof(float); }
 
-  /// Packed panels of sequence s (see kernels/panels.hpp).
-  const float* panels(std::size_t s) const noexcept { return base() + panel_offsets_[s]; }
-  /// Every packed float of the store (for saving); offsets into it are panel_offsets().
-  std::span<const float> packed() const noexcept { return {base(), keep_alive_ ? adopted_size_ : panels_.size()}; }
+  /// Packed panels of sequence s: floats (storage::f32, kernels/panels.hpp) or 32-bit words of bf16 pairs.
+  const void* panels(std::size_t s) const noexcept { return static_cast<const std::uint32_t*>(base()) + panel_offsets_[s]; }
+  /// Every packed 4-byte element of the store (for saving); offsets into it are panel_offsets().
+  const void* packed_data() const noexcept { return base(); }
+  std::size_t packed_elements() const noexcept {
+    return keep_alive_ ? adopted_size_ : (storage_ == storage::f32 ? panels_.size() : words_.size());
+  }
   std::span<const std::int64_t> panel_offsets() const noexcept { return panel_offsets_; }
   std::span<const std::int64_t> offsets() const noexcept { return offsets_; }
   std::span<const float> all_salience() const noexcept { return salience_; }
   /// True when the panels live in adopted (e.g. memory-mapped, read-only) memory.
   bool is_adopted() const noexcept { return keep_alive_ != nullptr; }
 
-  /// A store over packed panels held elsewhere (this build's panel width; 64-byte aligned), kept alive by
-  /// `owner`. Offsets and panel offsets are validated; a later add() first copies the panels.
-  static token_store adopt(std::size_t dim, std::vector<std::int64_t> offsets, std::vector<std::int64_t> panel_offsets,
-                           std::span<const float> packed, std::vector<float> salience, bool has_salience,
-                           std::shared_ptr<const void> owner) {
-    token_store t(dim);
-    ALIGNER_EXPECTS(!offsets.empty() && panel_offsets.size() + 1 == offsets.size(), "token_store: ", panel_offsets.size(),
-                    " panel offsets for ", offsets.size(), " token offsets");
-    detail::check_offsets(offsets, std::size_t(offsets.back()), "token_store offsets");
-    std::int64_t expect = 0;
-    for (std::size_t s = 0; s + 1 < offsets.size(); ++s) {
-      ALIGNER_EXPECTS(panel_offsets[s] == expect, "token_store panel offset ", s, " is ", panel_offsets[s], ", expected ", expect);
-      expect += std::int64_t(packed_size(std::size_t(offsets[s + 1] - offsets[s]), dim));
-    }
-    ALIGNER_EXPECTS(std::size_t(expect) == packed.size(), "token_store holds ", packed.size(), " packed floats, offsets need ", expect);
-    ALIGNER_EXPECTS(reinterpret_cast<std::uintptr_t>(packed.data()) % 64 == 0 || packed.empty(), "adopted panels must be 64-byte aligned");
-    ALIGNER_EXPECTS(!has_salience || salience.size() == std::size_t(offsets.back()), "token_store salience has ", salience.size(),
-                    " values for ", offsets.back(), " tokens");
-    t.offsets_ = std::move(offsets);
-    t.panel_offsets_ = std::move(panel_offsets);
-    t.salience_ = std::move(salience);
-    t.has_salience_ = has_salience;
-    t.adopted_ = packed.data();
-    t.adopted_size_ = packed.size();
-    t.keep_alive_ = owner ? std::move(owner) : std::make_shared<int>(0);
-    return t;
-  }
   /// Salience of sequence s (empty when the store has none).
   std::span<const float> salience(std::size_t s) const noexcept {
     if (!has_salience_) return {};
     return {salience_.data() + offsets_[s], length(s)};
   }
-  /// Component c of token j of sequence s.
-  float at(std::size_t s, std::size_t j, std::size_t c) const noexcept { return packed_at(panels(s), dim_, j, c); }
+  /// Component c of token j of sequence s (as stored: bf16 values are returned exactly).
+  float at(std::size_t s, std::size_t j, std::size_t c) const noexcept {
+    return storage_ == storage::f32 ? packed_at(static_cast<const float*>(panels(s)), dim_, j, c)
+                                    : packed_at_bf16(static_cast<const std::uint32_t*>(panels(s)), dim_, j, c);
+  }
   /// Copies sequence s back to row-major order (length(s) x dim floats).
   void unpack(std::size_t s, float* out) const noexcept {
     for (std::size_t j = 0; j != length(s); ++j)
@@ -99,6 +80,39 @@ class token_store {
     std::vector<float> out(length(s) * dim_);
     unpack(s, out.data());
     return out;
+  }
+
+  /// Packed elements (4-byte) of a sequence of `rows` tokens in this store's precision.
+  std::size_t packed_elements_for(std::size_t rows) const noexcept {
+    return storage_ == storage::f32 ? packed_size(rows, dim_) : packed_size_bf16(rows, dim_);
+  }
+
+  /// A store over packed panels held elsewhere (this build's panel width, 64-byte aligned, `elements` 4-byte
+  /// elements), kept alive by `owner`. Offsets and panel offsets are validated; a later add() copies first.
+  static token_store adopt(std::size_t dim, storage precision, std::vector<std::int64_t> offsets,
+                           std::vector<std::int64_t> panel_offsets, const void* packed, std::size_t elements,
+                           std::vector<float> salience, bool has_salience, std::shared_ptr<const void> owner) {
+    token_store t(dim, precision);
+    ALIGNER_EXPECTS(!offsets.empty() && panel_offsets.size() + 1 == offsets.size(), "token_store: ", panel_offsets.size(),
+                    " panel offsets for ", offsets.size(), " token offsets");
+    detail::check_offsets(offsets, std::size_t(offsets.back()), "token_store offsets");
+    std::int64_t expect = 0;
+    for (std::size_t s = 0; s + 1 < offsets.size(); ++s) {
+      ALIGNER_EXPECTS(panel_offsets[s] == expect, "token_store panel offset ", s, " is ", panel_offsets[s], ", expected ", expect);
+      expect += std::int64_t(t.packed_elements_for(std::size_t(offsets[s + 1] - offsets[s])));
+    }
+    ALIGNER_EXPECTS(std::size_t(expect) == elements, "token_store holds ", elements, " packed elements, offsets need ", expect);
+    ALIGNER_EXPECTS(reinterpret_cast<std::uintptr_t>(packed) % 64 == 0 || elements == 0, "adopted panels must be 64-byte aligned");
+    ALIGNER_EXPECTS(!has_salience || salience.size() == std::size_t(offsets.back()), "token_store salience has ", salience.size(),
+                    " values for ", offsets.back(), " tokens");
+    t.offsets_ = std::move(offsets);
+    t.panel_offsets_ = std::move(panel_offsets);
+    t.salience_ = std::move(salience);
+    t.has_salience_ = has_salience;
+    t.adopted_ = packed;
+    t.adopted_size_ = elements;
+    t.keep_alive_ = owner ? std::move(owner) : std::make_shared<int>(0);
+    return t;
   }
 
   /// Appends one sequence. Throws (store unchanged) on a dim mismatch, NaN/Inf, or a salience that is missing,
@@ -116,7 +130,9 @@ class token_store {
     detail::check_matrix(sequences.tokens, "tokens", check_finite);
     detail::check_weights(salience, sequences.tokens.rows, "salience");
     check_salience_mode(!salience.empty(), sequences.size());
-    reserve_more(sequences.tokens.rows, sequences.size());
+    own();
+    if (storage_ == storage::f32) panels_.reserve(panels_.size() + packed_elements_for(sequences.tokens.rows) + sequences.size() * panel_width<> * dim_);
+    else words_.reserve(words_.size() + packed_elements_for(sequences.tokens.rows) + sequences.size() * panel_width<> * dim_);
     for (std::size_t s = 0; s != sequences.size(); ++s)
       append(sequences.sequence(s), salience.empty() ? salience
                                                      : salience.subspan(std::size_t(sequences.offsets[s]), sequences.length(s)));
@@ -139,16 +155,19 @@ class token_store {
     const bool with = !salience.empty() || (tokens.rows == 0 && has_salience_);
     check_salience_mode(with, 1);
   }
-  void reserve_more(std::size_t rows, std::size_t count) {
-    own();
-    panels_.reserve(panels_.size() + (rows + count * panel_width<>) * dim_);
-    offsets_.reserve(offsets_.size() + count);
-    panel_offsets_.reserve(panel_offsets_.size() + count);
+  const void* base() const noexcept {
+    if (keep_alive_) return adopted_;
+    return storage_ == storage::f32 ? static_cast<const void*>(panels_.data()) : static_cast<const void*>(words_.data());
   }
-  const float* base() const noexcept { return keep_alive_ ? adopted_ : panels_.data(); }
   void own() {
     if (!keep_alive_) return;
-    panels_.assign(adopted_, adopted_ + adopted_size_);
+    if (storage_ == storage::f32) {
+      const auto* p = static_cast<const float*>(adopted_);
+      panels_.assign(p, p + adopted_size_);
+    } else {
+      const auto* p = static_cast<const std::uint32_t*>(adopted_);
+      words_.assign(p, p + adopted_size_);
+    }
     adopted_ = nullptr;
     keep_alive_.reset();
     adopted_size_ = 0;
@@ -156,9 +175,14 @@ class token_store {
   std::size_t append(matrix_view<float> tokens, std::span<const float> salience) {
     own();
     if (size() == 0) has_salience_ = !salience.empty();
-    const std::size_t at = panels_.size();
-    panels_.resize(at + packed_size(tokens.rows, dim_));
-    if (tokens.rows) pack_panels(tokens, panels_.data() + at);
+    const std::size_t at = packed_elements();
+    if (storage_ == storage::f32) {
+      panels_.resize(at + packed_size(tokens.rows, dim_));
+      if (tokens.rows) pack_panels(tokens, panels_.data() + at);
+    } else {
+      words_.resize(at + packed_size_bf16(tokens.rows, dim_));
+      if (tokens.rows) pack_panels_bf16(tokens, words_.data() + at);
+    }
     panel_offsets_.push_back(std::int64_t(at));
     offsets_.push_back(offsets_.back() + std::int64_t(tokens.rows));
     if (has_salience_) salience_.insert(salience_.end(), salience.begin(), salience.end());
@@ -166,8 +190,10 @@ class token_store {
   }
 
   std::size_t dim_ = 1;
-  aligned_vector<float> panels_;           ///< owned panels (empty while adopted)
-  const float* adopted_ = nullptr;         ///< adopted panels (valid while keep_alive_ is set)
+  storage storage_ = storage::f32;
+  aligned_vector<float> panels_;           ///< owned float panels (storage::f32)
+  aligned_vector<std::uint32_t> words_;    ///< owned bf16-pair panels (storage::bf16)
+  const void* adopted_ = nullptr;          ///< adopted panels (valid while keep_alive_ is set)
   std::size_t adopted_size_ = 0;
   std::shared_ptr<const void> keep_alive_;  ///< owner of adopted memory (e.g. a memory-mapped file)
   std::vector<std::int64_t> panel_offsets_;
@@ -192,7 +218,7 @@ inline void score_store(matrix_view<float> query, const token_store& store, std:
   const float* uq = detail::data_or_null(params.query_salience);
   for (std::size_t t = 0; t != which.size(); ++t) {
     const std::size_t s = which[t];
-    out[t] = detail::score_packed(query, store.panels(s), store.length(s), params.strategy, params.norm, uq,
+    out[t] = detail::score_packed(query, store.panels(s), store.length(s), store.precision(), params.strategy, params.norm, uq,
                                   sal ? store.salience(s).data() : nullptr);
   }
 }
@@ -212,7 +238,7 @@ inline void score_store_multi(matrix_view<float> query, const token_store& store
   for (std::uint32_t s : which) ALIGNER_EXPECTS(s < store.size(), "sequence index ", s, " is outside the store of ", store.size());
   const bool sal = use_store_salience && store.has_salience();
   for (std::size_t t = 0; t != which.size(); ++t)
-    detail::score_packed_multi(query, store.panels(which[t]), store.length(which[t]), strategies, params.norm,
+    detail::score_packed_multi(query, store.panels(which[t]), store.length(which[t]), store.precision(), strategies, params.norm,
                                detail::data_or_null(params.query_salience), sal ? store.salience(which[t]).data() : nullptr,
                                out.data() + t * strategies.size());
 }

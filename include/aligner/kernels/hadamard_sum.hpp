@@ -21,8 +21,13 @@
 #include <limits>
 #include <numeric>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 #include "../core/config.hpp"
 #include "../core/types.hpp"
@@ -62,6 +67,17 @@ inline void aligned_row_sums(matrix_view<float> query, matrix_view<float> doc, s
 
 namespace aligner {
 
+/// True when bf16 panels are scored with AVX512-BF16's vdpbf16ps for this architecture: the query is then
+/// rounded to bfloat16 as well (otherwise the query stays float and only the documents are bf16).
+template <class Arch = default_arch>
+inline constexpr bool bf16_rounds_query =
+#if defined(__AVX512BF16__)
+    std::is_same_v<Arch, xsimd::avx512bw> || std::is_same_v<Arch, xsimd::avx512dq> ||
+    std::is_same_v<Arch, xsimd::avx512cd> || std::is_same_v<Arch, xsimd::avx512f>;
+#else
+    false;
+#endif
+
 /// Kernel over a packed document (see panels.hpp). Preconditions (unchecked): 1 <= k, query.cols == dim,
 /// doc_rows < 2^24, panels 64-byte aligned, all values finite.
 ///
@@ -81,7 +97,7 @@ struct hadamard_rows_kernel {
 
 namespace detail {
 
-template <class Arch>
+template <class Arch, bool Bf16 = false>
 struct hadamard_impl {
   using batch = xsimd::batch<float, Arch>;
   static constexpr std::size_t width = batch::size;
@@ -89,18 +105,79 @@ struct hadamard_impl {
   static constexpr std::size_t block_rows = 4;
   static constexpr std::size_t block_panels = sizeof(batch) >= 64 ? 4 : 2;
 
-  const float* panels;
+  const void* panels;  ///< float panels, or 32-bit words of bf16 pairs when Bf16
   std::size_t dim, doc_rows, panel_total;
   matrix_view<float> query;
+  const std::uint32_t* query_bf16 = nullptr;  ///< query rows as bf16 pairs (stride (dim + 1) / 2), AVX512-BF16 path
 
   /// acc[r][v] = S tile of rows i0 + r and panel p0 + v.
   template <std::size_t R, std::size_t V>
   void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
+    if constexpr (Bf16)
+      tile_bf16<R, V>(i0, p0, acc);
+    else
+      tile_f32<R, V>(i0, p0, acc);
+  }
+
+  /// bfloat16 panels: each 32-bit word holds two components of one token.
+  template <std::size_t R, std::size_t V>
+  void tile_bf16(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
+    using words = xsimd::batch<std::uint32_t, Arch>;
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(0.f);
+    const std::size_t pairs = (dim + 1) / 2, panel_stride = pairs * width;
+    const auto* base = static_cast<const std::uint32_t*>(panels) + p0 * panel_stride;
+#if defined(__AVX512BF16__)
+    if constexpr (bf16_rounds_query<Arch>) {
+      // vdpbf16ps: per lane acc += q_2c * d_2c + q_2c+1 * d_2c+1 (query rounded to bf16 as well).
+      __m512 a[R][V];
+      for (std::size_t r = 0; r != R; ++r)
+        for (std::size_t v = 0; v != V; ++v) a[r][v] = _mm512_setzero_ps();
+      const std::uint32_t* q[R];
+      for (std::size_t r = 0; r != R; ++r) q[r] = query_bf16 + (i0 + r) * pairs;
+      for (std::size_t c2 = 0; c2 != pairs; ++c2) {
+        __m512i d[V];
+        for (std::size_t v = 0; v != V; ++v) d[v] = _mm512_load_si512(base + v * panel_stride + c2 * width);
+        for (std::size_t r = 0; r != R; ++r) {
+          const __m512i qc = _mm512_set1_epi32(int(q[r][c2]));
+          for (std::size_t v = 0; v != V; ++v) a[r][v] = _mm512_dpbf16_ps(a[r][v], (__m512bh)qc, (__m512bh)d[v]);
+        }
+      }
+      for (std::size_t r = 0; r != R; ++r)
+        for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(a[r][v]);
+      return;
+    }
+#endif
+    // Portable: decode the two halves to float (a shift and a mask) and use float FMAs with the float query.
+    const float* q[R];
+    for (std::size_t r = 0; r != R; ++r) q[r] = query.row(i0 + r);
+    const words high_mask(0xffff0000u);
+    for (std::size_t c2 = 0; c2 != pairs; ++c2) {
+      batch lo[V], hi[V];
+      for (std::size_t v = 0; v != V; ++v) {
+        const words w = words::load_aligned(base + v * panel_stride + c2 * width);
+        lo[v] = xsimd::bitwise_cast<batch>(words(w << 16));
+        hi[v] = xsimd::bitwise_cast<batch>(words(w & high_mask));
+      }
+      const bool has_high = 2 * c2 + 1 < dim;
+      for (std::size_t r = 0; r != R; ++r) {
+        const batch q0(q[r][2 * c2]);
+        for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(q0, lo[v], acc[r][v]);
+        if (has_high) {
+          const batch q1(q[r][2 * c2 + 1]);
+          for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(q1, hi[v], acc[r][v]);
+        }
+      }
+    }
+  }
+
+  template <std::size_t R, std::size_t V>
+  void tile_f32(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
     for (std::size_t r = 0; r != R; ++r)
       for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(0.f);
     const float* q[R];
     for (std::size_t r = 0; r != R; ++r) q[r] = query.row(i0 + r);
-    const float* base = panels + p0 * dim * width;
+    const float* base = static_cast<const float*>(panels) + p0 * dim * width;
     const std::size_t panel_stride = dim * width;
     for (std::size_t c = 0; c != dim; ++c) {
       batch d[V];
@@ -303,17 +380,31 @@ struct hadamard_impl {
 
 }  // namespace detail
 
-template <class Arch>
-void hadamard_rows_kernel::operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows,
-                                      std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum,
-                                      double* row_z) const {
+namespace detail {
+
+/// Runs the hadamard rows over float (Bf16 = false) or bf16-pair (Bf16 = true) panels.
+template <class Arch, bool Bf16>
+void run_hadamard_rows(matrix_view<float> query, const void* panels, std::size_t doc_rows, std::span<const std::size_t> budgets,
+                       const float* doc_weights, double* row_sum, double* row_z) {
   const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
   if (doc_rows == 0 || kmax == 0) {
     std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
     std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
     return;
   }
-  detail::hadamard_impl<Arch> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
+  hadamard_impl<Arch, Bf16> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
+  if constexpr (Bf16) {  // query rows as bf16 pairs, for the AVX512-BF16 instruction
+    thread_local std::vector<std::uint32_t> q16;
+    const std::size_t pairs = (query.cols + 1) / 2;
+    q16.resize(query.rows * pairs);
+    for (std::size_t i = 0; i != query.rows; ++i)
+      for (std::size_t c2 = 0; c2 != pairs; ++c2) {
+        const std::uint32_t lo = to_bf16(query.row(i)[2 * c2]);
+        const std::uint32_t hi = 2 * c2 + 1 < query.cols ? to_bf16(query.row(i)[2 * c2 + 1]) : 0u;
+        q16[i * pairs + c2] = lo | (hi << 16);
+      }
+    impl.query_bf16 = q16.data();
+  }
   const bool indexed = doc_weights != nullptr;
   auto go = [&]<std::size_t K>(std::integral_constant<std::size_t, K>) {
     if (indexed)
@@ -328,6 +419,24 @@ void hadamard_rows_kernel::operator()(Arch, matrix_view<float> query, const floa
   else if (kmax <= 16) go(std::integral_constant<std::size_t, 16>{});
   else impl.run_full(budgets, kmax, doc_weights, row_sum, row_z);
 }
+
+}  // namespace detail
+
+template <class Arch>
+void hadamard_rows_kernel::operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows,
+                                      std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum,
+                                      double* row_z) const {
+  detail::run_hadamard_rows<Arch, false>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z);
+}
+
+/// The same reduction over bfloat16 panels (kernels/panels.hpp, pack_panels_bf16); accumulation in float.
+struct hadamard_rows_bf16_kernel {
+  template <class Arch>
+  void operator()(Arch, matrix_view<float> query, const std::uint32_t* panels, std::size_t doc_rows,
+                  std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z) const {
+    detail::run_hadamard_rows<Arch, true>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z);
+  }
+};
 
 /// Row-major S tile kernel: s_out (query.rows x panels*W, row stride s_stride floats) receives every q_i . d_j
 /// of a packed sequence (padding lanes get 0). Used by explain and the exact MIPS backend.
