@@ -17,9 +17,10 @@ struct doc_pool {
   std::size_t dim = 0;
   std::vector<float> tokens;
   std::vector<std::int64_t> offsets{0};
-  aligner::token_store store;
+  aligner::token_store store, store_bf16;
 
-  doc_pool(std::size_t m, std::size_t dim_, std::size_t min_bytes = 96u << 20) : dim(dim_), store(dim_) {
+  doc_pool(std::size_t m, std::size_t dim_, std::size_t min_bytes = 96u << 20)
+      : dim(dim_), store(dim_), store_bf16(dim_, aligner::storage::bf16) {
     std::mt19937_64 rng(42 + m + dim);
     std::uniform_int_distribution<std::size_t> len(32, 256);
     std::normal_distribution<float> nd;
@@ -34,6 +35,7 @@ struct doc_pool {
       offsets.push_back(offsets.back() + std::int64_t(rows));
     }
     store.add(view(), {}, false);
+    store_bf16.add(view(), {}, false);
   }
   aligner::sequence_set_view view() const { return {{tokens.data(), std::size_t(offsets.back()), dim}, offsets}; }
   std::size_t size() const { return offsets.size() - 1; }

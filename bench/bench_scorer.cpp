@@ -20,9 +20,10 @@ double flops_of(const doc_pool& p, std::size_t first, std::size_t count, std::si
   return 2.0 * double(n) * tokens * double(p.dim);
 }
 
-void hadamard_xsimd(benchmark::State& state) {
+void hadamard_run(benchmark::State& state, bool bf16) {
   const std::size_t n = std::size_t(state.range(0)), m = std::size_t(state.range(1)), dim = std::size_t(state.range(2));
   const auto& p = pool(m, dim);
+  const aligner::token_store& store = bf16 ? p.store_bf16 : p.store;
   const auto q = query(n, dim);
   const aligner::score_params params{.strategy = strategy_of(state.range(3)), .check_finite = false};
   constexpr std::size_t batch = 64;
@@ -32,7 +33,7 @@ void hadamard_xsimd(benchmark::State& state) {
   double flops = 0;
   for (auto _ : state) {
     for (std::size_t i = 0; i != batch; ++i) which[i] = std::uint32_t((next + i) % p.size());
-    aligner::score_store({q.data(), n, dim}, p.store, which, out, params);
+    aligner::score_store({q.data(), n, dim}, store, which, out, params);
     benchmark::DoNotOptimize(out.data());
     flops += flops_of(p, next, batch, n);
     next += batch;
@@ -40,6 +41,10 @@ void hadamard_xsimd(benchmark::State& state) {
   }
   set_counters(state, double(docs), flops);
 }
+
+void hadamard_xsimd(benchmark::State& state) { hadamard_run(state, false); }
+/// The same kernel over bfloat16 document storage (vdpbf16ps with AVX512-BF16, else decode + float FMA).
+void hadamard_xsimd_bf16(benchmark::State& state) { hadamard_run(state, true); }
 
 void hadamard_ref(benchmark::State& state) {
   const std::size_t n = std::size_t(state.range(0)), m = std::size_t(state.range(1)), dim = std::size_t(state.range(2));
@@ -104,5 +109,6 @@ void shapes(benchmark::internal::Benchmark* b, bool full) {
 }  // namespace
 
 BENCHMARK(hadamard_xsimd)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(hadamard_xsimd_bf16)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(hadamard_eigen_naive)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(hadamard_ref)->Apply([](auto* b) { shapes(b, false); });

@@ -265,8 +265,11 @@ void build_index(const arguments& a, const retrieval_setup& s, Fn&& fn) {
     std::unique_ptr<aligner::aligner_retriever<backend_t>> index;
     {
       progress bar("indexing", 1, progress_enabled(a));
-      index = std::make_unique<aligner::aligner_retriever<backend_t>>(std::move(backend), s.c.docs.view(),
-                                                                       aligner::index_params{.doc_prune = prune_doc}, s.ud);
+      const std::string st = a.get("--storage", "f32");
+      if (st != "f32" && st != "bf16") throw usage_error("--storage must be f32 or bf16, got '" + st + "'");
+      index = std::make_unique<aligner::aligner_retriever<backend_t>>(
+          std::move(backend), s.c.docs.view(),
+          aligner::index_params{.doc_prune = prune_doc, .precision = st == "bf16" ? aligner::storage::bf16 : aligner::storage::f32}, s.ud);
       bar.tick();
     }
     fn(*index);
@@ -314,6 +317,7 @@ int cmd_eval(const arguments& a) {
     std::printf("%s%s (default exact)\n%s", kEvalHelp, backend_names(), R"(  --prune-query B       keep the top B of each query's tokens for the token search (needs --salience)
   --prune-doc B         keep the top B of each document's tokens in the token index (needs --salience)
   --salience none|idf   idf: token IDF over the collection as query and document salience
+  --storage f32|bf16    precision of the rerank token store (default f32; bf16 halves its memory)
   --top N               results per query (default 1000)
   --run FILE            write the TREC run of the first strategy
   --threads T           worker threads (default 1; 0 = all cores)
@@ -339,6 +343,7 @@ verifies it and memory-maps the token store).
   --out INDEX           index file to write
   --backend NAME        token MIPS backend: )", backend_names(), R"(  --prune-doc B         keep the top B of each document's tokens in the token index (needs --salience)
   --salience none|idf   idf: token IDF as document salience (stored in the index, used by search)
+  --storage f32|bf16    precision of the stored token vectors (default f32)
   --progress            progress bar on stderr even when it is not a terminal
 )");
     return 0;
@@ -582,7 +587,7 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   const std::set<std::string> collection_flags = {"--collection", "--vectors", "--split", "--normalize", "--candidates", "--backend",
-                                                  "--prune-query", "--prune-doc", "--salience", "--top", "--threads"};
+                                                  "--prune-query", "--prune-doc", "--salience", "--top", "--threads", "--storage"};
   try {
     if (cmd == "eval") {
       auto flags = collection_flags;
@@ -595,7 +600,7 @@ int main(int argc, char** argv) {
       return cmd_adapt(arguments(argc, argv, 2, flags, {"--progress"}));
     }
     if (cmd == "index") {
-      return cmd_index(arguments(argc, argv, 2, {"--collection", "--vectors", "--split", "--out", "--backend", "--prune-doc", "--salience"},
+      return cmd_index(arguments(argc, argv, 2, {"--collection", "--vectors", "--split", "--out", "--backend", "--prune-doc", "--salience", "--storage"},
                                  {"--progress"}));
     }
     if (cmd == "search") {
