@@ -121,8 +121,9 @@ struct hadamard_impl {
 
   /// bfloat16 panels: each 32-bit word holds two components of one token.
   template <std::size_t R, std::size_t V>
-  void tile_bf16(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
+  void tile_bf16(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
     using words = xsimd::batch<std::uint32_t, Arch>;
+    batch acc[R][V];
     for (std::size_t r = 0; r != R; ++r)
       for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(0.f);
     const std::size_t pairs = (dim + 1) / 2, panel_stride = pairs * width;
@@ -144,7 +145,7 @@ struct hadamard_impl {
         }
       }
       for (std::size_t r = 0; r != R; ++r)
-        for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(a[r][v]);
+        for (std::size_t v = 0; v != V; ++v) out[r][v] = batch(a[r][v]);
       return;
     }
 #endif
@@ -169,10 +170,15 @@ struct hadamard_impl {
         }
       }
     }
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) out[r][v] = acc[r][v];
   }
 
+  /// Accumulates in locals and writes `out` once: accumulating straight into the output array made GCC store
+  /// every accumulator on every step (it cannot prove the array does not alias the panels).
   template <std::size_t R, std::size_t V>
-  void tile_f32(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
+  void tile_f32(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
+    batch acc[R][V];
     for (std::size_t r = 0; r != R; ++r)
       for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(0.f);
     const float* q[R];
@@ -187,6 +193,8 @@ struct hadamard_impl {
         for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(qc, d[v], acc[r][v]);
       }
     }
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) out[r][v] = acc[r][v];
   }
 
   /// Lanes of panel p that hold real tokens keep their value; padding becomes -inf.
