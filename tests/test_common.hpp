@@ -41,6 +41,26 @@ inline std::vector<float> random_weights(std::size_t n, std::uint64_t seed, bool
   return w;
 }
 
+/// Documents stored back to back: unit token vectors, lengths 1..max_len (every 17th document empty when
+/// `with_empty`), salience in [0, 2) with some zeros.
+struct random_corpus {
+  std::size_t dim = 0;
+  std::vector<float> tokens;
+  std::vector<std::int64_t> offsets{0};
+  std::vector<float> salience;
+
+  random_corpus(std::size_t docs, std::size_t max_len, std::size_t dim_, std::uint64_t seed, bool with_empty = true) : dim(dim_) {
+    std::mt19937_64 rng(seed);
+    for (std::size_t d = 0; d != docs; ++d) {
+      const std::size_t len = (with_empty && d % 17 == 5) ? 0 : 1 + rng() % max_len;
+      offsets.push_back(offsets.back() + std::int64_t(len));
+    }
+    tokens = random_matrix(std::size_t(offsets.back()), dim, seed + 1, true);
+    salience = random_weights(std::size_t(offsets.back()), seed + 2, true);
+  }
+  aligner::sequence_set_view view() const { return {{tokens.data(), std::size_t(offsets.back()), dim}, offsets}; }
+};
+
 /// Bundled Cranfield (always present in a clone).
 inline std::filesystem::path cranfield_dir() { return std::filesystem::path(ALIGNER_DATA_DIR) / "cranfield"; }
 

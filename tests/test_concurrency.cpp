@@ -9,17 +9,8 @@
 #include <thread>
 
 namespace {
-struct fixture {
-  std::size_t dim = 16;
-  std::vector<float> tokens;
-  std::vector<std::int64_t> offsets{0};
-  std::vector<float> salience;
-  fixture() {
-    for (std::size_t d = 0; d != 150; ++d) offsets.push_back(offsets.back() + std::int64_t(1 + d % 13));
-    tokens = aligner_test::random_matrix(std::size_t(offsets.back()), dim, 1, true);
-    salience = aligner_test::random_weights(std::size_t(offsets.back()), 2);
-  }
-  aligner::sequence_set_view view() const { return {{tokens.data(), std::size_t(offsets.back()), dim}, offsets}; }
+struct fixture : aligner_test::random_corpus {
+  fixture() : random_corpus(150, 13, 16, 1, false) {}
 };
 }  // namespace
 

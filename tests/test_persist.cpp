@@ -5,24 +5,16 @@
 
 #include "test_common.hpp"
 
+#include <chrono>
 #include <csignal>
 #include <sys/wait.h>
 #include <unistd.h>
 
 namespace {
 
-struct small_index {
-  std::size_t dim = 8;
-  std::vector<float> tokens;
-  std::vector<std::int64_t> offsets{0};
-  std::vector<float> salience;
-  small_index(std::size_t docs, std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    for (std::size_t d = 0; d != docs; ++d) offsets.push_back(offsets.back() + std::int64_t(d % 7 == 3 ? 0 : 1 + rng() % 9));
-    tokens = aligner_test::random_matrix(std::size_t(offsets.back()), dim, seed + 1, true);
-    salience = aligner_test::random_weights(std::size_t(offsets.back()), seed + 2);
-  }
-  aligner::sequence_set_view view() const { return {{tokens.data(), std::size_t(offsets.back()), dim}, offsets}; }
+/// 1..9 tokens per document, every 17th empty.
+struct small_index : aligner_test::random_corpus {
+  small_index(std::size_t docs, std::uint64_t seed) : random_corpus(docs, 9, 8, seed) {}
 };
 
 using retriever = aligner::aligner_retriever<aligner::exact_backend>;
@@ -135,18 +127,38 @@ TEST_CASE("persist: a save killed at a random point leaves the old or the new in
   const auto path = temp("kill.bin");
   retriever(aligner::exact_backend(old_data.dim), old_data.view()).save(path);
   const retriever fresh(aligner::exact_backend(new_data.dim), new_data.view());
+  // Kill at random points within about three save durations (measured here, so a loaded machine still sees
+  // kills both in the middle of a save and after completed ones).
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i != 3; ++i) fresh.save(temp("kill_timing.bin"));
+  const auto save_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count() / 3;
+  std::filesystem::remove(temp("kill_timing.bin"));
+  const auto window_us = std::max<std::int64_t>(3 * save_us + 2000, 3000);
   std::mt19937_64 rng(5);
   std::size_t saw_old = 0, saw_new = 0;
   for (int round = 0; round != 40; ++round) {
+    int done[2];
+    REQUIRE(pipe(done) == 0);
     const pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
-      for (;;) fresh.save(path);  // keep rewriting until killed
+      close(done[0]);
+      for (;;) {  // keep rewriting until killed; report each completed save
+        fresh.save(path);
+        const char one = 1;
+        (void)!write(done[1], &one, 1);
+      }
     }
-    usleep(useconds_t(rng() % 3000));
+    close(done[1]);
+    if (round >= 35) {  // the last rounds kill only after a completed save, so the new index is seen for sure
+      char one;
+      REQUIRE(read(done[0], &one, 1) == 1);
+    }
+    usleep(useconds_t(std::uint64_t(rng()) % std::uint64_t(window_us)));
     kill(child, SIGKILL);
     int status = 0;
     waitpid(child, &status, 0);
+    close(done[0]);
     const auto back = retriever::load(path);  // must never throw
     REQUIRE((back.size() == 40 || back.size() == 80));
     (back.size() == 40 ? saw_old : saw_new) += 1;

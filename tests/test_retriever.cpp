@@ -12,26 +12,10 @@ using Catch::Matchers::WithinAbs;
 
 namespace {
 
-struct corpus {
-  std::size_t dim = 0;
-  std::vector<float> tokens;
-  std::vector<std::int64_t> offsets{0};
-  std::vector<float> salience;
-  aligner::sequence_set_view view() const { return {{tokens.data(), std::size_t(offsets.back()), dim}, offsets}; }
-};
+using corpus = aligner_test::random_corpus;
 
-/// Documents of random lengths in [0, max_len], some empty; unit vectors; salience in [0, 2) with zeros.
 corpus make_corpus(std::size_t docs, std::size_t max_len, std::size_t dim, std::uint64_t seed) {
-  corpus c;
-  c.dim = dim;
-  std::mt19937_64 rng(seed);
-  for (std::size_t d = 0; d != docs; ++d) {
-    const std::size_t len = (d % 17 == 5) ? 0 : 1 + rng() % max_len;
-    c.offsets.push_back(c.offsets.back() + std::int64_t(len));
-  }
-  c.tokens = aligner_test::random_matrix(std::size_t(c.offsets.back()), dim, seed + 1, true);
-  c.salience = aligner_test::random_weights(std::size_t(c.offsets.back()), seed + 2, true);
-  return c;
+  return corpus(docs, max_len, dim, seed);
 }
 
 /// Brute force: every non-empty, allowed document scored with the scorer, sorted (score desc, id asc).
