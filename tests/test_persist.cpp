@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstring>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -119,6 +120,41 @@ TEST_CASE("persist: every flipped byte is caught or harmless, every truncation c
   aligner::io::atomic_write(path, newer);
   CHECK_THROWS_WITH(retriever::load(path), Catch::Contains("newer"));
   CHECK_THROWS_WITH(retriever::load(temp("missing.bin")), Catch::Contains("missing.bin"));
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("persist: structurally inconsistent files with valid checksums are rejected", "[edge]") {
+  // Found by fuzzing with repaired checksums: a huge last offset made packed sizes overflow into a
+  // "consistent" value and the kernel read past the mapped panels.
+  const small_index data(6, 31);
+  retriever r(aligner::exact_backend(data.dim), data.view());
+  const auto path = temp("forged.bin");
+  r.save(path);
+  auto file = aligner::io::file_bytes::open(path, false);
+  const auto sections = aligner::io::decode_sections(*file);
+  auto forge = [&](const std::string& victim, auto mutate) {
+    std::vector<std::string> payloads;
+    std::vector<aligner::io::section_out> out;
+    for (const auto& [name, sec] : sections) payloads.emplace_back(sec.data, sec.bytes);
+    std::size_t i = 0;
+    for (const auto& [name, sec] : sections) {
+      if (name == victim) mutate(payloads[i]);
+      out.push_back({name, sec.dtype, sec.shape, payloads[i]});
+      ++i;
+    }
+    aligner::io::atomic_write(path, aligner::io::encode_sections(out));
+  };
+  auto set_i64 = [](std::string& bytes, std::size_t index, std::int64_t value) { std::memcpy(bytes.data() + 8 * index, &value, 8); };
+  const std::size_t last = data.offsets.size() - 1;
+  forge("offsets", [&](std::string& b) { set_i64(b, last, (std::int64_t(1) << 62) + 12); });
+  CHECK_THROWS_WITH(retriever::load(path), Catch::Contains("tokens; at most 2^24 - 1"));
+  CHECK_THROWS_AS(retriever::load(path, {.mmap = false}), aligner::io_error);
+  forge("offsets", [&](std::string& b) { set_i64(b, 1, data.offsets[1] + 20); });  // lengths no longer match the panels
+  CHECK_THROWS_AS(retriever::load(path), aligner::io_error);
+  forge("token_doc", [&](std::string& b) { const std::uint32_t big = 1000; std::memcpy(b.data(), &big, 4); });
+  CHECK_THROWS_WITH(retriever::load(path), Catch::Contains("token map names document 1000"));
+  forge("meta", [&](std::string& b) { set_i64(b, 0, 9); });  // dim
+  CHECK_THROWS_AS(retriever::load(path), aligner::io_error);
   std::filesystem::remove(path);
 }
 

@@ -334,6 +334,11 @@ class aligner_retriever {
     } catch (const invalid_argument& e) {
       fail(e.what());
     }
+    // Every document within the store's limit: also keeps every size computed from the lengths from overflowing.
+    for (std::size_t d = 0; d + 1 < offsets.size(); ++d)
+      if (offsets[d + 1] - offsets[d] >= (std::int64_t(1) << 24))
+        fail("document " + std::to_string(d) + " has " + std::to_string(offsets[d + 1] - offsets[d]) +
+             " tokens; at most 2^24 - 1 are supported");
     const std::size_t tokens = std::size_t(offsets.back());
     if (has_salience ? salience_in.size() != tokens : !salience_in.empty()) fail("salience section does not match the tokens");
     for (std::size_t i = 0; i != salience_in.size(); ++i)

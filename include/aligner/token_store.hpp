@@ -98,6 +98,8 @@ class token_store {
     detail::check_offsets(offsets, std::size_t(offsets.back()), "token_store offsets");
     std::int64_t expect = 0;
     for (std::size_t s = 0; s + 1 < offsets.size(); ++s) {
+      ALIGNER_EXPECTS(offsets[s + 1] - offsets[s] < (std::int64_t(1) << 24), "token_store sequence ", s, " has ",
+                      offsets[s + 1] - offsets[s], " tokens; at most 2^24 - 1 are supported");
       ALIGNER_EXPECTS(panel_offsets[s] == expect, "token_store panel offset ", s, " is ", panel_offsets[s], ", expected ", expect);
       expect += std::int64_t(t.packed_elements_for(std::size_t(offsets[s + 1] - offsets[s])));
     }
