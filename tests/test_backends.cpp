@@ -196,3 +196,28 @@ TEST_CASE("hnswlib: a retriever saves and loads with its graph", "[property]") {
   CHECK_THROWS_AS(aligner::hnswlib_backend::deserialize("short"), aligner::io_error);
 }
 #endif
+
+TEST_CASE("backends: every bundled adapter rejects NaN/Inf and bad shapes the same way", "[edge]") {
+  const std::size_t dim = 4;
+  const auto good = aligner_test::random_matrix(3, dim, 41);
+  std::vector<float> bad = good;
+  bad[5] = aligner_test::nan_f();
+  auto check = [&](auto& backend) {
+    CHECK_THROWS_WITH(backend.add({bad.data(), 3, dim}), Catch::Contains("non-finite"));
+    CHECK(backend.size() == 0);  // nothing added
+    backend.add({good.data(), 3, dim});
+    CHECK_THROWS_WITH(backend.search({bad.data(), 3, dim}, 2), Catch::Contains("queries") && Catch::Contains("non-finite"));
+    CHECK_THROWS_WITH(backend.search({good.data(), 1, dim - 1}, 2), Catch::Contains("query dim 3"));
+    CHECK_THROWS_WITH(backend.search({good.data(), 1, dim}, 0), Catch::Contains("k = 0"));
+  };
+  aligner::exact_backend exact(dim);
+  check(exact);
+#ifdef ALIGNER_HAVE_FAISS
+  aligner::faiss_backend flat(std::make_unique<faiss::IndexFlatIP>(dim));
+  check(flat);
+#endif
+#ifdef ALIGNER_HAVE_HNSWLIB
+  aligner::hnswlib_backend graph(dim);
+  check(graph);
+#endif
+}

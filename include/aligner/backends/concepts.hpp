@@ -34,6 +34,23 @@ concept serializable_backend = mips_backend<B> && requires(const B& const_backen
   { B::deserialize(bytes) } -> std::same_as<B>;
 };
 
+namespace detail {
+
+/// The argument checks every bundled backend's add() makes (dim match, no NaN/Inf); `backend` names it.
+inline void check_backend_add(matrix_view<float> vectors, std::size_t dim, const char* backend) {
+  ALIGNER_EXPECTS(vectors.cols == dim, backend, " of dim ", dim, " cannot add vectors of dim ", vectors.cols);
+  check_matrix(vectors, "vectors", true);
+}
+
+/// The argument checks every bundled backend's search() makes (k >= 1, dim match, no NaN/Inf).
+inline void check_backend_search(matrix_view<float> queries, std::size_t k, std::size_t dim) {
+  ALIGNER_EXPECTS(k >= 1, "search k must be >= 1, got k = ", k);
+  ALIGNER_EXPECTS(queries.rows == 0 || queries.cols == dim, "query dim ", queries.cols, " does not match the index dim ", dim);
+  check_matrix(queries, "queries", true);
+}
+
+}  // namespace detail
+
 /// The documented minimal model of mips_backend (it finds nothing): the smallest thing that compiles.
 struct null_backend {
   std::size_t dims = 1, count = 0;

@@ -39,8 +39,7 @@ class exact_backend {
   /// Appends vectors (ids size() .. size() + rows - 1). Throws on a dim mismatch or NaN/Inf (index unchanged).
   void add(matrix_view<float> vectors) {
     if (vectors.rows == 0) return;
-    ALIGNER_EXPECTS(vectors.cols == dim_, "exact_backend of dim ", dim_, " cannot add vectors of dim ", vectors.cols);
-    detail::check_matrix(vectors, "vectors", true);
+    detail::check_backend_add(vectors, dim_, "exact_backend");
     constexpr std::size_t width = panel_width<>;
     panels_.resize(panel_count(size_ + vectors.rows) * dim_ * width, 0.f);
     for (std::size_t r = 0; r != vectors.rows; ++r) {
@@ -54,10 +53,7 @@ class exact_backend {
   /// Exact top-k inner products of every query row, best first, ties toward the smaller id; k may exceed size()
   /// (the rest is padded with id -1, score -inf). Throws on a dim mismatch, k == 0 or NaN/Inf queries.
   topk_result search(matrix_view<float> queries, std::size_t k) const {
-    ALIGNER_EXPECTS(k >= 1, "search k must be >= 1, got k = ", k);
-    ALIGNER_EXPECTS(queries.rows == 0 || queries.cols == dim_, "query dim ", queries.cols, " does not match the index dim ",
-                    dim_);
-    detail::check_matrix(queries, "queries", true);
+    detail::check_backend_search(queries, k, dim_);
     topk_result out(queries.rows, k);
     if (size_ == 0 || queries.rows == 0) return out;
     constexpr std::size_t width = panel_width<>, chunk = 2048, row_block = 16;

@@ -46,7 +46,7 @@ class faiss_backend {
   /// Appends vectors (ids continue at size()); trains an untrained index on them first.
   void add(matrix_view<float> vectors) {
     if (vectors.rows == 0) return;
-    ALIGNER_EXPECTS(vectors.cols == dim(), "faiss_backend of dim ", dim(), " cannot add vectors of dim ", vectors.cols);
+    detail::check_backend_add(vectors, dim(), "faiss_backend");
     const std::vector<float> rows = contiguous(vectors);
     if (!index_->is_trained) index_->train(faiss::Index::idx_t(vectors.rows), rows.data());
     index_->add(faiss::Index::idx_t(vectors.rows), rows.data());
@@ -78,8 +78,7 @@ class faiss_backend {
 
   /// Top-k inner products per query row (FAISS pads missing results with id -1).
   topk_result search(matrix_view<float> queries, std::size_t k) const {
-    ALIGNER_EXPECTS(k >= 1, "search k must be >= 1, got k = ", k);
-    ALIGNER_EXPECTS(queries.rows == 0 || queries.cols == dim(), "query dim ", queries.cols, " does not match the index dim ", dim());
+    detail::check_backend_search(queries, k, dim());
     topk_result out(queries.rows, k);
     if (queries.rows == 0 || size() == 0) return out;
     const std::vector<float> rows = contiguous(queries);

@@ -54,8 +54,7 @@ class hnswlib_backend {
 
   void add(matrix_view<float> vectors) {
     if (vectors.rows == 0) return;
-    ALIGNER_EXPECTS(vectors.cols == dim_, "hnswlib_backend of dim ", dim_, " cannot add vectors of dim ", vectors.cols);
-    detail::check_matrix(vectors, "vectors", true);
+    detail::check_backend_add(vectors, dim_, "hnswlib_backend");
     const std::size_t need = size_ + vectors.rows;
     if (!graph_) {
       graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(space_.get(), std::max<std::size_t>(need, 1024), params_.m,
@@ -114,8 +113,7 @@ class hnswlib_backend {
   }
 
   topk_result search(matrix_view<float> queries, std::size_t k) const {
-    ALIGNER_EXPECTS(k >= 1, "search k must be >= 1, got k = ", k);
-    ALIGNER_EXPECTS(queries.rows == 0 || queries.cols == dim_, "query dim ", queries.cols, " does not match the index dim ", dim_);
+    detail::check_backend_search(queries, k, dim_);
     topk_result out(queries.rows, k);
     if (!graph_ || size_ == 0) return out;
     std::vector<float> row(dim_);
