@@ -152,3 +152,68 @@ TEST_CASE("hadamard rows bf16: against the reference on bf16-rounded inputs", "[
     }
   }
 }
+
+TEST_CASE("hadamard rows: documents longer than one L2 span, in f32 and bf16", "[kernel]") {
+  // The kernel scores a document in spans of 256 KB; at dim 128 a span is 512 tokens (f32) or 1024 (bf16).
+  const std::size_t dim = 128, n = 6;
+  for (std::size_t m : {511u, 512u, 513u, 1100u, 2100u}) {
+    const auto q = aligner_test::random_matrix(n, dim, 11 + m), d = aligner_test::random_matrix(m, dim, 12 + m);
+    const auto w = aligner_test::random_weights(m, m + 3, true);
+    aligner::aligned_vector<float> packed(aligner::packed_size(m, dim));
+    aligner::pack_panels({d.data(), m, dim}, packed.data());
+    aligner::aligned_vector<std::uint32_t> packed16(aligner::packed_size_bf16(m, dim));
+    aligner::pack_panels_bf16({d.data(), m, dim}, packed16.data());
+    std::vector<float> d16 = d, q16 = q;
+    for (auto& x : d16) x = aligner::from_bf16(aligner::to_bf16(x));
+    if (aligner::bf16_rounds_query<>)
+      for (auto& x : q16) x = aligner::from_bf16(aligner::to_bf16(x));
+    for (std::size_t k : {1, 4, 16, 17}) {
+      for (bool weighted : {false, true}) {
+        const std::size_t budgets[] = {k};
+        std::vector<double> sum(n), z(n), rs(n), rz(n);
+        const float* wp = weighted ? w.data() : nullptr;
+        aligner::hadamard_rows_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed.data(), m,
+                                        std::span<const std::size_t>(budgets), wp, sum.data(), z.data());
+        aligner::ref::aligned_row_sums({q.data(), n, dim}, {d.data(), m, dim}, k, wp, rs.data(), rz.data());
+        for (std::size_t i = 0; i != n; ++i) {
+          INFO("f32 m " << m << " k " << k << " weighted " << weighted << " row " << i);
+          REQUIRE_THAT(sum[i], WithinAbs(rs[i], 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim))));
+          REQUIRE_THAT(z[i], WithinAbs(rz[i], 1e-5 * std::max(1.0, rz[i])));
+        }
+        aligner::hadamard_rows_bf16_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed16.data(), m,
+                                             std::span<const std::size_t>(budgets), wp, sum.data(), z.data());
+        aligner::ref::aligned_row_sums({q16.data(), n, dim}, {d16.data(), m, dim}, k, wp, rs.data(), rz.data());
+        for (std::size_t i = 0; i != n; ++i) {
+          INFO("bf16 m " << m << " k " << k << " weighted " << weighted << " row " << i);
+          REQUIRE_THAT(sum[i], WithinAbs(rs[i], 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim))));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("hadamard rows bf16: a query changed in place between calls is re-converted", "[kernel]") {
+  // The bf16 kernel keeps the last query's bf16 form per thread; a new query in the same buffer must not hit it.
+  const std::size_t dim = 20, n = 3, m = 40;
+  auto q = aligner_test::random_matrix(n, dim, 21);
+  const auto d = aligner_test::random_matrix(m, dim, 22);
+  aligner::aligned_vector<std::uint32_t> packed(aligner::packed_size_bf16(m, dim));
+  aligner::pack_panels_bf16({d.data(), m, dim}, packed.data());
+  std::vector<float> d16 = d;
+  for (auto& x : d16) x = aligner::from_bf16(aligner::to_bf16(x));
+  for (int round = 0; round != 3; ++round) {
+    if (round) q[std::size_t(round) * 7] += 3.f;  // same pointer, different contents
+    std::vector<float> qr = q;
+    if (aligner::bf16_rounds_query<>)
+      for (auto& x : qr) x = aligner::from_bf16(aligner::to_bf16(x));
+    const std::size_t budgets[] = {2};
+    std::vector<double> sum(n), z(n), rs(n), rz(n);
+    aligner::hadamard_rows_bf16_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed.data(), m,
+                                         std::span<const std::size_t>(budgets), nullptr, sum.data(), z.data());
+    aligner::ref::aligned_row_sums({qr.data(), n, dim}, {d16.data(), m, dim}, 2, nullptr, rs.data(), rz.data());
+    for (std::size_t i = 0; i != n; ++i) {
+      INFO("round " << round << " row " << i);
+      REQUIRE_THAT(sum[i], WithinAbs(rs[i], 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim))));
+    }
+  }
+}

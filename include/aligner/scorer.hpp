@@ -87,18 +87,21 @@ void first_token(const void* panels, storage st, std::size_t dim, std::vector<fl
 /// The rows kernel over panels of either storage.
 template <class Arch = default_arch>
 void rows_kernel(matrix_view<float> query, const void* panels, storage st, std::size_t doc_rows,
-                 std::span<const std::size_t> budgets, const float* doc_salience, double* row_sum, double* row_z) {
+                 std::span<const std::size_t> budgets, const float* doc_salience, double* row_sum, double* row_z,
+                 prefetch_hint next = {}) {
   if (st == storage::f32)
-    hadamard_rows_kernel{}(Arch{}, query, static_cast<const float*>(panels), doc_rows, budgets, doc_salience, row_sum, row_z);
+    hadamard_rows_kernel{}(Arch{}, query, static_cast<const float*>(panels), doc_rows, budgets, doc_salience, row_sum, row_z,
+                           next);
   else
     hadamard_rows_bf16_kernel{}(Arch{}, query, static_cast<const std::uint32_t*>(panels), doc_rows, budgets, doc_salience,
-                                row_sum, row_z);
+                                row_sum, row_z, next);
 }
 
 /// Score of a query against one packed document (no validation).
 template <class Arch = default_arch>
 float score_packed(matrix_view<float> query, const void* panels, std::size_t doc_rows, storage st,
-                   const alignment& strategy, normalization norm, const float* query_salience, const float* doc_salience) {
+                   const alignment& strategy, normalization norm, const float* query_salience, const float* doc_salience,
+                   prefetch_hint next = {}) {
   if (query.rows == 0 || doc_rows == 0) return 0.f;
   thread_local std::vector<double> row_sum, row_z;
   if (strategy.kind == alignment::kind_t::dense) {  // gather d_0 out of its panel, then one dot product
@@ -111,7 +114,7 @@ float score_packed(matrix_view<float> query, const void* panels, std::size_t doc
     row_z.resize(query.rows);
     const std::size_t budget[] = {strategy.row_budget(doc_rows)};
     rows_kernel<Arch>(query, panels, st, doc_rows, std::span<const std::size_t>(budget), doc_salience, row_sum.data(),
-                      row_z.data());
+                      row_z.data(), next);
   }
   return float(combine(row_sum, row_z, query_salience, norm));
 }
@@ -120,7 +123,7 @@ float score_packed(matrix_view<float> query, const void* panels, std::size_t doc
 template <class Arch = default_arch>
 void score_packed_multi(matrix_view<float> query, const void* panels, std::size_t doc_rows, storage st,
                         std::span<const alignment> strategies, normalization norm, const float* query_salience,
-                        const float* doc_salience, float* out) {
+                        const float* doc_salience, float* out, prefetch_hint next = {}) {
   if (query.rows == 0 || doc_rows == 0) {
     std::fill(out, out + strategies.size(), 0.f);
     return;
@@ -141,7 +144,7 @@ void score_packed_multi(matrix_view<float> query, const void* panels, std::size_
     row_sum.resize(query.rows * nb);
     row_z.resize(query.rows * nb);
     rows_kernel<Arch>(query, panels, st, doc_rows, std::span<const std::size_t>(budgets), doc_salience, row_sum.data(),
-                      row_z.data());
+                      row_z.data(), next);
   }
   column_sum.resize(query.rows);
   column_z.resize(query.rows);

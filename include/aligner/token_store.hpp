@@ -82,6 +82,13 @@ class token_store {
     return out;
   }
 
+  /// The packed bytes of sequence which[t] (empty past the end): passed to the kernel scoring which[t - 1], which
+  /// prefetches them while it computes.
+  prefetch_hint prefetch_hint_of(std::span<const std::uint32_t> which, std::size_t t) const noexcept {
+    if (t >= which.size()) return {};
+    return {panels(which[t]), packed_elements_for(length(which[t])) * 4};
+  }
+
   /// Packed elements (4-byte) of a sequence of `rows` tokens in this store's precision.
   std::size_t packed_elements_for(std::size_t rows) const noexcept {
     return storage_ == storage::f32 ? packed_size(rows, dim_) : packed_size_bf16(rows, dim_);
@@ -221,7 +228,7 @@ inline void score_store(matrix_view<float> query, const token_store& store, std:
   for (std::size_t t = 0; t != which.size(); ++t) {
     const std::size_t s = which[t];
     out[t] = detail::score_packed(query, store.panels(s), store.length(s), store.precision(), params.strategy, params.norm, uq,
-                                  sal ? store.salience(s).data() : nullptr);
+                                  sal ? store.salience(s).data() : nullptr, store.prefetch_hint_of(which, t + 1));
   }
 }
 
@@ -242,7 +249,7 @@ inline void score_store_multi(matrix_view<float> query, const token_store& store
   for (std::size_t t = 0; t != which.size(); ++t)
     detail::score_packed_multi(query, store.panels(which[t]), store.length(which[t]), store.precision(), strategies, params.norm,
                                detail::data_or_null(params.query_salience), sal ? store.salience(which[t]).data() : nullptr,
-                               out.data() + t * strategies.size());
+                               out.data() + t * strategies.size(), store.prefetch_hint_of(which, t + 1));
 }
 
 /// Scores one query against every sequence of a store (out has store.size() entries).

@@ -10,6 +10,15 @@
 
 #include <xsimd/xsimd.hpp>
 
+/// Forces inlining of small kernel helpers whose array arguments must stay in registers.
+#if defined(__GNUC__) || defined(__clang__)
+#define ALIGNER_ALWAYS_INLINE __attribute__((always_inline)) inline
+#define ALIGNER_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
+#else
+#define ALIGNER_ALWAYS_INLINE inline
+#define ALIGNER_ALWAYS_INLINE_LAMBDA
+#endif
+
 #ifndef ALIGNER_ARCH
 #define ALIGNER_ARCH xsimd::default_arch
 #endif

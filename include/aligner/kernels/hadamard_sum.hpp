@@ -16,7 +16,9 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <cstddef>
 #include <limits>
 #include <numeric>
@@ -78,6 +80,13 @@ inline constexpr bool bf16_rounds_query =
     false;
 #endif
 
+/// What a caller scores after the current document: its packed bytes are prefetched while the current one is
+/// scored (optional; an empty hint prefetches nothing past the document).
+struct prefetch_hint {
+  const void* data = nullptr;
+  std::size_t bytes = 0;
+};
+
 /// Kernel over a packed document (see panels.hpp). Preconditions (unchecked): 1 <= k, query.cols == dim,
 /// doc_rows < 2^24, panels 64-byte aligned, all values finite.
 ///
@@ -92,7 +101,8 @@ struct hadamard_rows_kernel {
   }
   template <class Arch>
   void operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows,
-                  std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z) const;
+                  std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z,
+                  prefetch_hint next = {}) const;
 };
 
 namespace detail {
@@ -109,6 +119,19 @@ struct hadamard_impl {
   std::size_t dim, doc_rows, panel_total;
   matrix_view<float> query;
   const std::uint32_t* query_bf16 = nullptr;  ///< query rows as bf16 pairs (stride (dim + 1) / 2), AVX512-BF16 path
+  prefetch_hint next{};                       ///< what the caller scores after this document (may be empty)
+
+  /// Bytes per packed panel, and the span of panels scored together (kept in L2; see run_topk).
+  std::size_t panel_bytes() const noexcept { return (Bf16 ? (dim + 1) / 2 : dim) * width * 4; }
+  static constexpr std::size_t span_bytes = std::size_t(256) << 10;
+
+  static void prefetch_line(const char* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 0, 3);
+#else
+    (void)p;
+#endif
+  }
 
   /// acc[r][v] = S tile of rows i0 + r and panel p0 + v.
   template <std::size_t R, std::size_t V>
@@ -213,47 +236,68 @@ struct hadamard_impl {
     return batch::load_aligned(lane);
   }
 
-  /// Lane-wise insertion of s into a sorted (descending) column of K batches; values only.
-  template <std::size_t K>
-  static void insert(float* state, batch s) noexcept {
-    for (std::size_t l = 0; l != K; ++l) {
-      const batch t = batch::load_aligned(state + l * width);
-      xsimd::max(t, s).store_aligned(state + l * width);  // never NaN: inputs are finite
-      if constexpr (K > 1) s = xsimd::min(t, s);
-    }
-  }
-
-  /// Lane-wise insertion carrying token indices, ordered by (value desc, index asc). The index comparison
-  /// matters for an element displaced downwards: it is older than the equal values below it and must stay
-  /// above them.
-  template <std::size_t K>
-  static void insert_indexed(float* state, float* ids, batch s, batch id) noexcept {
-    for (std::size_t l = 0; l != K; ++l) {
-      const batch t = batch::load_aligned(state + l * width);
-      const batch tid = batch::load_aligned(ids + l * width);
-      const auto greater = (s > t) || ((s == t) && (id < tid));
-      xsimd::select(greater, s, t).store_aligned(state + l * width);
-      xsimd::select(greater, id, tid).store_aligned(ids + l * width);
-      if constexpr (K > 1) {
-        s = xsimd::select(greater, t, s);
-        id = xsimd::select(greater, tid, id);
-      }
-    }
-  }
-
+  /// Folds a tile into the running states: per row, the V new batches (V panels of W tokens) are sorted lane-wise
+  /// by a small network, then merged into the row's K-deep lane columns (sorted best first) with one bitonic
+  /// merge: the element-wise better of state_k and new_(K-1-k) is bitonic and holds the top K of both.
+  /// Order: value desc, then token index asc (value only when !Indexed). States live in memory between tiles;
+  /// each fold reads and writes them once per row (not once per panel).
   template <std::size_t K, bool Indexed, std::size_t R, std::size_t V>
   void tile_and_fold(std::size_t i0, std::size_t p0, float* states, float* ids) const noexcept {
     batch acc[R][V];
     tile<R, V>(i0, p0, acc);
-    for (std::size_t r = 0; r != R; ++r)
+    batch pid[V];
+    if constexpr (Indexed)
+      for (std::size_t v = 0; v != V; ++v) pid[v] = lane_ids(p0 + v);
+    for (std::size_t r = 0; r != R; ++r) {
+      batch s[V], id[V];
       for (std::size_t v = 0; v != V; ++v) {
-        const std::size_t p = p0 + v, row = i0 + r;
-        const batch s = mask_tail(acc[r][v], p);
-        if constexpr (Indexed)
-          insert_indexed<K>(states + row * K * width, ids + row * K * width, s, lane_ids(p));
-        else
-          insert<K>(states + row * K * width, s);
+        s[v] = mask_tail(acc[r][v], p0 + v);
+        id[v] = Indexed ? pid[v] : batch(0.f);
       }
+      // Sorting network for V <= 4.
+      if constexpr (V == 2) exchange<Indexed>(s[0], id[0], s[1], id[1]);
+      if constexpr (V == 3) {
+        exchange<Indexed>(s[0], id[0], s[1], id[1]);
+        exchange<Indexed>(s[1], id[1], s[2], id[2]);
+        exchange<Indexed>(s[0], id[0], s[1], id[1]);
+      }
+      if constexpr (V == 4) {
+        exchange<Indexed>(s[0], id[0], s[1], id[1]);
+        exchange<Indexed>(s[2], id[2], s[3], id[3]);
+        exchange<Indexed>(s[0], id[0], s[2], id[2]);
+        exchange<Indexed>(s[1], id[1], s[3], id[3]);
+        exchange<Indexed>(s[1], id[1], s[2], id[2]);
+      }
+      float* st = states + (i0 + r) * K * width;
+      float* sid = Indexed ? ids + (i0 + r) * K * width : nullptr;
+      batch a[K], ia[K];
+      for (std::size_t k = 0; k != K; ++k) {
+        a[k] = batch::load_aligned(st + k * width);
+        ia[k] = Indexed ? batch::load_aligned(sid + k * width) : batch(0.f);
+      }
+      constexpr std::size_t L = V < K ? V : K;
+      for (std::size_t t = 0; t != L; ++t) exchange<Indexed>(a[K - 1 - t], ia[K - 1 - t], s[t], id[t]);
+      bitonic_merge<K, Indexed>(a, ia);
+      for (std::size_t k = 0; k != K; ++k) {
+        a[k].store_aligned(st + k * width);
+        if constexpr (Indexed) ia[k].store_aligned(sid + k * width);
+      }
+    }
+  }
+
+  /// Sorts a bitonic sequence of K (a power of two) lane-wise, best first.
+  template <std::size_t K, bool Indexed>
+  ALIGNER_ALWAYS_INLINE static void bitonic_merge(batch (&a)[K], batch (&ia)[K]) noexcept {
+    // Compile-time strides and indices, so the arrays stay in registers (a runtime loop kept them on the stack).
+    [&]<std::size_t... L>(std::index_sequence<L...>) ALIGNER_ALWAYS_INLINE_LAMBDA {
+      (bitonic_level<K, (K >> (L + 1)), Indexed>(a, ia), ...);
+    }(std::make_index_sequence<std::bit_width(K) - 1>{});
+  }
+  template <std::size_t K, std::size_t D, bool Indexed>
+  ALIGNER_ALWAYS_INLINE static void bitonic_level(batch (&a)[K], batch (&ia)[K]) noexcept {
+    [&]<std::size_t... I>(std::index_sequence<I...>) ALIGNER_ALWAYS_INLINE_LAMBDA {
+      ((void)((I & D) == 0 ? (exchange<Indexed>(a[I], ia[I], a[(I | D)], ia[(I | D)]), 0) : 0), ...);
+    }(std::make_index_sequence<K>{});
   }
 
   template <std::size_t K, bool Indexed, std::size_t R>
@@ -282,6 +326,59 @@ struct hadamard_impl {
     }
   }
 
+  template <std::size_t S>
+  struct xor_lanes {
+    static constexpr std::uint32_t get(std::size_t i, std::size_t) { return std::uint32_t(i ^ S); }
+  };
+
+  /// Compare-exchange of (value, index) pairs, lane-wise: (a, ia) receives the better of the two (greater value;
+  /// equal values: smaller index; value only when !Indexed), (b, ib) the other.
+  template <bool Indexed>
+  ALIGNER_ALWAYS_INLINE static void exchange(batch& a, batch& ia, batch& b, batch& ib) noexcept {
+    if constexpr (Indexed) {
+      const auto a_first = (a > b) || ((a == b) && (ia < ib));
+      const batch hi = xsimd::select(a_first, a, b), lo = xsimd::select(a_first, b, a);
+      const batch ihi = xsimd::select(a_first, ia, ib), ilo = xsimd::select(a_first, ib, ia);
+      a = hi, b = lo, ia = ihi, ib = ilo;
+    } else {
+      const batch hi = xsimd::max(a, b), lo = xsimd::min(a, b);
+      a = hi, b = lo;
+    }
+  }
+
+  /// The best kk <= K of a row's W x K survivors, best first, into out (value, index). Columns (one per lane) are
+  /// sorted best first; at each butterfly stage S, lane l merges its list with lane l ^ S's: the element-wise
+  /// better of a_k and b_(K-1-k) is a bitonic sequence holding the top K of both, which a bitonic merge sorts.
+  /// log2(W) stages, O(K log K) vector operations each, no branches.
+  template <std::size_t K, bool Indexed>
+  static void lane_merge(const float* st, const float* sid, std::pair<float, float>* out, std::size_t kk) noexcept {
+    batch a[K], ia[K];
+    for (std::size_t k = 0; k != K; ++k) {
+      a[k] = batch::load_aligned(st + k * width);
+      ia[k] = Indexed ? batch::load_aligned(sid + k * width) : batch(0.f);
+    }
+    auto stage = [&]<std::size_t S>(std::integral_constant<std::size_t, S>) ALIGNER_ALWAYS_INLINE_LAMBDA {
+      using index_batch = xsimd::batch<std::uint32_t, Arch>;
+      constexpr auto mask = xsimd::make_batch_constant<index_batch, xor_lanes<S>>();
+      batch b[K], ib[K];
+      for (std::size_t k = 0; k != K; ++k) {
+        b[k] = xsimd::swizzle(a[K - 1 - k], mask);
+        if constexpr (Indexed) ib[k] = xsimd::swizzle(ia[K - 1 - k], mask);
+      }
+      for (std::size_t k = 0; k != K; ++k) exchange<Indexed>(a[k], ia[k], b[k], ib[k]);
+      bitonic_merge<K, Indexed>(a, ia);
+    };
+    [&]<std::size_t... L>(std::index_sequence<L...>) ALIGNER_ALWAYS_INLINE_LAMBDA {
+      (stage(std::integral_constant<std::size_t, (width >> (L + 1))>{}), ...);
+    }(std::make_index_sequence<std::bit_width(width) - 1>{});
+    alignas(64) float v[width], id[width];
+    for (std::size_t k = 0; k != kk; ++k) {
+      a[k].store_aligned(v);
+      ia[k].store_aligned(id);
+      out[k] = {v[0], id[0]};
+    }
+  }
+
   template <std::size_t K, bool Indexed>
   void run_topk(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum,
                 double* row_z) const {
@@ -291,16 +388,42 @@ struct hadamard_impl {
     if constexpr (Indexed) ids_buf.assign(n * K * width, 0.f);
     float* states = states_buf.data();
     float* ids = Indexed ? ids_buf.data() : nullptr;
-    for (std::size_t p0 = 0; p0 < panel_total; p0 += block_panels) {
-      const std::size_t panels_here = std::min(block_panels, panel_total - p0);
+    // Loop order: the document is cut into spans of at most span_bytes (L2-resident); within a span every block
+    // of query rows sweeps all panel groups, so the span streams from L2 while the query block stays in L1.
+    // While a span is scored, the bytes scored next (the span after it, or the caller's next document) are
+    // prefetched in equal slices before each tile, so DRAM latency overlaps with compute. (Sweeping all query
+    // blocks over one panel group instead keeps the group in L1 but leaves no L1 room to prefetch into: the
+    // DRAM stream then ran at a quarter of the core's bandwidth.)
+    const std::size_t span = std::max(block_panels, span_bytes / panel_bytes() / block_panels * block_panels);
+    const std::size_t row_blocks = (n + block_rows - 1) / block_rows;
+    for (std::size_t s0 = 0; s0 < panel_total; s0 += span) {
+      const std::size_t s1 = std::min(panel_total, s0 + span);
+      const char* pf = s1 < panel_total ? static_cast<const char*>(panels) + s1 * panel_bytes() : static_cast<const char*>(next.data);
+      const std::size_t pf_bytes = s1 < panel_total ? std::min(panel_total - s1, span) * panel_bytes()
+                                                    : (next.data ? std::min(next.bytes, span * panel_bytes()) : 0);
+      const std::size_t calls = row_blocks * ((s1 - s0 + block_panels - 1) / block_panels);
+      const std::size_t lines = (pf_bytes + 63) / 64, per_call = (lines + calls - 1) / calls;
+      std::size_t issued = 0;
+      auto prefetch_slice = [&]() {
+        const std::size_t end = std::min(lines, issued + per_call);
+        for (; issued < end; ++issued) prefetch_line(pf + issued * 64);
+      };
       std::size_t i0 = 0;
       for (; i0 + block_rows <= n; i0 += block_rows)
-        fold_rows<K, Indexed, block_rows>(i0, p0, panels_here, states, ids);
-      switch (n - i0) {
-        case 1: fold_rows<K, Indexed, 1>(i0, p0, panels_here, states, ids); break;
-        case 2: fold_rows<K, Indexed, 2>(i0, p0, panels_here, states, ids); break;
-        case 3: fold_rows<K, Indexed, 3>(i0, p0, panels_here, states, ids); break;
-        default: break;
+        for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
+          prefetch_slice();
+          fold_rows<K, Indexed, block_rows>(i0, p0, std::min(block_panels, s1 - p0), states, ids);
+        }
+      if (i0 == n) continue;
+      for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
+        prefetch_slice();
+        const std::size_t panels_here = std::min(block_panels, s1 - p0);
+        switch (n - i0) {
+          case 1: fold_rows<K, Indexed, 1>(i0, p0, panels_here, states, ids); break;
+          case 2: fold_rows<K, Indexed, 2>(i0, p0, panels_here, states, ids); break;
+          case 3: fold_rows<K, Indexed, 3>(i0, p0, panels_here, states, ids); break;
+          default: break;
+        }
       }
     }
     // Final selection: the row's W*K survivors hold its top-kmax.
@@ -315,24 +438,10 @@ struct hadamard_impl {
           continue;
         }
       }
-      // Each lane's column of K values is sorted best first: a W-way merge of the lane heads yields the row's
-      // best kk in order (ties: smaller token index first; in value-only mode any tied lane will do).
+      // Each lane's column of K values is sorted best first; a butterfly of bitonic merges leaves the row's
+      // best K (value desc, then token index asc) in every lane, best first.
       cand.resize(kk);
-      const float* sid = Indexed ? ids + i * K * width : nullptr;
-      std::size_t head[width] = {};
-      for (std::size_t t = 0; t != kk; ++t) {
-        std::size_t best_lane = width;
-        float best = -std::numeric_limits<float>::infinity(), best_id = 0.f;
-        for (std::size_t l = 0; l != width; ++l) {
-          if (head[l] == K) continue;
-          const float v = st[head[l] * width + l];
-          if (v == -std::numeric_limits<float>::infinity()) continue;
-          const float id = Indexed ? sid[head[l] * width + l] : 0.f;
-          if (best_lane == width || v > best || (Indexed && v == best && id < best_id)) best_lane = l, best = v, best_id = id;
-        }
-        cand[t] = {best, best_id};
-        ++head[best_lane];
-      }
+      lane_merge<K, Indexed>(st, Indexed ? ids + i * K * width : nullptr, cand.data(), kk);
       prefix_sums(cand.data(), kk, budgets, weights, Indexed, row_sum + i * nb, row_z + i * nb);
     }
   }
@@ -393,7 +502,7 @@ namespace detail {
 /// Runs the hadamard rows over float (Bf16 = false) or bf16-pair (Bf16 = true) panels.
 template <class Arch, bool Bf16>
 void run_hadamard_rows(matrix_view<float> query, const void* panels, std::size_t doc_rows, std::span<const std::size_t> budgets,
-                       const float* doc_weights, double* row_sum, double* row_z) {
+                       const float* doc_weights, double* row_sum, double* row_z, prefetch_hint next) {
   const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
   if (doc_rows == 0 || kmax == 0) {
     std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
@@ -401,11 +510,24 @@ void run_hadamard_rows(matrix_view<float> query, const void* panels, std::size_t
     return;
   }
   hadamard_impl<Arch, Bf16> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
+  impl.next = next;
   if constexpr (Bf16) {  // query rows as bf16 pairs, for the AVX512-BF16 instruction
+    // Converted once per query, not per document: the last query seen by this thread is kept (a compare of the
+    // floats costs a fraction of the conversion, which was a quarter of the time at m = 128).
     thread_local std::vector<std::uint32_t> q16;
-    const std::size_t pairs = (query.cols + 1) / 2;
-    q16.resize(query.rows * pairs);
-    for (std::size_t i = 0; i != query.rows; ++i)
+    thread_local std::vector<float> q_seen;
+    thread_local std::size_t q_cols = 0;
+    const std::size_t pairs = (query.cols + 1) / 2, count = query.rows * query.cols;
+    bool same = q_cols == query.cols && q_seen.size() == count;
+    for (std::size_t i = 0; same && i != query.rows; ++i)
+      same = std::memcmp(q_seen.data() + i * query.cols, query.row(i), query.cols * sizeof(float)) == 0;
+    if (!same) {
+      q_seen.resize(count);
+      for (std::size_t i = 0; i != query.rows; ++i) std::copy_n(query.row(i), query.cols, q_seen.data() + i * query.cols);
+      q_cols = query.cols;
+      q16.resize(query.rows * pairs);
+    }
+    for (std::size_t i = 0; !same && i != query.rows; ++i)
       for (std::size_t c2 = 0; c2 != pairs; ++c2) {
         const std::uint32_t lo = to_bf16(query.row(i)[2 * c2]);
         const std::uint32_t hi = 2 * c2 + 1 < query.cols ? to_bf16(query.row(i)[2 * c2 + 1]) : 0u;
@@ -433,16 +555,17 @@ void run_hadamard_rows(matrix_view<float> query, const void* panels, std::size_t
 template <class Arch>
 void hadamard_rows_kernel::operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows,
                                       std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum,
-                                      double* row_z) const {
-  detail::run_hadamard_rows<Arch, false>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z);
+                                      double* row_z, prefetch_hint next) const {
+  detail::run_hadamard_rows<Arch, false>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, next);
 }
 
 /// The same reduction over bfloat16 panels (kernels/panels.hpp, pack_panels_bf16); accumulation in float.
 struct hadamard_rows_bf16_kernel {
   template <class Arch>
   void operator()(Arch, matrix_view<float> query, const std::uint32_t* panels, std::size_t doc_rows,
-                  std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z) const {
-    detail::run_hadamard_rows<Arch, true>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z);
+                  std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z,
+                  prefetch_hint next = {}) const {
+    detail::run_hadamard_rows<Arch, true>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, next);
   }
 };
 
