@@ -18,10 +18,11 @@ struct doc_pool {
   std::size_t dim = 0;
   std::vector<float> tokens;
   std::vector<std::int64_t> offsets{0};
-  aligner::token_store store, store_bf16;
+  aligner::token_store store, store_bf16, store_f16, store_i8;
 
   doc_pool(std::size_t m, std::size_t dim_, std::size_t min_bytes = 96u << 20)
-      : dim(dim_), store(dim_), store_bf16(dim_, aligner::storage::bf16) {
+      : dim(dim_), store(dim_), store_bf16(dim_, aligner::storage::bf16), store_f16(dim_, aligner::storage::f16),
+        store_i8(dim_, aligner::storage::i8) {
     std::mt19937_64 rng(42 + m + dim);
     std::uniform_int_distribution<std::size_t> len(32, 256);
     std::normal_distribution<float> nd;
@@ -37,9 +38,19 @@ struct doc_pool {
     }
     store.add(view(), {}, false);
     store_bf16.add(view(), {}, false);
+    store_f16.add(view(), {}, false);
+    store_i8.add(view(), {}, false);
   }
   aligner::sequence_set_view view() const { return {{tokens.data(), std::size_t(offsets.back()), dim}, offsets}; }
   std::size_t size() const { return offsets.size() - 1; }
+  const aligner::token_store& of(aligner::storage st) const {
+    switch (st) {
+      case aligner::storage::bf16: return store_bf16;
+      case aligner::storage::f16: return store_f16;
+      case aligner::storage::i8: return store_i8;
+      default: return store;
+    }
+  }
   std::size_t length(std::size_t d) const { return std::size_t(offsets[d + 1] - offsets[d]); }
   const float* doc(std::size_t d) const { return tokens.data() + offsets[d] * std::int64_t(dim); }
 };

@@ -20,10 +20,10 @@ double flops_of(const doc_pool& p, std::size_t first, std::size_t count, std::si
   return 2.0 * double(n) * tokens * double(p.dim);
 }
 
-void hadamard_run(benchmark::State& state, bool bf16, bool cached = false) {
+void hadamard_run(benchmark::State& state, aligner::storage st, bool cached = false) {
   const std::size_t n = std::size_t(state.range(0)), m = std::size_t(state.range(1)), dim = std::size_t(state.range(2));
   const auto& p = pool(m, dim, cached);
-  const aligner::token_store& store = bf16 ? p.store_bf16 : p.store;
+  const aligner::token_store& store = p.of(st);
   const auto q = query(n, dim);
   const aligner::score_params params{.strategy = strategy_of(state.range(3)), .check_finite = false};
   constexpr std::size_t batch = 64;
@@ -42,12 +42,16 @@ void hadamard_run(benchmark::State& state, bool bf16, bool cached = false) {
   set_counters(state, double(docs), flops);
 }
 
-void hadamard_xsimd(benchmark::State& state) { hadamard_run(state, false); }
+using aligner::storage;
+void hadamard_xsimd(benchmark::State& state) { hadamard_run(state, storage::f32); }
 /// The same kernel over bfloat16 document storage (vdpbf16ps with AVX512-BF16, else decode + float FMA).
-void hadamard_xsimd_bf16(benchmark::State& state) { hadamard_run(state, true); }
+void hadamard_xsimd_bf16(benchmark::State& state) { hadamard_run(state, storage::bf16); }
+/// float16 storage (F16C conversion + float FMA) and int8 with a per-token scale (sign-extend + convert).
+void hadamard_xsimd_f16(benchmark::State& state) { hadamard_run(state, storage::f16); }
+void hadamard_xsimd_i8(benchmark::State& state) { hadamard_run(state, storage::i8); }
 /// The same kernels over a 512 KB (L2-resident) pool: the compute-bound rate, without DRAM streaming.
-void hadamard_xsimd_cached(benchmark::State& state) { hadamard_run(state, false, true); }
-void hadamard_xsimd_bf16_cached(benchmark::State& state) { hadamard_run(state, true, true); }
+void hadamard_xsimd_cached(benchmark::State& state) { hadamard_run(state, storage::f32, true); }
+void hadamard_xsimd_bf16_cached(benchmark::State& state) { hadamard_run(state, storage::bf16, true); }
 
 void hadamard_ref(benchmark::State& state) {
   const std::size_t n = std::size_t(state.range(0)), m = std::size_t(state.range(1)), dim = std::size_t(state.range(2));
@@ -113,6 +117,8 @@ void shapes(benchmark::internal::Benchmark* b, bool full) {
 
 BENCHMARK(hadamard_xsimd)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(hadamard_xsimd_bf16)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(hadamard_xsimd_f16)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(hadamard_xsimd_i8)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_cached)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_bf16_cached)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_eigen_naive)->Apply([](auto* b) { shapes(b, true); });

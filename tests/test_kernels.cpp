@@ -5,6 +5,11 @@
 
 #include "test_common.hpp"
 
+#include <algorithm>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 using Catch::Matchers::WithinAbs;
 
 namespace {
@@ -216,4 +221,116 @@ TEST_CASE("hadamard rows bf16: a query changed in place between calls is re-conv
       REQUIRE_THAT(sum[i], WithinAbs(rs[i], 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim))));
     }
   }
+}
+
+namespace {
+/// Independent binary16 decoding: (-1)^s * (e == 0 ? m * 2^-24 : (1024 + m) * 2^(e - 25)); e == 31: Inf/NaN.
+double half_value(std::uint16_t h) {
+  const int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+  const double mag = e == 0 ? std::ldexp(double(m), -24) : std::ldexp(double(1024 + m), e - 25);
+  return s ? -mag : mag;
+}
+/// Independent int8 dequantisation of one token (the documented rule: scale = max|x| / 127, round half even).
+std::vector<float> dequantize_i8(const std::vector<float>& d, std::size_t dim) {
+  std::vector<float> out(d.size());
+  for (std::size_t j = 0; j * dim < d.size(); ++j) {
+    double amax = 0;
+    for (std::size_t c = 0; c != dim; ++c) amax = std::max(amax, double(std::fabs(d[j * dim + c])));
+    const float scale = float(amax / 127.0);
+    for (std::size_t c = 0; c != dim; ++c) {
+      const double q = scale > 0 ? std::nearbyint(double(d[j * dim + c]) / double(scale)) : 0.0;
+      out[j * dim + c] = float(std::clamp(q, -127.0, 127.0)) * scale;
+    }
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("float16: every half decodes exactly; rounding picks the nearest half, ties to even", "[kernel]") {
+  for (std::uint32_t h = 0; h != 0x10000; ++h) {
+    const int e = (h >> 10) & 31;
+    const float x = aligner::from_f16(std::uint16_t(h));
+    if (e == 31) {
+      REQUIRE(((h & 1023) == 0 ? std::isinf(x) : std::isnan(x)));
+      continue;
+    }
+    REQUIRE(double(x) == half_value(std::uint16_t(h)));
+    REQUIRE(aligner::to_f16(x) == h);  // round trip
+  }
+  std::mt19937_64 rng(5);
+  std::uniform_int_distribution<int> exponent(-30, 17);
+  std::uniform_real_distribution<double> mant(1.0, 2.0);
+  for (int t = 0; t != 200000; ++t) {
+    const double v = std::ldexp(mant(rng), exponent(rng)) * (t % 2 ? -1 : 1);
+    const float x = float(v);
+    if (!(std::fabs(x) < 65520.f)) {
+      REQUIRE(std::isinf(aligner::from_f16(aligner::to_f16(x))));
+      continue;
+    }
+    const std::uint16_t h = aligner::to_f16(x);
+    const double got = half_value(h), err = std::fabs(got - double(x));
+    // No other half is closer; at a tie the chosen one has an even mantissa.
+    for (int delta : {-1, 1}) {
+      const std::uint16_t o = std::uint16_t(h + delta);
+      if (((o >> 10) & 31) == 31 || ((o ^ h) & 0x8000)) continue;
+      const double other = std::fabs(half_value(o) - double(x));
+      INFO("x " << x << " h " << h << " neighbour " << o);
+      REQUIRE(err <= other);
+      if (err == other) REQUIRE((h & 1) == 0);
+    }
+#if defined(__F16C__)
+    REQUIRE(h == _cvtss_sh(x, 0));  // the hardware conversion, round to nearest even
+#endif
+  }
+}
+
+TEST_CASE("hadamard rows f16 and i8: against the reference on the stored (rounded / dequantised) documents", "[kernel]") {
+  const std::size_t dim = GENERATE(1, 3, 4, 17, 100, 128);
+  for (aligner::storage st : {aligner::storage::f16, aligner::storage::i8}) {
+    for (std::size_t m : lengths) {
+      if (m == 0) continue;
+      const std::size_t n = 5;
+      const auto q = aligner_test::random_matrix(n, dim, 30 + m + dim), d = aligner_test::random_matrix(m, dim, 31 + m + dim);
+      const auto w = aligner_test::random_weights(m, m + 2, true);
+      std::vector<float> stored = d;
+      if (st == aligner::storage::f16)
+        for (auto& x : stored) x = float(half_value(aligner::to_f16(x)));
+      else
+        stored = dequantize_i8(d, dim);
+      aligner::aligned_vector<std::uint32_t> packed(aligner::packed_words(st, m, dim));
+      aligner::pack_panels_as(st, {d.data(), m, dim}, packed.data());
+      for (std::size_t j = 0; j != m; ++j)
+        for (std::size_t c = 0; c != dim; ++c)
+          REQUIRE(aligner::packed_value(st, packed.data(), W, dim, j, c) == stored[j * dim + c]);
+      for (std::size_t k : {1, 3, 8, 17}) {
+        for (bool weighted : {false, true}) {
+          const std::size_t budgets[] = {k};
+          std::vector<double> sum(n), z(n), rs(n), rz(n);
+          const float* wp = weighted ? w.data() : nullptr;
+          aligner::hadamard_rows_packed_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, st, packed.data(), m,
+                                                 std::span<const std::size_t>(budgets), wp, sum.data(), z.data());
+          aligner::ref::aligned_row_sums({q.data(), n, dim}, {stored.data(), m, dim}, k, wp, rs.data(), rz.data());
+          for (std::size_t i = 0; i != n; ++i) {
+            INFO(aligner::to_string(st) << " dim " << dim << " m " << m << " k " << k << " weighted " << weighted << " row " << i);
+            REQUIRE_THAT(sum[i], WithinAbs(rs[i], 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim))));
+            REQUIRE_THAT(z[i], WithinAbs(rz[i], 1e-5 * std::max(1.0, rz[i])));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("int8 panels: all-zero tokens, extremes and the scale rule", "[kernel]") {
+  const std::size_t dim = 5, m = 3;
+  const std::vector<float> d = {0, 0, 0, 0, 0,  1, -1, 0.5f, 0.25f, 0.004f,  -300, 299, 1e-3f, 2.4f, -2.6f};
+  aligner::aligned_vector<std::uint32_t> packed(aligner::packed_words(aligner::storage::i8, m, dim));
+  aligner::pack_panels_i8({d.data(), m, dim}, packed.data());
+  const auto want = dequantize_i8(d, dim);
+  for (std::size_t j = 0; j != m; ++j)
+    for (std::size_t c = 0; c != dim; ++c)
+      CHECK(aligner::packed_value(aligner::storage::i8, packed.data(), W, dim, j, c) == want[j * dim + c]);
+  // The largest magnitude of a token is stored exactly up to the scale's rounding: q = +-127.
+  CHECK(aligner::packed_value(aligner::storage::i8, packed.data(), W, dim, 2, 0) == -127.f * float(300.0 / 127.0));
+  CHECK(aligner::packed_value(aligner::storage::i8, packed.data(), W, dim, 0, 3) == 0.f);
 }

@@ -72,18 +72,21 @@ TEST_CASE("persist: save -> load -> search gives identical results (mmap and rea
   std::filesystem::remove(path);
 }
 
-TEST_CASE("persist: a bf16 store saves and loads (mapped and read)", "[property]") {
+TEST_CASE("persist: bf16, f16 and i8 stores save and load (mapped and read)", "[property]") {
   const small_index data(40, 21);
-  retriever r(aligner::exact_backend(data.dim), data.view(), {.doc_prune = 0.5, .precision = aligner::storage::bf16}, data.salience);
-  const auto path = temp("bf16.bin");
-  r.save(path);
-  for (bool mmap : {true, false}) {
-    const auto back = retriever::load(path, {.mmap = mmap});
-    CHECK(back.store().precision() == aligner::storage::bf16);
-    CHECK(back.params().precision == aligner::storage::bf16);
-    require_same_results(r, back, data.dim);
+  for (aligner::storage st : {aligner::storage::bf16, aligner::storage::f16, aligner::storage::i8}) {
+    INFO(aligner::to_string(st));
+    retriever r(aligner::exact_backend(data.dim), data.view(), {.doc_prune = 0.5, .precision = st}, data.salience);
+    const auto path = temp("low.bin");
+    r.save(path);
+    for (bool mmap : {true, false}) {
+      const auto back = retriever::load(path, {.mmap = mmap});
+      CHECK(back.store().precision() == st);
+      CHECK(back.params().precision == st);
+      require_same_results(r, back, data.dim);
+    }
+    std::filesystem::remove(path);
   }
-  std::filesystem::remove(path);
 }
 
 TEST_CASE("persist: every flipped byte is caught or harmless, every truncation caught", "[edge]") {

@@ -266,10 +266,11 @@ void build_index(const arguments& a, const retrieval_setup& s, Fn&& fn) {
     {
       progress bar("indexing", 1, progress_enabled(a));
       const std::string st = a.get("--storage", "f32");
-      if (st != "f32" && st != "bf16") throw usage_error("--storage must be f32 or bf16, got '" + st + "'");
+      aligner::storage precision = aligner::storage::f32;
+      if (!aligner::parse_storage(st, precision)) throw usage_error("--storage must be f32, bf16, f16 or i8, got '" + st + "'");
       index = std::make_unique<aligner::aligner_retriever<backend_t>>(
           std::move(backend), s.c.docs.view(),
-          aligner::index_params{.doc_prune = prune_doc, .precision = st == "bf16" ? aligner::storage::bf16 : aligner::storage::f32}, s.ud);
+          aligner::index_params{.doc_prune = prune_doc, .precision = precision}, s.ud);
       bar.tick();
     }
     fn(*index);
@@ -317,7 +318,9 @@ int cmd_eval(const arguments& a) {
     std::printf("%s%s (default exact)\n%s", kEvalHelp, backend_names(), R"(  --prune-query B       keep the top B of each query's tokens for the token search (needs --salience)
   --prune-doc B         keep the top B of each document's tokens in the token index (needs --salience)
   --salience none|idf   idf: token IDF over the collection as query and document salience
-  --storage f32|bf16    precision of the rerank token store (default f32; bf16 halves its memory)
+  --storage f32|bf16|f16|i8
+                        precision of the rerank token store (default f32; bf16 and f16 halve its
+                        memory, i8 (per-token scale) quarters it)
   --top N               results per query (default 1000)
   --run FILE            write the TREC run of the first strategy
   --threads T           worker threads (default 1; 0 = all cores)
@@ -343,7 +346,8 @@ verifies it and memory-maps the token store).
   --out INDEX           index file to write
   --backend NAME        token MIPS backend: )", backend_names(), R"(  --prune-doc B         keep the top B of each document's tokens in the token index (needs --salience)
   --salience none|idf   idf: token IDF as document salience (stored in the index, used by search)
-  --storage f32|bf16    precision of the stored token vectors (default f32)
+  --storage f32|bf16|f16|i8
+                        precision of the stored token vectors (default f32)
   --progress            progress bar on stderr even when it is not a terminal
 )");
     return 0;

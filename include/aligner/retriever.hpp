@@ -48,7 +48,7 @@ namespace aligner {
 struct index_params {
   double doc_prune = 1.0;  ///< β^d in (0, 1]: fraction of each document's tokens (by salience) given to the backend
   bool check_finite = true;
-  storage precision = storage::f32;  ///< token store precision for the rerank (bf16: half the memory)
+  storage precision = storage::f32;  ///< token store precision for the rerank (bf16/f16: half the memory, i8: a quarter)
 };
 
 /// Per-call knobs of a search.
@@ -269,7 +269,7 @@ class aligner_retriever {
     };
     const std::string_view packed(static_cast<const char*>(store_.packed_data()), store_.packed_elements() * 4);
     const auto salience = store_.all_salience();
-    const std::uint8_t precision[1] = {std::uint8_t(store_.precision() == storage::bf16 ? 1 : 0)};
+    const std::uint8_t precision[1] = {std::uint8_t(store_.precision())};  // 0 f32, 1 bf16, 2 f16, 3 i8
     using io::section_dtype;
     const std::vector<io::section_out> sections = {
         {"meta", section_dtype::i64, {6}, bytes(std::span<const std::int64_t>(meta))},
@@ -314,8 +314,8 @@ class aligner_retriever {
     storage precision = storage::f32;
     if (sections.count("storage")) {
       const auto st = get("storage", io::section_dtype::u8).template as<std::uint8_t>();
-      if (st.size() != 1 || st[0] > 1) fail("corrupt storage section");
-      precision = st[0] == 1 ? storage::bf16 : storage::f32;
+      if (st.size() != 1 || st[0] > std::uint8_t(storage::i8)) fail("corrupt storage section");
+      precision = storage(st[0]);
     }
     params.precision = precision;
     const auto offsets_in = get("offsets", io::section_dtype::i64).template as<std::int64_t>();
@@ -355,14 +355,22 @@ class aligner_retriever {
       if (std::size_t(width) == panel_width<> && file->mapped()) {
         store = token_store::adopt(std::size_t(dim), precision, offsets, panel_offsets, packed.data, packed_elements, salience,
                                    has_salience, std::shared_ptr<const void>(file, file.get()));
+      } else if (std::size_t(width) == panel_width<>) {
+        // Read into memory: the packed words are copied as they are (bit-identical, also for int8 scales).
+        auto copy = std::make_shared<aligned_vector<std::uint32_t>>(packed_elements);
+        if (packed_elements) std::memcpy(copy->data(), packed.data, packed_elements * 4);
+        store = token_store::adopt(std::size_t(dim), precision, offsets, panel_offsets, copy->data(), packed_elements, salience,
+                                   has_salience, std::shared_ptr<const void>(copy, copy->data()));
+        store.detach();
       } else {
-        // Not mapped (or saved by a build with another SIMD width): repack document by document.
-        const std::size_t w = std::size_t(width), d = std::size_t(dim), rows_per_panel = precision == storage::f32 ? d : (d + 1) / 2;
+        // Saved by a build with another SIMD width: repack document by document (int8 tokens are re-quantised
+        // from their stored values, which can move a scale by an ulp).
+        const std::size_t w = std::size_t(width), d = std::size_t(dim), words_per_panel = panel_words(precision, d, w);
         std::int64_t expect = 0;
         for (std::size_t doc = 0; doc != std::size_t(docs); ++doc) {
           if (panel_offsets[doc] != expect) fail("panel offsets do not match the saved panel width");
           const std::size_t len = std::size_t(offsets[doc + 1] - offsets[doc]);
-          expect += std::int64_t((len + w - 1) / w * w * rows_per_panel);
+          expect += std::int64_t((len + w - 1) / w * words_per_panel);
         }
         if (std::size_t(expect) != packed_elements) fail("panels section does not match the offsets");
         std::vector<float> rows;
@@ -371,15 +379,7 @@ class aligner_retriever {
           rows.assign(len * d, 0.f);
           const std::size_t base = std::size_t(panel_offsets[doc]);
           for (std::size_t j = 0; j != len; ++j)
-            for (std::size_t c = 0; c != d; ++c) {
-              if (precision == storage::f32) {
-                std::memcpy(&rows[j * d + c], packed.data + 4 * (base + (j / w) * d * w + c * w + j % w), 4);
-              } else {
-                std::uint32_t word;
-                std::memcpy(&word, packed.data + 4 * (base + (j / w) * rows_per_panel * w + (c / 2) * w + j % w), 4);
-                rows[j * d + c] = from_bf16(std::uint16_t(c % 2 ? word >> 16 : word & 0xffffu));
-              }
-            }
+            for (std::size_t c = 0; c != d; ++c) rows[j * d + c] = packed_value(precision, packed.data + 4 * base, w, d, j, c);
           store.add(matrix_view<float>(rows.data(), len, d),
                     has_salience ? std::span<const float>(salience).subspan(std::size_t(offsets[doc]), len) : std::span<const float>(), false);
         }

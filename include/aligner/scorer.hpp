@@ -80,8 +80,7 @@ template <class Arch = default_arch>
 void first_token(const void* panels, storage st, std::size_t dim, std::vector<float>& out) {
   out.resize(dim);
   for (std::size_t c = 0; c != dim; ++c)
-    out[c] = st == storage::f32 ? packed_at<Arch>(static_cast<const float*>(panels), dim, 0, c)
-                                : packed_at_bf16<Arch>(static_cast<const std::uint32_t*>(panels), dim, 0, c);
+    out[c] = packed_value(st, panels, panel_width<Arch>, dim, 0, c);
 }
 
 /// The rows kernel over panels of either storage.
@@ -89,12 +88,7 @@ template <class Arch = default_arch>
 void rows_kernel(matrix_view<float> query, const void* panels, storage st, std::size_t doc_rows,
                  std::span<const std::size_t> budgets, const float* doc_salience, double* row_sum, double* row_z,
                  prefetch_hint next = {}) {
-  if (st == storage::f32)
-    hadamard_rows_kernel{}(Arch{}, query, static_cast<const float*>(panels), doc_rows, budgets, doc_salience, row_sum, row_z,
-                           next);
-  else
-    hadamard_rows_bf16_kernel{}(Arch{}, query, static_cast<const std::uint32_t*>(panels), doc_rows, budgets, doc_salience,
-                                row_sum, row_z, next);
+  hadamard_rows_packed_kernel{}(Arch{}, query, st, panels, doc_rows, budgets, doc_salience, row_sum, row_z, next);
 }
 
 /// Score of a query against one packed document (no validation).

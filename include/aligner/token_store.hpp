@@ -48,7 +48,7 @@ class token_store {
   /// Bytes of the packed vectors (including panel padding) and salience.
   std::size_t memory_bytes() const noexcept { return packed_elements() * 4 + salience_.size() * sizeof(float); }
 
-  /// Packed panels of sequence s: floats (storage::f32, kernels/panels.hpp) or 32-bit words of bf16 pairs.
+  /// Packed panels of sequence s: floats (storage::f32) or 32-bit words (bf16, f16, i8); see kernels/panels.hpp.
   const void* panels(std::size_t s) const noexcept { return static_cast<const std::uint32_t*>(base()) + panel_offsets_[s]; }
   /// Every packed 4-byte element of the store (for saving); offsets into it are panel_offsets().
   const void* packed_data() const noexcept { return base(); }
@@ -68,8 +68,7 @@ class token_store {
   }
   /// Component c of token j of sequence s (as stored: bf16 values are returned exactly).
   float at(std::size_t s, std::size_t j, std::size_t c) const noexcept {
-    return storage_ == storage::f32 ? packed_at(static_cast<const float*>(panels(s)), dim_, j, c)
-                                    : packed_at_bf16(static_cast<const std::uint32_t*>(panels(s)), dim_, j, c);
+    return packed_value(storage_, panels(s), panel_width<>, dim_, j, c);
   }
   /// Copies sequence s back to row-major order (length(s) x dim floats).
   void unpack(std::size_t s, float* out) const noexcept {
@@ -91,7 +90,7 @@ class token_store {
 
   /// Packed elements (4-byte) of a sequence of `rows` tokens in this store's precision.
   std::size_t packed_elements_for(std::size_t rows) const noexcept {
-    return storage_ == storage::f32 ? packed_size(rows, dim_) : packed_size_bf16(rows, dim_);
+    return packed_words(storage_, rows, dim_);
   }
 
   /// A store over packed panels held elsewhere (this build's panel width, 64-byte aligned, `elements` 4-byte
@@ -124,6 +123,9 @@ class token_store {
     return t;
   }
 
+  /// Copies adopted panels into memory the store owns (no-op when it owns them already).
+  void detach() { own(); }
+
   /// Appends one sequence. Throws (store unchanged) on a dim mismatch, NaN/Inf, or a salience that is missing,
   /// surplus, of the wrong length, negative or non-finite.
   std::size_t add(matrix_view<float> tokens, std::span<const float> salience = {}, bool check_finite = true) {
@@ -137,6 +139,7 @@ class token_store {
     ALIGNER_EXPECTS(sequences.tokens.rows == 0 || sequences.tokens.cols == dim_, "token_store of dim ", dim_,
                     " cannot take tokens of dim ", sequences.tokens.cols);
     detail::check_matrix(sequences.tokens, "tokens", check_finite);
+    check_range(sequences.tokens);
     detail::check_weights(salience, sequences.tokens.rows, "salience");
     check_salience_mode(!salience.empty(), sequences.size());
     own();
@@ -160,9 +163,18 @@ class token_store {
     ALIGNER_EXPECTS(tokens.rows < (std::size_t{1} << 24), "a sequence holds ", tokens.rows,
                     " tokens; at most 2^24 - 1 are supported");
     detail::check_matrix(tokens, "tokens", check_finite);
+    check_range(tokens);
     detail::check_weights(salience, tokens.rows, "salience");
     const bool with = !salience.empty() || (tokens.rows == 0 && has_salience_);
     check_salience_mode(with, 1);
+  }
+  /// float16 storage holds magnitudes below 65520 (larger ones would round to infinity); non-finite values are
+  /// rejected too, also when the caller skipped the finiteness check.
+  void check_range(matrix_view<float> tokens) const {
+    std::size_t row = 0, col = 0;
+    if (storage_ == storage::f16)
+      ALIGNER_EXPECTS(fits_f16(tokens, row, col), "tokens[", row, "][", col, "] = ", tokens.row(row)[col],
+                      " is outside the float16 range (|x| < 65520) of this store");
   }
   const void* base() const noexcept {
     if (keep_alive_) return adopted_;
@@ -189,8 +201,8 @@ class token_store {
       panels_.resize(at + packed_size(tokens.rows, dim_));
       if (tokens.rows) pack_panels(tokens, panels_.data() + at);
     } else {
-      words_.resize(at + packed_size_bf16(tokens.rows, dim_));
-      if (tokens.rows) pack_panels_bf16(tokens, words_.data() + at);
+      words_.resize(at + packed_elements_for(tokens.rows));
+      if (tokens.rows) pack_panels_as(storage_, tokens, words_.data() + at);
     }
     panel_offsets_.push_back(std::int64_t(at));
     offsets_.push_back(offsets_.back() + std::int64_t(tokens.rows));
@@ -201,7 +213,7 @@ class token_store {
   std::size_t dim_ = 1;
   storage storage_ = storage::f32;
   aligned_vector<float> panels_;           ///< owned float panels (storage::f32)
-  aligned_vector<std::uint32_t> words_;    ///< owned bf16-pair panels (storage::bf16)
+  aligned_vector<std::uint32_t> words_;    ///< owned panels of the other storages, as 32-bit words
   const void* adopted_ = nullptr;          ///< adopted panels (valid while keep_alive_ is set)
   std::size_t adopted_size_ = 0;
   std::shared_ptr<const void> keep_alive_;  ///< owner of adopted memory (e.g. a memory-mapped file)

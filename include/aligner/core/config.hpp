@@ -10,11 +10,14 @@
 
 #include <xsimd/xsimd.hpp>
 
-/// Forces inlining of small kernel helpers whose array arguments must stay in registers.
+/// Forces inlining of small kernel helpers whose array arguments must stay in registers, and keeps register-tile
+/// loops out of their callers (inlined, GCC spilled tile registers to the stack in some instantiations).
 #if defined(__GNUC__) || defined(__clang__)
 #define ALIGNER_ALWAYS_INLINE __attribute__((always_inline)) inline
 #define ALIGNER_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
+#define ALIGNER_NOINLINE __attribute__((noinline))
 #else
+#define ALIGNER_NOINLINE
 #define ALIGNER_ALWAYS_INLINE inline
 #define ALIGNER_ALWAYS_INLINE_LAMBDA
 #endif

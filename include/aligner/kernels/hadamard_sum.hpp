@@ -27,7 +27,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__AVX512BF16__)
+#if defined(__SSE2__) || defined(__AVX512BF16__)
 #include <immintrin.h>
 #endif
 
@@ -107,7 +107,7 @@ struct hadamard_rows_kernel {
 
 namespace detail {
 
-template <class Arch, bool Bf16 = false>
+template <class Arch, storage St = storage::f32>
 struct hadamard_impl {
   using batch = xsimd::batch<float, Arch>;
   static constexpr std::size_t width = batch::size;
@@ -115,14 +115,14 @@ struct hadamard_impl {
   static constexpr std::size_t block_rows = 4;
   static constexpr std::size_t block_panels = sizeof(batch) >= 64 ? 4 : 2;
 
-  const void* panels;  ///< float panels, or 32-bit words of bf16 pairs when Bf16
+  const void* panels;  ///< packed panels in storage St (kernels/panels.hpp)
   std::size_t dim, doc_rows, panel_total;
   matrix_view<float> query;
   const std::uint32_t* query_bf16 = nullptr;  ///< query rows as bf16 pairs (stride (dim + 1) / 2), AVX512-BF16 path
   prefetch_hint next{};                       ///< what the caller scores after this document (may be empty)
 
   /// Bytes per packed panel, and the span of panels scored together (kept in L2; see run_topk).
-  std::size_t panel_bytes() const noexcept { return (Bf16 ? (dim + 1) / 2 : dim) * width * 4; }
+  std::size_t panel_bytes() const noexcept { return panel_words(St, dim, width) * 4; }
   static constexpr std::size_t span_bytes = std::size_t(256) << 10;
 
   static void prefetch_line(const char* p) noexcept {
@@ -136,15 +136,15 @@ struct hadamard_impl {
   /// acc[r][v] = S tile of rows i0 + r and panel p0 + v.
   template <std::size_t R, std::size_t V>
   void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
-    if constexpr (Bf16)
+    if constexpr (St == storage::bf16)
       tile_bf16<R, V>(i0, p0, acc);
     else
-      tile_f32<R, V>(i0, p0, acc);
+      tile_decoded<R, V>(i0, p0, acc);
   }
 
   /// bfloat16 panels: each 32-bit word holds two components of one token.
   template <std::size_t R, std::size_t V>
-  void tile_bf16(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
+  ALIGNER_NOINLINE void tile_bf16(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
     using words = xsimd::batch<std::uint32_t, Arch>;
     batch acc[R][V];
     for (std::size_t r = 0; r != R; ++r)
@@ -197,23 +197,98 @@ struct hadamard_impl {
       for (std::size_t v = 0; v != V; ++v) out[r][v] = acc[r][v];
   }
 
-  /// Accumulates in locals and writes `out` once: accumulating straight into the output array made GCC store
-  /// every accumulator on every step (it cannot prove the array does not alias the panels).
+  /// Component row c of a panel (W lanes) widened to float: f32 as is, f16 through F16C where the build has it,
+  /// i8 sign-extended and converted (the per-token scale is applied to the finished dot products).
+#if defined(__SSE2__)
+  static constexpr bool sse2_build = true;
+#else
+  static constexpr bool sse2_build = false;
+#endif
+
+  ALIGNER_ALWAYS_INLINE static batch load_row(const unsigned char* panel, std::size_t c) noexcept {
+    if constexpr (St == storage::f32) {
+      return batch::load_aligned(reinterpret_cast<const float*>(panel) + c * width);
+    } else if constexpr (St == storage::f16) {
+      const unsigned char* p = panel + c * width * 2;
+#if defined(__AVX512F__)
+      if constexpr (width == 16) return batch(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#endif
+#if defined(__F16C__)
+      if constexpr (width == 8) return batch(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+      if constexpr (width == 4) return batch(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#endif
+      // Portable: widen to 32 bits, then shift into float position and scale by 2^112 (exact for normal and
+      // subnormal halves); Inf/NaN get the float exponent; the sign goes back on last.
+      using words = xsimd::batch<std::uint32_t, Arch>;
+      alignas(64) std::uint32_t wide[width];
+      if (!(width == 4 && sse2_build))
+        for (std::size_t l = 0; l != width; ++l) {
+          std::uint16_t h;
+          std::memcpy(&h, p + 2 * l, 2);
+          wide[l] = h;
+        }
+      words h;
+#if defined(__SSE2__)
+      if constexpr (width == 4)
+        h = words(_mm_unpacklo_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), _mm_setzero_si128()));
+      else
+#endif
+        h = words::load_aligned(wide);
+      const words em = h & words(0x7fffu), sign = (h & words(0x8000u)) << 16;
+      const words finite = xsimd::bitwise_cast<words>(batch(xsimd::bitwise_cast<batch>(words(em << 13)) * batch(5.192296858534828e33f)));
+      const words special = words(0x7f800000u) | words((em & words(0x3ffu)) << 13);
+      return xsimd::bitwise_cast<batch>(words(xsimd::select(em >= words(0x7c00u), special, finite) | sign));
+    } else {
+      static_assert(St == storage::i8);
+      const unsigned char* p = panel + width * 4 + c * width;
+#if defined(__AVX512F__)
+      if constexpr (width == 16)
+        return batch(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
+#endif
+#if defined(__AVX2__)
+      if constexpr (width == 8)
+        return batch(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
+#endif
+#if defined(__SSE2__)
+      if constexpr (width == 4) {  // sign-extend 4 bytes: duplicate them up to the top byte of each lane, shift back
+        std::int32_t word;
+        std::memcpy(&word, p, 4);
+        __m128i x = _mm_cvtsi32_si128(word);
+        x = _mm_unpacklo_epi8(x, x);
+        x = _mm_unpacklo_epi16(x, x);
+        return batch(_mm_cvtepi32_ps(_mm_srai_epi32(x, 24)));
+      }
+#endif
+      alignas(64) float lane[width];
+      for (std::size_t l = 0; l != width; ++l) lane[l] = float(static_cast<std::int8_t>(p[l]));
+      return batch::load_aligned(lane);
+    }
+  }
+
+  /// f32, f16 and i8 panels: broadcast-FMA over component rows widened to float. Accumulates in locals and
+  /// writes `out` once: accumulating straight into the output array made GCC store every accumulator on every
+  /// step (it cannot prove the array does not alias the panels).
   template <std::size_t R, std::size_t V>
-  void tile_f32(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
+  ALIGNER_NOINLINE void tile_decoded(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
     batch acc[R][V];
     for (std::size_t r = 0; r != R; ++r)
       for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(0.f);
     const float* q[R];
     for (std::size_t r = 0; r != R; ++r) q[r] = query.row(i0 + r);
-    const float* base = static_cast<const float*>(panels) + p0 * dim * width;
-    const std::size_t panel_stride = dim * width;
+    const std::size_t stride = panel_bytes();
+    const unsigned char* base = static_cast<const unsigned char*>(panels) + p0 * stride;
     for (std::size_t c = 0; c != dim; ++c) {
       batch d[V];
-      for (std::size_t v = 0; v != V; ++v) d[v] = batch::load_aligned(base + v * panel_stride + c * width);
+      for (std::size_t v = 0; v != V; ++v) d[v] = load_row(base + v * stride, c);
       for (std::size_t r = 0; r != R; ++r) {
         const batch qc(q[r][c]);
         for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(qc, d[v], acc[r][v]);
+      }
+    }
+    if constexpr (St == storage::i8) {  // per-token scales, stored ahead of each panel's bytes
+      for (std::size_t v = 0; v != V; ++v) {
+        const batch scale = batch::load_unaligned(reinterpret_cast<const float*>(base + v * stride));
+        for (std::size_t r = 0; r != R; ++r) acc[r][v] *= scale;
       }
     }
     for (std::size_t r = 0; r != R; ++r)
@@ -499,8 +574,8 @@ struct hadamard_impl {
 
 namespace detail {
 
-/// Runs the hadamard rows over float (Bf16 = false) or bf16-pair (Bf16 = true) panels.
-template <class Arch, bool Bf16>
+/// Runs the hadamard rows over panels of storage St.
+template <class Arch, storage St>
 void run_hadamard_rows(matrix_view<float> query, const void* panels, std::size_t doc_rows, std::span<const std::size_t> budgets,
                        const float* doc_weights, double* row_sum, double* row_z, prefetch_hint next) {
   const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
@@ -509,9 +584,9 @@ void run_hadamard_rows(matrix_view<float> query, const void* panels, std::size_t
     std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
     return;
   }
-  hadamard_impl<Arch, Bf16> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
+  hadamard_impl<Arch, St> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
   impl.next = next;
-  if constexpr (Bf16) {  // query rows as bf16 pairs, for the AVX512-BF16 instruction
+  if constexpr (St == storage::bf16) {  // query rows as bf16 pairs, for the AVX512-BF16 instruction
     // Converted once per query, not per document: the last query seen by this thread is kept (a compare of the
     // floats costs a fraction of the conversion, which was a quarter of the time at m = 128).
     thread_local std::vector<std::uint32_t> q16;
@@ -556,7 +631,7 @@ template <class Arch>
 void hadamard_rows_kernel::operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows,
                                       std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum,
                                       double* row_z, prefetch_hint next) const {
-  detail::run_hadamard_rows<Arch, false>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, next);
+  detail::run_hadamard_rows<Arch, storage::f32>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, next);
 }
 
 /// The same reduction over bfloat16 panels (kernels/panels.hpp, pack_panels_bf16); accumulation in float.
@@ -565,7 +640,22 @@ struct hadamard_rows_bf16_kernel {
   void operator()(Arch, matrix_view<float> query, const std::uint32_t* panels, std::size_t doc_rows,
                   std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z,
                   prefetch_hint next = {}) const {
-    detail::run_hadamard_rows<Arch, true>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, next);
+    detail::run_hadamard_rows<Arch, storage::bf16>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, next);
+  }
+};
+
+/// The same reduction over panels of any storage (kernels/panels.hpp: packed_words / pack_panels_as).
+struct hadamard_rows_packed_kernel {
+  template <class Arch>
+  void operator()(Arch, matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows,
+                  std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z,
+                  prefetch_hint next = {}) const {
+    switch (st) {
+      case storage::f32: detail::run_hadamard_rows<Arch, storage::f32>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, next); break;
+      case storage::bf16: detail::run_hadamard_rows<Arch, storage::bf16>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, next); break;
+      case storage::f16: detail::run_hadamard_rows<Arch, storage::f16>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, next); break;
+      case storage::i8: detail::run_hadamard_rows<Arch, storage::i8>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, next); break;
+    }
   }
 };
 
