@@ -90,6 +90,35 @@ TEST_CASE("exact backend: ties toward the smaller id", "[edge]") {
   CHECK(res.ids == std::vector<std::int64_t>{0, 1});
 }
 
+TEST_CASE("exact backend: exact ties across chunks and compactions keep the smaller ids", "[oracle]") {
+  // Components in {-1, 0, 1}: every inner product is a small integer, exact in float, so ties are everywhere and
+  // the order (score desc, id asc) is fully determined. 40k tokens span several scan chunks at every dim here,
+  // and k' from 1 to 9000 exercises the threshold, many compactions, and k' larger than one chunk.
+  for (std::size_t dim : {3, 8, 37}) {
+    const std::size_t n = 40000, rows = 7;
+    std::vector<float> x(n * dim), q(rows * dim);
+    std::uint64_t state = 12345 + dim;
+    auto next = [&] { state = state * 6364136223846793005ull + 1442695040888963407ull; return float(int(state >> 62) % 3 - 1); };
+    for (auto& v : x) v = next();
+    for (auto& v : q) v = next();
+    aligner::exact_backend b(dim);
+    b.add({x.data(), n, dim});
+    for (std::size_t k : {1, 5, 100, 3000, 9000}) {
+      INFO("dim " << dim << " k " << k);
+      const auto res = b.search({q.data(), rows, dim}, k);
+      for (std::size_t i = 0; i != rows; ++i) {
+        std::vector<std::pair<double, std::int64_t>> all;
+        for (std::size_t t = 0; t != n; ++t) all.emplace_back(aligner::ref::dot(q.data() + i * dim, x.data() + t * dim, dim), t);
+        std::stable_sort(all.begin(), all.end(), [](auto& a, auto& c) { return a.first > c.first; });
+        for (std::size_t r = 0; r != k; ++r) {
+          REQUIRE(res.ids_of(i)[r] == all[r].second);
+          REQUIRE(double(res.scores_of(i)[r]) == all[r].first);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("retriever: exact backend with k' reaching every document equals brute force", "[oracle]") {
   const std::size_t dim = 32;
   const auto c = make_corpus(120, 40, dim, 7);

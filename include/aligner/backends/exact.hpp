@@ -1,9 +1,10 @@
 /** @file exact.hpp
  *  @brief Brute-force inner-product backend: exact top-k over every stored token; the retriever's test oracle.
  *
- *  Vectors are packed into panels (kernels/panels.hpp) as they are added. A search computes S for a block of
- *  query rows against chunks of 2048 tokens with the register-blocked SIMD tile kernel and keeps each row's
- *  running top-k in a min-heap behind a threshold test, so most scores are rejected with one compare.
+ *  Vectors are packed into panels (kernels/panels.hpp) as they are added. A search computes S for up to 64
+ *  query rows against L2-sized chunks of tokens with the register-blocked SIMD tile kernel (one pass over the
+ *  tokens per 64 query rows, the next chunk prefetched between tiles) and keeps each row's candidates behind a
+ *  threshold: a SIMD compare rejects W scores at once, survivors are compacted with nth_element.
  *  Ties break toward the smaller id. Complexity O(queries * size * dim). `search` is const and thread-safe. */
 #pragma once
 
@@ -56,44 +57,79 @@ class exact_backend {
     detail::check_backend_search(queries, k, dim_);
     topk_result out(queries.rows, k);
     if (size_ == 0 || queries.rows == 0) return out;
-    constexpr std::size_t width = panel_width<>, chunk = 2048, row_block = 16;
-    using entry = std::pair<float, std::int64_t>;  // (score, id)
-    // Min-heap on "worse": the top is the entry to evict. Worse = lower score, or equal score and larger id.
-    auto worse_first = [](const entry& a, const entry& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+    using batch = xsimd::batch<float, default_arch>;
+    constexpr std::size_t width = panel_width<>, row_block = 64;
+    // Chunks of about 256 KB of panels (L2-resident with their S block); the next chunk is prefetched while the
+    // current one's S is scanned, so the token stream from DRAM overlaps with compute.
+    const std::size_t chunk = std::max<std::size_t>(4 * width, (std::size_t(256) << 10) / (dim_ * 4) / (4 * width) * (4 * width));
     const std::size_t keep = std::min(k, size_);
-    std::vector<float> s(row_block * chunk);
-    std::vector<std::vector<entry>> heaps(row_block);
+    // Per row: candidates that beat the row's threshold, compacted to the best `keep` (score desc, id asc) whenever
+    // they reach 2 * keep + chunk; the threshold is then the keep-th score. Amortised O(1) per survivor, and one
+    // SIMD compare rejects W scores at once.
+    struct row_state {
+      std::vector<std::pair<float, std::int64_t>> cand;  // cand[0, size) are the candidates
+      std::size_t size = 0;
+      float threshold = -std::numeric_limits<float>::infinity();
+    };
+    auto better = [](const std::pair<float, std::int64_t>& a, const std::pair<float, std::int64_t>& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    };
+    auto compact = [&](row_state& st) {
+      if (st.size <= keep) return;
+      std::nth_element(st.cand.begin(), st.cand.begin() + std::ptrdiff_t(keep - 1), st.cand.begin() + std::ptrdiff_t(st.size), better);
+      st.size = keep;
+      // The keep-th entry: every later score must beat it strictly (a later equal score has a larger id).
+      st.threshold = st.cand[keep - 1].first;
+    };
+    const std::size_t limit = 2 * keep + chunk;
+    thread_local aligned_vector<float> s;
+    std::vector<row_state> rows_state(std::min(row_block, queries.rows));
     for (std::size_t r0 = 0; r0 < queries.rows; r0 += row_block) {
       const std::size_t rows = std::min(row_block, queries.rows - r0);
-      for (auto& h : heaps) h.clear();
+      s.resize(rows * chunk);
+      for (auto& st : rows_state) {
+        st.cand.resize(limit + width);  // room for a whole batch past the limit (branch-free appends)
+        st.size = 0;
+        st.threshold = -std::numeric_limits<float>::infinity();
+      }
       for (std::size_t t0 = 0; t0 < size_; t0 += chunk) {
         const std::size_t count = std::min(chunk, size_ - t0);
+        const prefetch_hint next{panels_.data() + ((t0 + chunk) / width) * dim_ * width,
+                                 t0 + chunk < size_ ? panel_count(std::min(chunk, size_ - t0 - chunk)) * dim_ * width * 4 : 0};
         similarity_kernel{}(default_arch{}, queries.middle_rows(r0, rows), panels_.data() + (t0 / width) * dim_ * width, count,
-                            s.data(), chunk);
+                            s.data(), chunk, next);
         for (std::size_t i = 0; i != rows; ++i) {
-          auto& h = heaps[i];
+          row_state& st = rows_state[i];
           const float* row = s.data() + i * chunk;
+          batch thr(st.threshold);
           std::size_t j = 0;
-          for (; j != count && h.size() < keep; ++j) {
-            h.emplace_back(row[j], std::int64_t(t0 + j));
-            std::push_heap(h.begin(), h.end(), worse_first);
+          auto* cand = st.cand.data();
+          for (; j + width <= count; j += width) {
+            if (!xsimd::any(batch::load_aligned(row + j) > thr)) continue;
+            for (std::size_t l = 0; l != width; ++l) {  // branch-free append of the survivors
+              cand[st.size] = {row[j + l], std::int64_t(t0 + j + l)};
+              st.size += row[j + l] > st.threshold;
+            }
+            if (st.size >= limit) {
+              compact(st);
+              thr = batch(st.threshold);
+            }
           }
-          float threshold = h.empty() ? -std::numeric_limits<float>::infinity() : h.front().first;
           for (; j != count; ++j) {
-            if (!(row[j] > threshold)) continue;  // equal scores keep the earlier (smaller) id
-            std::pop_heap(h.begin(), h.end(), worse_first);
-            h.back() = {row[j], std::int64_t(t0 + j)};
-            std::push_heap(h.begin(), h.end(), worse_first);
-            threshold = h.front().first;
+            if (row[j] > st.threshold) cand[st.size++] = {row[j], std::int64_t(t0 + j)};
+            if (st.size >= limit) compact(st);
           }
         }
       }
       for (std::size_t i = 0; i != rows; ++i) {
-        auto& h = heaps[i];
-        std::sort_heap(h.begin(), h.end(), worse_first);  // ascending in "worse" order = best first
-        for (std::size_t t = 0; t != h.size(); ++t) {
-          out.ids[(r0 + i) * k + t] = h[t].second;
-          out.scores[(r0 + i) * k + t] = h[t].first;
+        auto& cand = rows_state[i].cand;
+        cand.resize(rows_state[i].size);
+        if (cand.size() > keep) std::nth_element(cand.begin(), cand.begin() + std::ptrdiff_t(keep), cand.end(), better);
+        cand.resize(std::min(cand.size(), keep));
+        std::sort(cand.begin(), cand.end(), better);
+        for (std::size_t t = 0; t != cand.size(); ++t) {
+          out.ids[(r0 + i) * k + t] = cand[t].second;
+          out.scores[(r0 + i) * k + t] = cand[t].first;
         }
       }
     }

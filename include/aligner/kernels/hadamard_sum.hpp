@@ -454,21 +454,16 @@ struct hadamard_impl {
     }
   }
 
-  template <std::size_t K, bool Indexed>
-  void run_topk(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum,
-                double* row_z) const {
-    const std::size_t n = query.rows, nb = budgets.size();
-    thread_local aligned_vector<float> states_buf, ids_buf;
-    states_buf.assign(n * K * width, -std::numeric_limits<float>::infinity());
-    if constexpr (Indexed) ids_buf.assign(n * K * width, 0.f);
-    float* states = states_buf.data();
-    float* ids = Indexed ? ids_buf.data() : nullptr;
-    // Loop order: the document is cut into spans of at most span_bytes (L2-resident); within a span every block
-    // of query rows sweeps all panel groups, so the span streams from L2 while the query block stays in L1.
-    // While a span is scored, the bytes scored next (the span after it, or the caller's next document) are
-    // prefetched in equal slices before each tile, so DRAM latency overlaps with compute. (Sweeping all query
-    // blocks over one panel group instead keeps the group in L1 but leaves no L1 room to prefetch into: the
-    // DRAM stream then ran at a quarter of the core's bandwidth.)
+  /// Visits every (query row block, panel group) tile once: visit.template operator()<R>(i0, p0, panels_here).
+  /// Loop order: the document is cut into spans of at most span_bytes (L2-resident); within a span every block
+  /// of query rows sweeps all panel groups, so the span streams from L2 while the query block stays in L1.
+  /// While a span is scored, the bytes scored next (the span after it, or `next` after the last span) are
+  /// prefetched in equal slices before each tile, so DRAM latency overlaps with compute. (Sweeping all query
+  /// blocks over one panel group instead keeps the group in L1 but leaves no L1 room to prefetch into: the DRAM
+  /// stream then ran at a quarter of the core's bandwidth.)
+  template <class Visit>
+  void sweep(Visit&& visit) const {
+    const std::size_t n = query.rows;
     const std::size_t span = std::max(block_panels, span_bytes / panel_bytes() / block_panels * block_panels);
     const std::size_t row_blocks = (n + block_rows - 1) / block_rows;
     for (std::size_t s0 = 0; s0 < panel_total; s0 += span) {
@@ -487,20 +482,34 @@ struct hadamard_impl {
       for (; i0 + block_rows <= n; i0 += block_rows)
         for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
           prefetch_slice();
-          fold_rows<K, Indexed, block_rows>(i0, p0, std::min(block_panels, s1 - p0), states, ids);
+          visit.template operator()<block_rows>(i0, p0, std::min(block_panels, s1 - p0));
         }
       if (i0 == n) continue;
       for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
         prefetch_slice();
-        const std::size_t panels_here = std::min(block_panels, s1 - p0);
+        const std::size_t here = std::min(block_panels, s1 - p0);
         switch (n - i0) {
-          case 1: fold_rows<K, Indexed, 1>(i0, p0, panels_here, states, ids); break;
-          case 2: fold_rows<K, Indexed, 2>(i0, p0, panels_here, states, ids); break;
-          case 3: fold_rows<K, Indexed, 3>(i0, p0, panels_here, states, ids); break;
+          case 1: visit.template operator()<1>(i0, p0, here); break;
+          case 2: visit.template operator()<2>(i0, p0, here); break;
+          case 3: visit.template operator()<3>(i0, p0, here); break;
           default: break;
         }
       }
     }
+  }
+
+  template <std::size_t K, bool Indexed>
+  void run_topk(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum,
+                double* row_z) const {
+    const std::size_t n = query.rows, nb = budgets.size();
+    thread_local aligned_vector<float> states_buf, ids_buf;
+    states_buf.assign(n * K * width, -std::numeric_limits<float>::infinity());
+    if constexpr (Indexed) ids_buf.assign(n * K * width, 0.f);
+    float* states = states_buf.data();
+    float* ids = Indexed ? ids_buf.data() : nullptr;
+    sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
+      fold_rows<K, Indexed, R>(i0, p0, here, states, ids);
+    });
     // Final selection: the row's W*K survivors hold its top-kmax.
     const std::size_t kk = std::min(kmax, doc_rows);
     thread_local std::vector<std::pair<float, float>> cand;
@@ -662,23 +671,15 @@ struct hadamard_rows_packed_kernel {
 /// Row-major S tile kernel: s_out (query.rows x panels*W, row stride s_stride floats) receives every q_i . d_j
 /// of a packed sequence (padding lanes get 0). Used by explain and the exact MIPS backend.
 struct similarity_kernel {
+  /// `next` (optional) is prefetched in equal slices between tiles, e.g. the following chunk of a token scan.
   template <class Arch>
   void operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows, float* s_out,
-                  std::size_t s_stride) const noexcept {
+                  std::size_t s_stride, prefetch_hint next = {}) const noexcept {
     detail::hadamard_impl<Arch> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
-    using impl_t = detail::hadamard_impl<Arch>;
-    for (std::size_t p0 = 0; p0 < impl.panel_total; p0 += impl_t::block_panels) {
-      const std::size_t here = std::min(impl_t::block_panels, impl.panel_total - p0);
-      std::size_t i0 = 0;
-      for (; i0 + impl_t::block_rows <= query.rows; i0 += impl_t::block_rows)
-        impl.template store_rows<impl_t::block_rows>(i0, p0, here, s_out, s_stride);
-      switch (query.rows - i0) {
-        case 1: impl.template store_rows<1>(i0, p0, here, s_out, s_stride); break;
-        case 2: impl.template store_rows<2>(i0, p0, here, s_out, s_stride); break;
-        case 3: impl.template store_rows<3>(i0, p0, here, s_out, s_stride); break;
-        default: break;
-      }
-    }
+    impl.next = next;
+    impl.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
+      impl.template store_rows<R>(i0, p0, here, s_out, s_stride);
+    });
   }
 };
 
