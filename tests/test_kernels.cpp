@@ -1,4 +1,5 @@
 // Kernel paths against their scalar references. Built once per x86 level this CPU runs (see CMakeLists.txt).
+#include <aligner/backends/exact.hpp>
 #include <aligner/kernels/dot.hpp>
 #include <aligner/kernels/hadamard_sum.hpp>
 #include <aligner/kernels/panels.hpp>
@@ -333,4 +334,51 @@ TEST_CASE("int8 panels: all-zero tokens, extremes and the scale rule", "[kernel]
   // The largest magnitude of a token is stored exactly up to the scale's rounding: q = +-127.
   CHECK(aligner::packed_value(aligner::storage::i8, packed.data(), W, dim, 2, 0) == -127.f * float(300.0 / 127.0));
   CHECK(aligner::packed_value(aligner::storage::i8, packed.data(), W, dim, 0, 3) == 0.f);
+}
+
+TEST_CASE("mask_bits: lane l of a comparison is bit l", "[kernel]") {
+  using batch = xsimd::batch<float>;
+  alignas(64) float lane[W];
+  for (std::uint64_t pattern : {std::uint64_t(0), std::uint64_t(1), std::uint64_t(0b1010), (std::uint64_t(1) << W) - 1,
+                                std::uint64_t(1) << (W - 1), std::uint64_t(0x5a5a) & ((std::uint64_t(1) << W) - 1)}) {
+    for (std::size_t l = 0; l != W; ++l) lane[l] = (pattern >> l) & 1 ? 2.f : -1.f;
+    CHECK(aligner::detail::mask_bits(batch::load_aligned(lane) > batch(0.f)) == pattern);
+  }
+}
+
+TEST_CASE("exact backend (this architecture): top-k equals a stable sort, exact ties, padding never returned", "[kernel]") {
+  // Small integers: exact scores, ties everywhere; sizes around panel and span boundaries, several row blocks.
+  for (std::size_t dim : {1, 5, 16, 33}) {
+    for (std::size_t n : {std::size_t(1), W - 1, 3 * W + 1, std::size_t(20000)}) {
+      std::vector<float> x(n * dim);
+      const std::size_t rows = 70;  // more than one block of 64 rows
+      std::vector<float> q(rows * dim);
+      for (std::size_t i = 0; i != x.size(); ++i) x[i] = float(int((i * 7 + i / 3) % 5) - 2);
+      for (std::size_t i = 0; i != q.size(); ++i) q[i] = float(int((i * 11 + 3) % 7) - 3);
+      aligner::exact_backend b(dim);
+      b.add({x.data(), n, dim});
+      std::vector<std::vector<std::pair<double, std::int64_t>>> sorted(rows);
+      for (std::size_t i = 0; i != rows; ++i) {
+        auto& all = sorted[i];
+        for (std::size_t t = 0; t != n; ++t) all.emplace_back(aligner::ref::dot(q.data() + i * dim, x.data() + t * dim, dim), t);
+        std::stable_sort(all.begin(), all.end(), [](auto& a, auto& c) { return a.first > c.first; });
+      }
+      for (std::size_t k : {std::size_t(1), std::size_t(3), n, n + 5, std::size_t(2500)}) {
+        INFO("dim " << dim << " n " << n << " k " << k);
+        const auto res = b.search({q.data(), rows, dim}, k);
+        for (std::size_t i = 0; i != rows; ++i) {
+          const auto& all = sorted[i];
+          for (std::size_t r = 0; r != k; ++r) {
+            if (r < n) {
+              REQUIRE(res.ids_of(i)[r] == all[r].second);
+              REQUIRE(double(res.scores_of(i)[r]) == all[r].first);
+            } else {
+              REQUIRE(res.ids_of(i)[r] == -1);
+              REQUIRE(res.scores_of(i)[r] == -std::numeric_limits<float>::infinity());
+            }
+          }
+        }
+      }
+    }
+  }
 }

@@ -1,14 +1,15 @@
 /** @file exact.hpp
  *  @brief Brute-force inner-product backend: exact top-k over every stored token; the retriever's test oracle.
  *
- *  Vectors are packed into panels (kernels/panels.hpp) as they are added. A search computes S for up to 64
- *  query rows against L2-sized chunks of tokens with the register-blocked SIMD tile kernel (one pass over the
- *  tokens per 64 query rows, the next chunk prefetched between tiles) and keeps each row's candidates behind a
- *  threshold: a SIMD compare rejects W scores at once, survivors are compacted with nth_element.
+ *  Vectors are packed into panels (kernels/panels.hpp) as they are added. A search sweeps every token once per 64
+ *  query rows with the rerank kernel's register-blocked SIMD tiles (L2-sized spans, the next span prefetched) and
+ *  tests each tile of S against its rows' current k-th best in registers: S never goes to memory, only survivors
+ *  are appended, and each row's survivors are compacted with nth_element when they reach 2k + 1024.
  *  Ties break toward the smaller id. Complexity O(queries * size * dim). `search` is const and thread-safe. */
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -57,82 +58,83 @@ class exact_backend {
     detail::check_backend_search(queries, k, dim_);
     topk_result out(queries.rows, k);
     if (size_ == 0 || queries.rows == 0) return out;
-    using batch = xsimd::batch<float, default_arch>;
-    constexpr std::size_t width = panel_width<>, row_block = 64;
-    // Chunks of about 256 KB of panels (L2-resident with their S block); the next chunk is prefetched while the
-    // current one's S is scanned, so the token stream from DRAM overlaps with compute.
-    const std::size_t chunk = std::max<std::size_t>(4 * width, (std::size_t(256) << 10) / (dim_ * 4) / (4 * width) * (4 * width));
+    using impl_t = detail::hadamard_impl<default_arch>;
+    using batch = impl_t::batch;
+    constexpr std::size_t width = impl_t::width, row_block = 64;
     const std::size_t keep = std::min(k, size_);
-    // Per row: candidates that beat the row's threshold, compacted to the best `keep` (score desc, id asc) whenever
-    // they reach 2 * keep + chunk; the threshold is then the keep-th score. Amortised O(1) per survivor, and one
-    // SIMD compare rejects W scores at once.
+    // Per row: the candidates that beat the row's threshold, compacted to the best `keep` (score desc, id asc)
+    // whenever they reach `limit`; the threshold is then the keep-th score. Amortised O(1) per survivor.
+    const std::size_t limit = 2 * keep + 1024;  // 3k + 1024 and 6k + 1024 measured no faster
+    using entry = std::pair<float, std::int64_t>;
+    auto better = [](const entry& a, const entry& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
     struct row_state {
-      std::vector<std::pair<float, std::int64_t>> cand;  // cand[0, size) are the candidates
+      std::vector<entry> cand;  // cand[0, size) are the candidates; room for one tile's appends past the limit
       std::size_t size = 0;
       float threshold = -std::numeric_limits<float>::infinity();
     };
-    auto better = [](const std::pair<float, std::int64_t>& a, const std::pair<float, std::int64_t>& b) {
-      return a.first > b.first || (a.first == b.first && a.second < b.second);
-    };
     auto compact = [&](row_state& st) {
-      if (st.size <= keep) return;
       std::nth_element(st.cand.begin(), st.cand.begin() + std::ptrdiff_t(keep - 1), st.cand.begin() + std::ptrdiff_t(st.size), better);
       st.size = keep;
-      // The keep-th entry: every later score must beat it strictly (a later equal score has a larger id).
+      // Tokens reach a row in increasing id order, so a later score equal to the keep-th loses to it: later
+      // candidates must beat the threshold strictly.
       st.threshold = st.cand[keep - 1].first;
     };
-    const std::size_t limit = 2 * keep + chunk;
-    thread_local aligned_vector<float> s;
-    std::vector<row_state> rows_state(std::min(row_block, queries.rows));
+    thread_local std::vector<row_state> rows_state;
+    if (rows_state.size() < std::min(row_block, queries.rows)) rows_state.resize(std::min(row_block, queries.rows));
     for (std::size_t r0 = 0; r0 < queries.rows; r0 += row_block) {
       const std::size_t rows = std::min(row_block, queries.rows - r0);
-      s.resize(rows * chunk);
-      for (auto& st : rows_state) {
-        st.cand.resize(limit + width);  // room for a whole batch past the limit (branch-free appends)
-        st.size = 0;
-        st.threshold = -std::numeric_limits<float>::infinity();
+      for (std::size_t i = 0; i != rows; ++i) {
+        rows_state[i].cand.resize(limit + impl_t::block_panels * width);
+        rows_state[i].size = 0;
+        rows_state[i].threshold = -std::numeric_limits<float>::infinity();
       }
-      for (std::size_t t0 = 0; t0 < size_; t0 += chunk) {
-        const std::size_t count = std::min(chunk, size_ - t0);
-        const prefetch_hint next{panels_.data() + ((t0 + chunk) / width) * dim_ * width,
-                                 t0 + chunk < size_ ? panel_count(std::min(chunk, size_ - t0 - chunk)) * dim_ * width * 4 : 0};
-        similarity_kernel{}(default_arch{}, queries.middle_rows(r0, rows), panels_.data() + (t0 / width) * dim_ * width, count,
-                            s.data(), chunk, next);
-        for (std::size_t i = 0; i != rows; ++i) {
-          row_state& st = rows_state[i];
-          const float* row = s.data() + i * chunk;
-          batch thr(st.threshold);
-          std::size_t j = 0;
-          auto* cand = st.cand.data();
-          for (; j + width <= count; j += width) {
-            if (!xsimd::any(batch::load_aligned(row + j) > thr)) continue;
-            for (std::size_t l = 0; l != width; ++l) {  // branch-free append of the survivors
-              cand[st.size] = {row[j + l], std::int64_t(t0 + j + l)};
-              st.size += row[j + l] > st.threshold;
+      // One sweep over every token per block of rows: L2-sized spans, each scored by all row blocks of 4, the next
+      // span prefetched meanwhile. Each S tile is tested against its rows' thresholds in registers; only tiles
+      // with a survivor touch memory.
+      const impl_t impl{panels_.data(), dim_, size_, panel_count(size_), queries.middle_rows(r0, rows)};
+      impl.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
+        auto fold = [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
+          batch acc[R][V];
+          impl.template tile<R, V>(i0, p0, acc);
+          for (std::size_t r = 0; r != R; ++r) {
+            row_state& st = rows_state[i0 + r];
+            const batch threshold(st.threshold);
+            for (std::size_t v = 0; v != V; ++v) {
+              const batch s = impl.mask_tail(acc[r][v], p0 + v);  // padding lanes: -inf, never a candidate
+              std::uint64_t survivors = detail::mask_bits(s > threshold);
+              if (survivors == 0) continue;
+              alignas(64) float lane[width];
+              s.store_aligned(lane);
+              entry* cand = st.cand.data();
+              const std::int64_t first = std::int64_t((p0 + v) * width);
+              for (; survivors != 0; survivors &= survivors - 1) {  // lanes in increasing order: ids stay sorted
+                const int l = std::countr_zero(survivors);
+                cand[st.size++] = {lane[l], first + l};
+              }
             }
-            if (st.size >= limit) {
-              compact(st);
-              thr = batch(st.threshold);
-            }
-          }
-          for (; j != count; ++j) {
-            if (row[j] > st.threshold) cand[st.size++] = {row[j], std::int64_t(t0 + j)};
             if (st.size >= limit) compact(st);
           }
+        };
+        switch (here) {
+          case 1: fold(std::integral_constant<std::size_t, 1>{}); break;
+          case 2: fold(std::integral_constant<std::size_t, 2>{}); break;
+          case 3: if constexpr (impl_t::block_panels >= 3) fold(std::integral_constant<std::size_t, 3>{}); break;
+          default: if constexpr (impl_t::block_panels >= 4) fold(std::integral_constant<std::size_t, 4>{}); break;
         }
-      }
+      });
       for (std::size_t i = 0; i != rows; ++i) {
-        auto& cand = rows_state[i].cand;
-        cand.resize(rows_state[i].size);
-        if (cand.size() > keep) std::nth_element(cand.begin(), cand.begin() + std::ptrdiff_t(keep), cand.end(), better);
-        cand.resize(std::min(cand.size(), keep));
-        std::sort(cand.begin(), cand.end(), better);
-        for (std::size_t t = 0; t != cand.size(); ++t) {
-          out.ids[(r0 + i) * k + t] = cand[t].second;
-          out.scores[(r0 + i) * k + t] = cand[t].first;
+        auto& st = rows_state[i];
+        if (st.size > keep) compact(st);
+        const auto first = st.cand.begin(), mid = first + std::ptrdiff_t(st.size);
+        std::sort(first, mid, better);
+        for (auto it = first; it != mid; ++it) {
+          out.ids[(r0 + i) * k + std::size_t(it - first)] = it->second;
+          out.scores[(r0 + i) * k + std::size_t(it - first)] = it->first;
         }
       }
     }
+    if (limit > (std::size_t(1) << 16))  // do not keep a large k's buffers alive in this thread
+      for (auto& st : rows_state) std::vector<entry>().swap(st.cand);
     return out;
   }
 

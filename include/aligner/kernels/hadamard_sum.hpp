@@ -133,6 +133,21 @@ struct hadamard_impl {
 #endif
   }
 
+  /// The lines the current tile prefetches, [pf_at, pf_stop): sweep sets them before each tile, the tile issues
+  /// one every other component step (then the rest at its end). Spread out like this the prefetches never fill
+  /// the core's miss buffers; issued back to back before each tile they stalled it (7% slower on Zen 4).
+  mutable const char* pf_at = nullptr;
+  mutable const char* pf_stop = nullptr;
+  ALIGNER_ALWAYS_INLINE void prefetch_tick() const noexcept {
+    if (pf_at < pf_stop) {
+      prefetch_line(pf_at);
+      pf_at += 64;
+    }
+  }
+  void prefetch_rest() const noexcept {
+    for (; pf_at < pf_stop; pf_at += 64) prefetch_line(pf_at);
+  }
+
   /// acc[r][v] = S tile of rows i0 + r and panel p0 + v.
   template <std::size_t R, std::size_t V>
   void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
@@ -160,6 +175,7 @@ struct hadamard_impl {
       const std::uint32_t* q[R];
       for (std::size_t r = 0; r != R; ++r) q[r] = query_bf16 + (i0 + r) * pairs;
       for (std::size_t c2 = 0; c2 != pairs; ++c2) {
+        prefetch_tick();
         __m512i d[V];
         for (std::size_t v = 0; v != V; ++v) d[v] = _mm512_load_si512(base + v * panel_stride + c2 * width);
         for (std::size_t r = 0; r != R; ++r) {
@@ -167,6 +183,7 @@ struct hadamard_impl {
           for (std::size_t v = 0; v != V; ++v) a[r][v] = _mm512_dpbf16_ps(a[r][v], (__m512bh)qc, (__m512bh)d[v]);
         }
       }
+      prefetch_rest();
       for (std::size_t r = 0; r != R; ++r)
         for (std::size_t v = 0; v != V; ++v) out[r][v] = batch(a[r][v]);
       return;
@@ -177,6 +194,7 @@ struct hadamard_impl {
     for (std::size_t r = 0; r != R; ++r) q[r] = query.row(i0 + r);
     const words high_mask(0xffff0000u);
     for (std::size_t c2 = 0; c2 != pairs; ++c2) {
+      prefetch_tick();
       batch lo[V], hi[V];
       for (std::size_t v = 0; v != V; ++v) {
         const words w = words::load_aligned(base + v * panel_stride + c2 * width);
@@ -193,6 +211,7 @@ struct hadamard_impl {
         }
       }
     }
+    prefetch_rest();
     for (std::size_t r = 0; r != R; ++r)
       for (std::size_t v = 0; v != V; ++v) out[r][v] = acc[r][v];
   }
@@ -278,6 +297,7 @@ struct hadamard_impl {
     const std::size_t stride = panel_bytes();
     const unsigned char* base = static_cast<const unsigned char*>(panels) + p0 * stride;
     for (std::size_t c = 0; c != dim; ++c) {
+      if (c & 1) prefetch_tick();
       batch d[V];
       for (std::size_t v = 0; v != V; ++v) d[v] = load_row(base + v * stride, c);
       for (std::size_t r = 0; r != R; ++r) {
@@ -285,6 +305,7 @@ struct hadamard_impl {
         for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(qc, d[v], acc[r][v]);
       }
     }
+    prefetch_rest();
     if constexpr (St == storage::i8) {  // per-token scales, stored ahead of each panel's bytes
       for (std::size_t v = 0; v != V; ++v) {
         const batch scale = batch::load_unaligned(reinterpret_cast<const float*>(base + v * stride));
@@ -458,7 +479,7 @@ struct hadamard_impl {
   /// Loop order: the document is cut into spans of at most span_bytes (L2-resident); within a span every block
   /// of query rows sweeps all panel groups, so the span streams from L2 while the query block stays in L1.
   /// While a span is scored, the bytes scored next (the span after it, or `next` after the last span) are
-  /// prefetched in equal slices before each tile, so DRAM latency overlaps with compute. (Sweeping all query
+  /// prefetched in equal slices by the tiles (see pf_at), so DRAM latency overlaps with compute. (Sweeping all query
   /// blocks over one panel group instead keeps the group in L1 but leaves no L1 room to prefetch into: the DRAM
   /// stream then ran at a quarter of the core's bandwidth.)
   template <class Visit>
@@ -476,7 +497,9 @@ struct hadamard_impl {
       std::size_t issued = 0;
       auto prefetch_slice = [&]() {
         const std::size_t end = std::min(lines, issued + per_call);
-        for (; issued < end; ++issued) prefetch_line(pf + issued * 64);
+        pf_at = pf + issued * 64;
+        pf_stop = pf + end * 64;
+        issued = end;
       };
       std::size_t i0 = 0;
       for (; i0 + block_rows <= n; i0 += block_rows)

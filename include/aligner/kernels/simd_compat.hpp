@@ -2,7 +2,13 @@
  *  @brief Every difference between xsimd 8.1 (Debian 12) and later xsimd goes through here. */
 #pragma once
 
+#include <cstdint>
+#include <type_traits>
+
 #include <xsimd/xsimd.hpp>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace aligner::detail {
 
@@ -27,6 +33,33 @@ auto reduce_max(const Batch& v) noexcept {
   auto best = lanes[0];
   for (std::size_t i = 1; i != Batch::size; ++i) best = lanes[i] > best ? lanes[i] : best;
   return best;
+#endif
+}
+
+/// Bit l set when lane l of a float mask is true (xsimd 9+ has batch_bool::mask(); 8.1 does not).
+template <class Arch>
+std::uint64_t mask_bits(const xsimd::batch_bool<float, Arch>& m) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+  return std::uint64_t(m.mask());
+#else
+  constexpr std::size_t lanes = xsimd::batch<float, Arch>::size;
+#if defined(__AVX512F__)
+  if constexpr (lanes == 16 && std::is_base_of_v<xsimd::avx512f, Arch>)
+    return std::uint64_t(static_cast<__mmask16>(m));
+#endif
+#if defined(__AVX__)
+  if constexpr (lanes == 8 && std::is_base_of_v<xsimd::avx, Arch>)
+    return std::uint64_t(unsigned(_mm256_movemask_ps(static_cast<__m256>(m))));
+#endif
+#if defined(__SSE2__)
+  if constexpr (lanes == 4 && std::is_base_of_v<xsimd::sse2, Arch>)
+    return std::uint64_t(unsigned(_mm_movemask_ps(static_cast<__m128>(m))));
+#endif
+  alignas(64) bool lane[lanes];
+  m.store_aligned(lane);
+  std::uint64_t bits = 0;
+  for (std::size_t l = 0; l != lanes; ++l) bits |= std::uint64_t(lane[l]) << l;
+  return bits;
 #endif
 }
 
