@@ -1,8 +1,10 @@
 // Exact MIPS backend token search: q query tokens against t stored tokens of dim 128, top-k per token.
-// _eigen_naive: one Eigen GEMM per query block + nth_element per row (what a straightforward port does).
+// _eigen_naive: one Eigen GEMM per query block + nth_element per row (what a straightforward port does);
+// _ref: scalar double inner products (aligner::ref::dot) + nth_element per row.
 #include "bench_common.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <numeric>
 
@@ -62,7 +64,27 @@ void exact_search_eigen_naive(benchmark::State& state) {
                                                benchmark::Counter::kIs1000);
 }
 
+/// Scalar double reference: every inner product with aligner::ref::dot, then nth_element per query token.
+void exact_search_ref(benchmark::State& state) {
+  const std::size_t q = std::size_t(state.range(0)), t = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const auto& idx = index_of(t);
+  const auto qs = query(q, idx.dim);
+  std::vector<std::pair<double, std::int64_t>> row(t);
+  for (auto _ : state) {
+    for (std::size_t i = 0; i != q; ++i) {
+      for (std::size_t j = 0; j != t; ++j) row[j] = {aligner::ref::dot(qs.data() + i * idx.dim, idx.tokens.data() + j * idx.dim, idx.dim), std::int64_t(j)};
+      std::nth_element(row.begin(), row.begin() + std::ptrdiff_t(k), row.end(), std::greater<>());
+      benchmark::DoNotOptimize(row.data());
+    }
+  }
+  const double it = double(state.iterations());
+  state.counters["queries_per_second"] = benchmark::Counter(it * double(q), benchmark::Counter::kIsRate);
+  state.counters["flops"] = benchmark::Counter(it * 2.0 * double(q) * double(t) * double(idx.dim), benchmark::Counter::kIsRate,
+                                               benchmark::Counter::kIs1000);
+}
+
 }  // namespace
 
 BENCHMARK(exact_search_xsimd)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_eigen_naive)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
+BENCHMARK(exact_search_ref)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
