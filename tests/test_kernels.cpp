@@ -382,3 +382,35 @@ TEST_CASE("exact backend (this architecture): top-k equals a stable sort, exact 
     }
   }
 }
+
+TEST_CASE("exact backend (this architecture): a few extreme scores do not coarsen the selection", "[kernel]") {
+  // One huge (or hugely negative) score stretches the candidates' score range, so nearly all of them share one
+  // bucket of the compaction's bucket select: the threshold must still be the exact k-th best.
+  std::vector<float> x(30000);
+  std::uint64_t state = 7;
+  for (auto& v : x) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    v = float(state >> 40) / float(1 << 24);  // uniform [0, 1), exact in float
+  }
+  for (float outlier : {1e6f, -1e6f, 3e38f}) {
+    x[5] = outlier;
+    x[17000] = -outlier;
+    aligner::exact_backend b(1);
+    b.add({x.data(), x.size(), 1});
+    const float q[] = {1.f, 0.5f};
+    std::vector<std::pair<double, std::int64_t>> all;
+    for (float qv : q) {
+      all.clear();
+      for (std::size_t t = 0; t != x.size(); ++t) all.emplace_back(double(qv) * double(x[t]), t);
+      std::stable_sort(all.begin(), all.end(), [](auto& a, auto& c) { return a.first > c.first; });
+      for (std::size_t k : {1, 50, 700, 4000}) {
+        INFO("outlier " << outlier << " q " << qv << " k " << k);
+        const auto res = b.search({&qv, 1, 1}, k);
+        for (std::size_t r = 0; r != k; ++r) {
+          REQUIRE(res.ids[r] == all[r].second);
+          REQUIRE(double(res.scores[r]) == all[r].first);
+        }
+      }
+    }
+  }
+}

@@ -4,12 +4,13 @@
  *  Vectors are packed into panels (kernels/panels.hpp) as they are added. A search sweeps every token once per 64
  *  query rows with the rerank kernel's register-blocked SIMD tiles (L2-sized spans, the next span prefetched) and
  *  tests each tile of S against its rows' current k-th best in registers: S never goes to memory, only survivors
- *  are appended, and each row's survivors are compacted with nth_element when they reach 2k + 1024.
+ *  are appended, and each row's survivors are compacted (bucket select) to the best k when they reach 2k + 1024.
  *  Ties break toward the smaller id. Complexity O(queries * size * dim). `search` is const and thread-safe. */
 #pragma once
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -72,12 +73,53 @@ class exact_backend {
       std::size_t size = 0;
       float threshold = -std::numeric_limits<float>::infinity();
     };
+    // Compaction keeps the best `keep` (score desc, id asc) by a bucket select: one pass finds the score range, one
+    // counts the scores in 1024 equal buckets of it, the bucket holding the keep-th score is found from the top,
+    // everything above it is kept (a branch-free filter) and only that bucket's entries are ordered (nth_element).
+    // The bucket index is a monotone function of the score, so "above" is exact and ties share a bucket.
+    // (nth_element over all candidates was 3-5x slower at k' = 4000.)
+    thread_local std::vector<std::uint16_t> bucket_of;
+    thread_local std::vector<entry> boundary;
     auto compact = [&](row_state& st) {
-      std::nth_element(st.cand.begin(), st.cand.begin() + std::ptrdiff_t(keep - 1), st.cand.begin() + std::ptrdiff_t(st.size), better);
+      entry* c = st.cand.data();
+      const std::size_t size = st.size;
+      float lo = c[0].first, hi = lo;
+      for (std::size_t i = 1; i != size; ++i) {
+        lo = std::min(lo, c[i].first);
+        hi = std::max(hi, c[i].first);
+      }
+      constexpr std::size_t buckets = 1024;
+      const float scale = float(buckets) / (hi - lo);
+      if (!(hi > lo) || !(scale > 0.f) || !std::isfinite(scale)) {  // all equal, or a range beyond float
+        std::nth_element(st.cand.begin(), st.cand.begin() + std::ptrdiff_t(keep - 1), st.cand.begin() + std::ptrdiff_t(size), better);
+        st.size = keep;
+        st.threshold = c[keep - 1].first;
+        return;
+      }
+      std::uint32_t hist[buckets] = {};
+      bucket_of.resize(size);
+      for (std::size_t i = 0; i != size; ++i) {
+        const std::size_t b = std::min(buckets - 1, std::size_t((c[i].first - lo) * scale));
+        bucket_of[i] = std::uint16_t(b);
+        ++hist[b];
+      }
+      std::size_t above = 0, edge = buckets;  // above = entries in buckets > edge, fewer than keep
+      while (edge-- != 0 && above + hist[edge] < keep) above += hist[edge];
+      boundary.clear();
+      std::size_t kept = 0;
+      for (std::size_t i = 0; i != size; ++i) {
+        const entry e = c[i];
+        if (bucket_of[i] == edge) boundary.push_back(e);
+        c[kept] = e;  // kept <= i: in place
+        kept += bucket_of[i] > edge;
+      }
+      const std::size_t need = keep - above;  // 1 <= need <= boundary.size()
+      std::nth_element(boundary.begin(), boundary.begin() + std::ptrdiff_t(need - 1), boundary.end(), better);
+      std::copy_n(boundary.begin(), need, c + kept);
       st.size = keep;
-      // Tokens reach a row in increasing id order, so a later score equal to the keep-th loses to it: later
-      // candidates must beat the threshold strictly.
-      st.threshold = st.cand[keep - 1].first;
+      // The keep-th best score. Tokens reach a row in increasing id order, so a later score equal to it loses:
+      // later candidates must beat the threshold strictly.
+      st.threshold = boundary[need - 1].first;
     };
     thread_local std::vector<row_state> rows_state;
     if (rows_state.size() < std::min(row_block, queries.rows)) rows_state.resize(std::min(row_block, queries.rows));
@@ -126,7 +168,7 @@ class exact_backend {
         auto& st = rows_state[i];
         if (st.size > keep) compact(st);
         const auto first = st.cand.begin(), mid = first + std::ptrdiff_t(st.size);
-        std::sort(first, mid, better);
+        std::sort(first, mid, better);  // (sorting packed 64-bit keys instead saved 1% at k' = 4000: not kept)
         for (auto it = first; it != mid; ++it) {
           out.ids[(r0 + i) * k + std::size_t(it - first)] = it->second;
           out.scores[(r0 + i) * k + std::size_t(it - first)] = it->first;
