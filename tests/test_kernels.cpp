@@ -3,10 +3,13 @@
 #include <aligner/kernels/dot.hpp>
 #include <aligner/kernels/hadamard_sum.hpp>
 #include <aligner/kernels/panels.hpp>
+#include <aligner/io/collection.hpp>
 
 #include "test_common.hpp"
 
 #include <algorithm>
+#include <functional>
+#include <set>
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
@@ -410,6 +413,43 @@ TEST_CASE("exact backend (this architecture): a few extreme scores do not coarse
           REQUIRE(res.ids[r] == all[r].second);
           REQUIRE(double(res.scores[r]) == all[r].first);
         }
+      }
+    }
+  }
+}
+
+TEST_CASE("exact backend (this architecture): SciFact token vectors against the double reference (skipped when absent)", "[kernel]") {
+  const auto dir = aligner_test::shared_dataset("scifact");
+  if (dir.empty()) return;
+  const auto coll = aligner::io::load_collection(dir);
+  const std::size_t dim = coll.docs.dim, n = 60000, rows = 40;
+  const auto docs = coll.docs.view();
+  REQUIRE(std::size_t(docs.offsets.back()) >= n);
+  aligner::exact_backend b(dim);
+  b.add(docs.tokens.middle_rows(0, n));
+  const auto queries = coll.queries.view().tokens.middle_rows(0, rows);
+  std::vector<std::vector<double>> exact(rows), sorted(rows);
+  for (std::size_t i = 0; i != rows; ++i) {
+    exact[i].resize(n);
+    for (std::size_t t = 0; t != n; ++t) exact[i][t] = aligner::ref::dot(queries.row(i), docs.tokens.row(t), dim);
+    sorted[i] = exact[i];
+    std::sort(sorted[i].begin(), sorted[i].end(), std::greater<>());
+  }
+  for (std::size_t k : {1, 10, 1000}) {
+    const auto res = b.search(queries, k);
+    for (std::size_t i = 0; i != rows; ++i) {
+      const auto& all = exact[i];
+      const auto& want = sorted[i];
+      // GloVe repeats a word's vector, so exact ties are common: rank r must hold a token whose true score is the
+      // r-th best (within float rounding), ids must not repeat, and equal float scores must come in id order.
+      std::set<std::int64_t> seen;
+      for (std::size_t r = 0; r != k; ++r) {
+        INFO("k " << k << " row " << i << " rank " << r);
+        const std::int64_t id = res.ids_of(i)[r];
+        REQUIRE(seen.insert(id).second);
+        REQUIRE_THAT(all[std::size_t(id)], WithinAbs(want[r], 1e-5));
+        REQUIRE_THAT(double(res.scores_of(i)[r]), WithinAbs(want[r], 1e-5));
+        if (r > 0 && res.scores_of(i)[r] == res.scores_of(i)[r - 1]) REQUIRE(res.ids_of(i)[r - 1] < id);
       }
     }
   }
