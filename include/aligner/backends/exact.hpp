@@ -135,7 +135,7 @@ class exact_backend {
       // with a survivor touch memory.
       const impl_t impl{panels_.data(), dim_, size_, panel_count(size_), queries.middle_rows(r0, rows)};
       impl.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
-        auto fold = [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
+        impl_t::with_panels(here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
           batch acc[R][V];
           impl.template tile<R, V>(i0, p0, acc);
           for (std::size_t r = 0; r != R; ++r) {
@@ -156,13 +156,7 @@ class exact_backend {
             }
             if (st.size >= limit) compact(st);
           }
-        };
-        switch (here) {
-          case 1: fold(std::integral_constant<std::size_t, 1>{}); break;
-          case 2: fold(std::integral_constant<std::size_t, 2>{}); break;
-          case 3: if constexpr (impl_t::block_panels >= 3) fold(std::integral_constant<std::size_t, 3>{}); break;
-          default: if constexpr (impl_t::block_panels >= 4) fold(std::integral_constant<std::size_t, 4>{}); break;
-        }
+        });
       });
       for (std::size_t i = 0; i != rows; ++i) {
         auto& st = rows_state[i];

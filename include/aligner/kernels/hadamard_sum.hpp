@@ -396,14 +396,23 @@ struct hadamard_impl {
     }(std::make_index_sequence<K>{});
   }
 
+  /// Calls f(std::integral_constant<std::size_t, V>{}) for the run-time panel count of a tile (1 .. block_panels),
+  /// so tile bodies are compiled once per V.
+  template <class F>
+  ALIGNER_ALWAYS_INLINE static void with_panels(std::size_t panels_here, F&& f) {
+    switch (panels_here) {
+      case 1: f(std::integral_constant<std::size_t, 1>{}); break;
+      case 2: f(std::integral_constant<std::size_t, 2>{}); break;
+      case 3: if constexpr (block_panels >= 3) f(std::integral_constant<std::size_t, 3>{}); break;
+      default: if constexpr (block_panels >= 4) f(std::integral_constant<std::size_t, 4>{}); break;
+    }
+  }
+
   template <std::size_t K, bool Indexed, std::size_t R>
   void fold_rows(std::size_t i0, std::size_t p0, std::size_t panels_here, float* states, float* ids) const noexcept {
-    switch (panels_here) {
-      case 1: tile_and_fold<K, Indexed, R, 1>(i0, p0, states, ids); break;
-      case 2: tile_and_fold<K, Indexed, R, 2>(i0, p0, states, ids); break;
-      case 3: if constexpr (block_panels >= 3) tile_and_fold<K, Indexed, R, 3>(i0, p0, states, ids); break;
-      default: if constexpr (block_panels >= 4) tile_and_fold<K, Indexed, R, 4>(i0, p0, states, ids); break;
-    }
+    with_panels(panels_here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
+      tile_and_fold<K, Indexed, R, V>(i0, p0, states, ids);
+    });
   }
 
   /// Writes the prefix sums of a row's best-first (value, index) list at every budget.
@@ -555,18 +564,12 @@ struct hadamard_impl {
 
   template <std::size_t R>
   void store_rows(std::size_t i0, std::size_t p0, std::size_t panels_here, float* s_rows, std::size_t s_stride) const noexcept {
-    auto run = [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
+    with_panels(panels_here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
       batch acc[R][V];
       tile<R, V>(i0, p0, acc);
       for (std::size_t r = 0; r != R; ++r)
         for (std::size_t v = 0; v != V; ++v) acc[r][v].store_unaligned(s_rows + (i0 + r) * s_stride + (p0 + v) * width);
-    };
-    switch (panels_here) {
-      case 1: run(std::integral_constant<std::size_t, 1>{}); break;
-      case 2: run(std::integral_constant<std::size_t, 2>{}); break;
-      case 3: if constexpr (block_panels >= 3) run(std::integral_constant<std::size_t, 3>{}); break;
-      default: if constexpr (block_panels >= 4) run(std::integral_constant<std::size_t, 4>{}); break;
-    }
+    });
   }
 
   /// Budgets above 16: the whole S (n x panels*W) goes to a buffer, each row is selected with nth_element.
@@ -575,17 +578,9 @@ struct hadamard_impl {
     const std::size_t n = query.rows, s_stride = panel_total * width, nb = budgets.size();
     thread_local aligned_vector<float> s_buf;
     s_buf.resize(n * s_stride);
-    for (std::size_t p0 = 0; p0 < panel_total; p0 += block_panels) {
-      const std::size_t panels_here = std::min(block_panels, panel_total - p0);
-      std::size_t i0 = 0;
-      for (; i0 + block_rows <= n; i0 += block_rows) store_rows<block_rows>(i0, p0, panels_here, s_buf.data(), s_stride);
-      switch (n - i0) {
-        case 1: store_rows<1>(i0, p0, panels_here, s_buf.data(), s_stride); break;
-        case 2: store_rows<2>(i0, p0, panels_here, s_buf.data(), s_stride); break;
-        case 3: store_rows<3>(i0, p0, panels_here, s_buf.data(), s_stride); break;
-        default: break;
-      }
-    }
+    sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
+      store_rows<R>(i0, p0, here, s_buf.data(), s_stride);
+    });
     const std::size_t kk = std::min(kmax, doc_rows);
     thread_local std::vector<std::pair<float, float>> cand;
     for (std::size_t i = 0; i != n; ++i) {
@@ -692,14 +687,12 @@ struct hadamard_rows_packed_kernel {
 };
 
 /// Row-major S tile kernel: s_out (query.rows x panels*W, row stride s_stride floats) receives every q_i . d_j
-/// of a packed sequence (padding lanes get 0). Used by explain and the exact MIPS backend.
+/// of a packed sequence (padding lanes get 0). Used by explain.
 struct similarity_kernel {
-  /// `next` (optional) is prefetched in equal slices between tiles, e.g. the following chunk of a token scan.
   template <class Arch>
   void operator()(Arch, matrix_view<float> query, const float* panels, std::size_t doc_rows, float* s_out,
-                  std::size_t s_stride, prefetch_hint next = {}) const noexcept {
-    detail::hadamard_impl<Arch> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
-    impl.next = next;
+                  std::size_t s_stride) const noexcept {
+    const detail::hadamard_impl<Arch> impl{panels, query.cols, doc_rows, panel_count<Arch>(doc_rows), query};
     impl.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
       impl.template store_rows<R>(i0, p0, here, s_out, s_stride);
     });
