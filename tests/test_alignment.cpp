@@ -1,4 +1,4 @@
-#include <aligner/alignment.hpp>
+#include <aligner/math/alignment.hpp>
 
 #include "test_common.hpp"
 

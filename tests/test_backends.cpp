@@ -1,5 +1,6 @@
 // FAISS and hnswlib adapters against the exact backend, on synthetic and real (bundled Cranfield) data.
 #include <aligner/aligner.hpp>
+#include <aligner/io/index_file.hpp>
 #include <aligner/eval/idf.hpp>
 #include <aligner/io/collection.hpp>
 #ifdef ALIGNER_HAVE_FAISS
@@ -167,7 +168,7 @@ void round_trip(Backend backend, Load load) {
   for (std::int64_t o = 0; o <= 600; o += 6) offsets.push_back(o);
   aligner::aligner_retriever<Backend> r(std::move(backend), aligner::sequence_set_view{{x.data(), 600, dim}, offsets});
   const auto path = std::filesystem::temp_directory_path() / "aligner_backend_round_trip.bin";
-  r.save(path);
+  aligner::save_index(r, path);
   const auto back = load(path);
   const auto q = aligner_test::random_matrix(4, dim, 32, true);
   const aligner::search_params p{.candidates_per_token = 30, .top = 20};
@@ -181,10 +182,10 @@ void round_trip(Backend backend, Load load) {
 #ifdef ALIGNER_HAVE_FAISS
 TEST_CASE("faiss: a retriever saves and loads with its FAISS index", "[property]") {
   round_trip(aligner::faiss_backend(std::make_unique<faiss::IndexFlatIP>(12)),
-             [](const auto& path) { return aligner::aligner_retriever<aligner::faiss_backend>::load(path); });
+             [](const auto& path) { return aligner::load_index<aligner::faiss_backend>(path); });
   auto hnsw = std::make_unique<faiss::IndexHNSWFlat>(12, 8, faiss::METRIC_INNER_PRODUCT);
   round_trip(aligner::faiss_backend(std::move(hnsw)),
-             [](const auto& path) { return aligner::aligner_retriever<aligner::faiss_backend>::load(path); });
+             [](const auto& path) { return aligner::load_index<aligner::faiss_backend>(path); });
   CHECK_THROWS_AS(aligner::faiss_backend::deserialize("not a faiss index"), aligner::io_error);
 }
 #endif
@@ -192,7 +193,7 @@ TEST_CASE("faiss: a retriever saves and loads with its FAISS index", "[property]
 #ifdef ALIGNER_HAVE_HNSWLIB
 TEST_CASE("hnswlib: a retriever saves and loads with its graph", "[property]") {
   round_trip(aligner::hnswlib_backend(12, {.ef_search = 40}),
-             [](const auto& path) { return aligner::aligner_retriever<aligner::hnswlib_backend>::load(path); });
+             [](const auto& path) { return aligner::load_index<aligner::hnswlib_backend>(path); });
   CHECK_THROWS_AS(aligner::hnswlib_backend::deserialize("short"), aligner::io_error);
 }
 #endif

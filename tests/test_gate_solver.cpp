@@ -1,4 +1,4 @@
-#include <aligner/gate_solver.hpp>
+#include <aligner/math/gate_solver.hpp>
 
 #include "test_common.hpp"
 

@@ -1,8 +1,10 @@
 // Kernel paths against their scalar references. Built once per x86 level this CPU runs (see CMakeLists.txt).
 #include <aligner/backends/exact.hpp>
 #include <aligner/kernels/dot.hpp>
-#include <aligner/kernels/hadamard_sum.hpp>
-#include <aligner/kernels/panels.hpp>
+#include <aligner/kernels/aligned_rows.hpp>
+#include <aligner/kernels/lane_topk.hpp>
+#include <aligner/kernels/layout.hpp>
+#include <aligner/kernels/tile.hpp>
 #include <aligner/io/collection.hpp>
 
 #include "test_common.hpp"
@@ -21,6 +23,28 @@ constexpr std::size_t W = aligner::panel_width<>;
 const std::vector<std::size_t> lengths = {0, 1, W - 1, W, W + 1, 2 * W + 1, 3 * W, 8 * W + 2};
 
 double tol(double ref) { return 64 * 1.2e-7 * std::max(std::abs(ref), 1.0); }
+
+/// Tokens (m x dim, row-major) packed in storage st.
+aligner::aligned_vector<std::uint32_t> pack(aligner::storage st, const std::vector<float>& d, std::size_t m, std::size_t dim) {
+  aligner::aligned_vector<std::uint32_t> packed(aligner::packed_words(st, m, dim));
+  aligner::pack_panels(st, {d.data(), m, dim}, packed.data());
+  return packed;
+}
+
+/// The kernel under test, with a fresh workspace (or the given one).
+void rows(const std::vector<float>& q, std::size_t n, std::size_t dim, aligner::storage st, const void* packed, std::size_t m,
+          std::span<const std::size_t> budgets, const float* w, double* sum, double* z, aligner::rows_workspace* ws = nullptr) {
+  aligner::rows_workspace local;
+  aligner::aligned_row_sums({q.data(), n, dim}, st, packed, m, budgets, w, sum, z, ws ? *ws : local);
+}
+void rows(const std::vector<float>& q, std::size_t n, std::size_t dim, aligner::storage st, const void* packed, std::size_t m,
+          std::size_t k, const float* w, double* sum, double* z) {
+  const std::size_t budgets[] = {k};
+  rows(q, n, dim, st, packed, m, budgets, w, sum, z);
+}
+float f32_at(const aligner::aligned_vector<std::uint32_t>& packed, std::size_t dim, std::size_t j, std::size_t c) {
+  return aligner::packed_value(aligner::storage::f32, packed.data(), W, dim, j, c);
+}
 }  // namespace
 
 TEST_CASE("kernels: compiled architecture", "[kernel]") {
@@ -50,12 +74,18 @@ TEST_CASE("panels: pack and read back", "[kernel]") {
   for (std::size_t rows : lengths) {
     const std::size_t dim = 5;
     const auto x = aligner_test::random_matrix(rows, dim, rows);
-    aligner::aligned_vector<float> packed(aligner::packed_size(rows, dim) + 1);
-    aligner::pack_panels({x.data(), rows, dim}, packed.data());
+    const auto packed = pack(aligner::storage::f32, x, rows, dim);
     for (std::size_t j = 0; j != rows; ++j)
-      for (std::size_t c = 0; c != dim; ++c) REQUIRE(aligner::packed_at(packed.data(), dim, j, c) == x[j * dim + c]);
+      for (std::size_t c = 0; c != dim; ++c) REQUIRE(f32_at(packed, dim, j, c) == x[j * dim + c]);
     for (std::size_t j = rows; j != aligner::panel_count(rows) * W; ++j)  // padding lanes are zero
-      for (std::size_t c = 0; c != dim; ++c) REQUIRE(aligner::packed_at(packed.data(), dim, j, c) == 0.f);
+      for (std::size_t c = 0; c != dim; ++c) REQUIRE(f32_at(packed, dim, j, c) == 0.f);
+    // Token by token into zeroed panels (as the exact backend appends) gives the same words.
+    for (aligner::storage st : aligner::all_storages) {
+      const auto whole = pack(st, x, rows, dim);
+      aligner::aligned_vector<std::uint32_t> one_by_one(whole.size(), 0u);
+      for (std::size_t j = 0; j != rows; ++j) aligner::pack_token(st, x.data() + j * dim, dim, j, one_by_one.data());
+      REQUIRE(whole == one_by_one);
+    }
   }
 }
 
@@ -66,16 +96,15 @@ TEST_CASE("hadamard rows: every budget, tail and weight mode against the referen
     if (m == 0) continue;
     const auto q = aligner_test::random_matrix(n, dim, 1 + n + dim), d = aligner_test::random_matrix(m, dim, 2 + m + dim);
     const auto w = aligner_test::random_weights(m, m, true);
-    aligner::aligned_vector<float> packed(aligner::packed_size(m, dim));
-    aligner::pack_panels({d.data(), m, dim}, packed.data());
+    auto packed = pack(aligner::storage::f32, d, m, dim);
     // Poison the padding lanes: the kernel must never let them into a result.
+    const float nan = aligner_test::nan_f();
     for (std::size_t j = m; j != aligner::panel_count(m) * W; ++j)
-      for (std::size_t c = 0; c != dim; ++c) packed[(j / W) * dim * W + c * W + j % W] = aligner_test::nan_f();
+      for (std::size_t c = 0; c != dim; ++c) std::memcpy(&packed[(j / W) * dim * W + c * W + j % W], &nan, 4);
     for (std::size_t k : {1, 2, 3, 4, 5, 8, 9, 16, 17, 40}) {
       for (bool weighted : {false, true}) {
         std::vector<double> sum(n), z(n), ref_sum(n), ref_z(n);
-        aligner::hadamard_rows_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed.data(), m, k,
-                                        weighted ? w.data() : nullptr, sum.data(), z.data());
+        rows(q, n, dim, aligner::storage::f32, packed.data(), m, k, weighted ? w.data() : nullptr, sum.data(), z.data());
         aligner::ref::aligned_row_sums({q.data(), n, dim}, {d.data(), m, dim}, k, weighted ? w.data() : nullptr,
                                        ref_sum.data(), ref_z.data());
         for (std::size_t i = 0; i != n; ++i) {
@@ -97,11 +126,10 @@ TEST_CASE("hadamard rows: exact on small integers with ties (smaller index wins)
     for (std::size_t i = 0; i != q.size(); ++i) q[i] = float(int(i % 3) - 1);
     for (std::size_t i = 0; i != d.size(); ++i) d[i] = float(int((i * 7) % 5) - 2);
     for (std::size_t j = 0; j != m; ++j) w[j] = float(j % 4);
-    aligner::aligned_vector<float> packed(aligner::packed_size(m, dim));
-    aligner::pack_panels({d.data(), m, dim}, packed.data());
+    const auto packed = pack(aligner::storage::f32, d, m, dim);
     for (std::size_t k : {1, 2, 4, 7, 16, 20}) {
       std::vector<double> sum(3), z(3), rs(3), rz(3);
-      aligner::hadamard_rows_kernel{}(aligner::default_arch{}, {q.data(), 3, dim}, packed.data(), m, k, w.data(), sum.data(), z.data());
+      rows(q, 3, dim, aligner::storage::f32, packed.data(), m, k, w.data(), sum.data(), z.data());
       aligner::ref::aligned_row_sums({q.data(), 3, dim}, {d.data(), m, dim}, k, w.data(), rs.data(), rz.data());
       for (std::size_t i = 0; i != 3; ++i) {
         INFO("m " << m << " k " << k << " row " << i);
@@ -112,16 +140,15 @@ TEST_CASE("hadamard rows: exact on small integers with ties (smaller index wins)
   }
 }
 
-TEST_CASE("similarity kernel: full S against the reference", "[kernel]") {
+TEST_CASE("similarity rows: full S against the reference", "[kernel]") {
   for (std::size_t m : lengths) {
     if (m == 0) continue;
     const std::size_t n = 6, dim = 37;
     const auto q = aligner_test::random_matrix(n, dim, 9), d = aligner_test::random_matrix(m, dim, 10);
-    aligner::aligned_vector<float> packed(aligner::packed_size(m, dim));
-    aligner::pack_panels({d.data(), m, dim}, packed.data());
+    const auto packed = pack(aligner::storage::f32, d, m, dim);
     const std::size_t stride = aligner::panel_count(m) * W;
     std::vector<float> s(n * stride);
-    aligner::similarity_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed.data(), m, s.data(), stride);
+    aligner::similarity_rows({q.data(), n, dim}, aligner::storage::f32, packed.data(), m, s.data(), stride);
     for (std::size_t i = 0; i != n; ++i)
       for (std::size_t j = 0; j != m; ++j) {
         const double ref = aligner::ref::dot(q.data() + i * dim, d.data() + j * dim, dim);
@@ -144,15 +171,13 @@ TEST_CASE("hadamard rows bf16: against the reference on bf16-rounded inputs", "[
     const auto w = aligner_test::random_weights(m, m + 1, true);
     const auto d16 = round(d);
     const auto qref = aligner::bf16_rounds_query<> ? round(q) : q;
-    aligner::aligned_vector<std::uint32_t> packed(aligner::packed_size_bf16(m, dim));
-    aligner::pack_panels_bf16({d.data(), m, dim}, packed.data());
+    const auto packed = pack(aligner::storage::bf16, d, m, dim);
     for (std::size_t j = 0; j != m; ++j)
-      for (std::size_t c = 0; c != dim; ++c) REQUIRE(aligner::packed_at_bf16(packed.data(), dim, j, c) == d16[j * dim + c]);
+      for (std::size_t c = 0; c != dim; ++c)
+        REQUIRE(aligner::packed_value(aligner::storage::bf16, packed.data(), W, dim, j, c) == d16[j * dim + c]);
     for (std::size_t k : {1, 3, 8, 17}) {
-      const std::size_t budgets[] = {k};
       std::vector<double> sum(n), z(n), rs(n), rz(n);
-      aligner::hadamard_rows_bf16_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed.data(), m,
-                                           std::span<const std::size_t>(budgets), nullptr, sum.data(), z.data());
+      rows(q, n, dim, aligner::storage::bf16, packed.data(), m, k, nullptr, sum.data(), z.data());
       aligner::ref::aligned_row_sums({qref.data(), n, dim}, {d16.data(), m, dim}, k, nullptr, rs.data(), rz.data());
       for (std::size_t i = 0; i != n; ++i) {
         INFO("dim " << dim << " m " << m << " k " << k << " row " << i);
@@ -168,10 +193,7 @@ TEST_CASE("hadamard rows: documents longer than one L2 span, in f32 and bf16", "
   for (std::size_t m : {511u, 512u, 513u, 1100u, 2100u}) {
     const auto q = aligner_test::random_matrix(n, dim, 11 + m), d = aligner_test::random_matrix(m, dim, 12 + m);
     const auto w = aligner_test::random_weights(m, m + 3, true);
-    aligner::aligned_vector<float> packed(aligner::packed_size(m, dim));
-    aligner::pack_panels({d.data(), m, dim}, packed.data());
-    aligner::aligned_vector<std::uint32_t> packed16(aligner::packed_size_bf16(m, dim));
-    aligner::pack_panels_bf16({d.data(), m, dim}, packed16.data());
+    const auto packed = pack(aligner::storage::f32, d, m, dim), packed16 = pack(aligner::storage::bf16, d, m, dim);
     std::vector<float> d16 = d, q16 = q;
     for (auto& x : d16) x = aligner::from_bf16(aligner::to_bf16(x));
     if (aligner::bf16_rounds_query<>)
@@ -181,16 +203,14 @@ TEST_CASE("hadamard rows: documents longer than one L2 span, in f32 and bf16", "
         const std::size_t budgets[] = {k};
         std::vector<double> sum(n), z(n), rs(n), rz(n);
         const float* wp = weighted ? w.data() : nullptr;
-        aligner::hadamard_rows_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed.data(), m,
-                                        std::span<const std::size_t>(budgets), wp, sum.data(), z.data());
+        rows(q, n, dim, aligner::storage::f32, packed.data(), m, budgets, wp, sum.data(), z.data());
         aligner::ref::aligned_row_sums({q.data(), n, dim}, {d.data(), m, dim}, k, wp, rs.data(), rz.data());
         for (std::size_t i = 0; i != n; ++i) {
           INFO("f32 m " << m << " k " << k << " weighted " << weighted << " row " << i);
           REQUIRE_THAT(sum[i], WithinAbs(rs[i], 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim))));
           REQUIRE_THAT(z[i], WithinAbs(rz[i], 1e-5 * std::max(1.0, rz[i])));
         }
-        aligner::hadamard_rows_bf16_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed16.data(), m,
-                                             std::span<const std::size_t>(budgets), wp, sum.data(), z.data());
+        rows(q, n, dim, aligner::storage::bf16, packed16.data(), m, budgets, wp, sum.data(), z.data());
         aligner::ref::aligned_row_sums({q16.data(), n, dim}, {d16.data(), m, dim}, k, wp, rs.data(), rz.data());
         for (std::size_t i = 0; i != n; ++i) {
           INFO("bf16 m " << m << " k " << k << " weighted " << weighted << " row " << i);
@@ -201,13 +221,13 @@ TEST_CASE("hadamard rows: documents longer than one L2 span, in f32 and bf16", "
   }
 }
 
-TEST_CASE("hadamard rows bf16: a query changed in place between calls is re-converted", "[kernel]") {
-  // The bf16 kernel keeps the last query's bf16 form per thread; a new query in the same buffer must not hit it.
+TEST_CASE("hadamard rows bf16: a query changed in place between calls with one workspace is re-converted", "[kernel]") {
+  // The workspace holds the bf16 form of the last query it converted; a new query in the same buffer must not reuse it.
   const std::size_t dim = 20, n = 3, m = 40;
   auto q = aligner_test::random_matrix(n, dim, 21);
   const auto d = aligner_test::random_matrix(m, dim, 22);
-  aligner::aligned_vector<std::uint32_t> packed(aligner::packed_size_bf16(m, dim));
-  aligner::pack_panels_bf16({d.data(), m, dim}, packed.data());
+  const auto packed = pack(aligner::storage::bf16, d, m, dim);
+  aligner::rows_workspace ws;
   std::vector<float> d16 = d;
   for (auto& x : d16) x = aligner::from_bf16(aligner::to_bf16(x));
   for (int round = 0; round != 3; ++round) {
@@ -217,8 +237,7 @@ TEST_CASE("hadamard rows bf16: a query changed in place between calls is re-conv
       for (auto& x : qr) x = aligner::from_bf16(aligner::to_bf16(x));
     const std::size_t budgets[] = {2};
     std::vector<double> sum(n), z(n), rs(n), rz(n);
-    aligner::hadamard_rows_bf16_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, packed.data(), m,
-                                         std::span<const std::size_t>(budgets), nullptr, sum.data(), z.data());
+    rows(q, n, dim, aligner::storage::bf16, packed.data(), m, budgets, nullptr, sum.data(), z.data(), &ws);
     aligner::ref::aligned_row_sums({qr.data(), n, dim}, {d16.data(), m, dim}, 2, nullptr, rs.data(), rz.data());
     for (std::size_t i = 0; i != n; ++i) {
       INFO("round " << round << " row " << i);
@@ -301,8 +320,7 @@ TEST_CASE("hadamard rows f16 and i8: against the reference on the stored (rounde
         for (auto& x : stored) x = float(half_value(aligner::to_f16(x)));
       else
         stored = dequantize_i8(d, dim);
-      aligner::aligned_vector<std::uint32_t> packed(aligner::packed_words(st, m, dim));
-      aligner::pack_panels_as(st, {d.data(), m, dim}, packed.data());
+      const auto packed = pack(st, d, m, dim);
       for (std::size_t j = 0; j != m; ++j)
         for (std::size_t c = 0; c != dim; ++c)
           REQUIRE(aligner::packed_value(st, packed.data(), W, dim, j, c) == stored[j * dim + c]);
@@ -311,8 +329,7 @@ TEST_CASE("hadamard rows f16 and i8: against the reference on the stored (rounde
           const std::size_t budgets[] = {k};
           std::vector<double> sum(n), z(n), rs(n), rz(n);
           const float* wp = weighted ? w.data() : nullptr;
-          aligner::hadamard_rows_packed_kernel{}(aligner::default_arch{}, {q.data(), n, dim}, st, packed.data(), m,
-                                                 std::span<const std::size_t>(budgets), wp, sum.data(), z.data());
+          rows(q, n, dim, st, packed.data(), m, budgets, wp, sum.data(), z.data());
           aligner::ref::aligned_row_sums({q.data(), n, dim}, {stored.data(), m, dim}, k, wp, rs.data(), rz.data());
           for (std::size_t i = 0; i != n; ++i) {
             INFO(aligner::to_string(st) << " dim " << dim << " m " << m << " k " << k << " weighted " << weighted << " row " << i);
@@ -328,8 +345,7 @@ TEST_CASE("hadamard rows f16 and i8: against the reference on the stored (rounde
 TEST_CASE("int8 panels: all-zero tokens, extremes and the scale rule", "[kernel]") {
   const std::size_t dim = 5, m = 3;
   const std::vector<float> d = {0, 0, 0, 0, 0,  1, -1, 0.5f, 0.25f, 0.004f,  -300, 299, 1e-3f, 2.4f, -2.6f};
-  aligner::aligned_vector<std::uint32_t> packed(aligner::packed_words(aligner::storage::i8, m, dim));
-  aligner::pack_panels_i8({d.data(), m, dim}, packed.data());
+  const auto packed = pack(aligner::storage::i8, d, m, dim);
   const auto want = dequantize_i8(d, dim);
   for (std::size_t j = 0; j != m; ++j)
     for (std::size_t c = 0; c != dim; ++c)

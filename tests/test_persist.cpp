@@ -1,5 +1,6 @@
 // Saving and loading a retriever: identical results, every corruption caught, crash-safe writes.
 #include <aligner/aligner.hpp>
+#include <aligner/io/index_file.hpp>
 #include <aligner/io/crc32c.hpp>
 #include <aligner/io/section_file.hpp>
 
@@ -48,9 +49,9 @@ TEST_CASE("persist: save -> load -> search gives identical results (mmap and rea
   r.remove(4);
   r.remove(17);
   const auto path = temp("index.bin");
-  r.save(path);
+  aligner::save_index(r, path);
   for (bool mmap : {true, false}) {
-    const auto back = retriever::load(path, {.mmap = mmap});
+    const auto back = aligner::load_index<aligner::exact_backend>(path, {.mmap = mmap});
     CHECK(back.size() == r.size());
     CHECK(back.live_size() == r.live_size());
     CHECK(back.indexed_tokens() == r.indexed_tokens());
@@ -60,7 +61,7 @@ TEST_CASE("persist: save -> load -> search gives identical results (mmap and rea
     require_same_results(r, back, data.dim);
   }
   // A loaded (mapped) retriever accepts new documents: they are copied out of the mapping first.
-  auto grown = retriever::load(path);
+  auto grown = aligner::load_index<aligner::exact_backend>(path);
   const auto extra = aligner_test::random_matrix(3, data.dim, 77, true);
   const std::vector<float> extra_salience = {1.f, 0.5f, 2.f};
   CHECK(grown.add(aligner::matrix_view<float>(extra.data(), 3, data.dim), extra_salience) == 60);
@@ -68,7 +69,7 @@ TEST_CASE("persist: save -> load -> search gives identical results (mmap and rea
   r.add(aligner::matrix_view<float>(extra.data(), 3, data.dim), extra_salience);
   require_same_results(r, grown, data.dim);
   // Expected dimension.
-  CHECK_THROWS_WITH(retriever::load(path, {.expected_dim = 9}), Catch::Contains("does not match the expected dim 9"));
+  CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(path, {.expected_dim = 9}), Catch::Contains("does not match the expected dim 9"));
   std::filesystem::remove(path);
 }
 
@@ -78,9 +79,9 @@ TEST_CASE("persist: bf16, f16 and i8 stores save and load (mapped and read)", "[
     INFO(aligner::to_string(st));
     retriever r(aligner::exact_backend(data.dim), data.view(), {.doc_prune = 0.5, .precision = st}, data.salience);
     const auto path = temp("low.bin");
-    r.save(path);
+    aligner::save_index(r, path);
     for (bool mmap : {true, false}) {
-      const auto back = retriever::load(path, {.mmap = mmap});
+      const auto back = aligner::load_index<aligner::exact_backend>(path, {.mmap = mmap});
       CHECK(back.store().precision() == st);
       CHECK(back.params().precision == st);
       require_same_results(r, back, data.dim);
@@ -93,7 +94,7 @@ TEST_CASE("persist: every flipped byte is caught or harmless, every truncation c
   const small_index data(12, 5);
   retriever r(aligner::exact_backend(data.dim), data.view(), {}, data.salience);
   const auto path = temp("flip.bin");
-  r.save(path);
+  aligner::save_index(r, path);
   const std::string good = aligner::io::read_file(path);
   const auto q = aligner_test::random_matrix(3, data.dim, 9, true);
   const auto want = r.search({q.data(), 3, data.dim}, {.candidates_per_token = 50, .top = 20});
@@ -103,7 +104,7 @@ TEST_CASE("persist: every flipped byte is caught or harmless, every truncation c
     bad[i] = char(bad[i] ^ 0x5a);
     aligner::io::atomic_write(path, bad);
     try {
-      const auto back = retriever::load(path, {.mmap = (i % 2) == 0});
+      const auto back = aligner::load_index<aligner::exact_backend>(path, {.mmap = (i % 2) == 0});
       const auto got = back.search({q.data(), 3, data.dim}, {.candidates_per_token = 50, .top = 20});
       REQUIRE(got.ids == want.ids);  // a byte no check reads (padding) may flip without effect
       REQUIRE(got.scores == want.scores);
@@ -115,14 +116,14 @@ TEST_CASE("persist: every flipped byte is caught or harmless, every truncation c
   CHECK(caught > good.size() / 2);
   for (std::size_t len = 0; len < good.size(); len += 7) {
     aligner::io::atomic_write(path, good.substr(0, len));
-    REQUIRE_THROWS_AS(retriever::load(path), aligner::io_error);
+    REQUIRE_THROWS_AS(aligner::load_index<aligner::exact_backend>(path), aligner::io_error);
   }
   // A newer format version is refused by name.
   std::string newer = good;
   newer[8] = 2;
   aligner::io::atomic_write(path, newer);
-  CHECK_THROWS_WITH(retriever::load(path), Catch::Contains("newer"));
-  CHECK_THROWS_WITH(retriever::load(temp("missing.bin")), Catch::Contains("missing.bin"));
+  CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(path), Catch::Contains("newer"));
+  CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(temp("missing.bin")), Catch::Contains("missing.bin"));
   std::filesystem::remove(path);
 }
 
@@ -132,7 +133,7 @@ TEST_CASE("persist: structurally inconsistent files with valid checksums are rej
   const small_index data(6, 31);
   retriever r(aligner::exact_backend(data.dim), data.view());
   const auto path = temp("forged.bin");
-  r.save(path);
+  aligner::save_index(r, path);
   auto file = aligner::io::file_bytes::open(path, false);
   const auto sections = aligner::io::decode_sections(*file);
   auto forge = [&](const std::string& victim, auto mutate) {
@@ -150,26 +151,26 @@ TEST_CASE("persist: structurally inconsistent files with valid checksums are rej
   auto set_i64 = [](std::string& bytes, std::size_t index, std::int64_t value) { std::memcpy(bytes.data() + 8 * index, &value, 8); };
   const std::size_t last = data.offsets.size() - 1;
   forge("offsets", [&](std::string& b) { set_i64(b, last, (std::int64_t(1) << 62) + 12); });
-  CHECK_THROWS_WITH(retriever::load(path), Catch::Contains("tokens; at most 2^24 - 1"));
-  CHECK_THROWS_AS(retriever::load(path, {.mmap = false}), aligner::io_error);
+  CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(path), Catch::Contains("tokens; at most 2^24 - 1"));
+  CHECK_THROWS_AS(aligner::load_index<aligner::exact_backend>(path, {.mmap = false}), aligner::io_error);
   forge("offsets", [&](std::string& b) { set_i64(b, 1, data.offsets[1] + 20); });  // lengths no longer match the panels
-  CHECK_THROWS_AS(retriever::load(path), aligner::io_error);
+  CHECK_THROWS_AS(aligner::load_index<aligner::exact_backend>(path), aligner::io_error);
   forge("token_doc", [&](std::string& b) { const std::uint32_t big = 1000; std::memcpy(b.data(), &big, 4); });
-  CHECK_THROWS_WITH(retriever::load(path), Catch::Contains("token map names document 1000"));
+  CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(path), Catch::Contains("token map names document 1000"));
   forge("meta", [&](std::string& b) { set_i64(b, 0, 9); });  // dim
-  CHECK_THROWS_AS(retriever::load(path), aligner::io_error);
+  CHECK_THROWS_AS(aligner::load_index<aligner::exact_backend>(path), aligner::io_error);
   std::filesystem::remove(path);
 }
 
 TEST_CASE("persist: a save killed at a random point leaves the old or the new index", "[edge]") {
   const small_index old_data(40, 11), new_data(80, 12);
   const auto path = temp("kill.bin");
-  retriever(aligner::exact_backend(old_data.dim), old_data.view()).save(path);
+  aligner::save_index(retriever(aligner::exact_backend(old_data.dim), old_data.view()), path);
   const retriever fresh(aligner::exact_backend(new_data.dim), new_data.view());
   // Kill at random points within about three save durations (measured here, so a loaded machine still sees
   // kills both in the middle of a save and after completed ones).
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i != 3; ++i) fresh.save(temp("kill_timing.bin"));
+  for (int i = 0; i != 3; ++i) aligner::save_index(fresh, temp("kill_timing.bin"));
   const auto save_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count() / 3;
   std::filesystem::remove(temp("kill_timing.bin"));
   const auto window_us = std::max<std::int64_t>(3 * save_us + 2000, 3000);
@@ -183,7 +184,7 @@ TEST_CASE("persist: a save killed at a random point leaves the old or the new in
     if (child == 0) {
       close(done[0]);
       for (;;) {  // keep rewriting until killed; report each completed save
-        fresh.save(path);
+        aligner::save_index(fresh, path);
         const char one = 1;
         (void)!write(done[1], &one, 1);
       }
@@ -198,7 +199,7 @@ TEST_CASE("persist: a save killed at a random point leaves the old or the new in
     int status = 0;
     waitpid(child, &status, 0);
     close(done[0]);
-    const auto back = retriever::load(path);  // must never throw
+    const auto back = aligner::load_index<aligner::exact_backend>(path);  // must never throw
     REQUIRE((back.size() == 40 || back.size() == 80));
     (back.size() == 40 ? saw_old : saw_new) += 1;
   }

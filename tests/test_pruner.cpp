@@ -1,4 +1,4 @@
-#include <aligner/pruner.hpp>
+#include <aligner/math/pruner.hpp>
 
 #include "test_common.hpp"
 

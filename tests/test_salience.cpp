@@ -1,4 +1,4 @@
-#include <aligner/salience.hpp>
+#include <aligner/math/salience.hpp>
 
 #include "test_common.hpp"
 

@@ -1,20 +1,26 @@
 /** @file aligner.hpp
- *  @brief Umbrella header: everything of the library except the optional FAISS and hnswlib backends. */
+ *  @brief Umbrella header: the whole library except file I/O (io/, eval/) and the optional FAISS and hnswlib
+ *  backends. It includes no POSIX header; saving and loading a retriever is io/index_file.hpp. */
 #pragma once
 
 #include "version.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
+#include "core/parallel.hpp"
 #include "core/types.hpp"
+#include "kernels/aligned_rows.hpp"
 #include "kernels/dot.hpp"
-#include "kernels/hadamard_sum.hpp"
-#include "kernels/panels.hpp"
-#include "alignment.hpp"
-#include "gate_solver.hpp"
-#include "salience.hpp"
-#include "pruner.hpp"
-#include "scorer.hpp"
-#include "token_store.hpp"
+#include "kernels/lane_topk.hpp"
+#include "kernels/layout.hpp"
+#include "kernels/storage.hpp"
+#include "kernels/tile.hpp"
+#include "kernels/token_scan.hpp"
+#include "math/alignment.hpp"
+#include "math/gate_solver.hpp"
+#include "math/pruner.hpp"
+#include "math/salience.hpp"
+#include "math/scorer.hpp"
+#include "storage/token_store.hpp"
 #include "backends/concepts.hpp"
 #include "backends/exact.hpp"
-#include "retriever.hpp"
+#include "pipeline/retriever.hpp"

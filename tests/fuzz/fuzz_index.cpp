@@ -2,6 +2,7 @@
 // Each input is also loaded with its checksums repaired, so mutations reach the structural and semantic
 // checks behind the CRCs (offsets, shapes, ids, backend bytes) instead of stopping at the first checksum.
 #include <aligner/aligner.hpp>
+#include <aligner/io/index_file.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -39,7 +40,7 @@ void try_load(const std::filesystem::path& path, std::string_view bytes) {
   aligner::io::atomic_write(path, bytes);
   for (bool mmap : {true, false}) {
     try {
-      const auto r = aligner::aligner_retriever<aligner::exact_backend>::load(path, {.mmap = mmap});
+      const auto r = aligner::load_index<aligner::exact_backend>(path, {.mmap = mmap});
       if (r.dim() <= 64 && r.indexed_tokens() > 0) {  // a valid index must also search without trouble
         std::vector<float> q(2 * r.dim(), 0.5f);
         (void)r.search({q.data(), 2, r.dim()}, {.candidates_per_token = 3, .top = 3});

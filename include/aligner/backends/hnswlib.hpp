@@ -27,7 +27,7 @@
 
 #include "../core/error.hpp"
 #include "../core/types.hpp"
-#include "../io/file.hpp"
+#include "../core/file.hpp"
 #include "concepts.hpp"
 
 namespace aligner {

@@ -80,11 +80,21 @@ struct topk_result {
   std::span<float> scores_of(std::size_t r) { return {scores.data() + r * k, k}; }
 };
 
+/// The most tokens one sequence (document or query) may hold: token indices inside a sequence are kept in 24 bits
+/// (the kernels carry them exactly in float lanes).
+inline constexpr std::size_t max_sequence_tokens = (std::size_t{1} << 24) - 1;
+
+/// The order of every ranked list the library returns: higher score first, equal scores by smaller id.
+template <class Score, class Id>
+constexpr bool ranks_before(Score score_a, Id id_a, Score score_b, Id id_b) noexcept {
+  return score_a > score_b || (score_a == score_b && id_a < id_b);
+}
+
 namespace detail {
 
+/// True when all n values are finite (a branch-free pass the compiler vectorises; the library is never built with
+/// -ffast-math, under which std::isfinite could be folded to true).
 inline bool all_finite(const float* p, std::size_t n) noexcept {
-  // Written as a comparison rather than std::isfinite so that it also survives -ffinite-math-only builds
-  // better; the library itself is never built with -ffast-math.
   bool ok = true;
   for (std::size_t i = 0; i != n; ++i) ok &= std::isfinite(p[i]);
   return ok;
@@ -129,13 +139,23 @@ inline void check_weights(std::span<const float> w, std::size_t rows, const char
                     " is not a finite value >= 0");
 }
 
-/// Validates offsets of a sequence set over `rows` tokens.
+/// Validates the length of one sequence against max_sequence_tokens; `what` names it ("document", "query").
+inline void check_sequence_length(std::size_t rows, const char* what) {
+  ALIGNER_EXPECTS(rows <= max_sequence_tokens, what, " has ", rows, " tokens; at most 2^24 - 1 = ", max_sequence_tokens,
+                  " are supported");
+}
+
+/// Validates offsets of a sequence set over `rows` tokens: sequences + 1 entries, starting at 0, never decreasing,
+/// ending at `rows`, and no sequence longer than max_sequence_tokens (the one rule every reader and writer uses).
 inline void check_offsets(std::span<const std::int64_t> offsets, std::size_t rows, const char* name) {
   ALIGNER_EXPECTS(!offsets.empty(), name, " is empty: it needs sequences + 1 entries, starting at 0");
   ALIGNER_EXPECTS(offsets.front() == 0, name, "[0] = ", offsets.front(), ", expected 0");
-  for (std::size_t i = 1; i != offsets.size(); ++i)
+  for (std::size_t i = 1; i != offsets.size(); ++i) {
     ALIGNER_EXPECTS(offsets[i] >= offsets[i - 1], name, " decreases at index ", i, ": ", offsets[i - 1], " then ",
                     offsets[i]);
+    ALIGNER_EXPECTS(std::uint64_t(offsets[i] - offsets[i - 1]) <= max_sequence_tokens, name, ": sequence ", i - 1, " has ",
+                    offsets[i] - offsets[i - 1], " tokens; at most 2^24 - 1 = ", max_sequence_tokens, " are supported");
+  }
   ALIGNER_EXPECTS(std::uint64_t(offsets.back()) == rows, name, " ends at ", offsets.back(), " but there are ", rows,
                   " token rows");
 }

@@ -2,7 +2,7 @@
  *  @brief Few-shot alignment adaptation (SPEC section 7).
  *
  *  A strategy_table holds one metric value per (labelled query, strategy of a grid), typically nDCG@10 of each
- *  query's ranking under each strategy (see evaluate.hpp). `adapt` picks the strategy with the best mean over a
+ *  query's ranking under each strategy (`aligner adapt` builds one from the runs of `aligner eval`). `adapt` picks the strategy with the best mean over a
  *  set of queries (ties to the earlier strategy of the grid; every strategy's mean is reported). The paper's
  *  protocol (`fold_protocol`) shuffles the queries with a seeded generator, cuts folds of `shots` queries
  *  (a remainder smaller than `shots` forms no fold), adapts on each fold, evaluates the choice on all other
@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "../alignment.hpp"
+#include "../math/alignment.hpp"
 #include "../core/error.hpp"
 
 namespace aligner {

@@ -16,7 +16,7 @@
 
 #include "../core/error.hpp"
 #include "../io/collection.hpp"
-#include "../salience.hpp"
+#include "../math/salience.hpp"
 
 namespace aligner {
 

@@ -54,14 +54,11 @@ namespace detail {
 inline std::vector<std::int64_t> load_offsets(const std::filesystem::path& file, std::size_t tokens) {
   auto arr = load_npy<std::int64_t>(file);
   if (arr.shape.size() != 1) collection_fail(file, "offsets must be a 1-d array");
-  const auto& o = arr.values;
-  if (o.empty() || o.front() != 0) collection_fail(file, "offsets must start at 0");
-  for (std::size_t i = 1; i < o.size(); ++i)
-    if (o[i] < o[i - 1])
-      collection_fail(file, "offsets decrease at index " + std::to_string(i) + " (" + std::to_string(o[i - 1]) + " then " +
-                                std::to_string(o[i]) + ")");
-  if (std::uint64_t(o.back()) != tokens)
-    collection_fail(file, "offsets end at " + std::to_string(o.back()) + " but there are " + std::to_string(tokens) + " tokens");
+  try {
+    aligner::detail::check_offsets(arr.values, tokens, "offsets");
+  } catch (const invalid_argument& e) {
+    collection_fail(file, e.what());
+  }
   return std::move(arr.values);
 }
 
@@ -110,7 +107,8 @@ inline token_sequences load_side(const std::filesystem::path& dir, const std::st
 
 }  // namespace detail
 
-/// Loads a collection folder. `vectors` is the vectors subfolder (e.g. "glove100"), `split` the qrels split.
+/// Loads a collection folder. `vectors` is the vectors subfolder (e.g. "glove100"), `split` the qrels split (empty:
+/// no judgments are read, e.g. to index the documents).
 inline collection load_collection(const std::filesystem::path& dir, const std::string& vectors = "glove100",
                                   const std::string& split = "test") {
   const auto vdir = dir / vectors;
@@ -132,6 +130,7 @@ inline collection load_collection(const std::filesystem::path& dir, const std::s
   if (out.docs.dim != out.queries.dim)
     detail::collection_fail(vdir, "document dim " + std::to_string(out.docs.dim) + " differs from query dim " +
                                       std::to_string(out.queries.dim));
+  if (split.empty()) return out;
   const auto qrels_file = dir / "qrels" / (split + ".tsv");
   if (!std::filesystem::exists(qrels_file)) detail::collection_fail(qrels_file, "qrels split not found");
   out.judgments = load_qrels(qrels_file);

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
-#include "file.hpp"
+#include "../core/file.hpp"
 
 namespace aligner::io {
 

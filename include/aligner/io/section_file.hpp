@@ -34,7 +34,7 @@
 
 #include "../core/error.hpp"
 #include "crc32c.hpp"
-#include "file.hpp"
+#include "../core/file.hpp"
 
 namespace aligner::io {
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
-#include "file.hpp"
+#include "../core/file.hpp"
 
 namespace aligner::io {
 

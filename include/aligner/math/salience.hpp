@@ -14,10 +14,10 @@
 #include <utility>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/types.hpp"
+#include "../core/error.hpp"
+#include "../core/types.hpp"
+#include "../kernels/dot.hpp"
 #include "gate_solver.hpp"
-#include "kernels/dot.hpp"
 
 namespace aligner {
 
@@ -82,7 +82,7 @@ class salience_scorer {
     if (!gate_) return raw_unchecked(tokens, out);
     std::vector<float> s(tokens.rows);
     raw_unchecked(tokens, s);
-    const double budget = std::ceil(gate_->alpha * double(tokens.rows));
+    const double budget = gate_budget(gate_->alpha, tokens.rows);
     std::vector<float> lambda = gate_->exact ? solve_gate(s, budget, gate_->epsilon)
                                              : iterate_gate(s, budget, gate_->epsilon, gate_->iteration).lambda;
     for (std::size_t i = 0; i != tokens.rows; ++i) out[i] = lambda[i] * s[i];

@@ -17,7 +17,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "../core/error.hpp"
+#include "error.hpp"
 
 namespace aligner::io {
 

@@ -19,8 +19,8 @@
 #include <span>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/types.hpp"
+#include "../core/error.hpp"
+#include "../core/types.hpp"
 
 namespace aligner {
 
@@ -91,13 +91,6 @@ inline gate_solution solve_gate_pivot(std::span<const float> scores, double k, d
 }
 
 }  // namespace detail
-
-/// Exact dual variable a* of the gate: λ_i = min(1, exp((s_i + a*) / ε)). Requires 0 < k < m, ε > 0 and finite
-/// scores (unchecked). For scores of huge magnitude a* loses precision; solve_gate does not.
-inline double gate_threshold(std::span<const float> scores, double k, double epsilon) {
-  const auto sol = detail::solve_gate_pivot(scores, k, epsilon);
-  return epsilon * sol.offset - sol.pivot;
-}
 
 /// Exact solver: writes λ (scores.size() values) to `lambda`. Throws aligner::invalid_argument for ε <= 0,
 /// NaN k, non-finite scores or a size mismatch; `lambda` is untouched then.

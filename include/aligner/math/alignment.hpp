@@ -15,7 +15,7 @@
 #include <string_view>
 #include <system_error>
 
-#include "core/error.hpp"
+#include "../core/error.hpp"
 
 namespace aligner {
 

@@ -14,8 +14,8 @@
 #include <span>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/types.hpp"
+#include "../core/error.hpp"
+#include "../core/types.hpp"
 
 namespace aligner {
 

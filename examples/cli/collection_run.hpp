@@ -1,0 +1,122 @@
+// Runs over a collection folder: loading it (with salience), building an index, ranking the judged queries,
+// reporting the metrics. Shared by eval, adapt, index and search.
+#pragma once
+
+#include <aligner/aligner.hpp>
+#include <aligner/eval/idf.hpp>
+#include <aligner/eval/metrics.hpp>
+#include <aligner/io/collection.hpp>
+#include <aligner/io/trec.hpp>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends.hpp"
+#include "options.hpp"
+#include "progress.hpp"
+
+namespace cli {
+
+struct retrieval_setup {
+  aligner::io::collection c;
+  std::vector<float> uq, ud;        ///< salience per token (empty: none)
+  std::vector<std::size_t> judged;  ///< query indices with judgments
+};
+
+/// Loads --collection with its --vectors and --split (`with_judgments` false: documents and queries only) and the
+/// --salience.
+inline retrieval_setup load_setup(const options& o, bool with_judgments = true) {
+  o.require("--collection");
+  retrieval_setup s;
+  s.c = aligner::io::load_collection(o.collection, o.vectors, with_judgments ? o.split : std::string());
+  if (o.salience == "idf") {
+    if (s.c.queries.token_ids.empty()) throw usage_error("--salience idf needs the token-id vectors form (embeddings.npy)");
+    const auto idf = aligner::token_idf(s.c.docs, s.c.vocab_size);
+    s.uq = aligner::lookup_salience(s.c.queries, idf);
+    s.ud = aligner::lookup_salience(s.c.docs, idf);
+  }
+  for (std::size_t q = 0; q != s.c.queries.size(); ++q)
+    if (s.c.judgments.count(s.c.queries.ids[q])) s.judged.push_back(q);
+  return s;
+}
+
+inline aligner::search_params search_params_of(const options& o, const retrieval_setup& s) {
+  if (o.prune_query != 1.0 && s.uq.empty()) throw usage_error("--prune-query below 1 needs a salience (--salience idf)");
+  return {.norm = o.norm,
+          .candidates_per_token = o.candidates.value_or(1),
+          .top = o.top,
+          .exhaustive = !o.candidates.has_value(),
+          .query_prune = o.prune_query};
+}
+
+/// Ranks every judged query of `s` with `index` under every strategy: runs[g] is the run of strategies[g].
+template <class Index>
+std::vector<aligner::io::run> rank_with(const options& o, const Index& index, const retrieval_setup& s,
+                                        const std::vector<aligner::alignment>& strategies) {
+  const aligner::search_params p = search_params_of(o, s);
+  if (index.size() != s.c.docs.size())
+    throw usage_error("the index holds " + std::to_string(index.size()) + " documents, the collection " + std::to_string(s.c.docs.size()));
+  std::vector<std::vector<aligner::search_result>> results(s.judged.size());
+  {
+    progress bar("ranking queries", s.judged.size(), o.progress);
+    aligner::parallel_for(s.judged.size(), o.threads, [&](std::size_t i) {
+      const std::size_t q = s.judged[i];
+      aligner::search_params qp = p;
+      if (!s.uq.empty())
+        qp.query_salience = std::span<const float>(s.uq).subspan(std::size_t(s.c.queries.offsets[q]), s.c.queries.view().length(q));
+      results[i] = index.search_multi(s.c.queries.sequence(q), strategies, qp);
+      bar.tick();
+    });
+  }
+  std::vector<aligner::io::run> runs(strategies.size());
+  for (std::size_t g = 0; g != strategies.size(); ++g)
+    for (std::size_t i = 0; i != s.judged.size(); ++i) {
+      auto& entries = runs[g][s.c.queries.ids[s.judged[i]]];
+      const auto& r = results[i][g];
+      for (std::size_t k = 0; k != r.ids.size(); ++k) entries.push_back({s.c.docs.ids[std::size_t(r.ids[k])], r.scores[k]});
+    }
+  return runs;
+}
+
+/// Builds a retriever over the collection's documents with --backend, --storage and --prune-doc; calls fn(retriever).
+template <class Fn>
+void build_index(const options& o, const retrieval_setup& s, Fn&& fn) {
+  if (o.prune_doc != 1.0 && s.ud.empty()) throw usage_error("--prune-doc below 1 needs a salience (--salience idf)");
+  aligner::storage precision = aligner::storage::f32;
+  aligner::parse_storage(o.storage, precision);  // validated by the flag handler
+  with_backend(o.backend, s.c.docs.dim, [&](auto backend) {
+    using backend_t = decltype(backend);
+    std::unique_ptr<aligner::aligner_retriever<backend_t>> index;
+    {
+      progress bar("indexing", 1, o.progress);
+      index = std::make_unique<aligner::aligner_retriever<backend_t>>(
+          std::move(backend), s.c.docs.view(), aligner::index_params{.doc_prune = o.prune_doc, .precision = precision}, s.ud);
+      bar.tick();
+    }
+    fn(*index);
+  });
+}
+
+/// Ranks every judged query under every strategy with a freshly built index.
+inline std::vector<aligner::io::run> rank_queries(const options& o, const retrieval_setup& s,
+                                                  const std::vector<aligner::alignment>& strategies) {
+  search_params_of(o, s);  // validate the search options before the (possibly long) build
+  std::vector<aligner::io::run> runs;
+  build_index(o, s, [&](const auto& index) { runs = rank_with(o, index, s, strategies); });
+  return runs;
+}
+
+/// Prints the eval lines (one per strategy) and writes the run of the first strategy (--run).
+inline void report(const options& o, const retrieval_setup& s, const std::vector<aligner::alignment>& strategies,
+                   const std::vector<aligner::io::run>& runs) {
+  for (std::size_t g = 0; g != strategies.size(); ++g) {
+    const auto ndcg = aligner::ndcg_at(10, runs[g], s.c.judgments);
+    std::printf("%s ndcg@10=%.4f mrr@10=%.4f recall@100=%.4f queries=%zu\n", strategies[g].name().c_str(), ndcg.mean,
+                aligner::mrr_at(10, runs[g], s.c.judgments).mean, aligner::recall_at(100, runs[g], s.c.judgments).mean, ndcg.queries);
+  }
+  if (o.has("--run")) aligner::io::save_run(o.run_file, runs[0], "aligner-" + strategies[0].name());
+}
+
+}  // namespace cli

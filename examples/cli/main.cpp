@@ -1,0 +1,104 @@
+// aligner: command-line tool over the library. `aligner --help` lists the subcommands, `aligner CMD --help`
+// their options. Bad input exits with code 2 and a one-line reason on stderr; a progress bar goes to stderr
+// during long steps when stderr is a terminal (or with --progress).
+#include <aligner/core/error.hpp>
+
+#include <cstdio>
+#include <string>
+
+#include "commands.hpp"
+
+namespace {
+
+const cli::subcommand subcommands[] = {
+    {"eval", cli::eval, "rank a collection's judged queries with one or more alignment strategies; print nDCG@10, MRR@10, R@100",
+     R"(usage: aligner eval --collection DIR --strategy S[,S...] [options]
+
+Ranks every judged query of a collection and prints, per strategy, one line
+  STRATEGY ndcg@10=0.xxxx mrr@10=0.xxxx recall@100=0.xxxx queries=N
+)",
+     cli::run_eval},
+    {"adapt", cli::adapt, "few-shot alignment adaptation with the paper's fold protocol",
+     R"(usage: aligner adapt --collection DIR [options]
+
+Few-shot alignment adaptation with the paper's protocol: the judged queries are shuffled (seeded) and cut
+into folds of --shots queries; on each fold the strategy of the grid with the best mean nDCG@10 is chosen
+(ties to the earlier strategy) and evaluated on every other query. Prints each fold's choice, then the
+mean +- std (over folds) of the adapted strategy next to Top-1's on the same held-out queries.
+)",
+     cli::run_adapt},
+    {"score", cli::score, "score every query against every document from .npy token matrices",
+     R"(usage: aligner score --queries Q.npy --query-offsets QO.npy --docs D.npy --doc-offsets DO.npy --strategy S [options]
+
+Prints query_index<TAB>doc_index<TAB>score for every pair (9 significant digits).
+)",
+     cli::run_score},
+    {"gate", cli::gate, "entropy-regularised top-k gate of a score vector",
+     R"(usage: aligner gate --scores S.npy --k K --epsilon E [--iterations N | --exact] --out L.npy
+
+Entropy-regularised top-k gate: writes lambda (same shape as S; a 2-d S is solved row by row). --exact
+(default) is the sort-based solver; --iterations N runs exactly N steps of the paper's iteration (a, b start at
+0; lambda from the last a and b) and reports on stderr whether sum(lambda) reached k to 1e-6.
+)",
+     cli::run_gate},
+    {"salience", cli::salience, "salience u = lambda * ReLU(X w + b) of token vectors",
+     R"(usage: aligner salience --tokens X.npy --weights W.npy --bias B [--budget A --epsilon E] --out U.npy
+
+Writes u = lambda * ReLU(X w + b) for the tokens X [tokens, dim]; lambda is 1 without --budget, else the exact
+top-k gate of ReLU(X w + b) with budget k = ceil(A * tokens) and temperature E.
+)",
+     cli::run_salience},
+    {"index", cli::index, "build a retriever over a collection and save it (checksummed, atomic)",
+     R"(usage: aligner index --collection DIR --out INDEX [options]
+
+Builds a retriever over the collection's documents and saves it atomically to INDEX (checksummed; loading
+verifies it and memory-maps the token store).
+)",
+     cli::run_index},
+    {"search", cli::search, "load a saved index and rank a collection's judged queries",
+     R"(usage: aligner search --index INDEX --collection DIR --strategy S[,S...] [options]
+
+Loads INDEX (built by aligner index from the same collection; its backend, storage and document pruning come
+with it), ranks the collection's judged queries and prints the lines of aligner eval.
+)",
+     cli::run_search},
+};
+
+void print_overview() {
+  std::printf("usage: aligner COMMAND [options]     (aligner COMMAND --help for its options)\n\ncommands:\n");
+  for (const auto& c : subcommands) std::printf("  %-9s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    print_overview();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string name = argv[1];
+  try {
+    for (const auto& c : subcommands) {
+      if (name != c.name) continue;
+      const cli::options o = cli::parse_options(argc, argv, 2, c.bit, c.name);
+      if (o.help) {
+        std::printf("%s\n%s", c.usage, cli::flag_help(c.bit).c_str());
+        return 0;
+      }
+      return c.run(o);
+    }
+    throw cli::usage_error("unknown command '" + name + "' (aligner --help lists them)");
+  } catch (const cli::usage_error& e) {
+    std::fprintf(stderr, "aligner %s: %s\n", name.c_str(), e.what());
+    return 2;
+  } catch (const aligner::invalid_argument& e) {
+    std::fprintf(stderr, "aligner %s: %s\n", name.c_str(), e.what());
+    return 2;
+  } catch (const aligner::io_error& e) {
+    std::fprintf(stderr, "aligner %s: %s\n", name.c_str(), e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "aligner %s: internal error: %s\n", name.c_str(), e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,205 @@
+// The flag table: each flag once, with the subcommands it applies to, its help and its handler.
+#include "options.hpp"
+
+#include <aligner/eval/adapt.hpp>
+#include <aligner/kernels/storage.hpp>
+
+#include <charconv>
+#include <cstdio>
+#include <functional>
+#include <map>
+
+#include "registry.hpp"
+
+namespace cli {
+namespace {
+
+double parse_double(std::string_view flag, const std::string& v) {
+  double x = 0;
+  const auto res = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (res.ec != std::errc{} || res.ptr != v.data() + v.size())
+    throw usage_error(std::string(flag) + " expects a number, got '" + v + "'");
+  return x;
+}
+
+std::uint64_t parse_count(std::string_view flag, const std::string& v) {
+  std::uint64_t x = 0;
+  const auto res = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (res.ec != std::errc{} || res.ptr != v.data() + v.size())
+    throw usage_error(std::string(flag) + " expects a non-negative integer, got '" + v + "'");
+  return x;
+}
+
+double parse_fraction(std::string_view flag, const std::string& v) {
+  const double x = parse_double(flag, v);
+  if (!(x > 0.0 && x <= 1.0)) throw usage_error(std::string(flag) + " must be in (0, 1], got " + v);
+  return x;
+}
+
+std::string one_of(std::string_view flag, const std::string& v, std::initializer_list<std::string_view> allowed) {
+  std::string names;
+  for (std::string_view a : allowed) {
+    if (v == a) return v;
+    (names.empty() ? names : names.append("|")).append(a);
+  }
+  throw usage_error(std::string(flag) + " must be one of " + names + ", got '" + v + "'");
+}
+
+using handler = std::function<void(options&, const std::string&)>;
+
+struct flag {
+  std::string_view name;
+  std::string_view metavar;  ///< empty: a switch (takes no value)
+  unsigned commands;         ///< bits of `command`
+  std::string help;
+  handler set;
+};
+
+constexpr unsigned collection_cmds = eval | adapt | index | search, ranking_cmds = eval | adapt | search;
+constexpr unsigned building_cmds = eval | adapt | index;
+
+const std::vector<flag>& flags() {
+  static const std::vector<flag> table = {
+      {"--collection", "DIR", collection_cmds, "collection folder (BEIR files + vectors folder)",
+       [](options& o, const std::string& v) { o.collection = v; }},
+      {"--vectors", "NAME", collection_cmds, "vectors subfolder (default glove100)", [](options& o, const std::string& v) { o.vectors = v; }},
+      {"--split", "NAME", ranking_cmds, "qrels split (default test)", [](options& o, const std::string& v) { o.split = v; }},
+      {"--index", "INDEX", search, "index file written by aligner index (from the same collection)",
+       [](options& o, const std::string& v) { o.index_file = v; }},
+      {"--strategy", "S[,S...]", eval | search | score, "alignment strategies: top1, topk:K, topp:P, dense (score: one)",
+       [](options& o, const std::string& v) { o.strategies = aligner::parse_grid(v); }},
+      {"--grid", "paper|S,S,...", adapt, "strategy grid (default paper: topk 1,2,4,6,8 and topp 0.5%,1%,1.5%,2%)",
+       [](options& o, const std::string& v) {
+         aligner::parse_grid(v);  // validated here, parsed again by adapt
+         o.grid = v;
+       }},
+      {"--shots", "N", adapt, "labelled queries per fold (default 8)",
+       [](options& o, const std::string& v) {
+         o.shots = parse_count("--shots", v);
+         if (o.shots == 0) throw usage_error("--shots must be >= 1, got 0");
+       }},
+      {"--seed", "N", adapt, "shuffle seed (default 0)", [](options& o, const std::string& v) { o.seed = parse_count("--seed", v); }},
+      {"--normalize", "mean|none", ranking_cmds | score, "divide by Z (default mean) or return the ColBERT sum",
+       [](options& o, const std::string& v) { o.norm = aligner::parse_normalization(v); }},
+      {"--candidates", "all|K", ranking_cmds, "all: rerank every document (default); K: token-MIPS k' per query token",
+       [](options& o, const std::string& v) {
+         if (v == "all") return o.candidates.reset();
+         o.candidates = parse_count("--candidates", v);
+         if (*o.candidates == 0) throw usage_error("--candidates must be 'all' or an integer >= 1, got 0");
+       }},
+      {"--backend", "NAME", building_cmds, "token MIPS backend for --candidates K: " + backend_names() + " (default exact)",
+       [](options& o, const std::string& v) {
+         for (std::string_view name : backend_list)
+           if (v == name) return void(o.backend = v);
+         throw usage_error("--backend must be one of " + backend_names() + ", got '" + v + "'");
+       }},
+      {"--prune-query", "B", ranking_cmds, "keep the top B of each query's tokens for the token search (needs --salience)",
+       [](options& o, const std::string& v) { o.prune_query = parse_fraction("--prune-query", v); }},
+      {"--prune-doc", "B", building_cmds, "keep the top B of each document's tokens in the token index (needs --salience)",
+       [](options& o, const std::string& v) { o.prune_doc = parse_fraction("--prune-doc", v); }},
+      {"--salience", "none|idf", collection_cmds,
+       "idf: token IDF over the collection as query and document salience (search: must match the index)",
+       [](options& o, const std::string& v) { o.salience = one_of("--salience", v, {"none", "idf"}); }},
+      {"--storage", aligner::storage_names(), building_cmds,
+       "precision of the rerank token store (default f32; bf16 and f16 halve its memory, i8 quarters it)",
+       [](options& o, const std::string& v) {
+         aligner::storage st;
+         if (!aligner::parse_storage(v, st)) throw usage_error("--storage must be one of " + aligner::storage_names() + ", got '" + v + "'");
+         o.storage = v;
+       }},
+      {"--top", "N", ranking_cmds, "results per query (default 1000)",
+       [](options& o, const std::string& v) {
+         o.top = parse_count("--top", v);
+         if (o.top == 0) throw usage_error("--top must be >= 1, got 0");
+       }},
+      {"--run", "FILE", eval | search, "write the TREC run of the first strategy", [](options& o, const std::string& v) { o.run_file = v; }},
+      {"--threads", "T", ranking_cmds, "worker threads (default 1; 0 = all cores)",
+       [](options& o, const std::string& v) { o.threads = unsigned(parse_count("--threads", v)); }},
+      {"--no-mmap", "", search, "read the index into memory instead of mapping it", [](options& o, const std::string&) { o.no_mmap = true; }},
+      {"--progress", "", collection_cmds, "progress bar on stderr even when it is not a terminal",
+       [](options& o, const std::string&) { o.progress = true; }},
+      {"--queries", "Q.npy", score, "query token vectors [tokens, dim], float32 or float16", [](options& o, const std::string& v) { o.queries = v; }},
+      {"--query-offsets", "QO.npy", score, "query offsets [queries + 1], int64 or int32",
+       [](options& o, const std::string& v) { o.query_offsets = v; }},
+      {"--docs", "D.npy", score, "document token vectors [tokens, dim]", [](options& o, const std::string& v) { o.docs = v; }},
+      {"--doc-offsets", "DO.npy", score, "document offsets [documents + 1]", [](options& o, const std::string& v) { o.doc_offsets = v; }},
+      {"--query-salience", "UQ.npy", score, "query salience [query tokens]", [](options& o, const std::string& v) { o.query_salience = v; }},
+      {"--doc-salience", "UD.npy", score, "document salience [document tokens]", [](options& o, const std::string& v) { o.doc_salience = v; }},
+      {"--scores", "S.npy", gate, "scores, 1-d or 2-d (solved row by row)", [](options& o, const std::string& v) { o.scores = v; }},
+      {"--k", "K", gate, "budget k of the gate", [](options& o, const std::string& v) { o.k = parse_double("--k", v); }},
+      {"--iterations", "N", gate, "run exactly N steps of the paper's iteration instead of the exact solver",
+       [](options& o, const std::string& v) { o.iterations = parse_count("--iterations", v); }},
+      {"--exact", "", gate, "the sort-based exact solver (the default)", [](options& o, const std::string&) { o.exact = true; }},
+      {"--tokens", "X.npy", salience, "token vectors [tokens, dim]", [](options& o, const std::string& v) { o.tokens = v; }},
+      {"--weights", "W.npy", salience, "salience weights w [dim]", [](options& o, const std::string& v) { o.weights = v; }},
+      {"--bias", "B", salience, "salience bias b", [](options& o, const std::string& v) { o.bias = parse_double("--bias", v); }},
+      {"--budget", "A", salience, "gate budget fraction alpha: k = ceil(A * tokens) (with --epsilon)",
+       [](options& o, const std::string& v) { o.budget = parse_double("--budget", v); }},
+      {"--epsilon", "E", gate | salience, "gate temperature epsilon", [](options& o, const std::string& v) { o.epsilon = parse_double("--epsilon", v); }},
+      {"--out", "FILE", index | gate | salience, "file to write (index: the index; gate: lambda .npy; salience: u .npy)",
+       [](options& o, const std::string& v) { o.out = v; }},
+  };
+  return table;
+}
+
+std::string commands_of(unsigned bits) {
+  static const std::pair<command, const char*> names[] = {{eval, "eval"},   {adapt, "adapt"}, {index, "index"},     {search, "search"},
+                                                          {score, "score"}, {gate, "gate"},   {salience, "salience"}};
+  std::string out;
+  for (const auto& [bit, name] : names)
+    if (bits & bit) (out.empty() ? out : out.append(", ")).append(name);
+  return out;
+}
+
+}  // namespace
+
+void options::require(std::string_view flag) const {
+  if (!has(flag)) throw usage_error("missing required option " + std::string(flag));
+}
+
+options parse_options(int argc, char** argv, int first, command cmd, std::string_view name) {
+  options o;
+  for (int i = first; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      o.help = true;
+      continue;
+    }
+    if (a.rfind("--", 0) != 0) throw usage_error("unexpected argument '" + a + "'");
+    std::string value;
+    const auto eq = a.find('=');
+    if (eq != std::string::npos) value = a.substr(eq + 1), a = a.substr(0, eq);
+    const flag* f = nullptr;
+    for (const auto& candidate : flags())
+      if (candidate.name == a) f = &candidate;
+    if (!f) throw usage_error("unknown option " + a);
+    if (!(f->commands & cmd))
+      throw usage_error(a + " does not apply to " + std::string(name) + " (it is an option of " + commands_of(f->commands) + ")");
+    if (o.given.count(a)) throw usage_error(a + " given twice");
+    if (f->metavar.empty()) {
+      if (eq != std::string::npos) throw usage_error(a + " takes no value");
+    } else if (eq == std::string::npos) {
+      if (i + 1 >= argc) throw usage_error(a + " needs a value");
+      value = argv[++i];
+    }
+    f->set(o, value);
+    o.given.insert(a);
+  }
+  return o;
+}
+
+std::string flag_help(command cmd) {
+  std::string out;
+  for (const auto& f : flags()) {
+    if (!(f.commands & cmd)) continue;
+    std::string left = "  " + std::string(f.name) + (f.metavar.empty() ? "" : " " + std::string(f.metavar));
+    if (left.size() < 24)
+      left.resize(24, ' ');
+    else
+      left += "\n" + std::string(24, ' ');
+    out += left + f.help + "\n";
+  }
+  return out;
+}
+
+}  // namespace cli

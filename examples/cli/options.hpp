@@ -1,0 +1,68 @@
+// The command line of the aligner tool: every flag is declared once (options.cpp), with the subcommands it applies
+// to, its help text and the handler that stores its value in `options`. A flag given to a subcommand that does not
+// take it, an unknown flag, a repeated flag or a malformed value is a usage error (exit code 2).
+#pragma once
+
+#include <aligner/math/alignment.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cli {
+
+/// A usage error: the tool exits with code 2 and the message.
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// The subcommands, as bits so that a flag can name the set it applies to.
+enum command : unsigned {
+  eval = 1u << 0,
+  adapt = 1u << 1,
+  index = 1u << 2,
+  search = 1u << 3,
+  score = 1u << 4,
+  gate = 1u << 5,
+  salience = 1u << 6,
+};
+
+/// Every value a flag can set, with its default.
+struct options {
+  std::set<std::string> given;  ///< the flags on the command line
+  bool help = false;
+  // collections
+  std::string collection, vectors = "glove100", split = "test", index_file, run_file, out;
+  std::vector<aligner::alignment> strategies;
+  std::string grid = "paper";
+  aligner::normalization norm = aligner::normalization::mean;
+  std::optional<std::size_t> candidates;  ///< k' per query token; empty: rerank every document
+  std::string backend = "exact", salience = "none", storage = "f32";
+  double prune_query = 1.0, prune_doc = 1.0;
+  std::size_t top = 1000, shots = 8;
+  std::uint64_t seed = 0;
+  unsigned threads = 1;
+  bool progress = false, no_mmap = false;
+  // .npy tools
+  std::string queries, query_offsets, docs, doc_offsets, query_salience, doc_salience, scores, tokens, weights;
+  double k = 0, epsilon = 0, bias = 0, budget = 0;
+  std::size_t iterations = 0;
+  bool exact = false;
+
+  bool has(std::string_view flag) const { return given.count(std::string(flag)) != 0; }
+  /// Throws usage_error when a required flag is missing.
+  void require(std::string_view flag) const;
+};
+
+/// Parses argv[first..] for subcommand `cmd` (named `name` in messages).
+options parse_options(int argc, char** argv, int first, command cmd, std::string_view name);
+
+/// The option list of a subcommand's help, generated from the flag table.
+std::string flag_help(command cmd);
+
+}  // namespace cli

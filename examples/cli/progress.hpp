@@ -1,0 +1,54 @@
+// A progress bar on stderr for long steps: drawn when stderr is a terminal or with --progress.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <unistd.h>
+
+namespace cli {
+
+class progress {
+ public:
+  progress(std::string label, std::size_t total, bool forced)
+      : label_(std::move(label)), total_(total), enabled_(forced || isatty(2)) {
+    draw(0);
+  }
+  ~progress() {
+    if (enabled_) std::fprintf(stderr, "\n");
+  }
+  progress(const progress&) = delete;
+  progress& operator=(const progress&) = delete;
+
+  /// One more item done (thread-safe; redraws at most every 100 ms, and at the end).
+  void tick() {
+    const std::size_t done = ++done_;
+    if (!enabled_) return;
+    const std::lock_guard lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    if (done != total_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    draw(done);
+  }
+
+ private:
+  void draw(std::size_t done) const {
+    if (!enabled_) return;
+    const int width = 30, filled = total_ ? int(double(done) / double(total_) * width) : width;
+    std::fprintf(stderr, "\r%-22s [%s%s] %3d%% (%zu/%zu)", label_.c_str(), std::string(std::size_t(filled), '=').c_str(),
+                 std::string(std::size_t(width - filled), ' ').c_str(), total_ ? int(100.0 * double(done) / double(total_)) : 100,
+                 done, total_);
+    std::fflush(stderr);
+  }
+  std::string label_;
+  std::size_t total_;
+  bool enabled_;
+  std::atomic<std::size_t> done_{0};
+  std::mutex mutex_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+}  // namespace cli

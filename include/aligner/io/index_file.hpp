@@ -1,0 +1,189 @@
+/** @file index_file.hpp
+ *  @brief Saving and loading a whole retriever: one checksummed file (io/section_file.hpp), written atomically,
+ *  loaded with the token store memory-mapped read-only.
+ *
+ *  Sections: meta (i64: dim, panel width, documents, has salience, check_finite, doc_prune bits), storage (u8: the
+ *  storage's disk tag, kernels/storage.hpp), offsets, panel_offsets, panels (the packed words), salience, token_doc,
+ *  removed, backend (the backend's serialize() bytes), label. Everything is verified before use (checksums, shapes,
+ *  offsets, ids); any problem throws aligner::io_error naming the file. A file saved by a build of another SIMD
+ *  width is repacked on load (int8 tokens are re-quantised from their stored values, which can move a scale by an
+ *  ulp). */
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../kernels/layout.hpp"
+#include "../kernels/storage.hpp"
+#include "../pipeline/retriever.hpp"
+#include "../storage/token_store.hpp"
+#include "section_file.hpp"
+
+namespace aligner {
+
+/// How load_index reads a file.
+struct load_options {
+  bool mmap = true;              ///< map the token store read-only (shared between processes) instead of reading it
+  std::size_t expected_dim = 0;  ///< when non-zero, a file of another dimension is refused
+};
+
+/// Saves the whole retriever (token store, document map, removals, settings, the backend's own bytes) to one file,
+/// atomically: a crash leaves the old file or the new one. `label` (optional, <= 4096 bytes) is stored as-is; read
+/// it back with read_index_label (e.g. the backend's name, so a tool knows which Backend type to load).
+template <serializable_backend Backend>
+void save_index(const aligner_retriever<Backend>& retriever, const std::filesystem::path& path, std::string_view label = {}) {
+  ALIGNER_EXPECTS(label.size() <= 4096, "index label has ", label.size(), " bytes, at most 4096 are allowed");
+  const retriever_state<Backend>& s = retriever.state();
+  const std::int64_t meta[6] = {std::int64_t(s.store.dim()), std::int64_t(panel_width<>), std::int64_t(s.store.size()),
+                                std::int64_t(s.store.has_salience()), std::int64_t(s.params.check_finite),
+                                std::bit_cast<std::int64_t>(s.params.doc_prune)};
+  const std::vector<std::uint8_t> removed(s.removed.begin(), s.removed.end());
+  const std::string backend = s.backend.serialize();
+  auto bytes = [](const auto& span) {
+    return std::string_view(reinterpret_cast<const char*>(span.data()), span.size() * sizeof(span[0]));
+  };
+  const std::string_view packed(reinterpret_cast<const char*>(s.store.packed_data()), s.store.packed_elements() * 4);
+  const auto salience = s.store.all_salience();
+  const std::uint8_t tag[1] = {disk_tag(s.store.precision())};
+  using io::section_dtype;
+  const std::vector<io::section_out> sections = {
+      {"meta", section_dtype::i64, {6}, bytes(std::span<const std::int64_t>(meta))},
+      {"storage", section_dtype::u8, {1}, bytes(std::span<const std::uint8_t>(tag))},
+      {"offsets", section_dtype::i64, {s.store.offsets().size()}, bytes(s.store.offsets())},
+      {"panel_offsets", section_dtype::i64, {s.store.panel_offsets().size()}, bytes(s.store.panel_offsets())},
+      {"panels", s.store.precision() == storage::f32 ? section_dtype::f32 : section_dtype::u32, {s.store.packed_elements()}, packed},
+      {"salience", section_dtype::f32, {salience.size()}, bytes(salience)},
+      {"token_doc", section_dtype::u32, {s.token_doc.size()}, bytes(std::span<const std::uint32_t>(s.token_doc))},
+      {"removed", section_dtype::u8, {removed.size()}, bytes(std::span<const std::uint8_t>(removed))},
+      {"backend", section_dtype::u8, {backend.size()}, std::string_view(backend)},
+      {"label", section_dtype::u8, {label.size()}, label},
+  };
+  io::atomic_write(path, io::encode_sections(sections));
+}
+
+/// The label stored by save_index (empty when none); verifies the whole file like load_index.
+inline std::string read_index_label(const std::filesystem::path& path) {
+  const auto file = io::file_bytes::open(path, true);
+  const auto sections = io::decode_sections(*file);
+  const auto it = sections.find("label");
+  if (it == sections.end()) return {};
+  return std::string(it->second.data, it->second.bytes);
+}
+
+namespace detail {
+
+/// The token store of an index file: the mapped panels adopted when the layout is this build's, else copied (read
+/// into memory) or repacked (another panel width).
+inline token_store load_token_store(const std::shared_ptr<const io::file_bytes>& file, std::size_t dim, std::size_t width,
+                                    storage precision, std::vector<std::int64_t> offsets, std::vector<std::int64_t> panel_offsets,
+                                    const io::section_in& packed, std::vector<float> salience, bool has_salience) {
+  const std::size_t words = packed.bytes / 4;
+  if (width == panel_width<> && file->mapped())
+    return token_store::adopt(dim, precision, std::move(offsets), std::move(panel_offsets), packed.data, words, std::move(salience),
+                              has_salience, std::shared_ptr<const void>(file, file.get()));
+  if (width == panel_width<>) {  // read: the words are copied as they are (bit-identical, also for int8 scales)
+    auto copy = std::make_shared<aligned_vector<std::uint32_t>>(words);
+    if (words) std::memcpy(copy->data(), packed.data, words * 4);
+    auto store = token_store::adopt(dim, precision, std::move(offsets), std::move(panel_offsets), copy->data(), words,
+                                    std::move(salience), has_salience, std::shared_ptr<const void>(copy, copy->data()));
+    store.detach();
+    return store;
+  }
+  const std::size_t per_panel = panel_words(precision, dim, width), docs = panel_offsets.size();
+  std::int64_t expect = 0;
+  for (std::size_t d = 0; d != docs; ++d) {
+    ALIGNER_EXPECTS(panel_offsets[d] == expect, "panel offset ", d, " does not match the saved panel width ", width);
+    expect += std::int64_t((std::size_t(offsets[d + 1] - offsets[d]) + width - 1) / width * per_panel);
+  }
+  ALIGNER_EXPECTS(std::size_t(expect) == words, "the panels section does not match the offsets");
+  token_store store(dim, precision);
+  std::vector<float> rows;
+  for (std::size_t d = 0; d != docs; ++d) {
+    const std::size_t len = std::size_t(offsets[d + 1] - offsets[d]);
+    rows.assign(len * dim, 0.f);
+    for (std::size_t j = 0; j != len; ++j)
+      for (std::size_t c = 0; c != dim; ++c)
+        rows[j * dim + c] = packed_value(precision, packed.data + 4 * std::size_t(panel_offsets[d]), width, dim, j, c);
+    store.add(matrix_view<float>(rows.data(), len, dim),
+              has_salience ? std::span<const float>(salience).subspan(std::size_t(offsets[d]), len) : std::span<const float>(), false);
+  }
+  return store;
+}
+
+}  // namespace detail
+
+/// Loads a retriever saved by save_index; `make_backend(bytes)` rebuilds the backend (default Backend::deserialize).
+template <mips_backend Backend, class MakeBackend>
+aligner_retriever<Backend> load_index(const std::filesystem::path& path, load_options options, MakeBackend&& make_backend) {
+  auto file = io::file_bytes::open(path, options.mmap);
+  const auto sections = io::decode_sections(*file);
+  auto fail = [&](const std::string& what) -> void { throw io_error(path.string() + ": " + what); };
+  auto get = [&](const char* name, io::section_dtype dtype) -> const io::section_in& {
+    const auto it = sections.find(name);
+    if (it == sections.end()) fail(std::string("missing section ") + name);
+    if (it->second.dtype != dtype || it->second.shape.size() != 1) fail(std::string("section ") + name + " has the wrong type");
+    return it->second;
+  };
+  const auto meta = get("meta", io::section_dtype::i64).template as<std::int64_t>();
+  if (meta.size() != 6) fail("meta section has " + std::to_string(meta.size()) + " values, expected 6");
+  const std::int64_t dim = meta[0], width = meta[1], docs = meta[2];
+  if (dim < 1 || dim > (1 << 20)) fail("implausible dim " + std::to_string(dim));
+  if (options.expected_dim && std::size_t(dim) != options.expected_dim)
+    fail("index dim " + std::to_string(dim) + " does not match the expected dim " + std::to_string(options.expected_dim));
+  if (width != 4 && width != 8 && width != 16 && width != 32) fail("unsupported panel width " + std::to_string(width));
+  if (docs < 0 || meta[3] < 0 || meta[3] > 1 || meta[4] < 0 || meta[4] > 1) fail("corrupt meta section");
+  const auto& backend_bytes = get("backend", io::section_dtype::u8);
+  retriever_state<Backend> state{.backend = make_backend(std::string_view(backend_bytes.data, backend_bytes.bytes))};
+  state.params = {.doc_prune = std::bit_cast<double>(meta[5]), .check_finite = meta[4] == 1};
+  if (!(state.params.doc_prune > 0.0 && state.params.doc_prune <= 1.0)) fail("corrupt pruning fraction");
+  const bool has_salience = meta[3] == 1;
+  if (sections.count("storage")) {  // files before the f16/i8 stores have none: float32
+    const auto tag = get("storage", io::section_dtype::u8).template as<std::uint8_t>();
+    if (tag.size() != 1 || !storage_from_disk_tag(tag[0], state.params.precision)) fail("corrupt storage section");
+  }
+  const auto offsets = get("offsets", io::section_dtype::i64).template as<std::int64_t>();
+  const auto panel_offsets = get("panel_offsets", io::section_dtype::i64).template as<std::int64_t>();
+  const auto& packed = get("panels", state.params.precision == storage::f32 ? io::section_dtype::f32 : io::section_dtype::u32);
+  const auto salience = get("salience", io::section_dtype::f32).template as<float>();
+  const auto token_doc = get("token_doc", io::section_dtype::u32).template as<std::uint32_t>();
+  const auto removed = get("removed", io::section_dtype::u8).template as<std::uint8_t>();
+  if (offsets.size() != std::size_t(docs) + 1 || panel_offsets.size() != std::size_t(docs) || removed.size() != std::size_t(docs))
+    fail("document count " + std::to_string(docs) + " does not match the offsets, panel offsets or removal flags");
+  for (std::uint8_t r : removed)
+    if (r > 1) fail("removal flags must be 0 or 1");
+  for (std::size_t i = 0; i != salience.size(); ++i)
+    if (!(salience[i] >= 0.f) || !std::isfinite(salience[i])) fail("salience value " + std::to_string(i) + " is invalid");
+  try {
+    // check_offsets bounds every document by max_sequence_tokens before any size is computed from the lengths.
+    detail::check_offsets(offsets, offsets.empty() ? 0 : std::size_t(offsets.back()), "offsets");
+    if (has_salience ? salience.size() != std::size_t(offsets.back()) : !salience.empty()) fail("salience section does not match the tokens");
+    state.store = detail::load_token_store(file, std::size_t(dim), std::size_t(width), state.params.precision,
+                                           {offsets.begin(), offsets.end()}, {panel_offsets.begin(), panel_offsets.end()}, packed,
+                                           {salience.begin(), salience.end()}, has_salience);
+    state.token_doc.assign(token_doc.begin(), token_doc.end());
+    state.removed.assign(removed.begin(), removed.end());
+    state.removed_count = std::size_t(std::count(removed.begin(), removed.end(), std::uint8_t(1)));
+    return aligner_retriever<Backend>(std::move(state));
+  } catch (const invalid_argument& e) {
+    throw io_error(path.string() + ": " + e.what());
+  }
+}
+
+/// Loads a retriever saved by save_index with Backend::deserialize.
+template <serializable_backend Backend>
+aligner_retriever<Backend> load_index(const std::filesystem::path& path, load_options options = {}) {
+  return load_index<Backend>(path, options, [](std::string_view bytes) { return Backend::deserialize(bytes); });
+}
+
+}  // namespace aligner

@@ -1,0 +1,222 @@
+/** @file aligned_rows.hpp
+ *  @brief The fused S∘A row reduction: for every query token i, the sum of its k largest similarities.
+ *
+ *  For query rows q_i and document tokens d_j (j < doc_rows), with S_ij = q_i . d_j and optional document
+ *  weights w_j (salience; 1 when absent), the kernel returns per query row
+ *
+ *      row_sum_i = Σ_{j ∈ top_k(S_i)} w_j S_ij,     row_z_i = Σ_{j ∈ top_k(S_i)} w_j
+ *
+ *  where top_k(S_i) holds the k largest entries of row i, ties toward the smaller j. A is never materialised:
+ *  S comes tile by tile from the sweep of tile.hpp and each tile is folded straight into a lane-wise running top-K
+ *  (lane_topk.hpp; K = the next of 1, 2, 4, 8, 16 at or above k); the W*K survivors of a row hold its global top-k,
+ *  which a final selection picks. Budgets k > 16 compute the rows of S into a buffer and select with nth_element.
+ *  Several budgets at once (a grid of Top-k / Top-p strategies) share one pass: their sums are prefix sums of one
+ *  sorted top list. Complexity O(n * m * dim) FLOPs plus O(n * m * K) compare/blend operations.
+ *  Scratch lives in a caller-owned `rows_workspace` (one per thread); `ref::aligned_row_sums` beside it is the
+ *  specification the kernel is tested against. */
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "../core/config.hpp"
+#include "../core/types.hpp"
+#include "lane_topk.hpp"
+#include "layout.hpp"
+#include "simd_compat.hpp"
+#include "storage.hpp"
+#include "tile.hpp"
+
+namespace aligner::ref {
+
+/// Scalar specification of the kernel, in double: row sums of the top-k similarities (ties toward smaller j).
+/// `doc_weights` may be null (all ones). `k` is clamped to doc.rows.
+inline void aligned_row_sums(matrix_view<float> query, matrix_view<float> doc, std::size_t k, const float* doc_weights,
+                             double* row_sum, double* row_z) {
+  const std::size_t m = doc.rows;
+  k = std::min(k, m);
+  std::vector<double> s(m);
+  std::vector<std::size_t> order(m);
+  for (std::size_t i = 0; i != query.rows; ++i) {
+    for (std::size_t j = 0; j != m; ++j) {
+      double acc = 0.0;
+      for (std::size_t c = 0; c != query.cols; ++c) acc += double(query.row(i)[c]) * double(doc.row(j)[c]);
+      s[j] = acc;
+    }
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return s[a] > s[b]; });
+    double sum = 0.0, z = 0.0;
+    for (std::size_t t = 0; t != k; ++t) {
+      const double w = doc_weights ? double(doc_weights[order[t]]) : 1.0;
+      sum += w * s[order[t]];
+      z += w;
+    }
+    row_sum[i] = sum;
+    row_z[i] = z;
+  }
+}
+
+}  // namespace aligner::ref
+
+namespace aligner {
+
+/// Scratch of the row reduction, reused across calls (one per thread; never shared by concurrent calls).
+struct rows_workspace {
+  aligned_vector<float> states, ids, s_rows;
+  std::vector<std::pair<float, float>> candidates;
+  std::vector<std::uint32_t> query_bf16;  ///< the query's bf16 pairs, when the caller did not supply them
+};
+
+namespace detail {
+
+template <class Arch, storage St>
+struct aligned_rows_impl {
+  using engine_t = tile_engine<Arch, St>;
+  using lanes = lane_topk<Arch>;
+  using batch = typename engine_t::batch;
+  static constexpr std::size_t width = engine_t::width;
+
+  const engine_t& engine;
+  rows_workspace& ws;
+
+  /// Writes the prefix sums of a row's best-first (value, index) list at every budget.
+  static void prefix_sums(const std::pair<float, float>* sorted, std::size_t available, std::span<const std::size_t> budgets,
+                          const float* weights, bool indexed, double* row_sum, double* row_z) noexcept {
+    for (std::size_t b = 0; b != budgets.size(); ++b) {
+      const std::size_t kk = std::min(budgets[b], available);
+      double sum = 0.0, z = 0.0;
+      for (std::size_t t = 0; t != kk; ++t) {
+        const double w = indexed ? double(weights[std::size_t(sorted[t].second)]) : 1.0;
+        sum += w * double(sorted[t].first);
+        z += w;
+      }
+      row_sum[b] = sum;
+      row_z[b] = z;
+    }
+  }
+
+  /// Tile rows i0 .. i0 + R - 1 of panels p0 .. p0 + V - 1, padding masked, folded into the rows' states.
+  template <std::size_t K, bool Indexed, std::size_t R, std::size_t V>
+  void tile_and_fold(std::size_t i0, std::size_t p0, float* states, float* ids) const noexcept {
+    batch acc[R][V];
+    engine.template tile<R, V>(i0, p0, acc);
+    batch pid[V];
+    if constexpr (Indexed)
+      for (std::size_t v = 0; v != V; ++v) pid[v] = engine_t::lane_ids(p0 + v);
+    for (std::size_t r = 0; r != R; ++r) {
+      batch s[V], id[V];
+      for (std::size_t v = 0; v != V; ++v) {
+        s[v] = engine.mask_tail(acc[r][v], p0 + v);
+        id[v] = Indexed ? pid[v] : batch(0.f);
+      }
+      lanes::template fold<K, Indexed, V>(s, id, states + (i0 + r) * K * width, Indexed ? ids + (i0 + r) * K * width : nullptr);
+    }
+  }
+
+  template <std::size_t K, bool Indexed>
+  void run_topk(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum,
+                double* row_z) const {
+    const std::size_t n = engine.query.rows, nb = budgets.size(), doc_rows = engine.doc_rows;
+    ws.states.assign(n * K * width, -std::numeric_limits<float>::infinity());
+    if constexpr (Indexed) ws.ids.assign(n * K * width, 0.f);
+    float* states = ws.states.data();
+    float* ids = Indexed ? ws.ids.data() : nullptr;
+    engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
+      engine_t::with_panels(here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
+        tile_and_fold<K, Indexed, R, V>(i0, p0, states, ids);
+      });
+    });
+    // Final selection: the row's W*K survivors hold its top-kmax.
+    const std::size_t kk = std::min(kmax, doc_rows);
+    for (std::size_t i = 0; i != n; ++i) {
+      const float* st = states + i * K * width;
+      if constexpr (K == 1 && !Indexed) {
+        if (nb == 1) {  // Top-1 without weights: a horizontal max
+          row_sum[i] = double(detail::reduce_max(batch::load_aligned(st)));
+          row_z[i] = 1.0;
+          continue;
+        }
+      }
+      ws.candidates.resize(kk);
+      lanes::template merge_lanes<K, Indexed>(st, Indexed ? ids + i * K * width : nullptr, ws.candidates.data(), kk);
+      prefix_sums(ws.candidates.data(), kk, budgets, weights, Indexed, row_sum + i * nb, row_z + i * nb);
+    }
+  }
+
+  /// Budgets above 16: the whole S (n x panels*W) goes to a buffer, each row is selected with nth_element.
+  void run_full(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum,
+                double* row_z) const {
+    const std::size_t n = engine.query.rows, s_stride = engine.panel_total * width, nb = budgets.size();
+    const std::size_t doc_rows = engine.doc_rows;
+    ws.s_rows.resize(n * s_stride);
+    float* s_rows = ws.s_rows.data();
+    engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
+      engine.template store_rows<R>(i0, p0, here, s_rows, s_stride);
+    });
+    const std::size_t kk = std::min(kmax, doc_rows);
+    auto& cand = ws.candidates;
+    for (std::size_t i = 0; i != n; ++i) {
+      const float* s = s_rows + i * s_stride;
+      cand.resize(doc_rows);
+      for (std::size_t j = 0; j != doc_rows; ++j) cand[j] = {s[j], float(j)};
+      auto better = [](const std::pair<float, float>& a, const std::pair<float, float>& b) {
+        return ranks_before(a.first, a.second, b.first, b.second);
+      };
+      if (kk < doc_rows) std::nth_element(cand.begin(), cand.begin() + std::ptrdiff_t(kk), cand.end(), better);
+      std::sort(cand.begin(), cand.begin() + std::ptrdiff_t(kk), better);
+      prefix_sums(cand.data(), kk, budgets, weights, weights != nullptr, row_sum + i * nb, row_z + i * nb);
+    }
+  }
+
+  void run(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum, double* row_z) const {
+    const bool indexed = weights != nullptr;
+    auto go = [&]<std::size_t K>(std::integral_constant<std::size_t, K>) {
+      if (indexed)
+        run_topk<K, true>(budgets, kmax, weights, row_sum, row_z);
+      else
+        run_topk<K, false>(budgets, kmax, weights, row_sum, row_z);
+    };
+    if (kmax == 1) go(std::integral_constant<std::size_t, 1>{});
+    else if (kmax == 2) go(std::integral_constant<std::size_t, 2>{});
+    else if (kmax <= 4) go(std::integral_constant<std::size_t, 4>{});
+    else if (kmax <= 8) go(std::integral_constant<std::size_t, 8>{});
+    else if (kmax <= 16) go(std::integral_constant<std::size_t, 16>{});
+    else run_full(budgets, kmax, weights, row_sum, row_z);
+  }
+};
+
+}  // namespace detail
+
+/// The kernel over one packed document of storage `st` (layout.hpp). Writes row_sum[i * B + b], row_z[i * B + b]
+/// for query row i and budget b of the B = budgets.size() budgets. Preconditions (unchecked): every budget >= 1,
+/// query.cols == the panels' dim, doc_rows <= max_sequence_tokens, panels 64-byte aligned, values finite.
+/// `query_bf16`: the query as query_to_bf16_pairs writes it, used for bf16 panels where bf16_rounds_query (null:
+/// converted into the workspace on each call). `next`: what the caller scores next, prefetched meanwhile.
+template <class Arch = default_arch>
+void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows,
+                      std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z,
+                      rows_workspace& ws, const std::uint32_t* query_bf16 = nullptr, prefetch_hint next = {}) {
+  const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
+  if (doc_rows == 0 || kmax == 0) {
+    std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
+    std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
+    return;
+  }
+  if (st == storage::bf16 && bf16_rounds_query<Arch> && query_bf16 == nullptr) {
+    ws.query_bf16.resize(query.rows * ((query.cols + 1) / 2));
+    query_to_bf16_pairs(query, ws.query_bf16.data());
+    query_bf16 = ws.query_bf16.data();
+  }
+  visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
+    const tile_engine<Arch, S> engine(panels, doc_rows, query, query_bf16, next);
+    detail::aligned_rows_impl<Arch, S>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
+  });
+}
+
+}  // namespace aligner

@@ -1,0 +1,303 @@
+/** @file tile.hpp
+ *  @brief The tile sweep: S = Q D^T computed in register tiles over packed panels, never stored whole.
+ *
+ *  `tile_engine<Arch, St>` computes tiles of R query rows x V panels (W document tokens each) of S by broadcast-FMA
+ *  register blocking over panels of storage St (layout.hpp, storage.hpp), and `sweep` visits every tile of a
+ *  document once in an order that keeps the data close: the document is cut into spans of at most 256 KB
+ *  (L2-resident); within a span every block of query rows sweeps all panel groups, so the span streams from L2 while
+ *  the query block stays in L1. While a span is scored, the bytes scored next (the next span, or the caller's next
+ *  document) are prefetched in equal slices by the tiles, one line every other component step, so DRAM latency
+ *  overlaps with compute. (Prefetches issued back to back before each tile filled the core's miss buffers and
+ *  stalled it; sweeping all query blocks over one panel group starved the prefetches of L1 room.)
+ *  What a caller does with each tile (fold it into a running top-k, compare it with thresholds, store it) is the
+ *  visitor's business: lane_topk.hpp, aligned_rows.hpp and token_scan.hpp build on this. */
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
+#include "../core/config.hpp"
+#include "../core/types.hpp"
+#include "layout.hpp"
+#include "storage.hpp"
+
+namespace aligner {
+
+/// True when bf16 panels are scored with AVX512-BF16's vdpbf16ps for this architecture: the query is then
+/// rounded to bfloat16 as well (otherwise the query stays float and only the documents are bf16).
+template <class Arch = default_arch>
+inline constexpr bool bf16_rounds_query =
+#if defined(__AVX512BF16__)
+    std::is_same_v<Arch, xsimd::avx512bw> || std::is_same_v<Arch, xsimd::avx512dq> ||
+    std::is_same_v<Arch, xsimd::avx512cd> || std::is_same_v<Arch, xsimd::avx512f>;
+#else
+    false;
+#endif
+
+/// Query rows as the bf16 instruction reads them: rows x ceil(cols / 2) words, components (2c, 2c + 1) in one word
+/// (low half first), the last high half 0 for an odd cols. Returns the words (rows * ceil(cols / 2)).
+inline void query_to_bf16_pairs(matrix_view<float> query, std::uint32_t* out) noexcept {
+  const std::size_t pairs = (query.cols + 1) / 2;
+  for (std::size_t i = 0; i != query.rows; ++i)
+    for (std::size_t c2 = 0; c2 != pairs; ++c2) {
+      const std::uint32_t lo = to_bf16(query.row(i)[2 * c2]);
+      const std::uint32_t hi = 2 * c2 + 1 < query.cols ? to_bf16(query.row(i)[2 * c2 + 1]) : 0u;
+      out[i * pairs + c2] = lo | (hi << 16);
+    }
+}
+
+/// What a caller scores after the current document: its packed bytes are prefetched while the current one is
+/// scored (optional; an empty hint prefetches nothing past the document).
+struct prefetch_hint {
+  const void* data = nullptr;
+  std::size_t bytes = 0;
+};
+
+/// Register tiles of S over one packed document (or any run of panels). Preconditions (unchecked): query.cols ==
+/// the panels' dim, panels 64-byte aligned, doc_rows <= max_sequence_tokens, values finite; for bf16 with
+/// bf16_rounds_query, `query_bf16` holds the query as query_to_bf16_pairs writes it.
+template <class Arch, storage St>
+struct tile_engine {
+  using batch = xsimd::batch<float, Arch>;
+  using traits = storage_traits<St>;
+  static constexpr std::size_t width = batch::size;
+  // Register blocking: 4 query rows x (4 panels with 32 vector registers, 2 with 16).
+  static constexpr std::size_t block_rows = 4;
+  static constexpr std::size_t block_panels = sizeof(batch) >= 64 ? 4 : 2;
+  static constexpr std::size_t span_bytes = std::size_t(256) << 10;
+
+  const void* panels;
+  std::size_t dim, doc_rows, panel_total;
+  matrix_view<float> query;
+  const std::uint32_t* query_bf16 = nullptr;
+  prefetch_hint next{};
+
+  tile_engine(const void* panels_, std::size_t doc_rows_, matrix_view<float> query_, const std::uint32_t* query_bf16_ = nullptr,
+              prefetch_hint next_ = {}) noexcept
+      : panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)), query(query_),
+        query_bf16(query_bf16_), next(next_) {}
+
+  std::size_t panel_bytes() const noexcept { return traits::panel_words(dim, width) * 4; }
+
+  /// acc[r][v] = S tile of rows i0 + r and panel p0 + v.
+  template <std::size_t R, std::size_t V>
+  void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
+    if constexpr (traits::pairs)
+      tile_pairs<R, V>(i0, p0, acc);
+    else
+      tile_rows<R, V>(i0, p0, acc);
+  }
+
+  /// Lanes of panel p that hold real tokens keep their value; padding becomes -inf.
+  batch mask_tail(batch s, std::size_t p) const noexcept {
+    const std::size_t valid = doc_rows - p * width;
+    if (valid >= width) return s;
+    alignas(64) float lane[width];
+    for (std::size_t l = 0; l != width; ++l) lane[l] = float(l);
+    return xsimd::select(batch::load_aligned(lane) < batch(float(valid)), s, batch(-std::numeric_limits<float>::infinity()));
+  }
+
+  /// Token indices of panel p's lanes, as floats (exact below 2^24).
+  static batch lane_ids(std::size_t p) noexcept {
+    alignas(64) float lane[width];
+    for (std::size_t l = 0; l != width; ++l) lane[l] = float(p * width + l);
+    return batch::load_aligned(lane);
+  }
+
+  /// Calls f(std::integral_constant<std::size_t, V>{}) for the run-time panel count of a tile (1 .. block_panels),
+  /// so tile bodies are compiled once per V.
+  template <class F>
+  ALIGNER_ALWAYS_INLINE static void with_panels(std::size_t panels_here, F&& f) {
+    switch (panels_here) {
+      case 1: f(std::integral_constant<std::size_t, 1>{}); break;
+      case 2: f(std::integral_constant<std::size_t, 2>{}); break;
+      case 3: if constexpr (block_panels >= 3) f(std::integral_constant<std::size_t, 3>{}); break;
+      default: if constexpr (block_panels >= 4) f(std::integral_constant<std::size_t, 4>{}); break;
+    }
+  }
+
+  /// Visits every (query row block, panel group) tile once: visit.template operator()<R>(i0, p0, panels_here),
+  /// in the span order of the file comment.
+  template <class Visit>
+  void sweep(Visit&& visit) const {
+    const std::size_t n = query.rows;
+    const std::size_t span = std::max(block_panels, span_bytes / panel_bytes() / block_panels * block_panels);
+    const std::size_t row_blocks = (n + block_rows - 1) / block_rows;
+    for (std::size_t s0 = 0; s0 < panel_total; s0 += span) {
+      const std::size_t s1 = std::min(panel_total, s0 + span);
+      const char* pf = s1 < panel_total ? static_cast<const char*>(panels) + s1 * panel_bytes() : static_cast<const char*>(next.data);
+      const std::size_t pf_bytes = s1 < panel_total ? std::min(panel_total - s1, span) * panel_bytes()
+                                                    : (next.data ? std::min(next.bytes, span * panel_bytes()) : 0);
+      const std::size_t calls = row_blocks * ((s1 - s0 + block_panels - 1) / block_panels);
+      const std::size_t lines = (pf_bytes + 63) / 64, per_call = (lines + calls - 1) / calls;
+      std::size_t issued = 0;
+      auto prefetch_slice = [&]() {
+        const std::size_t end = std::min(lines, issued + per_call);
+        pf_at = pf + issued * 64;
+        pf_stop = pf + end * 64;
+        issued = end;
+      };
+      std::size_t i0 = 0;
+      for (; i0 + block_rows <= n; i0 += block_rows)
+        for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
+          prefetch_slice();
+          visit.template operator()<block_rows>(i0, p0, std::min(block_panels, s1 - p0));
+        }
+      if (i0 == n) continue;
+      for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
+        prefetch_slice();
+        const std::size_t here = std::min(block_panels, s1 - p0);
+        switch (n - i0) {
+          case 1: visit.template operator()<1>(i0, p0, here); break;
+          case 2: visit.template operator()<2>(i0, p0, here); break;
+          case 3: visit.template operator()<3>(i0, p0, here); break;
+          default: break;
+        }
+      }
+    }
+  }
+
+  /// Writes S rows i0 .. i0 + R - 1 of panels p0 .. p0 + panels_here - 1 to s_rows (row stride s_stride floats).
+  template <std::size_t R>
+  void store_rows(std::size_t i0, std::size_t p0, std::size_t panels_here, float* s_rows, std::size_t s_stride) const noexcept {
+    with_panels(panels_here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
+      batch acc[R][V];
+      tile<R, V>(i0, p0, acc);
+      for (std::size_t r = 0; r != R; ++r)
+        for (std::size_t v = 0; v != V; ++v) acc[r][v].store_unaligned(s_rows + (i0 + r) * s_stride + (p0 + v) * width);
+    });
+  }
+
+ private:
+  static void prefetch_line(const char* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 0, 3);
+#else
+    (void)p;
+#endif
+  }
+
+  /// The lines the current tile prefetches, [pf_at, pf_stop): sweep sets them before each tile, the tile issues one
+  /// every other component step (then the rest at its end).
+  mutable const char* pf_at = nullptr;
+  mutable const char* pf_stop = nullptr;
+  ALIGNER_ALWAYS_INLINE void prefetch_tick() const noexcept {
+    if (pf_at < pf_stop) {
+      prefetch_line(pf_at);
+      pf_at += 64;
+    }
+  }
+  void prefetch_rest() const noexcept {
+    for (; pf_at < pf_stop; pf_at += 64) prefetch_line(pf_at);
+  }
+
+  /// Storages whose words hold two components (bfloat16): vdpbf16ps where bf16_rounds_query, else both halves
+  /// widened to float and two float FMAs with the float query.
+  template <std::size_t R, std::size_t V>
+  ALIGNER_NOINLINE void tile_pairs(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
+    const std::size_t pairs = (dim + 1) / 2, panel_stride = pairs * width;
+    const auto* base = static_cast<const std::uint32_t*>(panels) + p0 * panel_stride;
+#if defined(__AVX512BF16__)
+    if constexpr (bf16_rounds_query<Arch>) {
+      // vdpbf16ps: per lane acc += q_2c * d_2c + q_2c+1 * d_2c+1 (query rounded to bf16 as well).
+      __m512 a[R][V];
+      for (std::size_t r = 0; r != R; ++r)
+        for (std::size_t v = 0; v != V; ++v) a[r][v] = _mm512_setzero_ps();
+      const std::uint32_t* q[R];
+      for (std::size_t r = 0; r != R; ++r) q[r] = query_bf16 + (i0 + r) * pairs;
+      for (std::size_t c2 = 0; c2 != pairs; ++c2) {
+        prefetch_tick();
+        __m512i d[V];
+        for (std::size_t v = 0; v != V; ++v) d[v] = _mm512_load_si512(base + v * panel_stride + c2 * width);
+        for (std::size_t r = 0; r != R; ++r) {
+          const __m512i qc = _mm512_set1_epi32(int(q[r][c2]));
+          for (std::size_t v = 0; v != V; ++v) a[r][v] = _mm512_dpbf16_ps(a[r][v], (__m512bh)qc, (__m512bh)d[v]);
+        }
+      }
+      prefetch_rest();
+      for (std::size_t r = 0; r != R; ++r)
+        for (std::size_t v = 0; v != V; ++v) out[r][v] = batch(a[r][v]);
+      return;
+    }
+#endif
+    batch acc[R][V];
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(0.f);
+    const float* q[R];
+    for (std::size_t r = 0; r != R; ++r) q[r] = query.row(i0 + r);
+    for (std::size_t c2 = 0; c2 != pairs; ++c2) {
+      prefetch_tick();
+      batch lo[V], hi[V];
+      for (std::size_t v = 0; v != V; ++v) traits::template load_pair<Arch>(base + v * panel_stride, c2, lo[v], hi[v]);
+      const bool has_high = 2 * c2 + 1 < dim;
+      for (std::size_t r = 0; r != R; ++r) {
+        const batch q0(q[r][2 * c2]);
+        for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(q0, lo[v], acc[r][v]);
+        if (has_high) {
+          const batch q1(q[r][2 * c2 + 1]);
+          for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(q1, hi[v], acc[r][v]);
+        }
+      }
+    }
+    prefetch_rest();
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) out[r][v] = acc[r][v];
+  }
+
+  /// Storages with one component per row of lanes (f32, f16, i8): broadcast-FMA over component rows widened to
+  /// float, then the per-token scale where the storage has one. Accumulates in locals and writes `out` once
+  /// (accumulating straight into the output array made GCC store every accumulator on every step: it cannot prove
+  /// the array does not alias the panels).
+  template <std::size_t R, std::size_t V>
+  ALIGNER_NOINLINE void tile_rows(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
+    batch acc[R][V];
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(0.f);
+    const float* q[R];
+    for (std::size_t r = 0; r != R; ++r) q[r] = query.row(i0 + r);
+    const std::size_t stride = panel_bytes();
+    const unsigned char* base = static_cast<const unsigned char*>(panels) + p0 * stride;
+    for (std::size_t c = 0; c != dim; ++c) {
+      if (c & 1) prefetch_tick();
+      batch d[V];
+      for (std::size_t v = 0; v != V; ++v) d[v] = traits::template load_row<Arch>(base + v * stride, c);
+      for (std::size_t r = 0; r != R; ++r) {
+        const batch qc(q[r][c]);
+        for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(qc, d[v], acc[r][v]);
+      }
+    }
+    prefetch_rest();
+    if constexpr (traits::scaled) {
+      for (std::size_t v = 0; v != V; ++v) {
+        const batch scale = traits::template load_scales<Arch>(base + v * stride);
+        for (std::size_t r = 0; r != R; ++r) acc[r][v] *= scale;
+      }
+    }
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) out[r][v] = acc[r][v];
+  }
+};
+
+/// Every q_i . d_j of a packed document into s_out (query.rows x panels * W, row stride s_stride floats; padding
+/// lanes get 0). Used by explain.
+template <class Arch = default_arch>
+void similarity_rows(matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows, float* s_out,
+                     std::size_t s_stride, const std::uint32_t* query_bf16 = nullptr) noexcept {
+  visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
+    const tile_engine<Arch, S> engine(panels, doc_rows, query, query_bf16);
+    engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
+      engine.template store_rows<R>(i0, p0, here, s_out, s_stride);
+    });
+  });
+}
+
+}  // namespace aligner

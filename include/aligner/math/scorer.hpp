@@ -1,0 +1,391 @@
+/** @file scorer.hpp
+ *  @brief The ALIGNER score (SPEC section 1):
+ *
+ *      A = Ã ∘ (u^q ⊗ u^d),   Z = Σ_ij A_ij,   sim(Q, D) = (1/Z) Σ_ij S_ij A_ij,   S_ij = q_i . d_j
+ *
+ *  with Ã the sparse mask of an alignment strategy (alignment.hpp) and u^q, u^d optional saliences (1 when
+ *  absent). `normalization::none` returns Σ S∘A undivided (Top-1 without salience: ColBERT's MaxSim).
+ *  Z == 0 (or an empty side) gives 0. A is never materialised: kernels/aligned_rows.hpp folds each tile of S into a
+ *  per-row top-k. Complexity O(n · m · dim).
+ *
+ *  Entry points: `score` (one pair), `score_batch` (one query against documents stored back to back, packed on the
+ *  fly), `score_packed` / `score_packed_multi` (against packed documents, e.g. a token_store: no packing at all),
+ *  `explain` (the aligned pairs). Scoring one query against many documents: build a `prepared_query` once (validated,
+ *  copied, converted for the bf16 instruction where it runs) and pass a `score_workspace` (scratch, one per thread)
+ *  to skip per-call allocations. Everything is thread-safe when each thread has its own workspace.
+ *  `ref::score` is the double-precision specification the fast path is tested against. */
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <span>
+#include <vector>
+
+#include "../core/config.hpp"
+#include "../core/error.hpp"
+#include "../core/types.hpp"
+#include "../kernels/aligned_rows.hpp"
+#include "../kernels/dot.hpp"
+#include "../kernels/layout.hpp"
+#include "../kernels/tile.hpp"
+#include "alignment.hpp"
+
+namespace aligner {
+
+/// Per-call knobs of the scorer.
+struct score_params {
+  alignment strategy = alignment::top1();
+  normalization norm = normalization::mean;
+  std::span<const float> query_salience{};  ///< u^q: empty (all ones) or one finite value >= 0 per query token
+  std::span<const float> doc_salience{};    ///< u^d: empty, or one per document token (per token of the whole
+                                            ///< set for score_batch)
+  bool check_finite = true;                 ///< reject NaN/Inf in the token vectors (O(size) scan)
+};
+
+/// One aligned pair of an explanation.
+struct aligned_pair {
+  std::uint32_t query_token = 0;  ///< i
+  std::uint32_t doc_token = 0;    ///< j
+  float similarity = 0.f;         ///< S_ij
+  float weight = 0.f;             ///< A_ij = u^q_i · u^d_j (1 without salience)
+};
+
+/// Why a document got its score: every aligned pair, grouped by query token (ascending), each group best first.
+struct explanation {
+  std::vector<aligned_pair> pairs;
+  double numerator = 0.0;  ///< Σ S∘A
+  double z = 0.0;          ///< Σ A
+  float score = 0.f;       ///< the score under the requested normalisation
+};
+
+/// Scratch of the scorer, reused across calls: one per thread, never shared by concurrent calls.
+struct score_workspace {
+  rows_workspace rows;
+  std::vector<double> row_sum, row_z, column_sum, column_z;
+  std::vector<std::size_t> budgets, budget_of;
+  std::vector<float> first_token;
+  aligned_vector<std::uint32_t> packed;  ///< a document packed on the fly (score, score_batch, explain)
+  aligned_vector<float> similarities;    ///< explain's S
+};
+
+namespace detail {
+
+inline double combine(std::span<const double> row_sum, std::span<const double> row_z, const float* query_salience,
+                      normalization norm) noexcept {
+  double num = 0.0, z = 0.0;
+  for (std::size_t i = 0; i != row_sum.size(); ++i) {
+    const double u = query_salience ? double(query_salience[i]) : 1.0;
+    num += u * row_sum[i];
+    z += u * row_z[i];
+  }
+  if (norm == normalization::none) return num;
+  return z > 0.0 ? num / z : 0.0;
+}
+
+/// The dense strategy: only the pair (0, 0) is aligned. `doc_first` is d_0 (contiguous).
+inline float dense_score(const float* query_first, const float* doc_first, std::size_t dim, const float* query_salience,
+                         const float* doc_salience, normalization norm) noexcept {
+  const double s = double(dot(query_first, doc_first, dim));
+  const double w = (query_salience ? double(query_salience[0]) : 1.0) * (doc_salience ? double(doc_salience[0]) : 1.0);
+  return float(norm == normalization::none ? w * s : (w > 0.0 ? s : 0.0));
+}
+
+inline const float* data_or_null(std::span<const float> s) noexcept { return s.empty() ? nullptr : s.data(); }
+
+inline void check_score_inputs(matrix_view<float> query, matrix_view<float> doc_tokens, const score_params& params,
+                               std::size_t doc_salience_rows) {
+  params.strategy.validate();
+  ALIGNER_EXPECTS(query.rows == 0 || doc_tokens.rows == 0 || query.cols == doc_tokens.cols, "query dim ", query.cols,
+                  " does not match document dim ", doc_tokens.cols);
+  ALIGNER_EXPECTS(query.cols > 0 || query.rows == 0, "query has ", query.rows, " tokens of dimension 0");
+  check_sequence_length(query.rows, "the query");
+  check_matrix(query, "query", params.check_finite);
+  check_matrix(doc_tokens, "document tokens", params.check_finite);
+  check_weights(params.query_salience, query.rows, "query_salience");
+  check_weights(params.doc_salience, doc_salience_rows, "doc_salience");
+}
+
+}  // namespace detail
+
+/// A query validated and laid out once for scoring against many documents: its rows (copied, contiguous), its
+/// strategy, normalisation and salience (copied), and its bfloat16 form where the bf16 instruction reads one.
+/// Throws aligner::invalid_argument like aligner::score; params.doc_salience must be empty (documents bring theirs).
+class prepared_query {
+ public:
+  prepared_query(matrix_view<float> query, const score_params& params = {})
+      : strategy_(params.strategy), norm_(params.norm) {
+    ALIGNER_EXPECTS(params.doc_salience.empty(), "a prepared query takes no doc_salience: documents bring their own");
+    detail::check_score_inputs(query, matrix_view<float>(nullptr, 0, query.cols), params, 0);
+    rows_.resize(query.rows * query.cols);
+    for (std::size_t i = 0; i != query.rows; ++i) std::copy_n(query.row(i), query.cols, rows_.data() + i * query.cols);
+    view_ = {rows_.data(), query.rows, query.cols};
+    salience_.assign(params.query_salience.begin(), params.query_salience.end());
+    if constexpr (bf16_rounds_query<>) {
+      bf16_.resize(query.rows * ((query.cols + 1) / 2));
+      query_to_bf16_pairs(view_, bf16_.data());
+    }
+  }
+  prepared_query(const prepared_query& other) : prepared_query(other.view_, other.params()) {}
+  prepared_query& operator=(const prepared_query& other) { return *this = prepared_query(other); }
+  prepared_query(prepared_query&&) noexcept = default;
+  prepared_query& operator=(prepared_query&&) noexcept = default;
+
+  matrix_view<float> rows() const noexcept { return view_; }
+  std::size_t dim() const noexcept { return view_.cols; }
+  const alignment& strategy() const noexcept { return strategy_; }
+  normalization norm() const noexcept { return norm_; }
+  const float* salience() const noexcept { return detail::data_or_null(salience_); }
+  /// The query as bf16 pairs for the AVX512-BF16 path (null where it does not run).
+  const std::uint32_t* bf16_pairs() const noexcept { return bf16_.empty() ? nullptr : bf16_.data(); }
+  score_params params() const { return {.strategy = strategy_, .norm = norm_, .query_salience = salience_, .check_finite = false}; }
+
+ private:
+  std::vector<float> rows_;
+  matrix_view<float> view_{};
+  alignment strategy_;
+  normalization norm_;
+  std::vector<float> salience_;
+  std::vector<std::uint32_t> bf16_;
+};
+
+namespace detail {
+
+/// d_0 of a packed document, contiguous (the dense strategy).
+inline const float* first_token(const void* panels, storage st, std::size_t dim, score_workspace& ws) {
+  ws.first_token.resize(dim);
+  for (std::size_t c = 0; c != dim; ++c) ws.first_token[c] = packed_value(st, panels, panel_width<>, dim, 0, c);
+  return ws.first_token.data();
+}
+
+/// Scores of a prepared query against one packed document under several strategies at once (one pass over S);
+/// `strategies` empty means the query's own. No validation.
+inline void score_one(const prepared_query& q, std::span<const alignment> strategies, storage st, const void* panels,
+                      std::size_t doc_rows, const float* doc_salience, float* out, score_workspace& ws, prefetch_hint next = {}) {
+  if (strategies.empty()) strategies = {&q.strategy(), 1};
+  const matrix_view<float> query = q.rows();
+  if (query.rows == 0 || doc_rows == 0) {
+    std::fill(out, out + strategies.size(), 0.f);
+    return;
+  }
+  ws.budgets.clear();
+  ws.budget_of.assign(strategies.size(), std::size_t(-1));
+  for (std::size_t t = 0; t != strategies.size(); ++t) {
+    if (strategies[t].kind == alignment::kind_t::dense) continue;
+    const std::size_t b = strategies[t].row_budget(doc_rows);
+    const auto it = std::find(ws.budgets.begin(), ws.budgets.end(), b);
+    ws.budget_of[t] = std::size_t(it - ws.budgets.begin());
+    if (it == ws.budgets.end()) ws.budgets.push_back(b);
+  }
+  const std::size_t nb = ws.budgets.size();
+  if (nb) {
+    ws.row_sum.resize(query.rows * nb);
+    ws.row_z.resize(query.rows * nb);
+    aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
+                     q.bf16_pairs(), next);
+  }
+  for (std::size_t t = 0; t != strategies.size(); ++t) {
+    if (ws.budget_of[t] == std::size_t(-1)) {
+      out[t] = dense_score(query.row(0), first_token(panels, st, query.cols, ws), query.cols, q.salience(), doc_salience, q.norm());
+    } else if (nb == 1) {
+      out[t] = float(combine(ws.row_sum, ws.row_z, q.salience(), q.norm()));
+    } else {
+      ws.column_sum.resize(query.rows);
+      ws.column_z.resize(query.rows);
+      for (std::size_t i = 0; i != query.rows; ++i) {
+        ws.column_sum[i] = ws.row_sum[i * nb + ws.budget_of[t]];
+        ws.column_z[i] = ws.row_z[i * nb + ws.budget_of[t]];
+      }
+      out[t] = float(combine(ws.column_sum, ws.column_z, q.salience(), q.norm()));
+    }
+  }
+}
+
+/// Packs one row-major document into the workspace (f32 panels).
+inline const std::uint32_t* pack_into(matrix_view<float> doc, score_workspace& ws) {
+  ws.packed.resize(packed_words(storage::f32, doc.rows, doc.cols));
+  pack_panels(storage::f32, doc, ws.packed.data());
+  return ws.packed.data();
+}
+
+inline void check_packed_call(const prepared_query& q, const packed_sequences& docs, std::span<const std::uint32_t> which,
+                              std::size_t out_size, std::size_t per_doc) {
+  ALIGNER_EXPECTS(q.rows().rows == 0 || docs.size() == 0 || q.dim() == docs.dim, "query dim ", q.dim(),
+                  " does not match the documents' dim ", docs.dim);
+  ALIGNER_EXPECTS(out_size == which.size() * per_doc, "output has ", out_size, " entries for ", which.size(), " documents x ",
+                  per_doc, " strategies");
+  for (std::uint32_t s : which) ALIGNER_EXPECTS(s < docs.size(), "document index ", s, " is outside the ", docs.size(), " documents");
+}
+
+}  // namespace detail
+
+/// Scores a prepared query against packed documents `which` (e.g. of a token_store): out[t] for which[t]. The
+/// documents' salience is used when `use_doc_salience` and they have one. Nothing is written on error.
+inline void score_packed(const prepared_query& q, const packed_sequences& docs, std::span<const std::uint32_t> which,
+                         std::span<float> out, bool use_doc_salience = true, score_workspace* workspace = nullptr) {
+  detail::check_packed_call(q, docs, which, out.size(), 1);
+  score_workspace local;
+  score_workspace& ws = workspace ? *workspace : local;
+  for (std::size_t t = 0; t != which.size(); ++t) {
+    const std::size_t s = which[t];
+    const prefetch_hint next = t + 1 < which.size() ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};
+    detail::score_one(q, {}, docs.precision, docs.panels(s), docs.length(s), use_doc_salience ? docs.salience_of(s) : nullptr,
+                      &out[t], ws, next);
+  }
+}
+
+/// Scores under several strategies in one pass over each S: out[t * strategies.size() + g] is document which[t]
+/// under strategies[g] (the prepared query's own strategy is not used). Validation as score_packed.
+inline void score_packed_multi(const prepared_query& q, const packed_sequences& docs, std::span<const std::uint32_t> which,
+                               std::span<const alignment> strategies, std::span<float> out, bool use_doc_salience = true,
+                               score_workspace* workspace = nullptr) {
+  for (const auto& a : strategies) a.validate();
+  ALIGNER_EXPECTS(!strategies.empty() || which.empty(), "score_packed_multi needs at least one strategy");
+  detail::check_packed_call(q, docs, which, out.size(), strategies.size());
+  score_workspace local;
+  score_workspace& ws = workspace ? *workspace : local;
+  for (std::size_t t = 0; t != which.size(); ++t) {
+    const std::size_t s = which[t];
+    const prefetch_hint next = t + 1 < which.size() ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};
+    detail::score_one(q, strategies, docs.precision, docs.panels(s), docs.length(s),
+                      use_doc_salience ? docs.salience_of(s) : nullptr, out.data() + t * strategies.size(), ws, next);
+  }
+}
+
+/// One query against packed documents `which` (prepares the query on each call; see prepared_query).
+/// params.doc_salience must be empty: the documents' own salience is used when `use_doc_salience`.
+inline void score_store(matrix_view<float> query, const packed_sequences& docs, std::span<const std::uint32_t> which,
+                        std::span<float> out, const score_params& params = {}, bool use_doc_salience = true) {
+  score_packed(prepared_query(query, params), docs, which, out, use_doc_salience);
+}
+
+/// One query against every packed document (out has docs.size() entries).
+inline void score_store(matrix_view<float> query, const packed_sequences& docs, std::span<float> out,
+                        const score_params& params = {}, bool use_doc_salience = true) {
+  std::vector<std::uint32_t> all(docs.size());
+  std::iota(all.begin(), all.end(), std::uint32_t{0});
+  score_store(query, docs, all, out, params, use_doc_salience);
+}
+
+/// Several strategies in one pass (see score_packed_multi).
+inline void score_store_multi(matrix_view<float> query, const packed_sequences& docs, std::span<const std::uint32_t> which,
+                              std::span<const alignment> strategies, std::span<float> out, const score_params& params = {},
+                              bool use_doc_salience = true) {
+  score_packed_multi(prepared_query(query, params), docs, which, strategies, out, use_doc_salience);
+}
+
+/// sim(Q, D) of one query and one document (row-major token matrices of the same dim).
+/// Throws aligner::invalid_argument on a dim mismatch, a bad strategy, NaN/Inf (when params.check_finite),
+/// or saliences of the wrong length or with negative/non-finite values.
+inline float score(matrix_view<float> query, matrix_view<float> doc, const score_params& params = {}) {
+  detail::check_score_inputs(query, doc, params, doc.rows);
+  detail::check_sequence_length(doc.rows, "the document");
+  if (query.rows == 0 || doc.rows == 0) return 0.f;
+  if (params.strategy.kind == alignment::kind_t::dense)
+    return detail::dense_score(query.row(0), doc.row(0), doc.cols, detail::data_or_null(params.query_salience),
+                               detail::data_or_null(params.doc_salience), params.norm);
+  score_params qp = params;
+  qp.doc_salience = {};
+  qp.check_finite = false;
+  const prepared_query q(query, qp);
+  score_workspace ws;
+  float out = 0.f;
+  detail::score_one(q, {}, storage::f32, detail::pack_into(doc, ws), doc.rows, detail::data_or_null(params.doc_salience), &out, ws);
+  return out;
+}
+
+/// A prepared query against every document of a set stored back to back (each packed on the fly into the
+/// workspace); out[d] = sim(Q, D_d). `doc_salience`: empty or one value per token of the set. The documents are
+/// validated once per call (check_finite as given); nothing is written on error.
+inline void score_batch(const prepared_query& q, const sequence_set_view& docs, std::span<float> out,
+                        std::span<const float> doc_salience = {}, bool check_finite = true, score_workspace* workspace = nullptr) {
+  detail::check_offsets(docs.offsets, docs.tokens.rows, "document offsets");
+  detail::check_matrix(docs.tokens, "document tokens", check_finite);
+  detail::check_weights(doc_salience, docs.tokens.rows, "doc_salience");
+  ALIGNER_EXPECTS(q.rows().rows == 0 || docs.tokens.rows == 0 || q.dim() == docs.tokens.cols, "query dim ", q.dim(),
+                  " does not match document dim ", docs.tokens.cols);
+  ALIGNER_EXPECTS(out.size() == docs.size(), "score_batch output has ", out.size(), " entries for ", docs.size(), " documents");
+  score_workspace local;
+  score_workspace& ws = workspace ? *workspace : local;
+  const float* ud = detail::data_or_null(doc_salience);
+  const bool dense = q.strategy().kind == alignment::kind_t::dense;
+  for (std::size_t d = 0; d != docs.size(); ++d) {
+    const matrix_view<float> doc = docs.sequence(d);
+    const float* doc_ud = ud ? ud + docs.offsets[d] : nullptr;
+    if (q.rows().rows == 0 || doc.rows == 0) {
+      out[d] = 0.f;
+    } else if (dense) {  // one dot product: no packing
+      out[d] = detail::dense_score(q.rows().row(0), doc.row(0), doc.cols, q.salience(), doc_ud, q.norm());
+    } else {
+      detail::score_one(q, {}, storage::f32, detail::pack_into(doc, ws), doc.rows, doc_ud, &out[d], ws);
+    }
+  }
+}
+
+/// Scores one query against every document of a set stored back to back; out[d] = sim(Q, D_d).
+/// params.doc_salience, when given, has one entry per token of the whole set. Nothing is written on error.
+inline void score_batch(matrix_view<float> query, const sequence_set_view& docs, std::span<float> out,
+                        const score_params& params = {}) {
+  score_params qp = params;
+  qp.doc_salience = {};
+  score_batch(prepared_query(query, qp), docs, out, params.doc_salience, params.check_finite);
+}
+
+/// score_batch returning a new vector.
+inline std::vector<float> score_batch(matrix_view<float> query, const sequence_set_view& docs, const score_params& params = {}) {
+  std::vector<float> out(docs.size());
+  score_batch(query, docs, out, params);
+  return out;
+}
+
+/// The aligned pairs behind sim(Q, D), their similarities and weights; same validation as score().
+inline explanation explain(matrix_view<float> query, matrix_view<float> doc, const score_params& params = {}) {
+  detail::check_score_inputs(query, doc, params, doc.rows);
+  detail::check_sequence_length(doc.rows, "the document");
+  explanation out;
+  if (query.rows == 0 || doc.rows == 0) return out;
+  score_workspace ws;
+  const std::size_t stride = panel_count(doc.rows) * panel_width<>;
+  ws.similarities.resize(query.rows * stride);
+  similarity_rows(query, storage::f32, detail::pack_into(doc, ws), doc.rows, ws.similarities.data(), stride);
+  const bool dense = params.strategy.kind == alignment::kind_t::dense;
+  const std::size_t rows = dense ? 1 : query.rows, cols = dense ? 1 : doc.rows;
+  const std::size_t budget = dense ? 1 : params.strategy.row_budget(doc.rows);
+  std::vector<std::uint32_t> order(cols);
+  for (std::size_t i = 0; i != rows; ++i) {
+    const float* row = ws.similarities.data() + i * stride;
+    std::iota(order.begin(), order.end(), std::uint32_t{0});
+    std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(budget), order.end(),
+                      [row](std::uint32_t a, std::uint32_t b) { return ranks_before(row[a], a, row[b], b); });
+    const double uq = params.query_salience.empty() ? 1.0 : double(params.query_salience[i]);
+    for (std::size_t t = 0; t != budget; ++t) {
+      const std::uint32_t j = order[t];
+      const double w = uq * (params.doc_salience.empty() ? 1.0 : double(params.doc_salience[j]));
+      out.pairs.push_back({std::uint32_t(i), j, row[j], float(w)});
+      out.numerator += w * double(row[j]);
+      out.z += w;
+    }
+  }
+  out.score = float(params.norm == normalization::none ? out.numerator : (out.z > 0.0 ? out.numerator / out.z : 0.0));
+  return out;
+}
+
+namespace ref {
+
+/// Double-precision specification of sim(Q, D): S in double, per-row stable sort (ties toward smaller j).
+/// Validates like aligner::score.
+inline double score(matrix_view<float> query, matrix_view<float> doc, const score_params& params = {}) {
+  detail::check_score_inputs(query, doc, params, doc.rows);
+  if (query.rows == 0 || doc.rows == 0) return 0.0;
+  const bool dense = params.strategy.kind == alignment::kind_t::dense;
+  const matrix_view<float> q = dense ? query.middle_rows(0, 1) : query;
+  const matrix_view<float> d = dense ? doc.middle_rows(0, 1) : doc;
+  const std::size_t k = dense ? 1 : params.strategy.row_budget(doc.rows);
+  std::vector<double> row_sum(q.rows), row_z(q.rows);
+  aligned_row_sums(q, d, k, detail::data_or_null(params.doc_salience), row_sum.data(), row_z.data());
+  return detail::combine(row_sum, row_z, detail::data_or_null(params.query_salience), params.norm);
+}
+
+}  // namespace ref
+}  // namespace aligner

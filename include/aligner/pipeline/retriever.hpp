@@ -1,0 +1,413 @@
+/** @file retriever.hpp
+ *  @brief aligner_retriever<Backend>: ALIGNER retrieval over any MIPS backend (SPEC section 6).
+ *
+ *  1. Index: every document's kept tokens (salience pruning β^d, pruner.hpp) go into the backend; a 4-byte
+ *     token id -> document map remembers where they came from; every token goes into a packed token_store.
+ *  2. Search: each kept query token (β^q) asks the backend for its top k' tokens.
+ *  3. Gather: hit tokens map to documents; their union (minus removed and filtered documents) are candidates.
+ *  4. Rerank: each candidate gets sim(Q, D) over all tokens of both sides (scorer.hpp), the top N are returned,
+ *     best first, ties toward the smaller document id. `exhaustive` skips 2-3 and reranks every document.
+ *  5. Explain: the aligned pairs behind one document's score.
+ *  Document ids are 0-based in insertion order. Thread safety: const members (search, search_multi,
+ *  search_batch, explain, and save_index of io/index_file.hpp) may run concurrently with each other; add/remove must not overlap anything on
+ *  the same retriever. The retriever enforces this without locking the hot path: a search counts itself in and
+ *  out, add/remove refuse to start while a search runs and searches refuse to start during add/remove, both
+ *  with aligner::concurrency_error. To mutate while serving, guard the retriever with a std::shared_mutex
+ *  (searches shared, add/remove exclusive) or swap in a rebuilt retriever. */
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../backends/concepts.hpp"
+#include "../core/error.hpp"
+#include "../core/parallel.hpp"
+#include "../core/types.hpp"
+#include "../math/alignment.hpp"
+#include "../math/pruner.hpp"
+#include "../math/salience.hpp"
+#include "../math/scorer.hpp"
+#include "../storage/token_store.hpp"
+
+namespace aligner {
+
+/// Settings fixed when documents are indexed.
+struct index_params {
+  double doc_prune = 1.0;  ///< β^d in (0, 1]: fraction of each document's tokens (by salience) given to the backend
+  bool check_finite = true;
+  storage precision = storage::f32;  ///< token store precision for the rerank (bf16/f16: half the memory, i8: a quarter)
+};
+
+/// Per-call knobs of a search.
+struct search_params {
+  alignment strategy = alignment::top1();
+  normalization norm = normalization::mean;
+  std::size_t candidates_per_token = 4000;  ///< k': backend hits per kept query token (>= 1)
+  std::size_t top = 1000;                   ///< N: results returned (>= 1)
+  bool exhaustive = false;                  ///< rerank every (allowed, not removed) document, no token search
+  double query_prune = 1.0;                 ///< β^q in (0, 1]; < 1 needs query_salience
+  std::span<const float> query_salience{};  ///< u^q (one per query token) or empty
+  bool use_doc_salience = true;             ///< weight pairs with the stored document salience, when there is one
+  std::function<bool(std::int64_t)> filter{};  ///< optional: only documents for which it returns true
+  std::span<const std::int64_t> allowed_ids{};  ///< optional: only these document ids (each must exist)
+  bool check_finite = true;
+};
+
+/// Ranked documents of one query plus diagnostics.
+struct search_result {
+  std::vector<std::int64_t> ids;  ///< document ids, best first
+  std::vector<float> scores;      ///< sim(Q, D) of each
+  std::size_t candidates_scored = 0;  ///< documents reranked
+  std::size_t tokens_searched = 0;    ///< query tokens sent to the backend
+  std::size_t query_tokens_pruned = 0;
+  std::size_t backend_hits = 0;       ///< valid token hits returned by the backend
+};
+
+/// Everything a retriever holds, as one value: what save_index writes and load_index rebuilds (io/index_file.hpp).
+template <mips_backend Backend>
+struct retriever_state {
+  Backend backend;
+  index_params params{};
+  std::optional<salience_scorer> doc_scorer{};  ///< computes the salience of documents added without one
+  token_store store{};                           ///< every document's tokens, packed for the rerank
+  std::vector<std::uint32_t> token_doc{};        ///< backend token id -> document id (4 bytes per indexed token)
+  std::vector<bool> removed{};                   ///< per document
+  std::size_t removed_count = 0;
+};
+
+template <mips_backend Backend>
+class aligner_retriever {
+ public:
+  /// An empty retriever over `backend` (moved in; it must be empty). `doc_scorer`, when given, computes the
+  /// salience of documents added without an explicit one.
+  explicit aligner_retriever(Backend backend, index_params params = {},
+                             std::optional<salience_scorer> doc_scorer = std::nullopt)
+      : s_{std::move(backend), params, std::move(doc_scorer)} {
+    detail::check_beta(s_.params.doc_prune, "index_params.doc_prune");
+    ALIGNER_EXPECTS(s_.backend.size() == 0, "the backend must be empty, it holds ", s_.backend.size(), " vectors");
+    s_.store = token_store(s_.backend.dim(), params.precision);
+    if (s_.doc_scorer)
+      ALIGNER_EXPECTS(s_.doc_scorer->dim() == s_.backend.dim(), "document salience scorer has dim ", s_.doc_scorer->dim(),
+                      " but the backend has dim ", s_.backend.dim());
+  }
+
+  /// Builds from documents stored back to back; `doc_salience` empty or one value per token.
+  aligner_retriever(Backend backend, const sequence_set_view& docs, index_params params = {},
+                    std::span<const float> doc_salience = {}, std::optional<salience_scorer> doc_scorer = std::nullopt)
+      : aligner_retriever(std::move(backend), params, std::move(doc_scorer)) {
+    add(docs, doc_salience);
+  }
+
+  /// A retriever over a complete state (as load_index rebuilds it). Throws aligner::invalid_argument when the parts
+  /// do not fit together (dims, counts, document ids, removal count).
+  explicit aligner_retriever(retriever_state<Backend> state) : s_(std::move(state)) {
+    detail::check_beta(s_.params.doc_prune, "index_params.doc_prune");
+    ALIGNER_EXPECTS(s_.store.dim() == s_.backend.dim(), "token store dim ", s_.store.dim(), " differs from the backend dim ",
+                    s_.backend.dim());
+    ALIGNER_EXPECTS(s_.store.precision() == s_.params.precision, "token store precision ", to_string(s_.store.precision()),
+                    " differs from index_params.precision ", to_string(s_.params.precision));
+    ALIGNER_EXPECTS(s_.token_doc.size() == s_.backend.size(), "backend holds ", s_.backend.size(),
+                    " vectors but the token map has ", s_.token_doc.size());
+    ALIGNER_EXPECTS(s_.removed.size() == s_.store.size(), s_.removed.size(), " removal flags for ", s_.store.size(), " documents");
+    for (std::size_t t = 0; t != s_.token_doc.size(); ++t)
+      ALIGNER_EXPECTS(s_.token_doc[t] < s_.store.size(), "token map names document ", s_.token_doc[t], " (entry ", t, ") of ",
+                      s_.store.size());
+    ALIGNER_EXPECTS(s_.removed_count == std::size_t(std::count(s_.removed.begin(), s_.removed.end(), true)), "removed_count ",
+                    s_.removed_count, " does not match the removal flags");
+    if (s_.doc_scorer)
+      ALIGNER_EXPECTS(s_.doc_scorer->dim() == s_.backend.dim(), "document salience scorer has dim ", s_.doc_scorer->dim(),
+                      " but the backend has dim ", s_.backend.dim());
+  }
+
+  // Moving or copying transfers the state; the in-flight counters of the search/mutation guards are per object.
+  aligner_retriever(aligner_retriever&& other) noexcept : s_(std::move(other.s_)) {}
+  aligner_retriever& operator=(aligner_retriever&& other) noexcept {
+    s_ = std::move(other.s_);
+    return *this;
+  }
+  aligner_retriever(const aligner_retriever& other)
+    requires std::copy_constructible<Backend>
+      : s_(other.s_) {}
+
+  /// The whole state (for persistence and inspection).
+  const retriever_state<Backend>& state() const noexcept { return s_; }
+
+  std::size_t dim() const noexcept { return s_.backend.dim(); }
+  /// Documents ever added (removed ones included: ids are never reused).
+  std::size_t size() const noexcept { return s_.store.size(); }
+  std::size_t live_size() const noexcept { return s_.store.size() - s_.removed_count; }
+  std::size_t indexed_tokens() const noexcept { return s_.token_doc.size(); }
+  const Backend& backend() const noexcept { return s_.backend; }
+  const token_store& store() const noexcept { return s_.store; }
+  const index_params& params() const noexcept { return s_.params; }
+  bool is_removed(std::int64_t id) const noexcept { return id >= 0 && std::size_t(id) < size() && s_.removed[std::size_t(id)]; }
+
+  /// Adds documents; returns the id of the first. Salience: `doc_salience` (one per token), else the doc
+  /// scorer's, else none (then β^d must be 1). All or nothing: on error nothing changes.
+  std::int64_t add(const sequence_set_view& docs, std::span<const float> doc_salience = {}) {
+    const writer_guard guard(*this, "add");
+    detail::check_offsets(docs.offsets, docs.tokens.rows, "document offsets");
+    ALIGNER_EXPECTS(docs.tokens.rows == 0 || docs.tokens.cols == dim(), "documents have dim ", docs.tokens.cols,
+                    " but the retriever has dim ", dim());
+    detail::check_matrix(docs.tokens, "document tokens", s_.params.check_finite);
+    ALIGNER_EXPECTS(size() + docs.size() < std::size_t(std::numeric_limits<std::uint32_t>::max()), "too many documents");
+    std::vector<float> computed;
+    if (doc_salience.empty() && s_.doc_scorer && docs.tokens.rows) {
+      computed = (*s_.doc_scorer)(docs, false);
+      doc_salience = computed;
+    }
+    detail::check_weights(doc_salience, docs.tokens.rows, "doc_salience");
+    const bool with_salience = !doc_salience.empty();
+    ALIGNER_EXPECTS(with_salience || s_.params.doc_prune == 1.0, "index_params.doc_prune = ", s_.params.doc_prune,
+                    " needs document salience (pass doc_salience or a salience scorer)");
+    if (s_.store.size() > 0 && docs.size() > 0)
+      ALIGNER_EXPECTS(with_salience == s_.store.has_salience(), "the retriever's documents ",
+                      s_.store.has_salience() ? "have" : "have no", " salience; added documents must match");
+    // Kept tokens, gathered contiguously for the backend.
+    std::vector<float> kept;
+    std::vector<std::uint32_t> kept_doc;
+    const std::size_t first = size();
+    for (std::size_t d = 0; d != docs.size(); ++d) {
+      const matrix_view<float> doc = docs.sequence(d);
+      auto take = [&](std::size_t j) {
+        kept.insert(kept.end(), doc.row(j), doc.row(j) + dim());
+        kept_doc.push_back(std::uint32_t(first + d));
+      };
+      if (s_.params.doc_prune >= 1.0 || doc.rows == 0) {
+        for (std::size_t j = 0; j != doc.rows; ++j) take(j);
+      } else {
+        for (std::uint32_t j : prune(doc_salience.subspan(std::size_t(docs.offsets[d]), doc.rows), s_.params.doc_prune)) take(j);
+      }
+    }
+    // Every input is validated above; the backend goes first (an adapter may still reject), then the store,
+    // whose add cannot fail on validated input (only on allocation).
+    s_.backend.add(matrix_view<float>(kept.data(), kept_doc.size(), dim()));
+    s_.store.add(docs, doc_salience, false);
+    s_.token_doc.insert(s_.token_doc.end(), kept_doc.begin(), kept_doc.end());
+    s_.removed.resize(s_.store.size(), false);
+    return std::int64_t(first);
+  }
+
+  /// Adds one document (a token matrix), returning its id.
+  std::int64_t add(matrix_view<float> doc, std::span<const float> doc_salience = {}) {
+    const std::int64_t offsets[] = {0, std::int64_t(doc.rows)};
+    return add(sequence_set_view{doc, offsets}, doc_salience);
+  }
+
+  /// Removes a document: it is never returned again (its tokens may stay in the backend; hits are dropped).
+  /// Throws for an unknown or already removed id.
+  void remove(std::int64_t id) {
+    const writer_guard guard(*this, "remove");
+    ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "remove: unknown document id ", id, " (the retriever holds ids 0..",
+                    std::int64_t(size()) - 1, ")");
+    ALIGNER_EXPECTS(!s_.removed[std::size_t(id)], "remove: document id ", id, " is already removed");
+    s_.removed[std::size_t(id)] = true;
+    ++s_.removed_count;
+  }
+
+  /// Searches one query (row-major token matrix).
+  search_result search(matrix_view<float> query, const search_params& p = {}) const {
+    validate(query, p);
+    return search_unchecked(query, p);
+  }
+
+  /// Searches many queries stored back to back on `threads` threads (0 = hardware concurrency); results are
+  /// identical to serial searches. `query_salience`: empty or one value per token of the whole set (it
+  /// replaces p.query_salience per query).
+  std::vector<search_result> search_batch(const sequence_set_view& queries, const search_params& p = {},
+                                          std::span<const float> query_salience = {}, unsigned threads = 0) const {
+    detail::check_offsets(queries.offsets, queries.tokens.rows, "query offsets");
+    detail::check_weights(query_salience, queries.tokens.rows, "query_salience");
+    ALIGNER_EXPECTS(p.query_salience.empty(), "search_batch takes query salience as its own argument, not in search_params");
+    std::vector<search_params> per(queries.size(), p);
+    for (std::size_t q = 0; q != queries.size(); ++q) {
+      if (!query_salience.empty())
+        per[q].query_salience = query_salience.subspan(std::size_t(queries.offsets[q]), queries.length(q));
+      validate(queries.sequence(q), per[q]);
+    }
+    std::vector<search_result> out(queries.size());
+    // An exception in any search (a throwing filter, a concurrency_error) stops the batch and reaches the caller.
+    parallel_for(queries.size(), threads, [&](std::size_t q) { out[q] = search_unchecked(queries.sequence(q), per[q]); });
+    return out;
+  }
+
+  /// Searches one query under several strategies at once: candidates are gathered once (with p's k', β^q,
+  /// filter) and every candidate's S is computed once; result g ranks the candidates under strategies[g]
+  /// (p.strategy is ignored). Equal to separate searches with each strategy.
+  std::vector<search_result> search_multi(matrix_view<float> query, std::span<const alignment> strategies,
+                                          const search_params& p = {}) const {
+    validate(query, p);
+    for (const auto& a : strategies) a.validate();
+    return search_unchecked_multi(query, strategies, p);
+  }
+
+  /// The aligned pairs behind document `id`'s score for `query` under p's strategy, normalisation and salience.
+  explanation explain(matrix_view<float> query, std::int64_t id, const search_params& p = {}) const {
+    ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "explain: unknown document id ", id);
+    validate(query, p);
+    const auto doc = s_.store.unpack(std::size_t(id));
+    score_params sp{.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false};
+    if (p.use_doc_salience && s_.store.has_salience()) sp.doc_salience = s_.store.salience(std::size_t(id));
+    return aligner::explain(query, matrix_view<float>(doc.data(), s_.store.length(std::size_t(id)), dim()), sp);
+  }
+
+ private:
+  /// Counts a search in flight; refuses to start while a mutation runs (see the file comment).
+  class reader_guard {
+   public:
+    explicit reader_guard(const aligner_retriever& r) : r_(r) {
+      r_.readers_.fetch_add(1, std::memory_order_seq_cst);
+      if (r_.writing_.load(std::memory_order_seq_cst)) {
+        r_.readers_.fetch_sub(1, std::memory_order_seq_cst);
+        throw concurrency_error("aligner_retriever: search called while add/remove is running on the same retriever");
+      }
+    }
+    ~reader_guard() { r_.readers_.fetch_sub(1, std::memory_order_seq_cst); }
+    reader_guard(const reader_guard&) = delete;
+    reader_guard& operator=(const reader_guard&) = delete;
+
+   private:
+    const aligner_retriever& r_;
+  };
+  /// Marks a mutation; refuses to start while searches run.
+  class writer_guard {
+   public:
+    explicit writer_guard(aligner_retriever& r, const char* what) : r_(r) {
+      if (r_.writing_.exchange(true, std::memory_order_seq_cst))
+        throw concurrency_error(std::string("aligner_retriever: ") + what + " called while another add/remove is running");
+      if (const int n = r_.readers_.load(std::memory_order_seq_cst); n != 0) {
+        r_.writing_.store(false, std::memory_order_seq_cst);
+        throw concurrency_error(std::string("aligner_retriever: ") + what + " called while " + std::to_string(n) +
+                                " search(es) are running on the same retriever");
+      }
+    }
+    ~writer_guard() { r_.writing_.store(false, std::memory_order_seq_cst); }
+    writer_guard(const writer_guard&) = delete;
+    writer_guard& operator=(const writer_guard&) = delete;
+
+   private:
+    aligner_retriever& r_;
+  };
+
+  void validate(matrix_view<float> query, const search_params& p) const {
+    p.strategy.validate();
+    ALIGNER_EXPECTS(query.rows == 0 || query.cols == dim(), "query dim ", query.cols, " does not match the index dim ", dim());
+    ALIGNER_EXPECTS(p.top >= 1, "search_params.top must be >= 1, got ", p.top);
+    ALIGNER_EXPECTS(p.exhaustive || p.candidates_per_token >= 1, "search_params.candidates_per_token (k') must be >= 1, got ",
+                    p.candidates_per_token);
+    detail::check_beta(p.query_prune, "search_params.query_prune");
+    ALIGNER_EXPECTS(p.query_prune == 1.0 || !p.query_salience.empty(), "search_params.query_prune = ", p.query_prune,
+                    " needs query_salience");
+    detail::check_matrix(query, "query", p.check_finite);
+    detail::check_weights(p.query_salience, query.rows, "query_salience");
+    for (std::size_t i = 0; i != p.allowed_ids.size(); ++i)
+      ALIGNER_EXPECTS(p.allowed_ids[i] >= 0 && std::size_t(p.allowed_ids[i]) < size(), "search_params.allowed_ids[", i, "] = ",
+                      p.allowed_ids[i], " is not a document id (the retriever holds ids 0..", std::int64_t(size()) - 1, ")");
+  }
+
+  /// Candidate documents of a query (sorted ids) and the diagnostics of gathering them.
+  std::vector<std::uint32_t> gather(matrix_view<float> query, const search_params& p, search_result& diag) const {
+    std::vector<std::uint32_t> candidates;
+    if (query.rows == 0 || live_size() == 0) return candidates;
+    std::vector<bool> listed;
+    if (!p.allowed_ids.empty()) {
+      listed.assign(size(), false);
+      for (std::int64_t id : p.allowed_ids) listed[std::size_t(id)] = true;
+    }
+    auto allowed = [&](std::size_t d) {
+      return !s_.removed[d] && (listed.empty() || listed[d]) && (!p.filter || p.filter(std::int64_t(d)));
+    };
+    if (p.exhaustive) {
+      for (std::size_t d = 0; d != size(); ++d)
+        if (allowed(d)) candidates.push_back(std::uint32_t(d));
+      return candidates;
+    }
+    // Kept query tokens, contiguous.
+    std::vector<float> kept;
+    const float* search_rows = nullptr;
+    std::size_t search_count = query.rows;
+    if (p.query_prune < 1.0) {
+      const auto keep = prune(p.query_salience, p.query_prune);
+      diag.query_tokens_pruned = query.rows - keep.size();
+      for (std::uint32_t i : keep) kept.insert(kept.end(), query.row(i), query.row(i) + dim());
+      search_rows = kept.data();
+      search_count = keep.size();
+    } else if (query.stride_elems != dim()) {
+      for (std::size_t i = 0; i != query.rows; ++i) kept.insert(kept.end(), query.row(i), query.row(i) + dim());
+      search_rows = kept.data();
+    } else {
+      search_rows = query.data;
+    }
+    diag.tokens_searched = search_count;
+    if (s_.backend.size() == 0) return candidates;
+    const topk_result hits = s_.backend.search(matrix_view<float>(search_rows, search_count, dim()), p.candidates_per_token);
+    for (std::int64_t id : hits.ids) {
+      if (id < 0 || std::size_t(id) >= s_.token_doc.size()) continue;
+      ++diag.backend_hits;
+      candidates.push_back(s_.token_doc[std::size_t(id)]);
+    }
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+    std::erase_if(candidates, [&](std::uint32_t d) { return !allowed(d); });
+    return candidates;
+  }
+
+  /// The top p.top of candidates by score (stride apart in `scores`), ties toward the smaller id.
+  static void rank(const std::vector<std::uint32_t>& candidates, const float* scores, std::size_t stride, std::size_t top,
+                   search_result& out) {
+    std::vector<std::uint32_t> order(candidates.size());
+    std::iota(order.begin(), order.end(), std::uint32_t{0});
+    top = std::min(top, order.size());
+    std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+      return ranks_before(scores[a * stride], candidates[a], scores[b * stride], candidates[b]);
+    });
+    out.ids.resize(top);
+    out.scores.resize(top);
+    for (std::size_t r = 0; r != top; ++r) {
+      out.ids[r] = candidates[order[r]];
+      out.scores[r] = scores[order[r] * stride];
+    }
+    out.candidates_scored = candidates.size();
+  }
+
+  search_result search_unchecked(matrix_view<float> query, const search_params& p) const {
+    const reader_guard guard(*this);
+    search_result out;
+    const auto candidates = gather(query, p, out);
+    std::vector<float> scores(candidates.size());
+    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false});
+    score_packed(pq, s_.store, candidates, scores, p.use_doc_salience);
+    rank(candidates, scores.data(), 1, p.top, out);
+    return out;
+  }
+
+  std::vector<search_result> search_unchecked_multi(matrix_view<float> query, std::span<const alignment> strategies,
+                                                    const search_params& p) const {
+    const reader_guard guard(*this);
+    search_result diag;
+    const auto candidates = gather(query, p, diag);
+    std::vector<float> scores(candidates.size() * strategies.size());
+    const prepared_query pq(query, {.norm = p.norm, .query_salience = p.query_salience, .check_finite = false});
+    score_packed_multi(pq, s_.store, candidates, strategies, scores, p.use_doc_salience);
+    std::vector<search_result> out(strategies.size(), diag);
+    for (std::size_t g = 0; g != strategies.size(); ++g) rank(candidates, scores.data() + g, strategies.size(), p.top, out[g]);
+    return out;
+  }
+
+  retriever_state<Backend> s_;
+  mutable std::atomic<int> readers_{0};
+  std::atomic<bool> writing_{false};
+};
+
+}  // namespace aligner
