@@ -4,6 +4,7 @@
 
 #include "test_common.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <latch>
 #include <thread>
@@ -67,4 +68,47 @@ TEST_CASE("concurrency: add and remove refuse to overlap a running search", "[ed
   searcher.join();
   CHECK_NOTHROW(r.remove(0));  // no search in flight any more
   CHECK(r.is_removed(0));
+}
+
+namespace {
+struct custom_failure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+}  // namespace
+
+TEST_CASE("concurrency: parallel_for forwards the first exception after joining, on any thread count", "[edge]") {
+  for (unsigned threads : {0u, 1u, 2u, 4u, 16u}) {
+    INFO("threads " << threads);
+    std::atomic<std::size_t> ran{0};
+    CHECK_THROWS_AS(aligner::parallel_for(1000, threads,
+                                          [&](std::size_t i) {
+                                            ++ran;
+                                            if (i == 17) throw custom_failure("item 17");
+                                          }),
+                    custom_failure);
+    CHECK(ran < 1000);  // no new items are handed out after the failure (a few may be in flight)
+    std::vector<int> hit(300, 0);
+    aligner::parallel_for(hit.size(), threads, [&](std::size_t i) { ++hit[i]; });
+    CHECK(std::count(hit.begin(), hit.end(), 1) == 300);  // every item exactly once
+  }
+  CHECK_NOTHROW(aligner::parallel_for(0, 4, [](std::size_t) { throw custom_failure("never called"); }));
+}
+
+TEST_CASE("concurrency: search_batch rethrows a worker's exception instead of terminating", "[edge]") {
+  const fixture f;
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(f.dim), f.view());
+  const auto queries = aligner_test::random_matrix(24, f.dim, 9, true);
+  const std::vector<std::int64_t> qoff = {0, 3, 6, 9, 12, 15, 18, 21, 24};
+  for (unsigned threads : {1u, 2u, 4u}) {
+    INFO("threads " << threads);
+    for (bool exhaustive : {true, false}) {
+      aligner::search_params p{.candidates_per_token = 10, .top = 5, .exhaustive = exhaustive};
+      p.filter = [](std::int64_t id) -> bool { throw custom_failure("filter refused document " + std::to_string(id)); };
+      CHECK_THROWS_WITH(r.search_batch({{queries.data(), 24, f.dim}, qoff}, p, {}, threads),
+                        Catch::Contains("filter refused document"));
+    }
+  }
+  // Every search counted itself out: the retriever accepts mutations again.
+  CHECK_NOTHROW(r.remove(1));
+  CHECK_NOTHROW(r.add(aligner::matrix_view<float>(queries.data(), 2, f.dim)));
 }

@@ -470,3 +470,48 @@ TEST_CASE("exact backend (this architecture): SciFact token vectors against the 
     }
   }
 }
+
+TEST_CASE("lane top-k: fold + merge_lanes equal std::sort (value desc, index asc), with and without indices", "[kernel]") {
+  using lanes = aligner::lane_topk<aligner::default_arch>;
+  using batch = lanes::batch;
+  std::mt19937_64 rng(77);
+  std::uniform_int_distribution<int> small(-6, 6);  // many exact ties
+  auto check = [&]<std::size_t K, bool Indexed, std::size_t V>(std::size_t folds) {
+    alignas(64) float states[K * W], ids[K * W];
+    std::fill(states, states + K * W, -std::numeric_limits<float>::infinity());
+    std::fill(ids, ids + K * W, 0.f);
+    std::vector<std::pair<float, float>> all;
+    float next_id = 0;
+    for (std::size_t f = 0; f != folds; ++f) {
+      batch s[V], id[V];
+      for (std::size_t v = 0; v != V; ++v) {
+        alignas(64) float sv[W], iv[W];
+        for (std::size_t l = 0; l != W; ++l) {
+          sv[l] = float(small(rng));
+          iv[l] = next_id++;
+          all.emplace_back(sv[l], iv[l]);
+        }
+        s[v] = batch::load_aligned(sv);
+        id[v] = batch::load_aligned(iv);
+      }
+      lanes::fold<K, Indexed, V>(s, id, states, Indexed ? ids : nullptr);
+    }
+    std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return aligner::ranks_before(a.first, a.second, b.first, b.second); });
+    const std::size_t kk = std::min(K, all.size());
+    std::vector<std::pair<float, float>> got(kk);
+    lanes::merge_lanes<K, Indexed>(states, Indexed ? ids : nullptr, got.data(), kk);
+    for (std::size_t t = 0; t != kk; ++t) {
+      INFO("K " << K << " V " << V << " indexed " << Indexed << " folds " << folds << " rank " << t);
+      REQUIRE(got[t].first == all[t].first);
+      if (Indexed) REQUIRE(got[t].second == all[t].second);
+    }
+  };
+  for (std::size_t folds : {1, 2, 5, 40}) {
+    [&]<std::size_t... K>(std::index_sequence<K...>) {
+      ((check.template operator()<(std::size_t(1) << K), true, 1>(folds), check.template operator()<(std::size_t(1) << K), false, 1>(folds),
+        check.template operator()<(std::size_t(1) << K), true, 3>(folds), check.template operator()<(std::size_t(1) << K), true, 4>(folds),
+        check.template operator()<(std::size_t(1) << K), false, 2>(folds)),
+       ...);
+    }(std::make_index_sequence<5>{});
+  }
+}

@@ -486,3 +486,18 @@ TEST_CASE("retriever bf16, f16, i8: ranking on Cranfield matches float32", "[ora
     CHECK(std::abs(n32 - n) <= (st == aligner::storage::i8 ? 0.005 : 0.001) + sample_slack);
   }
 }
+
+TEST_CASE("retriever: a document over 2^24 - 1 tokens is refused at add (load would refuse the saved file)", "[edge]") {
+  const std::size_t too_long = aligner::max_sequence_tokens + 1;
+  const std::vector<float> tokens(too_long, 0.5f);  // dim 1
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(1));
+  const std::int64_t offsets[] = {0, 1, std::int64_t(too_long), std::int64_t(too_long)};  // 1, 2^24 - 1 (the most), 0 tokens
+  CHECK_NOTHROW(r.add(aligner::sequence_set_view{{tokens.data(), too_long, 1}, offsets}));
+  CHECK(r.size() == 3);
+  CHECK_THROWS_WITH(r.add(aligner::matrix_view<float>(tokens.data(), too_long, 1)), Catch::Contains("at most 2^24 - 1"));
+  CHECK(r.size() == 3);  // nothing changed: not the store, not the backend
+  CHECK(r.indexed_tokens() == too_long);
+  aligner::token_store store(1);
+  CHECK_THROWS_WITH(store.add(aligner::matrix_view<float>(tokens.data(), too_long, 1)), Catch::Contains("at most 2^24 - 1"));
+  CHECK(store.size() == 0);
+}
