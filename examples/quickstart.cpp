@@ -24,24 +24,30 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-/// Scores every judged query against every document and returns the top 100 of each as a run.
+/// Scores every judged query against every document and returns the top 100 of each as a run. Each query is
+/// prepared once (validated, laid out for the kernel); the documents are validated on the first call only and packed
+/// on the fly into one reused workspace (a token_store packs them once instead: see the pruned-index row).
 aligner::io::run rank_all(const aligner::io::collection& c, const aligner::io::token_sequences& docs,
                           aligner::score_params params, const std::vector<float>* query_salience,
                           const std::vector<float>* doc_salience) {
   aligner::io::run run;
   std::vector<float> scores(docs.size());
-  if (doc_salience) params.doc_salience = *doc_salience;
+  aligner::score_workspace workspace;
+  bool first = true;
   for (std::size_t q = 0; q != c.queries.size(); ++q) {
     if (!c.judgments.count(c.queries.ids[q])) continue;
     if (query_salience)
       params.query_salience = std::span<const float>(*query_salience).subspan(std::size_t(c.queries.offsets[q]),
                                                                               c.queries.offsets[q + 1] - c.queries.offsets[q]);
-    aligner::score_batch(c.queries.sequence(q), docs.view(), scores, params);
+    const aligner::prepared_query query(c.queries.sequence(q), params);
+    aligner::score_batch(query, docs.view(), scores, doc_salience ? std::span<const float>(*doc_salience) : std::span<const float>(),
+                         first, &workspace);
+    first = false;
     std::vector<std::size_t> order(docs.size());
     std::iota(order.begin(), order.end(), std::size_t{0});
     const std::size_t top = std::min<std::size_t>(100, order.size());
     std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top), order.end(), [&](std::size_t a, std::size_t b) {
-      return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
+      return aligner::ranks_before(scores[a], a, scores[b], b);
     });
     auto& entries = run[c.queries.ids[q]];
     for (std::size_t r = 0; r != top; ++r) entries.push_back({docs.ids[order[r]], scores[order[r]]});
