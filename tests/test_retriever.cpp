@@ -501,3 +501,16 @@ TEST_CASE("retriever: a document over 2^24 - 1 tokens is refused at add (load wo
   CHECK_THROWS_WITH(store.add(aligner::matrix_view<float>(tokens.data(), too_long, 1)), Catch::Contains("at most 2^24 - 1"));
   CHECK(store.size() == 0);
 }
+
+TEST_CASE("retriever: a value the store's precision cannot hold is refused before the backend sees it", "[edge]") {
+  const std::size_t dim = 4;
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), {.precision = aligner::storage::f16});
+  const std::vector<float> ok(2 * dim, 0.25f);
+  r.add(aligner::matrix_view<float>(ok.data(), 2, dim));
+  std::vector<float> big = ok;
+  big[5] = 1e6f;  // beyond float16
+  CHECK_THROWS_WITH(r.add(aligner::matrix_view<float>(big.data(), 2, dim)), Catch::Contains("float16 range"));
+  CHECK(r.size() == 1);
+  CHECK(r.indexed_tokens() == 2);  // the backend is unchanged too
+  CHECK(r.backend().size() == 2);
+}

@@ -88,17 +88,11 @@ int main(int argc, char** argv) {
       return c.run(o);
     }
     throw cli::usage_error("unknown command '" + name + "' (aligner --help lists them)");
-  } catch (const cli::usage_error& e) {
-    std::fprintf(stderr, "aligner %s: %s\n", name.c_str(), e.what());
-    return 2;
-  } catch (const aligner::invalid_argument& e) {
-    std::fprintf(stderr, "aligner %s: %s\n", name.c_str(), e.what());
-    return 2;
-  } catch (const aligner::io_error& e) {
-    std::fprintf(stderr, "aligner %s: %s\n", name.c_str(), e.what());
-    return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "aligner %s: internal error: %s\n", name.c_str(), e.what());
-    return 1;
+    // Usage errors, bad values and unreadable files: exit 2 with the reason; anything else is a bug of the tool.
+    const bool user = dynamic_cast<const cli::usage_error*>(&e) || dynamic_cast<const aligner::invalid_argument*>(&e) ||
+                      dynamic_cast<const aligner::io_error*>(&e);
+    std::fprintf(stderr, "aligner %s: %s%s\n", name.c_str(), user ? "" : "internal error: ", e.what());
+    return user ? 2 : 1;
   }
 }

@@ -124,14 +124,19 @@ inline float i8_scale(const float* token, std::size_t dim) noexcept {
 template <storage St>
 struct storage_traits;
 
-template <>
-struct storage_traits<storage::f32> {
-  static constexpr std::string_view name = "f32";
-  static constexpr std::uint8_t disk_tag = 0;
+/// What a storage has unless its traits say otherwise: one component per row of lanes, no per-token scale, no
+/// header words, every finite value representable.
+struct storage_defaults {
   static constexpr bool pairs = false, scaled = false;
   static constexpr std::size_t header_words(std::size_t) noexcept { return 0; }
-  static constexpr std::size_t panel_words(std::size_t dim, std::size_t width) noexcept { return dim * width; }
   static void check(matrix_view<float>) noexcept {}
+};
+
+template <>
+struct storage_traits<storage::f32> : storage_defaults {
+  static constexpr std::string_view name = "f32";
+  static constexpr std::uint8_t disk_tag = 0;
+  static constexpr std::size_t panel_words(std::size_t dim, std::size_t width) noexcept { return dim * width; }
   static void encode(const float* token, std::size_t dim, std::size_t width, std::size_t lane, std::uint32_t* panel) noexcept {
     for (std::size_t c = 0; c != dim; ++c) std::memcpy(panel + c * width + lane, token + c, 4);
   }
@@ -150,13 +155,11 @@ struct storage_traits<storage::f32> {
 /// bfloat16: component pairs (2c, 2c+1) of a token share one 32-bit word (low half = component 2c), so a panel holds
 /// ceil(dim / 2) rows of W words, word (pair c2, lane l) at c2 * W + l; an odd dim pads the last high half with 0.
 template <>
-struct storage_traits<storage::bf16> {
+struct storage_traits<storage::bf16> : storage_defaults {
   static constexpr std::string_view name = "bf16";
   static constexpr std::uint8_t disk_tag = 1;
-  static constexpr bool pairs = true, scaled = false;
-  static constexpr std::size_t header_words(std::size_t) noexcept { return 0; }
+  static constexpr bool pairs = true;
   static constexpr std::size_t panel_words(std::size_t dim, std::size_t width) noexcept { return (dim + 1) / 2 * width; }
-  static void check(matrix_view<float>) noexcept {}
   static void encode(const float* token, std::size_t dim, std::size_t width, std::size_t lane, std::uint32_t* panel) noexcept {
     for (std::size_t c2 = 0; c2 != (dim + 1) / 2; ++c2) {
       const std::uint32_t lo = to_bf16(token[2 * c2]), hi = 2 * c2 + 1 < dim ? to_bf16(token[2 * c2 + 1]) : 0u;
@@ -182,11 +185,9 @@ struct storage_traits<storage::bf16> {
 
 /// IEEE binary16: half (c, l) at c * W + l (W / 2 words per component row).
 template <>
-struct storage_traits<storage::f16> {
+struct storage_traits<storage::f16> : storage_defaults {
   static constexpr std::string_view name = "f16";
   static constexpr std::uint8_t disk_tag = 2;
-  static constexpr bool pairs = false, scaled = false;
-  static constexpr std::size_t header_words(std::size_t) noexcept { return 0; }
   static constexpr std::size_t panel_words(std::size_t dim, std::size_t width) noexcept { return dim * width / 2; }
   /// Magnitudes of 65520 and more would round to infinity; non-finite values are refused too.
   static void check(matrix_view<float> tokens) {
@@ -245,18 +246,17 @@ struct storage_traits<storage::f16> {
 
 /// int8 with a per-token scale: W float scales (header), then byte (c, l) at 4 W + c W + l.
 template <>
-struct storage_traits<storage::i8> {
+struct storage_traits<storage::i8> : storage_defaults {
   static constexpr std::string_view name = "i8";
   static constexpr std::uint8_t disk_tag = 3;
-  static constexpr bool pairs = false, scaled = true;
+  static constexpr bool scaled = true;
   static constexpr std::size_t header_words(std::size_t width) noexcept { return width; }
-  static constexpr std::size_t panel_words(std::size_t dim, std::size_t width) noexcept { return width + dim * width / 4; }
-  static void check(matrix_view<float>) noexcept {}
+  static constexpr std::size_t panel_words(std::size_t dim, std::size_t width) noexcept { return header_words(width) + dim * width / 4; }
   /// q = round_even(x / scale), clamped to [-127, 127].
   static void encode(const float* token, std::size_t dim, std::size_t width, std::size_t lane, std::uint32_t* panel) noexcept {
     const float scale = i8_scale(token, dim);
     std::memcpy(panel + lane, &scale, 4);
-    auto* bytes = reinterpret_cast<unsigned char*>(panel + width);
+    auto* bytes = reinterpret_cast<unsigned char*>(panel + header_words(width));
     for (std::size_t c = 0; c != dim; ++c) {
       const double q = scale > 0.f ? std::nearbyint(double(token[c]) / double(scale)) : 0.0;
       const auto v = std::int8_t(std::clamp(q, -127.0, 127.0));
@@ -267,7 +267,7 @@ struct storage_traits<storage::i8> {
     float scale;
     std::memcpy(&scale, panel + lane * 4, 4);
     std::int8_t q;
-    std::memcpy(&q, panel + width * 4 + c * width + lane, 1);
+    std::memcpy(&q, panel + header_words(width) * 4 + c * width + lane, 1);
     return float(q) * scale;
   }
   /// Sign-extended and converted to float (the scale is applied to the finished dot products).
@@ -275,7 +275,7 @@ struct storage_traits<storage::i8> {
   ALIGNER_ALWAYS_INLINE static xsimd::batch<float, Arch> load_row(const unsigned char* panel, std::size_t c) noexcept {
     using batch = xsimd::batch<float, Arch>;
     constexpr std::size_t width = batch::size;
-    const unsigned char* p = panel + width * 4 + c * width;
+    const unsigned char* p = panel + header_words(width) * 4 + c * width;
 #if defined(__AVX512F__)
     if constexpr (width == 16)
       return batch(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));

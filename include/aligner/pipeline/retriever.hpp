@@ -161,6 +161,7 @@ class aligner_retriever {
     ALIGNER_EXPECTS(docs.tokens.rows == 0 || docs.tokens.cols == dim(), "documents have dim ", docs.tokens.cols,
                     " but the retriever has dim ", dim());
     detail::check_matrix(docs.tokens, "document tokens", s_.params.check_finite);
+    check_storable(s_.params.precision, docs.tokens);  // before the backend sees anything
     ALIGNER_EXPECTS(size() + docs.size() < std::size_t(std::numeric_limits<std::uint32_t>::max()), "too many documents");
     std::vector<float> computed;
     if (doc_salience.empty() && s_.doc_scorer && docs.tokens.rows) {
