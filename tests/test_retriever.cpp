@@ -514,3 +514,26 @@ TEST_CASE("retriever: a value the store's precision cannot hold is refused befor
   CHECK(r.indexed_tokens() == 2);  // the backend is unchanged too
   CHECK(r.backend().size() == 2);
 }
+
+TEST_CASE("retriever: explain with the search's parameters returns each hit's own score, every strategy and storage", "[oracle]") {
+  const std::size_t dim = 24;
+  const auto c = make_corpus(80, 40, dim, 41);
+  const auto q = aligner_test::random_matrix(7, dim, 42, true);
+  const auto uq = aligner_test::random_weights(7, 43);
+  for (aligner::storage st : aligner::all_storages) {
+    const aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view(), {.precision = st}, c.salience);
+    for (const auto& a : {alignment::top1(), alignment::top_k(3), alignment::top_k(20), alignment::top_p(0.1), alignment::dense()})
+      for (auto norm : {aligner::normalization::mean, aligner::normalization::none}) {
+        const aligner::search_params p{.strategy = a, .norm = norm, .top = 5, .exhaustive = true, .query_salience = uq};
+        const auto hits = r.search({q.data(), 7, dim}, p);
+        REQUIRE(!hits.ids.empty());
+        for (std::size_t h = 0; h != hits.ids.size(); ++h) {
+          INFO(aligner::to_string(st) << " " << a.name() << " " << aligner::to_string(norm) << " hit " << h);
+          const auto e = r.explain({q.data(), 7, dim}, hits.ids[h], p);
+          CHECK(e.score == hits.scores[h]);
+          const double from_pairs = norm == aligner::normalization::none ? e.numerator : e.numerator / e.z;
+          CHECK_THAT(from_pairs, WithinAbs(double(e.score), 1e-5 * std::max(1.0, std::abs(double(e.score)))));
+        }
+      }
+  }
+}

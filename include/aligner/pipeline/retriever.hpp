@@ -253,14 +253,13 @@ class aligner_retriever {
     return search_unchecked_multi(query, strategies, p);
   }
 
-  /// The aligned pairs behind document `id`'s score for `query` under p's strategy, normalisation and salience.
+  /// The aligned pairs behind document `id`'s score for `query` under p's strategy, normalisation and salience:
+  /// pass the search's parameters, and `score` equals that document's score in the search's results.
   explanation explain(matrix_view<float> query, std::int64_t id, const search_params& p = {}) const {
     ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "explain: unknown document id ", id);
     validate(query, p);
-    const auto doc = s_.store.unpack(std::size_t(id));
-    score_params sp{.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false};
-    if (p.use_doc_salience && s_.store.has_salience()) sp.doc_salience = s_.store.salience(std::size_t(id));
-    return aligner::explain(query, matrix_view<float>(doc.data(), s_.store.length(std::size_t(id)), dim()), sp);
+    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false});
+    return explain_packed(pq, s_.store, std::size_t(id), p.use_doc_salience);
   }
 
  private:
