@@ -175,6 +175,12 @@ void round_trip(Backend backend, Load load) {
   const auto a = r.search({q.data(), 4, dim}, p), b = back.search({q.data(), 4, dim}, p);
   CHECK(a.ids == b.ids);
   CHECK(a.scores == b.scores);
+  // Loading with another backend type is refused by name, in both directions.
+  CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(path),
+                    Catch::Contains(path.string()) && Catch::Contains("was written by " + std::string(Backend::type_name) + ", not exact_backend"));
+  aligner::save_index(aligner::aligner_retriever<aligner::exact_backend>(aligner::exact_backend(dim), aligner::sequence_set_view{{x.data(), 600, dim}, offsets}), path);
+  CHECK_THROWS_WITH(aligner::load_index<Backend>(path),
+                    Catch::Contains("was written by exact_backend, not " + std::string(Backend::type_name)));
   std::filesystem::remove(path);
 }
 }  // namespace

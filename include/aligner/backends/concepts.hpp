@@ -26,6 +26,11 @@ concept mips_backend = requires(B& backend, const B& const_backend, matrix_view<
   backend.add(vectors);
 };
 
+/// A backend that names its type (`static constexpr std::string_view type_name`): index files record it and loading
+/// with another backend type is refused by name. Optional for serializable backends.
+template <class B>
+concept named_backend = requires { { B::type_name } -> std::convertible_to<std::string_view>; };
+
 /// A backend the retriever can save and load: its whole state as bytes, and back. `deserialize` must reject
 /// malformed bytes with an exception (the retriever's file checksums already catch corruption on disk).
 template <class B>

@@ -25,6 +25,9 @@ namespace aligner {
 
 class exact_backend {
  public:
+  /// The name index files record, so that loading with another backend type is refused by name.
+  static constexpr std::string_view type_name = "exact_backend";
+
   /// An empty index of vectors of dimension `dim` (>= 1).
   explicit exact_backend(std::size_t dim) : dim_(dim) {
     ALIGNER_EXPECTS(dim >= 1, "exact_backend dim must be >= 1, got ", dim);

@@ -29,6 +29,9 @@ namespace aligner {
 
 class faiss_backend {
  public:
+  /// The name index files record, so that loading with another backend type is refused by name.
+  static constexpr std::string_view type_name = "faiss_backend";
+
   /// Takes ownership of an empty index whose metric must be faiss::METRIC_INNER_PRODUCT.
   explicit faiss_backend(std::unique_ptr<faiss::Index> index, std::shared_ptr<const faiss::SearchParameters> search_params = nullptr)
       : index_(std::move(index)), search_params_(std::move(search_params)) {

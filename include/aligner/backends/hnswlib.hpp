@@ -42,6 +42,9 @@ struct hnswlib_params {
 
 class hnswlib_backend {
  public:
+  /// The name index files record, so that loading with another backend type is refused by name.
+  static constexpr std::string_view type_name = "hnswlib_backend";
+
   explicit hnswlib_backend(std::size_t dim, hnswlib_params params = {}) : dim_(dim), params_(params) {
     ALIGNER_EXPECTS(dim >= 1, "hnswlib_backend dim must be >= 1, got ", dim);
     ALIGNER_EXPECTS(params.m >= 2, "hnswlib M must be >= 2, got ", params.m);

@@ -4,7 +4,8 @@
  *
  *  Sections: meta (i64: dim, panel width, documents, has salience, check_finite, doc_prune bits), storage (u8: the
  *  storage's disk tag, kernels/storage.hpp), offsets, panel_offsets, panels (the packed words), salience, token_doc,
- *  removed, backend (the backend's serialize() bytes), label. Everything is verified before use (checksums, shapes,
+ *  removed, backend (the backend's serialize() bytes), backend_type (its type_name, when it has one: loading with
+ *  another backend type is refused by name), label. Everything is verified before use (checksums, shapes,
  *  offsets, ids); any problem throws aligner::io_error naming the file. A file saved by a build of another SIMD
  *  width is repacked on load (int8 tokens are re-quantised from their stored values, which can move a scale by an
  *  ulp). */
@@ -56,6 +57,8 @@ void save_index(const aligner_retriever<Backend>& retriever, const std::filesyst
   const std::string_view packed(reinterpret_cast<const char*>(s.store.packed_data()), s.store.packed_elements() * 4);
   const auto salience = s.store.all_salience();
   const std::uint8_t tag[1] = {disk_tag(s.store.precision())};
+  std::string_view type;
+  if constexpr (named_backend<Backend>) type = Backend::type_name;
   using io::section_dtype;
   const std::vector<io::section_out> sections = {
       {"meta", section_dtype::i64, {6}, bytes(std::span<const std::int64_t>(meta))},
@@ -67,6 +70,7 @@ void save_index(const aligner_retriever<Backend>& retriever, const std::filesyst
       {"token_doc", section_dtype::u32, {s.token_doc.size()}, bytes(std::span<const std::uint32_t>(s.token_doc))},
       {"removed", section_dtype::u8, {removed.size()}, bytes(std::span<const std::uint8_t>(removed))},
       {"backend", section_dtype::u8, {backend.size()}, std::string_view(backend)},
+      {"backend_type", section_dtype::u8, {type.size()}, type},
       {"label", section_dtype::u8, {label.size()}, label},
   };
   io::atomic_write(path, io::encode_sections(sections));
@@ -143,6 +147,12 @@ aligner_retriever<Backend> load_index(const std::filesystem::path& path, load_op
     fail("index dim " + std::to_string(dim) + " does not match the expected dim " + std::to_string(options.expected_dim));
   if (width != 4 && width != 8 && width != 16 && width != 32) fail("unsupported panel width " + std::to_string(width));
   if (docs < 0 || meta[3] < 0 || meta[3] > 1 || meta[4] < 0 || meta[4] > 1) fail("corrupt meta section");
+  if (const auto it = sections.find("backend_type"); it != sections.end()) {  // files before it have none
+    const std::string_view written(it->second.data, it->second.bytes);
+    if constexpr (named_backend<Backend>)
+      if (!written.empty() && written != Backend::type_name)
+        fail("was written by " + std::string(written) + ", not " + std::string(Backend::type_name));
+  }
   const auto& backend_bytes = get("backend", io::section_dtype::u8);
   retriever_state<Backend> state{.backend = make_backend(std::string_view(backend_bytes.data, backend_bytes.bytes))};
   state.params = {.doc_prune = std::bit_cast<double>(meta[5]), .check_finite = meta[4] == 1};
