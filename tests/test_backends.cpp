@@ -201,6 +201,17 @@ TEST_CASE("hnswlib: a retriever saves and loads with its graph", "[property]") {
   round_trip(aligner::hnswlib_backend(12, {.ef_search = 40}),
              [](const auto& path) { return aligner::load_index<aligner::hnswlib_backend>(path); });
   CHECK_THROWS_AS(aligner::hnswlib_backend::deserialize("short"), aligner::io_error);
+  // The graph image goes through memory, not $TMPDIR: an unusable TMPDIR changes nothing.
+  const char* old_tmp = std::getenv("TMPDIR");
+  const std::string saved = old_tmp ? old_tmp : "";
+  ::setenv("TMPDIR", "/nonexistent/aligner-tmp", 1);
+  aligner::hnswlib_backend b(8, {.ef_search = 40});
+  const auto x = aligner_test::random_matrix(300, 8, 5, true);
+  b.add({x.data(), 300, 8});
+  const auto back = aligner::hnswlib_backend::deserialize(b.serialize());
+  CHECK(back.size() == 300);
+  CHECK(back.search({x.data(), 3, 8}, 5).ids == b.search({x.data(), 3, 8}, 5).ids);
+  if (old_tmp) ::setenv("TMPDIR", saved.c_str(), 1); else ::unsetenv("TMPDIR");
 }
 #endif
 

@@ -14,12 +14,13 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <atomic>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <cerrno>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -27,7 +28,6 @@
 
 #include "../core/error.hpp"
 #include "../core/types.hpp"
-#include "../core/file.hpp"
 #include "concepts.hpp"
 
 namespace aligner {
@@ -75,16 +75,19 @@ class hnswlib_backend {
   }
 
   /// The graph as bytes: u64 dim, u64 size, u64 M, ef_construction, ef_search, seed, then hnswlib's saveIndex
-  /// image (written through a temporary file: hnswlib 0.6.2 saves only to paths).
+  /// image (hnswlib 0.6.2 saves only to paths: written to an anonymous in-memory file, never to the disk).
   std::string serialize() const {
     std::string out(48, '\0');
     const std::uint64_t header[6] = {dim_, size_, params_.m, params_.ef_construction, params_.ef_search, params_.seed};
     std::memcpy(out.data(), header, 48);
     if (graph_) {
-      const auto tmp = temp_path();
-      graph_->saveIndex(tmp.string());
-      out += io::read_file(tmp);
-      std::filesystem::remove(tmp);
+      const memory_file image;
+      try {
+        graph_->saveIndex(image.path());
+      } catch (const std::exception& e) {
+        throw io_error(std::string("hnswlib backend: saving the graph failed: ") + e.what());
+      }
+      out += image.read();
     }
     return out;
   }
@@ -100,15 +103,12 @@ class hnswlib_backend {
       if (bytes.size() != 48) throw io_error("hnswlib backend: bytes after an empty graph");
       return b;
     }
-    const auto tmp = temp_path();
-    io::atomic_write(tmp, bytes.substr(48));
+    const memory_file image(bytes.substr(48));
     try {
-      b.graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(b.space_.get(), tmp.string(), false, h[1]);
+      b.graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(b.space_.get(), image.path(), false, h[1]);
     } catch (const std::exception& e) {
-      std::filesystem::remove(tmp);
       throw io_error(std::string("hnswlib backend: ") + e.what());
     }
-    std::filesystem::remove(tmp);
     if (b.graph_->cur_element_count != h[1]) throw io_error("hnswlib backend: graph holds a different number of vectors");
     b.graph_->setEf(h[4]);
     b.size_ = h[1];
@@ -136,11 +136,43 @@ class hnswlib_backend {
   }
 
  private:
-  static std::filesystem::path temp_path() {
-    static std::atomic<unsigned> counter{0};
-    return std::filesystem::temp_directory_path() /
-           ("aligner_hnsw_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".bin");
-  }
+  /// An anonymous file in memory (Linux memfd_create) that libraries which only take paths can open as
+  /// /proc/self/fd/N; closed (and freed) on destruction. Every failure is an aligner::io_error.
+  class memory_file {
+   public:
+    explicit memory_file(std::string_view bytes = {}) : fd_(::memfd_create("aligner_hnswlib", MFD_CLOEXEC)) {
+      if (fd_ < 0) throw io_error(std::string("hnswlib backend: memfd_create failed (") + std::strerror(errno) + ")");
+      for (std::size_t done = 0; done < bytes.size();) {
+        const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) fail("write");
+        done += std::size_t(n);
+      }
+    }
+    ~memory_file() { ::close(fd_); }
+    memory_file(const memory_file&) = delete;
+    memory_file& operator=(const memory_file&) = delete;
+
+    std::string path() const { return "/proc/self/fd/" + std::to_string(fd_); }
+    std::string read() const {
+      struct stat st {};
+      if (::fstat(fd_, &st) != 0) fail("stat");
+      std::string out(std::size_t(st.st_size), '\0');
+      for (std::size_t done = 0; done < out.size();) {
+        const ssize_t n = ::pread(fd_, out.data() + done, out.size() - done, off_t(done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) fail("read");
+        done += std::size_t(n);
+      }
+      return out;
+    }
+
+   private:
+    [[noreturn]] void fail(const char* what) const {
+      throw io_error(std::string("hnswlib backend: in-memory file ") + what + " failed (" + std::strerror(errno) + ")");
+    }
+    int fd_;
+  };
 
   std::size_t dim_;
   hnswlib_params params_;
