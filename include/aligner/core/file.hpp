@@ -39,7 +39,11 @@ inline std::string read_file(const std::filesystem::path& path) {
 inline void atomic_write(const std::filesystem::path& path, std::string_view bytes) {
   const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
   std::random_device rd;
-  const std::filesystem::path tmp = dir / ("." + path.filename().string() + ".tmp." + std::to_string(rd()));
+  std::string name = ".";  // appended piecewise: "." + std::string&& trips GCC 12's -Wrestrict false positive at -O3
+  name += path.filename().string();
+  name += ".tmp.";
+  name += std::to_string(rd());
+  const std::filesystem::path tmp = dir / name;
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) throw io_error(tmp.string() + ": cannot create (" + std::strerror(errno) + ")");
   std::size_t done = 0;

@@ -33,6 +33,8 @@
 #include "storage.hpp"
 #include "tile.hpp"
 
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
+
 namespace aligner::ref {
 
 /// Scalar specification of the kernel, in double: row sums of the top-k similarities (ties toward smaller j).
@@ -220,3 +222,5 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
 }
 
 }  // namespace aligner
+
+ALIGNER_KERNEL_DIAGNOSTICS_END

@@ -11,6 +11,8 @@
 #include "../core/config.hpp"
 #include "simd_compat.hpp"
 
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
+
 namespace aligner::ref {
 
 /// Scalar specification: sum of a[i] * b[i] in double.
@@ -52,3 +54,5 @@ inline float dot(const float* a, const float* b, std::size_t n) noexcept {
 }
 
 }  // namespace aligner
+
+ALIGNER_KERNEL_DIAGNOSTICS_END

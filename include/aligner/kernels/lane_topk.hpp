@@ -19,6 +19,8 @@
 
 #include "../core/config.hpp"
 
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
+
 namespace aligner {
 
 template <class Arch>
@@ -126,3 +128,5 @@ struct lane_topk {
 };
 
 }  // namespace aligner
+
+ALIGNER_KERNEL_DIAGNOSTICS_END

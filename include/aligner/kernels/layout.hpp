@@ -22,6 +22,8 @@
 #include "../core/types.hpp"
 #include "storage.hpp"
 
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
+
 namespace aligner {
 
 /// A std::vector whose storage is 64-byte aligned (one cache line, one AVX-512 register).
@@ -104,3 +106,5 @@ struct packed_sequences {
 };
 
 }  // namespace aligner
+
+ALIGNER_KERNEL_DIAGNOSTICS_END

@@ -6,9 +6,13 @@
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
+
+#include "../core/config.hpp"
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
+
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
 
 namespace aligner::detail {
 
@@ -64,3 +68,5 @@ std::uint64_t mask_bits(const xsimd::batch_bool<float, Arch>& m) noexcept {
 }
 
 }  // namespace aligner::detail
+
+ALIGNER_KERNEL_DIAGNOSTICS_END

@@ -35,6 +35,8 @@
 #include "../core/error.hpp"
 #include "../core/types.hpp"
 
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
+
 namespace aligner {
 
 /// Storage precision of packed document tokens (scoring always accumulates in float32):
@@ -360,3 +362,5 @@ inline void check_storable(storage st, matrix_view<float> tokens) {
 }
 
 }  // namespace aligner
+
+ALIGNER_KERNEL_DIAGNOSTICS_END

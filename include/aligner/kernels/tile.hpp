@@ -30,6 +30,8 @@
 #include "layout.hpp"
 #include "storage.hpp"
 
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
+
 namespace aligner {
 
 /// True when bf16 panels are scored with AVX512-BF16's vdpbf16ps for this architecture: the query is then
@@ -301,3 +303,5 @@ void similarity_rows(matrix_view<float> query, storage st, const void* panels, s
 }
 
 }  // namespace aligner
+
+ALIGNER_KERNEL_DIAGNOSTICS_END

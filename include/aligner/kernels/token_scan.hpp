@@ -27,6 +27,8 @@
 #include "storage.hpp"
 #include "tile.hpp"
 
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
+
 namespace aligner {
 
 /// One candidate of a row (trivial, so a workspace's buffers are never initialised wholesale).
@@ -169,3 +171,5 @@ void token_topk(matrix_view<float> queries, storage st, const void* panels, std:
 }
 
 }  // namespace aligner
+
+ALIGNER_KERNEL_DIAGNOSTICS_END

@@ -32,6 +32,8 @@
 #include "../kernels/tile.hpp"
 #include "alignment.hpp"
 
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
+
 namespace aligner {
 
 /// Per-call knobs of the scorer.
@@ -417,3 +419,5 @@ inline double score(matrix_view<float> query, matrix_view<float> doc, const scor
 
 }  // namespace ref
 }  // namespace aligner
+
+ALIGNER_KERNEL_DIAGNOSTICS_END

@@ -1,0 +1,20 @@
+// Compiled (not run) with -Wall -Wextra -Wpedantic -Werror -O3 and the AVX-512 flags the README recommends: the
+// library's headers must give a consumer no warning (GCC 12's AVX-512 intrinsics warn falsely, bug 105593; the
+// kernels silence exactly that for their own code). Touches the kernels, the retriever and index files.
+#include <aligner/aligner.hpp>
+#include <aligner/io/index_file.hpp>
+
+int strict_consumer() {
+  std::vector<float> q(3 * 8, 0.5f), d(10 * 8, 0.25f);
+  const std::vector<std::int64_t> offsets = {0, 4, 10};
+  float total = 0.f;
+  for (aligner::storage st : aligner::all_storages) {
+    aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(8), aligner::sequence_set_view{{d.data(), 10, 8}, offsets},
+                                                         {.precision = st});
+    for (const auto& a : {aligner::alignment::top1(), aligner::alignment::top_k(4), aligner::alignment::top_k(32)})
+      total += r.search({q.data(), 3, 8}, {.strategy = a, .candidates_per_token = 3, .top = 2}).scores.at(0);
+    aligner::save_index(r, "strict.idx");
+    total += float(aligner::load_index<aligner::exact_backend>("strict.idx").size());
+  }
+  return int(total + aligner::score({q.data(), 3, 8}, {d.data(), 10, 8}));
+}
