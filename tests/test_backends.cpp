@@ -239,3 +239,52 @@ TEST_CASE("backends: every bundled adapter rejects NaN/Inf and bad shapes the sa
   check(graph);
 #endif
 }
+
+namespace {
+/// The issue's report: a filtered search must return min(top, allowed documents with tokens) results on every
+/// backend, with exactly the exhaustive ranking when top covers the whole allowed set.
+template <class Backend>
+void filtered_search_returns_every_allowed_document(Backend backend) {
+  const auto& c = cranfield();
+  const std::size_t docs = 200;  // a part of Cranfield, so that HNSW graphs build in seconds (also under ASan)
+  const auto all = c.docs.view();
+  const std::span<const std::int64_t> offsets = all.offsets.first(docs + 1);
+  const aligner::aligner_retriever<Backend> r(std::move(backend),
+                                              aligner::sequence_set_view{all.tokens.middle_rows(0, std::size_t(offsets.back())), offsets});
+  std::vector<std::int64_t> allowed;
+  for (std::int64_t d = 3; d < std::int64_t(docs) && allowed.size() < 49; d += 4) allowed.push_back(d);
+  for (std::size_t q : {0u, 7u, 100u}) {
+    for (std::size_t k_prime : {1u, 3u, 100u}) {
+      INFO("query " << q << " k' " << k_prime);
+      aligner::search_params p{.candidates_per_token = k_prime, .top = 49, .allowed_ids = allowed};
+      const auto got = r.search(c.queries.sequence(q), p);
+      aligner::search_params ex = p;
+      ex.exhaustive = true;
+      const auto want = r.search(c.queries.sequence(q), ex);
+      REQUIRE(got.ids.size() == 49);
+      CHECK(got.ids == want.ids);
+      CHECK(got.scores == want.scores);
+      p.top = 10;  // fewer than the allowed set: still 10, each allowed
+      const auto ten = r.search(c.queries.sequence(q), p);
+      REQUIRE(ten.ids.size() == 10);
+      for (auto id : ten.ids) CHECK(std::find(allowed.begin(), allowed.end(), id) != allowed.end());
+      // A filter functor that keeps two documents, k' = 3: both come back.
+      aligner::search_params two{.candidates_per_token = 3, .top = 10};
+      two.filter = [&](std::int64_t id) { return id == allowed[5] || id == allowed[40]; };
+      CHECK(r.search(c.queries.sequence(q), two).ids.size() == 2);
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("backends: a filtered search returns min(top, allowed) documents on every backend", "[oracle]") {
+  filtered_search_returns_every_allowed_document(aligner::exact_backend(cranfield().docs.dim));
+#ifdef ALIGNER_HAVE_FAISS
+  auto hnsw = std::make_unique<faiss::IndexHNSWFlat>(int(cranfield().docs.dim), 16, faiss::METRIC_INNER_PRODUCT);
+  filtered_search_returns_every_allowed_document(aligner::faiss_backend(std::move(hnsw)));
+  filtered_search_returns_every_allowed_document(aligner::faiss_backend(std::make_unique<faiss::IndexFlatIP>(cranfield().docs.dim)));
+#endif
+#ifdef ALIGNER_HAVE_HNSWLIB
+  filtered_search_returns_every_allowed_document(aligner::hnswlib_backend(cranfield().docs.dim, {.ef_search = 64}));
+#endif
+}

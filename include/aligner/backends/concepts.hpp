@@ -10,6 +10,8 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -24,6 +26,17 @@ concept mips_backend = requires(B& backend, const B& const_backend, matrix_view<
   { const_backend.size() } -> std::convertible_to<std::size_t>;
   { const_backend.search(vectors, k) } -> std::same_as<topk_result>;
   backend.add(vectors);
+};
+
+/// A predicate over stored vector ids: the filtered search returns only ids for which it returns true. It may be
+/// called from several threads at once (FAISS searches in parallel) and must not throw.
+using id_filter = std::function<bool(std::int64_t)>;
+
+/// A backend that can restrict a search to the ids a predicate keeps (the retriever pushes document filters into
+/// the token search this way, so a selective filter still finds k hits per query token).
+template <class B>
+concept filtering_backend = mips_backend<B> && requires(const B& b, matrix_view<float> queries, std::size_t k, const id_filter& keep) {
+  { b.search(queries, k, keep) } -> std::same_as<topk_result>;
 };
 
 /// A backend that names its type (`static constexpr std::string_view type_name`): index files record it and loading

@@ -58,6 +58,14 @@ class exact_backend {
     token_topk(queries, storage::f32, panels_.data(), size_, k, out, ws);
     return out;
   }
+  /// Exact top-k among the ids `keep` accepts (filtering_backend): k results whenever k ids are kept.
+  topk_result search(matrix_view<float> queries, std::size_t k, const id_filter& keep) const {
+    detail::check_backend_search(queries, k, dim_);
+    topk_result out(queries.rows, k);
+    scan_workspace ws;
+    token_topk(queries, storage::f32, panels_.data(), size_, k, out, ws, keep);
+    return out;
+  }
 
   /// The index as bytes: u64 dim, u64 size, then size x dim float32 rows (little-endian, this host's order).
   std::string serialize() const {
@@ -104,6 +112,7 @@ class exact_backend {
   std::size_t size_ = 0;
   aligned_vector<std::uint32_t> panels_;
 };
-static_assert(serializable_backend<exact_backend>, "exact_backend must model serializable_backend");
+static_assert(serializable_backend<exact_backend> && filtering_backend<exact_backend>,
+              "exact_backend must model serializable_backend and filtering_backend");
 
 }  // namespace aligner

@@ -17,6 +17,9 @@
 #include <vector>
 
 #include <faiss/Index.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/impl/IDSelector.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
@@ -80,14 +83,51 @@ class faiss_backend {
   static faiss_backend deserialize(std::string_view bytes) { return deserialize(bytes, nullptr); }
 
   /// Top-k inner products per query row (FAISS pads missing results with id -1).
-  topk_result search(matrix_view<float> queries, std::size_t k) const {
+  topk_result search(matrix_view<float> queries, std::size_t k) const { return run_search(queries, k, search_params_.get()); }
+
+  /// Top-k among the ids `keep` accepts (filtering_backend), through a faiss::IDSelector in the search parameters (a
+  /// copy of the backend's HNSW / IVF parameters, or the index's own settings, with the selector set). An index type
+  /// whose FAISS search takes no selector is searched unfiltered (the retriever filters the hits and falls back to
+  /// reranking the allowed documents when too few remain).
+  topk_result search(matrix_view<float> queries, std::size_t k, const id_filter& keep) const {
+    struct selector : faiss::IDSelector {
+      const id_filter& keep;
+      explicit selector(const id_filter& k) : keep(k) {}
+      bool is_member(faiss::Index::idx_t id) const override { return keep(std::int64_t(id)); }
+    } sel(keep);
+    std::unique_ptr<faiss::SearchParameters> params;
+    if (const auto* hnsw = dynamic_cast<const faiss::SearchParametersHNSW*>(search_params_.get())) {
+      params = std::make_unique<faiss::SearchParametersHNSW>(*hnsw);
+    } else if (const auto* ivf = dynamic_cast<const faiss::SearchParametersIVF*>(search_params_.get())) {
+      params = std::make_unique<faiss::SearchParametersIVF>(*ivf);
+    } else if (const auto* index = dynamic_cast<const faiss::IndexHNSW*>(index_.get())) {  // FAISS wants its own type
+      auto p = std::make_unique<faiss::SearchParametersHNSW>();
+      p->efSearch = index->hnsw.efSearch;
+      params = std::move(p);
+    } else if (const auto* index = dynamic_cast<const faiss::IndexIVF*>(index_.get())) {
+      auto p = std::make_unique<faiss::SearchParametersIVF>();
+      p->nprobe = index->nprobe;
+      params = std::move(p);
+    } else {
+      params = std::make_unique<faiss::SearchParameters>();
+    }
+    params->sel = &sel;
+    try {
+      return run_search(queries, k, params.get());
+    } catch (const faiss::FaissException&) {
+      return search(queries, k);
+    }
+  }
+
+ private:
+  topk_result run_search(matrix_view<float> queries, std::size_t k, const faiss::SearchParameters* params) const {
     detail::check_backend_search(queries, k, dim());
     topk_result out(queries.rows, k);
     if (queries.rows == 0 || size() == 0) return out;
     const std::vector<float> rows = contiguous(queries);
     std::vector<faiss::Index::idx_t> labels(queries.rows * k);
     index_->search(faiss::Index::idx_t(queries.rows), rows.data(), faiss::Index::idx_t(k), out.scores.data(), labels.data(),
-                   search_params_.get());
+                   params);
     for (std::size_t i = 0; i != labels.size(); ++i) {
       out.ids[i] = labels[i] < 0 ? topk_result::invalid_id : std::int64_t(labels[i]);
       if (labels[i] < 0) out.scores[i] = -std::numeric_limits<float>::infinity();
@@ -95,7 +135,6 @@ class faiss_backend {
     return out;
   }
 
- private:
   static std::vector<float> contiguous(matrix_view<float> v) {
     std::vector<float> rows(v.rows * v.cols);
     for (std::size_t r = 0; r != v.rows; ++r) std::copy_n(v.row(r), v.cols, rows.data() + r * v.cols);
@@ -105,6 +144,7 @@ class faiss_backend {
   std::unique_ptr<faiss::Index> index_;
   std::shared_ptr<const faiss::SearchParameters> search_params_;
 };
-static_assert(serializable_backend<faiss_backend>, "faiss_backend must model serializable_backend");
+static_assert(serializable_backend<faiss_backend> && filtering_backend<faiss_backend>,
+              "faiss_backend must model serializable_backend and filtering_backend");
 
 }  // namespace aligner

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "../core/config.hpp"
@@ -103,11 +104,12 @@ inline void compact_candidates(scan_workspace::row_state& st, std::size_t keep, 
 }  // namespace detail
 
 /// Exact top-k of every query row against the `tokens` tokens packed (storage `st`) at `panels`, best first, into
-/// rows [0, queries.rows) of `out` (out.k == k; slots past `tokens` keep id -1 / score -inf). Preconditions
-/// (unchecked): k >= 1, queries.cols == the panels' dim, values finite, panels 64-byte aligned.
-template <class Arch = default_arch>
+/// rows [0, queries.rows) of `out` (out.k == k; slots past `tokens` keep id -1 / score -inf). `accept`, when given,
+/// restricts the result to the token ids it accepts (asked only for tokens that beat a row's running threshold).
+/// Preconditions (unchecked): k >= 1, queries.cols == the panels' dim, values finite, panels 64-byte aligned.
+template <class Arch = default_arch, class Accept = std::nullptr_t>
 void token_topk(matrix_view<float> queries, storage st, const void* panels, std::size_t tokens, std::size_t k, topk_result& out,
-                scan_workspace& ws) {
+                scan_workspace& ws, const Accept& accept = nullptr) {
   if (tokens == 0 || queries.rows == 0) return;
   constexpr std::size_t row_block = 64;
   const std::size_t keep = std::min(k, tokens);
@@ -147,6 +149,8 @@ void token_topk(matrix_view<float> queries, storage st, const void* panels, std:
               const std::int64_t first = std::int64_t((p0 + v) * width);
               for (; survivors != 0; survivors &= survivors - 1) {  // lanes in increasing order: ids stay sorted
                 const int l = std::countr_zero(survivors);
+                if constexpr (!std::is_same_v<Accept, std::nullptr_t>)
+                  if (!accept(first + l)) continue;
                 cand[row.size++] = {lane[l], first + l};
               }
             }

@@ -59,7 +59,12 @@ struct search_params {
   double query_prune = 1.0;                 ///< β^q in (0, 1]; < 1 needs query_salience
   std::span<const float> query_salience{};  ///< u^q (one per query token) or empty
   bool use_doc_salience = true;             ///< weight pairs with the stored document salience, when there is one
-  std::function<bool(std::int64_t)> filter{};  ///< optional: only documents for which it returns true
+  /// Optional: only documents for which it returns true (called once per document and search, on the searching
+  /// thread). With a filter or allowed_ids a search returns min(top, allowed documents) results: the restriction is
+  /// pushed into the token search of a filtering_backend (exact, FAISS), an allowed set of at most k' x (kept query
+  /// tokens) tokens is reranked whole, and a token search that finds fewer than `top` allowed documents falls back
+  /// to reranking every allowed document.
+  std::function<bool(std::int64_t)> filter{};
   std::span<const std::int64_t> allowed_ids{};  ///< optional: only these document ids (each must exist)
   bool check_finite = true;
 };
@@ -72,6 +77,8 @@ struct search_result {
   std::size_t tokens_searched = 0;    ///< query tokens sent to the backend
   std::size_t query_tokens_pruned = 0;
   std::size_t backend_hits = 0;       ///< valid token hits returned by the backend
+  bool reranked_all_allowed = false;  ///< every allowed document was reranked (exhaustive, a small allowed set, or a
+                                      ///< filtered token search that found fewer than `top` documents)
 };
 
 /// Everything a retriever holds, as one value: what save_index writes and load_index rebuilds (io/index_file.hpp).
@@ -316,23 +323,49 @@ class aligner_retriever {
                       p.allowed_ids[i], " is not a document id (the retriever holds ids 0..", std::int64_t(size()) - 1, ")");
   }
 
-  /// Candidate documents of a query (sorted ids) and the diagnostics of gathering them.
+  /// Candidate documents of a query (sorted ids) and the diagnostics of gathering them. A restricted search (filter
+  /// or allowed_ids) decides once per document whether it may be returned, pushes that decision into the token
+  /// search of a filtering_backend, reranks a small allowed set whole, and returns min(top, allowed documents)
+  /// results: when the token search finds fewer, every allowed document is reranked.
   std::vector<std::uint32_t> gather(matrix_view<float> query, const search_params& p, search_result& diag) const {
     std::vector<std::uint32_t> candidates;
     if (query.rows == 0 || live_size() == 0) return candidates;
-    std::vector<bool> listed;
-    if (!p.allowed_ids.empty()) {
-      listed.assign(size(), false);
-      for (std::int64_t id : p.allowed_ids) listed[std::size_t(id)] = true;
-    }
-    auto allowed = [&](std::size_t d) {
-      return !s_.removed[d] && (listed.empty() || listed[d]) && (!p.filter || p.filter(std::int64_t(d)));
+    const bool restricted = p.filter || !p.allowed_ids.empty();
+    std::vector<char> ok;  // restricted: ok[d] = d may be returned (read by the backend's threads, never written then)
+    std::vector<std::uint32_t> allowed;
+    std::size_t allowed_tokens = 0, allowed_with_tokens = 0;
+    auto consider = [&](std::size_t d) {
+      if (ok[d] || s_.removed[d] || (p.filter && !p.filter(std::int64_t(d)))) return;
+      ok[d] = 1;
+      allowed.push_back(std::uint32_t(d));
+      allowed_tokens += s_.store.length(d);
+      allowed_with_tokens += s_.store.length(d) != 0;
     };
-    if (p.exhaustive) {
-      for (std::size_t d = 0; d != size(); ++d)
-        if (allowed(d)) candidates.push_back(std::uint32_t(d));
-      return candidates;
+    if (restricted) {
+      ok.assign(size(), 0);
+      if (!p.allowed_ids.empty()) {
+        for (std::int64_t id : p.allowed_ids) consider(std::size_t(id));
+        std::sort(allowed.begin(), allowed.end());
+      } else {
+        for (std::size_t d = 0; d != size(); ++d) consider(d);
+      }
     }
+    // Every allowed document; outside an exhaustive search only those with tokens (a token search never finds an
+    // empty document, so the shortcuts below return what a complete token search would).
+    auto every_allowed = [&] {
+      diag.reranked_all_allowed = true;
+      std::vector<std::uint32_t> out;
+      auto take = [&](std::uint32_t d) {
+        if (p.exhaustive || s_.store.length(d) != 0) out.push_back(d);
+      };
+      if (restricted)
+        for (std::uint32_t d : allowed) take(d);
+      else
+        for (std::size_t d = 0; d != size(); ++d)
+          if (!s_.removed[d]) take(std::uint32_t(d));
+      return out;
+    };
+    if (p.exhaustive) return every_allowed();
     // Kept query tokens, contiguous.
     std::vector<float> kept;
     const float* search_rows = nullptr;
@@ -349,9 +382,22 @@ class aligner_retriever {
     } else {
       search_rows = query.data;
     }
+    // An allowed set holding no more tokens than the token search could return hits is reranked whole: the rerank
+    // then touches no more tokens than the candidates of an unfiltered search could, and the result is exact.
+    if (restricted && allowed_tokens <= search_count * p.candidates_per_token) return every_allowed();
     diag.tokens_searched = search_count;
     if (s_.backend.size() == 0) return candidates;
-    const topk_result hits = s_.backend.search(matrix_view<float>(search_rows, search_count, dim()), p.candidates_per_token);
+    const matrix_view<float> rows(search_rows, search_count, dim());
+    auto returnable = [&](std::uint32_t d) { return restricted ? ok[d] != 0 : !s_.removed[d]; };
+    topk_result hits;
+    if constexpr (filtering_backend<Backend>) {
+      if (restricted || s_.removed_count != 0)
+        hits = s_.backend.search(rows, p.candidates_per_token, id_filter([&](std::int64_t t) { return returnable(s_.token_doc[std::size_t(t)]); }));
+      else
+        hits = s_.backend.search(rows, p.candidates_per_token);
+    } else {
+      hits = s_.backend.search(rows, p.candidates_per_token);
+    }
     for (std::int64_t id : hits.ids) {
       if (id < 0 || std::size_t(id) >= s_.token_doc.size()) continue;
       ++diag.backend_hits;
@@ -359,7 +405,8 @@ class aligner_retriever {
     }
     std::sort(candidates.begin(), candidates.end());
     candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
-    std::erase_if(candidates, [&](std::uint32_t d) { return !allowed(d); });
+    std::erase_if(candidates, [&](std::uint32_t d) { return !returnable(d); });
+    if (restricted && candidates.size() < std::min(p.top, allowed_with_tokens)) return every_allowed();
     return candidates;
   }
 
