@@ -55,7 +55,7 @@ class exact_backend {
   topk_result search(matrix_view<float> queries, std::size_t k, scan_workspace& ws) const {
     detail::check_backend_search(queries, k, dim_);
     topk_result out(queries.rows, k);
-    token_topk(queries, storage::f32, panels_.data(), size_, k, out, ws);
+    token_topk<storage::f32>(queries, panels_.data(), size_, k, out, ws);
     return out;
   }
   /// Exact top-k among the ids `keep` accepts (filtering_backend): k results whenever k ids are kept.
@@ -63,7 +63,7 @@ class exact_backend {
     detail::check_backend_search(queries, k, dim_);
     topk_result out(queries.rows, k);
     scan_workspace ws;
-    token_topk(queries, storage::f32, panels_.data(), size_, k, out, ws, keep);
+    token_topk<storage::f32>(queries, panels_.data(), size_, k, out, ws, keep);
     return out;
   }
 

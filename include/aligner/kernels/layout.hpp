@@ -67,6 +67,7 @@ template <class Arch = default_arch>
 void pack_panels(storage st, matrix_view<float> tokens, std::uint32_t* out) noexcept {
   constexpr std::size_t width = panel_width<Arch>;
   const std::size_t dim = tokens.cols;
+  if (tokens.rows == 0) return;  // (out may be null then)
   std::memset(out, 0, packed_words<Arch>(st, tokens.rows, dim) * 4);
   visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
     using traits = storage_traits<S>;

@@ -103,20 +103,21 @@ inline void compact_candidates(scan_workspace::row_state& st, std::size_t keep, 
 
 }  // namespace detail
 
-/// Exact top-k of every query row against the `tokens` tokens packed (storage `st`) at `panels`, best first, into
+/// Exact top-k of every query row against the `tokens` tokens packed (storage St) at `panels`, best first, into
 /// rows [0, queries.rows) of `out` (out.k == k; slots past `tokens` keep id -1 / score -inf). `accept`, when given,
 /// restricts the result to the token ids it accepts (asked only for tokens that beat a row's running threshold).
 /// Preconditions (unchecked): k >= 1, queries.cols == the panels' dim, values finite, panels 64-byte aligned.
-template <class Arch = default_arch, class Accept = std::nullptr_t>
-void token_topk(matrix_view<float> queries, storage st, const void* panels, std::size_t tokens, std::size_t k, topk_result& out,
+/// The storage is a template argument (the exact backend scans float32 only): each instantiation is a large function.
+template <storage St = storage::f32, class Arch = default_arch, class Accept = std::nullptr_t>
+void token_topk(matrix_view<float> queries, const void* panels, std::size_t tokens, std::size_t k, topk_result& out,
                 scan_workspace& ws, const Accept& accept = nullptr) {
   if (tokens == 0 || queries.rows == 0) return;
   constexpr std::size_t row_block = 64;
   const std::size_t keep = std::min(k, tokens);
   const std::size_t limit = 2 * keep + 1024;  // 3k + 1024 and 6k + 1024 measured no faster
   if (ws.rows.size() < std::min(row_block, queries.rows)) ws.rows.resize(std::min(row_block, queries.rows));
-  visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
-    using engine_t = tile_engine<Arch, S>;
+  {
+    using engine_t = tile_engine<Arch, St>;
     using batch = typename engine_t::batch;
     constexpr std::size_t width = engine_t::width;
     const std::size_t capacity = limit + engine_t::block_panels * width;
@@ -169,7 +170,7 @@ void token_topk(matrix_view<float> queries, storage st, const void* panels, std:
         }
       }
     }
-  });
+  }
   if (limit > (std::size_t(1) << 16))  // do not keep a large k's buffers alive in a long-lived workspace
     for (auto& row : ws.rows) row = {};
 }
