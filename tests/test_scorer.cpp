@@ -1,4 +1,5 @@
 // The ALIGNER score against hand-computed values and the double reference. Built per x86 level.
+#include <aligner/math/explain.hpp>
 #include <aligner/math/scorer.hpp>
 
 #include "test_common.hpp"

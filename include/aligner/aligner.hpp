@@ -20,6 +20,7 @@
 #include "math/pruner.hpp"
 #include "math/salience.hpp"
 #include "math/scorer.hpp"
+#include "math/explain.hpp"
 #include "storage/token_store.hpp"
 #include "backends/concepts.hpp"
 #include "backends/exact.hpp"

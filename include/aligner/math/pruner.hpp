@@ -45,7 +45,7 @@ inline std::vector<std::uint32_t> prune(std::span<const float> salience, double 
   if (keep < order.size()) {
     std::nth_element(order.begin(), order.begin() + std::ptrdiff_t(keep), order.end(),
                      [&](std::uint32_t a, std::uint32_t b) {
-                       return salience[a] > salience[b] || (salience[a] == salience[b] && a < b);
+                       return ranks_before(salience[a], a, salience[b], b);
                      });
     order.resize(keep);
     std::sort(order.begin(), order.end());

@@ -37,49 +37,13 @@
 #include "../math/alignment.hpp"
 #include "../math/pruner.hpp"
 #include "../math/salience.hpp"
+#include "../math/explain.hpp"
 #include "../math/scorer.hpp"
 #include "../storage/token_store.hpp"
+#include "access_guard.hpp"
+#include "search_params.hpp"
 
 namespace aligner {
-
-/// Settings fixed when documents are indexed.
-struct index_params {
-  double doc_prune = 1.0;  ///< β^d in (0, 1]: fraction of each document's tokens (by salience) given to the backend
-  bool check_finite = true;
-  storage precision = storage::f32;  ///< token store precision for the rerank (bf16/f16: half the memory, i8: a quarter)
-};
-
-/// Per-call knobs of a search.
-struct search_params {
-  alignment strategy = alignment::top1();
-  normalization norm = normalization::mean;
-  std::size_t candidates_per_token = 4000;  ///< k': backend hits per kept query token (>= 1)
-  std::size_t top = 1000;                   ///< N: results returned (>= 1)
-  bool exhaustive = false;                  ///< rerank every (allowed, not removed) document, no token search
-  double query_prune = 1.0;                 ///< β^q in (0, 1]; < 1 needs query_salience
-  std::span<const float> query_salience{};  ///< u^q (one per query token) or empty
-  bool use_doc_salience = true;             ///< weight pairs with the stored document salience, when there is one
-  /// Optional: only documents for which it returns true (called once per document and search, on the searching
-  /// thread). With a filter or allowed_ids a search returns min(top, allowed documents) results: the restriction is
-  /// pushed into the token search of a filtering_backend (exact, FAISS), an allowed set of at most k' x (kept query
-  /// tokens) tokens is reranked whole, and a token search that finds fewer than `top` allowed documents falls back
-  /// to reranking every allowed document.
-  std::function<bool(std::int64_t)> filter{};
-  std::span<const std::int64_t> allowed_ids{};  ///< optional: only these document ids (each must exist)
-  bool check_finite = true;
-};
-
-/// Ranked documents of one query plus diagnostics.
-struct search_result {
-  std::vector<std::int64_t> ids;  ///< document ids, best first
-  std::vector<float> scores;      ///< sim(Q, D) of each
-  std::size_t candidates_scored = 0;  ///< documents reranked
-  std::size_t tokens_searched = 0;    ///< query tokens sent to the backend
-  std::size_t query_tokens_pruned = 0;
-  std::size_t backend_hits = 0;       ///< valid token hits returned by the backend
-  bool reranked_all_allowed = false;  ///< every allowed document was reranked (exhaustive, a small allowed set, or a
-                                      ///< filtered token search that found fewer than `top` documents)
-};
 
 /// Everything a retriever holds, as one value: what save_index writes and load_index rebuilds (io/index_file.hpp).
 template <mips_backend Backend>
@@ -137,15 +101,12 @@ class aligner_retriever {
                       " but the backend has dim ", s_.backend.dim());
   }
 
-  // Moving or copying transfers the state; the in-flight counters of the search/mutation guards are per object.
-  aligner_retriever(aligner_retriever&& other) noexcept : s_(std::move(other.s_)) {}
-  aligner_retriever& operator=(aligner_retriever&& other) noexcept {
-    s_ = std::move(other.s_);
-    return *this;
-  }
-  aligner_retriever(const aligner_retriever& other)
+  // Moving or copying transfers the state; the copy's search/mutation counters start at zero (access_guard).
+  aligner_retriever(aligner_retriever&&) noexcept = default;
+  aligner_retriever& operator=(aligner_retriever&&) noexcept = default;
+  aligner_retriever(const aligner_retriever&)
     requires std::copy_constructible<Backend>
-      : s_(other.s_) {}
+  = default;
 
   /// The whole state (for persistence and inspection).
   const retriever_state<Backend>& state() const noexcept { return s_; }
@@ -163,7 +124,7 @@ class aligner_retriever {
   /// Adds documents; returns the id of the first. Salience: `doc_salience` (one per token), else the doc
   /// scorer's, else none (then β^d must be 1). All or nothing: on error nothing changes.
   std::int64_t add(const sequence_set_view& docs, std::span<const float> doc_salience = {}) {
-    const writer_guard guard(*this, "add");
+    const access_guard::writing guard(access_, "add");
     detail::check_offsets(docs.offsets, docs.tokens.rows, "document offsets");
     ALIGNER_EXPECTS(docs.tokens.rows == 0 || docs.tokens.cols == dim(), "documents have dim ", docs.tokens.cols,
                     " but the retriever has dim ", dim());
@@ -216,7 +177,7 @@ class aligner_retriever {
   /// Removes a document: it is never returned again (its tokens may stay in the backend; hits are dropped).
   /// Throws for an unknown or already removed id.
   void remove(std::int64_t id) {
-    const writer_guard guard(*this, "remove");
+    const access_guard::writing guard(access_, "remove");
     ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "remove: unknown document id ", id, " (the retriever holds ids 0..",
                     std::int64_t(size()) - 1, ")");
     ALIGNER_EXPECTS(!s_.removed[std::size_t(id)], "remove: document id ", id, " is already removed");
@@ -270,43 +231,6 @@ class aligner_retriever {
   }
 
  private:
-  /// Counts a search in flight; refuses to start while a mutation runs (see the file comment).
-  class reader_guard {
-   public:
-    explicit reader_guard(const aligner_retriever& r) : r_(r) {
-      r_.readers_.fetch_add(1, std::memory_order_seq_cst);
-      if (r_.writing_.load(std::memory_order_seq_cst)) {
-        r_.readers_.fetch_sub(1, std::memory_order_seq_cst);
-        throw concurrency_error("aligner_retriever: search called while add/remove is running on the same retriever");
-      }
-    }
-    ~reader_guard() { r_.readers_.fetch_sub(1, std::memory_order_seq_cst); }
-    reader_guard(const reader_guard&) = delete;
-    reader_guard& operator=(const reader_guard&) = delete;
-
-   private:
-    const aligner_retriever& r_;
-  };
-  /// Marks a mutation; refuses to start while searches run.
-  class writer_guard {
-   public:
-    explicit writer_guard(aligner_retriever& r, const char* what) : r_(r) {
-      if (r_.writing_.exchange(true, std::memory_order_seq_cst))
-        throw concurrency_error(std::string("aligner_retriever: ") + what + " called while another add/remove is running");
-      if (const int n = r_.readers_.load(std::memory_order_seq_cst); n != 0) {
-        r_.writing_.store(false, std::memory_order_seq_cst);
-        throw concurrency_error(std::string("aligner_retriever: ") + what + " called while " + std::to_string(n) +
-                                " search(es) are running on the same retriever");
-      }
-    }
-    ~writer_guard() { r_.writing_.store(false, std::memory_order_seq_cst); }
-    writer_guard(const writer_guard&) = delete;
-    writer_guard& operator=(const writer_guard&) = delete;
-
-   private:
-    aligner_retriever& r_;
-  };
-
   void validate(matrix_view<float> query, const search_params& p) const {
     p.strategy.validate();
     ALIGNER_EXPECTS(query.rows == 0 || query.cols == dim(), "query dim ", query.cols, " does not match the index dim ", dim());
@@ -429,7 +353,7 @@ class aligner_retriever {
   }
 
   search_result search_unchecked(matrix_view<float> query, const search_params& p) const {
-    const reader_guard guard(*this);
+    const access_guard::reading guard(access_);
     search_result out;
     const auto candidates = gather(query, p, out);
     std::vector<float> scores(candidates.size());
@@ -441,7 +365,7 @@ class aligner_retriever {
 
   std::vector<search_result> search_unchecked_multi(matrix_view<float> query, std::span<const alignment> strategies,
                                                     const search_params& p) const {
-    const reader_guard guard(*this);
+    const access_guard::reading guard(access_);
     search_result diag;
     const auto candidates = gather(query, p, diag);
     std::vector<float> scores(candidates.size() * strategies.size());
@@ -453,8 +377,7 @@ class aligner_retriever {
   }
 
   retriever_state<Backend> s_;
-  mutable std::atomic<int> readers_{0};
-  std::atomic<bool> writing_{false};
+  access_guard access_;  ///< searches counted in and out, add/remove refused while they run
 };
 
 }  // namespace aligner

@@ -1,0 +1,56 @@
+/** @file search_params.hpp
+ *  @brief The settings and results of aligner_retriever (pipeline/retriever.hpp): what is fixed at indexing, the
+ *  knobs of one search, and a ranked result with its diagnostics. */
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "../kernels/storage.hpp"
+#include "../math/alignment.hpp"
+
+namespace aligner {
+
+/// Settings fixed when documents are indexed.
+struct index_params {
+  double doc_prune = 1.0;  ///< β^d in (0, 1]: fraction of each document's tokens (by salience) given to the backend
+  bool check_finite = true;
+  storage precision = storage::f32;  ///< token store precision for the rerank (bf16/f16: half the memory, i8: a quarter)
+};
+
+/// Per-call knobs of a search.
+struct search_params {
+  alignment strategy = alignment::top1();
+  normalization norm = normalization::mean;
+  std::size_t candidates_per_token = 4000;  ///< k': backend hits per kept query token (>= 1)
+  std::size_t top = 1000;                   ///< N: results returned (>= 1)
+  bool exhaustive = false;                  ///< rerank every (allowed, not removed) document, no token search
+  double query_prune = 1.0;                 ///< β^q in (0, 1]; < 1 needs query_salience
+  std::span<const float> query_salience{};  ///< u^q (one per query token) or empty
+  bool use_doc_salience = true;             ///< weight pairs with the stored document salience, when there is one
+  /// Optional: only documents for which it returns true (called once per document and search, on the searching
+  /// thread). With a filter or allowed_ids a search returns min(top, allowed documents) results: the restriction is
+  /// pushed into the token search of a filtering_backend (exact, FAISS), an allowed set of at most k' x (kept query
+  /// tokens) tokens is reranked whole, and a token search that finds fewer than `top` allowed documents falls back
+  /// to reranking every allowed document.
+  std::function<bool(std::int64_t)> filter{};
+  std::span<const std::int64_t> allowed_ids{};  ///< optional: only these document ids (each must exist)
+  bool check_finite = true;
+};
+
+/// Ranked documents of one query plus diagnostics.
+struct search_result {
+  std::vector<std::int64_t> ids;  ///< document ids, best first
+  std::vector<float> scores;      ///< sim(Q, D) of each
+  std::size_t candidates_scored = 0;  ///< documents reranked
+  std::size_t tokens_searched = 0;    ///< query tokens sent to the backend
+  std::size_t query_tokens_pruned = 0;
+  std::size_t backend_hits = 0;       ///< valid token hits returned by the backend
+  bool reranked_all_allowed = false;  ///< every allowed document was reranked (exhaustive, a small allowed set, or a
+                                      ///< filtered token search that found fewer than `top` documents)
+};
+
+}  // namespace aligner
