@@ -192,12 +192,15 @@ std::string flag_help(command cmd) {
   std::string out;
   for (const auto& f : flags()) {
     if (!(f.commands & cmd)) continue;
-    std::string left = "  " + std::string(f.name) + (f.metavar.empty() ? "" : " " + std::string(f.metavar));
+    // Appended piecewise: "literal" + std::string&& trips GCC 12's -Wrestrict false positive at -O3.
+    std::string left = "  ";
+    left.append(f.name);
+    if (!f.metavar.empty()) left.append(" ").append(f.metavar);
     if (left.size() < 24)
       left.resize(24, ' ');
     else
-      left += "\n" + std::string(24, ' ');
-    out += left + f.help + "\n";
+      left.append("\n").append(24, ' ');
+    out.append(left).append(f.help).append("\n");
   }
   return out;
 }
