@@ -41,8 +41,8 @@ struct explanation {
 /// grouped by query token, best first, with S_ij from the same register tiles; `score` is the kernel's own score of
 /// that document (bit-identical to score_packed and to a search hit's score). Validation as score_packed.
 inline explanation explain_packed(const prepared_query& q, const packed_sequences& docs, std::size_t s, bool use_doc_salience = true) {
-  const std::uint32_t which[] = {std::uint32_t(s)};
   ALIGNER_EXPECTS(s < docs.size(), "document index ", s, " is outside the ", docs.size(), " documents");
+  const std::uint32_t which[] = {std::uint32_t(s)};  // (s fits: checked first)
   detail::check_packed_call(q, docs, which, 1, 1);
   explanation out;
   const matrix_view<float> query = q.rows();

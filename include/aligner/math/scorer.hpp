@@ -206,19 +206,31 @@ inline void check_packed_call(const prepared_query& q, const packed_sequences& d
 
 }  // namespace detail
 
-/// Scores a prepared query against packed documents `which` (e.g. of a token_store): out[t] for which[t]. The
-/// documents' salience is used when `use_doc_salience` and they have one. Nothing is written on error.
-inline void score_packed(const prepared_query& q, const packed_sequences& docs, std::span<const std::uint32_t> which,
-                         std::span<float> out, bool use_doc_salience = true, score_workspace* workspace = nullptr) {
-  detail::check_packed_call(q, docs, which, out.size(), 1);
+namespace detail {
+
+/// The loop of score_packed / score_packed_multi: documents `which` in order, each scored under `strategies` (empty:
+/// the query's own) into out + t * per_doc, the next document's panels prefetched meanwhile. No validation.
+inline void score_documents(const prepared_query& q, std::span<const alignment> strategies, const packed_sequences& docs,
+                            std::span<const std::uint32_t> which, float* out, std::size_t per_doc, bool use_doc_salience,
+                            score_workspace* workspace) {
   score_workspace local;
   score_workspace& ws = workspace ? *workspace : local;
   for (std::size_t t = 0; t != which.size(); ++t) {
     const std::size_t s = which[t];
     const prefetch_hint next = t + 1 < which.size() ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};
-    detail::score_one(q, {}, docs.precision, docs.panels(s), docs.length(s), use_doc_salience ? docs.salience_of(s) : nullptr,
-                      &out[t], ws, next);
+    score_one(q, strategies, docs.precision, docs.panels(s), docs.length(s), use_doc_salience ? docs.salience_of(s) : nullptr,
+              out + t * per_doc, ws, next);
   }
+}
+
+}  // namespace detail
+
+/// Scores a prepared query against packed documents `which` (e.g. of a token_store): out[t] for which[t]. The
+/// documents' salience is used when `use_doc_salience` and they have one. Nothing is written on error.
+inline void score_packed(const prepared_query& q, const packed_sequences& docs, std::span<const std::uint32_t> which,
+                         std::span<float> out, bool use_doc_salience = true, score_workspace* workspace = nullptr) {
+  detail::check_packed_call(q, docs, which, out.size(), 1);
+  detail::score_documents(q, {}, docs, which, out.data(), 1, use_doc_salience, workspace);
 }
 
 /// Scores under several strategies in one pass over each S: out[t * strategies.size() + g] is document which[t]
@@ -229,14 +241,7 @@ inline void score_packed_multi(const prepared_query& q, const packed_sequences& 
   for (const auto& a : strategies) a.validate();
   ALIGNER_EXPECTS(!strategies.empty() || which.empty(), "score_packed_multi needs at least one strategy");
   detail::check_packed_call(q, docs, which, out.size(), strategies.size());
-  score_workspace local;
-  score_workspace& ws = workspace ? *workspace : local;
-  for (std::size_t t = 0; t != which.size(); ++t) {
-    const std::size_t s = which[t];
-    const prefetch_hint next = t + 1 < which.size() ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};
-    detail::score_one(q, strategies, docs.precision, docs.panels(s), docs.length(s),
-                      use_doc_salience ? docs.salience_of(s) : nullptr, out.data() + t * strategies.size(), ws, next);
-  }
+  detail::score_documents(q, strategies, docs, which, out.data(), strategies.size(), use_doc_salience, workspace);
 }
 
 /// One query against packed documents `which` (prepares the query on each call; see prepared_query).
