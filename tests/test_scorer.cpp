@@ -188,3 +188,24 @@ TEST_CASE("scorer: bad input throws and names the argument", "[edge]") {
   CHECK(out == std::vector<float>(3, 42.f));
   CHECK(small == std::vector<float>(2, 42.f));
 }
+
+TEST_CASE("scorer: prepared_query and score_batch over it reject bad input by name", "[edge]") {
+  const std::size_t dim = 4;
+  const auto q = aligner_test::random_matrix(3, dim, 5), d = aligner_test::random_matrix(6, dim, 6);
+  const std::vector<float> ud(6, 1.f);
+  CHECK_THROWS_WITH(aligner::prepared_query({q.data(), 3, dim}, {.doc_salience = ud}), Catch::Contains("doc_salience"));
+  auto bad = q;
+  bad[5] = aligner_test::nan_f();
+  CHECK_THROWS_WITH(aligner::prepared_query({bad.data(), 3, dim}), Catch::Contains("query holds a non-finite value"));
+  const std::vector<float> short_salience(2, 1.f);
+  CHECK_THROWS_WITH(aligner::prepared_query({q.data(), 3, dim}, {.query_salience = short_salience}), Catch::Contains("query_salience"));
+  const aligner::prepared_query pq({q.data(), 3, dim});
+  const std::int64_t offsets[] = {0, 2, 6};
+  std::vector<float> out(2, -7.f);
+  const auto wrong_dim = aligner_test::random_matrix(6, dim + 1, 7);
+  CHECK_THROWS_WITH(aligner::score_batch(pq, {{wrong_dim.data(), 6, dim + 1}, offsets}, out), Catch::Contains("does not match"));
+  CHECK_THROWS_WITH(aligner::score_batch(pq, {{d.data(), 6, dim}, offsets}, out, short_salience), Catch::Contains("doc_salience"));
+  CHECK(out == std::vector<float>(2, -7.f));  // nothing written
+  aligner::score_batch(pq, {{d.data(), 6, dim}, offsets}, out, ud);
+  CHECK_THAT(out[1], WithinAbs(aligner::ref::score({q.data(), 3, dim}, {d.data() + 2 * dim, 4, dim}), 1e-5));
+}
