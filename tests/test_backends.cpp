@@ -2,6 +2,7 @@
 #include <aligner/aligner.hpp>
 #include <aligner/io/index_file.hpp>
 #include <aligner/eval/idf.hpp>
+#include <aligner/eval/metrics.hpp>
 #include <aligner/io/collection.hpp>
 #ifdef ALIGNER_HAVE_FAISS
 #include <aligner/backends/faiss.hpp>
@@ -288,3 +289,38 @@ TEST_CASE("backends: a filtered search returns min(top, allowed) documents on ev
   filtered_search_returns_every_allowed_document(aligner::hnswlib_backend(cranfield().docs.dim, {.ef_search = 64}));
 #endif
 }
+
+#ifdef ALIGNER_HAVE_HNSWLIB
+TEST_CASE("hnswlib: with identical vectors indexed once, k' = 100 candidates on Cranfield match the exhaustive nDCG@10", "[oracle]") {
+  // GloVe gives every occurrence of a word one vector. Indexed per occurrence, an HNSW graph over ~35 copies per
+  // point loses its way and k' hits are copies of few words; indexed once with posting lists it finds them all.
+  const auto& c = cranfield();
+  auto ndcg = [&](const auto& index, bool exhaustive, std::size_t* candidates) {
+    const aligner::search_params p{.candidates_per_token = 100, .top = 100, .exhaustive = exhaustive};
+    const auto res = index.search_batch(c.queries.view(), p, {}, 2);
+    aligner::io::run run;
+    std::size_t total = 0;
+    for (std::size_t q = 0; q != res.size(); ++q) {
+      total += res[q].candidates_scored;
+      for (std::size_t i = 0; i != res[q].ids.size(); ++i)
+        run[c.queries.ids[q]].push_back({c.docs.ids[std::size_t(res[q].ids[i])], res[q].scores[i]});
+    }
+    if (candidates) *candidates = total / res.size();
+    return aligner::ndcg_at(10, run, c.judgments).mean;
+  };
+  const aligner::aligner_retriever<aligner::hnswlib_backend> dedup(aligner::hnswlib_backend(c.docs.dim), c.docs.view());
+  std::size_t cand_dedup = 0, cand_plain = 0;
+  const double all = ndcg(dedup, true, nullptr), d = ndcg(dedup, false, &cand_dedup);
+  CHECK(std::abs(d - all) <= 0.01);
+#if defined(__SANITIZE_ADDRESS__)
+  return;  // the per-occurrence graph below (229k points) takes minutes to build under the sanitizers
+#endif
+  const aligner::aligner_retriever<aligner::hnswlib_backend> plain(aligner::hnswlib_backend(c.docs.dim), c.docs.view(),
+                                                                   {.dedup_tokens = false});
+  const double p = ndcg(plain, false, &cand_plain);
+  std::printf("Cranfield nDCG@10: exhaustive %.4f, hnswlib k'=100 deduplicated %.4f (%zu vectors, %zu candidates/query), "
+              "per occurrence %.4f (%zu vectors, %zu candidates/query)\n",
+              all, d, dedup.indexed_tokens(), cand_dedup, p, plain.indexed_tokens(), cand_plain);
+  CHECK(dedup.indexed_tokens() * 10 < plain.indexed_tokens());
+}
+#endif

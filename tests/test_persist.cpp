@@ -5,6 +5,7 @@
 #include <aligner/io/section_file.hpp>
 
 #include "test_common.hpp"
+#include "test_sections.hpp"
 
 #include <chrono>
 #include <csignal>
@@ -136,18 +137,7 @@ TEST_CASE("persist: structurally inconsistent files with valid checksums are rej
   aligner::save_index(r, path);
   auto file = aligner::io::file_bytes::open(path, false);
   const auto sections = aligner::io::decode_sections(*file);
-  auto forge = [&](const std::string& victim, auto mutate) {
-    std::vector<std::string> payloads;
-    std::vector<aligner::io::section_out> out;
-    for (const auto& [name, sec] : sections) payloads.emplace_back(sec.data, sec.bytes);
-    std::size_t i = 0;
-    for (const auto& [name, sec] : sections) {
-      if (name == victim) mutate(payloads[i]);
-      out.push_back({name, sec.dtype, sec.shape, payloads[i]});
-      ++i;
-    }
-    aligner::io::atomic_write(path, aligner::io::encode_sections(out));
-  };
+  auto forge = [&](const std::string& victim, auto&& mutate) { aligner_test::forge_section(path, sections, victim, mutate); };
   auto set_i64 = [](std::string& bytes, std::size_t index, std::int64_t value) { std::memcpy(bytes.data() + 8 * index, &value, 8); };
   const std::size_t last = data.offsets.size() - 1;
   forge("offsets", [&](std::string& b) { set_i64(b, last, (std::int64_t(1) << 62) + 12); });

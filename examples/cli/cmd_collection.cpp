@@ -21,8 +21,8 @@ int run_index(const options& o) {
   const auto s = load_setup(o, false);
   build_index(o, s, [&](const auto& index) {
     aligner::save_index(index, o.out, o.backend);
-    std::printf("indexed %zu documents, %zu of %zu tokens in the token index, into %s\n", index.size(), index.indexed_tokens(),
-                s.c.docs.tokens(), o.out.c_str());
+    std::printf("indexed %zu documents (%zu tokens): %zu vectors in the token index, %zu (vector, document) postings, into %s\n",
+                index.size(), s.c.docs.tokens(), index.indexed_tokens(), index.indexed_postings(), o.out.c_str());
   });
   return 0;
 }
@@ -44,7 +44,7 @@ int run_adapt(const options& o) {
   const std::size_t baseline = std::size_t(std::find(columns.begin(), columns.end(), aligner::alignment::top1()) - columns.begin());
   if (baseline == choices) columns.push_back(aligner::alignment::top1());
   const auto s = load_setup(o);
-  const auto runs = rank_queries(o, s, columns);
+  const auto runs = rank_queries(o, s, columns).runs;
   aligner::strategy_table table;
   table.grid = columns;
   std::vector<aligner::metric_result> per(columns.size());

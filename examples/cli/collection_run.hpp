@@ -8,6 +8,7 @@
 #include <aligner/io/collection.hpp>
 #include <aligner/io/trec.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -51,14 +52,22 @@ inline aligner::search_params search_params_of(const options& o, const retrieval
           .query_prune = o.prune_query};
 }
 
-/// Ranks every judged query of `s` with `index` under every strategy: runs[g] is the run of strategies[g].
+/// The runs of every strategy (runs[g] is the run of strategies[g]) and what producing them cost.
+struct ranking {
+  std::vector<aligner::io::run> runs;
+  double candidates = 0;    ///< documents reranked per query (mean)
+  double ms_per_query = 0;  ///< wall time of one query's search (mean over queries, each on one thread)
+};
+
+/// Ranks every judged query of `s` with `index` under every strategy.
 template <class Index>
-std::vector<aligner::io::run> rank_with(const options& o, const Index& index, const retrieval_setup& s,
+ranking rank_with(const options& o, const Index& index, const retrieval_setup& s,
                                         const std::vector<aligner::alignment>& strategies) {
   const aligner::search_params p = search_params_of(o, s);
   if (index.size() != s.c.docs.size())
     throw usage_error("the index holds " + std::to_string(index.size()) + " documents, the collection " + std::to_string(s.c.docs.size()));
   std::vector<std::vector<aligner::search_result>> results(s.judged.size());
+  std::vector<double> seconds(s.judged.size());
   {
     progress bar("ranking queries", s.judged.size(), o.progress);
     aligner::parallel_for(s.judged.size(), o.threads, [&](std::size_t i) {
@@ -66,21 +75,32 @@ std::vector<aligner::io::run> rank_with(const options& o, const Index& index, co
       aligner::search_params qp = p;
       if (!s.uq.empty())
         qp.query_salience = std::span<const float>(s.uq).subspan(std::size_t(s.c.queries.offsets[q]), s.c.queries.view().length(q));
+      const auto t0 = std::chrono::steady_clock::now();
       results[i] = index.search_multi(s.c.queries.sequence(q), strategies, qp);
+      seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       bar.tick();
     });
   }
-  std::vector<aligner::io::run> runs(strategies.size());
+  ranking out;
+  out.runs.resize(strategies.size());
   for (std::size_t g = 0; g != strategies.size(); ++g)
     for (std::size_t i = 0; i != s.judged.size(); ++i) {
-      auto& entries = runs[g][s.c.queries.ids[s.judged[i]]];
+      auto& entries = out.runs[g][s.c.queries.ids[s.judged[i]]];
       const auto& r = results[i][g];
       for (std::size_t k = 0; k != r.ids.size(); ++k) entries.push_back({s.c.docs.ids[std::size_t(r.ids[k])], r.scores[k]});
     }
-  return runs;
+  for (std::size_t i = 0; i != s.judged.size(); ++i) {
+    out.candidates += double(results[i].empty() ? 0 : results[i][0].candidates_scored);
+    out.ms_per_query += 1e3 * seconds[i];
+  }
+  if (!s.judged.empty()) {
+    out.candidates /= double(s.judged.size());
+    out.ms_per_query /= double(s.judged.size());
+  }
+  return out;
 }
 
-/// Builds a retriever over the collection's documents with --backend, --storage and --prune-doc; calls fn(retriever).
+/// Builds a retriever over the collection's documents with --backend, --storage, --prune-doc and --dedup; calls fn(retriever).
 template <class Fn>
 void build_index(const options& o, const retrieval_setup& s, Fn&& fn) {
   if (o.prune_doc != 1.0 && s.ud.empty()) throw usage_error("--prune-doc below 1 needs a salience (--salience idf)");
@@ -92,7 +112,7 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn) {
     {
       progress bar("indexing", 1, o.progress);
       index = std::make_unique<aligner::aligner_retriever<backend_t>>(
-          std::move(backend), s.c.docs.view(), aligner::index_params{.doc_prune = o.prune_doc, .precision = precision}, s.ud);
+          std::move(backend), s.c.docs.view(), aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .dedup_tokens = o.dedup}, s.ud);
       bar.tick();
     }
     fn(*index);
@@ -100,21 +120,21 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn) {
 }
 
 /// Ranks every judged query under every strategy with a freshly built index.
-inline std::vector<aligner::io::run> rank_queries(const options& o, const retrieval_setup& s,
-                                                  const std::vector<aligner::alignment>& strategies) {
+inline ranking rank_queries(const options& o, const retrieval_setup& s, const std::vector<aligner::alignment>& strategies) {
   search_params_of(o, s);  // validate the search options before the (possibly long) build
-  std::vector<aligner::io::run> runs;
-  build_index(o, s, [&](const auto& index) { runs = rank_with(o, index, s, strategies); });
-  return runs;
+  ranking out;
+  build_index(o, s, [&](const auto& index) { out = rank_with(o, index, s, strategies); });
+  return out;
 }
 
 /// Prints the eval lines (one per strategy) and writes the run of the first strategy (--run).
-inline void report(const options& o, const retrieval_setup& s, const std::vector<aligner::alignment>& strategies,
-                   const std::vector<aligner::io::run>& runs) {
+inline void report(const options& o, const retrieval_setup& s, const std::vector<aligner::alignment>& strategies, const ranking& ranked) {
+  const auto& runs = ranked.runs;
   for (std::size_t g = 0; g != strategies.size(); ++g) {
     const auto ndcg = aligner::ndcg_at(10, runs[g], s.c.judgments);
-    std::printf("%s ndcg@10=%.4f mrr@10=%.4f recall@100=%.4f queries=%zu\n", strategies[g].name().c_str(), ndcg.mean,
-                aligner::mrr_at(10, runs[g], s.c.judgments).mean, aligner::recall_at(100, runs[g], s.c.judgments).mean, ndcg.queries);
+    std::printf("%s ndcg@10=%.4f mrr@10=%.4f recall@100=%.4f queries=%zu candidates=%.1f ms_per_query=%.3f\n",
+                strategies[g].name().c_str(), ndcg.mean, aligner::mrr_at(10, runs[g], s.c.judgments).mean,
+                aligner::recall_at(100, runs[g], s.c.judgments).mean, ndcg.queries, ranked.candidates, ranked.ms_per_query);
   }
   if (o.has("--run")) aligner::io::save_run(o.run_file, runs[0], "aligner-" + strategies[0].name());
 }

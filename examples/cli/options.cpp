@@ -107,6 +107,9 @@ const std::vector<flag>& flags() {
          if (!aligner::parse_storage(v, st)) throw usage_error("--storage must be one of " + aligner::storage_names() + ", got '" + v + "'");
          o.storage = v;
        }},
+      {"--dedup", "on|off", building_cmds,
+       "on: identical token vectors enter the token index once, a hit expands to every document holding one (default)",
+       [](options& o, const std::string& v) { o.dedup = one_of("--dedup", v, {"on", "off"}) == "on"; }},
       {"--top", "N", ranking_cmds, "results per query (default 1000)",
        [](options& o, const std::string& v) {
          o.top = parse_count("--top", v);

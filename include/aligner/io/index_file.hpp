@@ -3,8 +3,10 @@
  *  loaded with the token store memory-mapped read-only.
  *
  *  Sections: meta (i64: dim, panel width, documents, has salience, check_finite, doc_prune bits), storage (u8: the
- *  storage's disk tag, kernels/storage.hpp), offsets, panel_offsets, panels (the packed words), salience, token_doc,
- *  removed, backend (the backend's serialize() bytes), backend_type (its type_name, when it has one: loading with
+ *  storage's disk tag, kernels/storage.hpp), offsets, panel_offsets, panels (the packed words), salience, token_doc
+ *  (each backend vector's first document), token_dedup (u8: identical vectors indexed once; absent in older files:
+ *  no), token_prints (i64 pairs), postings_vecs / postings_offs / postings_docs (the further documents of
+ *  vectors held by several), removed, backend (the backend's serialize() bytes), backend_type (its type_name, when it has one: loading with
  *  another backend type is refused by name), label. Everything is verified before use (checksums, shapes,
  *  offsets, ids); any problem throws aligner::io_error naming the file. A file saved by a build of another SIMD
  *  width is repacked on load (int8 tokens are re-quantised from their stored values, which can move a scale by an
@@ -59,6 +61,10 @@ void save_index(const aligner_retriever<Backend>& retriever, const std::filesyst
   const std::uint8_t tag[1] = {disk_tag(s.store.precision())};
   std::string_view type;
   if constexpr (named_backend<Backend>) type = Backend::type_name;
+  const std::uint8_t dedup[1] = {std::uint8_t(s.tokens.dedup())};
+  const auto more = s.tokens.more();
+  const std::vector<std::int64_t> more_offsets(more.offsets.begin(), more.offsets.end());
+  const auto prints = s.tokens.fingerprints();
   using io::section_dtype;
   const std::vector<io::section_out> sections = {
       {"meta", section_dtype::i64, {6}, bytes(std::span<const std::int64_t>(meta))},
@@ -67,7 +73,12 @@ void save_index(const aligner_retriever<Backend>& retriever, const std::filesyst
       {"panel_offsets", section_dtype::i64, {s.store.panel_offsets().size()}, bytes(s.store.panel_offsets())},
       {"panels", s.store.precision() == storage::f32 ? section_dtype::f32 : section_dtype::u32, {s.store.packed_elements()}, packed},
       {"salience", section_dtype::f32, {salience.size()}, bytes(salience)},
-      {"token_doc", section_dtype::u32, {s.token_doc.size()}, bytes(std::span<const std::uint32_t>(s.token_doc))},
+      {"token_doc", section_dtype::u32, {s.tokens.size()}, bytes(s.tokens.first_docs())},
+      {"token_dedup", section_dtype::u8, {1}, bytes(std::span<const std::uint8_t>(dedup))},
+      {"token_prints", section_dtype::i64, {2 * prints.size()}, bytes(prints)},
+      {"postings_vecs", section_dtype::u32, {more.vectors.size()}, bytes(std::span<const std::uint32_t>(more.vectors))},
+      {"postings_offs", section_dtype::i64, {more_offsets.size()}, bytes(std::span<const std::int64_t>(more_offsets))},
+      {"postings_docs", section_dtype::u32, {more.docs.size()}, bytes(std::span<const std::uint32_t>(more.docs))},
       {"removed", section_dtype::u8, {removed.size()}, bytes(std::span<const std::uint8_t>(removed))},
       {"backend", section_dtype::u8, {backend.size()}, std::string_view(backend)},
       {"backend_type", section_dtype::u8, {type.size()}, type},
@@ -181,7 +192,33 @@ aligner_retriever<Backend> load_index(const std::filesystem::path& path, load_op
     state.store = detail::load_token_store(file, std::size_t(dim), std::size_t(width), state.params.precision,
                                            {offsets.begin(), offsets.end()}, {panel_offsets.begin(), panel_offsets.end()}, packed,
                                            {salience.begin(), salience.end()}, has_salience);
-    state.token_doc.assign(token_doc.begin(), token_doc.end());
+    bool dedup = false;  // files before deduplication hold one vector per indexed token
+    std::span<const vector_fingerprint> prints;
+    std::vector<std::uint32_t> more_vectors, more_docs;
+    std::vector<std::uint64_t> more_offsets{0};
+    if (sections.count("token_dedup")) {
+      const auto flag = get("token_dedup", io::section_dtype::u8).template as<std::uint8_t>();
+      if (flag.size() != 1 || flag[0] > 1) fail("corrupt token_dedup section");
+      dedup = flag[0] == 1;
+      const auto& fp = get("token_prints", io::section_dtype::i64);
+      if (fp.bytes % sizeof(vector_fingerprint) != 0) fail("token_prints section has an odd number of values");
+      std::vector<vector_fingerprint> copy(fp.bytes / sizeof(vector_fingerprint));
+      if (!copy.empty()) std::memcpy(copy.data(), fp.data, fp.bytes);
+      const auto mv = get("postings_vecs", io::section_dtype::u32).template as<std::uint32_t>();
+      const auto mo = get("postings_offs", io::section_dtype::i64).template as<std::int64_t>();
+      const auto md = get("postings_docs", io::section_dtype::u32).template as<std::uint32_t>();
+      for (std::int64_t o : mo)
+        if (o < 0) fail("negative posting offset");
+      more_vectors.assign(mv.begin(), mv.end());
+      more_offsets.assign(mo.begin(), mo.end());
+      more_docs.assign(md.begin(), md.end());
+      if (more_offsets.empty()) fail("postings_offs section is empty");
+      state.params.dedup_tokens = dedup;
+      state.tokens = token_postings::from_arrays(dedup, token_doc, copy, more_vectors, more_offsets, more_docs, std::size_t(docs));
+    } else {
+      state.params.dedup_tokens = false;
+      state.tokens = token_postings::from_arrays(false, token_doc, prints, more_vectors, more_offsets, more_docs, std::size_t(docs));
+    }
     state.removed.assign(removed.begin(), removed.end());
     state.removed_count = std::size_t(std::count(removed.begin(), removed.end(), std::uint8_t(1)));
     return aligner_retriever<Backend>(std::move(state));

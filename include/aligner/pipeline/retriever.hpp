@@ -1,10 +1,12 @@
 /** @file retriever.hpp
  *  @brief aligner_retriever<Backend>: ALIGNER retrieval over any MIPS backend (SPEC section 6).
  *
- *  1. Index: every document's kept tokens (salience pruning β^d, pruner.hpp) go into the backend; a 4-byte
- *     token id -> document map remembers where they came from; every token goes into a packed token_store.
- *  2. Search: each kept query token (β^q) asks the backend for its top k' tokens.
- *  3. Gather: hit tokens map to documents; their union (minus removed and filtered documents) are candidates.
+ *  1. Index: every document's kept tokens (salience pruning β^d, pruner.hpp) go into the backend, identical vectors
+ *     once (index_params.dedup_tokens); token_postings maps each backend vector to the documents holding it;
+ *     every token goes into a packed token_store.
+ *  2. Search: each kept query token (β^q) asks the backend for its top k' vectors.
+ *  3. Gather: each hit expands to every document holding that vector; their union (minus removed and filtered
+ *     documents) are the candidates.
  *  4. Rerank: each candidate gets sim(Q, D) over all tokens of both sides (scorer.hpp), the top N are returned,
  *     best first, ties toward the smaller document id. `exhaustive` skips 2-3 and reranks every document.
  *  5. Explain: the aligned pairs behind one document's score.
@@ -42,6 +44,7 @@
 #include "../storage/token_store.hpp"
 #include "access_guard.hpp"
 #include "search_params.hpp"
+#include "token_postings.hpp"
 
 namespace aligner {
 
@@ -52,7 +55,7 @@ struct retriever_state {
   index_params params{};
   std::optional<salience_scorer> doc_scorer{};  ///< computes the salience of documents added without one
   token_store store{};                           ///< every document's tokens, packed for the rerank
-  std::vector<std::uint32_t> token_doc{};        ///< backend token id -> document id (4 bytes per indexed token)
+  token_postings tokens{};                       ///< backend vector id -> the documents holding that vector
   std::vector<bool> removed{};                   ///< per document
   std::size_t removed_count = 0;
 };
@@ -64,7 +67,7 @@ class aligner_retriever {
   /// salience of documents added without an explicit one.
   explicit aligner_retriever(Backend backend, index_params params = {},
                              std::optional<salience_scorer> doc_scorer = std::nullopt)
-      : s_{std::move(backend), params, std::move(doc_scorer)} {
+      : s_{std::move(backend), params, std::move(doc_scorer), token_store(), token_postings(params.dedup_tokens)} {
     detail::check_beta(s_.params.doc_prune, "index_params.doc_prune");
     ALIGNER_EXPECTS(s_.backend.size() == 0, "the backend must be empty, it holds ", s_.backend.size(), " vectors");
     s_.store = token_store(s_.backend.dim(), params.precision);
@@ -88,12 +91,13 @@ class aligner_retriever {
                     s_.backend.dim());
     ALIGNER_EXPECTS(s_.store.precision() == s_.params.precision, "token store precision ", to_string(s_.store.precision()),
                     " differs from index_params.precision ", to_string(s_.params.precision));
-    ALIGNER_EXPECTS(s_.token_doc.size() == s_.backend.size(), "backend holds ", s_.backend.size(),
-                    " vectors but the token map has ", s_.token_doc.size());
+    ALIGNER_EXPECTS(s_.params.dedup_tokens == s_.tokens.dedup(), "index_params.dedup_tokens differs from the token map's");
+    ALIGNER_EXPECTS(s_.tokens.size() == s_.backend.size(), "backend holds ", s_.backend.size(),
+                    " vectors but the token map has ", s_.tokens.size());
     ALIGNER_EXPECTS(s_.removed.size() == s_.store.size(), s_.removed.size(), " removal flags for ", s_.store.size(), " documents");
-    for (std::size_t t = 0; t != s_.token_doc.size(); ++t)
-      ALIGNER_EXPECTS(s_.token_doc[t] < s_.store.size(), "token map names document ", s_.token_doc[t], " (entry ", t, ") of ",
-                      s_.store.size());
+    for (std::size_t t = 0; t != s_.tokens.size(); ++t)
+      ALIGNER_EXPECTS(s_.tokens.first_docs()[t] < s_.store.size(), "token map names document ", s_.tokens.first_docs()[t],
+                      " (entry ", t, ") of ", s_.store.size());
     ALIGNER_EXPECTS(s_.removed_count == std::size_t(std::count(s_.removed.begin(), s_.removed.end(), true)), "removed_count ",
                     s_.removed_count, " does not match the removal flags");
     if (s_.doc_scorer)
@@ -115,7 +119,10 @@ class aligner_retriever {
   /// Documents ever added (removed ones included: ids are never reused).
   std::size_t size() const noexcept { return s_.store.size(); }
   std::size_t live_size() const noexcept { return s_.store.size() - s_.removed_count; }
-  std::size_t indexed_tokens() const noexcept { return s_.token_doc.size(); }
+  /// Vectors in the token index (distinct vectors when index_params.dedup_tokens).
+  std::size_t indexed_tokens() const noexcept { return s_.tokens.size(); }
+  /// (vector, document) pairs a token hit can expand to (the token index's posting entries).
+  std::size_t indexed_postings() const noexcept { return s_.tokens.postings(); }
   const Backend& backend() const noexcept { return s_.backend; }
   const token_store& store() const noexcept { return s_.store; }
   const index_params& params() const noexcept { return s_.params; }
@@ -159,11 +166,17 @@ class aligner_retriever {
         for (std::uint32_t j : prune(doc_salience.subspan(std::size_t(docs.offsets[d]), doc.rows), s_.params.doc_prune)) take(j);
       }
     }
-    // Every input is validated above; the backend goes first (an adapter may still reject), then the store,
-    // whose add cannot fail on validated input (only on allocation).
-    s_.backend.add(matrix_view<float>(kept.data(), kept_doc.size(), dim()));
+    // Identical vectors once: only vectors new to the index go to the backend.
+    auto plan = s_.tokens.prepare(matrix_view<float>(kept.data(), kept_doc.size(), dim()), kept_doc);
+    if (plan.fresh_rows.size() != kept_doc.size()) {
+      std::size_t w = 0;
+      for (std::size_t r : plan.fresh_rows) std::copy_n(kept.data() + r * dim(), dim(), kept.data() + w++ * dim());
+    }
+    // Every input is validated above; the backend goes first (an adapter may still reject), then the store and the
+    // token map, whose updates cannot fail on validated input (only on allocation).
+    s_.backend.add(matrix_view<float>(kept.data(), plan.fresh_rows.size(), dim()));
     s_.store.add(docs, doc_salience, false);
-    s_.token_doc.insert(s_.token_doc.end(), kept_doc.begin(), kept_doc.end());
+    s_.tokens.commit(std::move(plan));
     s_.removed.resize(s_.store.size(), false);
     return std::int64_t(first);
   }
@@ -316,16 +329,17 @@ class aligner_retriever {
     topk_result hits;
     if constexpr (filtering_backend<Backend>) {
       if (restricted || s_.removed_count != 0)
-        hits = s_.backend.search(rows, p.candidates_per_token, id_filter([&](std::int64_t t) { return returnable(s_.token_doc[std::size_t(t)]); }));
+        hits = s_.backend.search(rows, p.candidates_per_token,
+                                 id_filter([&](std::int64_t t) { return s_.tokens.any_doc(std::size_t(t), returnable); }));
       else
         hits = s_.backend.search(rows, p.candidates_per_token);
     } else {
       hits = s_.backend.search(rows, p.candidates_per_token);
     }
     for (std::int64_t id : hits.ids) {
-      if (id < 0 || std::size_t(id) >= s_.token_doc.size()) continue;
+      if (id < 0 || std::size_t(id) >= s_.tokens.size()) continue;
       ++diag.backend_hits;
-      candidates.push_back(s_.token_doc[std::size_t(id)]);
+      s_.tokens.for_each_doc(std::size_t(id), [&](std::uint32_t d) { candidates.push_back(d); });
     }
     std::sort(candidates.begin(), candidates.end());
     candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());

@@ -19,6 +19,9 @@ struct index_params {
   double doc_prune = 1.0;  ///< β^d in (0, 1]: fraction of each document's tokens (by salience) given to the backend
   bool check_finite = true;
   storage precision = storage::f32;  ///< token store precision for the rerank (bf16/f16: half the memory, i8: a quarter)
+  /// Identical token vectors enter the backend once, with a posting list of the documents holding them (a hit
+  /// expands to all): robust candidates and a smaller index for static embeddings; no effect on distinct vectors.
+  bool dedup_tokens = true;
 };
 
 /// Per-call knobs of a search.
