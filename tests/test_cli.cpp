@@ -187,6 +187,6 @@ TEST_CASE("cli: every subcommand's help lists exactly the flags it accepts", "[e
   CHECK(h.out.find("--storage") == std::string::npos);
   CHECK(h.out.find("--backend") == std::string::npos);
   const auto e = run_cli("eval --help");
-  CHECK(e.out.find("--storage f32|bf16|f16|i8") != std::string::npos);
+  CHECK(e.out.find("--storage f32|bf16|f16|i8|residual:N") != std::string::npos);
   CHECK(e.out.find("--index") == std::string::npos);
 }

@@ -105,16 +105,23 @@ template <class Fn>
 void build_index(const options& o, const retrieval_setup& s, Fn&& fn) {
   if (o.prune_doc != 1.0 && s.ud.empty()) throw usage_error("--prune-doc below 1 needs a salience (--salience idf)");
   aligner::storage precision = aligner::storage::f32;
-  aligner::parse_storage(o.storage, precision);  // validated by the flag handler
+  if (o.residual_bits) precision = aligner::storage::residual;
+  else aligner::parse_storage(o.storage, precision);  // validated by the flag handler
+  if (o.centroids && !o.residual_bits) throw usage_error("--centroids needs --storage residual:N");
+  aligner::residual_params residual{.nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .threads = o.threads};
+
   with_backend(o.backend, s.c.docs.dim, [&](auto backend) {
     using backend_t = decltype(backend);
     std::unique_ptr<aligner::aligner_retriever<backend_t>> index;
     {
       progress bar("indexing", 1, o.progress);
       index = std::make_unique<aligner::aligner_retriever<backend_t>>(
-          std::move(backend), s.c.docs.view(), aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .dedup_tokens = o.dedup}, s.ud);
+          std::move(backend), s.c.docs.view(), aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .residual = residual, .dedup_tokens = o.dedup}, s.ud);
       bar.tick();
     }
+    if (const auto& codec = index->params().codec)
+      std::fprintf(stderr, "%s codec: %zu centroids, %.1f bytes a token of codes\n", codec->name().c_str(), codec->centroids(),
+                   codec->bytes_per_token());
     fn(*index);
   });
 }

@@ -100,12 +100,25 @@ const std::vector<flag>& flags() {
       {"--salience", "none|idf", collection_cmds,
        "idf: token IDF over the collection as query and document salience (search: must match the index)",
        [](options& o, const std::string& v) { o.salience = one_of("--salience", v, {"none", "idf"}); }},
-      {"--storage", aligner::storage_names(), building_cmds,
-       "precision of the rerank token store (default f32; bf16 and f16 halve its memory, i8 quarters it)",
+      {"--storage", aligner::storage_names() + "|residual:N", building_cmds,
+       "precision of the rerank token store (default f32; bf16 and f16 halve its memory, i8 quarters it; residual:N, N in "
+       "1|2|4|8: a centroid id plus N bits per component, trained on the collection)",
        [](options& o, const std::string& v) {
          aligner::storage st;
-         if (!aligner::parse_storage(v, st)) throw usage_error("--storage must be one of " + aligner::storage_names() + ", got '" + v + "'");
+         if (v.rfind("residual:", 0) == 0) {
+           const auto bits = parse_count("--storage residual:N", v.substr(9));
+           if (bits != 1 && bits != 2 && bits != 4 && bits != 8)
+             throw usage_error("--storage residual:N needs N in 1|2|4|8, got " + std::to_string(bits));
+           o.residual_bits = bits;
+         } else if (!aligner::parse_storage(v, st)) {
+           throw usage_error("--storage must be one of " + aligner::storage_names() + "|residual:N, got '" + v + "'");
+         }
          o.storage = v;
+       }},
+      {"--centroids", "K", building_cmds, "residual storage: k-means centroids (default 2^floor(log2(16 sqrt(tokens))), printed)",
+       [](options& o, const std::string& v) {
+         o.centroids = parse_count("--centroids", v);
+         if (o.centroids == 0) throw usage_error("--centroids must be >= 1, got 0");
        }},
       {"--dedup", "on|off", building_cmds,
        "on: identical token vectors enter the token index once, a hit expands to every document holding one (default)",
@@ -116,7 +129,7 @@ const std::vector<flag>& flags() {
          if (o.top == 0) throw usage_error("--top must be >= 1, got 0");
        }},
       {"--run", "FILE", eval | search, "write the TREC run of the first strategy", [](options& o, const std::string& v) { o.run_file = v; }},
-      {"--threads", "T", ranking_cmds, "worker threads (default 1; 0 = all cores)",
+      {"--threads", "T", collection_cmds, "worker threads for searching and residual training (default 1; 0 = all cores)",
        [](options& o, const std::string& v) { o.threads = unsigned(parse_count("--threads", v)); }},
       {"--no-mmap", "", search, "read the index into memory instead of mapping it", [](options& o, const std::string&) { o.no_mmap = true; }},
       {"--progress", "", collection_cmds, "progress bar on stderr even when it is not a terminal",

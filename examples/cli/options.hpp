@@ -44,6 +44,7 @@ struct options {
   std::optional<std::size_t> candidates;  ///< k' per query token; empty: rerank every document
   std::string backend = "exact", salience = "none", storage = "f32";
   double prune_query = 1.0, prune_doc = 1.0;
+  std::size_t residual_bits = 0, centroids = 0;  ///< --storage residual:N, --centroids K
   std::size_t top = 1000, shots = 8;
   std::uint64_t seed = 0;
   unsigned threads = 1;

@@ -62,6 +62,7 @@ void save_index(const aligner_retriever<Backend>& retriever, const std::filesyst
   std::string_view type;
   if constexpr (named_backend<Backend>) type = Backend::type_name;
   const std::uint8_t dedup[1] = {std::uint8_t(s.tokens.dedup())};
+  const std::string codec = s.store.codec() ? s.store.codec()->serialize() : std::string();
   const auto more = s.tokens.more();
   const std::vector<std::int64_t> more_offsets(more.offsets.begin(), more.offsets.end());
   const auto prints = s.tokens.fingerprints();
@@ -80,6 +81,7 @@ void save_index(const aligner_retriever<Backend>& retriever, const std::filesyst
       {"postings_offs", section_dtype::i64, {more_offsets.size()}, bytes(std::span<const std::int64_t>(more_offsets))},
       {"postings_docs", section_dtype::u32, {more.docs.size()}, bytes(std::span<const std::uint32_t>(more.docs))},
       {"removed", section_dtype::u8, {removed.size()}, bytes(std::span<const std::uint8_t>(removed))},
+      {"codec", section_dtype::u8, {codec.size()}, std::string_view(codec)},
       {"backend", section_dtype::u8, {backend.size()}, std::string_view(backend)},
       {"backend_type", section_dtype::u8, {type.size()}, type},
       {"label", section_dtype::u8, {label.size()}, label},
@@ -102,26 +104,44 @@ namespace detail {
 /// into memory) or repacked (another panel width).
 inline token_store load_token_store(const std::shared_ptr<const io::file_bytes>& file, std::size_t dim, std::size_t width,
                                     storage precision, std::vector<std::int64_t> offsets, std::vector<std::int64_t> panel_offsets,
-                                    const io::section_in& packed, std::vector<float> salience, bool has_salience) {
+                                    const io::section_in& packed, std::vector<float> salience, bool has_salience,
+                                    std::shared_ptr<const residual_codec> codec = {}) {
   const std::size_t words = packed.bytes / 4;
   if (width == panel_width<> && file->mapped())
     return token_store::adopt(dim, precision, std::move(offsets), std::move(panel_offsets), packed.data, words, std::move(salience),
-                              has_salience, std::shared_ptr<const void>(file, file.get()));
+                              has_salience, std::shared_ptr<const void>(file, file.get()), codec);
   if (width == panel_width<>) {  // read: the words are copied as they are (bit-identical, also for int8 scales)
     auto copy = std::make_shared<aligned_vector<std::uint32_t>>(words);
     if (words) std::memcpy(copy->data(), packed.data, words * 4);
     auto store = token_store::adopt(dim, precision, std::move(offsets), std::move(panel_offsets), copy->data(), words,
-                                    std::move(salience), has_salience, std::shared_ptr<const void>(copy, copy->data()));
+                                    std::move(salience), has_salience, std::shared_ptr<const void>(copy, copy->data()), codec);
     store.detach();
     return store;
   }
-  const std::size_t per_panel = panel_words(precision, dim, width), docs = panel_offsets.size();
+  const std::size_t per_panel = codec ? codec->panel_words(width) : panel_words(precision, dim, width), docs = panel_offsets.size();
   std::int64_t expect = 0;
   for (std::size_t d = 0; d != docs; ++d) {
     ALIGNER_EXPECTS(panel_offsets[d] == expect, "panel offset ", d, " does not match the saved panel width ", width);
     expect += std::int64_t((std::size_t(offsets[d + 1] - offsets[d]) + width - 1) / width * per_panel);
   }
   ALIGNER_EXPECTS(std::size_t(expect) == words, "the panels section does not match the offsets");
+  if (codec) {  // residual codes move lane by lane into this build's panels, never re-encoded
+    const std::size_t here = panel_width<>, here_words = codec->panel_words(here);
+    auto repacked = std::make_shared<aligned_vector<std::uint32_t>>();
+    std::vector<std::int64_t> new_panel_offsets;
+    for (std::size_t d = 0; d != docs; ++d) {
+      const std::size_t len = std::size_t(offsets[d + 1] - offsets[d]), at = repacked->size();
+      new_panel_offsets.push_back(std::int64_t(at));
+      repacked->resize(at + (len + here - 1) / here * here_words, 0u);
+      const char* src = packed.data + 4 * std::size_t(panel_offsets[d]);
+      for (std::size_t j = 0; j != len; ++j)
+        codec->copy_lane(src + (j / width) * per_panel * 4, width, j % width, repacked->data() + at + (j / here) * here_words, here, j % here);
+    }
+    auto store = token_store::adopt(dim, precision, std::move(offsets), std::move(new_panel_offsets), repacked->data(), repacked->size(),
+                                    std::move(salience), has_salience, std::shared_ptr<const void>(repacked, repacked->data()), codec);
+    store.detach();
+    return store;
+  }
   token_store store(dim, precision);
   std::vector<float> rows;
   for (std::size_t d = 0; d != docs; ++d) {
@@ -179,6 +199,18 @@ aligner_retriever<Backend> load_index(const std::filesystem::path& path, load_op
   const auto salience = get("salience", io::section_dtype::f32).template as<float>();
   const auto token_doc = get("token_doc", io::section_dtype::u32).template as<std::uint32_t>();
   const auto removed = get("removed", io::section_dtype::u8).template as<std::uint8_t>();
+  std::shared_ptr<const residual_codec> codec;
+  if (state.params.precision == storage::residual) {
+    const auto& bytes = get("codec", io::section_dtype::u8);
+    try {
+      codec = std::make_shared<const residual_codec>(residual_codec::deserialize(std::string_view(bytes.data, bytes.bytes)));
+    } catch (const io_error& e) {
+      fail(e.what());
+    }
+    if (codec->dim() != std::size_t(dim)) fail("residual codec of dim " + std::to_string(codec->dim()) + " in an index of dim " + std::to_string(dim));
+    state.params.codec = codec;
+    state.params.residual.nbits = codec->nbits();
+  }
   if (offsets.size() != std::size_t(docs) + 1 || panel_offsets.size() != std::size_t(docs) || removed.size() != std::size_t(docs))
     fail("document count " + std::to_string(docs) + " does not match the offsets, panel offsets or removal flags");
   for (std::uint8_t r : removed)
@@ -191,7 +223,7 @@ aligner_retriever<Backend> load_index(const std::filesystem::path& path, load_op
     if (has_salience ? salience.size() != std::size_t(offsets.back()) : !salience.empty()) fail("salience section does not match the tokens");
     state.store = detail::load_token_store(file, std::size_t(dim), std::size_t(width), state.params.precision,
                                            {offsets.begin(), offsets.end()}, {panel_offsets.begin(), panel_offsets.end()}, packed,
-                                           {salience.begin(), salience.end()}, has_salience);
+                                           {salience.begin(), salience.end()}, has_salience, codec);
     bool dedup = false;  // files before deduplication hold one vector per indexed token
     std::span<const vector_fingerprint> prints;
     std::vector<std::uint32_t> more_vectors, more_docs;

@@ -29,6 +29,7 @@
 #include "../core/types.hpp"
 #include "lane_topk.hpp"
 #include "layout.hpp"
+#include "residual.hpp"
 #include "simd_compat.hpp"
 #include "storage.hpp"
 #include "tile.hpp"
@@ -73,13 +74,14 @@ struct rows_workspace {
   aligned_vector<float> states, ids, s_rows;
   std::vector<std::pair<float, float>> candidates;
   std::vector<std::uint32_t> query_bf16;  ///< the query's bf16 pairs, when the caller did not supply them
+  aligned_vector<float> decoded;          ///< residual panels decoded a group at a time
 };
 
 namespace detail {
 
-template <class Arch, storage St>
+template <class Arch, class Engine>
 struct aligned_rows_impl {
-  using engine_t = tile_engine<Arch, St>;
+  using engine_t = Engine;
   using lanes = lane_topk<Arch>;
   using batch = typename engine_t::batch;
   static constexpr std::size_t width = engine_t::width;
@@ -217,8 +219,27 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
   }
   visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
     const tile_engine<Arch, S> engine(panels, doc_rows, query, query_bf16, next);
-    detail::aligned_rows_impl<Arch, S>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
+    detail::aligned_rows_impl<Arch, tile_engine<Arch, S>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
   });
+}
+
+/// The same over one document of residual codes (residual.hpp): `qc` holds centroid_scores of the query. Decodes a
+/// panel group at a time into the workspace (never the whole document).
+template <class Arch = default_arch>
+void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels,
+                               std::size_t doc_rows, std::span<const std::size_t> budgets, const float* doc_weights,
+                               double* row_sum, double* row_z, rows_workspace& ws, const float* qc) {
+  const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
+  if (doc_rows == 0 || kmax == 0) {
+    std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
+    std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
+    return;
+  }
+  using engine_t = residual_engine<Arch>;
+  const std::size_t need = engine_t::scratch_floats(query.cols);
+  if (ws.decoded.size() < need) ws.decoded.resize(need);
+  const engine_t engine(codec, panels, doc_rows, query, qc, ws.decoded.data());
+  detail::aligned_rows_impl<Arch, engine_t>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
 }
 
 }  // namespace aligner

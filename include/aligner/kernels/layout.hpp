@@ -90,12 +90,16 @@ inline float packed_value(storage st, const void* bytes, std::size_t width, std:
 /// Many packed sequences in one storage, as the scorer reads them (token_store::view() makes one): sequence s has
 /// `offsets[s + 1] - offsets[s]` tokens whose panels start `panel_offsets[s]` words into `words`, and optional
 /// per-token salience (one value per token of the set, or empty). Non-owning.
+class residual_codec;
+
 struct packed_sequences {
   storage precision = storage::f32;
   std::size_t dim = 0;
   const std::uint32_t* words = nullptr;
   std::span<const std::int64_t> panel_offsets{}, offsets{};
   std::span<const float> salience{};
+  const residual_codec* codec = nullptr;  ///< the codebook of storage::residual (residual.hpp)
+  std::size_t residual_panel_words = 0;   ///< its words per panel (storage::residual)
 
   std::size_t size() const noexcept { return panel_offsets.size(); }
   std::size_t length(std::size_t s) const noexcept { return std::size_t(offsets[s + 1] - offsets[s]); }
@@ -103,7 +107,10 @@ struct packed_sequences {
   const float* salience_of(std::size_t s) const noexcept {
     return salience.empty() ? nullptr : salience.data() + offsets[s];
   }
-  std::size_t bytes_of(std::size_t s) const noexcept { return packed_words(precision, length(s), dim) * 4; }
+  std::size_t bytes_of(std::size_t s) const noexcept {
+    if (precision == storage::residual) return panel_count(length(s)) * residual_panel_words * 4;
+    return packed_words(precision, length(s), dim) * 4;
+  }
 };
 
 }  // namespace aligner

@@ -44,10 +44,13 @@ namespace aligner {
 /// - bf16: bfloat16 (round to nearest even), 2 bytes per component;
 /// - f16: IEEE binary16 (round to nearest even), 2 bytes per component; values must lie within +-65504;
 /// - i8: int8 per component with one float scale per token (symmetric, scale = max |x| / 127, round to nearest
-///   even), 1 byte per component + 4 per token.
-enum class storage { f32, bf16, f16, i8 };
+///   even), 1 byte per component + 4 per token;
+/// - residual: a centroid id plus nbits per component of quantised residual, decoded through a codebook
+///   (residual.hpp). Its panels cannot be read without the codec, so it has no storage_traits: code that visits
+///   storages (visit_storage) handles it first, and `all_storages` lists the self-contained storages only.
+enum class storage { f32, bf16, f16, i8, residual };
 
-/// Every storage, in the order help texts list them.
+/// Every self-contained storage (every storage but residual), in the order help texts list them.
 inline constexpr storage all_storages[] = {storage::f32, storage::bf16, storage::f16, storage::i8};
 
 // ------------------------------------------------------------------------------------------ scalar conversions
@@ -316,11 +319,13 @@ decltype(auto) visit_storage(storage st, F&& f) {
     case storage::f16: return f(std::integral_constant<storage, storage::f16>{});
     case storage::i8: return f(std::integral_constant<storage, storage::i8>{});
     case storage::f32: break;
+    case storage::residual: ALIGNER_ASSERT(false && "residual storage has no traits: callers handle it first"); break;
   }
   return f(std::integral_constant<storage, storage::f32>{});
 }
 
 inline const char* to_string(storage st) noexcept {
+  if (st == storage::residual) return "residual";
   return visit_storage(st, []<storage S>(std::integral_constant<storage, S>) { return storage_traits<S>::name.data(); });
 }
 
@@ -343,11 +348,16 @@ inline std::string storage_names(std::string_view separator = "|") {
 
 /// The byte an index file stores for a storage.
 inline std::uint8_t disk_tag(storage st) noexcept {
+  if (st == storage::residual) return 4;
   return visit_storage(st, []<storage S>(std::integral_constant<storage, S>) { return storage_traits<S>::disk_tag; });
 }
 
 /// The storage of an index file's byte; false for a tag no storage has.
 inline bool storage_from_disk_tag(std::uint8_t tag, storage& out) noexcept {
+  if (tag == disk_tag(storage::residual)) {
+    out = storage::residual;
+    return true;
+  }
   for (storage s : all_storages)
     if (disk_tag(s) == tag) {
       out = s;
@@ -358,6 +368,7 @@ inline bool storage_from_disk_tag(std::uint8_t tag, storage& out) noexcept {
 
 /// Throws aligner::invalid_argument when `tokens` hold a value storage `st` cannot represent.
 inline void check_storable(storage st, matrix_view<float> tokens) {
+  if (st == storage::residual) return;  // any finite value has a nearest centroid and a bucket
   visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) { storage_traits<S>::check(tokens); });
 }
 

@@ -50,11 +50,12 @@ inline explanation explain_packed(const prepared_query& q, const packed_sequence
   if (query.rows == 0 || m == 0) return out;
   score_workspace ws;
   const float* ud = use_doc_salience ? docs.salience_of(s) : nullptr;
-  detail::score_one(q, {}, docs.precision, docs.panels(s), m, ud, &out.score, ws);
+  const float* qc = detail::prepare_centroid_scores(q, docs, ws);
+  detail::score_one(q, {}, docs.precision, docs.panels(s), m, ud, &out.score, ws, {}, docs.codec, qc);
   const bool dense = q.strategy().kind == alignment::kind_t::dense;
   const float* uq = q.salience();
   if (dense) {  // the pair (0, 0), with the dot product the dense score uses
-    const float s00 = dot(query.row(0), detail::first_token(docs.panels(s), docs.precision, query.cols, ws), query.cols);
+    const float s00 = dot(query.row(0), detail::first_token(docs.panels(s), docs.precision, query.cols, ws, docs.codec), query.cols);
     const double w = (uq ? double(uq[0]) : 1.0) * (ud ? double(ud[0]) : 1.0);
     out.pairs.push_back({0, 0, s00, float(w)});
     out.numerator = w * double(s00);
@@ -63,7 +64,10 @@ inline explanation explain_packed(const prepared_query& q, const packed_sequence
   }
   const std::size_t stride = panel_count(m) * panel_width<>;
   ws.similarities.resize(query.rows * stride);
-  similarity_rows(query, docs.precision, docs.panels(s), m, ws.similarities.data(), stride, q.bf16_pairs());
+  if (docs.precision == storage::residual)
+    residual_similarity_rows(query, *docs.codec, docs.panels(s), m, ws.similarities.data(), stride, qc, ws.rows.decoded);
+  else
+    similarity_rows(query, docs.precision, docs.panels(s), m, ws.similarities.data(), stride, q.bf16_pairs());
   const std::size_t budget = q.strategy().row_budget(m);
   std::vector<std::uint32_t> order(m);
   for (std::size_t i = 0; i != query.rows; ++i) {

@@ -54,6 +54,8 @@ struct score_workspace {
   std::vector<float> first_token;
   aligned_vector<std::uint32_t> packed;  ///< a document packed on the fly (score, score_batch)
   aligned_vector<float> similarities;    ///< explain's S
+  aligned_vector<float> centroid_scores; ///< residual documents: q_i . centroid_k of the current query
+  std::vector<float> extended_query;     ///< (its scratch)
 };
 
 namespace detail {
@@ -139,16 +141,28 @@ class prepared_query {
 namespace detail {
 
 /// d_0 of a packed document, contiguous (the dense strategy).
-inline const float* first_token(const void* panels, storage st, std::size_t dim, score_workspace& ws) {
+inline const float* first_token(const void* panels, storage st, std::size_t dim, score_workspace& ws,
+                                const residual_codec* codec = nullptr) {
   ws.first_token.resize(dim);
-  for (std::size_t c = 0; c != dim; ++c) ws.first_token[c] = packed_value(st, panels, panel_width<>, dim, 0, c);
+  for (std::size_t c = 0; c != dim; ++c)
+    ws.first_token[c] = codec ? codec->decode(panels, panel_width<>, 0, c) : packed_value(st, panels, panel_width<>, dim, 0, c);
   return ws.first_token.data();
+}
+
+/// Residual documents: the query's centroid scores into the workspace (once per query and call); null otherwise.
+inline const float* prepare_centroid_scores(const prepared_query& q, const packed_sequences& docs, score_workspace& ws) {
+  if (docs.precision != storage::residual || q.rows().rows == 0) return nullptr;
+  ws.centroid_scores.resize(q.rows().rows * centroid_score_stride(*docs.codec));
+  centroid_scores(q.rows(), *docs.codec, ws.centroid_scores.data(), ws.extended_query);
+  return ws.centroid_scores.data();
 }
 
 /// Scores of a prepared query against one packed document under several strategies at once (one pass over S);
 /// `strategies` empty means the query's own. No validation.
+/// Residual documents (st == storage::residual) need their codec and the query's centroid scores `qc`.
 inline void score_one(const prepared_query& q, std::span<const alignment> strategies, storage st, const void* panels,
-                      std::size_t doc_rows, const float* doc_salience, float* out, score_workspace& ws, prefetch_hint next = {}) {
+                      std::size_t doc_rows, const float* doc_salience, float* out, score_workspace& ws, prefetch_hint next = {},
+                      const residual_codec* codec = nullptr, const float* qc = nullptr) {
   if (strategies.empty()) strategies = {&q.strategy(), 1};
   const matrix_view<float> query = q.rows();
   if (query.rows == 0 || doc_rows == 0) {
@@ -168,12 +182,16 @@ inline void score_one(const prepared_query& q, std::span<const alignment> strate
   if (nb) {
     ws.row_sum.resize(query.rows * nb);
     ws.row_z.resize(query.rows * nb);
-    aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
-                     q.bf16_pairs(), next);
+    if (st == storage::residual)
+      aligned_row_sums_residual(query, *codec, static_cast<const std::uint32_t*>(panels), doc_rows, ws.budgets, doc_salience,
+                                ws.row_sum.data(), ws.row_z.data(), ws.rows, qc);
+    else
+      aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
+                       q.bf16_pairs(), next);
   }
   for (std::size_t t = 0; t != strategies.size(); ++t) {
     if (ws.budget_of[t] == std::size_t(-1)) {
-      out[t] = dense_score(query.row(0), first_token(panels, st, query.cols, ws), query.cols, q.salience(), doc_salience, q.norm());
+      out[t] = dense_score(query.row(0), first_token(panels, st, query.cols, ws, codec), query.cols, q.salience(), doc_salience, q.norm());
     } else if (nb == 1) {
       out[t] = float(combine(ws.row_sum, ws.row_z, q.salience(), q.norm()));
     } else {
@@ -199,6 +217,7 @@ inline void check_packed_call(const prepared_query& q, const packed_sequences& d
                               std::size_t out_size, std::size_t per_doc) {
   ALIGNER_EXPECTS(q.rows().rows == 0 || docs.size() == 0 || q.dim() == docs.dim, "query dim ", q.dim(),
                   " does not match the documents' dim ", docs.dim);
+  ALIGNER_EXPECTS(docs.precision != storage::residual || docs.codec != nullptr, "residual documents without their codec");
   ALIGNER_EXPECTS(out_size == which.size() * per_doc, "output has ", out_size, " entries for ", which.size(), " documents x ",
                   per_doc, " strategies");
   for (std::uint32_t s : which) ALIGNER_EXPECTS(s < docs.size(), "document index ", s, " is outside the ", docs.size(), " documents");
@@ -215,11 +234,12 @@ inline void score_documents(const prepared_query& q, std::span<const alignment> 
                             score_workspace* workspace) {
   score_workspace local;
   score_workspace& ws = workspace ? *workspace : local;
+  const float* qc = which.empty() ? nullptr : prepare_centroid_scores(q, docs, ws);
   for (std::size_t t = 0; t != which.size(); ++t) {
     const std::size_t s = which[t];
     const prefetch_hint next = t + 1 < which.size() ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};
     score_one(q, strategies, docs.precision, docs.panels(s), docs.length(s), use_doc_salience ? docs.salience_of(s) : nullptr,
-              out + t * per_doc, ws, next);
+              out + t * per_doc, ws, next, docs.codec, qc);
   }
 }
 

@@ -70,7 +70,21 @@ class aligner_retriever {
       : s_{std::move(backend), params, std::move(doc_scorer), token_store(), token_postings(params.dedup_tokens)} {
     detail::check_beta(s_.params.doc_prune, "index_params.doc_prune");
     ALIGNER_EXPECTS(s_.backend.size() == 0, "the backend must be empty, it holds ", s_.backend.size(), " vectors");
-    s_.store = token_store(s_.backend.dim(), params.precision);
+    if (s_.params.precision == storage::residual) {
+      if (s_.params.codec) {
+        ALIGNER_EXPECTS(s_.params.codec->dim() == s_.backend.dim(), "index_params.codec has dim ", s_.params.codec->dim(),
+                        " but the backend has dim ", s_.backend.dim());
+        s_.store = token_store(s_.backend.dim(), storage::residual, s_.params.codec);
+      } else {
+        const auto& r = s_.params.residual;
+        ALIGNER_EXPECTS(r.nbits == 1 || r.nbits == 2 || r.nbits == 4 || r.nbits == 8, "index_params.residual.nbits must be 1, 2, 4 or 8, got ",
+                        r.nbits);
+        s_.store = token_store(s_.backend.dim());  // until the codec is trained by the first add
+      }
+    } else {
+      ALIGNER_EXPECTS(!s_.params.codec, "index_params.codec is given but the precision is ", to_string(s_.params.precision));
+      s_.store = token_store(s_.backend.dim(), params.precision);
+    }
     if (s_.doc_scorer)
       ALIGNER_EXPECTS(s_.doc_scorer->dim() == s_.backend.dim(), "document salience scorer has dim ", s_.doc_scorer->dim(),
                       " but the backend has dim ", s_.backend.dim());
@@ -89,8 +103,10 @@ class aligner_retriever {
     detail::check_beta(s_.params.doc_prune, "index_params.doc_prune");
     ALIGNER_EXPECTS(s_.store.dim() == s_.backend.dim(), "token store dim ", s_.store.dim(), " differs from the backend dim ",
                     s_.backend.dim());
-    ALIGNER_EXPECTS(s_.store.precision() == s_.params.precision, "token store precision ", to_string(s_.store.precision()),
-                    " differs from index_params.precision ", to_string(s_.params.precision));
+    const bool awaiting_codec = s_.params.precision == storage::residual && !s_.params.codec && s_.store.size() == 0;
+    ALIGNER_EXPECTS(s_.store.precision() == s_.params.precision || awaiting_codec, "token store precision ",
+                    to_string(s_.store.precision()), " differs from index_params.precision ", to_string(s_.params.precision));
+    ALIGNER_EXPECTS(awaiting_codec || s_.store.codec() == s_.params.codec, "token store codec differs from index_params.codec");
     ALIGNER_EXPECTS(s_.params.dedup_tokens == s_.tokens.dedup(), "index_params.dedup_tokens differs from the token map's");
     ALIGNER_EXPECTS(s_.tokens.size() == s_.backend.size(), "backend holds ", s_.backend.size(),
                     " vectors but the token map has ", s_.tokens.size());
@@ -147,6 +163,16 @@ class aligner_retriever {
     const bool with_salience = !doc_salience.empty();
     ALIGNER_EXPECTS(with_salience || s_.params.doc_prune == 1.0, "index_params.doc_prune = ", s_.params.doc_prune,
                     " needs document salience (pass doc_salience or a salience scorer)");
+    // A residual store without a codec trains one on these tokens first (may throw: nothing has changed yet).
+    std::optional<token_store> trained;
+    if (s_.params.precision == storage::residual && !s_.params.codec && docs.tokens.rows) {
+      auto codec = std::make_shared<const residual_codec>(train_residual_codec(docs.tokens, s_.params.residual));
+      trained.emplace(dim(), storage::residual, std::move(codec));
+      if (s_.store.size()) {  // documents added before, all empty (else the codec would exist): carried over
+        const std::vector<std::int64_t> zeros(s_.store.size() + 1, 0);
+        trained->add(sequence_set_view{matrix_view<float>(nullptr, 0, dim()), zeros}, s_.store.all_salience(), false);
+      }
+    }
     if (s_.store.size() > 0 && docs.size() > 0)
       ALIGNER_EXPECTS(with_salience == s_.store.has_salience(), "the retriever's documents ",
                       s_.store.has_salience() ? "have" : "have no", " salience; added documents must match");
@@ -175,6 +201,10 @@ class aligner_retriever {
     // Every input is validated above; the backend goes first (an adapter may still reject), then the store and the
     // token map, whose updates cannot fail on validated input (only on allocation).
     s_.backend.add(matrix_view<float>(kept.data(), plan.fresh_rows.size(), dim()));
+    if (trained) {
+      s_.params.codec = trained->codec();
+      s_.store = std::move(*trained);
+    }
     s_.store.add(docs, doc_salience, false);
     s_.tokens.commit(std::move(plan));
     s_.removed.resize(s_.store.size(), false);

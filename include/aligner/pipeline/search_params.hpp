@@ -6,11 +6,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
 #include "../kernels/storage.hpp"
 #include "../math/alignment.hpp"
+#include "../math/residual_training.hpp"
 
 namespace aligner {
 
@@ -18,7 +20,12 @@ namespace aligner {
 struct index_params {
   double doc_prune = 1.0;  ///< β^d in (0, 1]: fraction of each document's tokens (by salience) given to the backend
   bool check_finite = true;
-  storage precision = storage::f32;  ///< token store precision for the rerank (bf16/f16: half the memory, i8: a quarter)
+  storage precision = storage::f32;  ///< token store precision for the rerank (bf16/f16: half the memory, i8: a quarter,
+                                     ///< residual: a centroid id + nbits per component, e.g. 27 bytes a token at dim 100, 2 bits)
+  /// storage::residual: the codec (kernels/residual.hpp); when null, one is trained with `residual` on the tokens of
+  /// the first add that has any (before anything changes; a training error leaves the retriever empty).
+  std::shared_ptr<const residual_codec> codec{};
+  residual_params residual{};  ///< training settings of that codec (nbits, centroids, sample, iterations, seed, threads)
   /// Identical token vectors enter the backend once, with a posting list of the documents holding them (a hit
   /// expands to all): robust candidates and a smaller index for static embeddings; no effect on distinct vectors.
   bool dedup_tokens = true;

@@ -21,6 +21,7 @@
 #include "../core/error.hpp"
 #include "../core/types.hpp"
 #include "../kernels/layout.hpp"
+#include "../kernels/residual.hpp"
 #include "../kernels/storage.hpp"
 
 namespace aligner {
@@ -28,9 +29,14 @@ namespace aligner {
 class token_store {
  public:
   token_store() = default;
-  /// An empty store of vectors of dimension `dim` (>= 1), packed with precision `precision`.
-  explicit token_store(std::size_t dim, storage precision = storage::f32) : dim_(dim), storage_(precision) {
+  /// An empty store of vectors of dimension `dim` (>= 1), packed with precision `precision`; storage::residual
+  /// needs the codec (of the same dim) that encodes and decodes its tokens.
+  explicit token_store(std::size_t dim, storage precision = storage::f32, std::shared_ptr<const residual_codec> codec = {})
+      : dim_(dim), storage_(precision), codec_(std::move(codec)) {
     ALIGNER_EXPECTS(dim >= 1, "token_store dim must be >= 1, got ", dim);
+    ALIGNER_EXPECTS((precision == storage::residual) == (codec_ != nullptr),
+                    precision == storage::residual ? "a residual token_store needs a codec" : "only a residual token_store takes a codec");
+    if (codec_) ALIGNER_EXPECTS(codec_->dim() == dim, "residual codec has dim ", codec_->dim(), " but the token_store has dim ", dim);
   }
   /// A store holding every sequence of `sequences`; `salience` empty or one value per token of the set.
   explicit token_store(const sequence_set_view& sequences, std::span<const float> salience = {}, bool check_finite = true,
@@ -41,6 +47,8 @@ class token_store {
 
   std::size_t dim() const noexcept { return dim_; }
   storage precision() const noexcept { return storage_; }
+  /// The codec of a residual store (null otherwise), shared with copies of the store.
+  const std::shared_ptr<const residual_codec>& codec() const noexcept { return codec_; }
   std::size_t size() const noexcept { return offsets_.size() - 1; }
   std::size_t tokens() const noexcept { return std::size_t(offsets_.back()); }
   std::size_t length(std::size_t s) const noexcept { return std::size_t(offsets_[s + 1] - offsets_[s]); }
@@ -62,7 +70,8 @@ class token_store {
 
   /// The store as the scorer reads it (valid until the next add or until the store is destroyed).
   packed_sequences view() const noexcept {
-    return {storage_, dim_, base(), panel_offsets_, offsets_, has_salience_ ? std::span<const float>(salience_) : std::span<const float>()};
+    return {storage_, dim_, base(), panel_offsets_, offsets_, has_salience_ ? std::span<const float>(salience_) : std::span<const float>(),
+            codec_.get(), codec_ ? codec_->panel_words(panel_width<>) : 0};
   }
   operator packed_sequences() const noexcept { return view(); }  // NOLINT(google-explicit-constructor): score_store(q, store, ...)
 
@@ -73,6 +82,7 @@ class token_store {
   }
   /// Component c of token j of sequence s (as stored: bf16/f16 values exactly, i8 as q * scale).
   float at(std::size_t s, std::size_t j, std::size_t c) const noexcept {
+    if (codec_) return codec_->decode(panels(s) + (j / panel_width<>)*codec_->panel_words(panel_width<>), panel_width<>, j % panel_width<>, c);
     return packed_value(storage_, panels(s), panel_width<>, dim_, j, c);
   }
   /// Copies sequence s back to row-major order (length(s) x dim floats).
@@ -87,14 +97,18 @@ class token_store {
   }
 
   /// Packed words of a sequence of `rows` tokens in this store's precision.
-  std::size_t packed_elements_for(std::size_t rows) const noexcept { return packed_words(storage_, rows, dim_); }
+  std::size_t packed_elements_for(std::size_t rows) const noexcept {
+    if (codec_) return panel_count(rows) * codec_->panel_words(panel_width<>);
+    return packed_words(storage_, rows, dim_);
+  }
 
   /// A store over packed panels held elsewhere (this build's panel width, 64-byte aligned, `elements` 32-bit
   /// words), kept alive by `owner`. Offsets and panel offsets are validated; a later add() copies first.
   static token_store adopt(std::size_t dim, storage precision, std::vector<std::int64_t> offsets,
                            std::vector<std::int64_t> panel_offsets, const void* packed, std::size_t elements,
-                           std::vector<float> salience, bool has_salience, std::shared_ptr<const void> owner) {
-    token_store t(dim, precision);
+                           std::vector<float> salience, bool has_salience, std::shared_ptr<const void> owner,
+                           std::shared_ptr<const residual_codec> codec = {}) {
+    token_store t(dim, precision, std::move(codec));
     ALIGNER_EXPECTS(!offsets.empty() && panel_offsets.size() + 1 == offsets.size(), "token_store: ", panel_offsets.size(),
                     " panel offsets for ", offsets.size(), " token offsets");
     detail::check_offsets(offsets, std::size_t(offsets.back()), "token_store offsets");
@@ -166,7 +180,16 @@ class token_store {
     if (size() == 0) has_salience_ = !salience.empty();
     const std::size_t at = words_.size();
     words_.resize(at + packed_elements_for(tokens.rows));
-    if (tokens.rows) pack_panels(storage_, tokens, words_.data() + at);
+    if (tokens.rows && codec_) {
+      std::vector<std::uint32_t> ids(tokens.rows);
+      scan_workspace ws;
+      codec_->assign(tokens, ids.data(), ws);
+      constexpr std::size_t width = panel_width<>;
+      const std::size_t words = codec_->panel_words(width);
+      for (std::size_t j = 0; j != tokens.rows; ++j) codec_->encode(tokens.row(j), ids[j], width, j % width, words_.data() + at + (j / width) * words);
+    } else if (tokens.rows) {
+      pack_panels(storage_, tokens, words_.data() + at);
+    }
     panel_offsets_.push_back(std::int64_t(at));
     offsets_.push_back(offsets_.back() + std::int64_t(tokens.rows));
     if (has_salience_) salience_.insert(salience_.end(), salience.begin(), salience.end());
@@ -174,6 +197,7 @@ class token_store {
 
   std::size_t dim_ = 1;
   storage storage_ = storage::f32;
+  std::shared_ptr<const residual_codec> codec_;  ///< storage::residual only
   aligned_vector<std::uint32_t> words_;     ///< owned panels
   const std::uint32_t* adopted_ = nullptr;  ///< adopted panels (kept alive by keep_alive_)
   std::size_t adopted_size_ = 0;

@@ -1,0 +1,415 @@
+/** @file residual.hpp
+ *  @brief The residual codec: a token as its nearest centroid plus its residual quantised to nbits per component.
+ *
+ *  A `residual_codec` holds K centroids (K x dim floats, k-means over a sample of the collection: see
+ *  math/residual_training.hpp) and, per component c, L - 1 ascending bucket cutoffs and L reconstruction values
+ *  (L = 2^nbits, nbits in {1, 2, 4, 8}). A token x is stored as
+ *
+ *      id = argmin_k |x - centroid_k|^2,   code_c = #{cutoffs of c <= x_c - centroid_id,c}   (for every c)
+ *
+ *  and decoded as x'_c = centroid_id,c + value_c[code_c]. Bytes per token: 2 (id, K <= 65536) + dim * nbits / 8.
+ *
+ *  Panel layout (the kernels' unit of W tokens, layout.hpp): ceil(W / 2) words of 16-bit centroid ids (lane l in
+ *  half l), then the codes component-major: lane l's code of component c at bit (c * W + l) * nbits of the code
+ *  words (a code never straddles a word, as nbits divides 32). Padding lanes are id 0, codes 0.
+ *
+ *  Scoring reads codes, never a float copy of a document: S_ij = q_i . centroid_id(j) + q_i . residual_j. The
+ *  first term is one lookup in the query's centroid scores (q_i . centroid_k for every k, computed once per query:
+ *  `centroid_scores`); the second comes from the ordinary float tile sweep over residual panels decoded a panel
+ *  group at a time (at most 32 KB, in L1) by `decode_residual_panel` (AVX-512: one permute or blend per component
+ *  and W tokens). `residual_engine` wraps that as a tile engine, so the fused selection of aligned_rows.hpp runs on
+ *  it unchanged. The scalar `ref::residual_decode` is the specification. */
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "../core/config.hpp"
+#include "../core/error.hpp"
+#include "../core/types.hpp"
+#include "layout.hpp"
+#include "tile.hpp"
+#include "token_scan.hpp"
+
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
+
+namespace aligner {
+
+class residual_codec {
+ public:
+  static constexpr std::size_t max_centroids = 65536;
+
+  residual_codec() = default;
+  /// A codec from its parts (checked: nbits in {1, 2, 4, 8}, 1..65536 centroids of `dim` finite components, per
+  /// component 2^nbits - 1 ascending finite cutoffs and 2^nbits finite values). Throws aligner::invalid_argument.
+  residual_codec(std::size_t dim, std::size_t nbits, std::vector<float> centroids, std::vector<float> cutoffs, std::vector<float> values)
+      : dim_(dim), nbits_(nbits), centroids_(std::move(centroids)), cutoffs_(std::move(cutoffs)), values_(std::move(values)) {
+    ALIGNER_EXPECTS(nbits == 1 || nbits == 2 || nbits == 4 || nbits == 8, "residual codec nbits must be 1, 2, 4 or 8, got ", nbits);
+    ALIGNER_EXPECTS(dim >= 1 && dim <= (1u << 20), "residual codec dim must be in 1..2^20, got ", dim);
+    ALIGNER_EXPECTS(!centroids_.empty() && centroids_.size() % dim == 0, "residual codec: ", centroids_.size(),
+                    " centroid values are not a whole number of centroids of dim ", dim);
+    k_ = centroids_.size() / dim;
+    ALIGNER_EXPECTS(k_ <= max_centroids, "residual codec: ", k_, " centroids, at most ", max_centroids, " are supported");
+    const std::size_t levels = std::size_t(1) << nbits;
+    ALIGNER_EXPECTS(cutoffs_.size() == dim * (levels - 1), "residual codec: ", cutoffs_.size(), " cutoffs, expected ",
+                    dim * (levels - 1));
+    ALIGNER_EXPECTS(values_.size() == dim * levels, "residual codec: ", values_.size(), " values, expected ", dim * levels);
+    for (float x : centroids_) ALIGNER_EXPECTS(std::isfinite(x), "residual codec: a centroid holds ", x);
+    for (float x : values_) ALIGNER_EXPECTS(std::isfinite(x), "residual codec: a reconstruction value is ", x);
+    for (std::size_t c = 0; c != dim; ++c)
+      for (std::size_t b = 0; b + 1 < levels; ++b) {
+        const float x = cutoffs_[c * (levels - 1) + b];
+        ALIGNER_EXPECTS(std::isfinite(x) && (b == 0 || x >= cutoffs_[c * (levels - 1) + b - 1]), "residual codec: cutoff ", b,
+                        " of component ", c, " is ", x, " (cutoffs must be finite and ascending)");
+      }
+    // Scan form of the centroids: [centroid, -|centroid|^2 / 2] packed as float panels, so that the largest inner
+    // product with [x, 1] is the nearest centroid (token_topk finds it).
+    std::vector<float> augmented(k_ * (dim + 1));
+    for (std::size_t k = 0; k != k_; ++k) {
+      double norm = 0;
+      for (std::size_t c = 0; c != dim; ++c) {
+        augmented[k * (dim + 1) + c] = centroids_[k * dim + c];
+        norm += double(centroids_[k * dim + c]) * centroids_[k * dim + c];
+      }
+      augmented[k * (dim + 1) + dim] = float(-0.5 * norm);
+    }
+    scan_panels_.resize(packed_words(storage::f32, k_, dim + 1));
+    pack_panels(storage::f32, matrix_view<float>(augmented.data(), k_, dim + 1), scan_panels_.data());
+    padded_values_.assign(values_.begin(), values_.end());
+    padded_values_.resize(values_.size() + 16, 0.f);  // the AVX-512 decode loads 16 values from any component's table
+  }
+
+  std::size_t dim() const noexcept { return dim_; }
+  std::size_t nbits() const noexcept { return nbits_; }
+  std::size_t levels() const noexcept { return std::size_t(1) << nbits_; }
+  std::size_t centroids() const noexcept { return k_; }
+  std::span<const float> centroid_values() const noexcept { return centroids_; }
+  std::span<const float> cutoffs() const noexcept { return cutoffs_; }
+  std::span<const float> values() const noexcept { return values_; }
+  const float* centroid(std::size_t k) const noexcept { return centroids_.data() + k * dim_; }
+  /// "residual:N", as the CLI's --storage names it.
+  std::string name() const { return "residual:" + std::to_string(nbits_); }
+
+  /// 32-bit words of one panel of W tokens.
+  std::size_t panel_words(std::size_t width) const noexcept { return (width + 1) / 2 + (dim_ * width * nbits_ + 31) / 32; }
+  /// Bytes per token of the codes proper (centroid id + residual bits), without panel padding.
+  double bytes_per_token() const noexcept { return 2.0 + double(dim_ * nbits_) / 8.0; }
+
+  /// The nearest centroid (squared L2, ties toward the smaller id) of each token into ids[t].
+  void assign(matrix_view<float> tokens, std::uint32_t* ids, scan_workspace& ws) const {
+    constexpr std::size_t chunk = 1024;
+    std::vector<float> augmented(std::min(chunk, tokens.rows) * (dim_ + 1));
+    topk_result best;
+    for (std::size_t t0 = 0; t0 < tokens.rows; t0 += chunk) {
+      const std::size_t rows = std::min(chunk, tokens.rows - t0);
+      for (std::size_t r = 0; r != rows; ++r) {
+        std::copy_n(tokens.row(t0 + r), dim_, augmented.data() + r * (dim_ + 1));
+        augmented[r * (dim_ + 1) + dim_] = 1.f;
+      }
+      best = topk_result(rows, 1);
+      token_topk<storage::f32>(matrix_view<float>(augmented.data(), rows, dim_ + 1), scan_panels_.data(), k_, 1, best, ws);
+      for (std::size_t r = 0; r != rows; ++r) ids[t0 + r] = std::uint32_t(best.ids[r]);
+    }
+  }
+
+  /// Bucket of residual value x of component c: the number of its cutoffs <= x.
+  std::size_t bucket(std::size_t c, float x) const noexcept {
+    const float* cut = cutoffs_.data() + c * (levels() - 1);
+    return std::size_t(std::upper_bound(cut, cut + levels() - 1, x) - cut);
+  }
+
+  /// Writes token `token` (assigned centroid `id`) into lane `lane` of a zeroed panel of width `width`.
+  void encode(const float* token, std::uint32_t id, std::size_t width, std::size_t lane, std::uint32_t* panel) const noexcept {
+    reinterpret_cast<std::uint16_t*>(panel)[lane] = std::uint16_t(id);
+    std::uint32_t* codes = panel + (width + 1) / 2;
+    const float* cent = centroid(id);
+    for (std::size_t c = 0; c != dim_; ++c) {
+      const std::size_t bit = (c * width + lane) * nbits_;
+      codes[bit / 32] |= std::uint32_t(bucket(c, token[c] - cent[c])) << (bit % 32);
+    }
+  }
+
+  /// Centroid id of lane `lane` of a panel (any alignment).
+  static std::uint32_t centroid_of(const void* panel, std::size_t lane) noexcept {
+    std::uint16_t id;
+    std::memcpy(&id, static_cast<const unsigned char*>(panel) + 2 * lane, 2);
+    return id;
+  }
+  /// Code of component c of lane `lane` of a panel (any alignment).
+  std::size_t code_of(const void* panel, std::size_t width, std::size_t lane, std::size_t c) const noexcept {
+    const std::size_t bit = (c * width + lane) * nbits_;
+    std::uint32_t word;
+    std::memcpy(&word, static_cast<const unsigned char*>(panel) + 4 * ((width + 1) / 2 + bit / 32), 4);
+    return (word >> (bit % 32)) & (std::uint32_t(levels()) - 1u);
+  }
+  /// Decoded component c of lane `lane`: centroid plus reconstruction value.
+  float decode(const void* panel, std::size_t width, std::size_t lane, std::size_t c) const noexcept {
+    return centroid(centroid_of(panel, lane))[c] + values_[c * levels() + code_of(panel, width, lane, c)];
+  }
+  /// Copies lane `from_lane` of panel `from` (width from_width) into lane `to_lane` of the zeroed panel `to`
+  /// (width to_width), code for code: a file of another panel width is repacked without re-encoding.
+  void copy_lane(const void* from, std::size_t from_width, std::size_t from_lane, std::uint32_t* to, std::size_t to_width,
+                 std::size_t to_lane) const noexcept {
+    reinterpret_cast<std::uint16_t*>(to)[to_lane] = std::uint16_t(centroid_of(from, from_lane));
+    std::uint32_t* codes = to + (to_width + 1) / 2;
+    for (std::size_t c = 0; c != dim_; ++c) {
+      const std::size_t bit = (c * to_width + to_lane) * nbits_;
+      codes[bit / 32] |= std::uint32_t(code_of(from, from_width, from_lane, c)) << (bit % 32);
+    }
+  }
+
+  /// The centroids as float panels of dim + 1 components [centroid, -|centroid|^2 / 2] (the nearest-centroid scan).
+  const std::uint32_t* scan_panels() const noexcept { return scan_panels_.data(); }
+  /// The reconstruction table padded for the vector decode (values() followed by 16 zeros).
+  const float* padded_values() const noexcept { return padded_values_.data(); }
+
+  /// The codec as bytes: u64 dim, nbits, centroids, then the centroids, cutoffs and values as float32.
+  std::string serialize() const {
+    const std::uint64_t header[3] = {dim_, nbits_, k_};
+    std::string out(sizeof header, '\0');
+    std::memcpy(out.data(), header, sizeof header);
+    auto append = [&](const std::vector<float>& v) { out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)); };
+    append(centroids_);
+    append(cutoffs_);
+    append(values_);
+    return out;
+  }
+  /// Inverse of serialize; throws aligner::io_error naming what is wrong (truncated, another size, bad values).
+  static residual_codec deserialize(std::string_view bytes) {
+    std::uint64_t h[3];
+    if (bytes.size() < sizeof h) throw io_error("residual codec: " + std::to_string(bytes.size()) + " bytes, need at least 24");
+    std::memcpy(h, bytes.data(), sizeof h);
+    if (h[0] == 0 || h[0] > (1u << 20) || !(h[1] == 1 || h[1] == 2 || h[1] == 4 || h[1] == 8) || h[2] == 0 || h[2] > max_centroids)
+      throw io_error("residual codec: implausible header (dim " + std::to_string(h[0]) + ", nbits " + std::to_string(h[1]) +
+                     ", centroids " + std::to_string(h[2]) + ")");
+    const std::size_t levels = std::size_t(1) << h[1];
+    const std::size_t floats = h[2] * h[0] + h[0] * (levels - 1) + h[0] * levels;
+    if (bytes.size() != sizeof h + floats * sizeof(float))
+      throw io_error("residual codec: " + std::to_string(bytes.size()) + " bytes, expected " + std::to_string(sizeof h + floats * 4) +
+                     " (truncated or padded)");
+    auto take = [&](std::size_t offset, std::size_t count) {
+      std::vector<float> v(count);
+      std::memcpy(v.data(), bytes.data() + sizeof h + offset * sizeof(float), count * sizeof(float));
+      return v;
+    };
+    try {
+      return residual_codec(h[0], h[1], take(0, h[2] * h[0]), take(h[2] * h[0], h[0] * (levels - 1)),
+                            take(h[2] * h[0] + h[0] * (levels - 1), h[0] * levels));
+    } catch (const invalid_argument& e) {
+      throw io_error(e.what());
+    }
+  }
+
+  friend bool operator==(const residual_codec& a, const residual_codec& b) noexcept {
+    return a.dim_ == b.dim_ && a.nbits_ == b.nbits_ && a.centroids_ == b.centroids_ && a.cutoffs_ == b.cutoffs_ && a.values_ == b.values_;
+  }
+
+ private:
+  std::size_t dim_ = 0, nbits_ = 0, k_ = 0;
+  std::vector<float> centroids_, cutoffs_, values_, padded_values_;
+  aligned_vector<std::uint32_t> scan_panels_;
+};
+
+namespace ref {
+
+/// Scalar specification of the residual decode: component c of lane l (< W) of one panel into out[c * W + l], the
+/// residual only (no centroid) when `with_centroid` is false.
+inline void residual_decode(const residual_codec& codec, const void* panel, std::size_t width, bool with_centroid, float* out) {
+  for (std::size_t c = 0; c != codec.dim(); ++c)
+    for (std::size_t l = 0; l != width; ++l)
+      out[c * width + l] = with_centroid ? codec.decode(panel, width, l, c) : codec.values()[c * codec.levels() + codec.code_of(panel, width, l, c)];
+}
+
+}  // namespace ref
+
+/// The residual part of one panel, component-major (out[c * W + l] = value_c[code of lane l]): the float panel the
+/// tile sweep reads. `panel` 4-byte aligned. AVX-512 (W = 16): one table permute (nbits 2, 4), blend (1) or gather
+/// (8) per component.
+template <class Arch = default_arch>
+void decode_residual_panel(const residual_codec& codec, const std::uint32_t* panel, float* out) noexcept {
+  constexpr std::size_t width = panel_width<Arch>;
+  const std::uint32_t* codes = panel + (width + 1) / 2;
+  const std::size_t dim = codec.dim(), nbits = codec.nbits(), levels = codec.levels();
+  const float* values = codec.padded_values();
+#if defined(__AVX512F__)
+  if constexpr (width == 16) {
+    switch (nbits) {
+      case 1: {
+        const auto* masks = reinterpret_cast<const std::uint16_t*>(codes);
+        for (std::size_t c = 0; c != dim; ++c)
+          _mm512_storeu_ps(out + c * 16, _mm512_mask_blend_ps(__mmask16(masks[c]), _mm512_set1_ps(values[2 * c]), _mm512_set1_ps(values[2 * c + 1])));
+        return;
+      }
+      case 2: {
+        const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i mask = _mm512_set1_epi32(3);
+        for (std::size_t c = 0; c != dim; ++c) {
+          const __m512i idx = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(codes[c])), shifts), mask);
+          _mm512_storeu_ps(out + c * 16, _mm512_permutexvar_ps(idx, _mm512_loadu_ps(values + 4 * c)));
+        }
+        return;
+      }
+      case 4: {
+        const __m512i shifts = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+        const __m512i mask = _mm512_set1_epi32(15);
+        for (std::size_t c = 0; c != dim; ++c) {
+          const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(int(codes[2 * c]))),
+                                                  _mm256_set1_epi32(int(codes[2 * c + 1])), 1);
+          const __m512i idx = _mm512_and_si512(_mm512_srlv_epi32(both, shifts), mask);
+          _mm512_storeu_ps(out + c * 16, _mm512_permutexvar_ps(idx, _mm512_loadu_ps(values + 16 * c)));
+        }
+        return;
+      }
+      default: {  // 8
+        for (std::size_t c = 0; c != dim; ++c) {
+          const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 4 * c)));
+          _mm512_storeu_ps(out + c * 16, _mm512_i32gather_ps(idx, values + 256 * c, 4));
+        }
+        return;
+      }
+    }
+  }
+#endif
+  const std::uint32_t mask = std::uint32_t(levels) - 1u;
+  for (std::size_t c = 0; c != dim; ++c) {
+    const float* table = values + c * levels;
+    for (std::size_t l = 0; l != width; ++l) {
+      const std::size_t bit = (c * width + l) * nbits;
+      out[c * width + l] = table[(codes[bit / 32] >> (bit % 32)) & mask];
+    }
+  }
+}
+
+/// Row stride of centroid_scores: the centroid count rounded up to whole panels.
+template <class Arch = default_arch>
+std::size_t centroid_score_stride(const residual_codec& codec) noexcept {
+  return panel_count<Arch>(codec.centroids()) * panel_width<Arch>;
+}
+
+/// q_i . centroid_k for every query row i and centroid k into out[i * centroid_score_stride + k], by the float tile
+/// sweep over the codec's centroid panels (the query is extended by a 0 that meets the panels' -|c|^2 / 2 term).
+/// `scratch` is resized to hold the extended query.
+template <class Arch = default_arch>
+void centroid_scores(matrix_view<float> query, const residual_codec& codec, float* out, std::vector<float>& scratch) {
+  const std::size_t dim = codec.dim();
+  scratch.assign(query.rows * (dim + 1), 0.f);
+  for (std::size_t i = 0; i != query.rows; ++i) std::copy_n(query.row(i), dim, scratch.data() + i * (dim + 1));
+  similarity_rows<Arch>(matrix_view<float>(scratch.data(), query.rows, dim + 1), storage::f32, codec.scan_panels(), codec.centroids(),
+                        out, centroid_score_stride<Arch>(codec));
+}
+
+/// A tile engine over residual panels (the interface of tile_engine that aligned_rows.hpp uses): S = centroid
+/// scores + the float sweep over residual panels decoded a group at a time into `scratch` (>= scratch_floats(dim)
+/// floats, 64-byte aligned). `qc` holds centroid_scores of the query (row stride centroid_score_stride).
+template <class Arch>
+struct residual_engine {
+  using inner_t = tile_engine<Arch, storage::f32>;
+  using batch = typename inner_t::batch;
+  static constexpr std::size_t width = inner_t::width;
+  static constexpr std::size_t block_rows = inner_t::block_rows, block_panels = inner_t::block_panels;
+
+  const residual_codec& codec;
+  const std::uint32_t* panels;
+  std::size_t dim, doc_rows, panel_total;
+  matrix_view<float> query;
+  const float* qc;
+  float* scratch;
+  std::size_t group_panels;
+  mutable std::size_t group_first = 0;  ///< first panel of the decoded group
+  mutable inner_t inner;
+
+  /// Scratch floats a document needs (one decoded group).
+  static std::size_t scratch_floats(std::size_t dim) noexcept { return group_of(dim) * dim * width; }
+  /// Panels decoded at once: as many block_panels groups as fit 32 KB (at least one).
+  static std::size_t group_of(std::size_t dim) noexcept {
+    return std::max<std::size_t>(1, (std::size_t(32) << 10) / (dim * width * 4) / block_panels) * block_panels;
+  }
+
+  residual_engine(const residual_codec& codec_, const std::uint32_t* panels_, std::size_t doc_rows_, matrix_view<float> query_,
+                  const float* qc_, float* scratch_) noexcept
+      : codec(codec_), panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)),
+        query(query_), qc(qc_), scratch(scratch_), group_panels(group_of(query_.cols)), inner(scratch_, 0, query_) {}
+
+  std::size_t panel_stride() const noexcept { return codec.panel_words(width); }
+
+  template <std::size_t R, std::size_t V>
+  void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
+    inner.template tile<R, V>(i0, p0 - group_first, acc);
+    const std::size_t K = centroid_score_stride<Arch>(codec);
+    for (std::size_t v = 0; v != V; ++v) {
+      const auto* ids = reinterpret_cast<const std::uint16_t*>(panels + (p0 + v) * panel_stride());
+      for (std::size_t r = 0; r != R; ++r) {
+        alignas(64) float cs[width];
+        const float* row = qc + (i0 + r) * K;
+        for (std::size_t l = 0; l != width; ++l) cs[l] = row[ids[l]];
+        acc[r][v] += batch::load_aligned(cs);
+      }
+    }
+  }
+
+  batch mask_tail(batch s, std::size_t p) const noexcept {
+    const std::size_t valid = doc_rows - p * width;
+    if (valid >= width) return s;
+    alignas(64) float lane[width];
+    for (std::size_t l = 0; l != width; ++l) lane[l] = float(l);
+    return xsimd::select(batch::load_aligned(lane) < batch(float(valid)), s, batch(-std::numeric_limits<float>::infinity()));
+  }
+  static batch lane_ids(std::size_t p) noexcept { return inner_t::lane_ids(p); }
+  template <class F>
+  ALIGNER_ALWAYS_INLINE static void with_panels(std::size_t panels_here, F&& f) {
+    inner_t::with_panels(panels_here, std::forward<F>(f));
+  }
+
+  /// Decodes each group of panels, then visits its tiles (panel indices are the document's).
+  template <class Visit>
+  void sweep(Visit&& visit) const {
+    for (std::size_t g0 = 0; g0 < panel_total; g0 += group_panels) {
+      const std::size_t g1 = std::min(panel_total, g0 + group_panels);
+      for (std::size_t p = g0; p != g1; ++p) decode_residual_panel<Arch>(codec, panels + p * panel_stride(), scratch + (p - g0) * dim * width);
+      group_first = g0;
+      const std::size_t rows_here = std::min(doc_rows, g1 * width) - g0 * width;
+      inner = inner_t(scratch, rows_here, query, nullptr,
+                      g1 < panel_total ? prefetch_hint{panels + g1 * panel_stride(), (g1 - g0) * panel_stride() * 4} : prefetch_hint{});
+      inner.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { visit.template operator()<R>(i0, g0 + p0, here); });
+    }
+  }
+
+  template <std::size_t R>
+  void store_rows(std::size_t i0, std::size_t p0, std::size_t panels_here, float* s_rows, std::size_t s_stride) const noexcept {
+    with_panels(panels_here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
+      batch acc[R][V];
+      tile<R, V>(i0, p0, acc);
+      for (std::size_t r = 0; r != R; ++r)
+        for (std::size_t v = 0; v != V; ++v) acc[r][v].store_unaligned(s_rows + (i0 + r) * s_stride + (p0 + v) * width);
+    });
+  }
+};
+
+/// Every S_ij of one residual document into s_out (query.rows x panels * W, row stride s_stride; padding lanes hold
+/// the padding's score): the tiles the fused kernel folds, for explain. `scratch` is resized as needed.
+template <class Arch = default_arch>
+void residual_similarity_rows(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels, std::size_t doc_rows,
+                              float* s_out, std::size_t s_stride, const float* qc, aligned_vector<float>& scratch) {
+  using engine_t = residual_engine<Arch>;
+  if (scratch.size() < engine_t::scratch_floats(query.cols)) scratch.resize(engine_t::scratch_floats(query.cols));
+  const engine_t engine(codec, panels, doc_rows, query, qc, scratch.data());
+  engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });
+}
+
+}  // namespace aligner
+
+ALIGNER_KERNEL_DIAGNOSTICS_END
