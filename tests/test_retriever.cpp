@@ -539,3 +539,22 @@ TEST_CASE("retriever: explain with the search's parameters returns each hit's ow
       }
   }
 }
+
+TEST_CASE("token store: a set whose first sequence is empty keeps its salience", "[edge]") {
+  // Found by the residual tests: the first (empty) sequence used to decide "no salience" and the rest was dropped.
+  const std::size_t dim = 4;
+  const auto x = aligner_test::random_matrix(3, dim, 1, true);
+  const std::int64_t offsets[] = {0, 0, 3};
+  const std::vector<float> ud = {0.f, 1.f, 2.f};
+  aligner::token_store store(dim);
+  store.add(aligner::sequence_set_view{{x.data(), 3, dim}, offsets}, ud);
+  CHECK(store.has_salience());
+  REQUIRE(store.salience(1).size() == 3);
+  CHECK(store.salience(1)[2] == 2.f);
+  // and the scorer uses it: the best token has weight 0, so Top-1's Z is 0 and the score 0
+  const std::vector<float> q(x.begin(), x.begin() + dim);  // token 0 itself: the best match, weight 0
+  float s = -1.f;
+  const std::uint32_t which[] = {1};
+  aligner::score_store({q.data(), 1, dim}, store, which, {&s, 1});
+  CHECK(s == 0.f);
+}

@@ -10,7 +10,8 @@
 
 namespace aligner_test {
 
-/// Writes `path` from `sections` (decoded from the original file) with mutate(payload) applied to section `victim`.
+/// Writes `path` from `sections` (decoded from the original file) with mutate(payload) applied to section `victim`
+/// (a 1-d section's shape follows its new size).
 template <class Sections, class Mutate>
 void forge_section(const std::filesystem::path& path, const Sections& sections, const std::string& victim, Mutate&& mutate) {
   std::vector<std::string> payloads;
@@ -18,8 +19,12 @@ void forge_section(const std::filesystem::path& path, const Sections& sections, 
   for (const auto& [name, sec] : sections) payloads.emplace_back(sec.data, sec.bytes);
   std::size_t i = 0;
   for (const auto& [name, sec] : sections) {
-    if (name == victim) mutate(payloads[i]);
-    out.push_back({name, sec.dtype, sec.shape, payloads[i]});
+    auto shape = sec.shape;
+    if (name == victim) {
+      mutate(payloads[i]);
+      if (shape.size() == 1) shape[0] = payloads[i].size() / aligner::io::dtype_size(sec.dtype);  // a resized 1-d payload
+    }
+    out.push_back({name, sec.dtype, shape, payloads[i]});
     ++i;
   }
   aligner::io::atomic_write(path, aligner::io::encode_sections(out));

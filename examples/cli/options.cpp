@@ -49,7 +49,7 @@ using handler = std::function<void(options&, const std::string&)>;
 
 struct flag {
   std::string_view name;
-  std::string_view metavar;  ///< empty: a switch (takes no value)
+  std::string metavar;  ///< empty: a switch (takes no value); owned (some are built at run time)
   unsigned commands;         ///< bits of `command`
   std::string help;
   handler set;

@@ -12,9 +12,10 @@
  *     one: both get its centroid nudged by +-1/1024 (as FAISS's Clustering does), and the next iteration splits
  *     them. Own Lloyd iterations rather than FAISS's `Clustering`: FAISS is an optional dependency, and its
  *     assignment would need its flat index, while this reuses the kernel every build already has.
- *  3. Quantiser: per component, the residuals x_c - centroid_c of the sample are sorted; the L - 1 cutoffs are the
- *     quantiles b / L (equal-frequency buckets) and each bucket's reconstruction value is the mean of the residuals
- *     that fall in it (an empty bucket takes the middle of its cutoffs).
+ *  3. Quantiser: per component, the residuals x_c - centroid_c of the sample are sorted; the L - 1 cutoffs start at
+ *     the quantiles b / L (equal-frequency buckets, ColBERTv2's choice) with each bucket's mean as its value, then
+ *     8 Lloyd-Max steps (cutoffs to the midpoints of neighbouring values, values to their buckets' means) lower the
+ *     squared reconstruction error (an empty bucket keeps its value).
  *  Deterministic for a seed and thread count (assignment does not depend on the number of threads). */
 #pragma once
 
@@ -165,22 +166,29 @@ inline residual_codec train_residual_codec(matrix_view<float> tokens, const resi
     std::sort(r.begin(), r.end());
     float* cut = cutoffs.data() + c * (levels - 1);
     for (std::size_t b = 1; b != levels; ++b) cut[b - 1] = r[std::min(n - 1, b * n / levels)];
-    // Bucket means: bucket b holds r with cut[b-1] <= r < cut[b] (the codec's upper_bound rule).
-    std::size_t i = 0;
-    for (std::size_t b = 0; b != levels; ++b) {
-      double sum = 0;
-      std::size_t count = 0;
-      while (i != n && (b + 1 == levels || r[i] < cut[b])) {
-        sum += r[i];
-        ++count;
-        ++i;
+    // Bucket means: bucket b holds r with cut[b-1] <= r < cut[b] (the codec's upper_bound rule); an empty bucket
+    // keeps its previous value (first pass: the middle of its cutoffs).
+    float* val = values.data() + c * levels;
+    auto bucket_means = [&](bool first) {
+      std::size_t i = 0;
+      for (std::size_t b = 0; b != levels; ++b) {
+        double sum = 0;
+        std::size_t count = 0;
+        while (i != n && (b + 1 == levels || r[i] < cut[b])) {
+          sum += r[i];
+          ++count;
+          ++i;
+        }
+        if (count) val[b] = float(sum / double(count));
+        else if (first) val[b] = b == 0 ? cut[0] : b + 1 == levels ? cut[levels - 2] : float(0.5 * (double(cut[b - 1]) + double(cut[b])));
       }
-      float v;
-      if (count) v = float(sum / double(count));
-      else if (b == 0) v = cut[0];
-      else if (b + 1 == levels) v = cut[levels - 2];
-      else v = float(0.5 * (double(cut[b - 1]) + double(cut[b])));
-      values[c * levels + b] = v;
+    };
+    bucket_means(true);
+    // Lloyd-Max: cutoffs move to the midpoints of neighbouring values, values to their buckets' means (each step
+    // lowers the squared reconstruction error of the sample).
+    for (std::size_t it = 0; it != 8; ++it) {
+      for (std::size_t b = 0; b + 1 < levels; ++b) cut[b] = float(0.5 * (double(val[b]) + double(val[b + 1])));
+      bucket_means(false);
     }
   }
   return residual_codec(dim, p.nbits, std::move(centroids), std::move(cutoffs), std::move(values));

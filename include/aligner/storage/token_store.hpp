@@ -157,6 +157,8 @@ class token_store {
                       " salience; every sequence must ", has_salience_ ? "come with" : "come without", " one");
     }
     own();
+    // The first sequences decide whether the store has salience (also when the very first one is empty).
+    if (size() == 0 && sequences.size() > 0) has_salience_ = !salience.empty();
     std::size_t words = 0;
     for (std::size_t s = 0; s != sequences.size(); ++s) words += packed_elements_for(sequences.length(s));
     words_.reserve(words_.size() + words);
@@ -177,7 +179,6 @@ class token_store {
     adopted_size_ = 0;
   }
   void append(matrix_view<float> tokens, std::span<const float> salience) {
-    if (size() == 0) has_salience_ = !salience.empty();
     const std::size_t at = words_.size();
     words_.resize(at + packed_elements_for(tokens.rows));
     if (tokens.rows && codec_) {

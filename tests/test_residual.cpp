@@ -1,0 +1,268 @@
+// The residual codec (kernels/residual.hpp, math/residual_training.hpp): every code against the formula, the vector
+// decode against the scalar one, the fused kernel against decode-then-score in double, the retriever, persistence
+// and bad input.
+#include <aligner/aligner.hpp>
+#include <aligner/io/index_file.hpp>
+
+#include "test_common.hpp"
+#include "test_sections.hpp"
+
+#include <filesystem>
+#include <random>
+
+#include <unistd.h>
+
+using aligner::alignment;
+
+namespace {
+
+/// Tokens around a few cluster centres (so that centroids mean something), unit-ish scale.
+std::vector<float> clustered(std::size_t rows, std::size_t dim, std::size_t clusters, std::uint64_t seed) {
+  const auto centres = aligner_test::random_matrix(clusters, dim, seed, true);
+  auto noise = aligner_test::random_matrix(rows, dim, seed + 1);
+  std::mt19937_64 rng(seed + 2);
+  for (std::size_t t = 0; t != rows; ++t) {
+    const std::size_t k = rng() % clusters;
+    for (std::size_t c = 0; c != dim; ++c) noise[t * dim + c] = centres[k * dim + c] + 0.1f * noise[t * dim + c];
+  }
+  return noise;
+}
+
+std::shared_ptr<const aligner::residual_codec> make_codec(const std::vector<float>& x, std::size_t dim, std::size_t nbits, std::size_t k) {
+  return std::make_shared<const aligner::residual_codec>(
+      aligner::train_residual_codec({x.data(), x.size() / dim, dim}, {.nbits = nbits, .centroids = k, .seed = 3}));
+}
+
+}  // namespace
+
+TEST_CASE("residual: every stored code decodes to centroid + value of its bucket; the nearest centroid is chosen", "[oracle]") {
+  for (std::size_t dim : {3, 16, 37}) {
+    const auto x = clustered(700, dim, 9, dim);
+    for (std::size_t nbits : {1, 2, 4, 8}) {
+      INFO("dim " << dim << " nbits " << nbits);
+      const auto codec = make_codec(x, dim, nbits, 12);
+      REQUIRE(codec->centroids() == 12);
+      CHECK(codec->cutoffs().size() == dim * (codec->levels() - 1));
+      for (std::size_t c = 0; c != dim; ++c)  // ascending cutoffs
+        for (std::size_t b = 0; b + 2 < codec->levels(); ++b) CHECK(codec->cutoffs()[c * (codec->levels() - 1) + b] <= codec->cutoffs()[c * (codec->levels() - 1) + b + 1]);
+      aligner::token_store store(dim, aligner::storage::residual, codec);
+      const std::int64_t offsets[] = {0, 1, 17, 17, 700};  // lengths 1, 16, 0, 683: tails and an empty one
+      store.add(aligner::sequence_set_view{{x.data(), 700, dim}, offsets});
+      for (std::size_t s = 0; s != 4; ++s)
+        for (std::size_t j = 0; j != store.length(s); ++j) {
+          const float* token = x.data() + (std::size_t(offsets[s]) + j) * dim;
+          const auto* panel = store.panels(s) + (j / aligner::panel_width<>) * codec->panel_words(aligner::panel_width<>);
+          const std::size_t lane = j % aligner::panel_width<>;
+          const std::uint32_t id = aligner::residual_codec::centroid_of(panel, lane);
+          // Nearest centroid by squared distance in double (float ties aside: the chosen one is within 1e-4).
+          double best = 1e300, mine = 0;
+          for (std::size_t k = 0; k != codec->centroids(); ++k) {
+            double d2 = 0;
+            for (std::size_t c = 0; c != dim; ++c) d2 += std::pow(double(token[c]) - codec->centroid(k)[c], 2);
+            best = std::min(best, d2);
+            if (k == id) mine = d2;
+          }
+          REQUIRE(mine <= best + 1e-4);
+          for (std::size_t c = 0; c != dim; ++c) {
+            const float r = token[c] - codec->centroid(id)[c];
+            std::size_t bucket = 0;  // the number of cutoffs <= r, counted here
+            for (std::size_t b = 0; b + 1 < codec->levels(); ++b) bucket += codec->cutoffs()[c * (codec->levels() - 1) + b] <= r;
+            REQUIRE(codec->code_of(panel, aligner::panel_width<>, lane, c) == bucket);
+            REQUIRE(store.at(s, j, c) == codec->centroid(id)[c] + codec->values()[c * codec->levels() + bucket]);
+          }
+        }
+      // More bits, smaller error: the mean squared error of the decoded tokens is below the residual's variance.
+      double err = 0, var = 0;
+      for (std::size_t j = 0; j != store.length(3); ++j)
+        for (std::size_t c = 0; c != dim; ++c) {
+          const float v = x[(17 + j) * dim + c];
+          err += std::pow(double(v) - store.at(3, j, c), 2);
+          const std::uint32_t id = aligner::residual_codec::centroid_of(store.panels(3) + (j / aligner::panel_width<>) * codec->panel_words(aligner::panel_width<>), j % aligner::panel_width<>);
+          var += std::pow(double(v) - codec->centroid(id)[c], 2);
+        }
+      CHECK(err < var * (nbits == 1 ? 0.5 : nbits == 2 ? 0.2 : 0.02));
+    }
+  }
+}
+
+TEST_CASE("residual: the vector decode of a panel equals the scalar specification", "[oracle]") {
+  constexpr std::size_t W = aligner::panel_width<>;
+  std::mt19937_64 rng(5);
+  for (std::size_t dim : {1, 5, 16, 33, 100}) {
+    const auto x = clustered(300, dim, 7, dim + 100);
+    for (std::size_t nbits : {1, 2, 4, 8}) {
+      const auto codec = make_codec(x, dim, nbits, 7);
+      // Random codes and ids in a panel (every bit pattern is a valid panel).
+      aligner::aligned_vector<std::uint32_t> panel(codec->panel_words(W));
+      for (auto& w : panel) w = std::uint32_t(rng());
+      auto* ids = reinterpret_cast<std::uint16_t*>(panel.data());
+      for (std::size_t l = 0; l != W; ++l) ids[l] = std::uint16_t(rng() % codec->centroids());
+      std::vector<float> fast(dim * W), slow(dim * W);
+      aligner::decode_residual_panel(*codec, panel.data(), fast.data());
+      aligner::ref::residual_decode(*codec, panel.data(), W, false, slow.data());
+      INFO("dim " << dim << " nbits " << nbits);
+      CHECK(fast == slow);
+    }
+  }
+}
+
+TEST_CASE("residual: the fused kernel equals decode-then-score in double, every strategy, salience, lengths", "[oracle]") {
+  const std::size_t dim = 24;
+  const auto x = clustered(4000, dim, 20, 77);
+  for (std::size_t nbits : {1, 2, 4, 8}) {
+    const auto codec = make_codec(x, dim, nbits, 32);
+    // Documents of lengths 0..70 (tails of every size), with salience.
+    std::vector<std::int64_t> offsets{0};
+    for (std::size_t d = 0; offsets.back() + std::int64_t(d % 71) <= 4000 && d != 90; ++d) offsets.push_back(offsets.back() + std::int64_t(d % 71));
+    const std::size_t docs = offsets.size() - 1, tokens = std::size_t(offsets.back());
+    const auto ud = aligner_test::random_weights(tokens, 9, true);
+    aligner::token_store store(dim, aligner::storage::residual, codec);
+    store.add(aligner::sequence_set_view{{x.data(), tokens, dim}, offsets}, ud);
+    for (std::size_t n : {1, 3, 4, 9}) {
+      const auto q = aligner_test::random_matrix(n, dim, 10 + n, true);
+      const auto uq = aligner_test::random_weights(n, 11 + n);
+      for (const auto& a : {alignment::top1(), alignment::top_k(3), alignment::top_k(20), alignment::top_p(0.1), alignment::dense()})
+        for (bool salience : {false, true}) {
+          std::vector<std::uint32_t> which(docs);
+          std::iota(which.begin(), which.end(), 0u);
+          std::vector<float> got(docs);
+          aligner::score_params sp{.strategy = a, .query_salience = salience ? std::span<const float>(uq) : std::span<const float>()};
+          aligner::score_packed(aligner::prepared_query({q.data(), n, dim}, sp), store, which, got, salience);
+          for (std::size_t d = 0; d != docs; ++d) {
+            const auto decoded = store.unpack(d);  // what the codes mean, as floats
+            aligner::score_params rp = sp;
+            if (salience) rp.doc_salience = std::span<const float>(ud).subspan(std::size_t(offsets[d]), store.length(d));
+            const double want = aligner::ref::score({q.data(), n, dim}, {decoded.data(), store.length(d), dim}, rp);
+            INFO("nbits " << nbits << " n " << n << " " << a.name() << " salience " << salience << " doc " << d << " length " << store.length(d));
+            REQUIRE(std::abs(double(got[d]) - want) <= 2e-5 * (1.0 + std::abs(want)));
+          }
+          // explain reproduces the kernel's score
+          const auto e = aligner::explain_packed(aligner::prepared_query({q.data(), n, dim}, sp), store, 40, salience);
+          CHECK(e.score == got[40]);
+        }
+    }
+  }
+}
+
+TEST_CASE("residual: a retriever trains its codec on the first add, ranks like float on clustered data, saves and loads", "[property]") {
+  const std::size_t dim = 16;
+  const auto x = clustered(3000, dim, 25, 5);
+  std::vector<std::int64_t> offsets;
+  for (std::int64_t o = 0; o <= 3000; o += 20) offsets.push_back(o);
+  const aligner::sequence_set_view docs{{x.data(), 3000, dim}, offsets};
+  aligner::aligner_retriever<aligner::exact_backend> f32(aligner::exact_backend(dim), docs);
+  aligner::aligner_retriever<aligner::exact_backend> res(aligner::exact_backend(dim),
+                                                         aligner::index_params{.precision = aligner::storage::residual,
+                                                                               .residual = {.nbits = 4, .centroids = 64}});
+  CHECK(res.params().codec == nullptr);
+  res.add(docs);
+  REQUIRE(res.params().codec != nullptr);
+  CHECK(res.params().codec->centroids() == 64);
+  CHECK(res.store().precision() == aligner::storage::residual);
+  CHECK(res.store().memory_bytes() < f32.store().memory_bytes() / 4);
+  const auto q = aligner_test::random_matrix(6, dim, 8, true);
+  const aligner::search_params p{.top = 10, .exhaustive = true};
+  const auto a = f32.search({q.data(), 6, dim}, p), b = res.search({q.data(), 6, dim}, p);
+  std::size_t common = 0;
+  for (auto id : b.ids) common += std::count(a.ids.begin(), a.ids.end(), id);
+  CHECK(common >= 8);
+  // search hit scores = explain = score_packed over the store
+  const auto e = res.explain({q.data(), 6, dim}, b.ids[0], p);
+  CHECK(e.score == b.scores[0]);
+  // remove + filter work on residual stores too
+  res.remove(b.ids[0]);
+  const auto c = res.search({q.data(), 6, dim}, {.top = 9, .exhaustive = true});
+  CHECK(std::vector<std::int64_t>(b.ids.begin() + 1, b.ids.end()) == c.ids);
+  // persistence: mapped and read, identical results; a later add encodes with the loaded codec
+  const auto path = std::filesystem::temp_directory_path() / ("aligner_residual_" + std::to_string(::getpid()) + ".idx");
+  aligner::save_index(res, path);
+  for (bool mmap : {true, false}) {
+    auto back = aligner::load_index<aligner::exact_backend>(path, {.mmap = mmap});
+    REQUIRE(back.params().precision == aligner::storage::residual);
+    CHECK(*back.params().codec == *res.params().codec);
+    const auto d = back.search({q.data(), 6, dim}, {.top = 9, .exhaustive = true});
+    CHECK(d.ids == c.ids);
+    CHECK(d.scores == c.scores);
+    back.add(aligner::matrix_view<float>(x.data(), 20, dim));
+    CHECK(back.store().unpack(back.size() - 1) == back.store().unpack(0));  // same tokens, same codes
+  }
+  // a corrupt or truncated codec section is refused by name
+  const auto file = aligner::io::file_bytes::open(path, false);
+  const auto sections = aligner::io::decode_sections(*file);
+  aligner_test::forge_section(path, sections, "codec", [](std::string& b) { b.resize(b.size() - 4); });
+  CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(path), Catch::Contains("residual codec") && Catch::Contains("truncated"));
+  aligner_test::forge_section(path, sections, "codec", [](std::string& b) {
+    const std::uint64_t other_dim = 8;
+    std::memcpy(b.data(), &other_dim, 8);
+  });
+  CHECK_THROWS_AS(aligner::load_index<aligner::exact_backend>(path), aligner::io_error);
+  aligner_test::forge_section(path, sections, "codec", [](std::string& b) {
+    const float nan = aligner_test::nan_f();
+    std::memcpy(b.data() + 24, &nan, 4);
+  });
+  CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(path), Catch::Contains("centroid"));
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("residual: bad input is refused by name and changes nothing", "[edge]") {
+  const std::size_t dim = 8;
+  const auto x = clustered(100, dim, 4, 1);
+  const aligner::matrix_view<float> tokens(x.data(), 100, dim);
+  CHECK_THROWS_WITH(aligner::train_residual_codec(tokens, {.nbits = 3}), Catch::Contains("nbits must be 1, 2, 4 or 8, got 3"));
+  CHECK_THROWS_WITH(aligner::train_residual_codec(tokens, {.centroids = 101}), Catch::Contains("centroids = 101"));
+  CHECK_THROWS_WITH(aligner::train_residual_codec(tokens, {.centroids = 70000}), Catch::Contains("centroids = 70000"));
+  CHECK_THROWS_AS(aligner::train_residual_codec(aligner::matrix_view<float>(x.data(), 0, dim)), aligner::invalid_argument);
+  // Duplicates: more centroids than distinct vectors is refused, the default stays below their count.
+  std::vector<float> dup;
+  for (int i = 0; i != 50; ++i) dup.insert(dup.end(), x.begin(), x.begin() + 3 * dim);
+  CHECK_THROWS_WITH(aligner::train_residual_codec({dup.data(), 150, dim}, {.centroids = 4}), Catch::Contains("distinct"));
+  CHECK(aligner::train_residual_codec({dup.data(), 150, dim}).centroids() == 3);
+  // A retriever whose codec cannot be trained stays empty.
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim),
+                                                       aligner::index_params{.precision = aligner::storage::residual,
+                                                                             .residual = {.centroids = 500}});
+  CHECK_THROWS_WITH(r.add(tokens), Catch::Contains("centroids = 500"));
+  CHECK(r.size() == 0);
+  CHECK(r.backend().size() == 0);
+  CHECK(r.params().codec == nullptr);
+  CHECK_THROWS_WITH((aligner::aligner_retriever<aligner::exact_backend>(
+                        aligner::exact_backend(dim), aligner::index_params{.precision = aligner::storage::residual, .residual = {.nbits = 5}})),
+                    Catch::Contains("nbits must be 1, 2, 4 or 8, got 5"));
+  // A codec of another dimension.
+  const auto codec = make_codec(x, dim, 2, 4);
+  CHECK_THROWS_WITH((aligner::aligner_retriever<aligner::exact_backend>(
+                        aligner::exact_backend(dim + 1), aligner::index_params{.precision = aligner::storage::residual, .codec = codec})),
+                    Catch::Contains("codec has dim 8"));
+  CHECK_THROWS_WITH(aligner::token_store(dim + 1, aligner::storage::residual, codec), Catch::Contains("codec has dim 8"));
+  // Codec bytes: truncated, padded, bad header.
+  const std::string bytes = codec->serialize();
+  CHECK(aligner::residual_codec::deserialize(bytes) == *codec);
+  CHECK_THROWS_WITH(aligner::residual_codec::deserialize(bytes.substr(0, bytes.size() - 1)), Catch::Contains("truncated"));
+  CHECK_THROWS_WITH(aligner::residual_codec::deserialize(bytes + "x"), Catch::Contains("truncated or padded"));
+  std::string bad = bytes;
+  const std::uint64_t three = 3;
+  std::memcpy(bad.data() + 8, &three, 8);
+  CHECK_THROWS_WITH(aligner::residual_codec::deserialize(bad), Catch::Contains("nbits 3"));
+  std::string unsorted = bytes;  // cutoffs out of order
+  const std::size_t cut0 = 24 + 4 * (4 * dim);
+  float a, b;
+  std::memcpy(&a, unsorted.data() + cut0, 4);
+  std::memcpy(&b, unsorted.data() + cut0 + 4, 4);
+  if (a != b) {
+    std::memcpy(unsorted.data() + cut0, &b, 4);
+    std::memcpy(unsorted.data() + cut0 + 4, &a, 4);
+    CHECK_THROWS_WITH(aligner::residual_codec::deserialize(unsorted), Catch::Contains("ascending"));
+  }
+}
+
+TEST_CASE("residual: training is deterministic for a seed and independent of the thread count", "[property]") {
+  const std::size_t dim = 12;
+  const auto x = clustered(5000, dim, 30, 2);
+  const aligner::matrix_view<float> t(x.data(), 5000, dim);
+  const auto a = aligner::train_residual_codec(t, {.nbits = 2, .centroids = 40, .seed = 9, .threads = 1});
+  const auto b = aligner::train_residual_codec(t, {.nbits = 2, .centroids = 40, .seed = 9, .threads = 2});
+  CHECK(a == b);
+  CHECK(aligner::default_centroids(1000000) == 8192);
+  CHECK(aligner::default_centroids(52000000) == 65536);
+  CHECK(aligner::default_centroids(10) == 10);
+}
