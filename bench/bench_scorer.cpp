@@ -20,10 +20,24 @@ double flops_of(const doc_pool& p, std::size_t first, std::size_t count, std::si
   return 2.0 * double(n) * tokens * double(p.dim);
 }
 
-void hadamard_run(benchmark::State& state, aligner::storage st, bool cached = false) {
+/// The pool's documents as residual codes (256 centroids trained on the pool, so the per-call centroid scores cost
+/// about 3% of a 64-document batch at n = 32), built once per shape and nbits.
+const aligner::token_store& residual_store(const doc_pool& p, std::size_t nbits) {
+  static std::map<std::tuple<const doc_pool*, std::size_t>, std::unique_ptr<aligner::token_store>> stores;
+  auto& slot = stores[{&p, nbits}];
+  if (!slot) {
+    auto codec = std::make_shared<const aligner::residual_codec>(aligner::train_residual_codec(
+        p.view().tokens, {.nbits = nbits, .centroids = 256, .sample = 65536, .iterations = 4}));
+    slot = std::make_unique<aligner::token_store>(p.dim, aligner::storage::residual, std::move(codec));
+    slot->add(p.view(), {}, false);
+  }
+  return *slot;
+}
+
+void hadamard_run(benchmark::State& state, aligner::storage st, bool cached = false, std::size_t nbits = 0) {
   const std::size_t n = std::size_t(state.range(0)), m = std::size_t(state.range(1)), dim = std::size_t(state.range(2));
   const auto& p = pool(m, dim, cached);
-  const aligner::token_store& store = p.of(st);
+  const aligner::token_store& store = nbits ? residual_store(p, nbits) : p.of(st);
   const auto q = query(n, dim);
   const aligner::score_params params{.strategy = strategy_of(state.range(3)), .check_finite = false};
   constexpr std::size_t batch = 64;
@@ -52,6 +66,11 @@ void hadamard_xsimd_i8(benchmark::State& state) { hadamard_run(state, storage::i
 /// The same kernels over a 512 KB (L2-resident) pool: the compute-bound rate, without DRAM streaming.
 void hadamard_xsimd_cached(benchmark::State& state) { hadamard_run(state, storage::f32, true); }
 void hadamard_xsimd_bf16_cached(benchmark::State& state) { hadamard_run(state, storage::bf16, true); }
+
+/// Residual codes (centroid id + nbits per component): centroid scores once per call, residual panels decoded a
+/// group at a time into L1 and swept by the float tiles.
+void hadamard_xsimd_residual2(benchmark::State& state) { hadamard_run(state, storage::residual, false, 2); }
+void hadamard_xsimd_residual4(benchmark::State& state) { hadamard_run(state, storage::residual, false, 4); }
 
 void hadamard_ref(benchmark::State& state) {
   const std::size_t n = std::size_t(state.range(0)), m = std::size_t(state.range(1)), dim = std::size_t(state.range(2));
@@ -119,6 +138,8 @@ BENCHMARK(hadamard_xsimd)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(hadamard_xsimd_bf16)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(hadamard_xsimd_f16)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_i8)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(hadamard_xsimd_residual2)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(hadamard_xsimd_residual4)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_cached)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_bf16_cached)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_eigen_naive)->Apply([](auto* b) { shapes(b, true); });

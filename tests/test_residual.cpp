@@ -8,7 +8,9 @@
 #include "test_sections.hpp"
 
 #include <filesystem>
+#include <map>
 #include <random>
+#include <set>
 
 #include <unistd.h>
 
@@ -265,4 +267,85 @@ TEST_CASE("residual: training is deterministic for a seed and independent of the
   CHECK(aligner::default_centroids(1000000) == 8192);
   CHECK(aligner::default_centroids(52000000) == 65536);
   CHECK(aligner::default_centroids(10) == 10);
+}
+
+TEST_CASE("residual: centroid-posting candidates equal a brute-force probe of the codes, ndocs cut included", "[oracle]") {
+  const std::size_t dim = 16;
+  const auto x = clustered(3000, dim, 40, 12);
+  std::vector<std::int64_t> offsets{0};
+  for (std::size_t d = 0; offsets.back() < 3000; ++d) offsets.push_back(std::min<std::int64_t>(3000, offsets.back() + std::int64_t(d % 37)));
+  const aligner::sequence_set_view docs{{x.data(), 3000, dim}, offsets};
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim),
+                                                       aligner::index_params{.precision = aligner::storage::residual,
+                                                                             .residual = {.nbits = 2, .centroids = 48}, .token_index = false});
+  r.add(docs);
+  CHECK(r.backend().size() == 0);  // codes only
+  const auto& codec = *r.params().codec;
+  const auto q = aligner_test::random_matrix(5, dim, 13, true);
+  // Brute force: each query row's nprobe best centroids (double scores), documents holding one, and the centroid-only
+  // score (per row, the best probed centroid the document holds).
+  auto brute = [&](std::size_t nprobe, std::size_t ndocs, const std::function<bool(std::size_t)>& ok) {
+    std::map<std::size_t, double> approx;
+    for (std::size_t i = 0; i != 5; ++i) {
+      std::vector<std::pair<float, std::uint32_t>> by;
+      for (std::uint32_t k = 0; k != codec.centroids(); ++k) {
+        float s = 0.f;  // the kernel's float order is not needed: the scores are far apart
+        for (std::size_t c = 0; c != dim; ++c) s += q[i * dim + c] * codec.centroid(k)[c];
+        by.emplace_back(-s, k);
+      }
+      std::sort(by.begin(), by.end());
+      std::map<std::size_t, double> best;
+      for (std::size_t t = 0; t != nprobe; ++t)
+        for (std::size_t d = 0; d != r.size(); ++d)
+          for (std::size_t j = 0; j != r.store().length(d); ++j)
+            if (aligner::residual_codec::centroid_of(r.store().panels(d) + (j / aligner::panel_width<>) * codec.panel_words(aligner::panel_width<>),
+                                                     j % aligner::panel_width<>) == by[t].second && !best.count(d))
+              best[d] = -double(by[t].first);
+      for (auto [d, s] : best) approx[d] += s;
+    }
+    std::vector<std::pair<double, std::size_t>> ranked;
+    for (auto [d, s] : approx)
+      if (ok(d)) ranked.emplace_back(-s, d);
+    std::sort(ranked.begin(), ranked.end());
+    if (ndocs && ranked.size() > ndocs) ranked.resize(ndocs);
+    std::set<std::int64_t> out;
+    for (auto [s, d] : ranked) out.insert(std::int64_t(d));
+    return out;
+  };
+  for (std::size_t nprobe : {1, 3, 48})
+    for (std::size_t ndocs : {0, 10}) {
+      INFO("nprobe " << nprobe << " ndocs " << ndocs);
+      const auto res = r.search({q.data(), 5, dim}, {.top = 1000, .nprobe = nprobe, .ndocs = ndocs});
+      const auto want = brute(nprobe, ndocs, [](std::size_t) { return true; });
+      CHECK(res.candidates_scored == want.size());
+      CHECK(std::set<std::int64_t>(res.ids.begin(), res.ids.end()) == want);
+      CHECK(res.backend_hits == 5 * nprobe);
+    }
+  // Probing every centroid finds every non-empty document: the exhaustive ranking.
+  const auto all = r.search({q.data(), 5, dim}, {.top = 30, .nprobe = codec.centroids()});
+  const auto ex = r.search({q.data(), 5, dim}, {.top = 30, .exhaustive = true});
+  CHECK(all.ids == ex.ids);
+  CHECK(all.scores == ex.scores);
+  // Removed and filtered documents are never candidates; a short filtered result falls back to every allowed one.
+  r.remove(ex.ids[0]);
+  const auto after = r.search({q.data(), 5, dim}, {.top = 29, .nprobe = codec.centroids()});
+  CHECK(std::vector<std::int64_t>(ex.ids.begin() + 1, ex.ids.end()) == after.ids);
+  const auto odd = r.search({q.data(), 5, dim}, {.top = 5, .nprobe = 1, .filter = [](std::int64_t d) { return d % 2 == 1; }});
+  CHECK(odd.ids.size() == 5);
+  for (auto id : odd.ids) CHECK(id % 2 == 1);
+  // Searching without candidates of either kind is refused by name.
+  CHECK_THROWS_WITH(r.search({q.data(), 5, dim}, {.candidates_per_token = 10}), Catch::Contains("no token index"));
+  CHECK_THROWS_WITH(r.search({q.data(), 5, dim}, {.ndocs = 5}), Catch::Contains("ndocs = 5 needs search_params.nprobe"));
+  const aligner::aligner_retriever<aligner::exact_backend> plain(aligner::exact_backend(dim), docs);
+  CHECK_THROWS_WITH(plain.search({q.data(), 5, dim}, {.nprobe = 2}), Catch::Contains("nprobe = 2 needs a residual token store"));
+  // A codes-only index saves and loads as one, postings rebuilt from the codes.
+  const auto path = std::filesystem::temp_directory_path() / ("aligner_postings_res_" + std::to_string(::getpid()) + ".idx");
+  aligner::save_index(r, path);
+  const auto back = aligner::load_index<aligner::exact_backend>(path);
+  CHECK(!back.params().token_index);
+  const aligner::search_params p{.top = 20, .nprobe = 3, .ndocs = 15};
+  const auto a = r.search({q.data(), 5, dim}, p), b = back.search({q.data(), 5, dim}, p);
+  CHECK(a.ids == b.ids);
+  CHECK(a.scores == b.scores);
+  std::filesystem::remove(path);
 }

@@ -45,10 +45,13 @@ inline retrieval_setup load_setup(const options& o, bool with_judgments = true) 
 
 inline aligner::search_params search_params_of(const options& o, const retrieval_setup& s) {
   if (o.prune_query != 1.0 && s.uq.empty()) throw usage_error("--prune-query below 1 needs a salience (--salience idf)");
+  if (!o.postings && (o.has("--nprobe") || o.has("--ndocs"))) throw usage_error("--nprobe and --ndocs need --candidates postings");
   return {.norm = o.norm,
           .candidates_per_token = o.candidates.value_or(1),
           .top = o.top,
-          .exhaustive = !o.candidates.has_value(),
+          .exhaustive = !o.candidates.has_value() && !o.postings,
+          .nprobe = o.postings ? o.nprobe : 0,
+          .ndocs = o.postings ? o.ndocs : 0,
           .query_prune = o.prune_query};
 }
 
@@ -108,6 +111,7 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn) {
   if (o.residual_bits) precision = aligner::storage::residual;
   else aligner::parse_storage(o.storage, precision);  // validated by the flag handler
   if (o.centroids && !o.residual_bits) throw usage_error("--centroids needs --storage residual:N");
+  if (o.postings && !o.residual_bits) throw usage_error("--candidates postings needs --storage residual:N");
   aligner::residual_params residual{.nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .threads = o.threads};
 
   with_backend(o.backend, s.c.docs.dim, [&](auto backend) {
@@ -116,7 +120,7 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn) {
     {
       progress bar("indexing", 1, o.progress);
       index = std::make_unique<aligner::aligner_retriever<backend_t>>(
-          std::move(backend), s.c.docs.view(), aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .residual = residual, .dedup_tokens = o.dedup}, s.ud);
+          std::move(backend), s.c.docs.view(), aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .residual = residual, .dedup_tokens = o.dedup, .token_index = o.token_index}, s.ud);
       bar.tick();
     }
     if (const auto& codec = index->params().codec)

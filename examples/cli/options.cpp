@@ -81,9 +81,11 @@ const std::vector<flag>& flags() {
       {"--seed", "N", adapt, "shuffle seed (default 0)", [](options& o, const std::string& v) { o.seed = parse_count("--seed", v); }},
       {"--normalize", "mean|none", ranking_cmds | score, "divide by Z (default mean) or return the ColBERT sum",
        [](options& o, const std::string& v) { o.norm = aligner::parse_normalization(v); }},
-      {"--candidates", "all|K", ranking_cmds, "all: rerank every document (default); K: token-MIPS k' per query token",
+      {"--candidates", "all|K|postings", ranking_cmds,
+       "all: rerank every document (default); K: token-MIPS k' per query token; postings: centroid postings of a residual store",
        [](options& o, const std::string& v) {
-         if (v == "all") return o.candidates.reset();
+         o.postings = v == "postings";
+         if (v == "all" || v == "postings") return o.candidates.reset();
          o.candidates = parse_count("--candidates", v);
          if (*o.candidates == 0) throw usage_error("--candidates must be 'all' or an integer >= 1, got 0");
        }},
@@ -120,6 +122,15 @@ const std::vector<flag>& flags() {
          o.centroids = parse_count("--centroids", v);
          if (o.centroids == 0) throw usage_error("--centroids must be >= 1, got 0");
        }},
+      {"--nprobe", "P", ranking_cmds, "--candidates postings: centroids probed per query token (default 4)",
+       [](options& o, const std::string& v) {
+         o.nprobe = parse_count("--nprobe", v);
+         if (o.nprobe == 0) throw usage_error("--nprobe must be >= 1, got 0");
+       }},
+      {"--ndocs", "N", ranking_cmds, "--candidates postings: documents kept by the centroid-only score for the rerank (default 1000; 0: all)",
+       [](options& o, const std::string& v) { o.ndocs = parse_count("--ndocs", v); }},
+      {"--token-index", "on|off", building_cmds, "off: no token MIPS index (a residual store searched by postings holds codes only)",
+       [](options& o, const std::string& v) { o.token_index = one_of("--token-index", v, {"on", "off"}) == "on"; }},
       {"--dedup", "on|off", building_cmds,
        "on: identical token vectors enter the token index once, a hit expands to every document holding one (default)",
        [](options& o, const std::string& v) { o.dedup = one_of("--dedup", v, {"on", "off"}) == "on"; }},

@@ -48,7 +48,8 @@ struct options {
   std::size_t top = 1000, shots = 8;
   std::uint64_t seed = 0;
   unsigned threads = 1;
-  bool progress = false, no_mmap = false, dedup = true;
+  bool progress = false, no_mmap = false, dedup = true, postings = false, token_index = true;
+  std::size_t nprobe = 4, ndocs = 1000;  ///< --candidates postings
   // .npy tools
   std::string queries, query_offsets, docs, doc_offsets, query_salience, doc_salience, scores, tokens, weights;
   double k = 0, epsilon = 0, bias = 0, budget = 0;

@@ -61,7 +61,7 @@ void save_index(const aligner_retriever<Backend>& retriever, const std::filesyst
   const std::uint8_t tag[1] = {disk_tag(s.store.precision())};
   std::string_view type;
   if constexpr (named_backend<Backend>) type = Backend::type_name;
-  const std::uint8_t dedup[1] = {std::uint8_t(s.tokens.dedup())};
+  const std::uint8_t dedup[1] = {std::uint8_t(s.tokens.dedup())}, token_index[1] = {std::uint8_t(s.params.token_index)};
   const std::string codec = s.store.codec() ? s.store.codec()->serialize() : std::string();
   const auto more = s.tokens.more();
   const std::vector<std::int64_t> more_offsets(more.offsets.begin(), more.offsets.end());
@@ -76,6 +76,7 @@ void save_index(const aligner_retriever<Backend>& retriever, const std::filesyst
       {"salience", section_dtype::f32, {salience.size()}, bytes(salience)},
       {"token_doc", section_dtype::u32, {s.tokens.size()}, bytes(s.tokens.first_docs())},
       {"token_dedup", section_dtype::u8, {1}, bytes(std::span<const std::uint8_t>(dedup))},
+      {"token_index", section_dtype::u8, {1}, bytes(std::span<const std::uint8_t>(token_index))},
       {"token_prints", section_dtype::i64, {2 * prints.size()}, bytes(prints)},
       {"postings_vecs", section_dtype::u32, {more.vectors.size()}, bytes(std::span<const std::uint32_t>(more.vectors))},
       {"postings_offs", section_dtype::i64, {more_offsets.size()}, bytes(std::span<const std::int64_t>(more_offsets))},
@@ -224,6 +225,11 @@ aligner_retriever<Backend> load_index(const std::filesystem::path& path, load_op
     state.store = detail::load_token_store(file, std::size_t(dim), std::size_t(width), state.params.precision,
                                            {offsets.begin(), offsets.end()}, {panel_offsets.begin(), panel_offsets.end()}, packed,
                                            {salience.begin(), salience.end()}, has_salience, codec);
+    if (sections.count("token_index")) {  // files before it always have a token index
+      const auto flag = get("token_index", io::section_dtype::u8).template as<std::uint8_t>();
+      if (flag.size() != 1 || flag[0] > 1) fail("corrupt token_index section");
+      state.params.token_index = flag[0] == 1;
+    }
     bool dedup = false;  // files before deduplication hold one vector per indexed token
     std::span<const vector_fingerprint> prints;
     std::vector<std::uint32_t> more_vectors, more_docs;

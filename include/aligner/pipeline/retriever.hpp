@@ -108,6 +108,8 @@ class aligner_retriever {
                     to_string(s_.store.precision()), " differs from index_params.precision ", to_string(s_.params.precision));
     ALIGNER_EXPECTS(awaiting_codec || s_.store.codec() == s_.params.codec, "token store codec differs from index_params.codec");
     ALIGNER_EXPECTS(s_.params.dedup_tokens == s_.tokens.dedup(), "index_params.dedup_tokens differs from the token map's");
+    ALIGNER_EXPECTS(s_.params.token_index || s_.backend.size() == 0, "index_params.token_index is false but the backend holds ",
+                    s_.backend.size(), " vectors");
     ALIGNER_EXPECTS(s_.tokens.size() == s_.backend.size(), "backend holds ", s_.backend.size(),
                     " vectors but the token map has ", s_.tokens.size());
     ALIGNER_EXPECTS(s_.removed.size() == s_.store.size(), s_.removed.size(), " removal flags for ", s_.store.size(), " documents");
@@ -119,6 +121,7 @@ class aligner_retriever {
     if (s_.doc_scorer)
       ALIGNER_EXPECTS(s_.doc_scorer->dim() == s_.backend.dim(), "document salience scorer has dim ", s_.doc_scorer->dim(),
                       " but the backend has dim ", s_.backend.dim());
+    index_centroids(0);
   }
 
   // Moving or copying transfers the state; the copy's search/mutation counters start at zero (access_guard).
@@ -192,7 +195,8 @@ class aligner_retriever {
         for (std::uint32_t j : prune(doc_salience.subspan(std::size_t(docs.offsets[d]), doc.rows), s_.params.doc_prune)) take(j);
       }
     }
-    // Identical vectors once: only vectors new to the index go to the backend.
+    // Identical vectors once: only vectors new to the index go to the backend (none without a token index).
+    if (!s_.params.token_index) kept_doc.clear();
     auto plan = s_.tokens.prepare(matrix_view<float>(kept.data(), kept_doc.size(), dim()), kept_doc);
     if (plan.fresh_rows.size() != kept_doc.size()) {
       std::size_t w = 0;
@@ -207,6 +211,7 @@ class aligner_retriever {
     }
     s_.store.add(docs, doc_salience, false);
     s_.tokens.commit(std::move(plan));
+    index_centroids(first);
     s_.removed.resize(s_.store.size(), false);
     return std::int64_t(first);
   }
@@ -280,6 +285,11 @@ class aligner_retriever {
     ALIGNER_EXPECTS(p.top >= 1, "search_params.top must be >= 1, got ", p.top);
     ALIGNER_EXPECTS(p.exhaustive || p.candidates_per_token >= 1, "search_params.candidates_per_token (k') must be >= 1, got ",
                     p.candidates_per_token);
+    ALIGNER_EXPECTS(p.nprobe == 0 || s_.store.codec() || (s_.params.precision == storage::residual && size() == 0),
+                    "search_params.nprobe = ", p.nprobe, " needs a residual token store (index_params.precision = storage::residual)");
+    ALIGNER_EXPECTS(p.ndocs == 0 || p.nprobe > 0, "search_params.ndocs = ", p.ndocs, " needs search_params.nprobe > 0");
+    ALIGNER_EXPECTS(p.exhaustive || p.nprobe > 0 || s_.params.token_index,
+                    "this retriever has no token index (index_params.token_index = false): search with nprobe or exhaustive");
     detail::check_beta(p.query_prune, "search_params.query_prune");
     ALIGNER_EXPECTS(p.query_prune == 1.0 || !p.query_salience.empty(), "search_params.query_prune = ", p.query_prune,
                     " needs query_salience");
@@ -353,9 +363,14 @@ class aligner_retriever {
     // then touches no more tokens than the candidates of an unfiltered search could, and the result is exact.
     if (restricted && allowed_tokens <= search_count * p.candidates_per_token) return every_allowed();
     diag.tokens_searched = search_count;
-    if (s_.backend.size() == 0) return candidates;
     const matrix_view<float> rows(search_rows, search_count, dim());
     auto returnable = [&](std::uint32_t d) { return restricted ? ok[d] != 0 : !s_.removed[d]; };
+    if (p.nprobe) {
+      if (s_.store.codec()) candidates = probe_centroids(rows, p, returnable, diag);
+      if (restricted && candidates.size() < std::min(p.top, allowed_with_tokens)) return every_allowed();
+      return candidates;
+    }
+    if (s_.backend.size() == 0) return candidates;
     topk_result hits;
     if constexpr (filtering_backend<Backend>) {
       if (restricted || s_.removed_count != 0)
@@ -420,7 +435,60 @@ class aligner_retriever {
     return out;
   }
 
+  /// Adds documents first.. size() - 1 of a residual store to the centroid postings.
+  void index_centroids(std::size_t first) {
+    if (!s_.store.codec()) return;
+    const residual_codec& codec = *s_.store.codec();
+    centroid_docs_.resize(codec.centroids());
+    constexpr std::size_t width = panel_width<>;
+    const std::size_t words = codec.panel_words(width);
+    for (std::size_t d = first; d < size(); ++d)
+      for (std::size_t j = 0; j != s_.store.length(d); ++j) {
+        auto& docs = centroid_docs_[residual_codec::centroid_of(s_.store.panels(d) + (j / width) * words, j % width)];
+        if (docs.empty() || docs.back() != std::uint32_t(d)) docs.push_back(std::uint32_t(d));
+      }
+  }
+
+  /// Centroid-posting candidates (sorted ids): the documents holding a token assigned to one of each query row's
+  /// nprobe best centroids, cut to the best ndocs by the centroid-only score when p.ndocs > 0.
+  template <class Returnable>
+  std::vector<std::uint32_t> probe_centroids(matrix_view<float> rows, const search_params& p, Returnable&& returnable,
+                                             search_result& diag) const {
+    const residual_codec& codec = *s_.store.codec();
+    const std::size_t K = codec.centroids(), stride = centroid_score_stride(codec), probes = std::min(p.nprobe, K);
+    std::vector<float> qc(rows.rows * stride), scratch;
+    centroid_scores(rows, codec, qc.data(), scratch);
+    std::vector<std::uint32_t> order(K), candidates;
+    std::vector<float> approx(size(), 0.f);
+    std::vector<std::uint32_t> last_row(size(), std::uint32_t(-1)), first_row(size(), std::uint32_t(-1));
+    for (std::size_t i = 0; i != rows.rows; ++i) {
+      const float* score = qc.data() + i * stride;
+      std::iota(order.begin(), order.end(), std::uint32_t{0});
+      std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(probes), order.end(),
+                        [score](std::uint32_t a, std::uint32_t b) { return ranks_before(score[a], a, score[b], b); });
+      for (std::size_t t = 0; t != probes; ++t)  // best first: a document's first probe of row i is its best
+        for (std::uint32_t d : centroid_docs_[order[t]]) {
+          if (last_row[d] == std::uint32_t(i)) continue;
+          last_row[d] = std::uint32_t(i);
+          approx[d] += score[order[t]];
+          if (first_row[d] == std::uint32_t(-1)) {
+            first_row[d] = std::uint32_t(i);
+            if (returnable(d)) candidates.push_back(d);
+          }
+        }
+    }
+    diag.backend_hits = rows.rows * probes;
+    if (p.ndocs && candidates.size() > p.ndocs) {
+      std::nth_element(candidates.begin(), candidates.begin() + std::ptrdiff_t(p.ndocs), candidates.end(),
+                       [&](std::uint32_t a, std::uint32_t b) { return ranks_before(approx[a], a, approx[b], b); });
+      candidates.resize(p.ndocs);
+    }
+    std::sort(candidates.begin(), candidates.end());
+    return candidates;
+  }
+
   retriever_state<Backend> s_;
+  std::vector<std::vector<std::uint32_t>> centroid_docs_;  ///< residual stores: centroid -> documents holding it (ascending)
   access_guard access_;  ///< searches counted in and out, add/remove refused while they run
 };
 

@@ -29,6 +29,9 @@ struct index_params {
   /// Identical token vectors enter the backend once, with a posting list of the documents holding them (a hit
   /// expands to all): robust candidates and a smaller index for static embeddings; no effect on distinct vectors.
   bool dedup_tokens = true;
+  /// false: document tokens are not given to the backend (it stays empty). Candidates then come from the residual
+  /// store's centroid postings (search_params.nprobe) or an exhaustive search: the index holds codes only.
+  bool token_index = true;
 };
 
 /// Per-call knobs of a search.
@@ -38,6 +41,12 @@ struct search_params {
   std::size_t candidates_per_token = 4000;  ///< k': backend hits per kept query token (>= 1)
   std::size_t top = 1000;                   ///< N: results returned (>= 1)
   bool exhaustive = false;                  ///< rerank every (allowed, not removed) document, no token search
+  /// > 0: centroid-posting candidates instead of the token search (residual stores): each kept query token probes
+  /// its nprobe best centroids (by q . centroid) and every document holding a token of one is a candidate.
+  std::size_t nprobe = 0;
+  /// with nprobe: keep the best ndocs candidates by the centroid-only score (PLAID's centroid interaction: per kept
+  /// query token, the best probed centroid the document holds) before the exact rerank; 0 keeps them all.
+  std::size_t ndocs = 0;
   double query_prune = 1.0;                 ///< β^q in (0, 1]; < 1 needs query_salience
   std::span<const float> query_salience{};  ///< u^q (one per query token) or empty
   bool use_doc_salience = true;             ///< weight pairs with the stored document salience, when there is one
@@ -58,7 +67,7 @@ struct search_result {
   std::size_t candidates_scored = 0;  ///< documents reranked
   std::size_t tokens_searched = 0;    ///< query tokens sent to the backend
   std::size_t query_tokens_pruned = 0;
-  std::size_t backend_hits = 0;       ///< valid token hits returned by the backend
+  std::size_t backend_hits = 0;       ///< valid token hits returned by the backend (centroid probes with nprobe)
   bool reranked_all_allowed = false;  ///< every allowed document was reranked (exhaustive, a small allowed set, or a
                                       ///< filtered token search that found fewer than `top` documents)
 };
