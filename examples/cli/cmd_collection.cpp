@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include "collection_run.hpp"
 #include "commands.hpp"
@@ -34,6 +35,25 @@ int run_search(const options& o) {
   search_params_of(o, s);  // validate the search options before loading
   const aligner::load_options options{.mmap = !o.no_mmap, .expected_dim = s.c.docs.dim};
   with_saved_index(o.index_file, options, [&](const auto& index) { report(o, s, o.strategies, rank_with(o, index, s, o.strategies)); });
+  return 0;
+}
+
+int run_info(const options& o) {
+  if (o.index_file.empty()) throw usage_error("info needs an index file: aligner info INDEX");
+  const std::string label = aligner::read_index_label(o.index_file);  // reads and verifies the file (io_error if it cannot)
+  const std::uintmax_t bytes = std::filesystem::file_size(o.index_file);
+  with_saved_index(o.index_file, {.mmap = true}, [&](const auto& index) {
+    const auto& store = index.store();
+    const auto& codec = store.codec();
+    std::printf("file=%s\nbytes=%ju\ndocuments=%zu\nlive_documents=%zu\ntokens=%zu\ndim=%zu\n", o.index_file.c_str(), bytes,
+                index.size(), index.live_size(), store.tokens(), index.dim());
+    std::printf("storage=%s\n", codec ? codec->name().c_str() : aligner::to_string(store.precision()));
+    if (codec) std::printf("centroids=%zu\n", codec->centroids());
+    std::printf("backend=%s\ntoken_index=%s\ndedup=%s\nindexed_vectors=%zu\ntoken_postings=%zu\nsalience=%s\n", label.empty() ? "exact" : label.c_str(),
+                index.params().token_index ? "on" : "off", index.params().dedup_tokens ? "on" : "off", index.indexed_tokens(),
+                index.indexed_postings(), store.has_salience() ? "yes" : "no");
+    std::printf("bytes_per_token=%.2f\n", store.tokens() ? double(bytes) / double(store.tokens()) : 0.0);
+  });
   return 0;
 }
 

@@ -21,5 +21,6 @@ int run_search(const options& o);
 int run_score(const options& o);
 int run_gate(const options& o);
 int run_salience(const options& o);
+int run_info(const options& o);
 
 }  // namespace cli

@@ -63,6 +63,14 @@ Loads INDEX (built by aligner index from the same collection; its backend, stora
 with it), ranks the collection's judged queries and prints the lines of aligner eval.
 )",
      cli::run_search},
+    {"info", cli::info, "print what an index file holds, one key=value per line",
+     R"(usage: aligner info INDEX
+
+Prints, one key=value per line: file, bytes, documents, live_documents, tokens, dim, storage (f32, bf16, f16, i8
+or residual:N), centroids (residual), backend, token_index, dedup, indexed_vectors, token_postings, salience, and
+bytes_per_token (every byte of the file divided by the token count).
+)",
+     cli::run_info},
 };
 
 void print_overview() {

@@ -192,7 +192,13 @@ options parse_options(int argc, char** argv, int first, command cmd, std::string
       o.help = true;
       continue;
     }
-    if (a.rfind("--", 0) != 0) throw usage_error("unexpected argument '" + a + "'");
+    if (a.rfind("--", 0) != 0) {
+      if (cmd == info && o.index_file.empty()) {  // aligner info FILE
+        o.index_file = a;
+        continue;
+      }
+      throw usage_error("unexpected argument '" + a + "'");
+    }
     std::string value;
     const auto eq = a.find('=');
     if (eq != std::string::npos) value = a.substr(eq + 1), a = a.substr(0, eq);

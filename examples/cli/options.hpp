@@ -30,6 +30,7 @@ enum command : unsigned {
   score = 1u << 4,
   gate = 1u << 5,
   salience = 1u << 6,
+  info = 1u << 7,
 };
 
 /// Every value a flag can set, with its default.
