@@ -349,3 +349,24 @@ TEST_CASE("residual: centroid-posting candidates equal a brute-force probe of th
   CHECK(a.scores == b.scores);
   std::filesystem::remove(path);
 }
+
+TEST_CASE("residual: a file whose codes name a centroid the codec lacks is refused (valid checksums)", "[edge]") {
+  const std::size_t dim = 8;
+  const auto x = clustered(200, dim, 5, 3);
+  const std::int64_t offsets[] = {0, 100, 200};
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim),
+                                                       aligner::index_params{.precision = aligner::storage::residual,
+                                                                             .residual = {.centroids = 6}});
+  r.add(aligner::sequence_set_view{{x.data(), 200, dim}, offsets});
+  const auto path = std::filesystem::temp_directory_path() / ("aligner_residual_ids_" + std::to_string(::getpid()) + ".idx");
+  aligner::save_index(r, path);
+  const auto file = aligner::io::file_bytes::open(path, false);
+  const auto sections = aligner::io::decode_sections(*file);
+  aligner_test::forge_section(path, sections, "panels", [](std::string& b) {
+    const std::uint16_t bad = 6;  // lane 1 of panel 0 names centroid 6 of 6
+    std::memcpy(b.data() + 2, &bad, 2);
+  });
+  for (bool mmap : {true, false})
+    CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(path, {.mmap = mmap}), Catch::Contains("names centroid 6 of 6"));
+  std::filesystem::remove(path);
+}

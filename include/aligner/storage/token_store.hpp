@@ -119,6 +119,14 @@ class token_store {
     }
     ALIGNER_EXPECTS(std::size_t(expect) == elements, "token_store holds ", elements, " packed elements, offsets need ", expect);
     ALIGNER_EXPECTS(reinterpret_cast<std::uintptr_t>(packed) % 64 == 0 || elements == 0, "adopted panels must be 64-byte aligned");
+    if (t.codec_) {  // every lane's centroid id (padding included: the kernel looks them all up) must name a centroid
+      const std::size_t width = panel_width<>, words = t.codec_->panel_words(width), K = t.codec_->centroids();
+      const auto* base = static_cast<const std::uint32_t*>(packed);
+      for (std::size_t p = 0; p < elements; p += words)
+        for (std::size_t l = 0; l != width; ++l)
+          ALIGNER_EXPECTS(residual_codec::centroid_of(base + p, l) < K, "token_store: panel ", p / words, " lane ", l, " names centroid ",
+                          residual_codec::centroid_of(base + p, l), " of ", K);
+    }
     ALIGNER_EXPECTS(!has_salience || salience.size() == std::size_t(offsets.back()), "token_store salience has ", salience.size(),
                     " values for ", offsets.back(), " tokens");
     t.offsets_ = std::move(offsets);
