@@ -26,12 +26,17 @@
 #include <string_view>
 #include <vector>
 
+#include "../core/config.hpp"
 #include "../core/error.hpp"
 #include "../kernels/layout.hpp"
 #include "../kernels/storage.hpp"
 #include "../pipeline/retriever.hpp"
 #include "../storage/token_store.hpp"
 #include "section_file.hpp"
+
+// GCC 12 reports a false -Wmaybe-uninitialized in the destructor of load_index's codec shared_ptr (a consumer's
+// -Werror build, tests/test_package/strict.cpp, caught it): silenced here as around the kernels.
+ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
 
 namespace aligner {
 
@@ -272,3 +277,5 @@ aligner_retriever<Backend> load_index(const std::filesystem::path& path, load_op
 }
 
 }  // namespace aligner
+
+ALIGNER_KERNEL_DIAGNOSTICS_END

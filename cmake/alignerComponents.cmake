@@ -1,0 +1,42 @@
+# The optional backends as package components, for consumers:
+#   find_package(aligner REQUIRED COMPONENTS faiss hnswlib)
+#   target_link_libraries(app PRIVATE aligner::faiss aligner::hnswlib)
+# aligner::faiss brings FAISS and what Debian's FAISS package needs but does not find itself (OpenMP);
+# aligner::hnswlib the hnswlib headers (header-only). A component that cannot be found is reported as not found
+# (REQUIRED then fails the configure with the reason). Used by alignerConfig.cmake (installed) and by the build.
+include(CMakeFindDependencyMacro)
+
+function(_aligner_component_faiss out)
+  if(TARGET aligner::faiss)
+    set(${out} TRUE PARENT_SCOPE)
+    return()
+  endif()
+  find_package(OpenMP QUIET)  # Debian's FAISS config names OpenMP::OpenMP_CXX without finding it
+  find_package(faiss QUIET)
+  if(NOT (faiss_FOUND AND TARGET faiss))
+    set(${out} FALSE PARENT_SCOPE)
+    return()
+  endif()
+  add_library(aligner::faiss INTERFACE IMPORTED GLOBAL)
+  target_link_libraries(aligner::faiss INTERFACE aligner::aligner faiss)
+  if(TARGET OpenMP::OpenMP_CXX)
+    target_link_libraries(aligner::faiss INTERFACE OpenMP::OpenMP_CXX)
+  endif()
+  set(${out} TRUE PARENT_SCOPE)
+endfunction()
+
+function(_aligner_component_hnswlib out)
+  if(TARGET aligner::hnswlib)
+    set(${out} TRUE PARENT_SCOPE)
+    return()
+  endif()
+  find_path(ALIGNER_HNSWLIB_INCLUDE_DIR hnswlib/hnswlib.h)
+  if(NOT ALIGNER_HNSWLIB_INCLUDE_DIR)
+    set(${out} FALSE PARENT_SCOPE)
+    return()
+  endif()
+  add_library(aligner::hnswlib INTERFACE IMPORTED GLOBAL)
+  target_link_libraries(aligner::hnswlib INTERFACE aligner::aligner)
+  target_include_directories(aligner::hnswlib SYSTEM INTERFACE ${ALIGNER_HNSWLIB_INCLUDE_DIR})
+  set(${out} TRUE PARENT_SCOPE)
+endfunction()
