@@ -300,7 +300,11 @@ TEST_CASE("hnswlib: with identical vectors indexed once, k' = 100 candidates on 
   const auto& c = cranfield();
   auto ndcg = [&](const auto& index, bool exhaustive, std::size_t* candidates) {
     const aligner::search_params p{.candidates_per_token = 100, .top = 100, .exhaustive = exhaustive};
-    const auto res = index.search_batch(c.queries.view(), p, {}, 2);
+    auto queries = c.queries.view();
+#if defined(__SANITIZE_ADDRESS__)
+    queries.offsets = queries.offsets.first(41);  // 40 queries: the whole set takes minutes under the sanitizers
+#endif
+    const auto res = index.search_batch(queries, p, {}, 2);
     aligner::io::run run;
     std::size_t total = 0;
     for (std::size_t q = 0; q != res.size(); ++q) {
@@ -309,7 +313,10 @@ TEST_CASE("hnswlib: with identical vectors indexed once, k' = 100 candidates on 
         run[c.queries.ids[q]].push_back({c.docs.ids[std::size_t(res[q].ids[i])], res[q].scores[i]});
     }
     if (candidates) *candidates = total / res.size();
-    return aligner::ndcg_at(10, run, c.judgments).mean;
+    aligner::io::qrels judged;  // the judgments of the queries searched
+    for (std::size_t q = 0; q != res.size(); ++q)
+      if (c.judgments.count(c.queries.ids[q])) judged[c.queries.ids[q]] = c.judgments.at(c.queries.ids[q]);
+    return aligner::ndcg_at(10, run, judged).mean;
   };
   const aligner::aligner_retriever<aligner::hnswlib_backend> dedup(aligner::hnswlib_backend(c.docs.dim), c.docs.view());
   std::size_t cand_dedup = 0, cand_plain = 0;
