@@ -34,6 +34,7 @@ void exact_search_xsimd(benchmark::State& state) {
   const auto& idx = index_of(t);
   const auto qs = query(q, idx.dim);
   for (auto _ : state) benchmark::DoNotOptimize(idx.backend.search({qs.data(), q, idx.dim}, k).ids.data());
+  state.SetLabel(kernel_label(aligner::storage::f32));
   const double it = double(state.iterations());
   state.counters["queries_per_second"] = benchmark::Counter(it * double(q), benchmark::Counter::kIsRate);
   state.counters["flops"] = benchmark::Counter(it * 2.0 * double(q) * double(t) * double(idx.dim), benchmark::Counter::kIsRate,

@@ -73,6 +73,19 @@ inline std::vector<float> query(std::size_t n, std::size_t dim, std::uint64_t se
 }
 
 /// Sets docs_per_second, flops (2 n m dim per document) and tokens counters.
+/// The kernel that scores storage `st` in this process (the benchmark's label): "amx-bf16", "avx512-bf16" (vdpbf16ps),
+/// or the compiled architecture's vector tiles.
+inline std::string kernel_label(aligner::storage st) {
+  const std::string arch = aligner::default_arch::name();
+  switch (st) {
+    case aligner::storage::bf16:
+      if (aligner::kernel_info().amx_bf16) return "amx-bf16";
+      return aligner::bf16_rounds_query<> ? "avx512-bf16" : arch + "-widen";
+    case aligner::storage::residual: return aligner::kernel_info().amx_bf16 ? "amx-bf16-residual-decode" : arch + "-residual-decode";
+    default: return arch;
+  }
+}
+
 inline void set_counters(benchmark::State& state, double docs, double flops) {
   state.counters["docs_per_second"] = benchmark::Counter(docs, benchmark::Counter::kIsRate);
   state.counters["flops"] = benchmark::Counter(flops, benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);

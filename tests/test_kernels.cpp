@@ -158,7 +158,7 @@ TEST_CASE("similarity rows: full S against the reference", "[kernel]") {
 }
 
 TEST_CASE("hadamard rows bf16: against the reference on bf16-rounded inputs", "[kernel]") {
-  std::printf("bf16 panels: %s\n", aligner::bf16_rounds_query<> ? "vdpbf16ps (query rounded to bf16 too)" : "decoded to float");
+  std::printf("bf16 panels: %s\n", aligner::amx_bf16_usable() ? "AMX-BF16 tiles (query rounded to bf16 too)" : aligner::bf16_query_rounded<>() ? "vdpbf16ps (query rounded to bf16 too)" : "decoded to float");
   auto round = [](std::vector<float> v) {
     for (auto& x : v) x = aligner::from_bf16(aligner::to_bf16(x));
     return v;
@@ -170,7 +170,7 @@ TEST_CASE("hadamard rows bf16: against the reference on bf16-rounded inputs", "[
     const auto q = aligner_test::random_matrix(n, dim, 3 + m + dim), d = aligner_test::random_matrix(m, dim, 4 + m + dim);
     const auto w = aligner_test::random_weights(m, m + 1, true);
     const auto d16 = round(d);
-    const auto qref = aligner::bf16_rounds_query<> ? round(q) : q;
+    const auto qref = aligner::bf16_query_rounded<>() ? round(q) : q;
     const auto packed = pack(aligner::storage::bf16, d, m, dim);
     for (std::size_t j = 0; j != m; ++j)
       for (std::size_t c = 0; c != dim; ++c)
@@ -196,7 +196,7 @@ TEST_CASE("hadamard rows: documents longer than one L2 span, in f32 and bf16", "
     const auto packed = pack(aligner::storage::f32, d, m, dim), packed16 = pack(aligner::storage::bf16, d, m, dim);
     std::vector<float> d16 = d, q16 = q;
     for (auto& x : d16) x = aligner::from_bf16(aligner::to_bf16(x));
-    if (aligner::bf16_rounds_query<>)
+    if (aligner::bf16_query_rounded<>())
       for (auto& x : q16) x = aligner::from_bf16(aligner::to_bf16(x));
     for (std::size_t k : {1, 4, 16, 17}) {
       for (bool weighted : {false, true}) {
@@ -233,7 +233,7 @@ TEST_CASE("hadamard rows bf16: a query changed in place between calls with one w
   for (int round = 0; round != 3; ++round) {
     if (round) q[std::size_t(round) * 7] += 3.f;  // same pointer, different contents
     std::vector<float> qr = q;
-    if (aligner::bf16_rounds_query<>)
+    if (aligner::bf16_query_rounded<>())
       for (auto& x : qr) x = aligner::from_bf16(aligner::to_bf16(x));
     const std::size_t budgets[] = {2};
     std::vector<double> sum(n), z(n), rs(n), rz(n);

@@ -120,6 +120,16 @@ TEST_CASE("residual: the fused kernel equals decode-then-score in double, every 
     const auto ud = aligner_test::random_weights(tokens, 9, true);
     aligner::token_store store(dim, aligner::storage::residual, codec);
     store.add(aligner::sequence_set_view{{x.data(), tokens, dim}, offsets}, ud);
+    // The vector path and, where it runs, the AMX path (which rounds query and residuals to bf16) are each checked
+    // against a double computation of their own arithmetic.
+    for (bool amx : {false, true}) {
+    if (amx && !aligner::amx_bf16_unavailable_reason().empty()) continue;
+    struct restore {
+      bool was = aligner::detail::amx_switch().load() != 0;
+      ~restore() { aligner::set_amx_enabled(was); }
+    } restore_amx;
+    aligner::set_amx_enabled(amx);
+    const double rel = 2e-5;
     for (std::size_t n : {1, 3, 4, 9}) {
       const auto q = aligner_test::random_matrix(n, dim, 10 + n, true);
       const auto uq = aligner_test::random_weights(n, 11 + n);
@@ -131,17 +141,39 @@ TEST_CASE("residual: the fused kernel equals decode-then-score in double, every 
           aligner::score_params sp{.strategy = a, .query_salience = salience ? std::span<const float>(uq) : std::span<const float>()};
           aligner::score_packed(aligner::prepared_query({q.data(), n, dim}, sp), store, which, got, salience);
           for (std::size_t d = 0; d != docs; ++d) {
-            const auto decoded = store.unpack(d);  // what the codes mean, as floats
             aligner::score_params rp = sp;
             if (salience) rp.doc_salience = std::span<const float>(ud).subspan(std::size_t(offsets[d]), store.length(d));
-            const double want = aligner::ref::score({q.data(), n, dim}, {decoded.data(), store.length(d), dim}, rp);
-            INFO("nbits " << nbits << " n " << n << " " << a.name() << " salience " << salience << " doc " << d << " length " << store.length(d));
-            REQUIRE(std::abs(double(got[d]) - want) <= 2e-5 * (1.0 + std::abs(want)));
+            double want = 0;
+            if (!amx || a.kind == alignment::kind_t::dense) {  // (dense: q_0 . d_0 in float on every path)
+              const auto decoded = store.unpack(d);  // what the codes mean, as floats
+              want = aligner::ref::score({q.data(), n, dim}, {decoded.data(), store.length(d), dim}, rp);
+            } else {
+              // The AMX path's arithmetic: q . centroid in float plus bf16(q) . bf16(residual), written as one dot
+              // product of [q, bf16(q)] with [centroid, bf16(residual)].
+              const std::size_t m = store.length(d), W = aligner::panel_width<>;
+              std::vector<float> q2(n * 2 * dim), d2(m * 2 * dim);
+              for (std::size_t i = 0; i != n; ++i)
+                for (std::size_t c = 0; c != dim; ++c)
+                  q2[i * 2 * dim + c] = q[i * dim + c], q2[i * 2 * dim + dim + c] = aligner::from_bf16(aligner::to_bf16(q[i * dim + c]));
+              for (std::size_t j = 0; j != m; ++j) {
+                const std::uint32_t* panel = store.panels(d) + (j / W) * codec->panel_words(W);
+                const std::size_t id = reinterpret_cast<const std::uint16_t*>(panel)[j % W];
+                for (std::size_t c = 0; c != dim; ++c) {
+                  d2[j * 2 * dim + c] = codec->centroid(id)[c];
+                  const float r = codec->values()[c * codec->levels() + codec->code_of(panel, W, j % W, c)];
+                  d2[j * 2 * dim + dim + c] = aligner::from_bf16(aligner::to_bf16(r));
+                }
+              }
+              want = aligner::ref::score({q2.data(), n, 2 * dim}, {d2.data(), m, 2 * dim}, rp);
+            }
+            INFO("amx " << amx << " nbits " << nbits << " n " << n << " " << a.name() << " salience " << salience << " doc " << d << " length " << store.length(d));
+            REQUIRE(std::abs(double(got[d]) - want) <= rel * (1.0 + std::abs(want)));
           }
           // explain reproduces the kernel's score
           const auto e = aligner::explain_packed(aligner::prepared_query({q.data(), n, dim}, sp), store, 40, salience);
           CHECK(e.score == got[40]);
         }
+    }
     }
   }
 }

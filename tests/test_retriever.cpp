@@ -390,7 +390,7 @@ TEST_CASE("token store bf16, f16, i8: scores equal float scoring of the stored d
     auto stored = c;
     stored.tokens = as_stored(c.tokens, dim, st);
     auto q = aligner_test::random_matrix(6, dim, 92, true);
-    if (st == aligner::storage::bf16 && aligner::bf16_rounds_query<>)
+    if (st == aligner::storage::bf16 && aligner::bf16_query_rounded<>())
       for (auto& x : q) x = aligner::from_bf16(aligner::to_bf16(x));
     for (std::size_t d = 0; d != low.size(); ++d) {
       const auto back = low.unpack(d);
@@ -436,7 +436,7 @@ TEST_CASE("storage precisions on real SciFact vectors: kernels against the doubl
     for (std::size_t qi = 0; qi != 12; ++qi) {
       auto qs = coll.queries.sequence(qi);
       std::vector<float> q(qs.data, qs.data + qs.rows * dim);
-      if (st == aligner::storage::bf16 && aligner::bf16_rounds_query<>)
+      if (st == aligner::storage::bf16 && aligner::bf16_query_rounded<>())
         for (auto& x : q) x = aligner::from_bf16(aligner::to_bf16(x));
       for (const auto& a : {alignment::top1(), alignment::top_k(2), alignment::top_k(8), alignment::top_p(0.02)}) {
         std::vector<float> got(docs);

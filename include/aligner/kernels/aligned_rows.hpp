@@ -27,6 +27,7 @@
 
 #include "../core/config.hpp"
 #include "../core/types.hpp"
+#include "amx.hpp"
 #include "lane_topk.hpp"
 #include "layout.hpp"
 #include "residual.hpp"
@@ -113,7 +114,8 @@ struct aligned_rows_impl {
     batch pid[V];
     if constexpr (Indexed)
       for (std::size_t v = 0; v != V; ++v) pid[v] = engine_t::lane_ids(p0 + v);
-    for (std::size_t r = 0; r != R; ++r) {
+    const std::size_t rows = std::min(R, engine.query.rows - i0);  // AMX tiles are 16 rows; the query may end before
+    for (std::size_t r = 0; r != rows; ++r) {
       batch s[V], id[V];
       for (std::size_t v = 0; v != V; ++v) {
         s[v] = engine.mask_tail(acc[r][v], p0 + v);
@@ -200,7 +202,8 @@ struct aligned_rows_impl {
 /// The kernel over one packed document of storage `st` (layout.hpp). Writes row_sum[i * B + b], row_z[i * B + b]
 /// for query row i and budget b of the B = budgets.size() budgets. Preconditions (unchecked): every budget >= 1,
 /// query.cols == the panels' dim, doc_rows <= max_sequence_tokens, panels 64-byte aligned, values finite.
-/// `query_bf16`: the query as query_to_bf16_pairs writes it, used for bf16 panels where bf16_rounds_query (null:
+/// bf16 panels run on AMX-BF16 tiles where amx_bf16_usable() (amx.hpp), else on the vector engine.
+/// `query_bf16`: the query as query_to_bf16_pairs writes it, used for bf16 panels where bf16_query_rounded() (null:
 /// converted into the workspace on each call). `next`: what the caller scores next, prefetched meanwhile.
 template <class Arch = default_arch>
 void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows,
@@ -212,10 +215,18 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
     std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
     return;
   }
-  if (st == storage::bf16 && bf16_rounds_query<Arch> && query_bf16 == nullptr) {
-    ws.query_bf16.resize(query.rows * ((query.cols + 1) / 2));
+  const bool amx = st == storage::bf16 && panel_width<Arch> >= 4 && panel_width<Arch> <= 16 && amx_bf16_usable();
+  if (st == storage::bf16 && (bf16_rounds_query<Arch> || amx) && query_bf16 == nullptr) {
+    ws.query_bf16.resize(bf16_query_words(query.rows, query.cols));
     query_to_bf16_pairs(query, ws.query_bf16.data());
     query_bf16 = ws.query_bf16.data();
+  }
+  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) {
+    if (amx) {
+      const amx_bf16_engine<Arch> engine(panels, doc_rows, query, query_bf16, next);
+      detail::aligned_rows_impl<Arch, amx_bf16_engine<Arch>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
+      return;
+    }
   }
   visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
     const tile_engine<Arch, S> engine(panels, doc_rows, query, query_bf16, next);
@@ -224,22 +235,38 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
 }
 
 /// The same over one document of residual codes (residual.hpp): `qc` holds centroid_scores of the query. Decodes a
-/// panel group at a time into the workspace (never the whole document).
+/// panel group at a time into the workspace (never the whole document); where amx_bf16_usable(), the residuals are
+/// rounded to bf16 and swept by AMX tiles (`query_bf16`: the query's bf16 pairs, or null to convert it here).
 template <class Arch = default_arch>
 void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels,
                                std::size_t doc_rows, std::span<const std::size_t> budgets, const float* doc_weights,
-                               double* row_sum, double* row_z, rows_workspace& ws, const float* qc) {
+                               double* row_sum, double* row_z, rows_workspace& ws, const float* qc,
+                               const std::uint32_t* query_bf16 = nullptr) {
   const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
   if (doc_rows == 0 || kmax == 0) {
     std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
     std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
     return;
   }
-  using engine_t = residual_engine<Arch>;
-  const std::size_t need = engine_t::scratch_floats(query.cols);
-  if (ws.decoded.size() < need) ws.decoded.resize(need);
-  const engine_t engine(codec, panels, doc_rows, query, qc, ws.decoded.data());
-  detail::aligned_rows_impl<Arch, engine_t>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
+  auto run = [&]<bool Amx>(std::bool_constant<Amx>) {
+    using engine_t = residual_engine<Arch, Amx>;
+    const std::size_t need = engine_t::scratch_floats(query.cols);
+    if (ws.decoded.size() < need) ws.decoded.resize(need);
+    const engine_t engine(codec, panels, doc_rows, query, qc, ws.decoded.data(), query_bf16);
+    detail::aligned_rows_impl<Arch, engine_t>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
+  };
+  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) {
+    if (amx_bf16_usable()) {
+      if (query_bf16 == nullptr) {
+        ws.query_bf16.resize(bf16_query_words(query.rows, query.cols));
+        query_to_bf16_pairs(query, ws.query_bf16.data());
+        query_bf16 = ws.query_bf16.data();
+      }
+      run(std::true_type{});
+      return;
+    }
+  }
+  run(std::false_type{});
 }
 
 }  // namespace aligner

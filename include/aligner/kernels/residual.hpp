@@ -41,6 +41,7 @@
 #include "../core/config.hpp"
 #include "../core/error.hpp"
 #include "../core/types.hpp"
+#include "amx.hpp"
 #include "layout.hpp"
 #include "tile.hpp"
 #include "token_scan.hpp"
@@ -294,6 +295,27 @@ void decode_residual_panel(const residual_codec& codec, const std::uint32_t* pan
   }
 }
 
+/// A float panel (dim component rows of W lanes, as decode_residual_panel writes it; 64-byte aligned) as a bf16
+/// panel: components (2c2, 2c2 + 1) of lane l in word c2 * W + l, rounded to nearest even exactly as to_bf16 (the
+/// AMX tiles' input). W integer lanes at a time.
+template <class Arch = default_arch>
+void float_panel_to_bf16_pairs(const float* in, std::size_t dim, std::uint32_t* out) noexcept {
+  using ub = xsimd::batch<std::uint32_t, Arch>;
+  constexpr std::size_t width = panel_width<Arch>;
+  static_assert(ub::size == width);
+  const ub bias(0x7fffu), one(1u), high(0xffff0000u);
+  auto round_bits = [&](const float* x) {
+    const ub u = ub::load_aligned(reinterpret_cast<const std::uint32_t*>(x));
+    return u + bias + ((u >> 16) & one);
+  };
+  const std::size_t full = dim / 2;
+  for (std::size_t c2 = 0; c2 != full; ++c2) {
+    const float* lo = in + 2 * c2 * width;
+    ((round_bits(lo) >> 16) | (round_bits(lo + width) & high)).store_aligned(out + c2 * width);
+  }
+  if (dim % 2) (round_bits(in + 2 * full * width) >> 16).store_aligned(out + full * width);
+}
+
 /// Row stride of centroid_scores: the centroid count rounded up to whole panels.
 template <class Arch = default_arch>
 std::size_t centroid_score_stride(const residual_codec& codec) noexcept {
@@ -313,14 +335,21 @@ void centroid_scores(matrix_view<float> query, const residual_codec& codec, floa
 }
 
 /// A tile engine over residual panels (the interface of tile_engine that aligned_rows.hpp uses): S = centroid
-/// scores + the float sweep over residual panels decoded a group at a time into `scratch` (>= scratch_floats(dim)
-/// floats, 64-byte aligned). `qc` holds centroid_scores of the query (row stride centroid_score_stride).
-template <class Arch>
-struct residual_engine {
-  using inner_t = tile_engine<Arch, storage::f32>;
-  using batch = typename inner_t::batch;
-  static constexpr std::size_t width = inner_t::width;
-  static constexpr std::size_t block_rows = inner_t::block_rows, block_panels = inner_t::block_panels;
+/// scores + a sweep over residual panels decoded a group at a time into `scratch` (>= scratch_floats(dim) floats,
+/// 64-byte aligned). `qc` holds centroid_scores of the query (row stride centroid_score_stride).
+/// Amx = false: the residuals are decoded to float panels and swept by the float vector tiles. Amx = true
+/// (amx_bf16_usable()): they are decoded, rounded to bf16 pairs and swept by AMX-BF16 tiles; `query_bf16` then holds
+/// query_to_bf16_pairs of the query.
+template <class Arch, bool Amx = false>
+struct residual_engine
+    : tile_engine_base<residual_engine<Arch, Amx>, Arch,
+                       std::conditional_t<Amx, amx_bf16_engine<Arch>, tile_engine<Arch, storage::f32>>::block_panels> {
+  using inner_t = std::conditional_t<Amx, amx_bf16_engine<Arch>, tile_engine<Arch, storage::f32>>;
+  using base = tile_engine_base<residual_engine<Arch, Amx>, Arch, inner_t::block_panels>;
+  using typename base::batch;
+  using base::width;
+  static constexpr std::size_t block_rows = inner_t::block_rows;
+  using base::block_panels;
 
   const residual_codec& codec;
   const std::uint32_t* panels;
@@ -328,21 +357,27 @@ struct residual_engine {
   matrix_view<float> query;
   const float* qc;
   float* scratch;
+  const std::uint32_t* query_bf16;
   std::size_t group_panels;
   mutable std::size_t group_first = 0;  ///< first panel of the decoded group
   mutable inner_t inner;
 
-  /// Scratch floats a document needs (one decoded group).
-  static std::size_t scratch_floats(std::size_t dim) noexcept { return group_of(dim) * dim * width; }
+  /// 32-bit words of one decoded panel.
+  static std::size_t decoded_words(std::size_t dim) noexcept { return Amx ? (dim + 1) / 2 * width : dim * width; }
+  /// Scratch floats a document needs (one decoded group, plus one float panel on the way to bf16).
+  static std::size_t scratch_floats(std::size_t dim) noexcept {
+    return group_of(dim) * decoded_words(dim) + (Amx ? dim * width : 0);
+  }
   /// Panels decoded at once: as many block_panels groups as fit 32 KB (at least one).
   static std::size_t group_of(std::size_t dim) noexcept {
-    return std::max<std::size_t>(1, (std::size_t(32) << 10) / (dim * width * 4) / block_panels) * block_panels;
+    return std::max<std::size_t>(1, (std::size_t(32) << 10) / (decoded_words(dim) * 4) / block_panels) * block_panels;
   }
 
   residual_engine(const residual_codec& codec_, const std::uint32_t* panels_, std::size_t doc_rows_, matrix_view<float> query_,
-                  const float* qc_, float* scratch_) noexcept
+                  const float* qc_, float* scratch_, const std::uint32_t* query_bf16_ = nullptr) noexcept
       : codec(codec_), panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)),
-        query(query_), qc(qc_), scratch(scratch_), group_panels(group_of(query_.cols)), inner(scratch_, 0, query_) {}
+        query(query_), qc(qc_), scratch(scratch_), query_bf16(query_bf16_), group_panels(group_of(query_.cols)),
+        inner(scratch_, 0, query_, query_bf16_) {}
 
   std::size_t panel_stride() const noexcept { return codec.panel_words(width); }
 
@@ -350,9 +385,17 @@ struct residual_engine {
   void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
     inner.template tile<R, V>(i0, p0 - group_first, acc);
     const std::size_t K = centroid_score_stride<Arch>(codec);
+    const std::size_t rows = std::min(R, query.rows - i0);  // AMX tiles: 16 rows, maybe past the query
     for (std::size_t v = 0; v != V; ++v) {
       const auto* ids = reinterpret_cast<const std::uint16_t*>(panels + (p0 + v) * panel_stride());
-      for (std::size_t r = 0; r != R; ++r) {
+#if defined(__AVX512F__)
+      if constexpr (width == 16) {
+        const __m512i idx = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ids)));
+        for (std::size_t r = 0; r != rows; ++r) acc[r][v] += batch(_mm512_i32gather_ps(idx, qc + (i0 + r) * K, 4));
+        continue;
+      }
+#endif
+      for (std::size_t r = 0; r != rows; ++r) {
         alignas(64) float cs[width];
         const float* row = qc + (i0 + r) * K;
         for (std::size_t l = 0; l != width; ++l) cs[l] = row[ids[l]];
@@ -361,53 +404,57 @@ struct residual_engine {
     }
   }
 
-  batch mask_tail(batch s, std::size_t p) const noexcept {
-    const std::size_t valid = doc_rows - p * width;
-    if (valid >= width) return s;
-    alignas(64) float lane[width];
-    for (std::size_t l = 0; l != width; ++l) lane[l] = float(l);
-    return xsimd::select(batch::load_aligned(lane) < batch(float(valid)), s, batch(-std::numeric_limits<float>::infinity()));
-  }
-  static batch lane_ids(std::size_t p) noexcept { return inner_t::lane_ids(p); }
-  template <class F>
-  ALIGNER_ALWAYS_INLINE static void with_panels(std::size_t panels_here, F&& f) {
-    inner_t::with_panels(panels_here, std::forward<F>(f));
-  }
-
   /// Decodes each group of panels, then visits its tiles (panel indices are the document's).
   template <class Visit>
   void sweep(Visit&& visit) const {
+    const std::size_t words = decoded_words(dim);
+    float* staging = scratch + group_panels * words;  // Amx: one float panel before rounding to bf16
     for (std::size_t g0 = 0; g0 < panel_total; g0 += group_panels) {
       const std::size_t g1 = std::min(panel_total, g0 + group_panels);
-      for (std::size_t p = g0; p != g1; ++p) decode_residual_panel<Arch>(codec, panels + p * panel_stride(), scratch + (p - g0) * dim * width);
+      for (std::size_t p = g0; p != g1; ++p) {
+        float* out = scratch + (p - g0) * words;
+        if constexpr (Amx) {
+          decode_residual_panel<Arch>(codec, panels + p * panel_stride(), staging);
+          float_panel_to_bf16_pairs<Arch>(staging, dim, reinterpret_cast<std::uint32_t*>(out));
+        } else {
+          decode_residual_panel<Arch>(codec, panels + p * panel_stride(), out);
+        }
+      }
       group_first = g0;
       const std::size_t rows_here = std::min(doc_rows, g1 * width) - g0 * width;
-      inner = inner_t(scratch, rows_here, query, nullptr,
+      inner = inner_t(scratch, rows_here, query, query_bf16,
                       g1 < panel_total ? prefetch_hint{panels + g1 * panel_stride(), (g1 - g0) * panel_stride() * 4} : prefetch_hint{});
       inner.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { visit.template operator()<R>(i0, g0 + p0, here); });
     }
   }
-
-  template <std::size_t R>
-  void store_rows(std::size_t i0, std::size_t p0, std::size_t panels_here, float* s_rows, std::size_t s_stride) const noexcept {
-    with_panels(panels_here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
-      batch acc[R][V];
-      tile<R, V>(i0, p0, acc);
-      for (std::size_t r = 0; r != R; ++r)
-        for (std::size_t v = 0; v != V; ++v) acc[r][v].store_unaligned(s_rows + (i0 + r) * s_stride + (p0 + v) * width);
-    });
-  }
 };
 
 /// Every S_ij of one residual document into s_out (query.rows x panels * W, row stride s_stride; padding lanes hold
-/// the padding's score): the tiles the fused kernel folds, for explain. `scratch` is resized as needed.
+/// the padding's score): the tiles the fused kernel folds (AMX where amx_bf16_usable(), as aligned_row_sums_residual),
+/// for explain. `scratch` is resized as needed; `query_bf16` as aligned_row_sums_residual.
 template <class Arch = default_arch>
 void residual_similarity_rows(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels, std::size_t doc_rows,
-                              float* s_out, std::size_t s_stride, const float* qc, aligned_vector<float>& scratch) {
-  using engine_t = residual_engine<Arch>;
-  if (scratch.size() < engine_t::scratch_floats(query.cols)) scratch.resize(engine_t::scratch_floats(query.cols));
-  const engine_t engine(codec, panels, doc_rows, query, qc, scratch.data());
-  engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });
+                              float* s_out, std::size_t s_stride, const float* qc, aligned_vector<float>& scratch,
+                              const std::uint32_t* query_bf16 = nullptr) {
+  auto run = [&]<bool Amx>(std::bool_constant<Amx>) {
+    using engine_t = residual_engine<Arch, Amx>;
+    if (scratch.size() < engine_t::scratch_floats(query.cols)) scratch.resize(engine_t::scratch_floats(query.cols));
+    const engine_t engine(codec, panels, doc_rows, query, qc, scratch.data(), query_bf16);
+    engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });
+  };
+  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) {
+    if (amx_bf16_usable()) {
+      std::vector<std::uint32_t> converted;
+      if (query_bf16 == nullptr) {
+        converted.resize(bf16_query_words(query.rows, query.cols));
+        query_to_bf16_pairs(query, converted.data());
+        query_bf16 = converted.data();
+      }
+      run(std::true_type{});
+      return;
+    }
+  }
+  run(std::false_type{});
 }
 
 }  // namespace aligner

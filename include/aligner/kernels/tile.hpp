@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -45,10 +46,20 @@ inline constexpr bool bf16_rounds_query =
     false;
 #endif
 
-/// Query rows as the bf16 instruction reads them: rows x ceil(cols / 2) words, components (2c, 2c + 1) in one word
-/// (low half first), the last high half 0 for an odd cols. Returns the words (rows * ceil(cols / 2)).
+/// Query rows of a bf16 query buffer: the rows rounded up to 16 (an AMX tile's rows; the extra rows are zero).
+inline constexpr std::size_t bf16_query_rows(std::size_t rows) noexcept { return (rows + 15) / 16 * 16; }
+
+/// 32-bit words of a query's bf16 form (query_to_bf16_pairs).
+inline constexpr std::size_t bf16_query_words(std::size_t rows, std::size_t cols) noexcept {
+  return bf16_query_rows(rows) * ((cols + 1) / 2);
+}
+
+/// Query rows as the bf16 instructions (vdpbf16ps, AMX tdpbf16ps) read them: ceil(cols / 2) words a row,
+/// components (2c, 2c + 1) in one word (low half first), the last high half 0 for an odd cols; then zero rows up
+/// to bf16_query_rows(rows). Writes bf16_query_words(rows, cols) words.
 inline void query_to_bf16_pairs(matrix_view<float> query, std::uint32_t* out) noexcept {
   const std::size_t pairs = (query.cols + 1) / 2;
+  std::fill(out + query.rows * pairs, out + bf16_query_words(query.rows, query.cols), 0u);
   for (std::size_t i = 0; i != query.rows; ++i)
     for (std::size_t c2 = 0; c2 != pairs; ++c2) {
       const std::uint32_t lo = to_bf16(query.row(i)[2 * c2]);
@@ -64,17 +75,118 @@ struct prefetch_hint {
   std::size_t bytes = 0;
 };
 
+/// Prefetches the line at p for reading (Locality 3: into L1, 2: into L2).
+template <int Locality>
+ALIGNER_ALWAYS_INLINE void prefetch_read(const char* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 0, Locality);
+#else
+  (void)p;
+#endif
+}
+
+/// Which bytes the tiles of one span prefetch, in equal slices: the next span of the document, or (after its last
+/// span) the first span's worth of the caller's next document.
+struct span_prefetch {
+  const char* at = nullptr;
+  std::size_t lines = 0, per_call = 0, issued = 0;
+
+  span_prefetch(const void* panels, std::size_t panel_total, std::size_t panel_bytes, std::size_t s1, std::size_t span,
+                prefetch_hint next, std::size_t calls) noexcept {
+    at = s1 < panel_total ? static_cast<const char*>(panels) + s1 * panel_bytes : static_cast<const char*>(next.data);
+    const std::size_t bytes = s1 < panel_total ? std::min(panel_total - s1, span) * panel_bytes
+                                               : (next.data ? std::min(next.bytes, span * panel_bytes) : 0);
+    lines = (bytes + 63) / 64;
+    per_call = (lines + calls - 1) / calls;
+  }
+  /// The next tile's slice, [first, last).
+  std::pair<const char*, const char*> slice() noexcept {
+    const std::size_t end = std::min(lines, issued + per_call);
+    const std::pair<const char*, const char*> out{at + issued * 64, at + end * 64};
+    issued = end;
+    return out;
+  }
+};
+
+/// Cuts panel_total panels of panel_bytes each into L2 spans of about `span_bytes` (whole groups of block_panels)
+/// and calls f(s0, s1, plan) for each, with the prefetch plan of the span's row_blocks * groups tiles.
+template <class F>
+void for_each_span(const void* panels, std::size_t panel_total, std::size_t panel_bytes, std::size_t span_bytes,
+                   std::size_t block_panels, std::size_t row_blocks, prefetch_hint next, F&& f) {
+  const std::size_t span = std::max(block_panels, span_bytes / panel_bytes / block_panels * block_panels);
+  for (std::size_t s0 = 0; s0 < panel_total; s0 += span) {
+    const std::size_t s1 = std::min(panel_total, s0 + span);
+    span_prefetch plan(panels, panel_total, panel_bytes, s1, span, next, row_blocks * ((s1 - s0 + block_panels - 1) / block_panels));
+    f(s0, s1, plan);
+  }
+}
+
+/// What every tile engine shares (CRTP over the engine `E`, which has `query`, `doc_rows` and a
+/// `tile<R, V>(i0, p0, acc)`): masking of padding lanes, lane indices, the run-time panel count dispatch and storing
+/// tiles as rows of S. `MaxV` is the engine's panels per tile (1 .. 4).
+template <class E, class Arch, std::size_t MaxV>
+struct tile_engine_base {
+  using batch = xsimd::batch<float, Arch>;
+  static constexpr std::size_t width = batch::size;
+  static constexpr std::size_t block_panels = MaxV;
+
+  /// Lanes of panel p that hold real tokens keep their value; padding becomes -inf.
+  batch mask_tail(batch s, std::size_t p) const noexcept {
+    const std::size_t valid = self().doc_rows - p * width;
+    if (valid >= width) return s;
+    alignas(64) float lane[width];
+    for (std::size_t l = 0; l != width; ++l) lane[l] = float(l);
+    return xsimd::select(batch::load_aligned(lane) < batch(float(valid)), s, batch(-std::numeric_limits<float>::infinity()));
+  }
+
+  /// Token indices of panel p's lanes, as floats (exact below 2^24).
+  static batch lane_ids(std::size_t p) noexcept {
+    alignas(64) float lane[width];
+    for (std::size_t l = 0; l != width; ++l) lane[l] = float(p * width + l);
+    return batch::load_aligned(lane);
+  }
+
+  /// Calls f(std::integral_constant<std::size_t, V>{}) for the run-time panel count of a tile (1 .. MaxV), so tile
+  /// bodies are compiled once per V.
+  template <class F>
+  ALIGNER_ALWAYS_INLINE static void with_panels(std::size_t panels_here, F&& f) {
+    switch (panels_here) {
+      case 1: f(std::integral_constant<std::size_t, 1>{}); break;
+      case 2: if constexpr (MaxV >= 2) f(std::integral_constant<std::size_t, 2>{}); break;
+      case 3: if constexpr (MaxV >= 3) f(std::integral_constant<std::size_t, 3>{}); break;
+      default: if constexpr (MaxV >= 4) f(std::integral_constant<std::size_t, 4>{}); break;
+    }
+  }
+
+  /// Writes S rows i0 .. i0 + R - 1 (those below query.rows) of panels p0 .. p0 + panels_here - 1 to s_rows (row
+  /// stride s_stride floats).
+  template <std::size_t R>
+  void store_rows(std::size_t i0, std::size_t p0, std::size_t panels_here, float* s_rows, std::size_t s_stride) const noexcept {
+    with_panels(panels_here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
+      batch acc[R][V];
+      self().template tile<R, V>(i0, p0, acc);
+      const std::size_t rows = std::min(R, self().query.rows - i0);
+      for (std::size_t r = 0; r != rows; ++r)
+        for (std::size_t v = 0; v != V; ++v) acc[r][v].store_unaligned(s_rows + (i0 + r) * s_stride + (p0 + v) * width);
+    });
+  }
+
+ private:
+  const E& self() const noexcept { return static_cast<const E&>(*this); }
+};
+
 /// Register tiles of S over one packed document (or any run of panels). Preconditions (unchecked): query.cols ==
 /// the panels' dim, panels 64-byte aligned, doc_rows <= max_sequence_tokens, values finite; for bf16 with
 /// bf16_rounds_query, `query_bf16` holds the query as query_to_bf16_pairs writes it.
 template <class Arch, storage St>
-struct tile_engine {
-  using batch = xsimd::batch<float, Arch>;
+struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, (sizeof(xsimd::batch<float, Arch>) >= 64 ? 4 : 2)> {
+  using base = tile_engine_base<tile_engine<Arch, St>, Arch, (sizeof(xsimd::batch<float, Arch>) >= 64 ? 4 : 2)>;
+  using typename base::batch;
   using traits = storage_traits<St>;
-  static constexpr std::size_t width = batch::size;
+  using base::width;
   // Register blocking: 4 query rows x (4 panels with 32 vector registers, 2 with 16).
   static constexpr std::size_t block_rows = 4;
-  static constexpr std::size_t block_panels = sizeof(batch) >= 64 ? 4 : 2;
+  using base::block_panels;
   static constexpr std::size_t span_bytes = std::size_t(256) << 10;
 
   const void* panels;
@@ -99,62 +211,21 @@ struct tile_engine {
       tile_rows<R, V>(i0, p0, acc);
   }
 
-  /// Lanes of panel p that hold real tokens keep their value; padding becomes -inf.
-  batch mask_tail(batch s, std::size_t p) const noexcept {
-    const std::size_t valid = doc_rows - p * width;
-    if (valid >= width) return s;
-    alignas(64) float lane[width];
-    for (std::size_t l = 0; l != width; ++l) lane[l] = float(l);
-    return xsimd::select(batch::load_aligned(lane) < batch(float(valid)), s, batch(-std::numeric_limits<float>::infinity()));
-  }
-
-  /// Token indices of panel p's lanes, as floats (exact below 2^24).
-  static batch lane_ids(std::size_t p) noexcept {
-    alignas(64) float lane[width];
-    for (std::size_t l = 0; l != width; ++l) lane[l] = float(p * width + l);
-    return batch::load_aligned(lane);
-  }
-
-  /// Calls f(std::integral_constant<std::size_t, V>{}) for the run-time panel count of a tile (1 .. block_panels),
-  /// so tile bodies are compiled once per V.
-  template <class F>
-  ALIGNER_ALWAYS_INLINE static void with_panels(std::size_t panels_here, F&& f) {
-    switch (panels_here) {
-      case 1: f(std::integral_constant<std::size_t, 1>{}); break;
-      case 2: f(std::integral_constant<std::size_t, 2>{}); break;
-      case 3: if constexpr (block_panels >= 3) f(std::integral_constant<std::size_t, 3>{}); break;
-      default: if constexpr (block_panels >= 4) f(std::integral_constant<std::size_t, 4>{}); break;
-    }
-  }
-
   /// Visits every (query row block, panel group) tile once: visit.template operator()<R>(i0, p0, panels_here),
   /// in the span order of the file comment.
   template <class Visit>
   void sweep(Visit&& visit) const {
     const std::size_t n = query.rows;
-    const std::size_t span = std::max(block_panels, span_bytes / panel_bytes() / block_panels * block_panels);
-    const std::size_t row_blocks = (n + block_rows - 1) / block_rows;
-    for (std::size_t s0 = 0; s0 < panel_total; s0 += span) {
-      const std::size_t s1 = std::min(panel_total, s0 + span);
-      const char* pf = s1 < panel_total ? static_cast<const char*>(panels) + s1 * panel_bytes() : static_cast<const char*>(next.data);
-      const std::size_t pf_bytes = s1 < panel_total ? std::min(panel_total - s1, span) * panel_bytes()
-                                                    : (next.data ? std::min(next.bytes, span * panel_bytes()) : 0);
-      const std::size_t calls = row_blocks * ((s1 - s0 + block_panels - 1) / block_panels);
-      const std::size_t lines = (pf_bytes + 63) / 64, per_call = (lines + calls - 1) / calls;
-      std::size_t issued = 0;
-      auto prefetch_slice = [&]() {
-        const std::size_t end = std::min(lines, issued + per_call);
-        pf_at = pf + issued * 64;
-        pf_stop = pf + end * 64;
-        issued = end;
-      };
+    for_each_span(panels, panel_total, panel_bytes(), span_bytes, block_panels, (n + block_rows - 1) / block_rows, next,
+                  [&](std::size_t s0, std::size_t s1, span_prefetch& plan) {
+      auto prefetch_slice = [&]() { std::tie(pf_at, pf_stop) = plan.slice(); };
       std::size_t i0 = 0;
       for (; i0 + block_rows <= n; i0 += block_rows)
         for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
           prefetch_slice();
           visit.template operator()<block_rows>(i0, p0, std::min(block_panels, s1 - p0));
         }
-      if (i0 == n) continue;
+      if (i0 == n) return;
       for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
         prefetch_slice();
         const std::size_t here = std::min(block_panels, s1 - p0);
@@ -165,28 +236,11 @@ struct tile_engine {
           default: break;
         }
       }
-    }
-  }
-
-  /// Writes S rows i0 .. i0 + R - 1 of panels p0 .. p0 + panels_here - 1 to s_rows (row stride s_stride floats).
-  template <std::size_t R>
-  void store_rows(std::size_t i0, std::size_t p0, std::size_t panels_here, float* s_rows, std::size_t s_stride) const noexcept {
-    with_panels(panels_here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
-      batch acc[R][V];
-      tile<R, V>(i0, p0, acc);
-      for (std::size_t r = 0; r != R; ++r)
-        for (std::size_t v = 0; v != V; ++v) acc[r][v].store_unaligned(s_rows + (i0 + r) * s_stride + (p0 + v) * width);
     });
   }
 
  private:
-  static void prefetch_line(const char* p) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-    __builtin_prefetch(p, 0, 3);
-#else
-    (void)p;
-#endif
-  }
+  static void prefetch_line(const char* p) noexcept { prefetch_read<3>(p); }
 
   /// The lines the current tile prefetches, [pf_at, pf_stop): sweep sets them before each tile, the tile issues one
   /// every other component step (then the rest at its end).

@@ -12,6 +12,7 @@
 #include "../core/error.hpp"
 #include "../core/types.hpp"
 #include "../kernels/dot.hpp"
+#include "../kernels/amx.hpp"
 #include "../kernels/layout.hpp"
 #include "../kernels/tile.hpp"
 #include "alignment.hpp"
@@ -65,9 +66,9 @@ inline explanation explain_packed(const prepared_query& q, const packed_sequence
   const std::size_t stride = panel_count(m) * panel_width<>;
   ws.similarities.resize(query.rows * stride);
   if (docs.precision == storage::residual)
-    residual_similarity_rows(query, *docs.codec, docs.panels(s), m, ws.similarities.data(), stride, qc, ws.rows.decoded);
+    residual_similarity_rows(query, *docs.codec, docs.panels(s), m, ws.similarities.data(), stride, qc, ws.rows.decoded, q.bf16_pairs());
   else
-    similarity_rows(query, docs.precision, docs.panels(s), m, ws.similarities.data(), stride, q.bf16_pairs());
+    packed_similarity_rows(query, docs.precision, docs.panels(s), m, ws.similarities.data(), stride, q.bf16_pairs());
   const std::size_t budget = q.strategy().row_budget(m);
   std::vector<std::uint32_t> order(m);
   for (std::size_t i = 0; i != query.rows; ++i) {

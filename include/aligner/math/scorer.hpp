@@ -110,8 +110,8 @@ class prepared_query {
     for (std::size_t i = 0; i != query.rows; ++i) std::copy_n(query.row(i), query.cols, rows_.data() + i * query.cols);
     view_ = {rows_.data(), query.rows, query.cols};
     salience_.assign(params.query_salience.begin(), params.query_salience.end());
-    if constexpr (bf16_rounds_query<>) {
-      bf16_.resize(query.rows * ((query.cols + 1) / 2));
+    if (bf16_query_rounded<>()) {
+      bf16_.resize(bf16_query_words(query.rows, query.cols));
       query_to_bf16_pairs(view_, bf16_.data());
     }
   }
@@ -125,7 +125,7 @@ class prepared_query {
   const alignment& strategy() const noexcept { return strategy_; }
   normalization norm() const noexcept { return norm_; }
   const float* salience() const noexcept { return detail::data_or_null(salience_); }
-  /// The query as bf16 pairs for the AVX512-BF16 path (null where it does not run).
+  /// The query as bf16 pairs for the AVX512-BF16 and AMX paths (null where neither ran when it was prepared).
   const std::uint32_t* bf16_pairs() const noexcept { return bf16_.empty() ? nullptr : bf16_.data(); }
   score_params params() const { return {.strategy = strategy_, .norm = norm_, .query_salience = salience_, .check_finite = false}; }
 
@@ -184,7 +184,7 @@ inline void score_one(const prepared_query& q, std::span<const alignment> strate
     ws.row_z.resize(query.rows * nb);
     if (st == storage::residual)
       aligned_row_sums_residual(query, *codec, static_cast<const std::uint32_t*>(panels), doc_rows, ws.budgets, doc_salience,
-                                ws.row_sum.data(), ws.row_z.data(), ws.rows, qc);
+                                ws.row_sum.data(), ws.row_z.data(), ws.rows, qc, q.bf16_pairs());
     else
       aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
                        q.bf16_pairs(), next);

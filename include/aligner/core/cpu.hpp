@@ -1,0 +1,153 @@
+/** @file cpu.hpp
+ *  @brief What the CPU this process runs on can do, read at run time, and the switch that lets users and tests
+ *  turn the run-time kernels off.
+ *
+ *  The SIMD width of the kernels is fixed when the user compiles (config.hpp: xsimd's architecture from the
+ *  compiler flags). Matrix units are different: Intel AMX needs no compiler flag here (its instructions are issued
+ *  by inline assembly), only a CPU that has them, an operating system that saves their state (XCR0 bits 17 and 18)
+ *  and, on Linux, the process's permission to use the tile data (arch_prctl(ARCH_REQ_XCOMP_PERM, 18), requested once
+ *  per process). So a portable build (no -march, or -march=x86-64-v3) still scores bf16 documents on AMX where the
+ *  CPU has it. `cpu()` reads CPUID and XCR0 once; `amx_bf16_usable()` adds the permission and the switch.
+ *  `ALIGNER_NO_AMX=1` in the environment, or `set_amx_enabled(false)`, keeps AMX off (tests compare both paths). */
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#define ALIGNER_X86_64_ASM 1
+#else
+#define ALIGNER_X86_64_ASM 0
+#endif
+
+/// AMX kernels are compiled where the assembler can be reached by GCC-style inline assembly on x86-64 Linux (the
+/// permission request is a Linux system call). Define ALIGNER_DISABLE_AMX to leave them out altogether.
+#if ALIGNER_X86_64_ASM && defined(__linux__) && !defined(ALIGNER_DISABLE_AMX)
+#define ALIGNER_HAVE_AMX 1
+#else
+#define ALIGNER_HAVE_AMX 0
+#endif
+
+namespace aligner {
+
+/// Features of the running CPU (CPUID) that the operating system also enables (XCR0).
+struct cpu_features {
+  bool avx2 = false, fma = false;
+  bool avx512f = false, avx512bw = false, avx512_bf16 = false, avx512_fp16 = false;
+  bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
+  bool os_avx = false, os_avx512 = false, os_amx = false;  ///< XCR0 enables the registers' state
+  std::string brand;                                          ///< the CPU's brand string
+};
+
+namespace detail {
+
+inline cpu_features read_cpu() noexcept {
+  cpu_features f;
+#if ALIGNER_X86_64_ASM
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return f;
+  const unsigned max_leaf = a;
+  __cpuid_count(1, 0, a, b, c, d);
+  const bool osxsave = (c >> 27) & 1u;
+  f.fma = (c >> 12) & 1u;
+  std::uint64_t xcr0 = 0;
+  if (osxsave) {
+    unsigned lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    xcr0 = (std::uint64_t(hi) << 32) | lo;
+  }
+  f.os_avx = (xcr0 & 0x6u) == 0x6u;
+  f.os_avx512 = f.os_avx && (xcr0 & 0xe0u) == 0xe0u;
+  f.os_amx = (xcr0 & 0x60000u) == 0x60000u;
+  if (max_leaf >= 7) {
+    __cpuid_count(7, 0, a, b, c, d);
+    f.avx2 = (b >> 5) & 1u;
+    f.avx512f = (b >> 16) & 1u;
+    f.avx512bw = (b >> 30) & 1u;
+    f.avx512_fp16 = (d >> 23) & 1u;
+    f.amx_bf16 = (d >> 22) & 1u;
+    f.amx_tile = (d >> 24) & 1u;
+    f.amx_int8 = (d >> 25) & 1u;
+    const unsigned sub_leaves = a;
+    if (sub_leaves >= 1) {
+      __cpuid_count(7, 1, a, b, c, d);
+      f.avx512_bf16 = (a >> 5) & 1u;
+    }
+  }
+  __get_cpuid(0x80000000u, &a, &b, &c, &d);
+  if (a >= 0x80000004u) {
+    char brand[49] = {};
+    for (unsigned leaf = 0; leaf != 3; ++leaf) {
+      __get_cpuid(0x80000002u + leaf, &a, &b, &c, &d);
+      const unsigned words[4] = {a, b, c, d};
+      for (int w = 0; w != 4; ++w)
+        for (int k = 0; k != 4; ++k) brand[leaf * 16 + unsigned(w) * 4 + unsigned(k)] = char((words[w] >> (8 * k)) & 0xffu);
+    }
+    f.brand = brand;
+    const auto first = f.brand.find_first_not_of(' ');
+    f.brand = first == std::string::npos ? std::string() : f.brand.substr(first);
+  }
+#endif
+  return f;
+}
+
+/// Linux: asks for the AMX tile data state once per process (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)),
+/// by the system call itself so that no POSIX header is needed. 0 on success, else the negated errno.
+inline long request_amx_permission() noexcept {
+#if ALIGNER_HAVE_AMX
+  long ret = 0;
+  constexpr long sys_arch_prctl = 158, arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;
+  __asm__ volatile("syscall" : "=a"(ret) : "0"(sys_arch_prctl), "D"(arch_req_xcomp_perm), "S"(xfeature_xtiledata)
+                   : "rcx", "r11", "memory");
+  return ret;
+#else
+  return -38;  // ENOSYS
+#endif
+}
+
+inline std::atomic<int>& amx_switch() noexcept {
+  // 1: allowed, 0: turned off; initialised from ALIGNER_NO_AMX.
+  static std::atomic<int> on{[] {
+    const char* v = std::getenv("ALIGNER_NO_AMX");
+    return (v && *v && std::string(v) != "0") ? 0 : 1;
+  }()};
+  return on;
+}
+
+}  // namespace detail
+
+/// The running CPU's features (read once).
+inline const cpu_features& cpu() noexcept {
+  static const cpu_features f = detail::read_cpu();
+  return f;
+}
+
+/// Why AMX-BF16 can or cannot run in this process: "" when it can, else the first reason it cannot.
+inline const std::string& amx_bf16_unavailable_reason() {
+  static const std::string reason = [] {
+    if (!ALIGNER_HAVE_AMX) return std::string("AMX kernels not compiled (needs x86-64 Linux with GCC or Clang)");
+    const cpu_features& f = cpu();
+    if (!f.amx_tile || !f.amx_bf16) return std::string("the CPU has no AMX-BF16");
+    if (!f.os_amx) return std::string("the operating system does not enable the AMX tile state (XCR0)");
+    if (!f.avx512f) return std::string("the CPU has no AVX-512");
+    const long rc = detail::request_amx_permission();
+    if (rc != 0) return "the kernel refused the AMX tile data permission (arch_prctl returned " + std::to_string(rc) + ")";
+    return std::string();
+  }();
+  return reason;
+}
+
+/// Turns the run-time AMX kernels off (false) or back on (true, where usable). Process-wide; meant for tests and
+/// for comparing paths, not to be flipped while searches run (a call in flight keeps the path it started with).
+inline void set_amx_enabled(bool on) noexcept { detail::amx_switch().store(on ? 1 : 0, std::memory_order_relaxed); }
+
+/// True when bf16 documents are scored by AMX-BF16 tiles now: the CPU, the OS and the permission allow it and
+/// neither ALIGNER_NO_AMX nor set_amx_enabled(false) turned it off.
+inline bool amx_bf16_usable() {
+  return detail::amx_switch().load(std::memory_order_relaxed) != 0 && amx_bf16_unavailable_reason().empty();
+}
+
+}  // namespace aligner

@@ -1,0 +1,77 @@
+/** @file kernel_info.hpp
+ *  @brief Which kernel scores each storage in this process, and why: the compile-time SIMD architecture (from the
+ *  user's flags) and the run-time matrix units (AMX, where the CPU, the OS and the permission allow them). */
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "../core/config.hpp"
+#include "../core/cpu.hpp"
+#include "amx.hpp"
+#include "layout.hpp"
+#include "tile.hpp"
+
+namespace aligner {
+
+/// What kernel_info() reports: one line per storage and the facts behind them.
+struct kernel_report {
+  std::string compiled_arch;  ///< xsimd architecture of the build ("avx512bw", "fma3<avx2>", "sse2", ...)
+  std::size_t panel_width = 0;
+  std::string cpu;            ///< the CPU's brand string
+  bool amx_bf16 = false;      ///< AMX-BF16 tiles score bf16 panels now
+  std::string amx_reason;     ///< why not, when !amx_bf16
+  std::string f32, bf16, f16, i8, residual, token_search;
+
+  /// key=value lines, one per fact (the CLI's `aligner kernels` prints them).
+  std::string describe() const {
+    std::string s;
+    auto line = [&](const char* k, const std::string& v) { s += std::string(k) + "=" + v + "\n"; };
+    line("compiled_arch", compiled_arch);
+    line("panel_width", std::to_string(panel_width));
+    line("cpu", cpu.empty() ? std::string("unknown") : cpu);
+    line("amx_bf16", amx_bf16 ? "yes" : "no (" + amx_reason + ")");
+    line("kernel_f32", f32);
+    line("kernel_bf16", bf16);
+    line("kernel_f16", f16);
+    line("kernel_i8", i8);
+    line("kernel_residual", residual);
+    line("kernel_token_search", token_search);
+    return s;
+  }
+};
+
+/// The kernels that run now for the default architecture (or Arch).
+template <class Arch = default_arch>
+kernel_report kernel_info() {
+  kernel_report r;
+  r.compiled_arch = Arch::name();
+  r.panel_width = panel_width<Arch>;
+  r.cpu = cpu().brand;
+  const bool fits = panel_width<Arch> >= 4 && panel_width<Arch> <= 16;
+  r.amx_bf16 = fits && amx_bf16_usable();
+  if (!r.amx_bf16) {
+    if (!fits)
+      r.amx_reason = "panel width " + std::to_string(panel_width<Arch>) + " does not fit an AMX tile";
+    else if (!amx_bf16_unavailable_reason().empty())
+      r.amx_reason = amx_bf16_unavailable_reason();
+    else
+      r.amx_reason = "turned off (ALIGNER_NO_AMX or set_amx_enabled(false))";
+  }
+  const std::string vec = std::string(Arch::name()) + " FMA register tiles (compile time)";
+  r.f32 = vec;
+  if (r.amx_bf16)
+    r.bf16 = "AMX-BF16 tdpbf16ps tiles, query rounded to bf16 (run time: CPU, OS and permission allow it)";
+  else if (bf16_rounds_query<Arch>)
+    r.bf16 = "AVX512-BF16 vdpbf16ps register tiles, query rounded to bf16 (compile time); AMX not used: " + r.amx_reason;
+  else
+    r.bf16 = "bf16 widened to float, " + vec + "; AMX not used: " + r.amx_reason;
+  r.f16 = "f16 widened to float, " + vec;
+  r.i8 = "i8 widened to float and scaled, " + vec;
+  r.residual = r.amx_bf16 ? std::string("residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)")
+                          : "residual panels decoded to float a group at a time, " + vec;
+  r.token_search = "exact scan: " + vec;
+  return r;
+}
+
+}  // namespace aligner
