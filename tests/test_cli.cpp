@@ -18,8 +18,9 @@ struct process_result {
   std::string out;
 };
 
-process_result run_cli(const std::string& args, bool with_stderr = false) {
-  const std::string cmd = std::string(ALIGNER_CLI) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
+/// Runs the tool with `args` (and `env`, "NAME=value ...", set for it alone).
+process_result run_cli(const std::string& args, bool with_stderr = false, const std::string& env = "") {
+  const std::string cmd = (env.empty() ? "" : env + " ") + std::string(ALIGNER_CLI) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
   process_result r;
   FILE* pipe = popen(cmd.c_str(), "r");
   REQUIRE(pipe != nullptr);
@@ -234,4 +235,22 @@ TEST_CASE("cli: a residual codes-only index: index, info, search by postings; mi
   CHECK(run_cli("info").status == 2);
   CHECK(run_cli("info /nonexistent/file.idx").status == 2);
   std::filesystem::remove(idx);
+}
+
+TEST_CASE("cli: kernels prints the library's kernel_info, and AMX off when ALIGNER_NO_AMX=1", "[oracle]") {
+  const auto k = run_cli("kernels");
+  REQUIRE(k.status == 0);
+  CHECK(k.out.find("compiled_arch=") == 0);
+  for (const char* key : {"panel_width=", "cpu=", "amx_bf16=", "kernel_f32=", "kernel_bf16=", "kernel_f16=", "kernel_i8=",
+                          "kernel_residual=", "kernel_token_search="})
+    CHECK(k.out.find(key) != std::string::npos);
+  // The tool is a separate build (its own flags): compare what both say about AMX, which depends on the machine only.
+  const bool amx = aligner::amx_bf16_usable();
+  CHECK((k.out.find("amx_bf16=yes") != std::string::npos) == amx);
+  const auto off = run_cli("kernels", false, "ALIGNER_NO_AMX=1");
+  REQUIRE(off.status == 0);
+  CHECK(off.out.find("amx_bf16=yes") == std::string::npos);
+  if (amx) CHECK(off.out.find("amx_bf16=no (turned off") != std::string::npos);
+  CHECK(run_cli("kernels --threads 2").status == 2);  // a flag of another subcommand
+  CHECK(run_cli("kernels extra").status == 2);
 }

@@ -57,6 +57,11 @@ int run_info(const options& o) {
   return 0;
 }
 
+int run_kernels(const options&) {
+  std::printf("%s", aligner::kernel_info().describe().c_str());
+  return 0;
+}
+
 int run_adapt(const options& o) {
   // Columns: the grid (choices), then Top-1 as the reported baseline when the grid lacks it.
   auto columns = aligner::parse_grid(o.grid);

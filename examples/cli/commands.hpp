@@ -22,5 +22,6 @@ int run_score(const options& o);
 int run_gate(const options& o);
 int run_salience(const options& o);
 int run_info(const options& o);
+int run_kernels(const options& o);
 
 }  // namespace cli

@@ -71,6 +71,14 @@ or residual:N), centroids (residual), backend, token_index, dedup, indexed_vecto
 bytes_per_token (every byte of the file divided by the token count).
 )",
      cli::run_info},
+    {"kernels", cli::kernels, "print which kernel scores each storage on this machine, and why",
+     R"(usage: aligner kernels
+
+Prints, one key=value per line: the SIMD architecture the tool was compiled for, its panel width, the CPU, whether
+AMX-BF16 runs (or why not: CPU, operating system, permission, or ALIGNER_NO_AMX=1 in the environment), and the
+kernel of every storage (f32, bf16, f16, i8, residual) and of the exact token search.
+)",
+     cli::run_kernels},
 };
 
 void print_overview() {

@@ -31,6 +31,7 @@ enum command : unsigned {
   gate = 1u << 5,
   salience = 1u << 6,
   info = 1u << 7,
+  kernels = 1u << 8,
 };
 
 /// Every value a flag can set, with its default.
