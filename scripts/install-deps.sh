@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(cmake g++ make libeigen3-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev)
 if [[ "${1:-}" != "--minimal" ]]; then
-  pkgs+=(libfaiss-dev libhnswlib-dev clang libclang-rt-14-dev)
+  pkgs+=(libfaiss-dev libhnswlib-dev clang libclang-rt-14-dev chromium zlib1g-dev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

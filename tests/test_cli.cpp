@@ -1,5 +1,7 @@
 // The aligner command-line tool, run as a process.
 #include <aligner/aligner.hpp>
+#include <aligner/eval/alignment_view.hpp>
+#include <aligner/eval/idf.hpp>
 #include <aligner/io/collection.hpp>
 #include <aligner/io/npy.hpp>
 #include <aligner/io/trec.hpp>
@@ -253,4 +255,63 @@ TEST_CASE("cli: kernels prints the library's kernel_info, and AMX off when ALIGN
   if (amx) CHECK(off.out.find("amx_bf16=no (turned off") != std::string::npos);
   CHECK(run_cli("kernels --threads 2").status == 2);  // a flag of another subcommand
   CHECK(run_cli("kernels extra").status == 2);
+}
+
+TEST_CASE("cli: explain draws the library's view with words, from the collection and from an index; misuse exits 2", "[oracle]") {
+  const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
+  const auto html = temp("explain.html"), svg = temp("explain.svg"), idx = temp("explain.idx");
+  const auto r = run_cli("explain" + coll + " --query 1 --doc 184 --strategy topk:2 --salience idf --html " + html.string() + " --svg " + svg.string());
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("score=") == 0);
+  // The library's view of the same pair: the same score and the same page.
+  const auto c = aligner::io::load_collection(aligner_test::cranfield_dir(), "glove100", "");
+  const auto idf = aligner::token_idf(c.docs, c.vocab_size);
+  const auto uq = aligner::lookup_salience(c.queries, idf), ud = aligner::lookup_salience(c.docs, idf);
+  const std::size_t q = 0, d = 183;  // ids "1" and "184" are the first query and the 184th document
+  REQUIRE(c.queries.ids[q] == "1");
+  REQUIRE(c.docs.ids[d] == "184");
+  aligner::token_store store(c.docs.dim, aligner::storage::f32);
+  const auto doc = c.docs.sequence(d);
+  const std::vector<std::int64_t> offsets{0, std::int64_t(doc.rows)};
+  store.add(aligner::sequence_set_view{doc, offsets}, std::span<const float>(ud).subspan(std::size_t(c.docs.offsets[d]), doc.rows));
+  const auto query = c.queries.sequence(q);
+  const aligner::prepared_query pq(query, {.strategy = aligner::alignment::top_k(2),
+                                           .query_salience = std::span<const float>(uq).subspan(0, query.rows)});
+  const auto view = aligner::make_alignment_view(pq, store, 0);
+  char line[64];
+  std::snprintf(line, sizeof line, "score=%.9g ", double(view.why.score));
+  CHECK(r.out.find(line) == 0);
+  const std::string page = aligner::io::read_file(html), picture = aligner::io::read_file(svg);
+  CHECK(page.find("<!DOCTYPE html>") == 0);
+  CHECK(picture.find("<svg") == 0);
+  CHECK(picture.find("class=\"aligned\"") != std::string::npos);
+  std::size_t outlined = 0;
+  for (std::size_t at = picture.find("class=\"aligned\""); at != std::string::npos; at = picture.find("class=\"aligned\"", at + 1)) ++outlined;
+  CHECK(outlined == view.why.pairs.size());
+  // Words from vocab.txt through the token ids.
+  std::vector<std::string> vocab;
+  {
+    const std::string text = aligner::io::read_file(aligner_test::cranfield_dir() / "glove100" / "vocab.txt");
+    for (std::size_t at = 0; at < text.size();) {
+      const std::size_t end = std::min(text.find('\n', at), text.size());
+      vocab.push_back(text.substr(at, end - at));
+      at = end + 1;
+    }
+  }
+  const std::string first_word = vocab[std::size_t(c.queries.token_ids[0])];
+  CHECK(picture.find(">" + first_word + "</text>") != std::string::npos);
+  // From a saved index: its store and salience, and the score a search gives that document.
+  REQUIRE(run_cli("index" + coll + " --salience idf --storage bf16 --out " + idx.string()).status == 0);
+  const auto ri = run_cli("explain" + coll + " --index " + idx.string() + " --salience idf --query 1 --doc 184 --strategy topk:2 --svg " + svg.string());
+  REQUIRE(ri.status == 0);
+  CHECK(ri.out.find("score=") == 0);
+  // Misuse
+  CHECK(run_cli("explain" + coll + " --query 1 --doc 184").status == 2);                                     // no output
+  CHECK(run_cli("explain" + coll + " --query nope --doc 184 --svg " + svg.string()).status == 2);            // unknown id
+  CHECK(run_cli("explain" + coll + " --query 1 --doc 184 --strategy top1,topk:2 --svg " + svg.string()).status == 2);
+  CHECK(run_cli("explain" + coll + " --query 1 --doc 184 --svg /nonexistent-dir/x.svg").status == 2);
+  CHECK(run_cli("explain" + coll + " --query 1 --doc 184 --index " + idx.string() + " --storage f16 --svg " + svg.string()).status == 2);
+  CHECK(run_cli("explain" + coll + " --query 1 --doc 184 --candidates 5 --svg " + svg.string()).status == 2);  // not an explain flag
+  CHECK(run_cli("explain" + coll + " --query 1 --doc 184 --vocab /nonexistent/vocab.txt --svg " + svg.string()).status == 2);
+  for (const auto& f : {html, svg, idx}) std::filesystem::remove(f);
 }

@@ -1,5 +1,7 @@
-// eval, adapt, index and search: the subcommands over a collection folder.
+// eval, adapt, index, search, info, kernels and explain: the subcommands over a collection folder or an index.
 #include <aligner/eval/adapt.hpp>
+#include <aligner/eval/alignment_view.hpp>
+#include <aligner/io/npy.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -59,6 +61,98 @@ int run_info(const options& o) {
 
 int run_kernels(const options&) {
   std::printf("%s", aligner::kernel_info().describe().c_str());
+  return 0;
+}
+
+namespace {
+
+/// Index of `id` in `ids`, or a usage error naming the flag.
+std::size_t find_id(const std::vector<std::string>& ids, const std::string& id, const char* flag, const std::string& where) {
+  const auto it = std::find(ids.begin(), ids.end(), id);
+  if (it == ids.end()) throw usage_error(std::string(flag) + ": no id '" + id + "' in " + where);
+  return std::size_t(it - ids.begin());
+}
+
+/// The words of sequence `s` when token ids and a vocabulary exist (else empty).
+std::vector<std::string> words_of(const aligner::io::token_sequences& side, const std::vector<std::int32_t>& token_ids,
+                                  const std::vector<std::string>& vocab, std::size_t s, const std::string& vocab_file) {
+  std::vector<std::string> out;
+  if (token_ids.empty() || vocab.empty()) return out;
+  for (auto t = side.offsets[s]; t != side.offsets[s + 1]; ++t) {
+    const auto id = token_ids[std::size_t(t)];
+    if (id < 0 || std::size_t(id) >= vocab.size())
+      throw aligner::io_error(vocab_file + ": token id " + std::to_string(id) + " has no line (" + std::to_string(vocab.size()) + " words)");
+    out.push_back(vocab[std::size_t(id)]);
+  }
+  return out;
+}
+
+/// Token ids of one side: those the collection loaded (token-id form), else the dense form's <side>_token_ids.npy
+/// when the folder has one (checked against the side's token count), else none.
+std::vector<std::int32_t> token_ids_of(const aligner::io::token_sequences& side, const std::filesystem::path& vdir, const std::string& name) {
+  if (!side.token_ids.empty()) return side.token_ids;
+  const auto file = vdir / (name + "_token_ids.npy");
+  if (!std::filesystem::exists(file)) return {};
+  auto ids = aligner::io::load_npy<std::int32_t>(file);
+  if (ids.values.size() != side.tokens())
+    throw aligner::io_error(file.string() + ": " + std::to_string(ids.values.size()) + " token ids for " + std::to_string(side.tokens()) + " tokens");
+  return std::move(ids.values);
+}
+
+}  // namespace
+
+int run_explain(const options& o) {
+  o.require("--query");
+  o.require("--doc");
+  if (o.html.empty() && o.svg.empty()) throw usage_error("explain needs --html OUT.html or --svg OUT.svg");
+  if (o.strategies.size() > 1) throw usage_error("explain draws one strategy; --strategy got " + std::to_string(o.strategies.size()));
+  if (o.has("--index") && o.has("--storage")) throw usage_error("--storage comes with the index; give one of --index and --storage");
+  if (!o.has("--index") && o.residual_bits) throw usage_error("explain with --storage residual:N needs --index (a codec trained by aligner index)");
+  const auto s = load_setup(o, false);
+  const std::size_t q = find_id(s.c.queries.ids, o.query_id, "--query", o.collection + "/" + o.vectors + "/query_ids.txt");
+  const std::size_t d = find_id(s.c.docs.ids, o.doc_id, "--doc", o.collection + "/" + o.vectors + "/doc_ids.txt");
+  const auto vdir = std::filesystem::path(o.collection) / o.vectors;
+  const std::string vocab_file = o.vocab.empty() ? (vdir / "vocab.txt").string() : o.vocab;
+  std::vector<std::string> vocab;
+  if (!o.vocab.empty() || std::filesystem::exists(vocab_file)) {
+    const std::string text = aligner::io::read_file(vocab_file);
+    for (std::size_t at = 0; at < text.size();) {
+      const std::size_t end = std::min(text.find('\n', at), text.size());
+      vocab.push_back(text.substr(at, end - at));
+      at = end + 1;
+    }
+  }
+  const aligner::alignment strategy = o.strategies.empty() ? aligner::alignment::top1() : o.strategies[0];
+  const auto query = s.c.queries.sequence(q);
+  const std::span<const float> uq =
+      s.uq.empty() ? std::span<const float>() : std::span<const float>(s.uq).subspan(std::size_t(s.c.queries.offsets[q]), query.rows);
+  aligner::alignment_view view;
+  if (o.has("--index")) {
+    const aligner::search_params p{.strategy = strategy, .norm = o.norm, .query_salience = uq};
+    with_saved_index(o.index_file, {.mmap = true, .expected_dim = s.c.docs.dim}, [&](const auto& index) {
+      if (index.size() != s.c.docs.size())
+        throw usage_error("the index holds " + std::to_string(index.size()) + " documents, the collection " + std::to_string(s.c.docs.size()));
+      view = aligner::make_alignment_view(index, query, std::int64_t(d), p);
+    });
+  } else {
+    aligner::storage st = aligner::storage::f32;
+    aligner::parse_storage(o.storage, st);  // validated by the flag handler
+    aligner::token_store store(s.c.docs.dim, st);
+    const auto doc = s.c.docs.sequence(d);
+    const std::vector<std::int64_t> offsets{0, std::int64_t(doc.rows)};
+    const std::span<const float> ud =
+        s.ud.empty() ? std::span<const float>() : std::span<const float>(s.ud).subspan(std::size_t(s.c.docs.offsets[d]), doc.rows);
+    store.add(aligner::sequence_set_view{doc, offsets}, ud);
+    const aligner::prepared_query pq(query, {.strategy = strategy, .norm = o.norm, .query_salience = uq});
+    view = aligner::make_alignment_view(pq, store, 0);
+  }
+  view.query_words = words_of(s.c.queries, token_ids_of(s.c.queries, vdir, "query"), vocab, q, vocab_file);
+  view.doc_words = words_of(s.c.docs, token_ids_of(s.c.docs, vdir, "doc"), vocab, d, vocab_file);
+  view.title = "query " + o.query_id + " - document " + o.doc_id + " (" + std::filesystem::path(o.collection).filename().string() + ")";
+  if (!o.html.empty()) aligner::write_alignment_html(o.html, view);
+  if (!o.svg.empty()) aligner::write_alignment_svg(o.svg, view);
+  std::printf("score=%.9g numerator=%.9g z=%.9g pairs=%zu query_tokens=%zu doc_tokens=%zu\n", double(view.why.score), view.why.numerator,
+              view.why.z, view.why.pairs.size(), view.rows, view.cols);
   return 0;
 }
 

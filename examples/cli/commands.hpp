@@ -23,5 +23,6 @@ int run_gate(const options& o);
 int run_salience(const options& o);
 int run_info(const options& o);
 int run_kernels(const options& o);
+int run_explain(const options& o);
 
 }  // namespace cli

@@ -79,6 +79,17 @@ AMX-BF16 runs (or why not: CPU, operating system, permission, or ALIGNER_NO_AMX=
 kernel of every storage (f32, bf16, f16, i8, residual) and of the exact token search.
 )",
      cli::run_kernels},
+    {"explain", cli::explain, "draw why a document matched a query: S as a heatmap, the aligned cells outlined",
+     R"(usage: aligner explain --collection DIR --query ID --doc ID [--index INDEX] [--strategy S] --html OUT.html|--svg OUT.svg
+
+Writes a picture of one alignment (atomically): the similarity matrix of the query's tokens (rows) and the
+document's tokens (columns) as a heatmap, the cells the strategy aligns outlined, query and document salience
+as bars, the score and its parts; hovering a cell shows S_ij and its weight. Words come from --vocab or the
+vectors folder's vocab.txt with the token ids (positions otherwise). With --index the index's token store,
+storage and salience are used (its score equals the search's); without it the document is packed in --storage
+(default f32). Prints score, numerator, z and the number of aligned pairs.
+)",
+     cli::run_explain},
 };
 
 void print_overview() {

@@ -60,13 +60,13 @@ constexpr unsigned building_cmds = eval | adapt | index;
 
 const std::vector<flag>& flags() {
   static const std::vector<flag> table = {
-      {"--collection", "DIR", collection_cmds, "collection folder (BEIR files + vectors folder)",
+      {"--collection", "DIR", collection_cmds | explain, "collection folder (BEIR files + vectors folder)",
        [](options& o, const std::string& v) { o.collection = v; }},
-      {"--vectors", "NAME", collection_cmds, "vectors subfolder (default glove100)", [](options& o, const std::string& v) { o.vectors = v; }},
+      {"--vectors", "NAME", collection_cmds | explain, "vectors subfolder (default glove100)", [](options& o, const std::string& v) { o.vectors = v; }},
       {"--split", "NAME", ranking_cmds, "qrels split (default test)", [](options& o, const std::string& v) { o.split = v; }},
-      {"--index", "INDEX", search, "index file written by aligner index (from the same collection)",
+      {"--index", "INDEX", search | explain, "index file written by aligner index (from the same collection)",
        [](options& o, const std::string& v) { o.index_file = v; }},
-      {"--strategy", "S[,S...]", eval | search | score, "alignment strategies: top1, topk:K, topp:P, dense (score: one)",
+      {"--strategy", "S[,S...]", eval | search | score | explain, "alignment strategies: top1, topk:K, topp:P, dense (score, explain: one)",
        [](options& o, const std::string& v) { o.strategies = aligner::parse_grid(v); }},
       {"--grid", "paper|S,S,...", adapt, "strategy grid (default paper: topk 1,2,4,6,8 and topp 0.5%,1%,1.5%,2%)",
        [](options& o, const std::string& v) {
@@ -79,7 +79,7 @@ const std::vector<flag>& flags() {
          if (o.shots == 0) throw usage_error("--shots must be >= 1, got 0");
        }},
       {"--seed", "N", adapt, "shuffle seed (default 0)", [](options& o, const std::string& v) { o.seed = parse_count("--seed", v); }},
-      {"--normalize", "mean|none", ranking_cmds | score, "divide by Z (default mean) or return the ColBERT sum",
+      {"--normalize", "mean|none", ranking_cmds | score | explain, "divide by Z (default mean) or return the ColBERT sum",
        [](options& o, const std::string& v) { o.norm = aligner::parse_normalization(v); }},
       {"--candidates", "all|K|postings", ranking_cmds,
        "all: rerank every document (default); K: token-MIPS k' per query token; postings: centroid postings of a residual store",
@@ -99,10 +99,10 @@ const std::vector<flag>& flags() {
        [](options& o, const std::string& v) { o.prune_query = parse_fraction("--prune-query", v); }},
       {"--prune-doc", "B", building_cmds, "keep the top B of each document's tokens in the token index (needs --salience)",
        [](options& o, const std::string& v) { o.prune_doc = parse_fraction("--prune-doc", v); }},
-      {"--salience", "none|idf", collection_cmds,
+      {"--salience", "none|idf", collection_cmds | explain,
        "idf: token IDF over the collection as query and document salience (search: must match the index)",
        [](options& o, const std::string& v) { o.salience = one_of("--salience", v, {"none", "idf"}); }},
-      {"--storage", aligner::storage_names() + "|residual:N", building_cmds,
+      {"--storage", aligner::storage_names() + "|residual:N", building_cmds | explain,
        "precision of the rerank token store (default f32; bf16 and f16 halve its memory, i8 quarters it; residual:N, N in "
        "1|2|4|8: a centroid id plus N bits per component, trained on the collection)",
        [](options& o, const std::string& v) {
@@ -163,6 +163,12 @@ const std::vector<flag>& flags() {
       {"--budget", "A", salience, "gate budget fraction alpha: k = ceil(A * tokens) (with --epsilon)",
        [](options& o, const std::string& v) { o.budget = parse_double("--budget", v); }},
       {"--epsilon", "E", gate | salience, "gate temperature epsilon", [](options& o, const std::string& v) { o.epsilon = parse_double("--epsilon", v); }},
+      {"--query", "ID", explain, "the query's id (query_ids.txt)", [](options& o, const std::string& v) { o.query_id = v; }},
+      {"--doc", "ID", explain, "the document's id (doc_ids.txt)", [](options& o, const std::string& v) { o.doc_id = v; }},
+      {"--html", "OUT.html", explain, "write the alignment as a self-contained HTML page", [](options& o, const std::string& v) { o.html = v; }},
+      {"--svg", "OUT.svg", explain, "write the alignment as a standalone SVG", [](options& o, const std::string& v) { o.svg = v; }},
+      {"--vocab", "FILE", explain, "the word of each token id, one per line (default: vocab.txt of the vectors folder, if any)",
+       [](options& o, const std::string& v) { o.vocab = v; }},
       {"--out", "FILE", index | gate | salience, "file to write (index: the index; gate: lambda .npy; salience: u .npy)",
        [](options& o, const std::string& v) { o.out = v; }},
   };
@@ -170,8 +176,9 @@ const std::vector<flag>& flags() {
 }
 
 std::string commands_of(unsigned bits) {
-  static const std::pair<command, const char*> names[] = {{eval, "eval"},   {adapt, "adapt"}, {index, "index"},     {search, "search"},
-                                                          {score, "score"}, {gate, "gate"},   {salience, "salience"}};
+  static const std::pair<command, const char*> names[] = {{eval, "eval"},   {adapt, "adapt"}, {index, "index"},       {search, "search"},
+                                                          {score, "score"}, {gate, "gate"},   {salience, "salience"}, {info, "info"},
+                                                          {kernels, "kernels"}, {explain, "explain"}};
   std::string out;
   for (const auto& [bit, name] : names)
     if (bits & bit) (out.empty() ? out : out.append(", ")).append(name);

@@ -32,6 +32,7 @@ enum command : unsigned {
   salience = 1u << 6,
   info = 1u << 7,
   kernels = 1u << 8,
+  explain = 1u << 9,
 };
 
 /// Every value a flag can set, with its default.
@@ -52,6 +53,7 @@ struct options {
   unsigned threads = 1;
   bool progress = false, no_mmap = false, dedup = true, postings = false, token_index = true;
   std::size_t nprobe = 4, ndocs = 1000;  ///< --candidates postings
+  std::string query_id, doc_id, html, svg, vocab;  ///< explain
   // .npy tools
   std::string queries, query_offsets, docs, doc_offsets, query_salience, doc_salience, scores, tokens, weights;
   double k = 0, epsilon = 0, bias = 0, budget = 0;
