@@ -153,6 +153,17 @@ TEST_CASE("cli: index then search equals eval; a corrupt index exits 2", "[oracl
   REQUIRE(searched.status == 0);
   CHECK(without_timing(searched.out) == without_timing(evaluated.out));
   CHECK(without_timing(run_cli("search --no-mmap --index " + idx.string() + coll + opts).out) == without_timing(evaluated.out));
+  // The salience of a search must be the index's (an index built with idf searched without it, and the reverse).
+  const auto mismatch = run_cli("search --index " + idx.string() + coll + " --strategy top1 --candidates 500", true);
+  CHECK(mismatch.status == 2);
+  CHECK(mismatch.out.find("was built with --salience idf") != std::string::npos);
+  // eval without --candidates K builds no token index: the flags that shape one are refused, not ignored.
+  for (const char* flag : {" --backend exact", " --dedup off", " --prune-doc 0.5", " --token-index off"}) {
+    const auto r = run_cli("eval" + coll + " --strategy top1 --salience idf" + flag, true);
+    INFO(flag);
+    CHECK(r.status == 2);
+    CHECK(r.out.find("only --candidates K uses") != std::string::npos);
+  }
   std::string bytes = aligner::io::read_file(idx);
   bytes[bytes.size() / 2] = char(bytes[bytes.size() / 2] ^ 1);
   aligner::io::atomic_write(idx, bytes);

@@ -202,6 +202,8 @@ TEST_CASE("retriever: filter, remove, add, explain", "[property]") {
   for (const auto& pr : e.pairs) CHECK(pr.query_token == pr.doc_token);
   CHECK_THAT(e.score, WithinAbs(with_new.scores[0], 1e-6));
   CHECK_THROWS_AS(r.explain({q.data(), 6, dim}, 99), aligner::invalid_argument);
+  // A removed document is never a hit: explaining it is refused by name.
+  CHECK_THROWS_WITH(r.explain({q.data(), 6, dim}, best), Catch::Contains("was removed"));
 }
 
 TEST_CASE("retriever: batch search equals serial search", "[property]") {

@@ -36,7 +36,13 @@ int run_search(const options& o) {
   const auto s = load_setup(o);
   search_params_of(o, s);  // validate the search options before loading
   const aligner::load_options options{.mmap = !o.no_mmap, .expected_dim = s.c.docs.dim};
-  with_saved_index(o.index_file, options, [&](const auto& index) { report(o, s, o.strategies, rank_with(o, index, s, o.strategies)); });
+  with_saved_index(o.index_file, options, [&](const auto& index) {
+    const bool indexed_salience = index.store().has_salience(), asked = o.salience == "idf";
+    if (indexed_salience != asked)
+      throw usage_error(o.index_file + (indexed_salience ? " was built with --salience idf: search it with --salience idf"
+                                                         : " was built without salience: search it without --salience idf"));
+    report(o, s, o.strategies, rank_with(o, index, s, o.strategies));
+  });
   return 0;
 }
 

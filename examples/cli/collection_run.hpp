@@ -104,8 +104,16 @@ ranking rank_with(const options& o, const Index& index, const retrieval_setup& s
 }
 
 /// Builds a retriever over the collection's documents with --backend, --storage, --prune-doc and --dedup; calls fn(retriever).
+/// `ranks_now` (eval, adapt): the index is only ranked with now, so its token index is built only for --candidates K
+/// (token candidates), and the flags that shape a token index are refused without it instead of being ignored.
 template <class Fn>
-void build_index(const options& o, const retrieval_setup& s, Fn&& fn) {
+void build_index(const options& o, const retrieval_setup& s, Fn&& fn, bool ranks_now = false) {
+  const bool token_candidates = o.candidates.has_value();
+  if (ranks_now && !token_candidates)
+    for (const char* flag : {"--backend", "--dedup", "--prune-doc", "--token-index"})
+      if (o.has(flag))
+        throw usage_error(std::string(flag) + " shapes the token index, which only --candidates K uses (without it every document is " +
+                          (o.postings ? "found through centroid postings" : "reranked") + ")");
   if (o.prune_doc != 1.0 && s.ud.empty()) throw usage_error("--prune-doc below 1 needs a salience (--salience idf)");
   aligner::storage precision = aligner::storage::f32;
   if (o.residual_bits) precision = aligner::storage::residual;
@@ -120,7 +128,7 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn) {
     {
       progress bar("indexing", 1, o.progress);
       index = std::make_unique<aligner::aligner_retriever<backend_t>>(
-          std::move(backend), s.c.docs.view(), aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .residual = residual, .dedup_tokens = o.dedup, .token_index = o.token_index}, s.ud);
+          std::move(backend), s.c.docs.view(), aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .residual = residual, .dedup_tokens = o.dedup, .token_index = o.token_index && (!ranks_now || token_candidates)}, s.ud);
       bar.tick();
     }
     if (const auto& codec = index->params().codec)
@@ -134,7 +142,7 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn) {
 inline ranking rank_queries(const options& o, const retrieval_setup& s, const std::vector<aligner::alignment>& strategies) {
   search_params_of(o, s);  // validate the search options before the (possibly long) build
   ranking out;
-  build_index(o, s, [&](const auto& index) { out = rank_with(o, index, s, strategies); });
+  build_index(o, s, [&](const auto& index) { out = rank_with(o, index, s, strategies); }, true);
   return out;
 }
 

@@ -92,6 +92,7 @@ template <class Backend>
 alignment_view make_alignment_view(const aligner_retriever<Backend>& index, matrix_view<float> query, std::int64_t id,
                                    const search_params& p = {}) {
   ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < index.size(), "alignment view: unknown document id ", id);
+  ALIGNER_EXPECTS(!index.is_removed(id), "alignment view: document id ", id, " was removed");
   ALIGNER_EXPECTS(query.rows == 0 || query.cols == index.dim(), "query dim ", query.cols, " does not match the index dim ", index.dim());
   p.strategy.validate();
   const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience});

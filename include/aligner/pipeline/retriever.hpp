@@ -271,8 +271,10 @@ class aligner_retriever {
 
   /// The aligned pairs behind document `id`'s score for `query` under p's strategy, normalisation and salience:
   /// pass the search's parameters, and `score` equals that document's score in the search's results.
+  /// Throws invalid_argument for an unknown or removed id (a removed document is never a search hit).
   explanation explain(matrix_view<float> query, std::int64_t id, const search_params& p = {}) const {
     ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "explain: unknown document id ", id);
+    ALIGNER_EXPECTS(!s_.removed[std::size_t(id)], "explain: document id ", id, " was removed");
     validate(query, p);
     const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false});
     return explain_packed(pq, s_.store, std::size_t(id), p.use_doc_salience);
