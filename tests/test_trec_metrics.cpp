@@ -50,6 +50,28 @@ TEST_CASE("metrics: hand-computed nDCG, MRR, Recall with a tie, graded qrels and
   CHECK_THROWS_AS(aligner::ndcg_at(0, r, q), aligner::invalid_argument);
 }
 
+TEST_CASE("metrics: MAP and P@k equal trec_eval's map, map_cut_k and P_k", "[golden]") {
+  // Golden values from pytrec_eval (trec_eval 9.0.8) on the same qrels and run.
+  const auto q = aligner::io::parse_qrels(kQrels);
+  auto r = aligner::io::parse_run(kRun);
+  r["q5"];
+  const auto m = aligner::mean_average_precision(r, q);
+  CHECK_THAT(m.per_query.at("q1"), WithinAbs(0.8055555555555555, 1e-12));  // (1/1 + 2/3 + 3/4) / 3
+  CHECK(m.per_query.at("q2") == 0.0);
+  CHECK(m.queries == 2);
+  CHECK_THAT(aligner::map_at(2, r, q).per_query.at("q1"), WithinAbs(0.3333333333333333, 1e-12));
+  CHECK(aligner::precision_at(1, r, q).per_query.at("q1") == 1.0);
+  CHECK_THAT(aligner::precision_at(3, r, q).per_query.at("q1"), WithinAbs(0.6666666666666666, 1e-12));
+  CHECK_THAT(aligner::precision_at(10, r, q).per_query.at("q1"), WithinAbs(0.3, 1e-12));  // k counted past the 4 retrieved
+  CHECK(aligner::precision_at(3, r, q).per_query.at("q2") == 0.0);
+  aligner::io::run late;
+  late["q1"] = {{"d4", 3.0}, {"d9", 2.0}, {"d5", 1.0}};
+  CHECK_THAT(aligner::mean_average_precision(late, q).per_query.at("q1"), WithinAbs(0.1111111111111111, 1e-12));
+  CHECK(aligner::precision_at(2, late, q).per_query.at("q1") == 0.0);
+  CHECK(aligner::mean_average_precision(r, q, true).queries == 4);
+  CHECK_THROWS_AS(aligner::precision_at(0, r, q), aligner::invalid_argument);
+}
+
 TEST_CASE("trec: qrels in TREC format, runs round-trip", "[property]") {
   const auto q = aligner::io::parse_qrels("1 0 a 2\n1 0 b 0\n2 0 c 1.0\n");
   CHECK(q.at("1").at("a") == 2);

@@ -151,9 +151,10 @@ inline void report(const options& o, const retrieval_setup& s, const std::vector
   const auto& runs = ranked.runs;
   for (std::size_t g = 0; g != strategies.size(); ++g) {
     const auto ndcg = aligner::ndcg_at(10, runs[g], s.c.judgments);
-    std::printf("%s ndcg@10=%.4f mrr@10=%.4f recall@100=%.4f queries=%zu candidates=%.1f ms_per_query=%.3f\n",
+    std::printf("%s ndcg@10=%.4f mrr@10=%.4f recall@100=%.4f map=%.4f p@10=%.4f queries=%zu candidates=%.1f ms_per_query=%.3f\n",
                 strategies[g].name().c_str(), ndcg.mean, aligner::mrr_at(10, runs[g], s.c.judgments).mean,
-                aligner::recall_at(100, runs[g], s.c.judgments).mean, ndcg.queries, ranked.candidates, ranked.ms_per_query);
+                aligner::recall_at(100, runs[g], s.c.judgments).mean, aligner::mean_average_precision(runs[g], s.c.judgments).mean,
+                aligner::precision_at(10, runs[g], s.c.judgments).mean, ndcg.queries, ranked.candidates, ranked.ms_per_query);
   }
   if (o.has("--run")) aligner::io::save_run(o.run_file, runs[0], "aligner-" + strategies[0].name());
 }

@@ -15,7 +15,7 @@ const cli::subcommand subcommands[] = {
      R"(usage: aligner eval --collection DIR --strategy S[,S...] [options]
 
 Ranks every judged query of a collection and prints, per strategy, one line
-  STRATEGY ndcg@10=0.xxxx mrr@10=0.xxxx recall@100=0.xxxx queries=N candidates=C ms_per_query=T
+  STRATEGY ndcg@10=0.xxxx mrr@10=0.xxxx recall@100=0.xxxx map=0.xxxx p@10=0.xxxx queries=N candidates=C ms_per_query=T
 (C: documents reranked per query, mean; T: one query's search time in milliseconds, mean)
 )",
      cli::run_eval},

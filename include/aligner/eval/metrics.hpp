@@ -1,10 +1,13 @@
 /** @file metrics.hpp
- *  @brief nDCG@k, MRR@k and Recall@k computed the way trec_eval computes them (SPEC section 8).
+ *  @brief nDCG@k, MRR@k, Recall@k, MAP and P@k computed the way trec_eval computes them (SPEC section 8).
  *
  *  - ranking: a run's documents sorted by score descending, ties by document id descending (trec_eval);
  *  - relevant: grade >= 1; nDCG gain = the grade (linear), discount 1 / log2(rank + 1), ideal DCG from the
  *    judgments sorted by grade; MRR@k = 1 / rank of the first relevant document in the top k (0 if none);
  *    Recall@k = relevant documents in the top k / all relevant (0 when a query has none);
+ *    AP@k (trec_eval map_cut_k; `map` is AP over the whole ranking) = sum over the relevant documents at ranks
+ *    r <= k of (relevant in the top r) / r, divided by all relevant (0 when a query has none);
+ *    P@k (trec_eval P_k) = relevant documents in the top k / k, k counted even when fewer were retrieved;
  *  - the mean is over queries present in both the run and the qrels (trec_eval's default), or with
  *    `all_judged` over every judged query, a query missing from the run counting 0 (trec_eval -c). A query
  *    with an empty ranking counts as missing, as it is when the run is written to a file. */
@@ -12,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -29,7 +33,7 @@ struct metric_result {
 };
 
 /// The measures this library computes.
-enum class measure { ndcg, mrr, recall };
+enum class measure { ndcg, mrr, recall, average_precision, precision };
 
 namespace detail {
 
@@ -76,6 +80,19 @@ inline double query_measure(measure m, std::size_t k, const std::vector<io::run_
       for (std::size_t r = 0; r != depth; ++r) found += grade_of(order[r]->doc_id) > 0;
       return relevant ? double(found) / double(relevant) : 0.0;
     }
+    case measure::average_precision: {
+      std::size_t relevant = 0, found = 0;
+      for (const auto& [doc, g] : judged) relevant += g > 0;
+      double sum = 0.0;
+      for (std::size_t r = 0; r != depth; ++r)
+        if (grade_of(order[r]->doc_id) > 0) sum += double(++found) / double(r + 1);
+      return relevant ? sum / double(relevant) : 0.0;
+    }
+    case measure::precision: {
+      std::size_t found = 0;
+      for (std::size_t r = 0; r != depth; ++r) found += grade_of(order[r]->doc_id) > 0;
+      return double(found) / double(k);
+    }
   }
   return 0.0;
 }
@@ -114,6 +131,18 @@ inline metric_result mrr_at(std::size_t k, const io::run& r, const io::qrels& q,
 }
 inline metric_result recall_at(std::size_t k, const io::run& r, const io::qrels& q, bool all_judged = false) {
   return evaluate(measure::recall, k, r, q, all_judged);
+}
+/// Average precision over the top k (trec_eval map_cut_k).
+inline metric_result map_at(std::size_t k, const io::run& r, const io::qrels& q, bool all_judged = false) {
+  return evaluate(measure::average_precision, k, r, q, all_judged);
+}
+/// Mean average precision over each whole ranking (trec_eval map).
+inline metric_result mean_average_precision(const io::run& r, const io::qrels& q, bool all_judged = false) {
+  return evaluate(measure::average_precision, std::numeric_limits<std::size_t>::max(), r, q, all_judged);
+}
+/// Precision at k (trec_eval P_k).
+inline metric_result precision_at(std::size_t k, const io::run& r, const io::qrels& q, bool all_judged = false) {
+  return evaluate(measure::precision, k, r, q, all_judged);
 }
 
 }  // namespace aligner
