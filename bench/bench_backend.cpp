@@ -16,16 +16,16 @@ struct token_index {
   std::size_t dim, size;
   std::vector<float> tokens;
   aligner::exact_backend backend;
-  token_index(std::size_t t, std::size_t d) : dim(d), size(t), backend(d) {
+  token_index(std::size_t t, std::size_t d, aligner::storage st) : dim(d), size(t), backend(d, st) {
     tokens = query(t, d, 99);
     backend.add({tokens.data(), t, d});
   }
 };
 
-const token_index& index_of(std::size_t t) {
-  static std::map<std::size_t, std::unique_ptr<token_index>> cache;
-  auto& p = cache[t];
-  if (!p) p = std::make_unique<token_index>(t, 128);
+const token_index& index_of(std::size_t t, aligner::storage st = aligner::storage::f32) {
+  static std::map<std::pair<std::size_t, aligner::storage>, std::unique_ptr<token_index>> cache;
+  auto& p = cache[{t, st}];
+  if (!p) p = std::make_unique<token_index>(t, 128, st);
   return *p;
 }
 
@@ -35,6 +35,20 @@ void exact_search_xsimd(benchmark::State& state) {
   const auto qs = query(q, idx.dim);
   for (auto _ : state) benchmark::DoNotOptimize(idx.backend.search({qs.data(), q, idx.dim}, k).ids.data());
   state.SetLabel(kernel_label(aligner::storage::f32));
+  const double it = double(state.iterations());
+  state.counters["queries_per_second"] = benchmark::Counter(it * double(q), benchmark::Counter::kIsRate);
+  state.counters["flops"] = benchmark::Counter(it * 2.0 * double(q) * double(t) * double(idx.dim), benchmark::Counter::kIsRate,
+                                               benchmark::Counter::kIs1000);
+}
+
+/// The same over a bf16 exact backend (AMX-BF16 tiles where the CPU has them; the query rounded to bf16).
+void exact_search_xsimd_bf16(benchmark::State& state) {
+  const std::size_t q = std::size_t(state.range(0)), t = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const auto& idx = index_of(t, aligner::storage::bf16);
+  const auto qs = query(q, idx.dim);
+  aligner::scan_workspace ws;
+  for (auto _ : state) benchmark::DoNotOptimize(idx.backend.search({qs.data(), q, idx.dim}, k, ws).ids.data());
+  state.SetLabel(kernel_label(aligner::storage::bf16));
   const double it = double(state.iterations());
   state.counters["queries_per_second"] = benchmark::Counter(it * double(q), benchmark::Counter::kIsRate);
   state.counters["flops"] = benchmark::Counter(it * 2.0 * double(q) * double(t) * double(idx.dim), benchmark::Counter::kIsRate,
@@ -100,6 +114,7 @@ void exact_search_ref(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(exact_search_xsimd)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
+BENCHMARK(exact_search_xsimd_bf16)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_xsimd_workspace)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_eigen_naive)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_ref)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);

@@ -1,6 +1,7 @@
 // The AMX-BF16 tile engine against the double reference and against the vector path. Built once per x86 level
 // this CPU runs (panel widths 4, 8 and 16: the tiles take the width of the build). Skipped with a note where the CPU,
 // the OS or the process permission does not allow AMX.
+#include <aligner/backends/exact.hpp>
 #include <aligner/kernels/aligned_rows.hpp>
 #include <aligner/kernels/amx.hpp>
 #include <aligner/kernels/kernel_info.hpp>
@@ -193,4 +194,40 @@ TEST_CASE("amx: a prepared query scores a bf16 store the same with AMX on and of
       REQUIRE_THAT(double(on[i]), WithinAbs(double(off[i]), 1e-2 * std::max(1.0, std::abs(double(off[i])))));
     }
   }
+}
+
+TEST_CASE("amx: the bf16 exact backend's top-k against the double reference on rounded values, and its bytes", "[amx]") {
+  // Runs on AMX where it can, on the vector bf16 path otherwise: either way the returned scores are the rounded
+  // values' dot products (to float accuracy) and the returned ids are a top-k of them (up to that accuracy).
+  const std::size_t dim = 100, n = 3000, rows = 37, k = 25;
+  const auto x = aligner_test::random_matrix(n, dim, 91, true), q = aligner_test::random_matrix(rows, dim, 92, true);
+  const auto x16 = bf16_rounded(x);
+  const auto q16 = aligner::bf16_query_rounded<>() ? bf16_rounded(q) : q;
+  aligner::exact_backend b(dim, aligner::storage::bf16);
+  b.add({x.data(), n, dim});
+  const auto res = b.search({q.data(), rows, dim}, k);
+  for (std::size_t i = 0; i != rows; ++i) {
+    std::vector<double> ref(n);
+    for (std::size_t t = 0; t != n; ++t) ref[t] = aligner::ref::dot(q16.data() + i * dim, x16.data() + t * dim, dim);
+    std::vector<double> sorted = ref;
+    std::sort(sorted.begin(), sorted.end(), std::greater<>());
+    for (std::size_t r = 0; r != k; ++r) {
+      const auto id = res.ids_of(i)[r];
+      REQUIRE(id >= 0);
+      INFO("row " << i << " rank " << r);
+      REQUIRE_THAT(double(res.scores_of(i)[r]), WithinAbs(ref[std::size_t(id)], 1e-5));
+      REQUIRE(ref[std::size_t(id)] >= sorted[k - 1] - 1e-5);
+    }
+  }
+  // Bytes: half the f32 payload, a round trip gives the same searches; an f32 reader's flag check refuses nothing
+  // silently (the dim word carries the precision).
+  const std::string bytes = b.serialize();
+  CHECK(bytes.size() == 16 + n * dim * 2);
+  const auto back = aligner::exact_backend::deserialize(bytes);
+  CHECK(back.precision() == aligner::storage::bf16);
+  const auto again = back.search({q.data(), rows, dim}, k);
+  CHECK(again.ids == res.ids);
+  CHECK(again.scores == res.scores);
+  CHECK_THROWS_AS(aligner::exact_backend::deserialize(bytes.substr(0, bytes.size() - 2)), aligner::io_error);
+  CHECK_THROWS_AS(aligner::exact_backend(dim, aligner::storage::i8), aligner::invalid_argument);
 }

@@ -326,3 +326,17 @@ TEST_CASE("cli: explain draws the library's view with words, from the collection
   CHECK(run_cli("explain" + coll + " --query 1 --doc 184 --vocab /nonexistent/vocab.txt --svg " + svg.string()).status == 2);
   for (const auto& f : {html, svg, idx}) std::filesystem::remove(f);
 }
+
+TEST_CASE("cli: the bf16 exact backend indexes, saves under its own label and searches like eval", "[oracle]") {
+  const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
+  const auto idx = temp("exact_bf16.idx");
+  REQUIRE(run_cli("index" + coll + " --backend exact-bf16 --out " + idx.string()).status == 0);
+  const auto info = run_cli("info " + idx.string());
+  CHECK(info.out.find("backend=exact-bf16") != std::string::npos);
+  const std::string opts = " --strategy top1 --candidates 50";
+  const auto searched = run_cli("search --index " + idx.string() + coll + opts);
+  const auto evaluated = run_cli("eval" + coll + opts + " --backend exact-bf16");
+  REQUIRE(searched.status == 0);
+  CHECK(without_timing(searched.out) == without_timing(evaluated.out));
+  std::filesystem::remove(idx);
+}

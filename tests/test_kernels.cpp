@@ -366,7 +366,9 @@ TEST_CASE("mask_bits: lane l of a comparison is bit l", "[kernel]") {
 }
 
 TEST_CASE("exact backend (this architecture): top-k equals a stable sort, exact ties, padding never returned", "[kernel]") {
-  // Small integers: exact scores, ties everywhere; sizes around panel and span boundaries, several row blocks.
+  // Small integers: exact scores, ties everywhere; sizes around panel and span boundaries, several row blocks. The
+  // values are exact in bfloat16 too, so the bf16 backend (AMX where it runs) must give the same bits.
+  for (aligner::storage st : {aligner::storage::f32, aligner::storage::bf16})
   for (std::size_t dim : {1, 5, 16, 33}) {
     for (std::size_t n : {std::size_t(1), W - 1, 3 * W + 1, std::size_t(20000)}) {
       std::vector<float> x(n * dim);
@@ -374,7 +376,7 @@ TEST_CASE("exact backend (this architecture): top-k equals a stable sort, exact 
       std::vector<float> q(rows * dim);
       for (std::size_t i = 0; i != x.size(); ++i) x[i] = float(int((i * 7 + i / 3) % 5) - 2);
       for (std::size_t i = 0; i != q.size(); ++i) q[i] = float(int((i * 11 + 3) % 7) - 3);
-      aligner::exact_backend b(dim);
+      aligner::exact_backend b(dim, st);
       b.add({x.data(), n, dim});
       std::vector<std::vector<std::pair<double, std::int64_t>>> sorted(rows);
       for (std::size_t i = 0; i != rows; ++i) {
@@ -383,7 +385,7 @@ TEST_CASE("exact backend (this architecture): top-k equals a stable sort, exact 
         std::stable_sort(all.begin(), all.end(), [](auto& a, auto& c) { return a.first > c.first; });
       }
       for (std::size_t k : {std::size_t(1), std::size_t(3), n, n + 5, std::size_t(2500)}) {
-        INFO("dim " << dim << " n " << n << " k " << k);
+        INFO(aligner::to_string(st) << " dim " << dim << " n " << n << " k " << k);
         const auto res = b.search({q.data(), rows, dim}, k);
         for (std::size_t i = 0; i != rows; ++i) {
           const auto& all = sorted[i];

@@ -27,6 +27,7 @@ namespace cli {
 template <class Fn>
 void with_backend(std::string_view name, std::size_t dim, Fn&& fn) {
   if (name == "exact") return fn(aligner::exact_backend(dim));
+  if (name == "exact-bf16") return fn(aligner::exact_backend(dim, aligner::storage::bf16));  // AMX-BF16 where the CPU has it
 #ifdef ALIGNER_HAVE_FAISS
   if (name == "faiss-flat") return fn(aligner::faiss_backend(std::make_unique<faiss::IndexFlatIP>(dim)));
   if (name == "faiss-hnsw") {
@@ -47,7 +48,7 @@ void with_backend(std::string_view name, std::size_t dim, Fn&& fn) {
 template <class Fn>
 void with_saved_index(const std::filesystem::path& path, const aligner::load_options& options, Fn&& fn) {
   const std::string kind = aligner::read_index_label(path);
-  if (kind == "exact" || kind.empty()) return fn(aligner::load_index<aligner::exact_backend>(path, options));
+  if (kind == "exact" || kind == "exact-bf16" || kind.empty()) return fn(aligner::load_index<aligner::exact_backend>(path, options));
 #ifdef ALIGNER_HAVE_FAISS
   if (kind == "faiss-flat" || kind == "faiss-hnsw") return fn(aligner::load_index<aligner::faiss_backend>(path, options));
 #endif

@@ -8,7 +8,7 @@ namespace cli {
 
 /// The backends of this build, in help order. The name is also the label of saved indexes (backends.hpp).
 inline constexpr std::string_view backend_list[] = {
-    "exact",
+    "exact", "exact-bf16",
 #ifdef ALIGNER_HAVE_FAISS
     "faiss-flat", "faiss-hnsw",
 #endif

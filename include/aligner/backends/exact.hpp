@@ -1,7 +1,9 @@
 /** @file exact.hpp
  *  @brief Brute-force inner-product backend: exact top-k over every stored token; the retriever's test oracle.
  *
- *  Vectors are packed into float32 panels (kernels/layout.hpp) as they are added; a search is one token_topk scan
+ *  Vectors are packed into float32 panels (or bfloat16 ones, `exact_backend(dim, storage::bf16)`: half the memory,
+ *  scanned on AMX-BF16 tiles where the CPU has them, the query rounded to bf16 too, so "exact" is then exact over
+ *  the rounded values) as they are added; a search is one token_topk scan
  *  (kernels/token_scan.hpp): register tiles of S compared with each row's running k-th best, survivors compacted by
  *  a bucket select. Ties break toward the smaller id. Complexity O(queries * size * dim). `search` is const and
  *  thread-safe (each call has its own scratch, or pass a scan_workspace per thread). */
@@ -28,20 +30,23 @@ class exact_backend {
   /// The name index files record, so that loading with another backend type is refused by name.
   static constexpr std::string_view type_name = "exact_backend";
 
-  /// An empty index of vectors of dimension `dim` (>= 1).
-  explicit exact_backend(std::size_t dim) : dim_(dim) {
+  /// An empty index of vectors of dimension `dim` (>= 1), stored in `precision` (storage::f32 or storage::bf16).
+  explicit exact_backend(std::size_t dim, storage precision = storage::f32) : dim_(dim), precision_(precision) {
     ALIGNER_EXPECTS(dim >= 1, "exact_backend dim must be >= 1, got ", dim);
+    ALIGNER_EXPECTS(precision == storage::f32 || precision == storage::bf16, "exact_backend precision must be f32 or bf16, got ",
+                    precision == storage::residual ? "residual" : to_string(precision));
   }
 
   std::size_t dim() const noexcept { return dim_; }
+  storage precision() const noexcept { return precision_; }
   std::size_t size() const noexcept { return size_; }
 
   /// Appends vectors (ids size() .. size() + rows - 1). Throws on a dim mismatch or NaN/Inf (index unchanged).
   void add(matrix_view<float> vectors) {
     if (vectors.rows == 0) return;
     detail::check_backend_add(vectors, dim_, "exact_backend");
-    panels_.resize(packed_words(storage::f32, size_ + vectors.rows, dim_), 0u);
-    for (std::size_t r = 0; r != vectors.rows; ++r) pack_token(storage::f32, vectors.row(r), dim_, size_ + r, panels_.data());
+    panels_.resize(packed_words(precision_, size_ + vectors.rows, dim_), 0u);
+    for (std::size_t r = 0; r != vectors.rows; ++r) pack_token(precision_, vectors.row(r), dim_, size_ + r, panels_.data());
     size_ += vectors.rows;
   }
 
@@ -55,7 +60,10 @@ class exact_backend {
   topk_result search(matrix_view<float> queries, std::size_t k, scan_workspace& ws) const {
     detail::check_backend_search(queries, k, dim_);
     topk_result out(queries.rows, k);
-    token_topk<storage::f32>(queries, panels_.data(), size_, k, out, ws);
+    if (precision_ == storage::bf16)
+      token_topk<storage::bf16>(queries, panels_.data(), size_, k, out, ws);
+    else
+      token_topk<storage::f32>(queries, panels_.data(), size_, k, out, ws);
     return out;
   }
   /// Exact top-k among the ids `keep` accepts (filtering_backend): k results whenever k ids are kept.
@@ -63,18 +71,30 @@ class exact_backend {
     detail::check_backend_search(queries, k, dim_);
     topk_result out(queries.rows, k);
     scan_workspace ws;
-    token_topk<storage::f32>(queries, panels_.data(), size_, k, out, ws, keep);
+    if (precision_ == storage::bf16)
+      token_topk<storage::bf16>(queries, panels_.data(), size_, k, out, ws, keep);
+    else
+      token_topk<storage::f32>(queries, panels_.data(), size_, k, out, ws, keep);
     return out;
   }
 
-  /// The index as bytes: u64 dim, u64 size, then size x dim float32 rows (little-endian, this host's order).
+  /// The index as bytes: u64 dim, u64 size, then size x dim float32 rows (little-endian, this host's order); a bf16
+  /// index sets bit 63 of the dim word and stores bfloat16 rows (2 bytes a value).
   std::string serialize() const {
-    std::string out(16 + size_ * dim_ * sizeof(float), '\0');
-    const std::uint64_t header[2] = {dim_, size_};
+    const bool half = precision_ == storage::bf16;
+    std::string out(16 + size_ * dim_ * (half ? 2 : sizeof(float)), '\0');
+    const std::uint64_t header[2] = {dim_ | (half ? bf16_flag : 0), size_};
     std::memcpy(out.data(), header, 16);
-    float* rows = reinterpret_cast<float*>(out.data() + 16);
     for (std::size_t t = 0; t != size_; ++t)
-      for (std::size_t c = 0; c != dim_; ++c) rows[t * dim_ + c] = at(t, c);
+      for (std::size_t c = 0; c != dim_; ++c) {
+        const float x = at(t, c);
+        if (half) {
+          const std::uint16_t h = to_bf16(x);  // exact: the value is a bf16 already
+          std::memcpy(out.data() + 16 + (t * dim_ + c) * 2, &h, 2);
+        } else {
+          std::memcpy(out.data() + 16 + (t * dim_ + c) * 4, &x, 4);
+        }
+      }
     return out;
   }
   /// Inverse of serialize; throws aligner::io_error on malformed bytes.
@@ -82,13 +102,24 @@ class exact_backend {
     std::uint64_t header[2] = {0, 0};
     if (bytes.size() < 16) throw io_error("exact backend: " + std::to_string(bytes.size()) + " bytes, need at least 16");
     std::memcpy(header, bytes.data(), 16);
+    const bool half = (header[0] & bf16_flag) != 0;
+    header[0] &= ~bf16_flag;
+    const std::size_t value_bytes = half ? 2 : sizeof(float);
     if (header[0] == 0 || header[0] > (1u << 20)) throw io_error("exact backend: implausible dim " + std::to_string(header[0]));
-    if (header[1] > (bytes.size() - 16) / sizeof(float) / header[0] || 16 + header[1] * header[0] * sizeof(float) != bytes.size())
+    if (header[1] > (bytes.size() - 16) / value_bytes / header[0] || 16 + header[1] * header[0] * value_bytes != bytes.size())
       throw io_error("exact backend: " + std::to_string(bytes.size()) + " bytes do not hold " + std::to_string(header[1]) +
-                     " vectors of dim " + std::to_string(header[0]));
-    exact_backend b(header[0]);
+                     " vectors of dim " + std::to_string(header[0]) + (half ? " in bf16" : ""));
+    exact_backend b(header[0], half ? storage::bf16 : storage::f32);
     std::vector<float> rows(header[1] * header[0]);
-    if (!rows.empty()) std::memcpy(rows.data(), bytes.data() + 16, rows.size() * sizeof(float));
+    if (half) {
+      for (std::size_t i = 0; i != rows.size(); ++i) {
+        std::uint16_t h;
+        std::memcpy(&h, bytes.data() + 16 + i * 2, 2);
+        rows[i] = from_bf16(h);
+      }
+    } else if (!rows.empty()) {
+      std::memcpy(rows.data(), bytes.data() + 16, rows.size() * sizeof(float));
+    }
     try {
       b.add({rows.data(), header[1], header[0]});
     } catch (const invalid_argument& e) {
@@ -106,9 +137,11 @@ class exact_backend {
   }
 
  private:
-  float at(std::size_t t, std::size_t c) const noexcept { return packed_value(storage::f32, panels_.data(), panel_width<>, dim_, t, c); }
+  float at(std::size_t t, std::size_t c) const noexcept { return packed_value(precision_, panels_.data(), panel_width<>, dim_, t, c); }
 
+  static constexpr std::uint64_t bf16_flag = std::uint64_t(1) << 63;
   std::size_t dim_;
+  storage precision_ = storage::f32;
   std::size_t size_ = 0;
   aligned_vector<std::uint32_t> panels_;
 };

@@ -26,6 +26,7 @@
 #include "layout.hpp"
 #include "simd_compat.hpp"
 #include "storage.hpp"
+#include "amx.hpp"
 #include "tile.hpp"
 
 ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
@@ -46,6 +47,7 @@ struct scan_workspace {
     float threshold = -std::numeric_limits<float>::infinity();
   };
   std::vector<row_state> rows;
+  std::vector<std::uint32_t> query_bf16;  ///< a query block's bf16 pairs (bf16 tokens)
   std::vector<std::uint16_t> bucket_of;
   std::vector<scan_candidate> boundary;
 };
@@ -107,7 +109,8 @@ inline void compact_candidates(scan_workspace::row_state& st, std::size_t keep, 
 /// rows [0, queries.rows) of `out` (out.k == k; slots past `tokens` keep id -1 / score -inf). `accept`, when given,
 /// restricts the result to the token ids it accepts (asked only for tokens that beat a row's running threshold).
 /// Preconditions (unchecked): k >= 1, queries.cols == the panels' dim, values finite, panels 64-byte aligned.
-/// The storage is a template argument (the exact backend scans float32 only): each instantiation is a large function.
+/// The storage is a template argument (the exact backend scans float32 or bfloat16): each instantiation is a large
+/// function. bf16 tokens are scanned on AMX-BF16 tiles where amx_bf16_usable() (the query rounded to bf16 too).
 template <storage St = storage::f32, class Arch = default_arch, class Accept = std::nullptr_t>
 void token_topk(matrix_view<float> queries, const void* panels, std::size_t tokens, std::size_t k, topk_result& out,
                 scan_workspace& ws, const Accept& accept = nullptr) {
@@ -116,8 +119,10 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
   const std::size_t keep = std::min(k, tokens);
   const std::size_t limit = 2 * keep + 1024;  // 3k + 1024 and 6k + 1024 measured no faster
   if (ws.rows.size() < std::min(row_block, queries.rows)) ws.rows.resize(std::min(row_block, queries.rows));
-  {
-    using engine_t = tile_engine<Arch, St>;
+  // bf16 tokens on AMX where it runs: the query block in bf16 pairs (zero rows to a multiple of 16).
+  [[maybe_unused]] const bool amx = St == storage::bf16 && panel_width<Arch> >= 4 && panel_width<Arch> <= 16 && amx_bf16_usable();
+  auto scan = [&]<class Engine>(std::type_identity<Engine>) {
+    using engine_t = Engine;
     using batch = typename engine_t::batch;
     constexpr std::size_t width = engine_t::width;
     const std::size_t capacity = limit + engine_t::block_panels * width;
@@ -132,12 +137,20 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
         row.size = 0;
         row.threshold = -std::numeric_limits<float>::infinity();
       }
-      const engine_t engine(panels, tokens, queries.middle_rows(r0, rows));
+      const matrix_view<float> block = queries.middle_rows(r0, rows);
+      const std::uint32_t* block_bf16 = nullptr;
+      if (St == storage::bf16 && (bf16_rounds_query<Arch> || amx)) {
+        ws.query_bf16.resize(bf16_query_words(rows, queries.cols));
+        query_to_bf16_pairs(block, ws.query_bf16.data());
+        block_bf16 = ws.query_bf16.data();
+      }
+      const engine_t engine(panels, tokens, block, block_bf16);
       engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
         engine_t::with_panels(here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
           batch acc[R][V];
           engine.template tile<R, V>(i0, p0, acc);
-          for (std::size_t r = 0; r != R; ++r) {
+          const std::size_t live = std::min(R, rows - i0);  // AMX tiles: 16 rows, maybe past the block
+          for (std::size_t r = 0; r != live; ++r) {
             auto& row = ws.rows[i0 + r];
             const batch threshold(row.threshold);
             for (std::size_t v = 0; v != V; ++v) {
@@ -170,6 +183,15 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
         }
       }
     }
+  };
+  if constexpr (St == storage::bf16 && panel_width<Arch> >= 4 && panel_width<Arch> <= 16) {
+    if (amx) {
+      scan(std::type_identity<amx_bf16_engine<Arch>>{});
+    } else {
+      scan(std::type_identity<tile_engine<Arch, St>>{});
+    }
+  } else {
+    scan(std::type_identity<tile_engine<Arch, St>>{});
   }
   if (limit > (std::size_t(1) << 16))  // do not keep a large k's buffers alive in a long-lived workspace
     for (auto& row : ws.rows) row = {};
