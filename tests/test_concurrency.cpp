@@ -80,10 +80,13 @@ TEST_CASE("concurrency: parallel_for forwards the first exception after joining,
   for (unsigned threads : {0u, 1u, 2u, 4u, 16u}) {
     INFO("threads " << threads);
     std::atomic<std::size_t> ran{0};
+    // Every other item takes 1 ms, so the whole loop takes far longer than throwing (slow under ASan, where 1000
+    // instant items all finished while item 17's exception unwound): only items in flight may still complete.
     CHECK_THROWS_AS(aligner::parallel_for(1000, threads,
                                           [&](std::size_t i) {
                                             ++ran;
                                             if (i == 17) throw custom_failure("item 17");
+                                            std::this_thread::sleep_for(std::chrono::milliseconds(1));
                                           }),
                     custom_failure);
     CHECK(ran < 1000);  // no new items are handed out after the failure (a few may be in flight)
