@@ -29,44 +29,27 @@ const token_index& index_of(std::size_t t, aligner::storage st = aligner::storag
   return *p;
 }
 
-void exact_search_xsimd(benchmark::State& state) {
+/// One exact token search per iteration over an index of storage `st`, with a fresh or a reused scan_workspace.
+void exact_search_run(benchmark::State& state, aligner::storage st, bool reuse_workspace) {
   const std::size_t q = std::size_t(state.range(0)), t = std::size_t(state.range(1)), k = std::size_t(state.range(2));
-  const auto& idx = index_of(t);
+  const auto& idx = index_of(t, st);
   const auto qs = query(q, idx.dim);
-  for (auto _ : state) benchmark::DoNotOptimize(idx.backend.search({qs.data(), q, idx.dim}, k).ids.data());
-  state.SetLabel(kernel_label(aligner::storage::f32));
+  aligner::scan_workspace ws;
+  for (auto _ : state)
+    benchmark::DoNotOptimize((reuse_workspace ? idx.backend.search({qs.data(), q, idx.dim}, k, ws)
+                                              : idx.backend.search({qs.data(), q, idx.dim}, k)).ids.data());
+  state.SetLabel(kernel_label(st));
   const double it = double(state.iterations());
   state.counters["queries_per_second"] = benchmark::Counter(it * double(q), benchmark::Counter::kIsRate);
   state.counters["flops"] = benchmark::Counter(it * 2.0 * double(q) * double(t) * double(idx.dim), benchmark::Counter::kIsRate,
                                                benchmark::Counter::kIs1000);
 }
 
+void exact_search_xsimd(benchmark::State& state) { exact_search_run(state, aligner::storage::f32, false); }
 /// The same over a bf16 exact backend (AMX-BF16 tiles where the CPU has them; the query rounded to bf16).
-void exact_search_xsimd_bf16(benchmark::State& state) {
-  const std::size_t q = std::size_t(state.range(0)), t = std::size_t(state.range(1)), k = std::size_t(state.range(2));
-  const auto& idx = index_of(t, aligner::storage::bf16);
-  const auto qs = query(q, idx.dim);
-  aligner::scan_workspace ws;
-  for (auto _ : state) benchmark::DoNotOptimize(idx.backend.search({qs.data(), q, idx.dim}, k, ws).ids.data());
-  state.SetLabel(kernel_label(aligner::storage::bf16));
-  const double it = double(state.iterations());
-  state.counters["queries_per_second"] = benchmark::Counter(it * double(q), benchmark::Counter::kIsRate);
-  state.counters["flops"] = benchmark::Counter(it * 2.0 * double(q) * double(t) * double(idx.dim), benchmark::Counter::kIsRate,
-                                               benchmark::Counter::kIs1000);
-}
-
+void exact_search_xsimd_bf16(benchmark::State& state) { exact_search_run(state, aligner::storage::bf16, true); }
 /// The same with a caller-owned scan_workspace reused across searches (no per-call allocation).
-void exact_search_xsimd_workspace(benchmark::State& state) {
-  const std::size_t q = std::size_t(state.range(0)), t = std::size_t(state.range(1)), k = std::size_t(state.range(2));
-  const auto& idx = index_of(t);
-  const auto qs = query(q, idx.dim);
-  aligner::scan_workspace ws;
-  for (auto _ : state) benchmark::DoNotOptimize(idx.backend.search({qs.data(), q, idx.dim}, k, ws).ids.data());
-  const double it = double(state.iterations());
-  state.counters["queries_per_second"] = benchmark::Counter(it * double(q), benchmark::Counter::kIsRate);
-  state.counters["flops"] = benchmark::Counter(it * 2.0 * double(q) * double(t) * double(idx.dim), benchmark::Counter::kIsRate,
-                                               benchmark::Counter::kIs1000);
-}
+void exact_search_xsimd_workspace(benchmark::State& state) { exact_search_run(state, aligner::storage::f32, true); }
 
 void exact_search_eigen_naive(benchmark::State& state) {
   using mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
