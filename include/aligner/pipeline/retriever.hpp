@@ -145,6 +145,8 @@ class aligner_retriever {
   const Backend& backend() const noexcept { return s_.backend; }
   const token_store& store() const noexcept { return s_.store; }
   const index_params& params() const noexcept { return s_.params; }
+  /// Residual stores: centroid -> the documents holding a token assigned to it (ascending); empty otherwise.
+  const std::vector<std::vector<std::uint32_t>>& centroid_postings() const noexcept { return centroid_docs_; }
   bool is_removed(std::int64_t id) const noexcept { return id >= 0 && std::size_t(id) < size() && s_.removed[std::size_t(id)]; }
 
   /// Adds documents; returns the id of the first. Salience: `doc_salience` (one per token), else the doc

@@ -1,0 +1,518 @@
+// The index directory: segments committed atomically, search equal to one retriever, snapshots under a writer,
+// crash safety (kill -9 at random moments, disk full), corruption refused by name, one writer.
+#include <aligner/aligner.hpp>
+#include <aligner/io/index_directory.hpp>
+
+#include "test_common.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <random>
+#include <thread>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace {
+
+namespace fs = std::filesystem;
+using retriever = aligner::aligner_retriever<aligner::exact_backend>;
+
+fs::path fresh_dir(const std::string& name) {
+  const auto dir = fs::temp_directory_path() / ("aligner_dir_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  return dir;
+}
+
+/// Documents [first, last) of a corpus as their own set.
+struct slice {
+  std::vector<std::int64_t> offsets;
+  aligner::sequence_set_view view;
+  std::span<const float> salience;
+  slice(const aligner_test::random_corpus& c, std::size_t first, std::size_t last) {
+    for (std::size_t d = first; d <= last; ++d) offsets.push_back(c.offsets[d] - c.offsets[first]);
+    const std::size_t t0 = std::size_t(c.offsets[first]), t1 = std::size_t(c.offsets[last]);
+    view = {{c.tokens.data() + t0 * c.dim, t1 - t0, c.dim}, offsets};
+    salience = std::span<const float>(c.salience).subspan(t0, t1 - t0);
+  }
+};
+
+std::shared_ptr<const aligner::residual_codec> small_codec(const aligner_test::random_corpus& c, std::size_t nbits = 2) {
+  return std::make_shared<const aligner::residual_codec>(
+      aligner::train_residual_codec({c.tokens.data(), std::size_t(c.offsets.back()), c.dim}, {.nbits = nbits, .centroids = 24, .seed = 5}));
+}
+
+void require_same(const aligner::search_result& a, const aligner::search_result& b) {
+  REQUIRE(a.ids == b.ids);
+  REQUIRE(a.scores == b.scores);
+  CHECK(a.candidates_scored == b.candidates_scored);
+  CHECK(a.reranked_all_allowed == b.reranked_all_allowed);
+}
+
+/// Every kind of search on the directory equals the same search on one retriever.
+void require_equal_searches(const aligner::index_directory_reader& dir, const retriever& one, std::size_t dim, bool residual) {
+  const auto q = aligner_test::random_matrix(6, dim, 99, true);
+  const auto qs = aligner_test::random_weights(6, 98, true);
+  const aligner::matrix_view<float> query(q.data(), 6, dim);
+  std::vector<aligner::search_params> grid;
+  for (const auto& s : {aligner::alignment::top1(), aligner::alignment::top_k(3), aligner::alignment::top_p(0.2)}) {
+    grid.push_back({.strategy = s, .top = 25, .exhaustive = true});
+    if (!residual) continue;
+    for (std::size_t nprobe : {1, 3, 8})
+      for (std::size_t ndocs : {0, 15}) grid.push_back({.strategy = s, .top = 25, .nprobe = nprobe, .ndocs = ndocs});
+  }
+  if (residual) {
+    grid.push_back({.top = 10, .nprobe = 2, .query_prune = 0.5, .query_salience = qs});
+    grid.push_back({.top = 7, .nprobe = 2, .filter = [](std::int64_t id) { return id % 3 == 0; }});
+    grid.push_back({.candidates_per_token = 1, .top = 40, .nprobe = 1, .filter = [](std::int64_t id) { return id % 2 == 1; }});
+  }
+  const std::vector<std::int64_t> allowed = {3, 5, 44, 120, 121, 199, 250};
+  grid.push_back({.top = 5, .exhaustive = true, .allowed_ids = allowed});
+  if (residual) grid.push_back({.candidates_per_token = 1, .top = 5, .nprobe = 1, .allowed_ids = allowed});
+  for (const auto& p : grid) {
+    INFO("nprobe " << p.nprobe << " ndocs " << p.ndocs << " exhaustive " << p.exhaustive);
+    require_same(dir.search(query, p), one.search(query, p));
+  }
+  // Batches equal serial searches; explain equals the score.
+  const std::int64_t offsets[] = {0, 3, 6};
+  const aligner::search_params p = residual ? aligner::search_params{.top = 10, .nprobe = 4} : aligner::search_params{.top = 10, .exhaustive = true};
+  const auto batch = dir.search_batch({query, offsets}, p, {}, 2);
+  require_same(batch[1], one.search({q.data() + 3 * dim, 3, dim}, p));
+  const auto hit = batch[0];
+  REQUIRE(!hit.ids.empty());
+  CHECK(dir.explain({q.data(), 3, dim}, hit.ids[0], p).score == hit.scores[0]);
+}
+
+struct fixture {
+  aligner_test::random_corpus corpus{260, 9, 12, 41};
+  std::shared_ptr<const aligner::residual_codec> codec = small_codec(corpus);
+  std::vector<std::string> names;
+  fixture() {
+    for (std::size_t d = 0; d != 260; ++d) names.push_back("doc-" + std::to_string(d));
+  }
+  /// One retriever with the same documents (and codec) as a directory built from batches.
+  retriever one(aligner::storage precision) const {
+    aligner::index_params ip{.precision = precision, .token_index = false};
+    if (precision == aligner::storage::residual) ip.codec = codec;
+    return retriever(aligner::exact_backend(corpus.dim), corpus.view(), ip, corpus.salience);
+  }
+  /// Adds documents [first, last) as one segment.
+  std::int64_t add(aligner::index_directory_writer& w, std::size_t first, std::size_t last) const {
+    const slice s(corpus, first, last);
+    return w.add(s.view, s.salience, std::span<const std::string>(names).subspan(first, last - first));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("directory: searches over several segments equal one retriever, before and after removals and compaction", "[property]") {
+  const fixture f;
+  for (auto precision : {aligner::storage::residual, aligner::storage::f32, aligner::storage::bf16}) {
+    const bool residual = precision == aligner::storage::residual;
+    INFO("precision " << aligner::to_string(precision));
+    const auto dir = fresh_dir("equal");
+    retriever one = f.one(precision);
+    {
+      auto w = aligner::index_directory_writer::create(dir, f.corpus.dim, {.precision = precision, .codec = residual ? f.codec : nullptr});
+      CHECK(f.add(w, 0, 100) == 0);
+      CHECK(f.add(w, 100, 101) == 100);
+      CHECK(f.add(w, 101, 200) == 101);
+      CHECK(f.add(w, 200, 260) == 200);
+      CHECK(w.generation() == 5);
+      CHECK(w.snapshot().segments.size() == 4);
+    }
+    aligner::index_directory_reader reader(dir);
+    CHECK(reader.live_size() == 260);
+    CHECK(reader.name(7) == "doc-7");
+    require_equal_searches(reader, one, f.corpus.dim, residual);
+
+    const std::vector<std::int64_t> gone = {0, 5, 99, 100, 150, 201, 259};
+    {
+      auto w = aligner::index_directory_writer::open(dir);
+      w.remove(std::span<const std::int64_t>(gone).first(4));
+      w.remove(std::span<const std::int64_t>(gone).subspan(4));
+    }
+    for (std::int64_t id : gone) one.remove(id);
+    CHECK(reader.refresh());
+    CHECK(reader.live_size() == 253);
+    require_equal_searches(reader, one, f.corpus.dim, residual);
+    CHECK_THROWS_AS(reader.name(5), aligner::invalid_argument);
+
+    {
+      auto w = aligner::index_directory_writer::open(dir);
+      w.compact();
+      CHECK(w.snapshot().segments.size() == 1);
+      CHECK(w.snapshot().documents() == 253);
+      w.remove(7);
+    }
+    one.remove(7);
+    CHECK(reader.refresh());
+    require_equal_searches(reader, one, f.corpus.dim, residual);
+    CHECK(aligner::index_directory_reader(dir).name(8) == "doc-8");
+    // Garbage collection: only the files of the last commit are left.
+    std::size_t files = 0;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      ++files;
+      INFO(e.path());
+      const auto n = e.path().filename().string();
+      CHECK((n == "MANIFEST" || n == "LOCK" || n.rfind("seg-", 0) == 0 || n.rfind("del-", 0) == 0));
+    }
+    CHECK(files == 5);  // MANIFEST, LOCK, seg .aidx + .ids, one tombstone
+    fs::remove_all(dir);
+  }
+}
+
+TEST_CASE("directory: a reader keeps its snapshot while a writer changes the directory", "[property]") {
+  const fixture f;
+  const auto dir = fresh_dir("snapshot");
+  auto w = aligner::index_directory_writer::create(dir, f.corpus.dim, {.codec = f.codec});
+  f.add(w, 0, 120);
+  aligner::index_directory_reader reader(dir);
+  const auto q = aligner_test::random_matrix(4, f.corpus.dim, 7, true);
+  const aligner::search_params p{.top = 300, .nprobe = 4};
+  const auto before = reader.search({q.data(), 4, f.corpus.dim}, p);
+  f.add(w, 120, 260);
+  w.remove(std::vector<std::int64_t>{before.ids[0], before.ids[1]});
+  w.compact();  // the snapshot's segment files are deleted now; its mapping stays valid
+  require_same(reader.search({q.data(), 4, f.corpus.dim}, p), before);
+  CHECK(reader.generation() == 2);
+  CHECK(reader.refresh());
+  CHECK(reader.generation() == w.generation());
+  const auto after = reader.search({q.data(), 4, f.corpus.dim}, p);
+  CHECK(std::find(after.ids.begin(), after.ids.end(), before.ids[0]) == after.ids.end());
+  CHECK(after.candidates_scored > before.candidates_scored);
+  CHECK_FALSE(reader.refresh());
+  fs::remove_all(dir);
+}
+
+TEST_CASE("directory: bad input is refused by name and changes nothing", "[error]") {
+  const fixture f;
+  const auto dir = fresh_dir("bad");
+  auto w = aligner::index_directory_writer::create(dir, f.corpus.dim, {.codec = f.codec});
+  f.add(w, 0, 50);
+  const auto gen = w.generation();
+  const auto wrong = aligner_test::random_matrix(3, f.corpus.dim + 1, 1);
+  const std::int64_t three[] = {0, 3}, two[] = {0, 2};
+  CHECK_THROWS_WITH(w.add({{wrong.data(), 3, f.corpus.dim + 1}, three}),
+                    Catch::Contains("dim 13") && Catch::Contains("dim 12"));
+  CHECK_THROWS_WITH(w.remove(50), Catch::Contains("unknown document id 50"));
+  CHECK_THROWS_WITH(w.remove(std::vector<std::int64_t>{3, 3}), Catch::Contains("listed twice"));
+  w.remove(3);
+  CHECK_THROWS_WITH(w.remove(std::vector<std::int64_t>{4, 3}), Catch::Contains("id 3 is already removed"));
+  CHECK_FALSE(aligner::index_directory_reader(dir).snapshot()->is_live(3));
+  CHECK(aligner::index_directory_reader(dir).snapshot()->is_live(4));
+  auto nan = aligner_test::random_matrix(2, f.corpus.dim, 2);
+  nan[5] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_AS(w.add({{nan.data(), 2, f.corpus.dim}, two}), aligner::invalid_argument);
+  const std::string bad_name[] = {"a\nb"};
+  const auto one = aligner_test::random_matrix(1, f.corpus.dim, 3, true);
+  const std::int64_t offs[] = {0, 1};
+  const float sal[] = {0.5f};
+  CHECK_THROWS_WITH(w.add({{one.data(), 1, f.corpus.dim}, offs}, sal, bad_name), Catch::Contains("line break"));
+  CHECK_THROWS_WITH(w.add({{one.data(), 1, f.corpus.dim}, offs}), Catch::Contains("salience"));  // the others have salience
+  CHECK(w.generation() == gen + 1);
+  aligner::index_directory_reader reader(dir);
+  const auto q = aligner_test::random_matrix(2, f.corpus.dim, 4, true);
+  CHECK_THROWS_WITH(reader.search({q.data(), 2, f.corpus.dim}), Catch::Contains("nprobe") && Catch::Contains("exhaustive"));
+  const std::int64_t out_of_range[] = {77};
+  CHECK_THROWS_WITH(reader.search({q.data(), 2, f.corpus.dim}, {.nprobe = 2, .allowed_ids = out_of_range}), Catch::Contains("allowed_ids[0] = 77"));
+  CHECK_THROWS_WITH(aligner::index_directory_writer::create(dir, f.corpus.dim), Catch::Contains("another writer"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("directory: one writer at a time; the lock dies with its holder", "[error]") {
+  const auto dir = fresh_dir("lock");
+  auto w = aligner::index_directory_writer::create(dir, 4, {.precision = aligner::storage::f32});
+  CHECK_THROWS_WITH(aligner::index_directory_writer::open(dir), Catch::Contains("LOCK") && Catch::Contains("another writer"));
+  aligner::index_directory_reader reader(dir);  // readers take no lock
+  CHECK(reader.live_size() == 0);
+  {
+    auto moved = std::move(w);
+  }
+  CHECK_NOTHROW(aligner::index_directory_writer::open(dir));
+  // A writer process killed while holding the lock releases it.
+  const pid_t child = ::fork();
+  if (child == 0) {
+    auto held = aligner::index_directory_writer::open(dir);
+    ::pause();
+    ::_exit(0);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  CHECK_NOTHROW(aligner::index_directory_writer::open(dir));
+  CHECK_THROWS_WITH(aligner::index_directory_writer::create(dir, 4), Catch::Contains("already holds an index directory"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("directory: a corrupt, truncated, missing or newer file is refused naming it", "[error]") {
+  const fixture f;
+  const auto dir = fresh_dir("corrupt");
+  {
+    auto w = aligner::index_directory_writer::create(dir, f.corpus.dim, {.codec = f.codec});
+    f.add(w, 0, 40);
+    f.add(w, 40, 80);
+    w.remove(3);
+  }
+  const auto snap = aligner::index_directory_reader(dir).snapshot();
+  const std::string seg = snap->segments[1]->name, tomb = snap->tombstone_files[0];
+  auto flip = [](const fs::path& p, std::size_t at) {
+    std::fstream io(p, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(std::streamoff(at));
+    char c = 0;
+    io.read(&c, 1);
+    c = char(c ^ 0x40);
+    io.seekp(std::streamoff(at));
+    io.write(&c, 1);
+  };
+  auto with_damage = [&](const fs::path& file, auto&& damage, const std::string& expect) {
+    const auto backup = file.string() + ".orig";
+    fs::copy_file(file, backup, fs::copy_options::overwrite_existing);
+    damage(file);
+    INFO(file);
+    CHECK_THROWS_WITH(aligner::index_directory_reader(dir), Catch::Contains(file.string()) && Catch::Contains(expect));
+    fs::rename(backup, file);
+  };
+  // The first byte of the largest payload (trailing padding is not data).
+  auto payload_byte = [](const fs::path& p) {
+    const auto bytes = aligner::io::file_bytes::open(p, false);
+    const auto sections = aligner::io::decode_sections(*bytes);
+    const aligner::io::section_in* big = nullptr;
+    for (const auto& [name, s] : sections)
+      if (!big || s.bytes > big->bytes) big = &s;
+    return std::size_t(big->data - bytes->data());
+  };
+  for (const fs::path file : {dir / "MANIFEST", dir / (seg + ".aidx"), dir / (seg + ".ids"), dir / tomb}) {
+    with_damage(file, [&](const fs::path& p) { flip(p, payload_byte(p)); }, "checksum mismatch");
+    with_damage(file, [&](const fs::path& p) { fs::resize_file(p, fs::file_size(p) / 2); }, "");
+    with_damage(file, [&](const fs::path& p) { fs::remove(p); }, "");
+  }
+  CHECK_NOTHROW(aligner::index_directory_reader(dir));
+  // A newer directory format is refused by name (a manifest re-encoded with format version 2).
+  {
+    aligner::io::file_bytes::open(dir / "MANIFEST", false);
+    const auto bytes = aligner::io::file_bytes::open(dir / "MANIFEST", false);
+    auto sections = aligner::io::decode_sections(*bytes);
+    std::vector<std::int64_t> meta(sections["dirmeta"].as<std::int64_t>().begin(), sections["dirmeta"].as<std::int64_t>().end());
+    meta[0] = 2;
+    std::vector<aligner::io::section_out> out;
+    for (const auto& [name, s] : sections)
+      out.push_back({name, s.dtype, s.shape, name == "dirmeta" ? std::string_view(reinterpret_cast<const char*>(meta.data()), 64)
+                                                               : std::string_view(s.data, s.bytes)});
+    aligner::io::atomic_write(dir / "MANIFEST", aligner::io::encode_sections(out));
+  }
+  CHECK_THROWS_WITH(aligner::index_directory_reader(dir), Catch::Contains("MANIFEST") && Catch::Contains("newer aligner") &&
+                                                             Catch::Contains("directory format 2"));
+  CHECK_THROWS_WITH(aligner::index_directory_reader(dir / "nope"), Catch::Contains("not an index directory"));
+  fs::remove_all(dir);
+}
+
+namespace {
+
+/// The deterministic history of the crash test: operation k (1-based) of a writer, on a fixture corpus.
+void crash_history_step(const fixture& f, aligner::index_directory_writer& w, int k) {
+  switch (k % 5) {
+    case 0:
+      if (w.snapshot().segments.size() > 1 || w.snapshot().live_documents() != w.snapshot().documents()) {
+        w.compact();
+        break;
+      }
+      [[fallthrough]];
+    case 3: {  // the first live id from a point that moves with k (a commit whatever the state)
+      const auto& s = w.snapshot();
+      if (s.live_documents() > 1) {
+        std::int64_t id = std::int64_t(k) * 7 % s.next_id;
+        while (!s.is_live(id)) id = (id + 1) % s.next_id;
+        w.remove(id);
+        break;
+      }
+      [[fallthrough]];
+    }
+    default: {
+      const std::size_t first = std::size_t(k * 13) % 200;
+      f.add(w, first, first + 1 + std::size_t(k) % 40);
+    }
+  }
+}
+
+/// The live documents and a search of the state after `ops` steps of the history, replayed in memory.
+std::pair<std::size_t, aligner::search_result> expected_after(const fixture& f, const fs::path& scratch, int ops) {
+  fs::remove_all(scratch);
+  auto w = aligner::index_directory_writer::create(scratch, f.corpus.dim, {.codec = f.codec});
+  for (int k = 1; k <= ops; ++k) crash_history_step(f, w, k);
+  aligner::index_directory_reader r(scratch);
+  const auto q = aligner_test::random_matrix(3, f.corpus.dim, 5, true);
+  return {r.live_size(), r.search({q.data(), 3, f.corpus.dim}, {.top = 50, .nprobe = 3})};
+}
+
+}  // namespace
+
+TEST_CASE("directory: kill -9 at random moments of add, remove and compact leaves the last commit, complete", "[crash]") {
+  const fixture f;
+  const auto dir = fresh_dir("crash"), scratch = fresh_dir("crash_replay");
+  std::mt19937 rng(2024);
+  constexpr int ops = 24, rounds = 40;
+  {
+    auto w = aligner::index_directory_writer::create(dir, f.corpus.dim, {.codec = f.codec});
+  }
+  std::map<int, std::pair<std::size_t, aligner::search_result>> expected;
+  int reached_max = 0, killed_mid = 0, torn = 0;
+  for (int round = 0; round != rounds; ++round) {
+    // The writer reports each finished commit's generation through a pipe, then runs on until killed.
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const auto committed_before = aligner::index_directory_reader(dir).generation();
+    const pid_t child = ::fork();
+    if (child == 0) {
+      ::close(fds[0]);
+      try {
+        auto w = aligner::index_directory_writer::open(dir);
+        for (int k = int(w.generation()); k <= ops + 1000; ++k) {
+          crash_history_step(f, w, k);
+          const std::uint64_t g = w.generation();
+          if (::write(fds[1], &g, sizeof g) != sizeof g) ::_exit(3);
+          if (k >= ops) ::pause();
+        }
+      } catch (...) {
+        ::_exit(2);
+      }
+      ::_exit(0);
+    }
+    ::close(fds[1]);
+    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 60000)(rng)));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    REQUIRE(WIFSIGNALED(status));
+    std::uint64_t g = 0, last_reported = committed_before;
+    while (::read(fds[0], &g, sizeof g) == sizeof g) last_reported = g;
+    ::close(fds[0]);
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const auto n = e.path().filename().string();
+      if (n.find(".tmp.") != std::string::npos) {
+        ++torn;
+        break;
+      }
+    }
+    // Opening gives the last commit: at least the last one reported (committed stays committed), at most one more.
+    aligner::index_directory_reader reader(dir);
+    const auto gen = reader.generation();
+    INFO("round " << round << " reported " << last_reported << " opened " << gen);
+    REQUIRE(gen >= last_reported);
+    REQUIRE(gen <= last_reported + 1);
+    killed_mid += gen == last_reported && gen < ops;
+    reached_max = std::max(reached_max, int(gen));
+    // Complete: equal to replaying the same number of operations in a fresh directory.
+    const int done = int(gen) - 1;  // generation 1 is the empty creation
+    if (!expected.count(done)) expected[done] = expected_after(f, scratch, done);
+    CHECK(reader.live_size() == expected[done].first);
+    const auto q = aligner_test::random_matrix(3, f.corpus.dim, 5, true);
+    require_same(reader.search({q.data(), 3, f.corpus.dim}, {.top = 50, .nprobe = 3}), expected[done].second);
+    if (gen > std::uint64_t(ops)) {  // the history is done: start over
+      fs::remove_all(dir);
+      auto w = aligner::index_directory_writer::create(dir, f.corpus.dim, {.codec = f.codec});
+    }
+  }
+  // Garbage of killed writers is collected by the next writer.
+  {
+    auto w = aligner::index_directory_writer::open(dir);
+    for (const auto& e : fs::directory_iterator(dir)) CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+  }
+  std::printf("crash test: %d kills, %d before a commit was reported, %d left a half-written file, generation %d reached\n", rounds,
+              killed_mid, torn, reached_max);
+  CHECK(reached_max > 1);
+  fs::remove_all(dir);
+  fs::remove_all(scratch);
+}
+
+TEST_CASE("directory: a full disk during a commit leaves the previous commit intact", "[crash]") {
+  const fixture f;
+  const auto dir = fresh_dir("full");
+  {
+    auto w = aligner::index_directory_writer::create(dir, f.corpus.dim, {.codec = f.codec});
+    f.add(w, 0, 60);
+  }
+  const auto q = aligner_test::random_matrix(3, f.corpus.dim, 5, true);
+  const auto before = aligner::index_directory_reader(dir).search({q.data(), 3, f.corpus.dim}, {.top = 50, .exhaustive = true});
+  // A child process whose files may not grow past a few KB (RLIMIT_FSIZE: writes fail with EFBIG, as on a full disk).
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::signal(SIGXFSZ, SIG_IGN);
+    int code = 0;
+    try {
+      auto w = aligner::index_directory_writer::open(dir);
+      rlimit old{};
+      ::getrlimit(RLIMIT_FSIZE, &old);
+      const rlimit lim{4096, old.rlim_max};  // the soft limit only, so that it can be lifted again
+      ::setrlimit(RLIMIT_FSIZE, &lim);
+      try {
+        f.add(w, 60, 260);
+        code = 10;  // should have failed
+      } catch (const aligner::io_error&) {
+      }
+      if (w.generation() != 2) code = 11;
+      // The writer stays usable once space is back.
+      ::setrlimit(RLIMIT_FSIZE, &old);
+      f.add(w, 60, 70);
+      if (w.generation() != 3) code = 12;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "full-disk writer: %s\n", e.what());
+      code = 13;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  aligner::index_directory_reader reader(dir);
+  CHECK(reader.generation() == 3);
+  CHECK(reader.live_size() == 70);
+  for (const auto& e : fs::directory_iterator(dir)) CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+  // The first 60 documents score and rank as before.
+  const auto after = reader.search({q.data(), 3, f.corpus.dim}, {.top = 50, .exhaustive = true, .filter = [](std::int64_t id) { return id < 60; }});
+  require_same(after, before);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("directory: concurrent readers search and refresh while a writer adds, removes and compacts", "[concurrency]") {
+  const fixture f;
+  const auto dir = fresh_dir("concurrent");
+  auto w = aligner::index_directory_writer::create(dir, f.corpus.dim, {.codec = f.codec});
+  f.add(w, 0, 30);
+  aligner::index_directory_reader reader(dir);
+  std::atomic<bool> done{false};
+  std::atomic<int> searches{0}, failures{0};
+  const auto q = aligner_test::random_matrix(3, f.corpus.dim, 5, true);
+  std::vector<std::thread> threads;
+  for (int t = 0; t != 3; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        while (!done.load()) {
+          if (t == 0) reader.refresh();
+          aligner::index_directory_reader own(dir);  // opening while files come and go
+          for (const auto* r : {&reader, &own}) {
+            const auto res = r->search({q.data(), 3, f.corpus.dim}, {.top = 20, .nprobe = 3});
+            if (res.ids.empty()) ++failures;
+            ++searches;
+          }
+        }
+      } catch (...) {
+        ++failures;
+      }
+    });
+  for (int k = 0; k != 12; ++k) {
+    f.add(w, 30 + std::size_t(k) * 10, 40 + std::size_t(k) * 10);
+    w.remove(std::int64_t(k) * 3);
+    if (k % 4 == 3) w.compact();
+  }
+  done = true;
+  for (auto& t : threads) t.join();
+  CHECK(failures == 0);
+  CHECK(searches > 0);
+  reader.refresh();
+  CHECK(reader.live_size() == 150 - 12);
+  fs::remove_all(dir);
+}
