@@ -2,6 +2,8 @@
 // crash safety (kill -9 at random moments, disk full), corruption refused by name, one writer.
 #include <aligner/aligner.hpp>
 #include <aligner/io/index_directory.hpp>
+#include <aligner/io/npy.hpp>
+#include <aligner/io/streamed_build.hpp>
 
 #include "test_common.hpp"
 
@@ -515,4 +517,161 @@ TEST_CASE("directory: concurrent readers search and refresh while a writer adds,
   reader.refresh();
   CHECK(reader.live_size() == 150 - 12);
   fs::remove_all(dir);
+}
+
+namespace {
+
+/// Half bits of a value exactly representable in float16 (normal range).
+std::uint16_t exact_half(float x) {
+  if (x == 0.f) return std::signbit(x) ? 0x8000 : 0;
+  const std::uint16_t sign = x < 0 ? 0x8000 : 0;
+  const float a = std::fabs(x);
+  const int e = int(std::floor(std::log2(a)));
+  const auto mantissa = std::uint16_t(std::lround((a / std::ldexp(1.f, e) - 1.f) * 1024.f));
+  return std::uint16_t(sign | std::uint16_t((e + 15) << 10) | mantissa);
+}
+
+/// The fixture's tokens rounded to multiples of 1/1024 (exact in float16), written as float32 and float16 .npy.
+struct npy_files {
+  std::vector<float> rounded;
+  fs::path f32, f16;
+  npy_files(const fixture& f, const fs::path& dir) {
+    fs::create_directories(dir);
+    rounded = f.corpus.tokens;
+    for (float& v : rounded) v = std::round(v * 1024.f) / 1024.f;
+    const std::size_t shape[] = {rounded.size() / f.corpus.dim, f.corpus.dim};
+    f32 = dir / "v32.npy";
+    f16 = dir / "v16.npy";
+    aligner::io::save_npy<float>(f32, rounded, shape);
+    std::string bytes = aligner::io::encode_npy<float>(rounded, shape);
+    const std::size_t header = bytes.size() - rounded.size() * 4;
+    bytes.replace(bytes.find("<f4"), 3, "<f2");
+    bytes.resize(header);
+    for (float v : rounded) {
+      const std::uint16_t h = exact_half(v);
+      bytes.append(reinterpret_cast<const char*>(&h), 2);
+    }
+    aligner::io::atomic_write(f16, bytes);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("streamed build: from mapped .npy (float32, float16), any chunking and threads, equal to adding in memory", "[property]") {
+  const fixture f;
+  const auto work = fresh_dir("stream");
+  const npy_files files(f, work / "npy");
+  // The reference: every document added at once (same codec, same rounded values).
+  const aligner::sequence_set_view all{{files.rounded.data(), f.corpus.tokens.size() / f.corpus.dim, f.corpus.dim}, f.corpus.offsets};
+  {
+    auto w = aligner::index_directory_writer::create(work / "ref", f.corpus.dim, {.codec = f.codec});
+    w.add(all, {}, f.names);
+  }
+  const aligner::index_directory_reader ref(work / "ref");
+  const aligner::io::mapped_npy_matrix m16(files.f16);
+  CHECK(m16.item_size() == 2);
+  CHECK(m16.rows() == std::size_t(f.corpus.offsets.back()));
+  std::vector<float> back(m16.rows() * m16.cols());
+  m16.read_rows(0, m16.rows(), back.data());
+  CHECK(back == files.rounded);
+  const auto q = aligner_test::random_matrix(4, f.corpus.dim, 17, true);
+  int case_no = 0;
+  for (const auto& file : {files.f32, files.f16})
+    for (auto [segment, chunk, threads] : {std::tuple{200, 64, 2}, std::tuple{100000, 1, 1}, std::tuple{1, 1000, 3}}) {
+      INFO("file " << file << " segment " << segment << " chunk " << chunk << " threads " << threads);
+      const auto dir = work / ("built" + std::to_string(case_no++));
+      std::vector<std::size_t> seen;
+      const auto report = aligner::io::build_directory(
+          dir, file, f.corpus.offsets, f.names, {.codec = f.codec},
+          {.segment_tokens = std::size_t(segment), .chunk_tokens = std::size_t(chunk), .threads = unsigned(threads),
+           .progress = [&](std::size_t done, std::size_t total) {
+             CHECK(total == std::size_t(f.corpus.offsets.back()));
+             seen.push_back(done);
+           }});
+      CHECK(report.documents == 260);
+      CHECK(std::is_sorted(seen.begin(), seen.end()));
+      CHECK(seen.front() == 0);
+      CHECK(seen.back() == std::size_t(f.corpus.offsets.back()));
+      const aligner::index_directory_reader built(dir);
+      CHECK(built.snapshot()->segments.size() == report.segments);
+      if (segment == 1) {  // a document is never split: one segment per non-empty document (empty ones join the next)
+        std::size_t nonempty = 0;
+        for (std::size_t d = 0; d != 260; ++d) nonempty += f.corpus.offsets[d + 1] != f.corpus.offsets[d];
+        CHECK(report.segments == nonempty);
+      }
+      CHECK(built.name(259) == "doc-259");
+      for (const aligner::search_params& p : {aligner::search_params{.top = 30, .nprobe = 3, .ndocs = 20},
+                                              aligner::search_params{.strategy = aligner::alignment::top_k(2), .top = 300, .exhaustive = true}})
+        require_same(built.search({q.data(), 4, f.corpus.dim}, p), ref.search({q.data(), 4, f.corpus.dim}, p));
+    }
+  // A codec trained by the build itself (sample of the whole collection, K by PLAID's rule unless given).
+  const auto report = aligner::io::build_directory(work / "trained", files.f16, f.corpus.offsets, {},
+                                                   {.residual = {.nbits = 4, .centroids = 16}}, {.threads = 2, .training_tokens = 500});
+  CHECK(report.centroids == 16);
+  const aligner::index_directory_reader trained(work / "trained");
+  CHECK(trained.snapshot()->codec->nbits() == 4);
+  CHECK(trained.search({q.data(), 4, f.corpus.dim}, {.top = 5, .nprobe = 4}).ids.size() == 5);
+  CHECK(trained.name(3).empty());
+  fs::remove_all(work);
+}
+
+TEST_CASE("streamed build: bad input is refused by name", "[error]") {
+  const fixture f;
+  const auto work = fresh_dir("stream_bad");
+  const npy_files files(f, work / "npy");
+  auto offsets = f.corpus.offsets;
+  offsets.back() -= 1;
+  CHECK_THROWS_WITH(aligner::io::build_directory(work / "a", files.f32, offsets, {}, {.codec = f.codec}), Catch::Contains("offsets"));
+  CHECK_FALSE(fs::exists(work / "a" / "MANIFEST"));
+  const std::vector<std::string> few = {"x"};
+  CHECK_THROWS_WITH(aligner::io::build_directory(work / "b", files.f32, f.corpus.offsets, few, {.codec = f.codec}),
+                    Catch::Contains("1 document names for 260 documents"));
+  auto bad = files.rounded;
+  bad[700] = std::numeric_limits<float>::infinity();
+  const std::size_t shape[] = {bad.size() / f.corpus.dim, f.corpus.dim};
+  aligner::io::save_npy<float>(work / "inf.npy", bad, shape);
+  CHECK_THROWS_WITH(aligner::io::build_directory(work / "c", work / "inf.npy", f.corpus.offsets, {}, {.codec = f.codec}),
+                    Catch::Contains("inf.npy") && Catch::Contains("non-finite value at token 58"));
+  const std::int64_t ids[] = {1, 2};
+  aligner::io::save_npy<std::int64_t>(work / "ints.npy", ids, std::vector<std::size_t>{2});
+  CHECK_THROWS_WITH(aligner::io::mapped_npy_matrix(work / "ints.npy"), Catch::Contains("ints.npy") && Catch::Contains("integer"));
+  aligner::io::build_directory(work / "d", files.f32, f.corpus.offsets, {}, {.codec = f.codec});
+  CHECK_THROWS_WITH(aligner::io::build_directory(work / "d", files.f32, f.corpus.offsets, {}, {.codec = f.codec}),
+                    Catch::Contains("already holds an index directory"));
+  fs::remove_all(work);
+}
+
+TEST_CASE("streamed build: a killed build leaves the segments committed so far, readable", "[crash]") {
+  const fixture f;
+  const auto work = fresh_dir("stream_kill");
+  const npy_files files(f, work / "npy");
+  std::mt19937 rng(7);
+  int partial = 0;
+  for (int round = 0; round != 8; ++round) {
+    const auto dir = work / ("kill" + std::to_string(round));
+    const pid_t child = ::fork();
+    if (child == 0) {
+      try {
+        aligner::io::build_directory(dir, files.f32, f.corpus.offsets, f.names, {.codec = f.codec}, {.segment_tokens = 20, .chunk_tokens = 8});
+      } catch (...) {
+        ::_exit(2);
+      }
+      ::_exit(0);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(2000, 60000)(rng)));
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    if (!fs::exists(dir / "MANIFEST")) continue;  // killed before the directory's first commit
+    const aligner::index_directory_reader r(dir);
+    const auto n = r.live_size();
+    partial += n > 0 && n < 260;
+    // A prefix of the documents, each named and complete.
+    for (std::size_t d = 0; d < n; d += 17) CHECK(r.name(std::int64_t(d)) == f.names[d]);
+    if (n) {
+      const auto res = r.search({files.rounded.data(), 2, f.corpus.dim}, {.top = 1000, .exhaustive = true});
+      CHECK(res.ids.size() == n);
+    }
+  }
+  std::printf("streamed build kill test: %d of 8 kills left a partial directory\n", partial);
+  fs::remove_all(work);
 }
