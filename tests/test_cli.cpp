@@ -172,6 +172,45 @@ TEST_CASE("cli: index then search equals eval; a corrupt index exits 2", "[oracl
   std::filesystem::remove(idx);
 }
 
+TEST_CASE("cli: index --layout directory (streamed) then search equals eval; info; flags that do not apply exit 2", "[oracle]") {
+  const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
+  const auto dir = temp("cran_dir");
+  std::filesystem::remove_all(dir);
+  const auto built = run_cli("index" + coll + " --storage residual:2 --layout directory --segment-tokens 40000 --threads 2 --out " + dir.string());
+  REQUIRE(built.status == 0);
+  CHECK(built.out.find("indexed 1400 documents (229380 tokens) into ") != std::string::npos);
+  const auto info = run_cli("info " + dir.string());
+  CHECK(info.status == 0);
+  CHECK(info.out.find("documents=1400\nlive_documents=1400\ntokens=229380\ndim=100\nstorage=residual:2\n") != std::string::npos);
+  CHECK(info.out.find("segments=6\n") != std::string::npos);
+  // The same codec is trained (all tokens fit the default sample), so the directory ranks exactly as eval does.
+  for (const std::string opts : {" --strategy top1,topp:0.01", " --strategy top1,topk:2 --candidates postings --nprobe 6 --ndocs 300"}) {
+    INFO(opts);
+    const auto searched = run_cli("search --index " + dir.string() + coll + opts);
+    REQUIRE(searched.status == 0);
+    CHECK(without_timing(searched.out) == without_timing(run_cli("eval" + coll + opts + " --storage residual:2").out));
+  }
+  for (const std::string bad : {" --backend exact", " --dedup off", " --salience idf", " --centroids 8 --storage f32"}) {
+    const auto r = run_cli("index" + coll + " --layout directory --out " + (dir / "x").string() + bad, true);
+    INFO(bad << ": " << r.out);
+    CHECK(r.status == 2);
+  }
+  const auto twice = run_cli("index" + coll + " --storage residual:2 --layout directory --out " + dir.string(), true);
+  CHECK(twice.status == 2);
+  CHECK(twice.out.find("already holds an index directory") != std::string::npos);
+  CHECK(run_cli("index" + coll + " --segment-tokens 10 --out " + (dir / "y").string()).status == 2);
+  for (const std::string bad : {" --candidates 10", " --no-mmap", " --salience idf"}) {
+    const auto r = run_cli("search --index " + dir.string() + coll + " --strategy top1" + bad, true);
+    INFO(bad << ": " << r.out);
+    CHECK(r.status == 2);
+  }
+  std::filesystem::remove(dir / "MANIFEST");
+  const auto broken = run_cli("search --index " + dir.string() + coll + " --strategy top1", true);
+  CHECK(broken.status == 2);
+  CHECK(broken.out.find("MANIFEST") != std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("cli: a flag of another subcommand exits 2 naming the flag and the subcommand", "[edge]") {
   // One inapplicable flag per subcommand (each valid elsewhere); the rest of the command line is complete and valid
   // where that is cheap, so the flag is the only fault.

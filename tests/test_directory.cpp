@@ -77,6 +77,13 @@ void require_equal_searches(const aligner::index_directory_reader& dir, const re
     INFO("nprobe " << p.nprobe << " ndocs " << p.ndocs << " exhaustive " << p.exhaustive);
     require_same(dir.search(query, p), one.search(query, p));
   }
+  // Several strategies at once equal one search each.
+  const aligner::alignment strategies[] = {aligner::alignment::top1(), aligner::alignment::top_k(2), aligner::alignment::top_p(0.3)};
+  for (const auto& p : {grid[residual ? 1 : 0], grid.back()}) {
+    const auto multi = dir.search_multi(query, strategies, p), ref = one.search_multi(query, strategies, p);
+    REQUIRE(multi.size() == 3);
+    for (std::size_t g = 0; g != 3; ++g) require_same(multi[g], ref[g]);
+  }
   // Batches equal serial searches; explain equals the score.
   const std::int64_t offsets[] = {0, 3, 6};
   const aligner::search_params p = residual ? aligner::search_params{.top = 10, .nprobe = 4} : aligner::search_params{.top = 10, .exhaustive = true};

@@ -1,7 +1,9 @@
 // eval, adapt, index, search, info, kernels and explain: the subcommands over a collection folder or an index.
 #include <aligner/eval/adapt.hpp>
 #include <aligner/eval/alignment_view.hpp>
+#include <aligner/io/index_directory.hpp>
 #include <aligner/io/npy.hpp>
+#include <aligner/io/streamed_build.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -19,8 +21,103 @@ int run_eval(const options& o) {
   return 0;
 }
 
+namespace {
+
+namespace fs = std::filesystem;
+
+std::uintmax_t directory_bytes(const fs::path& dir) {
+  std::uintmax_t bytes = 0;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file()) bytes += e.file_size();
+  return bytes;
+}
+
+/// aligner index --layout directory: the streamed build (documents read from the mapped vectors chunk by chunk).
+int run_index_directory(const options& o) {
+  o.require("--collection");
+  for (const char* flag : {"--backend", "--dedup", "--prune-doc", "--token-index"})
+    if (o.has(flag))
+      throw usage_error(std::string(flag) + " shapes a token index, which an index directory does not have (search it with --candidates postings or all)");
+  if (o.salience != "none") throw usage_error("--salience idf: an index directory stores no salience (use --layout file)");
+  aligner::storage precision = aligner::storage::f32;
+  if (o.residual_bits) precision = aligner::storage::residual;
+  else aligner::parse_storage(o.storage, precision);
+  if (o.centroids && !o.residual_bits) throw usage_error("--centroids needs --storage residual:N");
+  const aligner::directory_params params{
+      .precision = precision, .residual = {.nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .threads = o.threads}};
+  const fs::path vdir = fs::path(o.collection) / o.vectors;
+  std::optional<progress> bar;
+  const aligner::io::build_options build{.segment_tokens = o.segment_tokens, .threads = o.threads, .progress = [&](std::size_t done, std::size_t total) {
+    if (!bar) bar.emplace("indexing tokens", total, o.progress);
+    bar->update(done);
+  }};
+  aligner::io::build_report report;
+  std::size_t tokens = 0;
+  if (fs::exists(vdir / "doc_vectors.npy")) {  // the dense form: mapped, never read whole
+    const aligner::io::mapped_npy_matrix vectors(vdir / "doc_vectors.npy");
+    tokens = vectors.rows();
+    const auto offsets = aligner::io::detail::load_offsets(vdir / "doc_offsets.npy", tokens);
+    const auto names = aligner::io::detail::load_ids(vdir / "doc_ids.txt", offsets.size() - 1);
+    report = aligner::io::build_directory(
+        o.out, vectors.cols(), tokens, [&](std::size_t first, std::size_t count, float* out) { vectors.read_rows(first, count, out); },
+        offsets, names, params, build);
+  } else if (fs::exists(vdir / "embeddings.npy")) {  // the token-id form: rows of the vocabulary's embeddings
+    const auto emb = aligner::io::load_npy<float>(vdir / "embeddings.npy");
+    if (emb.shape.size() != 2) throw aligner::io_error((vdir / "embeddings.npy").string() + ": embeddings must be a 2-d array [vocab, dim]");
+    const auto ids = aligner::io::load_npy<std::int32_t>(vdir / "doc_token_ids.npy");
+    tokens = ids.values.size();
+    for (std::size_t t = 0; t != tokens; ++t)
+      if (ids.values[t] < 0 || std::size_t(ids.values[t]) >= emb.rows())
+        throw aligner::io_error((vdir / "doc_token_ids.npy").string() + ": token id " + std::to_string(ids.values[t]) + " at index " +
+                                std::to_string(t) + " is outside the vocabulary");
+    const auto offsets = aligner::io::detail::load_offsets(vdir / "doc_offsets.npy", tokens);
+    const auto names = aligner::io::detail::load_ids(vdir / "doc_ids.txt", offsets.size() - 1);
+    const std::size_t dim = emb.cols();
+    report = aligner::io::build_directory(
+        o.out, dim, tokens,
+        [&](std::size_t first, std::size_t count, float* out) {
+          for (std::size_t t = 0; t != count; ++t)
+            std::copy_n(emb.values.data() + std::size_t(ids.values[first + t]) * dim, dim, out + t * dim);
+        },
+        offsets, names, params, build);
+  } else {
+    throw aligner::io_error(vdir.string() + ": holds neither doc_vectors.npy (dense form) nor embeddings.npy (token-id form)");
+  }
+  bar.reset();
+  const auto bytes = directory_bytes(o.out);
+  std::printf("indexed %zu documents (%zu tokens) into %zu segments of %s: %ju bytes, %.2f bytes a token", report.documents, report.tokens,
+              report.segments, o.out.c_str(), bytes, tokens ? double(bytes) / double(tokens) : 0.0);
+  if (report.centroids) std::printf(", %zu centroids (trained in %.1f s)", report.centroids, report.train_seconds);
+  std::printf(", encoded in %.1f s (%.3g tokens/s)\n", report.encode_seconds, report.encode_seconds > 0 ? double(tokens) / report.encode_seconds : 0.0);
+  return 0;
+}
+
+/// aligner search --index DIR: the judged queries against an index directory (the collection's documents are not read).
+int run_search_directory(const options& o) {
+  if (o.has("--no-mmap")) throw usage_error("--no-mmap: an index directory is always memory-mapped");
+  if (o.candidates) throw usage_error("--candidates K needs a token index; search an index directory with --candidates postings or all");
+  if (o.salience != "none") throw usage_error("--salience idf: an index directory stores no salience");
+  const auto s = load_setup(o, true, false);
+  search_params_of(o, s);
+  const aligner::index_directory_reader reader(o.index_file);
+  if (s.c.queries.dim != reader.dim())
+    throw usage_error("the queries have dim " + std::to_string(s.c.queries.dim) + ", the index directory " + std::to_string(reader.dim()));
+  const auto snap = reader.snapshot();
+  std::vector<std::string> names(std::size_t(snap->next_id));
+  for (const auto& seg : snap->segments) {
+    if (seg->names.empty()) throw usage_error(o.index_file + " stores no document names (it was not built by aligner index)");
+    for (std::size_t d = 0; d != seg->size(); ++d) names[std::size_t(seg->ids[d])] = seg->names[d];
+  }
+  report(o, s, o.strategies, rank_with(o, reader, s, o.strategies, &names));
+  return 0;
+}
+
+}  // namespace
+
 int run_index(const options& o) {
   o.require("--out");
+  if (o.layout == "directory") return run_index_directory(o);
+  if (o.has("--segment-tokens")) throw usage_error("--segment-tokens needs --layout directory");
   const auto s = load_setup(o, false);
   build_index(o, s, [&](const auto& index) {
     aligner::save_index(index, o.out, o.backend);
@@ -33,6 +130,7 @@ int run_index(const options& o) {
 int run_search(const options& o) {
   o.require("--strategy");
   o.require("--index");
+  if (fs::is_directory(o.index_file)) return run_search_directory(o);
   const auto s = load_setup(o);
   search_params_of(o, s);  // validate the search options before loading
   const aligner::load_options options{.mmap = !o.no_mmap, .expected_dim = s.c.docs.dim};
@@ -48,6 +146,18 @@ int run_search(const options& o) {
 
 int run_info(const options& o) {
   if (o.index_file.empty()) throw usage_error("info needs an index file: aligner info INDEX");
+  if (fs::is_directory(o.index_file)) {
+    const aligner::index_directory_reader reader(o.index_file);
+    const auto s = reader.snapshot();
+    const auto bytes = directory_bytes(o.index_file);
+    std::printf("directory=%s\nbytes=%ju\ngeneration=%ju\nsegments=%zu\ndocuments=%zu\nlive_documents=%zu\ntokens=%zu\ndim=%zu\n",
+                o.index_file.c_str(), bytes, std::uintmax_t(s->generation), s->segments.size(), std::size_t(s->next_id), s->live_documents(),
+                s->tokens(), s->dim);
+    std::printf("storage=%s\n", s->codec ? s->codec->name().c_str() : aligner::to_string(s->precision));
+    if (s->codec) std::printf("centroids=%zu\n", s->codec->centroids());
+    std::printf("salience=%s\nbytes_per_token=%.2f\n", s->has_salience == 1 ? "yes" : "no", s->tokens() ? double(bytes) / double(s->tokens()) : 0.0);
+    return 0;
+  }
   const std::string label = aligner::read_index_label(o.index_file);  // reads and verifies the file (io_error if it cannot)
   const std::uintmax_t bytes = std::filesystem::file_size(o.index_file);
   with_saved_index(o.index_file, {.mmap = true}, [&](const auto& index) {

@@ -28,10 +28,10 @@ struct retrieval_setup {
 
 /// Loads --collection with its --vectors and --split (`with_judgments` false: documents and queries only) and the
 /// --salience.
-inline retrieval_setup load_setup(const options& o, bool with_judgments = true) {
+inline retrieval_setup load_setup(const options& o, bool with_judgments = true, bool with_documents = true) {
   o.require("--collection");
   retrieval_setup s;
-  s.c = aligner::io::load_collection(o.collection, o.vectors, with_judgments ? o.split : std::string());
+  s.c = aligner::io::load_collection(o.collection, o.vectors, with_judgments ? o.split : std::string(), with_documents);
   if (o.salience == "idf") {
     if (s.c.queries.token_ids.empty()) throw usage_error("--salience idf needs the token-id vectors form (embeddings.npy)");
     const auto idf = aligner::token_idf(s.c.docs, s.c.vocab_size);
@@ -62,13 +62,15 @@ struct ranking {
   double ms_per_query = 0;  ///< wall time of one query's search (mean over queries, each on one thread)
 };
 
-/// Ranks every judged query of `s` with `index` under every strategy.
+/// Ranks every judged query of `s` with `index` under every strategy. Results are named by `doc_names` (by id;
+/// default: the collection's document ids, whose count must match the index's).
 template <class Index>
-ranking rank_with(const options& o, const Index& index, const retrieval_setup& s,
-                                        const std::vector<aligner::alignment>& strategies) {
+ranking rank_with(const options& o, const Index& index, const retrieval_setup& s, const std::vector<aligner::alignment>& strategies,
+                  const std::vector<std::string>* doc_names = nullptr) {
   const aligner::search_params p = search_params_of(o, s);
-  if (index.size() != s.c.docs.size())
+  if (!doc_names && index.size() != s.c.docs.size())
     throw usage_error("the index holds " + std::to_string(index.size()) + " documents, the collection " + std::to_string(s.c.docs.size()));
+  const std::vector<std::string>& names = doc_names ? *doc_names : s.c.docs.ids;
   std::vector<std::vector<aligner::search_result>> results(s.judged.size());
   std::vector<double> seconds(s.judged.size());
   {
@@ -90,7 +92,7 @@ ranking rank_with(const options& o, const Index& index, const retrieval_setup& s
     for (std::size_t i = 0; i != s.judged.size(); ++i) {
       auto& entries = out.runs[g][s.c.queries.ids[s.judged[i]]];
       const auto& r = results[i][g];
-      for (std::size_t k = 0; k != r.ids.size(); ++k) entries.push_back({s.c.docs.ids[std::size_t(r.ids[k])], r.scores[k]});
+      for (std::size_t k = 0; k != r.ids.size(); ++k) entries.push_back({names[std::size_t(r.ids[k])], r.scores[k]});
     }
   for (std::size_t i = 0; i != s.judged.size(); ++i) {
     out.candidates += double(results[i].empty() ? 0 : results[i][0].candidates_scored);

@@ -53,22 +53,29 @@ top-k gate of ReLU(X w + b) with budget k = ceil(A * tokens) and temperature E.
      R"(usage: aligner index --collection DIR --out INDEX [options]
 
 Builds a retriever over the collection's documents and saves it atomically to INDEX (checksummed; loading
-verifies it and memory-maps the token store).
+verifies it and memory-maps the token store). With --layout directory, INDEX is an index directory of segments
+built streaming: the documents' vectors are memory-mapped and encoded chunk by chunk (the codec trained first on
+a sample), each segment of --segment-tokens committed atomically, so memory stays bounded by a segment and a
+killed build leaves the segments committed so far. A directory has no token index: search it with
+--candidates postings (residual storage) or all.
 )",
      cli::run_index},
     {"search", cli::search, "load a saved index and rank a collection's judged queries",
      R"(usage: aligner search --index INDEX --collection DIR --strategy S[,S...] [options]
 
 Loads INDEX (built by aligner index from the same collection; its backend, storage and document pruning come
-with it), ranks the collection's judged queries and prints the lines of aligner eval.
+with it), ranks the collection's judged queries and prints the lines of aligner eval. INDEX may be an index
+directory (aligner index --layout directory): then only the collection's queries are read, and results are
+named by the directory's document names.
 )",
      cli::run_search},
-    {"info", cli::info, "print what an index file holds, one key=value per line",
+    {"info", cli::info, "print what an index file or directory holds, one key=value per line",
      R"(usage: aligner info INDEX
 
 Prints, one key=value per line: file, bytes, documents, live_documents, tokens, dim, storage (f32, bf16, f16, i8
 or residual:N), centroids (residual), backend, token_index, dedup, indexed_vectors, token_postings, salience, and
-bytes_per_token (every byte of the file divided by the token count).
+bytes_per_token (every byte of the file divided by the token count). For an index directory: directory, bytes,
+generation, segments, documents, live_documents, tokens, dim, storage, centroids, salience, bytes_per_token.
 )",
      cli::run_info},
     {"kernels", cli::kernels, "print which kernel scores each storage on this machine, and why",

@@ -169,7 +169,15 @@ const std::vector<flag>& flags() {
       {"--svg", "OUT.svg", explain, "write the alignment as a standalone SVG", [](options& o, const std::string& v) { o.svg = v; }},
       {"--vocab", "FILE", explain, "the word of each token id, one per line (default: vocab.txt of the vectors folder, if any)",
        [](options& o, const std::string& v) { o.vocab = v; }},
-      {"--out", "FILE", index | gate | salience, "file to write (index: the index; gate: lambda .npy; salience: u .npy)",
+      {"--layout", "file|directory", index,
+       "file: one index file (default); directory: an index directory of segments built streaming from the vectors (mapped, chunk by chunk)",
+       [](options& o, const std::string& v) { o.layout = one_of("--layout", v, {"file", "directory"}); }},
+      {"--segment-tokens", "N", index, "--layout directory: tokens per segment (default 4194304)",
+       [](options& o, const std::string& v) {
+         o.segment_tokens = parse_count("--segment-tokens", v);
+         if (o.segment_tokens == 0) throw usage_error("--segment-tokens must be >= 1, got 0");
+       }},
+      {"--out", "FILE", index | gate | salience, "file to write (index: the index file or directory; gate: lambda .npy; salience: u .npy)",
        [](options& o, const std::string& v) { o.out = v; }},
   };
   return table;

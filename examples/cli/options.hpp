@@ -53,6 +53,8 @@ struct options {
   unsigned threads = 1;
   bool progress = false, no_mmap = false, dedup = true, postings = false, token_index = true;
   std::size_t nprobe = 4, ndocs = 1000;  ///< --candidates postings
+  std::string layout = "file";           ///< index: one file, or an index directory of segments (streamed build)
+  std::size_t segment_tokens = std::size_t(1) << 22;
   std::string query_id, doc_id, html, svg, vocab;  ///< explain
   // .npy tools
   std::string queries, query_offsets, docs, doc_offsets, query_salience, doc_salience, scores, tokens, weights;

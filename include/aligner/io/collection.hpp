@@ -108,9 +108,10 @@ inline token_sequences load_side(const std::filesystem::path& dir, const std::st
 }  // namespace detail
 
 /// Loads a collection folder. `vectors` is the vectors subfolder (e.g. "glove100"), `split` the qrels split (empty:
-/// no judgments are read, e.g. to index the documents).
+/// no judgments are read, e.g. to index the documents). `documents` false: the documents are not read (docs stays
+/// empty; e.g. to search an index of a collection too large for memory).
 inline collection load_collection(const std::filesystem::path& dir, const std::string& vectors = "glove100",
-                                  const std::string& split = "test") {
+                                  const std::string& split = "test", bool documents = true) {
   const auto vdir = dir / vectors;
   if (!std::filesystem::is_directory(vdir)) detail::collection_fail(vdir, "vectors folder not found");
   collection out;
@@ -119,15 +120,15 @@ inline collection load_collection(const std::filesystem::path& dir, const std::s
     auto emb = load_npy<float>(emb_file);
     if (emb.shape.size() != 2) detail::collection_fail(emb_file, "embeddings must be a 2-d array [vocab, dim]");
     out.vocab_size = emb.shape[0];
-    out.docs = detail::load_side(vdir, "doc", &emb);
+    if (documents) out.docs = detail::load_side(vdir, "doc", &emb);
     out.queries = detail::load_side(vdir, "query", &emb);
   } else if (std::filesystem::exists(vdir / "doc_vectors.npy")) {
-    out.docs = detail::load_side(vdir, "doc", nullptr);
+    if (documents) out.docs = detail::load_side(vdir, "doc", nullptr);
     out.queries = detail::load_side(vdir, "query", nullptr);
   } else {
     detail::collection_fail(vdir, "holds neither embeddings.npy (token-id form) nor doc_vectors.npy (dense form)");
   }
-  if (out.docs.dim != out.queries.dim)
+  if (documents && out.docs.dim != out.queries.dim)
     detail::collection_fail(vdir, "document dim " + std::to_string(out.docs.dim) + " differs from query dim " +
                                       std::to_string(out.queries.dim));
   if (split.empty()) return out;

@@ -260,7 +260,9 @@ inline std::shared_ptr<const directory_snapshot> read_snapshot(const std::filesy
   for (std::int64_t v : res)
     if (v < 0) m.fail("corrupt residual section");
   snap->residual = {std::size_t(res[0]), std::size_t(res[1]), std::size_t(res[2]), std::size_t(res[3]), std::uint64_t(res[4]), unsigned(res[5])};
-  if (const auto codec = m.text("codec"); !codec.empty()) {
+  if (const auto codec = m.text("codec"); !codec.empty() && reuse && reuse->codec && reuse->codec->serialize() == codec) {
+    snap->codec = reuse->codec;  // one codec object for the segments a refresh reuses and the new ones
+  } else if (!codec.empty()) {
     try {
       snap->codec = std::make_shared<const residual_codec>(residual_codec::deserialize(codec));
     } catch (const io_error& e) {
@@ -285,10 +287,10 @@ inline std::shared_ptr<const directory_snapshot> read_snapshot(const std::filesy
       auto fresh = std::make_shared<directory_segment>();
       fresh->name = names[i];
       const auto file = dir / (names[i] + ".aidx");
-      auto loaded = load_index<exact_backend>(file, {.mmap = true, .expected_dim = snap->dim});
+      // Segments hold no codec of their own: every one shares the manifest's (one copy on disk and in memory).
+      auto loaded = load_index<exact_backend>(file, {.mmap = true, .expected_dim = snap->dim, .codec = snap->codec});
       const token_store& store = loaded.store();
       if (store.precision() != snap->precision) throw io_error(file.string() + ": segment storage " + std::string(to_string(store.precision())) + " differs from the directory's " + to_string(snap->precision));
-      if (snap->codec && store.codec()->serialize() != snap->codec->serialize()) throw io_error(file.string() + ": segment codec differs from the directory's");
       if (loaded.state().removed_count != 0 || loaded.indexed_tokens() != 0) throw io_error(file.string() + ": not a directory segment");
       const small_file ids_file(dir / (names[i] + ".ids"));
       const auto ids = ids_file.get("ids", io::section_dtype::i64).as<std::int64_t>();
@@ -413,6 +415,31 @@ class index_directory_reader {
     }
     std::vector<search_result> out(queries.size());
     parallel_for(queries.size(), threads, [&](std::size_t q) { out[q] = search_on(*s, queries.sequence(q), per[q]); });
+    return out;
+  }
+
+  /// Searches one query under several strategies at once (candidates gathered and S computed once; p.strategy is
+  /// ignored); result g equals search() with strategies[g].
+  std::vector<search_result> search_multi(matrix_view<float> query, std::span<const alignment> strategies, const search_params& p = {}) const {
+    const auto s = snapshot();
+    validate(*s, query, p);
+    for (const auto& a : strategies) a.validate();
+    search_result diag;
+    const auto cands = gather(*s, query, p, diag);
+    const prepared_query pq(query, {.norm = p.norm, .query_salience = p.query_salience, .check_finite = false});
+    const std::size_t G = strategies.size();
+    std::vector<float> scores(cands.count() * G);
+    std::vector<std::int64_t> ids;
+    ids.reserve(cands.count());
+    for (std::size_t g = 0; g != cands.local.size(); ++g) {
+      const auto& local = cands.local[g];
+      if (local.empty()) continue;
+      score_packed_multi(pq, s->segments[g]->store(), local, strategies, std::span<float>(scores.data() + ids.size() * G, local.size() * G),
+                         p.use_doc_salience);
+      for (std::uint32_t d : local) ids.push_back(s->segments[g]->ids[d]);
+    }
+    std::vector<search_result> out(G, diag);
+    for (std::size_t g = 0; g != G; ++g) rank(ids, scores.data() + g, G, p.top, out[g]);
     return out;
   }
 
@@ -567,19 +594,25 @@ class index_directory_reader {
       score_packed(pq, s.segments[g]->store(), local, std::span<float>(scores.data() + at, local.size()), p.use_doc_salience);
       for (std::uint32_t d : local) ids.push_back(s.segments[g]->ids[d]);
     }
+    rank(ids, scores.data(), 1, p.top, out);
+    return out;
+  }
+
+  /// The top `top` of documents `ids` by score (stride apart in `scores`), ties toward the smaller id.
+  static void rank(const std::vector<std::int64_t>& ids, const float* scores, std::size_t stride, std::size_t top, search_result& out) {
     std::vector<std::uint32_t> order(ids.size());
     std::iota(order.begin(), order.end(), std::uint32_t{0});
-    const std::size_t top = std::min(p.top, order.size());
-    std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top), order.end(),
-                      [&](std::uint32_t a, std::uint32_t b) { return ranks_before(scores[a], ids[a], scores[b], ids[b]); });
+    top = std::min(top, order.size());
+    std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+      return ranks_before(scores[a * stride], ids[a], scores[b * stride], ids[b]);
+    });
     out.ids.resize(top);
     out.scores.resize(top);
     for (std::size_t r = 0; r != top; ++r) {
       out.ids[r] = ids[order[r]];
-      out.scores[r] = scores[order[r]];
+      out.scores[r] = scores[order[r] * stride];
     }
     out.candidates_scored = ids.size();
-    return out;
   }
 
   mutable std::mutex mutex_;  ///< guards snap_ (the pointer, not the snapshot: that is immutable)
@@ -794,7 +827,7 @@ class index_directory_writer {
   }
 
   void write_segment(const directory_segment& seg) {
-    save_index(*seg.index, dir_ / (seg.name + ".aidx"), "aligner index directory segment");
+    save_index(*seg.index, dir_ / (seg.name + ".aidx"), "aligner index directory segment", false);
     written_.push_back(seg.name + ".aidx");
     const std::string names = detail::join_lines(seg.names);
     const std::vector<io::section_out> sections = {

@@ -44,13 +44,18 @@ namespace aligner {
 struct load_options {
   bool mmap = true;              ///< map the token store read-only (shared between processes) instead of reading it
   std::size_t expected_dim = 0;  ///< when non-zero, a file of another dimension is refused
+  /// Residual stores: the codec of a file saved without one (save_index with embed_codec = false, e.g. the segments
+  /// of an index directory, which share one). A file that holds a codec must hold this one.
+  std::shared_ptr<const residual_codec> codec{};
 };
 
 /// Saves the whole retriever (token store, document map, removals, settings, the backend's own bytes) to one file,
 /// atomically: a crash leaves the old file or the new one. `label` (optional, <= 4096 bytes) is stored as-is; read
 /// it back with read_index_label (e.g. the backend's name, so a tool knows which Backend type to load).
+/// `embed_codec` false leaves a residual store's codec out (load it with load_options.codec).
 template <serializable_backend Backend>
-void save_index(const aligner_retriever<Backend>& retriever, const std::filesystem::path& path, std::string_view label = {}) {
+void save_index(const aligner_retriever<Backend>& retriever, const std::filesystem::path& path, std::string_view label = {},
+                bool embed_codec = true) {
   ALIGNER_EXPECTS(label.size() <= 4096, "index label has ", label.size(), " bytes, at most 4096 are allowed");
   const retriever_state<Backend>& s = retriever.state();
   const std::int64_t meta[6] = {std::int64_t(s.store.dim()), std::int64_t(panel_width<>), std::int64_t(s.store.size()),
@@ -67,7 +72,7 @@ void save_index(const aligner_retriever<Backend>& retriever, const std::filesyst
   std::string_view type;
   if constexpr (named_backend<Backend>) type = Backend::type_name;
   const std::uint8_t dedup[1] = {std::uint8_t(s.tokens.dedup())}, token_index[1] = {std::uint8_t(s.params.token_index)};
-  const std::string codec = s.store.codec() ? s.store.codec()->serialize() : std::string();
+  const std::string codec = s.store.codec() && embed_codec ? s.store.codec()->serialize() : std::string();
   const auto more = s.tokens.more();
   const std::vector<std::int64_t> more_offsets(more.offsets.begin(), more.offsets.end());
   const auto prints = s.tokens.fingerprints();
@@ -208,10 +213,16 @@ aligner_retriever<Backend> load_index(const std::filesystem::path& path, load_op
   std::shared_ptr<const residual_codec> codec;
   if (state.params.precision == storage::residual) {
     const auto& bytes = get("codec", io::section_dtype::u8);
-    try {
-      codec = std::make_shared<const residual_codec>(residual_codec::deserialize(std::string_view(bytes.data, bytes.bytes)));
-    } catch (const io_error& e) {
-      fail(e.what());
+    if (bytes.bytes == 0 && options.codec) {
+      codec = options.codec;
+    } else {
+      if (bytes.bytes == 0) fail("holds no codec (it was saved to share one: load it with load_options.codec)");
+      try {
+        codec = std::make_shared<const residual_codec>(residual_codec::deserialize(std::string_view(bytes.data, bytes.bytes)));
+      } catch (const io_error& e) {
+        fail(e.what());
+      }
+      if (options.codec && options.codec->serialize() != codec->serialize()) fail("holds another codec than load_options.codec");
     }
     if (codec->dim() != std::size_t(dim)) fail("residual codec of dim " + std::to_string(codec->dim()) + " in an index of dim " + std::to_string(dim));
     state.params.codec = codec;
