@@ -46,6 +46,8 @@ int run_index_directory(const options& o) {
   const aligner::directory_params params{
       .precision = precision, .residual = {.nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .threads = o.threads}};
   const fs::path vdir = fs::path(o.collection) / o.vectors;
+  if (precision == aligner::storage::residual)
+    std::fprintf(stderr, "training the residual codec on a sample of the collection, then encoding chunk by chunk\n");
   std::optional<progress> bar;
   const aligner::io::build_options build{.segment_tokens = o.segment_tokens, .threads = o.threads, .progress = [&](std::size_t done, std::size_t total) {
     if (!bar) bar.emplace("indexing tokens", total, o.progress);

@@ -3,7 +3,8 @@
  *  a memory-mapped `.npy` file (float16 or float32) read chunk by chunk, the codec trained on a sample first.
  *
  *  Peak memory is the training sample, one chunk of float rows, and the segment being encoded (its packed codes),
- *  not the collection: the mapped file's pages are read once and dropped by the kernel as needed. Every finished
+ *  not the collection: each read of the mapped file drops the pages it read from the process (madvise), so the
+ *  resident set never holds the collection. Every finished
  *  segment is committed, so a build that is killed leaves a readable directory of the segments committed so far.
  *  The codes of a document do not depend on the chunking, the segment size or the thread count: a directory built
  *  this way searches exactly like one built by index_directory_writer::add with the same codec. */
@@ -24,6 +25,9 @@
 #include <span>
 #include <string>
 #include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../core/error.hpp"
 #include "../core/parallel.hpp"
@@ -66,9 +70,23 @@ class mapped_npy_matrix {
     for (std::size_t i = 0; i != n; ++i)
       if (!std::isfinite(out[i]))
         throw io_error(path_ + ": non-finite value at token " + std::to_string(first + i / cols()) + ", component " + std::to_string(i % cols()));
+    release(src, n * item_size());
   }
 
  private:
+  /// Drops the pages holding [p, p + bytes) from this process (they stay in the page cache: a later read of a
+  /// shared boundary page faults it back in), so that reading a collection once through the mapping, in order or
+  /// at random, does not grow the resident set to the file's size.
+  void release(const char* p, std::size_t bytes) const noexcept {
+    if (!file_->mapped() || bytes == 0) return;
+    // A read fault maps the pages around it too (Linux "fault-around", 64 KB by default): drop that window as well.
+    const auto page = std::max<std::uintptr_t>(std::uintptr_t(::sysconf(_SC_PAGESIZE)), 65536);
+    const auto lo = std::uintptr_t(file_->data()), hi = lo + file_->size();
+    const auto begin = std::max(lo / page * page, std::uintptr_t(p) / page * page);
+    const auto end = std::min((hi + page - 1) / page * page, (std::uintptr_t(p) + bytes + page - 1) / page * page);
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
+
   std::shared_ptr<const file_bytes> file_;
   std::string path_;
   npy_header header_;
@@ -82,7 +100,8 @@ struct build_options {
   /// Tokens drawn (seeded, uniformly) from the whole collection to train the codec: 0 = residual_params' default
   /// sample (max(64 K, 65536)); the number of centroids defaults to PLAID's rule for the whole collection's size.
   std::size_t training_tokens = 0;
-  /// Called after every chunk with (tokens encoded, tokens in all) and once before the first chunk with (0, all).
+  /// Called once before the first chunk (after the codec's training) with (0, tokens in all), then after every
+  /// chunk with (tokens encoded, tokens in all).
   std::function<void(std::size_t, std::size_t)> progress{};
 };
 
@@ -115,7 +134,6 @@ inline build_report build_directory(const std::filesystem::path& dir, std::size_
   ALIGNER_EXPECTS(tokens > 0 || params.precision != storage::residual || params.codec,
                   "a residual build without a codec needs tokens to train one (the collection has none)");
   auto writer = index_directory_writer::create(dir, dim, params);
-  if (opt.progress) opt.progress(0, tokens);
   using clock = std::chrono::steady_clock;
   if (params.precision == storage::residual && !params.codec && tokens) {
     const auto t0 = clock::now();
@@ -147,6 +165,7 @@ inline build_report build_directory(const std::filesystem::path& dir, std::size_
     report.train_seconds = std::chrono::duration<double>(clock::now() - t0).count();
   }
   if (writer.codec()) report.centroids = writer.codec()->centroids();
+  if (opt.progress) opt.progress(0, tokens);
   const auto t1 = clock::now();
   const token_store like(dim, params.precision, writer.codec());
   std::optional<aligner::detail::store_concat> segment;
