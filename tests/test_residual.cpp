@@ -315,9 +315,10 @@ TEST_CASE("residual: centroid-posting candidates equal a brute-force probe of th
   const auto& codec = *r.params().codec;
   const auto q = aligner_test::random_matrix(5, dim, 13, true);
   // Brute force: each query row's nprobe best centroids (double scores), documents holding one, and the centroid-only
-  // score (per row, the best probed centroid the document holds).
+  // score (per row, the best probed centroid the document holds, or, when it holds none, the lowest probed score).
   auto brute = [&](std::size_t nprobe, std::size_t ndocs, const std::function<bool(std::size_t)>& ok) {
-    std::map<std::size_t, double> approx;
+    std::vector<std::map<std::size_t, double>> per_row;
+    std::vector<double> lowest;
     for (std::size_t i = 0; i != 5; ++i) {
       std::vector<std::pair<float, std::uint32_t>> by;
       for (std::uint32_t k = 0; k != codec.centroids(); ++k) {
@@ -333,8 +334,14 @@ TEST_CASE("residual: centroid-posting candidates equal a brute-force probe of th
             if (aligner::residual_codec::centroid_of(r.store().panels(d) + (j / aligner::panel_width<>) * codec.panel_words(aligner::panel_width<>),
                                                      j % aligner::panel_width<>) == by[t].second && !best.count(d))
               best[d] = -double(by[t].first);
-      for (auto [d, s] : best) approx[d] += s;
+      per_row.push_back(best);
+      lowest.push_back(-double(by[nprobe - 1].first));
     }
+    std::map<std::size_t, double> approx;
+    for (const auto& best : per_row)
+      for (auto [d, s] : best) approx[d] = 0;
+    for (auto& [d, total] : approx)
+      for (std::size_t i = 0; i != 5; ++i) total += per_row[i].count(d) ? per_row[i].at(d) : lowest[i];
     std::vector<std::pair<double, std::size_t>> ranked;
     for (auto [d, s] : approx)
       if (ok(d)) ranked.emplace_back(-s, d);

@@ -557,7 +557,7 @@ class index_directory_reader {
           for (std::uint32_t d : postings[order[i][t]]) {
             if (last_row[d] == std::uint32_t(i)) continue;
             last_row[d] = std::uint32_t(i);
-            approx[d] += score[order[i][t]];
+            approx[d] += score[order[i][t]] - score[order[i][probes - 1]];
             if (!seen[d]) {
               seen[d] = 1;
               if (returnable(g, d)) found.push_back(d);

@@ -474,7 +474,7 @@ class aligner_retriever {
         for (std::uint32_t d : centroid_docs_[order[t]]) {
           if (last_row[d] == std::uint32_t(i)) continue;
           last_row[d] = std::uint32_t(i);
-          approx[d] += score[order[t]];
+          approx[d] += score[order[t]] - score[order[probes - 1]];
           if (first_row[d] == std::uint32_t(-1)) {
             first_row[d] = std::uint32_t(i);
             if (returnable(d)) candidates.push_back(d);

@@ -44,8 +44,10 @@ struct search_params {
   /// > 0: centroid-posting candidates instead of the token search (residual stores): each kept query token probes
   /// its nprobe best centroids (by q . centroid) and every document holding a token of one is a candidate.
   std::size_t nprobe = 0;
-  /// with nprobe: keep the best ndocs candidates by the centroid-only score (PLAID's centroid interaction: per kept
-  /// query token, the best probed centroid the document holds) before the exact rerank; 0 keeps them all.
+  /// with nprobe: keep the best ndocs candidates by the centroid-only score before the exact rerank; 0 keeps them
+  /// all. The score sums, per kept query token, the best probed centroid the document holds (PLAID's centroid
+  /// interaction) or, when it holds none, the token's lowest probed centroid score (XTR's imputation of a missing
+  /// similarity: without it a document missing one token's probes loses that token's whole score).
   std::size_t ndocs = 0;
   double query_prune = 1.0;                 ///< β^q in (0, 1]; < 1 needs query_salience
   std::span<const float> query_salience{};  ///< u^q (one per query token) or empty
