@@ -79,11 +79,13 @@ class mapped_npy_matrix {
   /// at random, does not grow the resident set to the file's size.
   void release(const char* p, std::size_t bytes) const noexcept {
     if (!file_->mapped() || bytes == 0) return;
-    // A read fault maps the pages around it too (Linux "fault-around", 64 KB by default): drop that window as well.
-    const auto page = std::max<std::uintptr_t>(std::uintptr_t(::sysconf(_SC_PAGESIZE)), 65536);
-    const auto lo = std::uintptr_t(file_->data()), hi = lo + file_->size();
-    const auto begin = std::max(lo / page * page, std::uintptr_t(p) / page * page);
-    const auto end = std::min((hi + page - 1) / page * page, (std::uintptr_t(p) + bytes + page - 1) / page * page);
+    // A read fault maps the pages around it too (Linux "fault-around", 64 KB by default): drop that window as well,
+    // clipped to this mapping (whose start is page-aligned and whose end is the file size rounded up to a page):
+    // madvise(MADV_DONTNEED) on a neighbouring mapping would discard its memory.
+    const auto page = std::uintptr_t(::sysconf(_SC_PAGESIZE)), window = std::max<std::uintptr_t>(page, 65536);
+    const auto lo = std::uintptr_t(file_->data()), hi = lo + (file_->size() + page - 1) / page * page;
+    const auto begin = std::max(lo, std::uintptr_t(p) / window * window);
+    const auto end = std::min(hi, (std::uintptr_t(p) + bytes + window - 1) / window * window);
     if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
   }
 
