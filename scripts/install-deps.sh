@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages that aligner's build, tests, benchmarks and optional backends need.
 # Usage: scripts/install-deps.sh [--minimal]   (--minimal skips the optional FAISS/hnswlib backends)
 set -euo pipefail
-pkgs=(cmake g++ make libeigen3-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev)
+pkgs=(cmake g++ make libeigen3-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev python3-dev python3-venv)
 if [[ "${1:-}" != "--minimal" ]]; then
   pkgs+=(libfaiss-dev libhnswlib-dev clang libclang-rt-14-dev chromium zlib1g-dev)
 fi

@@ -17,7 +17,6 @@
 using Catch::Matchers::WithinAbs;
 
 namespace {
-constexpr std::size_t W = aligner::panel_width<>;
 
 /// Restores the AMX switch at scope exit.
 struct amx_switch_guard {

@@ -40,12 +40,12 @@ std::string without_timing(std::string out) {
   return out;
 }
 
-std::filesystem::path temp(const std::string& name) { return std::filesystem::temp_directory_path() / ("aligner_cli_" + name); }
+std::filesystem::path cli_temp(const std::string& name) { return std::filesystem::temp_directory_path() / ("aligner_cli_" + name); }
 
 }  // namespace
 
 TEST_CASE("cli: eval --candidates all top1 equals the library's brute-force scores", "[oracle]") {
-  const auto run_file = temp("run.txt");
+  const auto run_file = cli_temp("run.txt");
   const auto r = run_cli("eval --collection " + aligner_test::cranfield_dir().string() +
                          " --strategy top1,topp:0.02 --top 1400 --run " + run_file.string());
   REQUIRE(r.status == 0);
@@ -81,14 +81,14 @@ TEST_CASE("cli: score, gate and salience agree with the library", "[oracle]") {
   const auto q = aligner_test::random_matrix(5, dim, 1), d = aligner_test::random_matrix(9, dim, 2);
   const std::vector<std::int64_t> qo = {0, 2, 5}, dof = {0, 4, 4, 9};
   const auto ud = aligner_test::random_weights(9, 3);
-  aligner::io::save_npy(temp("q.npy"), q, {5, dim});
-  aligner::io::save_npy(temp("d.npy"), d, {9, dim});
-  aligner::io::save_npy<std::int64_t>(temp("qo.npy"), qo, {3});
-  aligner::io::save_npy<std::int64_t>(temp("do.npy"), dof, {4});
-  aligner::io::save_npy(temp("ud.npy"), ud, {9});
-  const auto r = run_cli("score --queries " + temp("q.npy").string() + " --query-offsets " + temp("qo.npy").string() + " --docs " +
-                         temp("d.npy").string() + " --doc-offsets " + temp("do.npy").string() + " --strategy topk:2 --doc-salience " +
-                         temp("ud.npy").string() + " --normalize none");
+  aligner::io::save_npy(cli_temp("q.npy"), q, {5, dim});
+  aligner::io::save_npy(cli_temp("d.npy"), d, {9, dim});
+  aligner::io::save_npy<std::int64_t>(cli_temp("qo.npy"), qo, {3});
+  aligner::io::save_npy<std::int64_t>(cli_temp("do.npy"), dof, {4});
+  aligner::io::save_npy(cli_temp("ud.npy"), ud, {9});
+  const auto r = run_cli("score --queries " + cli_temp("q.npy").string() + " --query-offsets " + cli_temp("qo.npy").string() + " --docs " +
+                         cli_temp("d.npy").string() + " --doc-offsets " + cli_temp("do.npy").string() + " --strategy topk:2 --doc-salience " +
+                         cli_temp("ud.npy").string() + " --normalize none");
   REQUIRE(r.status == 0);
   std::istringstream lines(r.out);
   std::size_t qi, di, count = 0;
@@ -105,18 +105,18 @@ TEST_CASE("cli: score, gate and salience agree with the library", "[oracle]") {
   CHECK(count == 6);
   // gate
   const std::vector<float> scores = {1.f, 0.f, -1.f};
-  aligner::io::save_npy(temp("s.npy"), scores, {3});
-  REQUIRE(run_cli("gate --scores " + temp("s.npy").string() + " --k 1 --epsilon 1 --out " + temp("l.npy").string()).status == 0);
-  const auto lambda = aligner::io::load_npy<float>(temp("l.npy"));
+  aligner::io::save_npy(cli_temp("s.npy"), scores, {3});
+  REQUIRE(run_cli("gate --scores " + cli_temp("s.npy").string() + " --k 1 --epsilon 1 --out " + cli_temp("l.npy").string()).status == 0);
+  const auto lambda = aligner::io::load_npy<float>(cli_temp("l.npy"));
   CHECK_THAT(lambda.values[0], WithinAbs(0.665240955774822, 1e-6));
-  REQUIRE(run_cli("gate --scores " + temp("s.npy").string() + " --k 1 --epsilon 1 --iterations 50 --out " + temp("l2.npy").string()).status == 0);
-  CHECK_THAT(aligner::io::load_npy<float>(temp("l2.npy")).values[0], WithinAbs(0.665240955774822, 1e-5));
+  REQUIRE(run_cli("gate --scores " + cli_temp("s.npy").string() + " --k 1 --epsilon 1 --iterations 50 --out " + cli_temp("l2.npy").string()).status == 0);
+  CHECK_THAT(aligner::io::load_npy<float>(cli_temp("l2.npy")).values[0], WithinAbs(0.665240955774822, 1e-5));
   // salience
   const std::vector<float> w = {0.5f, -0.25f, 1.f, 0.f, 0.3f, -1.f};
-  aligner::io::save_npy(temp("w.npy"), w, {dim});
-  REQUIRE(run_cli("salience --tokens " + temp("d.npy").string() + " --weights " + temp("w.npy").string() +
-                  " --bias 0.1 --budget 0.5 --epsilon 0.01 --out " + temp("u.npy").string()).status == 0);
-  const auto u = aligner::io::load_npy<float>(temp("u.npy"));
+  aligner::io::save_npy(cli_temp("w.npy"), w, {dim});
+  REQUIRE(run_cli("salience --tokens " + cli_temp("d.npy").string() + " --weights " + cli_temp("w.npy").string() +
+                  " --bias 0.1 --budget 0.5 --epsilon 0.01 --out " + cli_temp("u.npy").string()).status == 0);
+  const auto u = aligner::io::load_npy<float>(cli_temp("u.npy"));
   const auto want = aligner::salience_scorer(w, 0.1f, aligner::gate_params{.alpha = 0.5, .epsilon = 0.01})({d.data(), 9, dim});
   REQUIRE(u.values.size() == 9);
   for (std::size_t i = 0; i != 9; ++i) CHECK_THAT(u.values[i], WithinAbs(want[i], 1e-6));
@@ -134,7 +134,7 @@ TEST_CASE("cli: bad input exits 2, help exits 0", "[edge]") {
   CHECK(run_cli("eval" + coll).status == 2);  // --strategy missing
   CHECK(run_cli("frobnicate").status == 2);
   CHECK(run_cli("gate --scores /nonexistent.npy --k 1 --epsilon 1 --out /tmp/x.npy").status == 2);
-  CHECK(run_cli("gate --scores " + temp("s.npy").string() + " --k 1 --epsilon 0 --out /tmp/x.npy").status == 2);
+  CHECK(run_cli("gate --scores " + cli_temp("s.npy").string() + " --k 1 --epsilon 0 --out /tmp/x.npy").status == 2);
   for (const char* cmd : {"eval", "adapt", "score", "gate", "salience", "index", "search"}) {
     const auto h = run_cli(std::string(cmd) + " --help");
     CHECK(h.status == 0);
@@ -145,7 +145,7 @@ TEST_CASE("cli: bad input exits 2, help exits 0", "[edge]") {
 
 TEST_CASE("cli: index then search equals eval; a corrupt index exits 2", "[oracle]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
-  const auto idx = temp("cran.idx");
+  const auto idx = cli_temp("cran.idx");
   REQUIRE(run_cli("index" + coll + " --out " + idx.string() + " --salience idf --prune-doc 0.4").status == 0);
   const std::string opts = " --strategy top1,topk:2 --candidates 500 --salience idf";
   const auto searched = run_cli("search --index " + idx.string() + coll + opts);
@@ -174,7 +174,7 @@ TEST_CASE("cli: index then search equals eval; a corrupt index exits 2", "[oracl
 
 TEST_CASE("cli: index --layout directory (streamed) then search equals eval; info; flags that do not apply exit 2", "[oracle]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
-  const auto dir = temp("cran_dir");
+  const auto dir = cli_temp("cran_dir");
   std::filesystem::remove_all(dir);
   const auto built = run_cli("index" + coll + " --storage residual:2 --layout directory --segment-tokens 40000 --threads 2 --out " + dir.string());
   REQUIRE(built.status == 0);
@@ -218,7 +218,7 @@ TEST_CASE("cli: a flag of another subcommand exits 2 naming the flag and the sub
   const std::pair<std::string, std::string> cases[] = {
       {"eval" + coll + " --strategy top1", "--index x.idx"},
       {"adapt" + coll, "--strategy top1"},
-      {"index" + coll + " --out " + temp("never.idx").string(), "--top 10"},
+      {"index" + coll + " --out " + cli_temp("never.idx").string(), "--top 10"},
       {"search --index x.idx" + coll + " --strategy top1", "--storage i8"},
       {"search --index x.idx" + coll + " --strategy top1", "--backend hnswlib"},
       {"search --index x.idx" + coll + " --strategy top1", "--prune-doc 0.1"},
@@ -233,7 +233,7 @@ TEST_CASE("cli: a flag of another subcommand exits 2 naming the flag and the sub
     const std::string name = flag.substr(0, flag.find(' ')), sub = command.substr(0, command.find(' '));
     CHECK(r.out.find(name + " does not apply to " + sub) != std::string::npos);
   }
-  CHECK(!std::filesystem::exists(temp("never.idx")));
+  CHECK(!std::filesystem::exists(cli_temp("never.idx")));
   // The issue's report: three flags of index/eval given to search, which used to exit 0 ignoring them.
   CHECK(run_cli("search --index x.idx" + coll + " --strategy top1 --storage i8 --backend hnswlib --prune-doc 0.1").status == 2);
 }
@@ -251,7 +251,7 @@ TEST_CASE("cli: every subcommand's help lists exactly the flags it accepts", "[e
 }
 
 TEST_CASE("cli: a residual codes-only index: index, info, search by postings; misused flags exit 2", "[property]") {
-  const auto idx = temp("residual.idx");
+  const auto idx = cli_temp("residual.idx");
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
   const auto built = run_cli("index" + coll + " --storage residual:2 --centroids 256 --token-index off --out " + idx.string(), true);
   REQUIRE(built.status == 0);
@@ -309,7 +309,7 @@ TEST_CASE("cli: kernels prints the library's kernel_info, and AMX off when ALIGN
 
 TEST_CASE("cli: explain draws the library's view with words, from the collection and from an index; misuse exits 2", "[oracle]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
-  const auto html = temp("explain.html"), svg = temp("explain.svg"), idx = temp("explain.idx");
+  const auto html = cli_temp("explain.html"), svg = cli_temp("explain.svg"), idx = cli_temp("explain.idx");
   const auto r = run_cli("explain" + coll + " --query 1 --doc 184 --strategy topk:2 --salience idf --html " + html.string() + " --svg " + svg.string());
   REQUIRE(r.status == 0);
   CHECK(r.out.find("score=") == 0);
@@ -368,7 +368,7 @@ TEST_CASE("cli: explain draws the library's view with words, from the collection
 
 TEST_CASE("cli: the bf16 exact backend indexes, saves under its own label and searches like eval", "[oracle]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
-  const auto idx = temp("exact_bf16.idx");
+  const auto idx = cli_temp("exact_bf16.idx");
   REQUIRE(run_cli("index" + coll + " --backend exact-bf16 --out " + idx.string()).status == 0);
   const auto info = run_cli("info " + idx.string());
   CHECK(info.out.find("backend=exact-bf16") != std::string::npos);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <aligner/core/types.hpp>
+#include <aligner/kernels/layout.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -14,6 +15,9 @@
 #include <vector>
 
 namespace aligner_test {
+
+/// Panel width of the architecture these tests are compiled for (the kernel tests' tile arithmetic).
+inline constexpr std::size_t W = aligner::panel_width<>;
 
 /// Row-major random normal matrix (rows x cols), optionally L2-normalised rows.
 inline std::vector<float> random_matrix(std::size_t rows, std::size_t cols, std::uint64_t seed, bool normalise = false) {
@@ -78,3 +82,5 @@ inline float nan_f() { return std::numeric_limits<float>::quiet_NaN(); }
 inline float inf_f() { return std::numeric_limits<float>::infinity(); }
 
 }  // namespace aligner_test
+
+using aligner_test::W;

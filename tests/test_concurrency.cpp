@@ -11,13 +11,13 @@
 #include <thread>
 
 namespace {
-struct fixture : aligner_test::random_corpus {
-  fixture() : random_corpus(150, 13, 16, 1, false) {}
+struct concurrency_fixture : aligner_test::random_corpus {
+  concurrency_fixture() : random_corpus(150, 13, 16, 1, false) {}
 };
 }  // namespace
 
 TEST_CASE("concurrency: many threads searching one const retriever equal serial results", "[property]") {
-  const fixture f;
+  const concurrency_fixture f;
   const aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(f.dim), f.view(), {.doc_prune = 0.5}, f.salience);
   const auto queries = aligner_test::random_matrix(40 * 4, f.dim, 3, true);
   const std::vector<aligner::alignment> strategies = {aligner::alignment::top1(), aligner::alignment::top_k(3), aligner::alignment::top_p(0.2)};
@@ -45,7 +45,7 @@ TEST_CASE("concurrency: many threads searching one const retriever equal serial 
 }
 
 TEST_CASE("concurrency: add and remove refuse to overlap a running search", "[edge]") {
-  const fixture f;
+  const concurrency_fixture f;
   aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(f.dim), f.view());
   const auto q = aligner_test::random_matrix(3, f.dim, 4, true);
   std::latch inside(1), release(1);
@@ -99,7 +99,7 @@ TEST_CASE("concurrency: parallel_for forwards the first exception after joining,
 }
 
 TEST_CASE("concurrency: search_batch rethrows a worker's exception instead of terminating", "[edge]") {
-  const fixture f;
+  const concurrency_fixture f;
   aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(f.dim), f.view());
   const auto queries = aligner_test::random_matrix(24, f.dim, 9, true);
   const std::vector<std::int64_t> qoff = {0, 3, 6, 9, 12, 15, 18, 21, 24};

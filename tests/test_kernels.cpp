@@ -19,7 +19,6 @@
 using Catch::Matchers::WithinAbs;
 
 namespace {
-constexpr std::size_t W = aligner::panel_width<>;
 const std::vector<std::size_t> lengths = {0, 1, W - 1, W, W + 1, 2 * W + 1, 3 * W, 8 * W + 2};
 
 double tol(double ref) { return 64 * 1.2e-7 * std::max(std::abs(ref), 1.0); }

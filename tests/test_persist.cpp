@@ -33,7 +33,7 @@ void require_same_results(const retriever& a, const retriever& b, std::size_t di
     }
 }
 
-std::filesystem::path temp(const std::string& name) { return std::filesystem::temp_directory_path() / ("aligner_persist_" + name); }
+std::filesystem::path persist_temp(const std::string& name) { return std::filesystem::temp_directory_path() / ("aligner_persist_" + name); }
 
 }  // namespace
 
@@ -49,7 +49,7 @@ TEST_CASE("persist: save -> load -> search gives identical results (mmap and rea
   retriever r(aligner::exact_backend(data.dim), data.view(), {.doc_prune = 0.5}, data.salience);
   r.remove(4);
   r.remove(17);
-  const auto path = temp("index.bin");
+  const auto path = persist_temp("index.bin");
   aligner::save_index(r, path);
   for (bool mmap : {true, false}) {
     const auto back = aligner::load_index<aligner::exact_backend>(path, {.mmap = mmap});
@@ -79,7 +79,7 @@ TEST_CASE("persist: bf16, f16 and i8 stores save and load (mapped and read)", "[
   for (aligner::storage st : {aligner::storage::bf16, aligner::storage::f16, aligner::storage::i8}) {
     INFO(aligner::to_string(st));
     retriever r(aligner::exact_backend(data.dim), data.view(), {.doc_prune = 0.5, .precision = st}, data.salience);
-    const auto path = temp("low.bin");
+    const auto path = persist_temp("low.bin");
     aligner::save_index(r, path);
     for (bool mmap : {true, false}) {
       const auto back = aligner::load_index<aligner::exact_backend>(path, {.mmap = mmap});
@@ -94,7 +94,7 @@ TEST_CASE("persist: bf16, f16 and i8 stores save and load (mapped and read)", "[
 TEST_CASE("persist: every flipped byte is caught or harmless, every truncation caught", "[edge]") {
   const small_index data(12, 5);
   retriever r(aligner::exact_backend(data.dim), data.view(), {}, data.salience);
-  const auto path = temp("flip.bin");
+  const auto path = persist_temp("flip.bin");
   aligner::save_index(r, path);
   const std::string good = aligner::io::read_file(path);
   const auto q = aligner_test::random_matrix(3, data.dim, 9, true);
@@ -124,7 +124,7 @@ TEST_CASE("persist: every flipped byte is caught or harmless, every truncation c
   newer[8] = 2;
   aligner::io::atomic_write(path, newer);
   CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(path), Catch::Contains("newer"));
-  CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(temp("missing.bin")), Catch::Contains("missing.bin"));
+  CHECK_THROWS_WITH(aligner::load_index<aligner::exact_backend>(persist_temp("missing.bin")), Catch::Contains("missing.bin"));
   std::filesystem::remove(path);
 }
 
@@ -133,7 +133,7 @@ TEST_CASE("persist: structurally inconsistent files with valid checksums are rej
   // "consistent" value and the kernel read past the mapped panels.
   const small_index data(6, 31);
   retriever r(aligner::exact_backend(data.dim), data.view());
-  const auto path = temp("forged.bin");
+  const auto path = persist_temp("forged.bin");
   aligner::save_index(r, path);
   auto file = aligner::io::file_bytes::open(path, false);
   const auto sections = aligner::io::decode_sections(*file);
@@ -154,15 +154,15 @@ TEST_CASE("persist: structurally inconsistent files with valid checksums are rej
 
 TEST_CASE("persist: a save killed at a random point leaves the old or the new index", "[edge]") {
   const small_index old_data(40, 11), new_data(80, 12);
-  const auto path = temp("kill.bin");
+  const auto path = persist_temp("kill.bin");
   aligner::save_index(retriever(aligner::exact_backend(old_data.dim), old_data.view()), path);
   const retriever fresh(aligner::exact_backend(new_data.dim), new_data.view());
   // Kill at random points within about three save durations (measured here, so a loaded machine still sees
   // kills both in the middle of a save and after completed ones).
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i != 3; ++i) aligner::save_index(fresh, temp("kill_timing.bin"));
+  for (int i = 0; i != 3; ++i) aligner::save_index(fresh, persist_temp("kill_timing.bin"));
   const auto save_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count() / 3;
-  std::filesystem::remove(temp("kill_timing.bin"));
+  std::filesystem::remove(persist_temp("kill_timing.bin"));
   const auto window_us = std::max<std::int64_t>(3 * save_us + 2000, 3000);
   std::mt19937_64 rng(5);
   std::size_t saw_old = 0, saw_new = 0;

@@ -14,7 +14,6 @@ namespace {
 const float Q[] = {1.f, 0.f, 0.f, 1.f, 0.6f, 0.8f};
 const float D[] = {1.f, 0.f, 0.5f, 0.5f, 0.f, 2.f, -1.f, 1.f};
 const std::vector<float> UQ = {1.f, 0.5f, 2.f}, UD = {2.f, 1.f, 0.5f, 3.f};
-constexpr std::size_t W = aligner::panel_width<>;
 
 double rel_tol(double ref) { return 1e-5 * std::max(1.0, std::abs(ref)); }
 }  // namespace

@@ -1,0 +1,350 @@
+"""Sharded search on Dask (`distributed`): one aligner.Retriever per shard, each kept on its own worker, queries
+fanned out to every shard and the shards' top N merged exactly.
+
+The ALIGNER score of a document depends only on the query and that document, so a document-partitioned index
+merges exactly: each shard returns its top N (local ids mapped back to global ones), and the global top N is the
+merge by score, ties toward the smaller global id, as in one retriever. Shards keep their documents in global id
+order, so their own tie order agrees with the global one.
+
+Exactly equal to one retriever (ids, scores, order): exhaustive search, and centroid postings without an ndocs
+cut, for the f32, bf16, f16 and i8 stores. A token search with k' candidates per query token finds a superset of
+one retriever's candidates (every shard contributes its own k' nearest tokens), so its results can only be as good
+or better; a residual store trains one codec per shard unless one is trained first (not offered here).
+
+    from distributed import Client, LocalCluster
+    import aligner, aligner.dask
+    client = Client(LocalCluster(n_workers=4, threads_per_worker=1))
+    index = aligner.dask.ShardedRetriever.from_collection(client, "data/cranfield", storage="bf16")
+    ids, scores = index.search(query, top=10, exhaustive=True)
+
+Failures are never silent: a shard whose task fails, or whose worker leaves the cluster (it died, or was
+retired), raises ShardError naming the shard and the worker; the index must then be rebuilt.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+import aligner
+
+try:
+    import distributed
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("aligner.dask needs the `distributed` package: pip install 'aligner[dask]'") from e
+
+_TIMEOUTS = (TimeoutError, getattr(distributed, "TimeoutError", TimeoutError))
+
+__all__ = ["ShardedRetriever", "ShardError", "Hits", "partition_ids"]
+
+
+class ShardError(RuntimeError):
+    """A shard failed or its worker is gone; `shard` and `worker` name it."""
+
+    def __init__(self, message: str, shard: int, worker: str):
+        super().__init__(message)
+        self.shard = shard
+        self.worker = worker
+
+
+class Hits(NamedTuple):
+    """The merged top documents of one query: global ids (int64) and scores (float32), best first."""
+    ids: np.ndarray
+    scores: np.ndarray
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser of each id: a stable hash, the same on every machine and Python process."""
+    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def partition_ids(n_docs: int, shards: int, partition: str = "range") -> list[np.ndarray]:
+    """The global document ids of each shard, ascending: `range` cuts 0..n_docs-1 into contiguous ranges of
+    (almost) equal size, `hash` puts id d into shard splitmix64(d) mod shards."""
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    ids = np.arange(n_docs, dtype=np.int64)
+    if partition == "range":
+        return [part.copy() for part in np.array_split(ids, shards)]
+    if partition == "hash":
+        owner = (_mix(ids) % np.uint64(shards)).astype(np.int64)
+        return [ids[owner == s] for s in range(shards)]
+    raise ValueError(f"partition must be 'range' or 'hash', got {partition!r}")
+
+
+# ---- what runs on the workers -----------------------------------------------------------------------------------
+
+class _Shard:
+    """One shard on its worker: the retriever and the global id of each local document."""
+
+    def __init__(self, retriever: aligner.Retriever, global_ids: np.ndarray):
+        self.retriever = retriever
+        self.global_ids = global_ids
+
+    def __reduce__(self):  # a shard never leaves its worker: moving it would copy the whole index
+        raise TypeError("an aligner.dask shard cannot be pickled: it lives on its worker (the cluster tried to move or "
+                        "spill it; give the workers more memory)")
+
+
+def _build_from_arrays(vectors: np.ndarray, offsets: np.ndarray, salience, global_ids: np.ndarray, dim: int,
+                       kwargs: dict) -> _Shard:
+    r = aligner.Retriever(dim, **kwargs)
+    r.add(vectors, offsets, salience=salience)
+    return _Shard(r, global_ids)
+
+
+def _slice_docs(vectors: np.ndarray, offsets: np.ndarray, ids: np.ndarray, salience=None):
+    """The documents `ids` (ascending) of a back-to-back set, joined in that order."""
+    lengths = offsets[ids + 1] - offsets[ids]
+    new_offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in ids]) if len(ids) else np.zeros(0, np.int64)
+    part = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    part_salience = None if salience is None else np.ascontiguousarray(np.asarray(salience)[rows], dtype=np.float32)
+    return part, new_offsets, part_salience
+
+
+def _build_from_collection(path: str, vectors: str, global_ids: np.ndarray, kwargs: dict) -> _Shard:
+    col = aligner.load_collection(path, vectors, split="")
+    docs = col["docs"]
+    part, offsets, _ = _slice_docs(docs["vectors"], docs["offsets"], global_ids)
+    r = aligner.Retriever(docs["vectors"].shape[1], **kwargs)
+    r.add(part, offsets)
+    return _Shard(r, global_ids)
+
+
+def _search_shard(shard: _Shard, queries, offsets, query_salience, params: dict, filter_fn, allowed_global):
+    params = dict(params)
+    gids = shard.global_ids
+    if allowed_global is not None:  # global ids -> this shard's local ids (absent ones dropped)
+        local = np.flatnonzero(np.isin(gids, allowed_global))
+        if len(local) == 0:
+            n_queries = len(offsets) - 1
+            return [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * n_queries
+        params["allowed_ids"] = local.astype(np.int64)
+    if filter_fn is not None:
+        params["filter"] = lambda local_id: bool(filter_fn(int(gids[local_id])))
+    try:  # as many search threads as the worker has task threads
+        threads = distributed.get_worker().state.nthreads
+    except (ValueError, AttributeError):
+        threads = 0
+    results = shard.retriever.search_batch(queries, offsets, query_salience=query_salience, threads=threads, **params)
+    return [(gids[r.ids], r.scores) for r in results]
+
+
+def _shard_facts(shard: _Shard) -> dict:
+    r = shard.retriever
+    return {"documents": len(r), "tokens": r.tokens, "store_bytes": r.store_bytes, "storage": r.storage,
+            "backend": r.backend}
+
+
+def _worker_addresses(dask_scheduler=None) -> list:
+    return list(dask_scheduler.workers)
+
+
+def _live_workers(client) -> set:
+    """The addresses of the workers the scheduler has now (asked of the scheduler itself: the client's cached
+    scheduler_info() is refreshed in the background without the per-worker part)."""
+    return set(client.run_on_scheduler(_worker_addresses))
+
+
+# ---- the client side ----------------------------------------------------------------------------------------------
+
+class ShardedRetriever:
+    """A document-partitioned index over the workers of a Dask cluster (build with from_arrays or
+    from_collection). `search` and `search_batch` take the keywords of aligner.Retriever.search."""
+
+    def __init__(self, client: "distributed.Client", shards: list, workers: list[str], global_ids: list[np.ndarray],
+                 dim: int, poll_seconds: float = 0.2):
+        self.client = client
+        self._shards = shards
+        self.workers = workers
+        self.global_ids = global_ids
+        self.dim = dim
+        self.poll_seconds = poll_seconds
+
+    # ---- building ----
+    @staticmethod
+    def _pick_workers(client, shards: Optional[int]) -> list[str]:
+        workers = sorted(_live_workers(client))
+        if not workers:
+            raise ValueError("the Dask cluster has no workers")
+        shards = len(workers) if shards is None else shards
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
+        return [workers[s % len(workers)] for s in range(shards)]
+
+    @classmethod
+    def from_arrays(cls, client, docs, offsets=None, *, salience=None, shards: Optional[int] = None,
+                    partition: str = "range", **retriever_kwargs) -> "ShardedRetriever":
+        """Shards documents held by this process: `docs` is a list of [tokens, dim] arrays, or one array of all
+        tokens with `offsets`. Each shard's documents are sent to its worker, which builds its retriever;
+        retriever_kwargs are aligner.Retriever's (backend, storage, ...). One shard per worker by default."""
+        if isinstance(docs, (list, tuple)):
+            if offsets is not None:
+                raise ValueError("docs is a list of arrays: pass offsets only with one array of all tokens")
+            lengths = [len(d) for d in docs]
+            offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            vectors = np.concatenate([np.asarray(d, dtype=np.float32) for d in docs]) if docs else np.zeros((0, 0))
+        else:
+            vectors = np.asarray(docs, dtype=np.float32)
+            offsets = np.asarray([0, len(vectors)] if offsets is None else offsets, dtype=np.int64)
+        if vectors.ndim != 2:
+            raise ValueError(f"docs must be [tokens, dim] arrays, got shape {vectors.shape}")
+        if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(vectors) or \
+                np.any(np.diff(offsets) < 0):
+            raise ValueError("offsets must start at 0, never decrease and end at the number of tokens")
+        workers = cls._pick_workers(client, shards)
+        parts = partition_ids(len(offsets) - 1, len(workers), partition)
+        dim = vectors.shape[1]
+        futures = []
+        for s, (worker, ids) in enumerate(zip(workers, parts)):
+            part, part_offsets, part_salience = _slice_docs(vectors, offsets, ids, salience)
+            part, part_offsets, part_salience = client.scatter([part, part_offsets, part_salience], workers=[worker],
+                                                               hash=False)
+            futures.append(client.submit(_build_from_arrays, part, part_offsets, part_salience, ids, dim,
+                                         retriever_kwargs, workers=[worker], allow_other_workers=False, pure=False,
+                                         key=f"aligner-shard-{s}-{uuid.uuid4().hex}"))
+        index = cls(client, futures, workers, parts, dim)
+        index._gather(futures, "build", fetch=False)  # raises ShardError for a shard that failed to build
+        return index
+
+    @classmethod
+    def from_collection(cls, client, path, vectors: str = "glove100", *, shards: Optional[int] = None,
+                        partition: str = "range", **retriever_kwargs) -> "ShardedRetriever":
+        """Each worker reads the collection folder at `path` itself (a path every worker can read: on one
+        machine, or on shared storage) and builds its shard from its part of the documents."""
+        path = str(path)
+        col = aligner.load_collection(path, vectors, split="", documents=False)  # the queries only: the dim
+        dim = col["queries"]["vectors"].shape[1]
+        n_docs = len(np.load(os.path.join(path, vectors, "doc_offsets.npy"), mmap_mode="r")) - 1
+        workers = cls._pick_workers(client, shards)
+        parts = partition_ids(n_docs, len(workers), partition)
+        futures = [client.submit(_build_from_collection, path, vectors, ids, retriever_kwargs, workers=[worker],
+                                 allow_other_workers=False, pure=False, key=f"aligner-shard-{s}-{uuid.uuid4().hex}")
+                   for s, (worker, ids) in enumerate(zip(workers, parts))]
+        index = cls(client, futures, workers, parts, dim)
+        index._gather(futures, "build", fetch=False)
+        return index
+
+    # ---- facts ----
+    @property
+    def shards(self) -> int:
+        return len(self._shards)
+
+    def __len__(self) -> int:
+        return sum(f["documents"] for f in self.describe())
+
+    def describe(self) -> list[dict]:
+        """Per shard: its worker, documents, tokens, store bytes, storage and backend."""
+        facts = self._gather([self.client.submit(_shard_facts, f, workers=[w], allow_other_workers=False, pure=False)
+                              for f, w in zip(self._shards, self.workers)], "describe")
+        for fact, worker in zip(facts, self.workers):
+            fact["worker"] = worker
+        return facts
+
+    # ---- search ----
+    def search(self, query, *, top: int = 10, query_salience=None, filter: Optional[Callable[[int], bool]] = None,
+               allowed_ids=None, **params) -> Hits:
+        """The global top documents of one query; keywords as aligner.Retriever.search."""
+        self._check_top(top)
+        aligner.Retriever(self.dim).search(query, query_salience=query_salience, **self._probe_params(params))
+        q = np.ascontiguousarray(query, dtype=np.float32)
+        return self._fan_out(q, np.array([0, len(q)], np.int64), top, query_salience, filter, allowed_ids, params)[0]
+
+    def search_batch(self, queries, offsets=None, *, top: int = 10, query_salience=None,
+                     filter: Optional[Callable[[int], bool]] = None, allowed_ids=None, **params) -> list[Hits]:
+        """search() for many queries (a list of [tokens, dim] arrays, or one array with offsets): one task per shard
+        runs them all on its worker's cores; the shards' top `top` of each query are merged by score, ties toward
+        the smaller global id. `filter` (a picklable callable) and `allowed_ids` take global ids."""
+        self._check_top(top)
+        # Bad arguments fail here, naming themselves, before anything is sent (an empty retriever of the same dim).
+        aligner.Retriever(self.dim).search_batch(queries, offsets, query_salience=query_salience,
+                                                 **self._probe_params(params))
+        if isinstance(queries, (list, tuple)):
+            offsets = np.zeros(len(queries) + 1, dtype=np.int64)
+            np.cumsum([len(q) for q in queries], out=offsets[1:])
+            queries = np.concatenate([np.asarray(q, dtype=np.float32).reshape(-1, self.dim) for q in queries]) \
+                if offsets[-1] else np.zeros((0, self.dim), np.float32)
+        else:
+            queries = np.ascontiguousarray(queries, dtype=np.float32)
+            offsets = np.asarray([0, len(queries)] if offsets is None else offsets, dtype=np.int64)
+        return self._fan_out(queries, offsets, top, query_salience, filter, allowed_ids, params)
+
+    @staticmethod
+    def _check_top(top) -> None:
+        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+            raise ValueError(f"top must be an int >= 1, got {top!r}")
+
+    @staticmethod
+    def _probe_params(params: dict) -> dict:
+        """The keywords an empty retriever can check (its search is exhaustive: the candidate knobs are not)."""
+        unknown = set(params) - {"strategy", "normalize", "candidates", "exhaustive", "nprobe", "ndocs", "query_prune",
+                                 "use_doc_salience"}
+        if unknown:
+            raise TypeError(f"unexpected search keyword(s): {', '.join(sorted(unknown))}")
+        return {k: v for k, v in params.items() if k in ("strategy", "normalize", "query_prune", "use_doc_salience")} | \
+            {"exhaustive": True}
+
+    def _fan_out(self, queries, offsets, top, query_salience, filter_fn, allowed_ids, params) -> list[Hits]:
+        allowed = None if allowed_ids is None else np.unique(np.asarray(allowed_ids, dtype=np.int64))
+        params = dict(params, top=int(top))
+        # The queries travel inside each shard's task (not scattered: a broadcast to a worker that died blocks).
+        futures = [self.client.submit(_search_shard, shard, queries, offsets, query_salience, params, filter_fn, allowed,
+                                      workers=[worker], allow_other_workers=False, pure=False)
+                   for shard, worker in zip(self._shards, self.workers)]
+        per_shard = self._gather(futures, "search")
+        out = []
+        for qi in range(len(offsets) - 1):
+            ids = np.concatenate([res[qi][0] for res in per_shard])
+            scores = np.concatenate([res[qi][1] for res in per_shard])
+            order = np.lexsort((ids, -scores.astype(np.float64)))[:top]  # score descending, then id ascending
+            out.append(Hits(ids[order], scores[order]))
+        return out
+
+    # ---- failure handling ----
+    def _gather(self, futures: list, what: str, fetch: bool = True) -> list:
+        """Waits for one future per shard (and fetches the results when `fetch`); a shard whose worker leaves,
+        or whose task fails, raises ShardError naming it."""
+        pending = set(range(len(futures)))
+        while pending:
+            try:
+                distributed.wait([futures[s] for s in pending], timeout=self.poll_seconds, return_when="FIRST_COMPLETED")
+            except _TIMEOUTS:
+                pass
+            alive = _live_workers(self.client)
+            for s in sorted(pending):
+                f = futures[s]
+                if f.status == "error":
+                    self._cancel(futures)
+                    try:
+                        f.result()
+                    except Exception as e:  # the shard's own exception, named
+                        raise ShardError(f"aligner.dask: shard {s} on worker {self.workers[s]} failed during {what}: "
+                                         f"{type(e).__name__}: {e}", s, self.workers[s]) from e
+                if f.status == "finished":
+                    pending.discard(s)
+                elif self.workers[s] not in alive or f.status in ("lost", "cancelled"):
+                    self._cancel(futures)
+                    raise ShardError(f"aligner.dask: shard {s} is lost: its worker {self.workers[s]} left the cluster "
+                                     f"during {what} (it died or was retired); rebuild the index", s, self.workers[s])
+        return self.client.gather(futures) if fetch else []
+
+    def _cancel(self, futures: list) -> None:
+        try:
+            self.client.cancel([f for f in futures if f.status == "pending"])
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    def close(self) -> None:
+        """Releases the shards (their workers drop them)."""
+        self._cancel(self._shards)
+        self._shards = []
+

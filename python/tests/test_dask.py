@@ -1,0 +1,141 @@
+"""aligner.dask: a sharded index over 2 and 4 worker processes returns exactly the single-node results (ids,
+scores, order) on Cranfield and SciFact; failures of a shard or a worker raise ShardError naming it."""
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import aligner
+
+distributed = pytest.importorskip("distributed")
+import aligner.dask as adask  # noqa: E402
+
+DATA = os.environ.get("ALIGNER_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "data"))
+SHARED = os.environ.get("ALIGNER_SHARED_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
+                                                                 "data"))
+
+
+@pytest.fixture(scope="module")
+def cluster4():
+    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  memory_limit=0) as cluster, distributed.Client(cluster) as client:
+        yield cluster, client
+
+
+def single_node(col, **kwargs):
+    docs = col["docs"]
+    r = aligner.Retriever(docs["vectors"].shape[1], **kwargs)
+    r.add(docs["vectors"], docs["offsets"])
+    return r
+
+
+def judged_queries(col, limit=None):
+    q = col["queries"]
+    idx = [i for i, qid in enumerate(q["ids"]) if qid in col["qrels"]][:limit]
+    return [q["vectors"][q["offsets"][i]:q["offsets"][i + 1]] for i in idx]
+
+
+def check_equal(sharded, single, queries, **params):
+    got = sharded.search_batch(queries, **params)
+    want = single.search_batch(queries, **params)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.ids, w.ids)
+        np.testing.assert_array_equal(g.scores, w.scores)
+
+
+def test_partitions():
+    for part in ("range", "hash"):
+        for shards in (1, 2, 3, 4):
+            parts = adask.partition_ids(101, shards, part)
+            joined = np.sort(np.concatenate(parts))
+            np.testing.assert_array_equal(joined, np.arange(101))
+            assert all(np.all(np.diff(p) > 0) for p in parts)
+    hashed = adask.partition_ids(1000, 4, "hash")
+    assert min(len(p) for p in hashed) > 200  # spread
+    with pytest.raises(ValueError, match="partition"):
+        adask.partition_ids(10, 2, "random")
+
+
+@pytest.mark.parametrize("shards,partition", [(2, "range"), (4, "hash"), (4, "range")])
+def test_cranfield_sharded_equals_single_node(cluster4, shards, partition):
+    _, client = cluster4
+    cran = os.path.join(DATA, "cranfield")
+    col = aligner.load_collection(cran)
+    single = single_node(col, storage="bf16")
+    sharded = adask.ShardedRetriever.from_collection(client, cran, shards=shards, partition=partition, storage="bf16")
+    assert sharded.shards == shards and len(sharded) == len(col["docs"]["ids"])
+    assert len({f["worker"] for f in sharded.describe()}) == shards
+    queries = judged_queries(col)
+    check_equal(sharded, single, queries, top=20, strategy="topk:2", exhaustive=True)
+    check_equal(sharded, single, queries[:40], top=5, strategy="top1", exhaustive=True, allowed_ids=np.arange(0, 1400, 3))
+    check_equal(sharded, single, queries[:40], top=5, exhaustive=True, filter=lambda d: d % 7 != 0)
+    one = sharded.search(queries[0], top=3, exhaustive=True)
+    np.testing.assert_array_equal(one.ids, single.search(queries[0], top=3, exhaustive=True).ids)
+    sharded.close()
+
+
+def test_from_arrays_equals_single_node_on_2_workers():
+    cran = os.path.join(DATA, "cranfield")
+    col = aligner.load_collection(cran)
+    docs = col["docs"]
+    single = single_node(col)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  memory_limit=0) as cluster, distributed.Client(cluster) as client:
+        sharded = adask.ShardedRetriever.from_arrays(client, docs["vectors"], docs["offsets"], partition="hash")
+        assert sharded.shards == 2
+        check_equal(sharded, single, judged_queries(col, 60), top=10, strategy="topp:0.02", exhaustive=True)
+        with pytest.raises(ValueError, match="query must have 100 columns"):
+            sharded.search(np.ones((2, 5), np.float32))
+        with pytest.raises(adask.ShardError, match=r"shard \d on worker .* failed during build.*residual:N"):
+            adask.ShardedRetriever.from_arrays(client, [np.ones((3, 4), np.float32), np.ones((2, 4), np.float32)],
+                                               shards=2, backend="exact", storage="residual:3")
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "scifact")), reason="../shared/data/scifact not present")
+def test_scifact_sharded_equals_single_node(cluster4):
+    _, client = cluster4
+    path = os.path.join(SHARED, "scifact")
+    col = aligner.load_collection(path)
+    single = single_node(col, storage="bf16")
+    queries = judged_queries(col, 60)
+    for shards in (2, 4):
+        sharded = adask.ShardedRetriever.from_collection(client, path, shards=shards, storage="bf16")
+        check_equal(sharded, single, queries, top=10, strategy="top1", exhaustive=True)
+        sharded.close()
+
+
+def test_a_worker_killed_during_a_search_raises_shard_error():
+    cran = os.path.join(DATA, "cranfield")
+    col = aligner.load_collection(cran)
+    queries = judged_queries(col) * 20
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  memory_limit=0) as cluster, distributed.Client(cluster) as client:
+        sharded = adask.ShardedRetriever.from_collection(client, cran, storage="f32")
+        victim = sharded.workers[1]
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        outcome = {}
+
+        def search():
+            try:
+                sharded.search_batch(queries, top=10, strategy="topk:4", exhaustive=True)
+                outcome["result"] = "finished"
+            except Exception as e:
+                outcome["error"] = e
+
+        t = threading.Thread(target=search)
+        t.start()
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)  # the worker process dies at once
+        t.join(timeout=120)
+        assert not t.is_alive(), "the search hung after its worker died"
+        if "error" not in outcome:  # the search finished before the kill: the next one must fail
+            with pytest.raises(adask.ShardError) as info:
+                sharded.search_batch(queries[:5], top=10, exhaustive=True)
+            outcome["error"] = info.value
+        err = outcome["error"]
+        assert isinstance(err, adask.ShardError), repr(err)
+        assert err.shard == 1 and err.worker == victim and victim in str(err)

@@ -1,0 +1,287 @@
+"""aligner.Retriever against brute force (aligner.score over every document and the NumPy reference), across
+backends and storages, with removals, filters, threads, files; and against the C++ CLI on the bundled Cranfield."""
+import os
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+import aligner
+import reference as ref
+
+DIM = 16
+
+
+def collection(seed=0, docs=60, dim=DIM, duplicates=True):
+    rng = np.random.default_rng(seed)
+    vocab = rng.standard_normal((40, dim)).astype(np.float32)
+    out = []
+    for i in range(docs):
+        m = int(rng.integers(1, 30))
+        if duplicates and i % 2 == 0:  # static-embedding style: tokens repeat vectors of a small vocabulary
+            out.append(vocab[rng.integers(0, len(vocab), m)])
+        else:
+            out.append(rng.standard_normal((m, dim)).astype(np.float32))
+    return out
+
+
+def brute_force(docs, q, strategy="top1", normalize="mean", top=10, live=None):
+    scores = [(aligner.score(q, d, strategy=strategy, normalize=normalize), i) for i, d in enumerate(docs)
+              if live is None or i in live]
+    scores.sort(key=lambda si: (-si[0], si[1]))
+    return [i for _, i in scores[:top]], [s for s, _ in scores[:top]]
+
+
+@pytest.mark.parametrize("backend", aligner.backends)
+@pytest.mark.parametrize("strategy", ["top1", "topk:3", "topp:0.2"])
+def test_search_equals_brute_force(backend, strategy):
+    docs = collection()
+    r = aligner.Retriever(DIM, backend=backend)
+    ids = r.add(docs)
+    np.testing.assert_array_equal(ids, np.arange(len(docs)))
+    assert len(r) == r.size == len(docs)
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        q = rng.standard_normal((6, DIM)).astype(np.float32)
+        want_ids, want_scores = brute_force(docs, q, strategy)
+        res = r.search(q, top=10, strategy=strategy, exhaustive=True)
+        np.testing.assert_array_equal(res.ids, want_ids)
+        np.testing.assert_array_equal(res.scores, np.float32(want_scores))
+        assert res.reranked_all_allowed
+        # k' = every token: the token search finds every document, so the ranking is the exhaustive one
+        got_ids, got_scores = r.search(q, top=10, strategy=strategy, candidates=2000)
+        if backend in ("exact", "exact-bf16", "faiss-flat"):
+            np.testing.assert_array_equal(got_ids, want_ids)
+            np.testing.assert_array_equal(got_scores, np.float32(want_scores))
+        for i, s in zip(got_ids, got_scores):  # any backend: each hit carries its document's exact score
+            assert s == aligner.score(q, docs[i], strategy=strategy)
+        # the double reference agrees with the kernel
+        for i, s in zip(res.ids[:3], res.scores[:3]):
+            assert s == pytest.approx(ref.score(q, docs[i], strategy), rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("storage", ["bf16", "f16", "i8", "residual:4", "residual:8"])
+def test_compressed_stores_rank_like_their_own_scores(storage):
+    docs = collection(1, docs=80, duplicates=False)
+    r = aligner.Retriever(DIM, storage=storage, residual_centroids=16 if storage.startswith("residual") else 0)
+    r.add(docs)
+    assert r.storage == storage.split(":")[0]
+    f32 = aligner.Retriever(DIM)
+    f32.add(docs)
+    assert r.store_bytes < f32.store_bytes
+    q = np.random.default_rng(2).standard_normal((5, DIM)).astype(np.float32)
+    exact_ids, _ = f32.search(q, top=5, exhaustive=True)
+    ids, scores = r.search(q, top=80, exhaustive=True)
+    assert list(scores) == sorted(scores, reverse=True)
+    assert len(set(ids[:5]) & set(exact_ids)) >= 3  # a lossy store keeps most of the top 5
+    if storage.startswith("residual"):
+        post_ids, post_scores = r.search(q, top=80, nprobe=16)  # every centroid probed: every document is a candidate
+        np.testing.assert_array_equal(post_ids, ids)
+        np.testing.assert_array_equal(post_scores, scores)
+
+
+def test_residual_without_token_index_searches_by_postings_only():
+    docs = collection(3, docs=50, duplicates=False)
+    r = aligner.Retriever(DIM, storage="residual", residual_nbits=2, residual_centroids=8, token_index=False)
+    r.add(docs)
+    assert r.indexed_tokens == 0
+    q = docs[4][:3]
+    with pytest.raises(ValueError, match="no token index"):
+        r.search(q)
+    res = r.search(q, nprobe=8, top=50)
+    full = r.search(q, exhaustive=True, top=50)
+    np.testing.assert_array_equal(res.ids, full.ids)
+    assert res.backend_hits > 0
+
+
+def test_remove_filter_allowed_ids():
+    docs = collection(4)
+    r = aligner.Retriever(DIM)
+    r.add(docs)
+    r.remove(3)
+    r.remove(np.array([5, 8]))
+    assert len(r) == len(docs) - 3 and r.is_removed(5) and not r.is_removed(4)
+    with pytest.raises(ValueError, match="already removed"):
+        r.remove([9, 5])
+    assert not r.is_removed(9)  # all or nothing
+    with pytest.raises(ValueError, match="unknown document id 999"):
+        r.remove(999)
+    with pytest.raises(ValueError, match="listed twice"):
+        r.remove([10, 10])
+    live = set(range(len(docs))) - {3, 5, 8}
+    q = docs[3][:4]
+    want, _ = brute_force(docs, q, top=60, live=live)
+    ids, _ = r.search(q, top=60, exhaustive=True)
+    assert list(ids) == want
+    even = r.search(q, top=60, candidates=2, filter=lambda i: i % 2 == 0)
+    assert list(even.ids) == [i for i in want if i % 2 == 0]
+    allowed = np.array([1, 2, 7, 11, 40], np.int64)
+    got = r.search(q, top=3, candidates=1, allowed_ids=allowed)
+    assert list(got.ids) == [i for i in want if i in set(allowed.tolist())][:3]
+
+    def boom(i):
+        raise KeyError("from the filter")
+    with pytest.raises(KeyError, match="from the filter"):
+        r.search(q, filter=boom)
+    with pytest.raises(TypeError, match="filter"):
+        r.search(q, filter=3)
+
+
+def test_search_batch_equals_serial_searches_on_threads():
+    docs = collection(5)
+    r = aligner.Retriever(DIM)
+    r.add(docs)
+    rng = np.random.default_rng(8)
+    queries = [rng.standard_normal((int(rng.integers(1, 9)), DIM)).astype(np.float32) for _ in range(25)]
+    for threads in (1, 2, 0):
+        batch = r.search_batch(queries, threads=threads, top=7, strategy="topk:2", candidates=50)
+        for q, res in zip(queries, batch):
+            one = r.search(q, top=7, strategy="topk:2", candidates=50)
+            np.testing.assert_array_equal(res.ids, one.ids)
+            np.testing.assert_array_equal(res.scores, one.scores)
+    offsets = np.cumsum([0] + [len(q) for q in queries])
+    joined = r.search_batch(np.concatenate(queries), offsets, top=7)
+    assert [list(x.ids) for x in joined] == [list(r.search(q, top=7).ids) for q in queries]
+    assert aligner.run_from_results(["a", "b"], joined[:2], [f"d{i}" for i in range(len(docs))])["b"] == {
+        f"d{i}": float(s) for i, s in zip(joined[1].ids, joined[1].scores)}
+
+
+def test_python_threads_search_while_another_adds():
+    docs = collection(6)
+    r = aligner.Retriever(DIM)
+    r.add(docs[:30])
+    errors = []
+    q = docs[0][:3]
+
+    def searcher():
+        try:
+            for _ in range(40):
+                ids, scores = r.search(q, top=5, filter=lambda i: True)
+                assert list(scores) == sorted(scores, reverse=True)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for d in docs[30:]:
+        r.add([d])
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(r) == len(docs)
+
+
+def test_explain_returns_the_search_score():
+    docs = collection(7)
+    r = aligner.Retriever(DIM)
+    r.add(docs, salience=np.random.default_rng(1).uniform(0.1, 1, sum(len(d) for d in docs)).astype(np.float32))
+    q = docs[2][:5]
+    for strategy in ("top1", "topk:2", "topp:0.3"):
+        res = r.search(q, top=3, strategy=strategy, exhaustive=True)
+        for i, s in zip(res.ids, res.scores):
+            e = r.explain(q, int(i), strategy=strategy)
+            assert e["score"] == s
+            assert len(e["query_token"]) == len(e["doc_token"]) == len(e["similarity"]) == len(e["weight"])
+            assert e["score"] == pytest.approx(e["numerator"] / e["z"], rel=1e-5)
+    r.remove(2)
+    with pytest.raises(ValueError, match="removed"):
+        r.explain(q, 2)
+
+
+def test_save_and_load(tmp_path):
+    docs = collection(8)
+    for backend in aligner.backends:
+        r = aligner.Retriever(DIM, backend=backend, storage="bf16")
+        r.add(docs)
+        r.remove(1)
+        path = tmp_path / f"{backend}.aidx"
+        r.save(path)
+        q = docs[1][:4]
+        want = r.search(q, top=20, candidates=100)
+        for mmap in (True, False):
+            back = aligner.Retriever.load(path, mmap=mmap)
+            assert back.backend == backend and back.storage == "bf16" and len(back) == len(docs) - 1
+            got = back.search(q, top=20, candidates=100)
+            np.testing.assert_array_equal(got.ids, want.ids)
+            np.testing.assert_array_equal(got.scores, want.scores)
+    with pytest.raises(OSError, match="missing.aidx"):
+        aligner.Retriever.load(tmp_path / "missing.aidx")
+    (tmp_path / "junk.aidx").write_bytes(b"not an index")
+    with pytest.raises(OSError, match="junk.aidx"):
+        aligner.Retriever.load(tmp_path / "junk.aidx")
+
+
+def test_bad_arguments_change_nothing():
+    docs = collection(9)
+    r = aligner.Retriever(DIM)
+    r.add(docs[:5])
+    bad = docs[5].copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        r.add([docs[6], bad])
+    assert r.size == 5
+    with pytest.raises(ValueError, match="docs\\[1\\] must have 16 columns"):
+        r.add([docs[6], np.ones((3, 4), np.float32)])
+    with pytest.raises(ValueError, match="salience"):
+        r.add(docs[6], salience=np.ones(2, np.float32))
+    assert r.size == 5
+    with pytest.raises(ValueError, match="query must have 16 columns"):
+        r.search(np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="top must be >= 1"):
+        r.search(docs[0], top=0)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        aligner.Retriever(DIM, backend="annoy")
+    with pytest.raises(ValueError, match="storage must be one of"):
+        aligner.Retriever(DIM, storage="f8")
+    with pytest.raises(ValueError, match="residual:N"):
+        aligner.Retriever(DIM, storage="residual:3")
+    with pytest.raises(ValueError, match="dim must be >= 1"):
+        aligner.Retriever(0)
+    with pytest.raises(TypeError, match="dim must be an int"):
+        aligner.Retriever(2.5)
+    with pytest.raises(ValueError, match="doc_prune"):
+        aligner.Retriever(DIM, doc_prune=1.5)
+
+
+CLI = os.environ.get("ALIGNER_CLI")
+DATA = os.environ.get("ALIGNER_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "data"))
+
+
+@pytest.mark.skipif(not CLI or not os.path.exists(CLI), reason="ALIGNER_CLI (the aligner tool of this build) not set")
+def test_same_results_as_the_cli_on_cranfield(tmp_path):
+    cran = os.path.join(DATA, "cranfield")
+    col = aligner.load_collection(cran)
+    docs, queries, qrels = col["docs"], col["queries"], col["qrels"]
+    assert len(docs["ids"]) == 1400 and len(queries["ids"]) == 225
+    # 1. an index the CLI built, searched from Python; 2. one Python built, searched by the CLI
+    cli_index = tmp_path / "cli.aidx"
+    subprocess.run([CLI, "index", "--collection", cran, "--out", str(cli_index), "--storage", "bf16"], check=True,
+                   capture_output=True)
+    py_index = tmp_path / "py.aidx"
+    built = aligner.Retriever(docs["vectors"].shape[1], storage="bf16")
+    built.add(docs["vectors"], docs["offsets"])
+    built.save(py_index)
+    judged = [i for i, q in enumerate(queries["ids"]) if q in qrels]
+    qv, qo = queries["vectors"], queries["offsets"]
+    qlist = [qv[qo[i]:qo[i + 1]] for i in judged]
+    for index in (cli_index, py_index):
+        run_file = tmp_path / (index.stem + ".run")
+        out = subprocess.run([CLI, "search", "--index", str(index), "--collection", cran, "--strategy", "topk:2",
+                              "--top", "100", "--run", str(run_file)], check=True, capture_output=True, text=True)
+        cli_run = aligner.load_run(run_file)
+        r = aligner.Retriever.load(index)
+        results = r.search_batch(qlist, top=100, strategy="topk:2", exhaustive=True)
+        py_run = aligner.run_from_results([queries["ids"][i] for i in judged], results, docs["ids"])
+        assert cli_run.keys() == py_run.keys()
+        for qid in py_run:
+            # the same documents with the same scores (the CLI writes ties in trec_eval's order: doc id descending)
+            assert set(cli_run[qid]) == set(py_run[qid])
+            np.testing.assert_allclose([cli_run[qid][d] for d in py_run[qid]], list(py_run[qid].values()), rtol=1e-7)
+            assert [d for d, _ in ref.trec_order(cli_run[qid])] == [d for d, _ in ref.trec_order(py_run[qid])]
+        ndcg, per = aligner.ndcg_at(py_run, qrels, 10)
+        want, want_per = ref.ndcg(py_run, qrels, 10)
+        assert ndcg == pytest.approx(want, abs=1e-12)
+        assert per == pytest.approx(want_per, abs=1e-12)
+        assert f"ndcg@10={ndcg:.4f}" in out.stdout
