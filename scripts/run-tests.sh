@@ -9,9 +9,9 @@ shift || true
 scripts/install-deps.sh
 # The benchmarks are not tests (bench/: cmake -DALIGNER_BUILD_BENCH=ON, bench/scale.sh); leaving them out keeps this
 # command and CI within their time budgets.
-venv="$build/venv"
+mkdir -p "$build"
+venv="$(cd "$build" && pwd)/venv"
 if [[ ! -x "$venv/bin/python" ]]; then
-  mkdir -p "$build"
   /usr/bin/python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r python/requirements-test.txt
