@@ -293,7 +293,7 @@ TEST_CASE("directory: a corrupt, truncated, missing or newer file is refused nam
       if (!big || s.bytes > big->bytes) big = &s;
     return std::size_t(big->data - bytes->data());
   };
-  for (const fs::path file : {dir / "MANIFEST", dir / (seg + ".aidx"), dir / (seg + ".ids"), dir / tomb}) {
+  for (const fs::path& file : {dir / "MANIFEST", dir / (seg + ".aidx"), dir / (seg + ".ids"), dir / tomb}) {
     with_damage(file, [&](const fs::path& p) { flip(p, payload_byte(p)); }, "checksum mismatch");
     with_damage(file, [&](const fs::path& p) { fs::resize_file(p, fs::file_size(p) / 2); }, "");
     with_damage(file, [&](const fs::path& p) { fs::remove(p); }, "");
