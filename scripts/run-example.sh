@@ -9,7 +9,7 @@ collection=${1:-data/cranfield}
 scripts/install-deps.sh
 cmake -S . -B build-example -DCMAKE_BUILD_TYPE=Release -DALIGNER_NATIVE=ON -DALIGNER_BUILD_TESTS=OFF \
       -DALIGNER_BUILD_BENCH=OFF -DALIGNER_BUILD_EXAMPLES=ON >/dev/null
-cmake --build build-example -j"$(nproc)" --target quickstart retrieval custom_backend aligner_cli
+cmake --build build-example -j"$(nproc)"   # the examples and the CLI (all targets: -j runs them side by side)
 echo "== quickstart: every building block on $collection"
 ./build-example/bin/quickstart "$collection"
 echo

@@ -92,6 +92,11 @@ void require_equal_searches(const aligner::index_directory_reader& dir, const re
   const auto hit = batch[0];
   REQUIRE(!hit.ids.empty());
   CHECK(dir.explain({q.data(), 3, dim}, hit.ids[0], p).score == hit.scores[0]);
+  // A query without tokens: no results, and the result says so.
+  const auto empty = dir.search(aligner::matrix_view<float>(q.data(), 0, dim), p);
+  CHECK(empty.ids.empty());
+  CHECK(empty.empty_query);
+  CHECK_FALSE(batch[0].empty_query);
 }
 
 struct fixture {

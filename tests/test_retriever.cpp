@@ -229,9 +229,14 @@ TEST_CASE("retriever: edge cases and bad input leave the index untouched", "[edg
   const auto c = make_corpus(20, 10, dim, 31);
   aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view(), {}, c.salience);
   const auto q = aligner_test::random_matrix(3, dim, 32);
-  // Empty query: empty result.
+  // Empty query: empty result, and the result says why (token search, exhaustive, several strategies).
   const auto empty = r.search(aligner::matrix_view<float>(q.data(), 0, dim));
   CHECK(empty.ids.empty());
+  CHECK(empty.empty_query);
+  CHECK(r.search(aligner::matrix_view<float>(q.data(), 0, dim), {.exhaustive = true}).empty_query);
+  const alignment grid[] = {alignment::top1(), alignment::top_k(2)};
+  for (const auto& g : r.search_multi(aligner::matrix_view<float>(q.data(), 0, dim), grid)) CHECK(g.empty_query);
+  CHECK_FALSE(r.search({q.data(), 3, dim}).empty_query);
   CHECK_THROWS_WITH(r.search({q.data(), 3, dim - 1}), Catch::Contains("query dim 7"));
   CHECK_THROWS_WITH(r.search({q.data(), 3, dim}, {.candidates_per_token = 0}), Catch::Contains("k') must be >= 1, got 0"));
   CHECK_THROWS_WITH(r.search({q.data(), 3, dim}, {.top = 0}), Catch::Contains("top"));
@@ -244,6 +249,11 @@ TEST_CASE("retriever: edge cases and bad input leave the index untouched", "[edg
   // Bad adds change nothing.
   const std::size_t before = r.size(), tokens = r.indexed_tokens();
   CHECK_THROWS_AS(r.add(aligner::matrix_view<float>(bad.data(), 3, dim), std::vector<float>(3, 1.f)), aligner::invalid_argument);
+  const std::vector<std::int64_t> two_docs = {0, 1, 3};  // row 1 is token 0 of the second document
+  std::vector<float> bad_row1 = q;
+  bad_row1[dim + 4] = aligner_test::nan_f();
+  CHECK_THROWS_WITH(r.add(aligner::sequence_set_view{{bad_row1.data(), 3, dim}, two_docs}, std::vector<float>(3, 1.f)),
+                    Catch::Contains("document 1 of this add (it would get id 21)") && Catch::Contains("at token 0, component 4"));
   CHECK_THROWS_AS(r.add(aligner::matrix_view<float>(q.data(), 3, dim)), aligner::invalid_argument);  // salience missing
   CHECK_THROWS_AS(r.add(aligner::matrix_view<float>(q.data(), 3, dim), std::vector<float>(2, 1.f)), aligner::invalid_argument);
   const std::vector<std::int64_t> bad_offsets = {0, 2, 1, 3};
@@ -259,6 +269,37 @@ TEST_CASE("retriever: edge cases and bad input leave the index untouched", "[edg
   CHECK(plain.add(aligner::matrix_view<float>(q.data(), 0, dim)) == 0);
   CHECK(plain.search({q.data(), 3, dim}).ids.empty());
   CHECK(plain.search({q.data(), 3, dim}, {.exhaustive = true}).ids == std::vector<std::int64_t>{0});
+}
+
+TEST_CASE("search_params and index_params: every field in declaration order (designated initialisers stay valid)", "[api]") {
+  // Reordering a field breaks users' designated initialisers (issue 18): this stops compiling if the order moves.
+  const std::vector<std::int64_t> allowed = {1};
+  const std::vector<float> uq = {1.f};
+  const aligner::search_params p{.strategy = alignment::top_k(2), .norm = normalization::none, .candidates_per_token = 7, .top = 3,
+                                 .exhaustive = false, .nprobe = 0, .ndocs = 0, .query_prune = 1.0, .query_salience = uq,
+                                 .use_doc_salience = true, .filter = {}, .allowed_ids = allowed, .check_finite = true};
+  CHECK(p.top == 3);
+  CHECK(p.candidates_per_token == 7);
+  const aligner::index_params ip{.doc_prune = 1.0, .check_finite = true, .precision = aligner::storage::bf16, .codec = {},
+                                 .residual = {}, .dedup_tokens = true, .token_index = true};
+  CHECK(ip.precision == aligner::storage::bf16);
+}
+
+TEST_CASE("errors: messages end with the header and line only when ALIGNER_ERROR_LOCATIONS is 1", "[edge]") {
+  // Release builds (NDEBUG) default to 0: the CLI and the Python package show messages to end users.
+  try {
+    (void)alignment::parse("top7x");
+    FAIL("no exception");
+  } catch (const aligner::invalid_argument& e) {
+    const std::string what = e.what();
+    CHECK_THAT(what, Catch::Contains("top7x"));
+    CHECK((what.find("alignment.hpp:") != std::string::npos) == bool(ALIGNER_ERROR_LOCATIONS));
+  }
+#ifdef NDEBUG
+  CHECK(ALIGNER_ERROR_LOCATIONS == 0);
+#else
+  CHECK(ALIGNER_ERROR_LOCATIONS == 1);
+#endif
 }
 
 TEST_CASE("retriever: salience scorer computes document salience at add", "[property]") {

@@ -2,7 +2,7 @@
 """Index level: aligner's residual codes + centroid postings and its token-level path against fast-plaid (LightOn,
 PyLate's default index) and xtr-warp-rs, on the same token vectors (SciFact ctx100: the dense form made by
 ../shared/tools/make_scale_collection.py --copies 1). For each: index bytes per token (the files on disk), build
-time (2 threads), search p50 / p95 over the test queries one at a time on one thread, queries per second with 2
+time (2 threads), search p50 / p95 over the first 100 test queries one at a time on one thread, queries per second with 2
 threads, nDCG@10 on the test qrels (aligner's trec_eval-equal ndcg_at for every system). Run by bench/peers/run.sh;
 prints one markdown table. A peer that fails to install, build or search is a row with its error."""
 import argparse
@@ -17,6 +17,9 @@ import traceback
 import numpy as np
 
 import aligner
+
+
+LATENCY_QUERIES = 100
 
 
 def dir_bytes(path: str) -> int:
@@ -54,20 +57,27 @@ class Workload:
         return aligner.ndcg_at(run, self.qrels, 10)[0]
 
 
-def measure(name, w: Workload, build, search_one, search_all, size_path):
-    """build() -> None; search_one(q) -> [(doc, score)]; search_all(queries, threads) -> [[(doc, score)]]."""
+def to_hits(result):
+    """[(doc, score)] from an aligner SearchResult or a peer's list of (doc, score) tuples."""
+    if hasattr(result, "ids"):
+        return list(zip(result.ids.tolist(), result.scores.tolist()))
+    return [(int(d), float(s)) for d, s in result]
+
+
+def measure(name, w: Workload, build, search_one, search_all, size_path, latency_queries: int):
+    """build() -> None; search_one(q) -> hits; search_all(queries, threads) -> [hits]. Latency over the first
+    `latency_queries` queries one at a time (one thread); QPS and nDCG@10 from one pass over all queries (2 threads)."""
     start = time.perf_counter()
     build()
     build_s = time.perf_counter() - start
     search_one(w.queries[0])  # warm-up
     lat = []
-    ranked = []
-    for q in w.queries:
+    for q in w.queries[:latency_queries]:
         start = time.perf_counter()
-        ranked.append(search_one(q))
+        search_one(q)
         lat.append(time.perf_counter() - start)
     start = time.perf_counter()
-    search_all(w.queries, 2)
+    ranked = [to_hits(r) for r in search_all(w.queries, 2)]
     qps = len(w.queries) / (time.perf_counter() - start)
     return (name, dir_bytes(size_path) / w.tokens, build_s, percentile(lat, 50) * 1e3, percentile(lat, 95) * 1e3, qps,
             w.ndcg(ranked))
@@ -92,13 +102,12 @@ def aligner_rows(w: Workload, work: str):
             holder["r"] = r
 
         def one(q):
-            res = holder["r"].search(q, top=10, **search_kw)
-            return list(zip(res.ids.tolist(), res.scores.tolist()))
+            return holder["r"].search(q, top=10, **search_kw)
 
         def many(qs, threads):
             return holder["r"].search_batch(qs, threads=threads, top=10, **search_kw)
         try:
-            rows.append(measure(label, w, build, one, many, path))
+            rows.append(measure(label, w, build, one, many, path, LATENCY_QUERIES))
         except BaseException as e:  # a Rust panic (pyo3 PanicException) is a BaseException
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -138,7 +147,7 @@ def fast_plaid_rows(w: Workload, work: str):
             torch.set_num_threads(1)
             return out
         try:
-            rows.append(measure(label, w, build, one, many, path))
+            rows.append(measure(label, w, build, one, many, path, LATENCY_QUERIES))
         except BaseException as e:  # a Rust panic (pyo3 PanicException) is a BaseException
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -177,7 +186,7 @@ def xtr_warp_rows(w: Workload, work: str):
             return holder["i"].search([torch.from_numpy(q) for q in qs], top_k=10, num_threads=threads,
                                       show_progress=False)
         try:
-            rows.append(measure(label, w, build, one, many, path))
+            rows.append(measure(label, w, build, one, many, path, LATENCY_QUERIES))
         except BaseException as e:  # a Rust panic (pyo3 PanicException) is a BaseException
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -193,7 +202,10 @@ def main():
     ap.add_argument("--only", default="aligner,fast-plaid,xtr-warp")
     ap.add_argument("--pad-to", type=int, default=0,
                     help="append zero components up to this dim for every system (fast-plaid needs dim %% 8 == 0 at nbits 2)")
+    ap.add_argument("--latency-queries", type=int, default=100, help="queries timed one at a time (default 100)")
     a = ap.parse_args()
+    global LATENCY_QUERIES
+    LATENCY_QUERIES = a.latency_queries
     w = Workload(a.collection, a.vectors, a.pad_to)
     print(f"collection: {a.collection} ({a.vectors}): {len(w.doc_list)} documents, {w.tokens} tokens, dim {w.dim}"
           f"{' (zero-padded)' if a.pad_to else ''}, {len(w.queries)} test queries")

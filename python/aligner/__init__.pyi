@@ -22,6 +22,7 @@ class SearchResult:
     query_tokens_pruned: int
     backend_hits: int
     reranked_all_allowed: bool
+    empty_query: bool
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[np.ndarray]: ...
 

@@ -32,7 +32,7 @@ struct py_result {
   py::array_t<std::int64_t> ids;
   py::array_t<float> scores;
   std::size_t candidates_scored = 0, tokens_searched = 0, query_tokens_pruned = 0, backend_hits = 0;
-  bool reranked_all_allowed = false;
+  bool reranked_all_allowed = false, empty_query = false;
 
   static py_result from(aligner::search_result&& r) {
     py_result out;
@@ -43,6 +43,7 @@ struct py_result {
     out.query_tokens_pruned = r.query_tokens_pruned;
     out.backend_hits = r.backend_hits;
     out.reranked_all_allowed = r.reranked_all_allowed;
+    out.empty_query = r.empty_query;
     return out;
   }
 };
@@ -286,6 +287,7 @@ void bind_retriever(py::module_& m) {
       .def_readonly("query_tokens_pruned", &py_result::query_tokens_pruned)
       .def_readonly("backend_hits", &py_result::backend_hits)
       .def_readonly("reranked_all_allowed", &py_result::reranked_all_allowed)
+      .def_readonly("empty_query", &py_result::empty_query)
       .def("__len__", [](const py_result& r) { return r.ids.size(); })
       .def("__iter__", [](const py_result& r) { return py::iter(py::make_tuple(r.ids, r.scores)); })
       .def("__repr__", [](const py_result& r) {

@@ -85,3 +85,28 @@ def ndcg(run: dict, qrels: dict, k: int):
         ideal = sum(g / math.log2(r + 2) for r, g in enumerate(grades))
         per[qid] = dcg / ideal if ideal > 0 else 0.0
     return (sum(per.values()) / len(per) if per else 0.0), per
+
+
+def measure(run: dict, qrels: dict, name: str, k: int):
+    """trec_eval's recip_rank (cut at k), recall_k, map_cut_k and P_k, per judged query the run has."""
+    per = {}
+    for qid, judged in qrels.items():
+        if qid not in run or not run[qid]:
+            continue
+        ranked = [doc for doc, _ in trec_order(run[qid])][:k]
+        rel = [judged.get(doc, 0) > 0 for doc in ranked]
+        n_rel = sum(1 for g in judged.values() if g > 0)
+        if name == "mrr":
+            per[qid] = next((1.0 / (r + 1) for r, x in enumerate(rel) if x), 0.0)
+        elif name == "recall":
+            per[qid] = sum(rel) / n_rel if n_rel else 0.0
+        elif name == "map":
+            hits, total = 0, 0.0
+            for r, x in enumerate(rel):
+                if x:
+                    hits += 1
+                    total += hits / (r + 1)
+            per[qid] = total / n_rel if n_rel else 0.0
+        elif name == "precision":
+            per[qid] = sum(rel) / k
+    return (sum(per.values()) / len(per) if per else 0.0), per

@@ -227,6 +227,9 @@ def test_bad_arguments_change_nothing():
     with pytest.raises(ValueError, match="salience"):
         r.add(docs[6], salience=np.ones(2, np.float32))
     assert r.size == 5
+    empty = r.search(np.zeros((0, DIM), np.float32))
+    assert len(empty) == 0 and empty.empty_query
+    assert not r.search(docs[0]).empty_query
     with pytest.raises(ValueError, match="query must have 16 columns"):
         r.search(np.ones((2, 3), np.float32))
     with pytest.raises(ValueError, match="top must be >= 1"):

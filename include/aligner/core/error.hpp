@@ -42,18 +42,37 @@ std::string concat(Parts&&... parts) {
   return out.str();
 }
 
+/// Throws invalid_argument(what), naming the header and line that threw when `file` is given (see
+/// ALIGNER_ERROR_LOCATIONS below).
 [[noreturn]] inline void fail(const std::string& what, const char* file, int line) {
-  throw invalid_argument(what + " (" + file + ":" + std::to_string(line) + ")");
+  if (file) throw invalid_argument(what + " (" + file + ":" + std::to_string(line) + ")");
+  throw invalid_argument(what);
 }
 
 }  // namespace detail
 }  // namespace aligner
 
+/// ALIGNER_ERROR_LOCATIONS 1: messages end with the header and line that threw ("... (aligner/core/types.hpp:131)"),
+/// for developers; 0: they do not, for messages shown to end users (the CLI, the Python package). The default is 1
+/// in builds without NDEBUG and 0 in release builds; define it before including aligner to choose.
+#ifndef ALIGNER_ERROR_LOCATIONS
+#ifdef NDEBUG
+#define ALIGNER_ERROR_LOCATIONS 0
+#else
+#define ALIGNER_ERROR_LOCATIONS 1
+#endif
+#endif
+#if ALIGNER_ERROR_LOCATIONS
+#define ALIGNER_ERROR_FILE_ __FILE__
+#else
+#define ALIGNER_ERROR_FILE_ nullptr
+#endif
+
 /// Throws aligner::invalid_argument with the streamed message parts when `cond` is false.
 /// Usage: ALIGNER_EXPECTS(k >= 1, "k must be >= 1, got k = ", k);
 #define ALIGNER_EXPECTS(cond, ...)                                                          \
   do {                                                                                      \
-    if (!(cond)) ::aligner::detail::fail(::aligner::detail::concat(__VA_ARGS__), __FILE__, __LINE__); \
+    if (!(cond)) ::aligner::detail::fail(::aligner::detail::concat(__VA_ARGS__), ALIGNER_ERROR_FILE_, __LINE__); \
   } while (false)
 
 /// Internal invariant, checked in debug builds only.

@@ -480,6 +480,7 @@ class index_directory_reader {
                                              search_result& diag) {
     const std::size_t S = s.segments.size();
     detail::directory_candidates out;
+    diag.empty_query = query.rows == 0;
     out.local.resize(S);
     if (query.rows == 0 || s.live_documents() == 0) return out;
     const bool restricted = p.filter || !p.allowed_ids.empty();

@@ -156,7 +156,17 @@ class aligner_retriever {
     detail::check_offsets(docs.offsets, docs.tokens.rows, "document offsets");
     ALIGNER_EXPECTS(docs.tokens.rows == 0 || docs.tokens.cols == dim(), "documents have dim ", docs.tokens.cols,
                     " but the retriever has dim ", dim());
-    detail::check_matrix(docs.tokens, "document tokens", s_.params.check_finite);
+    detail::check_matrix(docs.tokens, "document tokens", false);
+    if (s_.params.check_finite) {  // named by document and token, not by a row of the joined set
+      const std::size_t bad = detail::first_non_finite(docs.tokens);
+      if (bad != docs.tokens.rows * docs.tokens.cols) {
+        const std::size_t row = bad / docs.tokens.cols;
+        const std::size_t d = std::size_t(std::upper_bound(docs.offsets.begin(), docs.offsets.end(), std::int64_t(row)) - docs.offsets.begin()) - 1;
+        ALIGNER_EXPECTS(false, "document ", d, " of this add (it would get id ", size() + d, ") holds a non-finite value ",
+                        docs.tokens.row(row)[bad % docs.tokens.cols], " at token ", row - std::size_t(docs.offsets[d]), ", component ",
+                        bad % docs.tokens.cols);
+      }
+    }
     check_storable(s_.params.precision, docs.tokens);  // before the backend sees anything
     ALIGNER_EXPECTS(size() + docs.size() < std::size_t(std::numeric_limits<std::uint32_t>::max()), "too many documents");
     std::vector<float> computed;
@@ -310,6 +320,7 @@ class aligner_retriever {
   /// results: when the token search finds fewer, every allowed document is reranked.
   std::vector<std::uint32_t> gather(matrix_view<float> query, const search_params& p, search_result& diag) const {
     std::vector<std::uint32_t> candidates;
+    diag.empty_query = query.rows == 0;
     if (query.rows == 0 || live_size() == 0) return candidates;
     const bool restricted = p.filter || !p.allowed_ids.empty();
     std::vector<char> ok;  // restricted: ok[d] = d may be returned (read by the backend's threads, never written then)

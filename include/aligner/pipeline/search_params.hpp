@@ -16,7 +16,8 @@
 
 namespace aligner {
 
-/// Settings fixed when documents are indexed.
+/// Settings fixed when documents are indexed. Like search_params, the field order is part of the API (designated
+/// initialisers) and never changes.
 struct index_params {
   double doc_prune = 1.0;  ///< β^d in (0, 1]: fraction of each document's tokens (by salience) given to the backend
   bool check_finite = true;
@@ -34,7 +35,10 @@ struct index_params {
   bool token_index = true;
 };
 
-/// Per-call knobs of a search.
+/// Per-call knobs of a search. The field order is part of the API: users write designated initialisers, which C++
+/// requires in declaration order, so fields are never reordered (new ones are appended; test_retriever.cpp spells
+/// every field in order and stops compiling if they move). The order: the strategy, the candidate knobs, the
+/// restrictions, the switches.
 struct search_params {
   alignment strategy = alignment::top1();
   normalization norm = normalization::mean;
@@ -72,6 +76,7 @@ struct search_result {
   std::size_t backend_hits = 0;       ///< valid token hits returned by the backend (centroid probes with nprobe)
   bool reranked_all_allowed = false;  ///< every allowed document was reranked (exhaustive, a small allowed set, or a
                                       ///< filtered token search that found fewer than `top` documents)
+  bool empty_query = false;           ///< the query had no tokens: nothing was searched and there are no results
 };
 
 }  // namespace aligner

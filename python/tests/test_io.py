@@ -1,0 +1,77 @@
+"""The readers and the metrics against independent Python: the qrels, run and BEIR files parsed by hand, .npy by
+NumPy, and trec_eval's measures computed in reference.py."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import aligner
+import reference as ref
+
+DATA = os.environ.get("ALIGNER_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "data"))
+CRAN = os.path.join(DATA, "cranfield")
+
+
+def test_qrels_and_beir_readers_match_a_hand_parse():
+    qrels = aligner.load_qrels(os.path.join(CRAN, "qrels", "test.tsv"))
+    want = {}
+    with open(os.path.join(CRAN, "qrels", "test.tsv"), encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            parts = line.rstrip("\n").split("\t")
+            if n == 0 and not parts[-1].lstrip("-").isdigit():
+                continue  # the BEIR header line
+            want.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    assert qrels == want
+    corpus = aligner.load_beir_jsonl(os.path.join(CRAN, "corpus.jsonl"))
+    with open(os.path.join(CRAN, "corpus.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    assert [r["_id"] for r in corpus] == [r["_id"] for r in rows]
+    assert all(a["text"] == b.get("text", "") and a["title"] == b.get("title", "") for a, b in zip(corpus, rows))
+    with pytest.raises(OSError, match="nothing.tsv"):
+        aligner.load_qrels(os.path.join(CRAN, "nothing.tsv"))
+
+
+def test_collection_and_npy_readers(tmp_path):
+    col = aligner.load_collection(CRAN)
+    emb = np.load(os.path.join(CRAN, "glove100", "embeddings.npy"))
+    ids = np.load(os.path.join(CRAN, "glove100", "doc_token_ids.npy"))
+    offsets = np.load(os.path.join(CRAN, "glove100", "doc_offsets.npy"))
+    np.testing.assert_array_equal(col["docs"]["offsets"], offsets)
+    np.testing.assert_array_equal(col["docs"]["vectors"], emb[ids].astype(np.float32))
+    assert col["vocab_size"] == len(emb)
+    queries_only = aligner.load_collection(CRAN, documents=False)
+    assert len(queries_only["docs"]["ids"]) == 0 and len(queries_only["queries"]["ids"]) == 225
+    for dtype in (np.float32, np.float16):
+        a = np.random.default_rng(1).standard_normal((7, 5)).astype(dtype)
+        np.save(tmp_path / "a.npy", a)
+        np.testing.assert_array_equal(aligner.load_npy(tmp_path / "a.npy"), a.astype(np.float32))
+    with pytest.raises(OSError, match="nothing: vectors folder not found"):
+        aligner.load_collection(CRAN, vectors="nothing")
+
+
+def test_metrics_match_trec_eval_definitions(tmp_path):
+    rng = np.random.default_rng(3)
+    qrels = {f"q{i}": {f"d{j}": int(rng.integers(0, 3)) for j in rng.choice(60, 12, replace=False)} for i in range(30)}
+    run = {f"q{i}": {f"d{j}": float(np.round(rng.standard_normal(), 1)) for j in rng.choice(60, 40, replace=False)}
+           for i in range(28)}  # rounded scores: ties, broken by doc id as trec_eval does
+    for k in (1, 5, 10, 100):
+        assert aligner.ndcg_at(run, qrels, k)[0] == pytest.approx(ref.ndcg(run, qrels, k)[0], abs=1e-12)
+        for name, fn in (("mrr", aligner.mrr_at), ("recall", aligner.recall_at), ("map", aligner.map_at),
+                         ("precision", aligner.precision_at)):
+            mean, per = fn(run, qrels, k)
+            want_mean, want_per = ref.measure(run, qrels, name, k)
+            assert mean == pytest.approx(want_mean, abs=1e-12), (name, k)
+            assert per == pytest.approx(want_per, abs=1e-12), (name, k)
+    assert aligner.mean_average_precision(run, qrels)[0] == pytest.approx(ref.measure(run, qrels, "map", 10**9)[0])
+    all_judged = aligner.ndcg_at(run, qrels, 10, all_judged=True)
+    assert len(all_judged[1]) == 30 and all_judged[1]["q29"] == 0.0
+    aligner.save_run(tmp_path / "r.run", run)
+    back = aligner.load_run(tmp_path / "r.run")
+    assert back.keys() == run.keys()
+    for q in run:
+        assert back[q] == pytest.approx(run[q])
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        aligner.ndcg_at(run, qrels, 0)
+    with pytest.raises(TypeError, match="run must be a dict"):
+        aligner.ndcg_at([("q", "d")], qrels)
