@@ -83,6 +83,27 @@ def measure(name, w: Workload, build, search_one, search_all, size_path, latency
             w.ndcg(ranked))
 
 
+def measured_row(label, w: Workload, build, one, many, path):
+    """measure()'s row, or (label, the error) when building or searching fails."""
+    try:
+        return measure(label, w, build, one, many, path, LATENCY_QUERIES)
+    except BaseException as e:  # a Rust panic (pyo3 PanicException) is a BaseException
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        traceback.print_exc(file=sys.stderr)
+        return (label, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+
+
+def torch_build(torch, path: str, create):
+    """A peer's build into a fresh folder `path` on 2 torch threads; searches then run on 1 unless told otherwise."""
+    torch.set_num_threads(2)
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        return create()
+    finally:
+        torch.set_num_threads(1)
+
+
 def aligner_rows(w: Workload, work: str):
     rows = []
     configs = [("aligner residual:2 + postings (nprobe 4, ndocs 1000)", dict(storage="residual:2", token_index=False),
@@ -106,13 +127,7 @@ def aligner_rows(w: Workload, work: str):
 
         def many(qs, threads):
             return holder["r"].search_batch(qs, threads=threads, top=10, **search_kw)
-        try:
-            rows.append(measure(label, w, build, one, many, path, LATENCY_QUERIES))
-        except BaseException as e:  # a Rust panic (pyo3 PanicException) is a BaseException
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            rows.append((label, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"))
-            traceback.print_exc(file=sys.stderr)
+        rows.append(measured_row(label, w, build, one, many, path))
     return rows
 
 
@@ -130,12 +145,11 @@ def fast_plaid_rows(w: Workload, work: str):
         holder = {}
 
         def build():
-            torch.set_num_threads(2)
-            shutil.rmtree(path, ignore_errors=True)
-            idx = fp.FastPlaid(index=path, device="cpu")
-            idx.create(documents_embeddings=docs_t, nbits=nbits)
-            holder["i"] = idx
-            torch.set_num_threads(1)
+            def create():
+                idx = fp.FastPlaid(index=path, device="cpu")
+                idx.create(documents_embeddings=docs_t, nbits=nbits)
+                return idx
+            holder["i"] = torch_build(torch, path, create)
 
         def one(q):
             return holder["i"].search(torch.from_numpy(q)[None], top_k=10, show_progress=False, n_processes=1)[0]
@@ -146,13 +160,7 @@ def fast_plaid_rows(w: Workload, work: str):
                                      n_processes=threads)
             torch.set_num_threads(1)
             return out
-        try:
-            rows.append(measure(label, w, build, one, many, path, LATENCY_QUERIES))
-        except BaseException as e:  # a Rust panic (pyo3 PanicException) is a BaseException
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            rows.append((label, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"))
-            traceback.print_exc(file=sys.stderr)
+        rows.append(measured_row(label, w, build, one, many, path))
     return rows
 
 
@@ -170,14 +178,12 @@ def xtr_warp_rows(w: Workload, work: str):
         holder = {}
 
         def build():
-            torch.set_num_threads(2)
-            shutil.rmtree(path, ignore_errors=True)
-            idx = XTRWarp(index=path, device="cpu")
-            idx.create(docs_t, device="cpu", nbits=nbits, show_progress=False)
-            loaded = XTRWarp(index=path, device="cpu")
-            loaded.load(device="cpu")
-            holder["i"] = loaded
-            torch.set_num_threads(1)
+            def create():
+                XTRWarp(index=path, device="cpu").create(docs_t, device="cpu", nbits=nbits, show_progress=False)
+                loaded = XTRWarp(index=path, device="cpu")
+                loaded.load(device="cpu")
+                return loaded
+            holder["i"] = torch_build(torch, path, create)
 
         def one(q):
             return holder["i"].search(torch.from_numpy(q)[None], top_k=10, num_threads=1, show_progress=False)[0]
@@ -185,13 +191,7 @@ def xtr_warp_rows(w: Workload, work: str):
         def many(qs, threads):
             return holder["i"].search([torch.from_numpy(q) for q in qs], top_k=10, num_threads=threads,
                                       show_progress=False)
-        try:
-            rows.append(measure(label, w, build, one, many, path, LATENCY_QUERIES))
-        except BaseException as e:  # a Rust panic (pyo3 PanicException) is a BaseException
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            rows.append((label, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"))
-            traceback.print_exc(file=sys.stderr)
+        rows.append(measured_row(label, w, build, one, many, path))
     return rows
 
 

@@ -26,21 +26,19 @@ namespace aligner_py {
 
 namespace py = pybind11;
 
+/// std::vector -> C-contiguous NumPy array of `shape` that owns the vector's buffer (no copy).
+template <class T>
+py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
+  auto* owned = new std::vector<T>(std::move(v));
+  py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(std::move(shape), owned->data(), free_when_done);
+}
+
 /// std::vector -> 1-d NumPy array that owns the vector's buffer.
 template <class T>
 py::array_t<T> to_numpy(std::vector<T>&& v) {
-  auto* owned = new std::vector<T>(std::move(v));
-  py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>({py::ssize_t(owned->size())}, {py::ssize_t(sizeof(T))}, owned->data(), free_when_done);
-}
-
-/// std::vector of rows x cols values -> 2-d NumPy array that owns it.
-template <class T>
-py::array_t<T> to_numpy_2d(std::vector<T>&& v, std::size_t rows, std::size_t cols) {
-  auto* owned = new std::vector<T>(std::move(v));
-  py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>({py::ssize_t(rows), py::ssize_t(cols)}, {py::ssize_t(cols * sizeof(T)), py::ssize_t(sizeof(T))},
-                        owned->data(), free_when_done);
+  const auto n = py::ssize_t(v.size());
+  return to_numpy(std::move(v), {n});
 }
 
 inline std::string shape_text(const py::array& a) {
@@ -119,7 +117,7 @@ inline std::span<const float> span_of(const std::optional<f32_array>& v) {
   return v ? std::span<const float>(v->data(), v->size()) : std::span<const float>();
 }
 
-/// Integers (offsets, ids) as int64, converted once; refuses floats with a fractional part.
+/// Integers (offsets, ids) as int64, converted once; refuses float arrays (TypeError) and uint64 values above 2^63 - 1.
 inline std::vector<std::int64_t> as_int64(py::handle obj, const char* name) {
   py::array a = real_array(obj, name);
   if (a.ndim() != 1) throw py::value_error(std::string(name) + " must be a 1-d array, got shape " + shape_text(a));

@@ -153,7 +153,7 @@ py::tuple metric(aligner::measure which, std::size_t k, py::handle run, py::hand
 py::dict sequences_dict(aligner::io::token_sequences&& s) {
   py::dict d;
   const std::size_t rows = s.tokens(), dim = s.dim;
-  d["vectors"] = to_numpy_2d(std::move(s.vectors), rows, dim);
+  d["vectors"] = to_numpy(std::move(s.vectors), {py::ssize_t(rows), py::ssize_t(dim)});
   d["offsets"] = to_numpy(std::move(s.offsets));
   d["ids"] = s.ids;
   if (!s.token_ids.empty()) d["token_ids"] = to_numpy(std::move(s.token_ids));
@@ -238,10 +238,7 @@ PYBIND11_MODULE(_aligner, m) {
         py::arg("documents") = true);
   m.def("load_npy", [](const std::string& path) {
         auto a = aligner::io::load_npy<float>(path);
-        std::vector<py::ssize_t> shape(a.shape.begin(), a.shape.end());
-        auto* owned = new std::vector<float>(std::move(a.values));
-        py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<float>*>(p); });
-        return py::array_t<float>(shape, owned->data(), free_when_done);
+        return to_numpy(std::move(a.values), std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
       }, py::arg("path"));
   // For the zero-copy test: the address the library reads a 2-d input from, and whether it was converted.
   m.def("_input_address", [](py::handle obj) {
