@@ -2,8 +2,10 @@
 #include <aligner/aligner.hpp>
 #include <aligner/eval/alignment_view.hpp>
 #include <aligner/eval/idf.hpp>
+#include <aligner/eval/metrics.hpp>
 #include <aligner/io/collection.hpp>
 #include <aligner/io/npy.hpp>
+#include <aligner/io/salience_heads.hpp>
 #include <aligner/io/trec.hpp>
 
 #include "test_common.hpp"
@@ -378,4 +380,63 @@ TEST_CASE("cli: the bf16 exact backend indexes, saves under its own label and se
   REQUIRE(searched.status == 0);
   CHECK(without_timing(searched.out) == without_timing(evaluated.out));
   std::filesystem::remove(idx);
+}
+
+TEST_CASE("cli: train-salience writes heads that eval, index and search use; the same seed writes the same file; bad input "
+          "exits 2 and writes nothing", "[property]") {
+  const std::string coll = " --collection " + aligner_test::cranfield_dir().string() + " --split test";
+  const auto heads = cli_temp("heads.txt"), again = cli_temp("heads_again.txt"), idx = cli_temp("learned.idx");
+  for (const auto& f : {heads, again, idx}) std::filesystem::remove(f);
+  const std::string train = "train-salience" + coll + " --epochs 2 --hard-negatives 4 --alpha-query 1 --alpha-doc 0.5 --epsilon 0.1 --seed 3";
+  const auto r = run_cli(train + " --out " + heads.string());
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("epoch 0 train_loss=nan holdout_loss=") == 0);
+  CHECK(r.out.find("epoch 1 train_loss=") != std::string::npos);
+  CHECK(r.out.find("heads written to " + heads.string()) != std::string::npos);
+  const auto file = aligner::io::load_salience_heads(heads);
+  CHECK(file.heads.dim() == 100);
+  CHECK(!file.heads.query.gate());
+  CHECK(file.heads.doc.gate()->alpha == 0.5);
+  CHECK(file.trained_with.find("top1 mean split=test") == 0);
+  REQUIRE(run_cli(train + " --threads 2 --out " + again.string()).status == 0);
+  CHECK(aligner::io::read_file(heads) == aligner::io::read_file(again));
+
+  // eval with the heads equals the library: the heads' saliences on an exhaustive search.
+  const auto c = aligner::io::load_collection(aligner_test::cranfield_dir(), "glove100", "test");
+  const auto uq = file.heads.query(c.queries.view()), ud = file.heads.doc(c.docs.view());
+  const aligner::aligner_retriever<aligner::exact_backend> index(aligner::exact_backend(c.docs.dim), c.docs.view(),
+                                                                 aligner::index_params{.token_index = false}, ud);
+  aligner::io::run run;
+  for (std::size_t q = 0; q != c.queries.size(); ++q) {
+    if (!c.judgments.count(c.queries.ids[q])) continue;
+    const auto res = index.search(c.queries.sequence(q), {.exhaustive = true, .query_salience = std::span<const float>(uq).subspan(
+                                                                                  std::size_t(c.queries.offsets[q]), c.queries.view().length(q))});
+    for (std::size_t k = 0; k != res.ids.size(); ++k) run[c.queries.ids[q]].push_back({c.docs.ids[std::size_t(res.ids[k])], res.scores[k]});
+  }
+  char expect[64];
+  std::snprintf(expect, sizeof expect, "top1 ndcg@10=%.4f", aligner::ndcg_at(10, run, c.judgments).mean);
+  const auto ev = run_cli("eval" + coll + " --strategy top1 --salience " + heads.string());
+  REQUIRE(ev.status == 0);
+  CHECK(ev.out.find(expect) == 0);
+  // Pruned by the learned heads: index, then search with the same heads equals eval.
+  const std::string pruned = " --prune-doc 0.4 --candidates 20 --prune-query 0.5 --strategy top1";
+  REQUIRE(run_cli("index" + coll.substr(0, coll.find(" --split")) + " --salience " + heads.string() + " --prune-doc 0.4 --out " + idx.string()).status == 0);
+  const auto searched = run_cli("search --index " + idx.string() + coll + " --salience " + heads.string() + " --candidates 20 --prune-query 0.5 --strategy top1");
+  const auto evaluated = run_cli("eval" + coll + " --salience " + heads.string() + pruned);
+  REQUIRE(searched.status == 0);
+  CHECK(without_timing(searched.out) == without_timing(evaluated.out));
+  CHECK(run_cli("search --index " + idx.string() + coll + " --strategy top1").status == 2);  // built with a salience
+
+  // Bad input: exit 2, nothing written.
+  std::filesystem::remove(again);
+  for (const std::string bad : {" --alpha-doc 0", " --alpha-query 1.5", " --epsilon 0", " --epsilon -1", " --temperature 0", " --holdout 1",
+                                " --epochs 0", " --strategy top1,topk:2", " --split nosuchsplit", " --vectors nosuchvectors"}) {
+    INFO(bad);
+    CHECK(run_cli("train-salience --collection " + aligner_test::cranfield_dir().string() + bad + " --out " + again.string()).status == 2);
+    CHECK(!std::filesystem::exists(again));
+  }
+  CHECK(run_cli("train-salience" + coll).status == 2);                                                         // no --out
+  CHECK(run_cli("eval" + coll + " --strategy top1 --salience /nonexistent/heads.txt").status == 2);          // unreadable heads
+  CHECK(run_cli("eval" + coll + " --strategy top1 --salience " + aligner_test::cranfield_dir().string() + "/qrels/test.tsv").status == 2);
+  for (const auto& f : {heads, again, idx}) std::filesystem::remove(f);
 }

@@ -38,7 +38,7 @@ int run_index_directory(const options& o) {
   for (const char* flag : {"--backend", "--dedup", "--prune-doc", "--token-index"})
     if (o.has(flag))
       throw usage_error(std::string(flag) + " shapes a token index, which an index directory does not have (search it with --candidates postings or all)");
-  if (o.salience != "none") throw usage_error("--salience idf: an index directory stores no salience (use --layout file)");
+  if (o.salience != "none") throw usage_error("--salience " + o.salience + ": an index directory stores no salience (use --layout file)");
   aligner::storage precision = aligner::storage::f32;
   if (o.residual_bits) precision = aligner::storage::residual;
   else aligner::parse_storage(o.storage, precision);
@@ -98,7 +98,7 @@ int run_index_directory(const options& o) {
 int run_search_directory(const options& o) {
   if (o.has("--no-mmap")) throw usage_error("--no-mmap: an index directory is always memory-mapped");
   if (o.candidates) throw usage_error("--candidates K needs a token index; search an index directory with --candidates postings or all");
-  if (o.salience != "none") throw usage_error("--salience idf: an index directory stores no salience");
+  if (o.salience != "none") throw usage_error("--salience " + o.salience + ": an index directory stores no salience");
   const auto s = load_setup(o, true, false);
   search_params_of(o, s);
   const aligner::index_directory_reader reader(o.index_file);
@@ -137,10 +137,10 @@ int run_search(const options& o) {
   search_params_of(o, s);  // validate the search options before loading
   const aligner::load_options options{.mmap = !o.no_mmap, .expected_dim = s.c.docs.dim};
   with_saved_index(o.index_file, options, [&](const auto& index) {
-    const bool indexed_salience = index.store().has_salience(), asked = o.salience == "idf";
+    const bool indexed_salience = index.store().has_salience(), asked = o.salience != "none";
     if (indexed_salience != asked)
-      throw usage_error(o.index_file + (indexed_salience ? " was built with --salience idf: search it with --salience idf"
-                                                         : " was built without salience: search it without --salience idf"));
+      throw usage_error(o.index_file + (indexed_salience ? " was built with a salience: search it with the --salience it was built with"
+                                                         : " was built without salience: search it without --salience " + o.salience));
     report(o, s, o.strategies, rank_with(o, index, s, o.strategies));
   });
   return 0;

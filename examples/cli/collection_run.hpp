@@ -6,6 +6,7 @@
 #include <aligner/eval/idf.hpp>
 #include <aligner/eval/metrics.hpp>
 #include <aligner/io/collection.hpp>
+#include <aligner/io/salience_heads.hpp>
 #include <aligner/io/trec.hpp>
 
 #include <chrono>
@@ -37,6 +38,13 @@ inline retrieval_setup load_setup(const options& o, bool with_judgments = true, 
     const auto idf = aligner::token_idf(s.c.docs, s.c.vocab_size);
     s.uq = aligner::lookup_salience(s.c.queries, idf);
     s.ud = aligner::lookup_salience(s.c.docs, idf);
+  } else if (o.salience != "none") {  // learned heads (aligner train-salience)
+    const auto file = aligner::io::load_salience_heads(o.salience);
+    if (file.heads.dim() != s.c.queries.dim)
+      throw usage_error("--salience " + o.salience + " holds heads of dim " + std::to_string(file.heads.dim()) + ", the collection's vectors have dim " +
+                        std::to_string(s.c.queries.dim));
+    s.uq = file.heads.query(s.c.queries.view(), false);
+    if (with_documents) s.ud = file.heads.doc(s.c.docs.view(), false);
   }
   for (std::size_t q = 0; q != s.c.queries.size(); ++q)
     if (s.c.judgments.count(s.c.queries.ids[q])) s.judged.push_back(q);
@@ -44,7 +52,7 @@ inline retrieval_setup load_setup(const options& o, bool with_judgments = true, 
 }
 
 inline aligner::search_params search_params_of(const options& o, const retrieval_setup& s) {
-  if (o.prune_query != 1.0 && s.uq.empty()) throw usage_error("--prune-query below 1 needs a salience (--salience idf)");
+  if (o.prune_query != 1.0 && s.uq.empty()) throw usage_error("--prune-query below 1 needs a salience (--salience idf or FILE)");
   if (!o.postings && (o.has("--nprobe") || o.has("--ndocs"))) throw usage_error("--nprobe and --ndocs need --candidates postings");
   return {.norm = o.norm,
           .candidates_per_token = o.candidates.value_or(1),
@@ -116,7 +124,7 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn, bool ranks
       if (o.has(flag))
         throw usage_error(std::string(flag) + " shapes the token index, which only --candidates K uses (without it every document is " +
                           (o.postings ? "found through centroid postings" : "reranked") + ")");
-  if (o.prune_doc != 1.0 && s.ud.empty()) throw usage_error("--prune-doc below 1 needs a salience (--salience idf)");
+  if (o.prune_doc != 1.0 && s.ud.empty()) throw usage_error("--prune-doc below 1 needs a salience (--salience idf or FILE)");
   aligner::storage precision = aligner::storage::f32;
   if (o.residual_bits) precision = aligner::storage::residual;
   else aligner::parse_storage(o.storage, precision);  // validated by the flag handler

@@ -24,5 +24,6 @@ int run_salience(const options& o);
 int run_info(const options& o);
 int run_kernels(const options& o);
 int run_explain(const options& o);
+int run_train_salience(const options& o);
 
 }  // namespace cli

@@ -49,6 +49,20 @@ Writes u = lambda * ReLU(X w + b) for the tokens X [tokens, dim]; lambda is 1 wi
 top-k gate of ReLU(X w + b) with budget k = ceil(A * tokens) and temperature E.
 )",
      cli::run_salience},
+    {"train-salience", cli::train_salience, "learn the query and document salience heads from a collection's judged queries",
+     R"(usage: aligner train-salience --collection DIR --out FILE [--split train] [--strategy S] [--alpha-query A --alpha-doc B] [options]
+
+Learns u = lambda * ReLU(w . x + b) for queries and documents (SPEC section 12) on the frozen token vectors of
+the collection: each judged query of --split (default train) against its relevant documents, --hard-negatives
+negatives from an exhaustive search without salience and the relevant documents of the other queries of its
+batch, with a softmax cross-entropy on the ALIGNER score under --strategy (default top1); lambda is the exact
+entropy-regularised gate with budget ceil(alpha * tokens) and temperature --epsilon. Adam, seeded; --holdout of
+the queries is held out and the epoch with the lowest held-out loss is kept. Prints one line per epoch
+  epoch N train_loss=... holdout_loss=... holdout_first=... learning_rate=... seconds=...
+(holdout_first: held-out relevant documents scored above all their negatives) and writes FILE (text; atomic)
+only when training finished. Use it with aligner eval/index/search/explain --salience FILE.
+)",
+     cli::run_train_salience},
     {"index", cli::index, "build a retriever over a collection and save it (checksummed, atomic)",
      R"(usage: aligner index --collection DIR --out INDEX [options]
 

@@ -60,13 +60,14 @@ constexpr unsigned building_cmds = eval | adapt | index;
 
 const std::vector<flag>& flags() {
   static const std::vector<flag> table = {
-      {"--collection", "DIR", collection_cmds | explain, "collection folder (BEIR files + vectors folder)",
+      {"--collection", "DIR", collection_cmds | explain | train_salience, "collection folder (BEIR files + vectors folder)",
        [](options& o, const std::string& v) { o.collection = v; }},
-      {"--vectors", "NAME", collection_cmds | explain, "vectors subfolder (default glove100)", [](options& o, const std::string& v) { o.vectors = v; }},
-      {"--split", "NAME", ranking_cmds, "qrels split (default test)", [](options& o, const std::string& v) { o.split = v; }},
+      {"--vectors", "NAME", collection_cmds | explain | train_salience, "vectors subfolder (default glove100)", [](options& o, const std::string& v) { o.vectors = v; }},
+      {"--split", "NAME", ranking_cmds | train_salience, "qrels split (default test; train-salience: train)", [](options& o, const std::string& v) { o.split = v; }},
       {"--index", "INDEX", search | explain, "index file written by aligner index (from the same collection)",
        [](options& o, const std::string& v) { o.index_file = v; }},
-      {"--strategy", "S[,S...]", eval | search | score | explain, "alignment strategies: top1, topk:K, topp:P, dense (score, explain: one)",
+      {"--strategy", "S[,S...]", eval | search | score | explain | train_salience,
+       "alignment strategies: top1, topk:K, topp:P, dense (score, explain, train-salience: one)",
        [](options& o, const std::string& v) { o.strategies = aligner::parse_grid(v); }},
       {"--grid", "paper|S,S,...", adapt, "strategy grid (default paper: topk 1,2,4,6,8 and topp 0.5%,1%,1.5%,2%)",
        [](options& o, const std::string& v) {
@@ -78,8 +79,8 @@ const std::vector<flag>& flags() {
          o.shots = parse_count("--shots", v);
          if (o.shots == 0) throw usage_error("--shots must be >= 1, got 0");
        }},
-      {"--seed", "N", adapt, "shuffle seed (default 0)", [](options& o, const std::string& v) { o.seed = parse_count("--seed", v); }},
-      {"--normalize", "mean|none", ranking_cmds | score | explain, "divide by Z (default mean) or return the ColBERT sum",
+      {"--seed", "N", adapt | train_salience, "shuffle seed (default 0)", [](options& o, const std::string& v) { o.seed = parse_count("--seed", v); }},
+      {"--normalize", "mean|none", ranking_cmds | score | explain | train_salience, "divide by Z (default mean) or return the ColBERT sum",
        [](options& o, const std::string& v) { o.norm = aligner::parse_normalization(v); }},
       {"--candidates", "all|K|postings", ranking_cmds,
        "all: rerank every document (default); K: token-MIPS k' per query token; postings: centroid postings of a residual store",
@@ -99,9 +100,13 @@ const std::vector<flag>& flags() {
        [](options& o, const std::string& v) { o.prune_query = parse_fraction("--prune-query", v); }},
       {"--prune-doc", "B", building_cmds, "keep the top B of each document's tokens in the token index (needs --salience)",
        [](options& o, const std::string& v) { o.prune_doc = parse_fraction("--prune-doc", v); }},
-      {"--salience", "none|idf", collection_cmds | explain,
-       "idf: token IDF over the collection as query and document salience (search: must match the index)",
-       [](options& o, const std::string& v) { o.salience = one_of("--salience", v, {"none", "idf"}); }},
+      {"--salience", "none|idf|FILE", collection_cmds | explain,
+       "idf: token IDF over the collection as query and document salience; FILE: learned heads (aligner train-salience) "
+       "(search: the index's own)",
+       [](options& o, const std::string& v) {
+         if (v.empty()) throw usage_error("--salience must be none, idf or a heads file, got ''");
+         o.salience = v;
+       }},
       {"--storage", aligner::storage_names() + "|residual:N", building_cmds | explain,
        "precision of the rerank token store (default f32; bf16 and f16 halve its memory, i8 quarters it; residual:N, N in "
        "1|2|4|8: a centroid id plus N bits per component, trained on the collection)",
@@ -140,10 +145,10 @@ const std::vector<flag>& flags() {
          if (o.top == 0) throw usage_error("--top must be >= 1, got 0");
        }},
       {"--run", "FILE", eval | search, "write the TREC run of the first strategy", [](options& o, const std::string& v) { o.run_file = v; }},
-      {"--threads", "T", collection_cmds, "worker threads for searching and residual training (default 1; 0 = all cores)",
+      {"--threads", "T", collection_cmds | train_salience, "worker threads for searching and residual training (default 1; 0 = all cores)",
        [](options& o, const std::string& v) { o.threads = unsigned(parse_count("--threads", v)); }},
       {"--no-mmap", "", search, "read the index into memory instead of mapping it", [](options& o, const std::string&) { o.no_mmap = true; }},
-      {"--progress", "", collection_cmds, "progress bar on stderr even when it is not a terminal",
+      {"--progress", "", collection_cmds | train_salience, "progress bar on stderr even when it is not a terminal",
        [](options& o, const std::string&) { o.progress = true; }},
       {"--queries", "Q.npy", score, "query token vectors [tokens, dim], float32 or float16", [](options& o, const std::string& v) { o.queries = v; }},
       {"--query-offsets", "QO.npy", score, "query offsets [queries + 1], int64 or int32",
@@ -162,7 +167,7 @@ const std::vector<flag>& flags() {
       {"--bias", "B", salience, "salience bias b", [](options& o, const std::string& v) { o.bias = parse_double("--bias", v); }},
       {"--budget", "A", salience, "gate budget fraction alpha: k = ceil(A * tokens) (with --epsilon)",
        [](options& o, const std::string& v) { o.budget = parse_double("--budget", v); }},
-      {"--epsilon", "E", gate | salience, "gate temperature epsilon", [](options& o, const std::string& v) { o.epsilon = parse_double("--epsilon", v); }},
+      {"--epsilon", "E", gate | salience | train_salience, "gate temperature epsilon (train-salience: default 0.002)", [](options& o, const std::string& v) { o.epsilon = parse_double("--epsilon", v); }},
       {"--query", "ID", explain, "the query's id (query_ids.txt)", [](options& o, const std::string& v) { o.query_id = v; }},
       {"--doc", "ID", explain, "the document's id (doc_ids.txt)", [](options& o, const std::string& v) { o.doc_id = v; }},
       {"--html", "OUT.html", explain, "write the alignment as a self-contained HTML page", [](options& o, const std::string& v) { o.html = v; }},
@@ -177,7 +182,26 @@ const std::vector<flag>& flags() {
          o.segment_tokens = parse_count("--segment-tokens", v);
          if (o.segment_tokens == 0) throw usage_error("--segment-tokens must be >= 1, got 0");
        }},
-      {"--out", "FILE", index | gate | salience, "file to write (index: the index file or directory; gate: lambda .npy; salience: u .npy)",
+      {"--alpha-query", "A", train_salience, "query gate budget fraction in (0, 1] (default 0.5; 1: no gate)",
+       [](options& o, const std::string& v) { o.alpha_query = parse_fraction("--alpha-query", v); }},
+      {"--alpha-doc", "B", train_salience, "document gate budget fraction in (0, 1] (default 0.4; 1: no gate)",
+       [](options& o, const std::string& v) { o.alpha_doc = parse_fraction("--alpha-doc", v); }},
+      {"--temperature", "T", train_salience, "softmax temperature tau of the loss (default 20)",
+       [](options& o, const std::string& v) { o.temperature = parse_double("--temperature", v); }},
+      {"--epochs", "N", train_salience, "at most N passes over the training queries (default 20)",
+       [](options& o, const std::string& v) { o.epochs = parse_count("--epochs", v); }},
+      {"--batch", "N", train_salience, "training queries per step (default 32)",
+       [](options& o, const std::string& v) { o.batch = parse_count("--batch", v); }},
+      {"--learning-rate", "R", train_salience, "Adam step size at the start, decayed to 10% on a cosine (default 0.01)",
+       [](options& o, const std::string& v) { o.learning_rate = parse_double("--learning-rate", v); }},
+      {"--hard-negatives", "N", train_salience, "negatives per query from an exhaustive search without salience (default 16)",
+       [](options& o, const std::string& v) { o.hard_negatives = parse_count("--hard-negatives", v); }},
+      {"--holdout", "F", train_salience, "fraction of the training queries held out for early stopping, in [0, 1) (default 0.1)",
+       [](options& o, const std::string& v) { o.holdout = parse_double("--holdout", v); }},
+      {"--patience", "N", train_salience, "epochs without a better held-out loss before stopping (default 3)",
+       [](options& o, const std::string& v) { o.patience = parse_count("--patience", v); }},
+      {"--out", "FILE", index | gate | salience | train_salience,
+       "file to write (index: the index file or directory; gate: lambda .npy; salience: u .npy; train-salience: the heads)",
        [](options& o, const std::string& v) { o.out = v; }},
   };
   return table;
@@ -186,7 +210,7 @@ const std::vector<flag>& flags() {
 std::string commands_of(unsigned bits) {
   static const std::pair<command, const char*> names[] = {{eval, "eval"},   {adapt, "adapt"}, {index, "index"},       {search, "search"},
                                                           {score, "score"}, {gate, "gate"},   {salience, "salience"}, {info, "info"},
-                                                          {kernels, "kernels"}, {explain, "explain"}};
+                                                          {kernels, "kernels"}, {explain, "explain"}, {train_salience, "train-salience"}};
   std::string out;
   for (const auto& [bit, name] : names)
     if (bits & bit) (out.empty() ? out : out.append(", ")).append(name);

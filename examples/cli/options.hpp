@@ -33,6 +33,7 @@ enum command : unsigned {
   info = 1u << 7,
   kernels = 1u << 8,
   explain = 1u << 9,
+  train_salience = 1u << 10,
 };
 
 /// Every value a flag can set, with its default.
@@ -56,6 +57,9 @@ struct options {
   std::string layout = "file";           ///< index: one file, or an index directory of segments (streamed build)
   std::size_t segment_tokens = std::size_t(1) << 22;
   std::string query_id, doc_id, html, svg, vocab;  ///< explain
+  // train-salience (defaults: aligner::salience_training_params)
+  double alpha_query = 0.5, alpha_doc = 0.4, temperature = 20.0, learning_rate = 0.01, holdout = 0.1;
+  std::size_t epochs = 20, batch = 32, hard_negatives = 16, patience = 3;
   // .npy tools
   std::string queries, query_offsets, docs, doc_offsets, query_salience, doc_salience, scores, tokens, weights;
   double k = 0, epsilon = 0, bias = 0, budget = 0;

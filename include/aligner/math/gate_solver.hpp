@@ -75,7 +75,8 @@ struct gate_solution {
   double offset = 0.0;
 };
 
-inline gate_solution solve_gate_pivot(std::span<const float> scores, double k, double epsilon) {
+template <class Score>
+gate_solution solve_gate_pivot(std::span<const Score> scores, double k, double epsilon) {
   const std::size_t m = scores.size();
   std::vector<double> t(scores.begin(), scores.end());
   std::sort(t.begin(), t.end(), std::greater<>());

@@ -125,4 +125,17 @@ class salience_scorer {
   std::optional<gate_params> gate_;
 };
 
+/// A query head and a document head of the same dim (what salience training learns; io/salience_heads.hpp
+/// saves and loads them).
+struct salience_heads {
+  salience_scorer query;
+  salience_scorer doc;
+
+  salience_heads(salience_scorer query_head, salience_scorer doc_head) : query(std::move(query_head)), doc(std::move(doc_head)) {
+    ALIGNER_EXPECTS(query.dim() == doc.dim(), "salience heads: the query head has dim ", query.dim(), ", the document head ",
+                    doc.dim());
+  }
+  std::size_t dim() const noexcept { return query.dim(); }
+};
+
 }  // namespace aligner

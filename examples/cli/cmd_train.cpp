@@ -1,0 +1,81 @@
+// train-salience: learns the query and document salience heads from a collection's judged queries.
+#include <aligner/eval/salience_training.hpp>
+#include <aligner/io/collection.hpp>
+#include <aligner/io/salience_heads.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <optional>
+
+#include "commands.hpp"
+#include "progress.hpp"
+
+namespace cli {
+
+int run_train_salience(const options& o) {
+  o.require("--collection");
+  o.require("--out");
+  if (o.strategies.size() > 1) throw usage_error("train-salience trains under one strategy; --strategy got " + std::to_string(o.strategies.size()));
+  if (o.has("--epsilon") && !(std::isfinite(o.epsilon) && o.epsilon > 0))
+    throw usage_error("--epsilon must be > 0, got " + std::to_string(o.epsilon));
+  if (!(std::isfinite(o.temperature) && o.temperature > 0)) throw usage_error("--temperature must be > 0, got " + std::to_string(o.temperature));
+  if (!(std::isfinite(o.learning_rate) && o.learning_rate > 0))
+    throw usage_error("--learning-rate must be > 0, got " + std::to_string(o.learning_rate));
+  if (!(o.holdout >= 0 && o.holdout < 1)) throw usage_error("--holdout must be in [0, 1), got " + std::to_string(o.holdout));
+  for (const auto& [flag, value] : {std::pair{"--epochs", o.epochs}, {"--batch", o.batch}, {"--patience", o.patience}})
+    if (o.has(flag) && value == 0) throw usage_error(std::string(flag) + " must be >= 1, got 0");
+
+  const std::string split = o.has("--split") ? o.split : "train";
+  auto c = aligner::io::load_collection(o.collection, o.vectors, split);
+  std::size_t missing = 0;
+  auto examples = aligner::training_queries(c, &missing);
+  std::size_t pairs = 0;
+  for (const auto& e : examples) pairs += e.positives.size();
+  std::fprintf(stderr, "%zu training queries (split %s), %zu relevant pairs, %zu documents%s\n", examples.size(), split.c_str(), pairs,
+               c.docs.size(), missing ? (", " + std::to_string(missing) + " judged documents not in the collection skipped").c_str() : "");
+
+  aligner::salience_training_params p;
+  if (!o.strategies.empty()) p.strategy = o.strategies[0];
+  p.norm = o.norm;
+  p.alpha_query = o.alpha_query, p.alpha_doc = o.alpha_doc;
+  if (o.has("--epsilon")) p.epsilon = o.epsilon;
+  p.temperature = o.temperature, p.learning_rate = o.learning_rate, p.holdout = o.holdout;
+  p.epochs = o.epochs, p.batch_size = o.batch, p.patience = o.patience;
+  p.seed = o.seed, p.threads = o.threads;
+  aligner::detail::check_training_params(p);  // before the (long) negative mining
+
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    progress bar("mining negatives", 1, o.progress);
+    aligner::mine_hard_negatives(c.queries.view(), c.docs.view(), examples, o.hard_negatives, p.strategy, p.norm, o.threads);
+    bar.tick();
+  }
+  std::optional<progress> bar;
+  std::size_t epoch_shown = 0;
+  p.on_step = [&](std::size_t done, std::size_t total) {
+    if (!bar) bar.emplace("epoch " + std::to_string(epoch_shown + 1), total, o.progress);
+    bar->update(done);
+  };
+  p.on_epoch = [&](const aligner::salience_training_epoch& e) {
+    bar.reset();
+    epoch_shown = e.epoch;
+    std::printf("epoch %zu train_loss=%.4f holdout_loss=%.4f holdout_first=%.4f learning_rate=%.5f seconds=%.1f\n", e.epoch, e.train_loss,
+                e.holdout_loss, e.holdout_accuracy, e.learning_rate, e.seconds);
+    std::fflush(stdout);
+  };
+  const aligner::salience_trainer trainer(c.queries.view(), c.docs.view(), std::move(examples), p);
+  const auto result = trainer.train();
+  const std::string trained_with = p.strategy.name() + " " + aligner::to_string(p.norm) + " split=" + split + " epochs=" +
+                                   std::to_string(result.best_epoch) + " seed=" + std::to_string(p.seed);
+  if (result.best_epoch == 0 && result.holdout_queries)
+    std::fprintf(stderr, "warning: no epoch improved the held-out loss; the heads written are the starting point (every token equally "
+                         "salient). Try a larger --epsilon, a smaller --learning-rate, or --alpha-query 1 --alpha-doc 1 (no gate)\n");
+  aligner::io::save_salience_heads(o.out, result.heads, trained_with);
+  std::printf("best epoch %zu%s; %zu training and %zu held-out queries; %.1f s; heads written to %s\n", result.best_epoch,
+              result.stopped_early ? " (stopped early)" : "", result.train_queries, result.holdout_queries,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), o.out.c_str());
+  return 0;
+}
+
+}  // namespace cli

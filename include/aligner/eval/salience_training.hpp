@@ -1,0 +1,649 @@
+/** @file salience_training.hpp
+ *  @brief Learned salience (SPEC section 12): the query and document heads u = λ · ReLU(w . x + b) trained on
+ *  frozen token vectors from labelled (query, relevant document) pairs.
+ *
+ *  Loss: for every (query, relevant document D+) of a batch, softmax cross-entropy
+ *  -log exp(τ sim(Q, D+)) / Σ_D exp(τ sim(Q, D)) over D+, the query's negatives (hard negatives, e.g. from
+ *  mine_hard_negatives) and, optionally, the relevant documents of the other queries of the batch (in-batch
+ *  negatives; never one that is relevant to Q). sim is SPEC section 1 under the chosen strategy and normalisation,
+ *  weighted by the two heads' saliences. The alignment mask is chosen on S, which does not depend on the heads,
+ *  so sim is a smooth rational function of the saliences: the gradient is exact.
+ *
+ *  Backward: dsim/du^q_i = Σ_{j∈M_i} (S_ij - sim) u^d_j / Z (mean; Σ S_ij u^d_j without normalisation) and the
+ *  mirror for u^d; through the gate at its exact solution λ_i = min(1, exp((s_i + a*)/ε)) (for uncapped i and j,
+ *  dλ_i/ds_j = (λ_i/ε)(δ_ij - λ_j / Σ_uncapped λ); capped entries have none); through the ReLU (0 at and below 0).
+ *  Everything is in double. Adam with a cosine learning-rate decay; a seeded split of the training queries is held
+ *  out and the parameters of the epoch with the lowest held-out loss are returned (early stopping after
+ *  `patience` epochs without improvement). Deterministic for a seed at any thread count: gradients are reduced in
+ *  a fixed order.
+ *
+ *  Start: w = 0, b = 1 for both heads, where every token has the same salience and the score is the unweighted one
+ *  (with a gate λ is then k/m for every token, which the mean normalisation cancels). */
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <Eigen/Dense>
+
+#include "../backends/exact.hpp"
+#include "../core/error.hpp"
+#include "../core/parallel.hpp"
+#include "../core/types.hpp"
+#include "../io/collection.hpp"
+#include "../math/alignment.hpp"
+#include "../math/gate_solver.hpp"
+#include "../math/salience.hpp"
+#include "../pipeline/retriever.hpp"
+
+namespace aligner {
+
+/// One labelled training query: its index among the queries, its relevant documents and its negatives (document
+/// indices; a negative that is also relevant is an error).
+struct training_query {
+  std::size_t query = 0;
+  std::vector<std::uint32_t> positives;
+  std::vector<std::uint32_t> negatives;
+};
+
+/// What one epoch did.
+struct salience_training_epoch {
+  std::size_t epoch = 0;      ///< 0: the starting parameters (no step taken)
+  double train_loss = 0.0;    ///< mean loss of the epoch's steps (before each step's update); NaN for epoch 0
+  double holdout_loss = 0.0;  ///< mean loss on the held-out queries after the epoch (NaN without a holdout)
+  double holdout_accuracy = 0.0;  ///< fraction of held-out (query, relevant) rows whose relevant document scores first
+  double learning_rate = 0.0;     ///< at the epoch's last step
+  double seconds = 0.0;
+};
+
+/// Settings of salience training. Defaults: the paper's budgets (α^q = 0.5, α^d = 0.4) and gate temperature
+/// (ε = 0.002), Top-1 with the mean normalisation, τ = 20 (scores are means of cosines, so τ sim spans about
+/// 20 logits), batches of 32 queries with in-batch negatives, Adam at 0.01 decayed to 10% on a cosine, at most 20
+/// epochs, 10% of the queries held out, patience 3.
+struct salience_training_params {
+  alignment strategy = alignment::top1();
+  normalization norm = normalization::mean;
+  double alpha_query = 0.5;    ///< query gate budget fraction in (0, 1]; 1 means no gate (λ = 1)
+  double alpha_doc = 0.4;      ///< document gate budget fraction in (0, 1]
+  double epsilon = 0.002;      ///< gate temperature (> 0)
+  double temperature = 20.0;   ///< τ of the softmax (> 0)
+  bool in_batch_negatives = true;
+  std::size_t batch_size = 32;  ///< training queries per step (>= 1)
+  std::size_t epochs = 20;      ///< at most this many passes (>= 1)
+  double learning_rate = 0.01;  ///< Adam's step size at the start (> 0)
+  double final_learning_rate = 0.1;  ///< fraction of learning_rate the cosine decay ends at, in [0, 1]
+  double holdout = 0.1;         ///< fraction of the training queries held out for early stopping, in [0, 1)
+  std::size_t patience = 3;     ///< epochs without a better held-out loss before stopping (>= 1)
+  std::uint64_t seed = 0;
+  unsigned threads = 1;         ///< 0 = one per hardware thread
+  bool check_finite = true;
+  /// Called after every epoch (and once with epoch 0 for the start) on the calling thread.
+  std::function<void(const salience_training_epoch&)> on_epoch{};
+  /// Called after every step with (steps done, steps of the epoch), on the calling thread.
+  std::function<void(std::size_t, std::size_t)> on_step{};
+};
+
+/// The trained heads and the training's history.
+struct salience_training_result {
+  salience_heads heads;
+  std::vector<salience_training_epoch> epochs;  ///< epochs[0] is the start
+  std::size_t best_epoch = 0;                   ///< the epoch whose parameters `heads` holds
+  bool stopped_early = false;
+  std::size_t train_queries = 0, holdout_queries = 0;
+};
+
+namespace detail {
+
+inline void check_training_params(const salience_training_params& p) {
+  p.strategy.validate();
+  ALIGNER_EXPECTS(std::isfinite(p.alpha_query) && p.alpha_query > 0.0 && p.alpha_query <= 1.0,
+                  "salience training alpha_query must be in (0, 1], got ", p.alpha_query);
+  ALIGNER_EXPECTS(std::isfinite(p.alpha_doc) && p.alpha_doc > 0.0 && p.alpha_doc <= 1.0,
+                  "salience training alpha_doc must be in (0, 1], got ", p.alpha_doc);
+  ALIGNER_EXPECTS(std::isfinite(p.epsilon) && p.epsilon > 0.0, "salience training epsilon must be finite and > 0, got ", p.epsilon);
+  ALIGNER_EXPECTS(std::isfinite(p.temperature) && p.temperature > 0.0, "salience training temperature must be finite and > 0, got ",
+                  p.temperature);
+  ALIGNER_EXPECTS(p.batch_size >= 1, "salience training batch_size must be >= 1, got ", p.batch_size);
+  ALIGNER_EXPECTS(p.epochs >= 1, "salience training epochs must be >= 1, got ", p.epochs);
+  ALIGNER_EXPECTS(std::isfinite(p.learning_rate) && p.learning_rate > 0.0, "salience training learning_rate must be finite and > 0, got ",
+                  p.learning_rate);
+  ALIGNER_EXPECTS(std::isfinite(p.final_learning_rate) && p.final_learning_rate >= 0.0 && p.final_learning_rate <= 1.0,
+                  "salience training final_learning_rate must be in [0, 1], got ", p.final_learning_rate);
+  ALIGNER_EXPECTS(std::isfinite(p.holdout) && p.holdout >= 0.0 && p.holdout < 1.0, "salience training holdout must be in [0, 1), got ",
+                  p.holdout);
+  ALIGNER_EXPECTS(p.patience >= 1, "salience training patience must be >= 1, got ", p.patience);
+}
+
+/// A head's parameters in double: w (dim) then b.
+struct head_params {
+  std::vector<double> w;
+  double b = 1.0;
+};
+
+/// The forward pass of one head over one sequence, with what the backward pass needs.
+struct head_forward {
+  std::vector<double> z;       ///< w . x + b
+  std::vector<double> s;       ///< ReLU(z)
+  std::vector<double> lambda;  ///< the gate (1 without one)
+  std::vector<char> free;      ///< uncapped entries of the gate (they carry its derivative)
+  double free_sum = 0.0;       ///< Σ λ over the uncapped entries
+  std::vector<double> u;       ///< λ s
+};
+
+/// u = λ(s) s with s = ReLU(X w + b) and the exact gate of budget ceil(alpha m) (alpha = 1: no gate).
+inline void forward_head(matrix_view<float> x, const head_params& h, double alpha, double epsilon, head_forward& out) {
+  const std::size_t m = x.rows;
+  out.z.resize(m), out.s.resize(m), out.lambda.assign(m, 1.0), out.free.assign(m, 0), out.u.resize(m);
+  out.free_sum = 0.0;
+  for (std::size_t i = 0; i != m; ++i) {
+    double acc = h.b;
+    const float* row = x.row(i);
+    for (std::size_t c = 0; c != x.cols; ++c) acc += double(row[c]) * h.w[c];
+    out.z[i] = acc;
+    out.s[i] = acc > 0.0 ? acc : 0.0;
+  }
+  const double k = gate_budget(alpha, m);
+  if (alpha < 1.0 && k > 0.0 && k < double(m)) {
+    const auto sol = solve_gate_pivot(std::span<const double>(out.s), k, epsilon);
+    for (std::size_t i = 0; i != m; ++i) {
+      const double t = (out.s[i] - sol.pivot) / epsilon + sol.offset;
+      if (t < 0.0) {
+        out.lambda[i] = std::exp(t);
+        out.free[i] = 1;
+        out.free_sum += out.lambda[i];
+      }
+    }
+  } else if (k <= 0.0) {
+    std::fill(out.lambda.begin(), out.lambda.end(), 0.0);
+  }
+  for (std::size_t i = 0; i != m; ++i) out.u[i] = out.lambda[i] * out.s[i];
+}
+
+/// dL/dz from dL/du: through u = λ s (λ's own derivative on the uncapped entries: dλ_i/ds_j =
+/// (λ_i/ε)(δ_ij - λ_j / Σ_uncapped λ)) and through the ReLU (0 at and below 0). `g` holds dL/du and receives dL/dz.
+inline void backward_head(const head_forward& f, double epsilon, std::span<double> g) {
+  const std::size_t m = f.u.size();
+  double t = 0.0;  // Σ_uncapped g_i s_i λ_i / Σ_uncapped λ
+  if (f.free_sum > 0.0) {
+    for (std::size_t i = 0; i != m; ++i)
+      if (f.free[i]) t += g[i] * f.s[i] * f.lambda[i];
+    t /= f.free_sum;
+  }
+  for (std::size_t j = 0; j != m; ++j) {
+    double gs = g[j] * f.lambda[j];
+    if (f.free[j]) gs += f.lambda[j] / epsilon * (g[j] * f.s[j] - t);
+    g[j] = f.z[j] > 0.0 ? gs : 0.0;
+  }
+}
+
+/// The aligned pairs of one (query, document) under a strategy: entry e aligns query token qi[e] with document token
+/// dj[e], similarity sim[e] (in double); grouped by query token. The mask is chosen on float S (ties toward the
+/// lower document token), as the scorer chooses it.
+struct pair_mask {
+  std::vector<std::uint32_t> qi, dj;
+  std::vector<double> sim;
+};
+
+inline double dot_double(const float* a, const float* b, std::size_t n) noexcept {
+  double acc = 0.0;
+  for (std::size_t c = 0; c != n; ++c) acc += double(a[c]) * double(b[c]);
+  return acc;
+}
+
+inline void align_pair(matrix_view<float> q, matrix_view<float> d, const alignment& strategy, pair_mask& out,
+                       std::vector<float>& scratch) {
+  out.qi.clear(), out.dj.clear(), out.sim.clear();
+  const std::size_t n = q.rows, m = d.rows;
+  if (n == 0 || m == 0) return;
+  if (strategy.kind == alignment::kind_t::dense) {
+    out.qi.push_back(0), out.dj.push_back(0), out.sim.push_back(dot_double(q.row(0), d.row(0), q.cols));
+    return;
+  }
+  using rows_t = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using strided_t = Eigen::Map<const rows_t, 0, Eigen::OuterStride<>>;
+  const strided_t qm(q.data, Eigen::Index(n), Eigen::Index(q.cols), Eigen::OuterStride<>(Eigen::Index(q.stride_elems)));
+  const strided_t dm(d.data, Eigen::Index(m), Eigen::Index(d.cols), Eigen::OuterStride<>(Eigen::Index(d.stride_elems)));
+  scratch.resize(n * m);
+  Eigen::Map<rows_t> sm(scratch.data(), Eigen::Index(n), Eigen::Index(m));
+  sm.noalias() = qm * dm.transpose();
+  const std::size_t budget = strategy.row_budget(m);
+  std::vector<std::uint32_t> order(m);
+  for (std::size_t i = 0; i != n; ++i) {
+    const float* row = scratch.data() + i * m;
+    std::iota(order.begin(), order.end(), std::uint32_t{0});
+    std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(budget), order.end(),
+                      [row](std::uint32_t a, std::uint32_t b) { return ranks_before(row[a], a, row[b], b); });
+    for (std::size_t t = 0; t != budget; ++t) {
+      out.qi.push_back(std::uint32_t(i)), out.dj.push_back(order[t]);
+      out.sim.push_back(dot_double(q.row(i), d.row(order[t]), q.cols));
+    }
+  }
+}
+
+/// sim(Q, D) of a mask under saliences uq, ud (SPEC section 1; Z = 0 gives 0). Also returns Z.
+inline double masked_score(const pair_mask& mk, const double* uq, const double* ud, normalization norm, double& z) {
+  double numer = 0.0;
+  z = 0.0;
+  for (std::size_t e = 0; e != mk.sim.size(); ++e) {
+    const double w = uq[mk.qi[e]] * ud[mk.dj[e]];
+    numer += w * mk.sim[e];
+    z += w;
+  }
+  if (norm == normalization::none) return numer;
+  return z > 0.0 ? numer / z : 0.0;
+}
+
+/// Adds g · dsim/du^q to g_uq and g · dsim/du^d to g_ud.
+inline void masked_score_backward(const pair_mask& mk, const double* uq, const double* ud, normalization norm, double sim,
+                                  double z, double g, double* g_uq, double* g_ud) {
+  const bool mean = norm == normalization::mean;
+  if (mean && !(z > 0.0)) return;  // the score is the constant 0 there
+  for (std::size_t e = 0; e != mk.sim.size(); ++e) {
+    const double c = mean ? g * (mk.sim[e] - sim) / z : g * mk.sim[e];
+    g_uq[mk.qi[e]] += c * ud[mk.dj[e]];
+    g_ud[mk.dj[e]] += c * uq[mk.qi[e]];
+  }
+}
+
+/// Fisher-Yates with std::mt19937_64 (so the order does not depend on the standard library's shuffle).
+inline void seeded_shuffle(std::vector<std::size_t>& v, std::mt19937_64& rng) {
+  for (std::size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[std::size_t(rng() % i)]);
+}
+
+}  // namespace detail
+
+/// Trains the two salience heads (see the file comment). Construction validates everything and precomputes the
+/// alignment masks of every (query, positive or negative) pair; `train()` runs the optimisation. The views must
+/// outlive the trainer. Thread-safe for concurrent const calls.
+class salience_trainer {
+ public:
+  /// Throws aligner::invalid_argument (and leaves nothing behind) for: an empty example list, a query or document
+  /// index out of range, a query without a relevant document, a negative that is also relevant, different dims,
+  /// non-finite vectors (with check_finite), or a setting outside its range (see salience_training_params).
+  salience_trainer(const sequence_set_view& queries, const sequence_set_view& docs, std::vector<training_query> examples,
+                   salience_training_params params = {})
+      : queries_(queries), docs_(docs), examples_(std::move(examples)), p_(std::move(params)) {
+    detail::check_training_params(p_);
+    detail::check_offsets(queries_.offsets, queries_.tokens.rows, "training queries' offsets");
+    detail::check_offsets(docs_.offsets, docs_.tokens.rows, "training documents' offsets");
+    ALIGNER_EXPECTS(!examples_.empty(), "salience training needs at least one labelled query, got none");
+    ALIGNER_EXPECTS(queries_.tokens.cols == docs_.tokens.cols, "training queries have dim ", queries_.tokens.cols,
+                    " but the documents have dim ", docs_.tokens.cols);
+    ALIGNER_EXPECTS(docs_.tokens.cols >= 1, "training vectors must have dim >= 1");
+    detail::check_matrix(queries_.tokens, "training query vectors", p_.check_finite);
+    detail::check_matrix(docs_.tokens, "training document vectors", p_.check_finite);
+    for (std::size_t e = 0; e != examples_.size(); ++e) {
+      const auto& ex = examples_[e];
+      ALIGNER_EXPECTS(ex.query < queries_.size(), "training example ", e, " names query ", ex.query, " of ", queries_.size());
+      ALIGNER_EXPECTS(!ex.positives.empty(), "training example ", e, " (query ", ex.query, ") has no relevant document");
+      ALIGNER_EXPECTS(queries_.length(ex.query) > 0, "training example ", e, " (query ", ex.query, ") has no tokens");
+      std::unordered_set<std::uint32_t> relevant;
+      for (auto d : ex.positives) {
+        ALIGNER_EXPECTS(d < docs_.size(), "training example ", e, " names relevant document ", d, " of ", docs_.size());
+        relevant.insert(d);
+      }
+      for (auto d : ex.negatives) {
+        ALIGNER_EXPECTS(d < docs_.size(), "training example ", e, " names negative document ", d, " of ", docs_.size());
+        ALIGNER_EXPECTS(!relevant.count(d), "training example ", e, " (query ", ex.query, ") has document ", d,
+                        " both relevant and negative");
+      }
+    }
+    if (p_.holdout > 0.0)
+      ALIGNER_EXPECTS(examples_.size() >= 2, "a holdout needs at least 2 labelled queries, got ", examples_.size(),
+                      " (set holdout to 0)");
+    // The masks of every fixed pair, computed once.
+    masks_.resize(examples_.size());
+    parallel_for(examples_.size(), p_.threads, [&](std::size_t e) {
+      const auto& ex = examples_[e];
+      std::vector<float> scratch;
+      auto& ms = masks_[e];
+      ms.resize(ex.positives.size() + ex.negatives.size());
+      for (std::size_t c = 0; c != ms.size(); ++c) {
+        const std::uint32_t d = c < ex.positives.size() ? ex.positives[c] : ex.negatives[c - ex.positives.size()];
+        detail::align_pair(queries_.sequence(ex.query), docs_.sequence(d), p_.strategy, ms[c], scratch);
+      }
+    });
+  }
+
+  std::size_t dim() const noexcept { return docs_.tokens.cols; }
+  /// Parameters in the flat layout of loss(): w^q (dim), b^q, w^d (dim), b^d.
+  std::size_t parameter_count() const noexcept { return 2 * dim() + 2; }
+  const salience_training_params& params() const noexcept { return p_; }
+
+  /// The starting parameters: w = 0, b = 1 for both heads.
+  std::vector<double> initial_parameters() const {
+    std::vector<double> x(parameter_count(), 0.0);
+    x[dim()] = 1.0;
+    x.back() = 1.0;
+    return x;
+  }
+
+  /// Mean loss over every labelled (query, relevant document) pair against that query's negatives (no in-batch
+  /// negatives), at the flat parameters `x`; with `gradient` (parameter_count() entries) also its gradient.
+  double loss(std::span<const double> x, std::span<double> gradient = {}) const {
+    ALIGNER_EXPECTS(x.size() == parameter_count(), "salience parameters have ", x.size(), " entries, expected ", parameter_count());
+    ALIGNER_EXPECTS(gradient.empty() || gradient.size() == parameter_count(), "salience gradient has ", gradient.size(),
+                    " entries, expected ", parameter_count());
+    std::vector<std::size_t> all(examples_.size());
+    std::iota(all.begin(), all.end(), std::size_t{0});
+    return batch(x, all, false, gradient).loss;
+  }
+
+  /// The heads of flat parameters `x` (w and b rounded to float) with the training's gates.
+  salience_heads heads_of(std::span<const double> x) const {
+    ALIGNER_EXPECTS(x.size() == parameter_count(), "salience parameters have ", x.size(), " entries, expected ", parameter_count());
+    auto head = [&](std::size_t at, double alpha) {
+      std::vector<float> w(dim());
+      for (std::size_t c = 0; c != dim(); ++c) w[c] = float(x[at + c]);
+      std::optional<gate_params> g;
+      if (alpha < 1.0) g = gate_params{.alpha = alpha, .epsilon = p_.epsilon};
+      return salience_scorer(std::move(w), float(x[at + dim()]), g);
+    };
+    return {head(0, p_.alpha_query), head(dim() + 1, p_.alpha_doc)};
+  }
+
+  /// Runs the training. Deterministic for a seed, at any thread count.
+  salience_training_result train() const {
+    const std::size_t n = examples_.size();
+    std::vector<std::size_t> order(n);
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::mt19937_64 rng(p_.seed);
+    std::size_t held = 0;
+    if (p_.holdout > 0.0) held = std::clamp<std::size_t>(std::size_t(std::llround(p_.holdout * double(n))), 1, n - 1);
+    if (held) detail::seeded_shuffle(order, rng);
+    std::vector<std::size_t> holdout(order.begin(), order.begin() + std::ptrdiff_t(held));
+    std::vector<std::size_t> train_set(order.begin() + std::ptrdiff_t(held), order.end());
+    std::sort(holdout.begin(), holdout.end());
+
+    std::vector<double> x = initial_parameters(), best = x;
+    const std::size_t np = x.size();
+    std::vector<double> g(np), m1(np, 0.0), m2(np, 0.0);
+    const std::size_t steps_per_epoch = (train_set.size() + p_.batch_size - 1) / p_.batch_size;
+    const double total_steps = double(steps_per_epoch * p_.epochs);
+    std::size_t step = 0;
+
+    salience_training_result out{heads_of(x), {}, 0, false, train_set.size(), held};
+    auto evaluate_holdout = [&](salience_training_epoch& ep) {
+      if (holdout.empty()) {
+        ep.holdout_loss = ep.holdout_accuracy = std::numeric_limits<double>::quiet_NaN();
+        return;
+      }
+      const auto r = batch(x, holdout, false, {});
+      ep.holdout_loss = r.loss;
+      ep.holdout_accuracy = r.rows ? double(r.first) / double(r.rows) : 0.0;
+    };
+    {
+      salience_training_epoch start;
+      start.train_loss = std::numeric_limits<double>::quiet_NaN();
+      evaluate_holdout(start);
+      start.learning_rate = p_.learning_rate;
+      out.epochs.push_back(start);
+      if (p_.on_epoch) p_.on_epoch(start);
+    }
+    double best_loss = out.epochs[0].holdout_loss;
+    std::size_t since_best = 0;
+    constexpr double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
+    for (std::size_t epoch = 1; epoch <= p_.epochs; ++epoch) {
+      const auto t0 = std::chrono::steady_clock::now();
+      detail::seeded_shuffle(train_set, rng);
+      salience_training_epoch ep;
+      ep.epoch = epoch;
+      double loss_sum = 0.0;
+      std::size_t loss_rows = 0;
+      for (std::size_t s = 0; s != steps_per_epoch; ++s) {
+        const std::size_t lo = s * p_.batch_size, hi = std::min(train_set.size(), lo + p_.batch_size);
+        const std::vector<std::size_t> items(train_set.begin() + std::ptrdiff_t(lo), train_set.begin() + std::ptrdiff_t(hi));
+        std::fill(g.begin(), g.end(), 0.0);
+        const auto r = batch(x, items, p_.in_batch_negatives, g);
+        loss_sum += r.loss * double(r.rows);
+        loss_rows += r.rows;
+        const double progress = total_steps > 0 ? double(step) / total_steps : 0.0;
+        const double lr = p_.learning_rate *
+                          (p_.final_learning_rate + (1.0 - p_.final_learning_rate) * 0.5 * (1.0 + std::cos(3.141592653589793 * progress)));
+        ++step;
+        const double c1 = 1.0 - std::pow(beta1, double(step)), c2 = 1.0 - std::pow(beta2, double(step));
+        for (std::size_t i = 0; i != np; ++i) {
+          m1[i] = beta1 * m1[i] + (1.0 - beta1) * g[i];
+          m2[i] = beta2 * m2[i] + (1.0 - beta2) * g[i] * g[i];
+          x[i] -= lr * (m1[i] / c1) / (std::sqrt(m2[i] / c2) + adam_eps);
+        }
+        ep.learning_rate = lr;
+        if (p_.on_step) p_.on_step(s + 1, steps_per_epoch);
+      }
+      ep.train_loss = loss_rows ? loss_sum / double(loss_rows) : 0.0;
+      evaluate_holdout(ep);
+      ep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      out.epochs.push_back(ep);
+      if (p_.on_epoch) p_.on_epoch(ep);
+      if (holdout.empty()) {
+        best = x, out.best_epoch = epoch;
+      } else if (ep.holdout_loss < best_loss) {
+        best_loss = ep.holdout_loss, best = x, out.best_epoch = epoch, since_best = 0;
+      } else if (++since_best >= p_.patience) {
+        out.stopped_early = epoch < p_.epochs;
+        break;
+      }
+    }
+    out.heads = heads_of(best);
+    return out;
+  }
+
+ private:
+  struct batch_result {
+    double loss = 0.0;      ///< mean over rows
+    std::size_t rows = 0;   ///< (query, relevant document) rows
+    std::size_t first = 0;  ///< rows whose relevant document scored strictly above every other candidate
+  };
+
+  /// Loss (and, with a non-empty `grad`, its gradient added to grad) over the examples `items`.
+  batch_result batch(std::span<const double> x, const std::vector<std::size_t>& items, bool in_batch, std::span<double> grad) const {
+    const std::size_t dim = this->dim();
+    const detail::head_params hq{{x.begin(), x.begin() + std::ptrdiff_t(dim)}, x[dim]};
+    const detail::head_params hd{{x.begin() + std::ptrdiff_t(dim + 1), x.begin() + std::ptrdiff_t(2 * dim + 1)}, x[2 * dim + 1]};
+    // The documents of the batch, each once (slot order = first appearance, so the reduction order is fixed).
+    std::vector<std::uint32_t> slot_doc;
+    std::unordered_map<std::uint32_t, std::size_t> slot_of;
+    auto slot = [&](std::uint32_t d) {
+      const auto [it, added] = slot_of.emplace(d, slot_doc.size());
+      if (added) slot_doc.push_back(d);
+      return it->second;
+    };
+    std::vector<std::uint32_t> batch_positives;
+    for (std::size_t e : items) {
+      for (auto d : examples_[e].positives) {
+        slot(d);
+        batch_positives.push_back(d);
+      }
+      for (auto d : examples_[e].negatives) slot(d);
+    }
+    std::vector<detail::head_forward> doc_f(slot_doc.size()), query_f(items.size());
+    parallel_for(slot_doc.size() + items.size(), p_.threads, [&](std::size_t i) {
+      if (i < slot_doc.size())
+        detail::forward_head(docs_.sequence(slot_doc[i]), hd, p_.alpha_doc, p_.epsilon, doc_f[i]);
+      else
+        detail::forward_head(queries_.sequence(examples_[items[i - slot_doc.size()]].query), hq, p_.alpha_query, p_.epsilon,
+                             query_f[i - slot_doc.size()]);
+    });
+    std::size_t total_rows = 0;
+    for (std::size_t e : items) total_rows += examples_[e].positives.size();
+    const double row_weight = 1.0 / double(total_rows);
+    const bool want_grad = !grad.empty();
+
+    struct item_out {
+      double loss = 0.0;
+      std::size_t first = 0;
+      std::vector<double> g_uq;
+      std::vector<std::pair<std::size_t, std::vector<double>>> g_ud;  // (slot, dL/du^d)
+    };
+    std::vector<item_out> outs(items.size());
+    parallel_for(items.size(), p_.threads, [&](std::size_t b) {
+      const auto& ex = examples_[items[b]];
+      const auto& qf = query_f[b];
+      // Candidates: positives, negatives (cached masks), then in-batch positives of other queries.
+      std::vector<std::uint32_t> cand(ex.positives);
+      cand.insert(cand.end(), ex.negatives.begin(), ex.negatives.end());
+      std::vector<const detail::pair_mask*> mk;
+      for (const auto& m : masks_[items[b]]) mk.push_back(&m);
+      std::vector<detail::pair_mask> extra;
+      if (in_batch) {
+        std::unordered_set<std::uint32_t> seen(cand.begin(), cand.end());
+        std::vector<std::uint32_t> added;
+        for (auto d : batch_positives)
+          if (seen.insert(d).second) added.push_back(d);
+        extra.resize(added.size());
+        std::vector<float> scratch;
+        for (std::size_t a = 0; a != added.size(); ++a) {
+          detail::align_pair(queries_.sequence(ex.query), docs_.sequence(added[a]), p_.strategy, extra[a], scratch);
+          cand.push_back(added[a]);
+        }
+        for (const auto& m : extra) mk.push_back(&m);
+      }
+      const std::size_t nc = cand.size(), np = ex.positives.size();
+      std::vector<double> sim(nc), z(nc), gsim(nc, 0.0);
+      for (std::size_t c = 0; c != nc; ++c) sim[c] = detail::masked_score(*mk[c], qf.u.data(), doc_f[slot_of.at(cand[c])].u.data(), p_.norm, z[c]);
+      auto& o = outs[b];
+      const double tau = p_.temperature;
+      for (std::size_t r = 0; r != np; ++r) {
+        // Row r: the relevant document r against the negatives and in-batch candidates (not the other relevant ones).
+        double mx = tau * sim[r];
+        for (std::size_t c = np; c != nc; ++c) mx = std::max(mx, tau * sim[c]);
+        double sum = std::exp(tau * sim[r] - mx);
+        bool first = true;
+        for (std::size_t c = np; c != nc; ++c) {
+          sum += std::exp(tau * sim[c] - mx);
+          if (!(sim[r] > sim[c])) first = false;
+        }
+        const double lse = mx + std::log(sum);
+        o.loss += lse - tau * sim[r];
+        o.first += first;
+        if (want_grad) {
+          gsim[r] += row_weight * tau * (std::exp(tau * sim[r] - lse) - 1.0);
+          for (std::size_t c = np; c != nc; ++c) gsim[c] += row_weight * tau * std::exp(tau * sim[c] - lse);
+        }
+      }
+      if (!want_grad) return;
+      o.g_uq.assign(qf.u.size(), 0.0);
+      for (std::size_t c = 0; c != nc; ++c) {
+        if (gsim[c] == 0.0) continue;
+        const std::size_t sl = slot_of.at(cand[c]);
+        std::vector<double> gd(doc_f[sl].u.size(), 0.0);
+        detail::masked_score_backward(*mk[c], qf.u.data(), doc_f[sl].u.data(), p_.norm, sim[c], z[c], gsim[c], o.g_uq.data(), gd.data());
+        o.g_ud.emplace_back(sl, std::move(gd));
+      }
+    });
+    batch_result res;
+    res.rows = total_rows;
+    for (const auto& o : outs) res.loss += o.loss, res.first += o.first;
+    res.loss /= double(total_rows);
+    if (!want_grad) return res;
+
+    // Reduce dL/du^d per document in item order, then backpropagate every sequence in parallel and sum in order.
+    std::vector<std::vector<double>> g_doc(slot_doc.size());
+    for (std::size_t i = 0; i != slot_doc.size(); ++i) g_doc[i].assign(doc_f[i].u.size(), 0.0);
+    for (const auto& o : outs)
+      for (const auto& [sl, gd] : o.g_ud)
+        for (std::size_t j = 0; j != gd.size(); ++j) g_doc[sl][j] += gd[j];
+    std::vector<std::vector<double>> g_head(slot_doc.size() + items.size(), std::vector<double>(dim + 1, 0.0));
+    parallel_for(g_head.size(), p_.threads, [&](std::size_t i) {
+      const bool is_doc = i < slot_doc.size();
+      const detail::head_forward& f = is_doc ? doc_f[i] : query_f[i - slot_doc.size()];
+      std::vector<double> g = is_doc ? std::move(g_doc[i]) : std::move(outs[i - slot_doc.size()].g_uq);
+      if (g.empty()) return;
+      detail::backward_head(f, p_.epsilon, g);
+      const matrix_view<float> xs = is_doc ? docs_.sequence(slot_doc[i]) : queries_.sequence(examples_[items[i - slot_doc.size()]].query);
+      auto& acc = g_head[i];
+      for (std::size_t t = 0; t != xs.rows; ++t) {
+        if (g[t] == 0.0) continue;
+        const float* row = xs.row(t);
+        for (std::size_t c = 0; c != dim; ++c) acc[c] += g[t] * double(row[c]);
+        acc[dim] += g[t];
+      }
+    });
+    for (std::size_t i = 0; i != g_head.size(); ++i) {
+      const std::size_t at = i < slot_doc.size() ? dim + 1 : 0;
+      for (std::size_t c = 0; c <= dim; ++c) grad[at + c] += g_head[i][c];
+    }
+    return res;
+  }
+
+  sequence_set_view queries_, docs_;
+  std::vector<training_query> examples_;
+  salience_training_params p_;
+  std::vector<std::vector<detail::pair_mask>> masks_;  ///< per example: positives, then negatives
+};
+
+/// Hard negatives: for every example, the `count` best-scoring documents that are not relevant to it, by an exhaustive
+/// search of all documents under `strategy` and `norm` without salience (the starting point of training). Replaces
+/// each example's negatives.
+inline void mine_hard_negatives(const sequence_set_view& queries, const sequence_set_view& docs, std::vector<training_query>& examples,
+                                std::size_t count, const alignment& strategy = alignment::top1(),
+                                normalization norm = normalization::mean, unsigned threads = 1) {
+  strategy.validate();
+  for (std::size_t e = 0; e != examples.size(); ++e)
+    ALIGNER_EXPECTS(examples[e].query < queries.size(), "training example ", e, " names query ", examples[e].query, " of ",
+                    queries.size());
+  std::vector<std::vector<std::uint32_t>> found(examples.size());
+  if (count > 0 && docs.size() > 0) {
+    const aligner_retriever<exact_backend> index(exact_backend(docs.tokens.cols), docs, index_params{.token_index = false});
+    parallel_for(examples.size(), threads, [&](std::size_t e) {
+      const auto& ex = examples[e];
+      const auto r = index.search(queries.sequence(ex.query),
+                                  {.strategy = strategy, .norm = norm, .top = count + ex.positives.size(), .exhaustive = true});
+      for (auto id : r.ids) {
+        if (found[e].size() == count) break;
+        if (std::find(ex.positives.begin(), ex.positives.end(), std::uint32_t(id)) == ex.positives.end())
+          found[e].push_back(std::uint32_t(id));
+      }
+    });
+  }
+  for (std::size_t e = 0; e != examples.size(); ++e) examples[e].negatives = std::move(found[e]);
+}
+
+/// Training queries from a collection's judgments (`c.judgments`, e.g. loaded with split "train"): every query with
+/// a judgment of grade > 0, its positives those documents. `missing`, when given, receives the number of relevant
+/// judgments whose document is not in the collection (they are skipped). Throws aligner::invalid_argument when no
+/// query has a relevant document, or when a query's relevant documents are all missing (naming the query).
+inline std::vector<training_query> training_queries(const io::collection& c, std::size_t* missing = nullptr) {
+  std::unordered_map<std::string_view, std::uint32_t> doc_index;
+  for (std::size_t d = 0; d != c.docs.size(); ++d) doc_index.emplace(c.docs.ids[d], std::uint32_t(d));
+  std::vector<training_query> out;
+  std::size_t skipped = 0;
+  for (std::size_t q = 0; q != c.queries.size(); ++q) {
+    const auto it = c.judgments.find(c.queries.ids[q]);
+    if (it == c.judgments.end()) continue;
+    training_query t{q, {}, {}};
+    std::string first_missing;
+    for (const auto& [doc, grade] : it->second) {
+      if (grade <= 0) continue;
+      const auto d = doc_index.find(doc);
+      if (d == doc_index.end()) {
+        ++skipped;
+        if (first_missing.empty()) first_missing = doc;
+        continue;
+      }
+      t.positives.push_back(d->second);
+    }
+    ALIGNER_EXPECTS(!(t.positives.empty() && !first_missing.empty()), "training query '", c.queries.ids[q],
+                    "' has no relevant document in the collection (document '", first_missing, "' is not there)");
+    if (!t.positives.empty()) out.push_back(std::move(t));
+  }
+  ALIGNER_EXPECTS(!out.empty(), "the training set is empty: no query of the collection has a relevant judged document (",
+                  c.judgments.size(), " judged queries)");
+  if (missing) *missing = skipped;
+  return out;
+}
+
+}  // namespace aligner

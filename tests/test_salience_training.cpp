@@ -1,0 +1,391 @@
+// Learned salience (SPEC section 12): finite-difference checks of the score, gate and loss gradients (float64), the
+// trainer on a problem where salience decides the ranking, determinism, bad input, and the heads file.
+#include <aligner/aligner.hpp>
+#include <aligner/eval/salience_training.hpp>
+#include <aligner/io/salience_heads.hpp>
+
+#include "test_common.hpp"
+
+#include <fstream>
+
+using Catch::Matchers::WithinAbs;
+
+namespace {
+
+using aligner::detail::head_forward;
+using aligner::detail::head_params;
+
+/// Central difference of f at x along coordinate i.
+template <class F>
+double central_difference(F&& f, std::vector<double> x, std::size_t i, double h) {
+  const double x0 = x[i];
+  x[i] = x0 + h;
+  const double up = f(x);
+  x[i] = x0 - h;
+  const double down = f(x);
+  return (up - down) / (2 * h);
+}
+
+void require_gradient_close(double analytic, double numeric, const std::string& what) {
+  INFO(what << ": analytic " << analytic << ", finite difference " << numeric);
+  REQUIRE(std::abs(analytic - numeric) <= 1e-6 + 1e-5 * std::abs(numeric));
+}
+
+/// A small training problem where salience decides the ranking: every query and document is half "stopword" tokens
+/// (a few shared vectors with a large first component, identical in queries and documents) and half topic tokens
+/// (a topic direction plus noise). Query t's relevant document is the one of topic t. Without salience the stopwords
+/// (which match exactly everywhere) dominate the mean; a head that reads the first component can silence them. The
+/// documents of topic t (docs_per_topic of them) are relevant to query t.
+struct stopword_problem {
+  std::size_t dim = 12, topics = 24;
+  std::vector<float> q_tokens, d_tokens;
+  std::vector<std::int64_t> q_offsets{0}, d_offsets{0};
+  std::vector<aligner::training_query> examples;
+
+  explicit stopword_problem(std::uint64_t seed, std::size_t docs_per_topic = 3) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<std::vector<float>> stop(4, std::vector<float>(dim)), topic(topics, std::vector<float>(dim));
+    for (auto& s : stop) {
+      for (auto& v : s) v = 0.3f * nd(rng);
+      s[0] = 3.f;
+    }
+    for (auto& t : topic) {
+      for (auto& v : t) v = nd(rng);
+      t[0] = 0.f;
+    }
+    auto add = [&](std::vector<float>& tokens, std::vector<std::int64_t>& offsets, std::size_t t, std::size_t len, float noise) {
+      for (std::size_t i = 0; i != len; ++i) {
+        if (i % 2 == 0) {
+          const auto& s = stop[rng() % stop.size()];
+          tokens.insert(tokens.end(), s.begin(), s.end());
+        } else {
+          for (std::size_t c = 0; c != dim; ++c) tokens.push_back(topic[t][c] + noise * nd(rng));
+          tokens[tokens.size() - dim] = 0.f;
+        }
+      }
+      offsets.push_back(offsets.back() + std::int64_t(len));
+    };
+    for (std::size_t t = 0; t != topics; ++t)
+      for (std::size_t k = 0; k != docs_per_topic; ++k) add(d_tokens, d_offsets, (t + k * 7) % topics, 6 + rng() % 10, 0.8f);
+    for (std::size_t t = 0; t != topics; ++t) {
+      add(q_tokens, q_offsets, t, 4 + rng() % 4, 0.8f);
+      aligner::training_query ex{t, {}, {}};
+      for (std::size_t d = 0; d + 1 < d_offsets.size(); ++d)
+        if ((d / docs_per_topic + (d % docs_per_topic) * 7) % topics == t) ex.positives.push_back(std::uint32_t(d));
+      examples.push_back(ex);
+    }
+  }
+  aligner::sequence_set_view queries() const { return {{q_tokens.data(), std::size_t(q_offsets.back()), dim}, q_offsets}; }
+  aligner::sequence_set_view docs() const { return {{d_tokens.data(), std::size_t(d_offsets.back()), dim}, d_offsets}; }
+};
+
+/// A problem the model class can solve exactly: random unit token vectors, and query q's relevant document is the
+/// one a teacher's salience heads (random w, with or without the gate) score highest. The unweighted score finds it
+/// only sometimes; a student trained from w = 0 should find it far more often.
+stopword_problem teacher_problem(std::uint64_t seed, const aligner::salience_heads& teacher, const aligner::alignment& strategy) {
+  stopword_problem pb(seed);
+  std::mt19937_64 rng(seed + 1);
+  pb.q_tokens = aligner_test::random_matrix(std::size_t(pb.q_offsets.back()), pb.dim, seed + 2, true);
+  pb.d_tokens = aligner_test::random_matrix(std::size_t(pb.d_offsets.back()), pb.dim, seed + 3, true);
+  const auto uq = teacher.query(pb.queries()), ud = teacher.doc(pb.docs());
+  const aligner::aligner_retriever<aligner::exact_backend> index(aligner::exact_backend(pb.dim), pb.docs(), aligner::index_params{.token_index = false}, ud);
+  for (auto& ex : pb.examples) {
+    const auto q = pb.queries();
+    const auto r = index.search(q.sequence(ex.query), {.strategy = strategy, .top = 1, .exhaustive = true,
+                                                        .query_salience = std::span<const float>(uq).subspan(std::size_t(q.offsets[ex.query]), q.length(ex.query))});
+    ex.positives = {std::uint32_t(r.ids[0])};
+  }
+  return pb;
+}
+
+/// Fraction of queries whose first result is relevant, among all documents under the given heads (none: no salience).
+double first_rate(const stopword_problem& pb, const aligner::salience_heads* heads,
+                  const aligner::alignment& strategy = aligner::alignment::top1()) {
+  const auto docs = pb.docs(), queries = pb.queries();
+  std::vector<float> ud, uq;
+  if (heads) ud = heads->doc(docs), uq = heads->query(queries);
+  const aligner::aligner_retriever<aligner::exact_backend> index(aligner::exact_backend(pb.dim), docs, aligner::index_params{.token_index = false}, ud);
+  std::size_t hits = 0;
+  for (const auto& ex : pb.examples) {
+    aligner::search_params p{.strategy = strategy, .top = 1, .exhaustive = true};
+    if (heads) p.query_salience = std::span<const float>(uq).subspan(std::size_t(queries.offsets[ex.query]), queries.length(ex.query));
+    const auto r = index.search(queries.sequence(ex.query), p);
+    hits += r.ids.size() == 1 && std::find(ex.positives.begin(), ex.positives.end(), std::uint32_t(r.ids[0])) != ex.positives.end();
+  }
+  return double(hits) / double(pb.examples.size());
+}
+
+}  // namespace
+
+TEST_CASE("salience training: the score's gradient in the saliences equals finite differences", "[gradient]") {
+  const std::size_t n = 5, m = 9, dim = 6;
+  const auto q = aligner_test::random_matrix(n, dim, 11, true), d = aligner_test::random_matrix(m, dim, 12, true);
+  for (const auto& strategy : {aligner::alignment::top1(), aligner::alignment::top_k(3), aligner::alignment::top_p(0.5), aligner::alignment::dense()})
+    for (auto norm : {aligner::normalization::mean, aligner::normalization::none}) {
+      aligner::detail::pair_mask mk;
+      std::vector<float> scratch;
+      aligner::detail::align_pair({q.data(), n, dim}, {d.data(), m, dim}, strategy, mk, scratch);
+      REQUIRE(mk.sim.size() == (strategy.kind == aligner::alignment::kind_t::dense ? 1 : n * strategy.row_budget(m)));
+      std::vector<double> u(n + m);
+      std::mt19937_64 rng(3);
+      for (auto& v : u) v = 0.2 + double(rng() % 1000) / 500.0;
+      auto score = [&](const std::vector<double>& x) {
+        double z;
+        return aligner::detail::masked_score(mk, x.data(), x.data() + n, norm, z);
+      };
+      double z;
+      const double sim = aligner::detail::masked_score(mk, u.data(), u.data() + n, norm, z);
+      // The mask's score equals the library's scorer with these saliences.
+      std::vector<float> uqf(u.begin(), u.begin() + n), udf(u.begin() + n, u.end());
+      const float lib = aligner::score({q.data(), n, dim}, {d.data(), m, dim},
+                                       {.strategy = strategy, .norm = norm, .query_salience = uqf, .doc_salience = udf});
+      REQUIRE_THAT(sim, WithinAbs(lib, 1e-5));
+      std::vector<double> g(n + m, 0.0);
+      aligner::detail::masked_score_backward(mk, u.data(), u.data() + n, norm, sim, z, 1.0, g.data(), g.data() + n);
+      for (std::size_t i = 0; i != n + m; ++i)
+        require_gradient_close(g[i], central_difference(score, u, i, 1e-6),
+                               strategy.name() + " " + aligner::to_string(norm) + " d sim / d u[" + std::to_string(i) + "]");
+    }
+}
+
+TEST_CASE("salience training: the gate's derivative at its exact solution equals finite differences", "[gradient]") {
+  // z = s (identity tokens, w = s, b = 0, every s > 0), so dL/dz of backward_head is dL/ds of u = λ(s) s.
+  for (const auto& [mi, alpha, epsilon, seed] : {std::tuple{7, 0.4, 0.3, 1}, std::tuple{12, 0.25, 0.05, 2}, std::tuple{10, 0.5, 1.0, 3},
+                                                 std::tuple{9, 0.6, 0.02, 4}}) {
+    const int m = mi;
+    const std::size_t mm = static_cast<std::size_t>(m);
+    std::mt19937_64 rng{static_cast<std::uint64_t>(seed)};
+    std::vector<float> eye(mm * mm, 0.f);
+    for (int i = 0; i != m; ++i) eye[std::size_t(i * m + i)] = 1.f;
+    std::vector<double> s0(mm), c(mm);
+    for (auto& v : s0) v = 0.1 + double(rng() % 1000) / 1000.0;
+    for (auto& v : c) v = double(int(rng() % 2001) - 1000) / 1000.0;
+    auto objective = [&](const std::vector<double>& s) {
+      head_forward f;
+      aligner::detail::forward_head({eye.data(), std::size_t(m), std::size_t(m)}, head_params{s, 0.0}, alpha, epsilon, f);
+      double acc = 0;
+      for (int i = 0; i != m; ++i) acc += c[std::size_t(i)] * f.u[std::size_t(i)];
+      return acc;
+    };
+    head_forward f;
+    aligner::detail::forward_head({eye.data(), std::size_t(m), std::size_t(m)}, head_params{s0, 0.0}, alpha, epsilon, f);
+    // The gate holds its budget and caps at 1; the test covers capped and uncapped entries.
+    double total = 0;
+    std::size_t capped = 0;
+    for (double l : f.lambda) total += l, capped += l == 1.0;
+    REQUIRE_THAT(total, WithinAbs(std::ceil(alpha * m), 1e-9));
+    std::vector<float> s0f(s0.begin(), s0.end());
+    const auto lib = aligner::solve_gate(s0f, std::ceil(alpha * m), epsilon);
+    for (int i = 0; i != m; ++i) REQUIRE_THAT(f.lambda[std::size_t(i)], WithinAbs(lib[std::size_t(i)], 1e-5));
+    std::vector<double> g = c;
+    aligner::detail::backward_head(f, epsilon, g);
+    for (int j = 0; j != m; ++j)
+      require_gradient_close(g[std::size_t(j)], central_difference(objective, s0, std::size_t(j), 1e-7),
+                             "m " + std::to_string(m) + " (" + std::to_string(capped) + " capped) d/ds[" + std::to_string(j) + "]");
+  }
+}
+
+TEST_CASE("salience training: the loss gradient in (w, b) of both heads equals finite differences", "[gradient]") {
+  stopword_problem pb(5);
+  std::vector<aligner::training_query> examples = pb.examples;
+  aligner::mine_hard_negatives(pb.queries(), pb.docs(), examples, 4);
+  for (const auto& [strategy, norm, alpha_q, alpha_d, epsilon] :
+       {std::tuple{aligner::alignment::top1(), aligner::normalization::mean, 0.5, 0.4, 0.5},
+        std::tuple{aligner::alignment::top_k(2), aligner::normalization::none, 1.0, 0.6, 0.2},
+        std::tuple{aligner::alignment::top_p(0.3), aligner::normalization::mean, 1.0, 1.0, 0.002}}) {
+    const aligner::salience_trainer tr(pb.queries(), pb.docs(), examples,
+                                       {.strategy = strategy, .norm = norm, .alpha_query = alpha_q, .alpha_doc = alpha_d, .epsilon = epsilon,
+                                        .temperature = 5.0});
+    // A point away from the start (where every token ties), inside the ReLU's positive side for most tokens.
+    std::vector<double> x = tr.initial_parameters();
+    std::mt19937_64 rng(9);
+    for (auto& v : x) v += double(int(rng() % 2001) - 1000) / 5000.0;
+    std::vector<double> g(tr.parameter_count());
+    const double loss = tr.loss(x, g);
+    REQUIRE(std::isfinite(loss));
+    REQUIRE(loss > 0);
+    auto f = [&](const std::vector<double>& p) { return tr.loss(p); };
+    for (std::size_t i = 0; i != x.size(); ++i)
+      require_gradient_close(g[i], central_difference(f, x, i, 1e-6), strategy.name() + " d loss / d parameter " + std::to_string(i));
+  }
+}
+
+TEST_CASE("salience training: learns to silence tokens that match everywhere and beats the unweighted score", "[property]") {
+  // Stopwords in queries and documents.
+  {
+    stopword_problem pb(21);
+    auto examples = pb.examples;
+    aligner::mine_hard_negatives(pb.queries(), pb.docs(), examples, 8);
+    const aligner::salience_trainer tr(pb.queries(), pb.docs(), examples,
+                                       {.alpha_query = 1.0, .alpha_doc = 1.0, .temperature = 10.0, .batch_size = 8, .epochs = 60,
+                                        .learning_rate = 0.05, .holdout = 0.0});
+    const auto r = tr.train();
+    REQUIRE(r.epochs.size() == 61);
+    REQUIRE(r.best_epoch == 60);
+    REQUIRE(r.epochs.back().train_loss < 0.5 * r.epochs[1].train_loss);
+    const double before = first_rate(pb, nullptr), after = first_rate(pb, &r.heads);
+    INFO("relevant first " << before << " without salience, " << after << " learned");
+    REQUIRE(after > before);
+  }
+  // A teacher's relevance, with and without the gate: the student recovers it.
+  for (double alpha : {1.0, 0.5}) {
+    std::optional<aligner::gate_params> gate;
+    if (alpha < 1.0) gate = aligner::gate_params{.alpha = alpha, .epsilon = 0.05};
+    const auto wq = aligner_test::random_matrix(1, 12, 70), wd = aligner_test::random_matrix(1, 12, 71);
+    const aligner::salience_heads teacher(aligner::salience_scorer(wq, 0.5f, gate), aligner::salience_scorer(wd, 0.5f, gate));
+    const stopword_problem pb = teacher_problem(23, teacher, aligner::alignment::top1());
+    auto examples = pb.examples;
+    aligner::mine_hard_negatives(pb.queries(), pb.docs(), examples, 8);
+    const aligner::salience_trainer tr(pb.queries(), pb.docs(), examples,
+                                       {.alpha_query = alpha, .alpha_doc = alpha, .epsilon = 0.05, .temperature = 20.0, .batch_size = 8,
+                                        .epochs = 60, .learning_rate = 0.02, .holdout = 0.0});
+    const auto r = tr.train();
+    REQUIRE(r.epochs.back().train_loss < 0.7 * r.epochs[1].train_loss);
+    const double before = first_rate(pb, nullptr), after = first_rate(pb, &r.heads);
+    INFO("alpha " << alpha << ": teacher's document first " << before << " without salience, " << after << " learned");
+    REQUIRE(after >= before + 0.2);
+  }
+}
+
+TEST_CASE("salience training: early stopping keeps the best held-out epoch; runs repeat exactly for a seed at any thread count",
+          "[property]") {
+  stopword_problem pb(33, 2);
+  auto examples = pb.examples;
+  aligner::mine_hard_negatives(pb.queries(), pb.docs(), examples, 6, aligner::alignment::top1(), aligner::normalization::mean, 2);
+  aligner::salience_training_params p{.epsilon = 0.1, .temperature = 10.0, .batch_size = 5, .epochs = 12, .learning_rate = 0.05,
+                                      .holdout = 0.25, .patience = 2, .seed = 4};
+  std::vector<std::size_t> seen_epochs;
+  p.on_epoch = [&](const aligner::salience_training_epoch& e) { seen_epochs.push_back(e.epoch); };
+  const auto a = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+  REQUIRE(a.holdout_queries == 6);
+  REQUIRE(a.train_queries == 18);
+  REQUIRE(seen_epochs.size() == a.epochs.size());
+  REQUIRE(seen_epochs.front() == 0);
+  // The kept epoch has the lowest held-out loss of all epochs run; it stopped `patience` epochs after it, or at the end.
+  for (const auto& e : a.epochs) REQUIRE(a.epochs[a.best_epoch].holdout_loss <= e.holdout_loss);
+  REQUIRE((a.stopped_early ? a.epochs.size() - 1 == a.best_epoch + 2 : a.epochs.size() == 13));
+  p.on_epoch = {};
+  p.threads = 2;
+  const auto b = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+  REQUIRE(b.best_epoch == a.best_epoch);
+  for (auto* heads : {&a.heads, &b.heads}) REQUIRE(heads->query.gate().has_value());
+  REQUIRE(std::equal(a.heads.doc.weights().begin(), a.heads.doc.weights().end(), b.heads.doc.weights().begin()));
+  REQUIRE(std::equal(a.heads.query.weights().begin(), a.heads.query.weights().end(), b.heads.query.weights().begin()));
+  REQUIRE(a.heads.doc.bias() == b.heads.doc.bias());
+  for (std::size_t e = 0; e != a.epochs.size(); ++e) REQUIRE(a.epochs[e].holdout_loss == b.epochs[e].holdout_loss);
+  p.seed = 5;
+  const auto c = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+  REQUIRE(c.epochs[0].holdout_loss != a.epochs[0].holdout_loss);  // another held-out split
+}
+
+TEST_CASE("salience training: bad input is refused by name before anything runs", "[edge]") {
+  stopword_problem pb(7);
+  const auto q = pb.queries(), d = pb.docs();
+  using aligner::invalid_argument;
+  auto trainer = [&](std::vector<aligner::training_query> ex, aligner::salience_training_params p = {}) {
+    return aligner::salience_trainer(q, d, std::move(ex), p);
+  };
+  REQUIRE_THROWS_WITH(trainer({}), Catch::Contains("at least one labelled query"));
+  REQUIRE_THROWS_WITH(trainer({{999, {0}, {}}}), Catch::Contains("names query 999"));
+  REQUIRE_THROWS_WITH(trainer({{0, {}, {}}}), Catch::Contains("has no relevant document"));
+  REQUIRE_THROWS_WITH(trainer({{0, {5000}, {}}}), Catch::Contains("relevant document 5000"));
+  REQUIRE_THROWS_WITH(trainer({{0, {1}, {2, 1}}, {1, {2}, {}}}), Catch::Contains("both relevant and negative"));
+  REQUIRE_THROWS_WITH(trainer({{0, {1}, {}}}), Catch::Contains("holdout needs at least 2"));
+  const std::vector<aligner::training_query> ok = {{0, {0}, {1}}, {1, {3}, {4}}};
+  for (double alpha : {0.0, -0.5, 1.5, std::nan("")}) {
+    REQUIRE_THROWS_AS(trainer(ok, {.alpha_query = alpha}), invalid_argument);
+    REQUIRE_THROWS_WITH(trainer(ok, {.alpha_doc = alpha}), Catch::Contains("alpha_doc must be in (0, 1]"));
+  }
+  for (double eps : {0.0, -1.0, std::nan("")}) REQUIRE_THROWS_WITH(trainer(ok, {.epsilon = eps}), Catch::Contains("epsilon"));
+  REQUIRE_THROWS_WITH(trainer(ok, {.temperature = 0.0}), Catch::Contains("temperature"));
+  REQUIRE_THROWS_WITH(trainer(ok, {.batch_size = 0}), Catch::Contains("batch_size"));
+  REQUIRE_THROWS_WITH(trainer(ok, {.epochs = 0}), Catch::Contains("epochs"));
+  REQUIRE_THROWS_WITH(trainer(ok, {.learning_rate = -1}), Catch::Contains("learning_rate"));
+  REQUIRE_THROWS_WITH(trainer(ok, {.holdout = 1.0}), Catch::Contains("holdout"));
+  // NaN in a vector, dims that differ.
+  auto bad = pb.d_tokens;
+  bad[13] = aligner_test::nan_f();
+  const aligner::sequence_set_view bad_docs{{bad.data(), std::size_t(pb.d_offsets.back()), pb.dim}, pb.d_offsets};
+  REQUIRE_THROWS_WITH(aligner::salience_trainer(q, bad_docs, ok), Catch::Contains("training document vectors"));
+  const aligner::sequence_set_view narrow{{pb.d_tokens.data(), std::size_t(pb.d_offsets.back()), pb.dim - 1}, pb.d_offsets};
+  REQUIRE_THROWS_WITH(aligner::salience_trainer(q, narrow, ok), Catch::Contains("dim"));
+  // The flat parameter API checks its sizes.
+  const auto tr = trainer(ok);
+  std::vector<double> x(3);
+  REQUIRE_THROWS_WITH(tr.loss(x), Catch::Contains("salience parameters have 3 entries"));
+}
+
+TEST_CASE("salience training: training queries from a collection's judgments", "[edge]") {
+  aligner::io::collection c;
+  c.docs.dim = c.queries.dim = 2;
+  c.docs.vectors = {1, 0, 0, 1, 1, 1};
+  c.docs.offsets = {0, 1, 3};
+  c.docs.ids = {"d1", "d2"};
+  c.queries.vectors = {1, 0, 0, 1};
+  c.queries.offsets = {0, 1, 2};
+  c.queries.ids = {"q1", "q2"};
+  c.judgments = {{"q1", {{"d1", 1}, {"gone", 2}, {"d2", 0}}}, {"q2", {{"d2", 0}}}};
+  std::size_t missing = 9;
+  const auto ex = aligner::training_queries(c, &missing);
+  REQUIRE(ex.size() == 1);  // q2 has no relevant judgment
+  REQUIRE(ex[0].query == 0);
+  REQUIRE(ex[0].positives == std::vector<std::uint32_t>{0});
+  REQUIRE(missing == 1);
+  c.judgments = {{"q1", {{"gone", 1}}}};
+  REQUIRE_THROWS_WITH(aligner::training_queries(c), Catch::Contains("training query 'q1' has no relevant document in the collection"));
+  c.judgments = {{"q2", {{"d1", 0}}}};
+  REQUIRE_THROWS_WITH(aligner::training_queries(c), Catch::Contains("the training set is empty"));
+  c.judgments.clear();
+  REQUIRE_THROWS_WITH(aligner::training_queries(c), Catch::Contains("the training set is empty"));
+}
+
+TEST_CASE("salience heads file: round trip is exact; malformed files are refused naming file and line", "[io]") {
+  const auto dir = std::filesystem::temp_directory_path() / "aligner_heads_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::vector<float> wq = {0.1f, -2.5e-7f, 3.f}, wd = {1.f / 3.f, 0.f, -7.25f};
+  const aligner::salience_heads heads(aligner::salience_scorer(wq, 0.7f, aligner::gate_params{.alpha = 0.5, .epsilon = 0.002}),
+                                      aligner::salience_scorer(wd, -1e-3f));
+  const auto file = dir / "h.txt";
+  aligner::io::save_salience_heads(file, heads, "topk:2 mean split=train");
+  const auto back = aligner::io::load_salience_heads(file);
+  REQUIRE(back.trained_with == "topk:2 mean split=train");
+  REQUIRE(std::equal(wq.begin(), wq.end(), back.heads.query.weights().begin()));
+  REQUIRE(std::equal(wd.begin(), wd.end(), back.heads.doc.weights().begin()));
+  REQUIRE(back.heads.query.bias() == 0.7f);
+  REQUIRE(back.heads.doc.bias() == -1e-3f);
+  REQUIRE(back.heads.query.gate()->alpha == 0.5);
+  REQUIRE(back.heads.query.gate()->epsilon == 0.002);
+  REQUIRE(!back.heads.doc.gate());
+  REQUIRE(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator()) == 1);  // no temporary left
+
+  const std::string good = aligner::io::format_salience_heads(heads, "x");
+  auto refused = [&](std::string text, const std::string& expect) {
+    std::ofstream(dir / "bad.txt", std::ios::binary) << text;
+    INFO(text);
+    REQUIRE_THROWS_AS(aligner::io::load_salience_heads(dir / "bad.txt"), aligner::io_error);
+    REQUIRE_THROWS_WITH(aligner::io::load_salience_heads(dir / "bad.txt"), Catch::Contains("bad.txt") && Catch::Contains(expect));
+  };
+  auto replaced = [&](const std::string& from, const std::string& to) {
+    std::string t = good;
+    t.replace(t.find(from), from.size(), to);
+    return t;
+  };
+  refused("", "empty");
+  refused("hello\n", "not an aligner salience heads file");
+  refused(replaced("aligner-salience-heads 1", "aligner-salience-heads 2"), "newer");
+  refused(replaced("dim 3", "dim 4"), "has 3 values, dim is 4");
+  refused(replaced("query_bias 0.699999988", "query_bias nan"), "not a finite number");
+  refused(replaced("doc_bias -0.00100000005", "doc_bias 1e39"), "overflows float");
+  refused(replaced("doc_gate none", "doc_gate 1.5 0.1"), "alpha must be in (0, 1]");
+  refused(replaced("doc_gate none", "doc_gate 0.5 0"), "epsilon must be > 0");
+  refused(replaced("query_bias 0.699999988\n", ""), "key 'query_bias' is missing");
+  refused(good + "query_bias 1\n", "repeated");
+  refused(good + "colour blue\n", "unknown key 'colour'");
+  REQUIRE_THROWS_AS(aligner::io::load_salience_heads(dir / "absent.txt"), aligner::io_error);
+  // Heads of different dims are refused.
+  REQUIRE_THROWS_AS(aligner::salience_heads(aligner::salience_scorer({1.f}, 0.f), aligner::salience_scorer({1.f, 2.f}, 0.f)),
+                    aligner::invalid_argument);
+  std::filesystem::remove_all(dir);
+}
