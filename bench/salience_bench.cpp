@@ -4,8 +4,8 @@
 // exact backend, identical vectors indexed once) over the kept tokens only, and every candidate is reranked with all
 // of its tokens (SPEC section 5). The rerank is reported twice: unweighted, and weighted by the same salience that
 // chose the tokens (random keep has no weights). nDCG@10 on the judged queries of --split; margins of learned
-// against each other rule at the same (beta_d, beta_q) with a paired bootstrap (95% interval, seeded) and a
-// per-query sign test.
+// against each other rule at the same (beta_d, beta_q), both with the unweighted rerank (so that only the choice of
+// tokens differs), with a paired bootstrap (95% interval, seeded) and a per-query sign test.
 //
 //   salience_bench --collection DIR --vectors NAME --heads FILE [--split test] [--candidates 100] [--threads 2]
 //                  [--strategy top1] [--seed 0]
@@ -209,7 +209,7 @@ int main(int argc, char** argv) try {
   std::fflush(stdout);
 
   const double betas_d[] = {1.0, 0.4, 0.2, 0.1}, betas_q[] = {1.0, 0.5};
-  // per (rule, beta_d, beta_q): nDCG per query, weighted rerank (unweighted for random)
+  // per (rule, beta_d, beta_q): nDCG per query with the unweighted rerank
   std::map<std::tuple<std::size_t, double, double>, std::vector<double>> own;
   std::printf("\n## Pruned retrieval: token search over the kept tokens, full rerank\n\n");
   std::printf("| keep rule | beta_d | beta_q | indexed vectors | token index MB | candidates | nDCG@10 unweighted rerank | nDCG@10 rule-weighted rerank |\n");
@@ -237,10 +237,8 @@ int main(int argc, char** argv) try {
           char buf[32];
           std::snprintf(buf, sizeof buf, "%.4f", w.first);
           weighted_text = buf;
-          own[{r, bd, bq}] = w.second;
-        } else {
-          own[{r, bd, bq}] = unweighted.second;
         }
+        own[{r, bd, bq}] = unweighted.second;
         const double mb = double(pruned.indexed_tokens() * c.docs.dim * sizeof(float) + pruned.indexed_postings() * 8) / 1e6;
         std::printf("| %s | %.1f | %.1f | %zu | %.1f | %.0f | %.4f | %s |\n", rules[r].name.c_str(), bd, bq, pruned.indexed_tokens(), mb,
                     mean_cands, unweighted.first, weighted_text.c_str());
@@ -248,7 +246,7 @@ int main(int argc, char** argv) try {
       }
     }
 
-  std::printf("\n## Learned against each other rule (each with its own rerank weights; random unweighted): nDCG@10 difference\n\n");
+  std::printf("\n## Learned keep against each other keep rule (unweighted rerank): nDCG@10 difference\n\n");
   std::printf("| other rule | beta_d | beta_q | learned - other | 95%% bootstrap | queries better / worse | sign test p |\n|---|---|---|---|---|---|---|\n");
   for (std::size_t r = 1; r != rules.size(); ++r)
     for (double bd : betas_d)

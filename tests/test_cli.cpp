@@ -426,6 +426,11 @@ TEST_CASE("cli: train-salience writes heads that eval, index and search use; the
   REQUIRE(searched.status == 0);
   CHECK(without_timing(searched.out) == without_timing(evaluated.out));
   CHECK(run_cli("search --index " + idx.string() + coll + " --strategy top1").status == 2);  // built with a salience
+  // --rerank-weights off: the heads choose no token here (nothing pruned), so the ranking is the unweighted one.
+  const auto unweighted = run_cli("eval" + coll + " --strategy top1 --salience " + heads.string() + " --rerank-weights off");
+  REQUIRE(unweighted.status == 0);
+  CHECK(without_timing(unweighted.out) == without_timing(run_cli("eval" + coll + " --strategy top1").out));
+  CHECK(run_cli("eval" + coll + " --strategy top1 --rerank-weights off").status == 2);  // no salience to switch off
 
   // Bad input: exit 2, nothing written.
   std::filesystem::remove(again);

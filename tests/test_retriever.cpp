@@ -277,12 +277,36 @@ TEST_CASE("search_params and index_params: every field in declaration order (des
   const std::vector<float> uq = {1.f};
   const aligner::search_params p{.strategy = alignment::top_k(2), .norm = normalization::none, .candidates_per_token = 7, .top = 3,
                                  .exhaustive = false, .nprobe = 0, .ndocs = 0, .query_prune = 1.0, .query_salience = uq,
-                                 .use_doc_salience = true, .filter = {}, .allowed_ids = allowed, .check_finite = true};
+                                 .use_doc_salience = true, .filter = {}, .allowed_ids = allowed, .check_finite = true,
+                                 .use_query_salience = true};
   CHECK(p.top == 3);
   CHECK(p.candidates_per_token == 7);
   const aligner::index_params ip{.doc_prune = 1.0, .check_finite = true, .precision = aligner::storage::bf16, .codec = {},
                                  .residual = {}, .dedup_tokens = true, .token_index = true};
   CHECK(ip.precision == aligner::storage::bf16);
+}
+
+TEST_CASE("retriever: salience that only chooses tokens (use_query_salience and use_doc_salience false) leaves scores unweighted",
+          "[oracle]") {
+  const aligner_test::random_corpus corpus(60, 12, 8, 404, false);
+  const aligner::aligner_retriever<aligner::exact_backend> index(aligner::exact_backend(8), corpus.view(),
+                                                                 aligner::index_params{.doc_prune = 0.3}, corpus.salience);
+  const auto q = aligner_test::random_matrix(6, 8, 405, true);
+  const auto uq = aligner_test::random_weights(6, 406);
+  const aligner::matrix_view<float> query(q.data(), 6, 8);
+  const auto chosen = index.search(query, {.candidates_per_token = 5, .top = 60, .query_prune = 0.5, .query_salience = uq,
+                                           .use_doc_salience = false, .use_query_salience = false});
+  const auto weighted = index.search(query, {.candidates_per_token = 5, .top = 60, .query_prune = 0.5, .query_salience = uq});
+  // Same candidates (the kept tokens decide them), unweighted scores.
+  REQUIRE(!chosen.ids.empty());
+  REQUIRE(chosen.candidates_scored == weighted.candidates_scored);
+  for (std::size_t k = 0; k != chosen.ids.size(); ++k)
+    REQUIRE_THAT(chosen.scores[k], WithinAbs(aligner::score(query, corpus.view().sequence(std::size_t(chosen.ids[k]))), 1e-5));
+  // Exhaustive: identical to a search without any salience.
+  const auto all = index.search(query, {.exhaustive = true, .query_salience = uq, .use_doc_salience = false, .use_query_salience = false});
+  const auto plain = index.search(query, {.exhaustive = true, .use_doc_salience = false});
+  CHECK(all.ids == plain.ids);
+  CHECK(all.scores == plain.scores);
 }
 
 TEST_CASE("errors: messages end with the header and line only when ALIGNER_ERROR_LOCATIONS is 1", "[edge]") {

@@ -40,6 +40,9 @@ int run_train_salience(const options& o) {
   p.norm = o.norm;
   p.alpha_query = o.alpha_query, p.alpha_doc = o.alpha_doc;
   if (o.has("--epsilon")) p.epsilon = o.epsilon;
+  if (!(std::isfinite(o.epsilon_start) && o.epsilon_start >= 0))
+    throw usage_error("--epsilon-start must be >= 0, got " + std::to_string(o.epsilon_start));
+  p.epsilon_start = o.epsilon_start;
   p.temperature = o.temperature, p.learning_rate = o.learning_rate, p.holdout = o.holdout;
   p.epochs = o.epochs, p.batch_size = o.batch, p.patience = o.patience;
   p.seed = o.seed, p.threads = o.threads;
@@ -60,17 +63,19 @@ int run_train_salience(const options& o) {
   p.on_epoch = [&](const aligner::salience_training_epoch& e) {
     bar.reset();
     epoch_shown = e.epoch;
-    std::printf("epoch %zu train_loss=%.4f holdout_loss=%.4f holdout_first=%.4f learning_rate=%.5f seconds=%.1f\n", e.epoch, e.train_loss,
-                e.holdout_loss, e.holdout_accuracy, e.learning_rate, e.seconds);
+    std::printf("epoch %zu train_loss=%.4f holdout_loss=%.4f holdout_first=%.4f learning_rate=%.5f epsilon=%.4g seconds=%.1f\n", e.epoch,
+                e.train_loss, e.holdout_loss, e.holdout_accuracy, e.learning_rate, e.epsilon, e.seconds);
     std::fflush(stdout);
   };
   const aligner::salience_trainer trainer(c.queries.view(), c.docs.view(), std::move(examples), p);
   const auto result = trainer.train();
   const std::string trained_with = p.strategy.name() + " " + aligner::to_string(p.norm) + " split=" + split + " epochs=" +
                                    std::to_string(result.best_epoch) + " seed=" + std::to_string(p.seed);
-  if (result.best_epoch == 0 && result.holdout_queries)
-    std::fprintf(stderr, "warning: no epoch improved the held-out loss; the heads written are the starting point (every token equally "
-                         "salient). Try a larger --epsilon, a smaller --learning-rate, or --alpha-query 1 --alpha-doc 1 (no gate)\n");
+  if (result.holdout_queries && result.epochs[result.best_epoch].holdout_loss > result.epochs[0].holdout_loss)
+    std::fprintf(stderr,
+                 "note: the heads score the held-out queries worse than no salience (loss %.4f against %.4f): with a gate the score "
+                 "keeps only a budget of each sequence's tokens; --alpha-query 1 --alpha-doc 1 trains weights without a gate\n",
+                 result.epochs[result.best_epoch].holdout_loss, result.epochs[0].holdout_loss);
   aligner::io::save_salience_heads(o.out, result.heads, trained_with);
   std::printf("best epoch %zu%s; %zu training and %zu held-out queries; %.1f s; heads written to %s\n", result.best_epoch,
               result.stopped_early ? " (stopped early)" : "", result.train_queries, result.holdout_queries,

@@ -54,13 +54,16 @@ inline retrieval_setup load_setup(const options& o, bool with_judgments = true, 
 inline aligner::search_params search_params_of(const options& o, const retrieval_setup& s) {
   if (o.prune_query != 1.0 && s.uq.empty()) throw usage_error("--prune-query below 1 needs a salience (--salience idf or FILE)");
   if (!o.postings && (o.has("--nprobe") || o.has("--ndocs"))) throw usage_error("--nprobe and --ndocs need --candidates postings");
+  if (o.has("--rerank-weights") && o.salience == "none") throw usage_error("--rerank-weights needs a salience (--salience idf or FILE)");
   return {.norm = o.norm,
           .candidates_per_token = o.candidates.value_or(1),
           .top = o.top,
           .exhaustive = !o.candidates.has_value() && !o.postings,
           .nprobe = o.postings ? o.nprobe : 0,
           .ndocs = o.postings ? o.ndocs : 0,
-          .query_prune = o.prune_query};
+          .query_prune = o.prune_query,
+          .use_doc_salience = o.rerank_weights,
+          .use_query_salience = o.rerank_weights};
 }
 
 /// The runs of every strategy (runs[g] is the run of strategies[g]) and what producing them cost.

@@ -57,8 +57,8 @@ the collection: each judged query of --split (default train) against its relevan
 negatives from an exhaustive search without salience and the relevant documents of the other queries of its
 batch, with a softmax cross-entropy on the ALIGNER score under --strategy (default top1); lambda is the exact
 entropy-regularised gate with budget ceil(alpha * tokens) and temperature --epsilon. Adam, seeded; --holdout of
-the queries is held out and the epoch with the lowest held-out loss is kept. Prints one line per epoch
-  epoch N train_loss=... holdout_loss=... holdout_first=... learning_rate=... seconds=...
+the queries is held out and the trained epoch with the lowest held-out loss (at --epsilon) is kept. Prints one line per epoch
+  epoch N train_loss=... holdout_loss=... holdout_first=... learning_rate=... epsilon=... seconds=...
 (holdout_first: held-out relevant documents scored above all their negatives) and writes FILE (text; atomic)
 only when training finished. Use it with aligner eval/index/search/explain --salience FILE.
 )",

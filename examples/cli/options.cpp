@@ -107,6 +107,9 @@ const std::vector<flag>& flags() {
          if (v.empty()) throw usage_error("--salience must be none, idf or a heads file, got ''");
          o.salience = v;
        }},
+      {"--rerank-weights", "on|off", ranking_cmds,
+       "off: the salience only chooses the tokens searched (--prune-query, --prune-doc); the rerank is unweighted (default on)",
+       [](options& o, const std::string& v) { o.rerank_weights = one_of("--rerank-weights", v, {"on", "off"}) == "on"; }},
       {"--storage", aligner::storage_names() + "|residual:N", building_cmds | explain,
        "precision of the rerank token store (default f32; bf16 and f16 halve its memory, i8 quarters it; residual:N, N in "
        "1|2|4|8: a centroid id plus N bits per component, trained on the collection)",
@@ -186,6 +189,8 @@ const std::vector<flag>& flags() {
        [](options& o, const std::string& v) { o.alpha_query = parse_fraction("--alpha-query", v); }},
       {"--alpha-doc", "B", train_salience, "document gate budget fraction in (0, 1] (default 0.4; 1: no gate)",
        [](options& o, const std::string& v) { o.alpha_doc = parse_fraction("--alpha-doc", v); }},
+      {"--epsilon-start", "E0", train_salience, "anneal the gate's temperature from E0 down to --epsilon over the first half of training",
+       [](options& o, const std::string& v) { o.epsilon_start = parse_double("--epsilon-start", v); }},
       {"--temperature", "T", train_salience, "softmax temperature tau of the loss (default 20)",
        [](options& o, const std::string& v) { o.temperature = parse_double("--temperature", v); }},
       {"--epochs", "N", train_salience, "at most N passes over the training queries (default 20)",

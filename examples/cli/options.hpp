@@ -52,13 +52,13 @@ struct options {
   std::size_t top = 1000, shots = 8;
   std::uint64_t seed = 0;
   unsigned threads = 1;
-  bool progress = false, no_mmap = false, dedup = true, postings = false, token_index = true;
+  bool progress = false, no_mmap = false, dedup = true, postings = false, token_index = true, rerank_weights = true;
   std::size_t nprobe = 4, ndocs = 1000;  ///< --candidates postings
   std::string layout = "file";           ///< index: one file, or an index directory of segments (streamed build)
   std::size_t segment_tokens = std::size_t(1) << 22;
   std::string query_id, doc_id, html, svg, vocab;  ///< explain
   // train-salience (defaults: aligner::salience_training_params)
-  double alpha_query = 0.5, alpha_doc = 0.4, temperature = 20.0, learning_rate = 0.01, holdout = 0.1;
+  double alpha_query = 0.5, alpha_doc = 0.4, temperature = 20.0, learning_rate = 0.01, holdout = 0.1, epsilon_start = 0.0;
   std::size_t epochs = 20, batch = 32, hard_negatives = 16, patience = 3;
   // .npy tools
   std::string queries, query_offsets, docs, doc_offsets, query_salience, doc_salience, scores, tokens, weights;

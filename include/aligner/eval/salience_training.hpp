@@ -14,7 +14,8 @@
  *  dλ_i/ds_j = (λ_i/ε)(δ_ij - λ_j / Σ_uncapped λ); capped entries have none); through the ReLU (0 at and below 0).
  *  Everything is in double. Adam with a cosine learning-rate decay; a seeded split of the training queries is held
  *  out and the parameters of the epoch with the lowest held-out loss are returned (early stopping after
- *  `patience` epochs without improvement). Deterministic for a seed at any thread count: gradients are reduced in
+ *  `patience` epochs without improvement). The gate's temperature is annealed from `epsilon_start` to `epsilon`.
+ *  Deterministic for a seed at any thread count: gradients are reduced in
  *  a fixed order.
  *
  *  Start: w = 0, b = 1 for both heads, where every token has the same salience and the score is the unweighted one
@@ -37,12 +38,11 @@
 #include <unordered_set>
 #include <vector>
 
-#include <Eigen/Dense>
-
 #include "../backends/exact.hpp"
 #include "../core/error.hpp"
 #include "../core/parallel.hpp"
 #include "../core/types.hpp"
+#include "../kernels/dot.hpp"
 #include "../io/collection.hpp"
 #include "../math/alignment.hpp"
 #include "../math/gate_solver.hpp"
@@ -66,6 +66,7 @@ struct salience_training_epoch {
   double holdout_loss = 0.0;  ///< mean loss on the held-out queries after the epoch (NaN without a holdout)
   double holdout_accuracy = 0.0;  ///< fraction of held-out (query, relevant) rows whose relevant document scores first
   double learning_rate = 0.0;     ///< at the epoch's last step
+  double epsilon = 0.0;           ///< the gate's temperature at the epoch's last step
   double seconds = 0.0;
 };
 
@@ -78,7 +79,13 @@ struct salience_training_params {
   normalization norm = normalization::mean;
   double alpha_query = 0.5;    ///< query gate budget fraction in (0, 1]; 1 means no gate (λ = 1)
   double alpha_doc = 0.4;      ///< document gate budget fraction in (0, 1]
-  double epsilon = 0.002;      ///< gate temperature (> 0)
+  double epsilon = 0.002;      ///< gate temperature (> 0) of the trained heads
+  /// The gate's temperature during training starts here and falls geometrically to `epsilon` over the first half of
+  /// the steps, then stays there (when it is larger than epsilon; 0: no annealing). Early stopping only counts epochs
+  /// after the anneal. A small ε makes the gate a hard top-k from the first step, where only
+  /// tokens at the budget's edge get a gradient; starting soft lets every token's salience move first. Held-out losses
+  /// are always measured at `epsilon`, the temperature the heads are used with.
+  double epsilon_start = 0.0;
   double temperature = 20.0;   ///< τ of the softmax (> 0)
   bool in_batch_negatives = true;
   std::size_t batch_size = 32;  ///< training queries per step (>= 1)
@@ -100,7 +107,7 @@ struct salience_training_params {
 struct salience_training_result {
   salience_heads heads;
   std::vector<salience_training_epoch> epochs;  ///< epochs[0] is the start
-  std::size_t best_epoch = 0;                   ///< the epoch whose parameters `heads` holds
+  std::size_t best_epoch = 0;                   ///< the epoch whose parameters `heads` holds (>= 1)
   bool stopped_early = false;
   std::size_t train_queries = 0, holdout_queries = 0;
 };
@@ -114,6 +121,8 @@ inline void check_training_params(const salience_training_params& p) {
   ALIGNER_EXPECTS(std::isfinite(p.alpha_doc) && p.alpha_doc > 0.0 && p.alpha_doc <= 1.0,
                   "salience training alpha_doc must be in (0, 1], got ", p.alpha_doc);
   ALIGNER_EXPECTS(std::isfinite(p.epsilon) && p.epsilon > 0.0, "salience training epsilon must be finite and > 0, got ", p.epsilon);
+  ALIGNER_EXPECTS(std::isfinite(p.epsilon_start) && p.epsilon_start >= 0.0,
+                  "salience training epsilon_start must be finite and >= 0, got ", p.epsilon_start);
   ALIGNER_EXPECTS(std::isfinite(p.temperature) && p.temperature > 0.0, "salience training temperature must be finite and > 0, got ",
                   p.temperature);
   ALIGNER_EXPECTS(p.batch_size >= 1, "salience training batch_size must be >= 1, got ", p.batch_size);
@@ -212,13 +221,11 @@ inline void align_pair(matrix_view<float> q, matrix_view<float> d, const alignme
     out.qi.push_back(0), out.dj.push_back(0), out.sim.push_back(dot_double(q.row(0), d.row(0), q.cols));
     return;
   }
-  using rows_t = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using strided_t = Eigen::Map<const rows_t, 0, Eigen::OuterStride<>>;
-  const strided_t qm(q.data, Eigen::Index(n), Eigen::Index(q.cols), Eigen::OuterStride<>(Eigen::Index(q.stride_elems)));
-  const strided_t dm(d.data, Eigen::Index(m), Eigen::Index(d.cols), Eigen::OuterStride<>(Eigen::Index(d.stride_elems)));
+  // S in float with the library's dot (not Eigen's GEMM: its AVX-512 code trips GCC 12's false
+  // -Wmaybe-uninitialized, bug 105593, in consumers' builds, where no pragma of ours reaches it).
   scratch.resize(n * m);
-  Eigen::Map<rows_t> sm(scratch.data(), Eigen::Index(n), Eigen::Index(m));
-  sm.noalias() = qm * dm.transpose();
+  for (std::size_t i = 0; i != n; ++i)
+    for (std::size_t j = 0; j != m; ++j) scratch[i * m + j] = dot(q.row(i), d.row(j), q.cols);
   const std::size_t budget = strategy.row_budget(m);
   std::vector<std::uint32_t> order(m);
   for (std::size_t i = 0; i != n; ++i) {
@@ -339,7 +346,7 @@ class salience_trainer {
                     " entries, expected ", parameter_count());
     std::vector<std::size_t> all(examples_.size());
     std::iota(all.begin(), all.end(), std::size_t{0});
-    return batch(x, all, false, gradient).loss;
+    return batch(x, all, false, gradient, p_.epsilon).loss;
   }
 
   /// The heads of flat parameters `x` (w and b rounded to float) with the training's gates.
@@ -381,7 +388,7 @@ class salience_trainer {
         ep.holdout_loss = ep.holdout_accuracy = std::numeric_limits<double>::quiet_NaN();
         return;
       }
-      const auto r = batch(x, holdout, false, {});
+      const auto r = batch(x, holdout, false, {}, p_.epsilon);
       ep.holdout_loss = r.loss;
       ep.holdout_accuracy = r.rows ? double(r.first) / double(r.rows) : 0.0;
     };
@@ -390,11 +397,15 @@ class salience_trainer {
       start.train_loss = std::numeric_limits<double>::quiet_NaN();
       evaluate_holdout(start);
       start.learning_rate = p_.learning_rate;
+      start.epsilon = p_.epsilon;
       out.epochs.push_back(start);
       if (p_.on_epoch) p_.on_epoch(start);
     }
-    double best_loss = out.epochs[0].holdout_loss;
+    // The best epoch is chosen among trained epochs (epoch 0, where every token ties, is reported, never returned).
+    double best_loss = std::numeric_limits<double>::infinity();
     std::size_t since_best = 0;
+    const bool annealing = p_.epsilon_start > p_.epsilon;
+    const std::size_t anneal_steps = annealing ? std::size_t(std::ceil(total_steps / 2.0)) : 0;
     constexpr double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
     for (std::size_t epoch = 1; epoch <= p_.epochs; ++epoch) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -407,10 +418,11 @@ class salience_trainer {
         const std::size_t lo = s * p_.batch_size, hi = std::min(train_set.size(), lo + p_.batch_size);
         const std::vector<std::size_t> items(train_set.begin() + std::ptrdiff_t(lo), train_set.begin() + std::ptrdiff_t(hi));
         std::fill(g.begin(), g.end(), 0.0);
-        const auto r = batch(x, items, p_.in_batch_negatives, g);
+        const double progress = total_steps > 0 ? double(step) / total_steps : 0.0;
+        const double epsilon = annealing ? p_.epsilon * std::pow(p_.epsilon_start / p_.epsilon, std::max(0.0, 1.0 - 2.0 * progress)) : p_.epsilon;
+        const auto r = batch(x, items, p_.in_batch_negatives, g, epsilon);
         loss_sum += r.loss * double(r.rows);
         loss_rows += r.rows;
-        const double progress = total_steps > 0 ? double(step) / total_steps : 0.0;
         const double lr = p_.learning_rate *
                           (p_.final_learning_rate + (1.0 - p_.final_learning_rate) * 0.5 * (1.0 + std::cos(3.141592653589793 * progress)));
         ++step;
@@ -421,6 +433,7 @@ class salience_trainer {
           x[i] -= lr * (m1[i] / c1) / (std::sqrt(m2[i] / c2) + adam_eps);
         }
         ep.learning_rate = lr;
+        ep.epsilon = epsilon;
         if (p_.on_step) p_.on_step(s + 1, steps_per_epoch);
       }
       ep.train_loss = loss_rows ? loss_sum / double(loss_rows) : 0.0;
@@ -430,9 +443,9 @@ class salience_trainer {
       if (p_.on_epoch) p_.on_epoch(ep);
       if (holdout.empty()) {
         best = x, out.best_epoch = epoch;
-      } else if (ep.holdout_loss < best_loss) {
+      } else if (ep.holdout_loss < best_loss || out.best_epoch == 0) {
         best_loss = ep.holdout_loss, best = x, out.best_epoch = epoch, since_best = 0;
-      } else if (++since_best >= p_.patience) {
+      } else if (step >= anneal_steps && ++since_best >= p_.patience) {
         out.stopped_early = epoch < p_.epochs;
         break;
       }
@@ -449,7 +462,8 @@ class salience_trainer {
   };
 
   /// Loss (and, with a non-empty `grad`, its gradient added to grad) over the examples `items`.
-  batch_result batch(std::span<const double> x, const std::vector<std::size_t>& items, bool in_batch, std::span<double> grad) const {
+  batch_result batch(std::span<const double> x, const std::vector<std::size_t>& items, bool in_batch, std::span<double> grad,
+                     double epsilon) const {
     const std::size_t dim = this->dim();
     const detail::head_params hq{{x.begin(), x.begin() + std::ptrdiff_t(dim)}, x[dim]};
     const detail::head_params hd{{x.begin() + std::ptrdiff_t(dim + 1), x.begin() + std::ptrdiff_t(2 * dim + 1)}, x[2 * dim + 1]};
@@ -472,9 +486,9 @@ class salience_trainer {
     std::vector<detail::head_forward> doc_f(slot_doc.size()), query_f(items.size());
     parallel_for(slot_doc.size() + items.size(), p_.threads, [&](std::size_t i) {
       if (i < slot_doc.size())
-        detail::forward_head(docs_.sequence(slot_doc[i]), hd, p_.alpha_doc, p_.epsilon, doc_f[i]);
+        detail::forward_head(docs_.sequence(slot_doc[i]), hd, p_.alpha_doc, epsilon, doc_f[i]);
       else
-        detail::forward_head(queries_.sequence(examples_[items[i - slot_doc.size()]].query), hq, p_.alpha_query, p_.epsilon,
+        detail::forward_head(queries_.sequence(examples_[items[i - slot_doc.size()]].query), hq, p_.alpha_query, epsilon,
                              query_f[i - slot_doc.size()]);
     });
     std::size_t total_rows = 0;
@@ -562,7 +576,7 @@ class salience_trainer {
       const detail::head_forward& f = is_doc ? doc_f[i] : query_f[i - slot_doc.size()];
       std::vector<double> g = is_doc ? std::move(g_doc[i]) : std::move(outs[i - slot_doc.size()].g_uq);
       if (g.empty()) return;
-      detail::backward_head(f, p_.epsilon, g);
+      detail::backward_head(f, epsilon, g);
       const matrix_view<float> xs = is_doc ? docs_.sequence(slot_doc[i]) : queries_.sequence(examples_[items[i - slot_doc.size()]].query);
       auto& acc = g_head[i];
       for (std::size_t t = 0; t != xs.rows; ++t) {

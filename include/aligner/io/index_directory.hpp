@@ -426,7 +426,7 @@ class index_directory_reader {
     for (const auto& a : strategies) a.validate();
     search_result diag;
     const auto cands = gather(*s, query, p, diag);
-    const prepared_query pq(query, {.norm = p.norm, .query_salience = p.query_salience, .check_finite = false});
+    const prepared_query pq(query, {.norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
     const std::size_t G = strategies.size();
     std::vector<float> scores(cands.count() * G);
     std::vector<std::int64_t> ids;
@@ -449,7 +449,7 @@ class index_directory_reader {
     const auto where = s->locate(id);
     ALIGNER_EXPECTS(where && !s->deleted[where->first][where->second], "explain: document id ", id, " is not a live document");
     validate(*s, query, p, false);
-    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false});
+    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
     return explain_packed(pq, s->segments[where->first]->store(), where->second, p.use_doc_salience);
   }
 
@@ -582,7 +582,7 @@ class index_directory_reader {
   static search_result search_on(const directory_snapshot& s, matrix_view<float> query, const search_params& p) {
     search_result out;
     const auto cands = gather(s, query, p, out);
-    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience, .check_finite = false});
+    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
     std::vector<float> scores;
     std::vector<std::int64_t> ids;
     scores.reserve(cands.count());

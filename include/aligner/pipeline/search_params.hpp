@@ -64,6 +64,12 @@ struct search_params {
   std::function<bool(std::int64_t)> filter{};
   std::span<const std::int64_t> allowed_ids{};  ///< optional: only these document ids (each must exist)
   bool check_finite = true;
+  /// false: query_salience only chooses the kept query tokens (query_prune) and does not weight the rerank (with
+  /// use_doc_salience = false, salience then decides which tokens are searched, never a score).
+  bool use_query_salience = true;
+
+  /// The query salience the rerank weighs pairs with (empty when use_query_salience is false).
+  std::span<const float> rerank_query_salience() const noexcept { return use_query_salience ? query_salience : std::span<const float>(); }
 };
 
 /// Ranked documents of one query plus diagnostics.

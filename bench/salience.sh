@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The learned-salience report (issue "Learned salience"): trains the salience heads on SciFact's train qrels (809
+# queries) and reports pruned retrieval on its test qrels (300 queries) for the GloVe form and the contextual ctx100
+# form, against IDF-fitted, token-norm and random keep (bench/salience_bench.cpp prints the tables).
+#
+#   bench/salience.sh [WORK_DIR]      (default /tmp/aligner-salience)
+#
+# For each form and each training setting (the gate with the budgets of the target, --alpha-query 0.5 --alpha-doc 0.2;
+# no gate: 1 and 1):
+# `aligner train-salience` on 2 threads under /usr/bin/time (training time, peak RSS), then salience_bench with the
+# heads. The ctx100 form is made with ../shared/tools/make_scale_collection.py --copies 1 (numpy; $PYTHON) unless it
+# exists. Not part of CI (about an hour on two cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${1:-/tmp/aligner-salience}
+python=${PYTHON:-python3}
+scifact=../shared/data/scifact
+mkdir -p "$work"
+
+cmake -S . -B build-salience -DCMAKE_BUILD_TYPE=Release -DALIGNER_BUILD_TESTS=OFF -DALIGNER_INSTALL=OFF >/dev/null
+cmake --build build-salience -j"$(nproc)" --target aligner_cli salience_bench
+bin=build-salience/bin
+
+if [[ ! -f $work/scifact_ctx/ctx100/doc_vectors.npy ]]; then
+  echo "== making the ctx100 form in $work/scifact_ctx"
+  "$python" ../shared/tools/make_scale_collection.py "$scifact" "$work/scifact_ctx" --copies 1
+fi
+
+for form in glove100 ctx100; do
+  coll=$scifact
+  [[ $form == ctx100 ]] && coll=$work/scifact_ctx
+  for setting in "gate 0.5 0.2" "nogate 1 1"; do
+    read -r name aq ad <<<"$setting"
+    heads=$work/heads_${form}_$name.txt
+    echo "== $form, $name: train-salience --alpha-query $aq --alpha-doc $ad"
+    /usr/bin/time -f "training: %e s wall, %M KB peak RSS" "$bin/aligner" train-salience --collection "$coll" --vectors "$form" \
+        --split train --strategy top1 --alpha-query "$aq" --alpha-doc "$ad" --threads 2 --out "$heads"
+    echo "== $form, $name: pruning report"
+    "$bin/salience_bench" --collection "$coll" --vectors "$form" --heads "$heads" --threads 2 | tee "$work/report_${form}_$name.md"
+  done
+done
