@@ -18,6 +18,7 @@ paper's: divide by the number of aligned pairs) or "none" (the sum: ColBERT's sc
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable, Optional
 
 from . import _aligner
@@ -27,7 +28,7 @@ __all__ = [
     "Retriever", "SearchResult", "backends", "kernel_info", "score", "score_batch", "solve_gate", "gate_budget",
     "salience", "prune", "prune_keep_count", "strategy_name", "ndcg_at", "mrr_at", "recall_at", "map_at",
     "mean_average_precision", "precision_at", "load_collection", "load_qrels", "load_run", "save_run",
-    "load_beir_jsonl", "load_npy", "run_from_results",
+    "load_beir_jsonl", "load_npy", "run_from_results", "load_salience_heads",
 ]
 
 __version__ = _aligner.__version__
@@ -69,6 +70,13 @@ def salience(tokens, weights, bias: float, *, gate_alpha: Optional[float] = None
     """Unary salience u_i = lambda_i * ReLU(w . x_i + b) of every token (float32 [tokens]); lambda is 1 without
     gate_alpha, else the entropy-regularised gate with budget ceil(gate_alpha * tokens)."""
     return _aligner.salience(tokens, weights, bias, gate_alpha=gate_alpha, gate_epsilon=gate_epsilon)
+
+
+def load_salience_heads(path) -> dict:
+    """A heads file of `aligner train-salience`: {"dim", "trained_with", "query": head, "doc": head}, each head a
+    dict of weights (float32 [dim]), bias, gate_alpha (None: no gate) and gate_epsilon, the arguments salience()
+    takes: `salience(tokens, **heads["doc"])`. OSError names the file and line of anything malformed."""
+    return _aligner.load_salience_heads(os.fspath(path))
 
 
 def prune(salience, beta: float):
@@ -169,27 +177,30 @@ class Retriever:
     def search(self, query, *, top: int = 10, strategy: str = "top1", normalize: str = "mean",
                candidates: int = 4000, exhaustive: bool = False, nprobe: int = 0, ndocs: int = 0,
                query_salience=None, query_prune: float = 1.0, use_doc_salience: bool = True, allowed_ids=None,
-               filter: Optional[Callable[[int], bool]] = None) -> SearchResult:
+               filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True) -> SearchResult:
         """The top documents of one query [tokens, dim], best first (score descending, ties to the smaller id).
 
         candidates: k', backend hits per kept query token; exhaustive: rerank every live document; nprobe > 0:
         centroid-posting candidates of a residual store (ndocs > 0 keeps the best ndocs by the centroid-only
         score); query_prune < 1 keeps that fraction of query tokens by query_salience for the token search.
-        allowed_ids / filter restrict the results (min(top, allowed documents) are returned). Returns a
-        SearchResult: `ids, scores = result`, plus its diagnostics."""
+        allowed_ids / filter restrict the results (min(top, allowed documents) are returned).
+        use_query_salience=False (with use_doc_salience=False): salience only chooses the searched tokens and the
+        rerank is unweighted (learned gated heads are keep rules). Returns a SearchResult: `ids, scores = result`,
+        plus its diagnostics."""
         args = _aligner._SearchArgs(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
-                                    use_doc_salience, allowed_ids, filter)
+                                    use_doc_salience, allowed_ids, filter, use_query_salience)
         return self._r.search(query, query_salience, args)
 
     def search_batch(self, queries, offsets=None, *, threads: int = 0, top: int = 10, strategy: str = "top1",
                      normalize: str = "mean", candidates: int = 4000, exhaustive: bool = False, nprobe: int = 0,
                      ndocs: int = 0, query_salience=None, query_prune: float = 1.0, use_doc_salience: bool = True,
-                     allowed_ids=None, filter: Optional[Callable[[int], bool]] = None) -> list:
+                     allowed_ids=None, filter: Optional[Callable[[int], bool]] = None,
+                     use_query_salience: bool = True) -> list:
         """search() for many queries (a list of arrays, or one array with offsets) on `threads` threads (0: all
         cores), the GIL released; results equal serial searches. query_salience: one value per token of all
         queries."""
         args = _aligner._SearchArgs(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
-                                    use_doc_salience, allowed_ids, filter)
+                                    use_doc_salience, allowed_ids, filter, use_query_salience)
         return self._r.search_batch(queries, offsets, query_salience, threads, args)
 
     def explain(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,

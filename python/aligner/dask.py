@@ -287,10 +287,11 @@ class ShardedRetriever:
     def _probe_params(params: dict) -> dict:
         """The keywords an empty retriever can check (its search is exhaustive: the candidate knobs are not)."""
         unknown = set(params) - {"strategy", "normalize", "candidates", "exhaustive", "nprobe", "ndocs", "query_prune",
-                                 "use_doc_salience"}
+                                 "use_doc_salience", "use_query_salience"}
         if unknown:
             raise TypeError(f"unexpected search keyword(s): {', '.join(sorted(unknown))}")
-        return {k: v for k, v in params.items() if k in ("strategy", "normalize", "query_prune", "use_doc_salience")} | \
+        return {k: v for k, v in params.items()
+                if k in ("strategy", "normalize", "query_prune", "use_doc_salience", "use_query_salience")} | \
             {"exhaustive": True}
 
     def _fan_out(self, queries, offsets, top, query_salience, filter_fn, allowed_ids, params) -> list[Hits]:

@@ -6,6 +6,7 @@
 #include <aligner/eval/metrics.hpp>
 #include <aligner/io/beir.hpp>
 #include <aligner/io/collection.hpp>
+#include <aligner/io/salience_heads.hpp>
 #include <aligner/io/trec.hpp>
 #include <aligner/kernels/kernel_info.hpp>
 #include <aligner/version.hpp>
@@ -87,6 +88,24 @@ py::array_t<float> salience(py::handle tokens, py::handle weights, double bias, 
     throw py::value_error("weights has " + std::to_string(w.size()) + " entries but tokens have dim " + std::to_string(t.view().cols));
   const aligner::salience_scorer scorer(std::vector<float>(w.data(), w.data() + w.size()), float(bias), gate_of(gate_alpha, gate_epsilon));
   return to_numpy(scorer(t.view()));
+}
+
+/// A heads file of `aligner train-salience` as a dict: dim, trained_with, and per head (query, doc) its weights, bias,
+/// gate_alpha (None: no gate) and gate_epsilon, the arguments salience() takes.
+py::dict load_salience_heads(const std::string& path) {
+  const auto file = aligner::io::load_salience_heads(path);
+  py::dict out;
+  out["dim"] = file.heads.dim();
+  out["trained_with"] = file.trained_with;
+  for (const auto* head : {&file.heads.query, &file.heads.doc}) {
+    py::dict h;
+    h["weights"] = to_numpy(std::vector<float>(head->weights().begin(), head->weights().end()));
+    h["bias"] = double(head->bias());
+    h["gate_alpha"] = head->gate() ? py::object(py::float_(head->gate()->alpha)) : py::object(py::none());
+    h["gate_epsilon"] = head->gate() ? head->gate()->epsilon : 0.002;
+    out[head == &file.heads.query ? "query" : "doc"] = h;
+  }
+  return out;
 }
 
 py::array_t<std::uint32_t> prune(py::handle salience, double beta) {
@@ -207,6 +226,7 @@ PYBIND11_MODULE(_aligner, m) {
   m.def("salience", &salience, py::arg("tokens"), py::arg("weights"), py::arg("bias"), py::kw_only(), py::arg("gate_alpha") = py::none(),
         py::arg("gate_epsilon") = 0.002);
   m.def("prune", &prune, py::arg("salience"), py::arg("beta"));
+  m.def("load_salience_heads", &load_salience_heads, py::arg("path"));
   m.def("prune_keep_count", &aligner::prune_keep_count, py::arg("rows"), py::arg("beta"));
   m.def("strategy_name", [](const std::string& s) { return aligner::alignment::parse(s).name(); }, py::arg("strategy"));
 

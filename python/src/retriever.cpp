@@ -64,7 +64,7 @@ struct py_search_args {
 
   py_search_args(std::size_t top, const std::string& strategy, const std::string& normalize, std::size_t candidates, bool exhaustive,
                  std::size_t nprobe, std::size_t ndocs, double query_prune, bool use_doc_salience, py::handle allowed_ids,
-                 py::handle filter_fn) {
+                 py::handle filter_fn, bool use_query_salience) {
     p.strategy = aligner::alignment::parse(strategy);
     p.norm = aligner::parse_normalization(normalize);
     p.top = top;
@@ -74,6 +74,7 @@ struct py_search_args {
     p.ndocs = ndocs;
     p.query_prune = query_prune;
     p.use_doc_salience = use_doc_salience;
+    p.use_query_salience = use_query_salience;
     if (!allowed_ids.is_none()) {
       allowed = as_int64(allowed_ids, "allowed_ids");
       p.allowed_ids = allowed;
@@ -296,9 +297,10 @@ void bind_retriever(py::module_& m) {
 
   py::class_<py_search_args>(m, "_SearchArgs")
       .def(py::init<std::size_t, const std::string&, const std::string&, std::size_t, bool, std::size_t, std::size_t, double, bool,
-                    py::handle, py::handle>(),
+                    py::handle, py::handle, bool>(),
            py::arg("top"), py::arg("strategy"), py::arg("normalize"), py::arg("candidates"), py::arg("exhaustive"), py::arg("nprobe"),
-           py::arg("ndocs"), py::arg("query_prune"), py::arg("use_doc_salience"), py::arg("allowed_ids"), py::arg("filter"));
+           py::arg("ndocs"), py::arg("query_prune"), py::arg("use_doc_salience"), py::arg("allowed_ids"), py::arg("filter"),
+           py::arg("use_query_salience") = true);
 
   py::class_<py_retriever>(m, "_Retriever")
       .def(py::init<std::size_t, const std::string&, const std::string&, double, bool, bool, std::size_t, std::size_t, std::size_t,

@@ -75,3 +75,24 @@ def test_metrics_match_trec_eval_definitions(tmp_path):
         aligner.ndcg_at(run, qrels, 0)
     with pytest.raises(TypeError, match="run must be a dict"):
         aligner.ndcg_at([("q", "d")], qrels)
+
+
+def test_salience_heads_file(tmp_path):
+    text = ("aligner-salience-heads 1\ndim 3\ntrained_with top1 mean split=train\nquery_gate 0.5 0.002\n"
+            "doc_gate none\nquery_bias 0.25\ndoc_bias -1.5\nquery_weights 1 -2 0.5\ndoc_weights 0 3 -0.125\n")
+    path = tmp_path / "heads.txt"
+    path.write_text(text)
+    heads = aligner.load_salience_heads(path)
+    assert heads["dim"] == 3 and heads["trained_with"] == "top1 mean split=train"
+    assert heads["query"]["gate_alpha"] == 0.5 and heads["query"]["gate_epsilon"] == 0.002
+    assert heads["doc"]["gate_alpha"] is None
+    assert heads["query"]["bias"] == 0.25 and heads["doc"]["bias"] == -1.5
+    np.testing.assert_array_equal(heads["doc"]["weights"], np.array([0, 3, -0.125], dtype=np.float32))
+    tokens = np.array([[1, 1, 1], [0, 1, 0], [2, 0, 0]], dtype=np.float32)
+    u = aligner.salience(tokens, **heads["doc"])  # the heads' own arguments
+    np.testing.assert_allclose(u, np.maximum(tokens @ np.array([0, 3, -0.125]) - 1.5, 0), rtol=1e-6)
+    path.write_text(text.replace("dim 3", "dim 4"))
+    with pytest.raises(OSError, match="heads.txt:8: query_weights has 3 values, dim is 4"):
+        aligner.load_salience_heads(path)
+    with pytest.raises(OSError, match="absent"):
+        aligner.load_salience_heads(tmp_path / "absent.txt")

@@ -288,3 +288,22 @@ def test_same_results_as_the_cli_on_cranfield(tmp_path):
         assert ndcg == pytest.approx(want, abs=1e-12)
         assert per == pytest.approx(want_per, abs=1e-12)
         assert f"ndcg@10={ndcg:.4f}" in out.stdout
+
+
+def test_salience_that_only_chooses_tokens_leaves_the_rerank_unweighted():
+    docs = collection(seed=11, duplicates=False)
+    rng = np.random.default_rng(12)
+    ud = [rng.uniform(0.1, 2.0, len(d)).astype(np.float32) for d in docs]
+    r = aligner.Retriever(DIM, doc_prune=0.3)
+    r.add(docs, salience=np.concatenate(ud))
+    q = rng.standard_normal((6, DIM)).astype(np.float32)
+    uq = rng.uniform(0.1, 2.0, 6).astype(np.float32)
+    kept = r.search(q, top=60, candidates=5, query_salience=uq, query_prune=0.5, use_doc_salience=False,
+                    use_query_salience=False)
+    weighted = r.search(q, top=60, candidates=5, query_salience=uq, query_prune=0.5)
+    assert len(kept.ids) > 0 and kept.candidates_scored == weighted.candidates_scored
+    for i, s in zip(kept.ids, kept.scores):  # the candidates of the kept tokens, scored without weights
+        assert s == pytest.approx(ref.score(q, docs[i], "top1"), rel=1e-5, abs=1e-5)
+    batch = r.search_batch([q], top=60, candidates=5, query_salience=uq, query_prune=0.5, use_doc_salience=False,
+                           use_query_salience=False)
+    assert list(batch[0].ids) == list(kept.ids)

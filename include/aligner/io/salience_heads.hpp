@@ -177,7 +177,9 @@ inline salience_heads_file load_salience_heads(const std::filesystem::path& path
   const auto& trained = field("trained_with");
   std::string trained_with;
   for (auto word : trained.second) (trained_with.empty() ? trained_with : trained_with.append(" ")).append(word);
-  salience_heads heads(head("query_weights", "query_bias", "query_gate"), head("doc_weights", "doc_bias", "doc_gate"));
+  auto query_head = head("query_weights", "query_bias", "query_gate");  // in file order: the first bad line is reported
+  auto doc_head = head("doc_weights", "doc_bias", "doc_gate");
+  salience_heads heads(std::move(query_head), std::move(doc_head));
   for (const auto& [key, value] : fields)
     if (key != "dim" && key != "trained_with" && key != "query_gate" && key != "doc_gate" && key != "query_bias" &&
         key != "doc_bias" && key != "query_weights" && key != "doc_weights")
