@@ -128,8 +128,7 @@ int main(int argc, char** argv) try {
     const auto doc_ids = token_ids_of(c.docs, a.collection + "/" + a.vectors, "doc");
     if (!doc_ids.empty()) {
       const std::size_t vocab = c.vocab_size ? c.vocab_size : std::size_t(*std::max_element(doc_ids.begin(), doc_ids.end())) + 1;
-      aligner::io::token_sequences with_ids = {{}, c.docs.dim, c.docs.offsets, {}, doc_ids};
-      with_ids.offsets = c.docs.offsets;
+      const aligner::io::token_sequences with_ids = {{}, c.docs.dim, c.docs.offsets, {}, doc_ids};
       const auto idf = aligner::token_idf(with_ids, vocab);
       // The FFN fitted to the IDF of a seeded sample of the document tokens (at most 200k).
       const std::size_t tokens = c.docs.tokens(), sample = std::min<std::size_t>(tokens, 200000);

@@ -4,7 +4,6 @@
 #include <aligner/io/salience_heads.hpp>
 
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <optional>
 
@@ -17,14 +16,17 @@ int run_train_salience(const options& o) {
   o.require("--collection");
   o.require("--out");
   if (o.strategies.size() > 1) throw usage_error("train-salience trains under one strategy; --strategy got " + std::to_string(o.strategies.size()));
-  if (o.has("--epsilon") && !(std::isfinite(o.epsilon) && o.epsilon > 0))
-    throw usage_error("--epsilon must be > 0, got " + std::to_string(o.epsilon));
-  if (!(std::isfinite(o.temperature) && o.temperature > 0)) throw usage_error("--temperature must be > 0, got " + std::to_string(o.temperature));
-  if (!(std::isfinite(o.learning_rate) && o.learning_rate > 0))
-    throw usage_error("--learning-rate must be > 0, got " + std::to_string(o.learning_rate));
-  if (!(o.holdout >= 0 && o.holdout < 1)) throw usage_error("--holdout must be in [0, 1), got " + std::to_string(o.holdout));
-  for (const auto& [flag, value] : {std::pair{"--epochs", o.epochs}, {"--batch", o.batch}, {"--patience", o.patience}})
-    if (o.has(flag) && value == 0) throw usage_error(std::string(flag) + " must be >= 1, got 0");
+
+  aligner::salience_training_params p;
+  if (!o.strategies.empty()) p.strategy = o.strategies[0];
+  p.norm = o.norm;
+  p.alpha_query = o.alpha_query, p.alpha_doc = o.alpha_doc;
+  if (o.has("--epsilon")) p.epsilon = o.epsilon;
+  p.epsilon_start = o.epsilon_start;
+  p.temperature = o.temperature, p.learning_rate = o.learning_rate, p.holdout = o.holdout;
+  p.epochs = o.epochs, p.batch_size = o.batch, p.patience = o.patience;
+  p.seed = o.seed, p.threads = o.threads;
+  p.validate();  // every setting, before the collection is read
 
   const std::string split = o.has("--split") ? o.split : "train";
   auto c = aligner::io::load_collection(o.collection, o.vectors, split);
@@ -34,19 +36,6 @@ int run_train_salience(const options& o) {
   for (const auto& e : examples) pairs += e.positives.size();
   std::fprintf(stderr, "%zu training queries (split %s), %zu relevant pairs, %zu documents%s\n", examples.size(), split.c_str(), pairs,
                c.docs.size(), missing ? (", " + std::to_string(missing) + " judged documents not in the collection skipped").c_str() : "");
-
-  aligner::salience_training_params p;
-  if (!o.strategies.empty()) p.strategy = o.strategies[0];
-  p.norm = o.norm;
-  p.alpha_query = o.alpha_query, p.alpha_doc = o.alpha_doc;
-  if (o.has("--epsilon")) p.epsilon = o.epsilon;
-  if (!(std::isfinite(o.epsilon_start) && o.epsilon_start >= 0))
-    throw usage_error("--epsilon-start must be >= 0, got " + std::to_string(o.epsilon_start));
-  p.epsilon_start = o.epsilon_start;
-  p.temperature = o.temperature, p.learning_rate = o.learning_rate, p.holdout = o.holdout;
-  p.epochs = o.epochs, p.batch_size = o.batch, p.patience = o.patience;
-  p.seed = o.seed, p.threads = o.threads;
-  aligner::detail::check_training_params(p);  // before the (long) negative mining
 
   const auto t0 = std::chrono::steady_clock::now();
   {

@@ -17,12 +17,23 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../math/alignment.hpp"
 #include "../core/error.hpp"
 
 namespace aligner {
+
+namespace detail {
+
+/// Fisher-Yates with std::mt19937_64, written here so that an order does not depend on the standard library's
+/// std::shuffle (fold protocol, salience training).
+inline void seeded_shuffle(std::vector<std::size_t>& v, std::mt19937_64& rng) {
+  for (std::size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[std::size_t(rng() % i)]);
+}
+
+}  // namespace detail
 
 /// The paper's grid: Top-k with k in {1, 2, 4, 6, 8}, Top-p with p in {0.5%, 1%, 1.5%, 2%}.
 inline std::vector<alignment> paper_grid() {
@@ -114,7 +125,7 @@ inline fold_protocol_result fold_protocol(const strategy_table& table, std::size
   std::vector<std::size_t> order(n);
   for (std::size_t i = 0; i != n; ++i) order[i] = i;
   std::mt19937_64 rng(seed);
-  for (std::size_t i = n - 1; i > 0; --i) std::swap(order[i], order[std::size_t(rng() % (i + 1))]);
+  detail::seeded_shuffle(order, rng);
   fold_protocol_result out;
   std::vector<bool> in_fold(n);
   for (std::size_t f = 0; (f + 1) * shots <= n; ++f) {

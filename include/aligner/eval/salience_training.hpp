@@ -48,6 +48,7 @@
 #include "../math/gate_solver.hpp"
 #include "../math/salience.hpp"
 #include "../pipeline/retriever.hpp"
+#include "adapt.hpp"
 
 namespace aligner {
 
@@ -101,20 +102,13 @@ struct salience_training_params {
   std::function<void(const salience_training_epoch&)> on_epoch{};
   /// Called after every step with (steps done, steps of the epoch), on the calling thread.
   std::function<void(std::size_t, std::size_t)> on_step{};
+
+  /// Throws aligner::invalid_argument naming the first setting outside its range.
+  void validate() const;
 };
 
-/// The trained heads and the training's history.
-struct salience_training_result {
-  salience_heads heads;
-  std::vector<salience_training_epoch> epochs;  ///< epochs[0] is the start
-  std::size_t best_epoch = 0;                   ///< the epoch whose parameters `heads` holds (>= 1)
-  bool stopped_early = false;
-  std::size_t train_queries = 0, holdout_queries = 0;
-};
-
-namespace detail {
-
-inline void check_training_params(const salience_training_params& p) {
+inline void salience_training_params::validate() const {
+  const salience_training_params& p = *this;
   p.strategy.validate();
   ALIGNER_EXPECTS(std::isfinite(p.alpha_query) && p.alpha_query > 0.0 && p.alpha_query <= 1.0,
                   "salience training alpha_query must be in (0, 1], got ", p.alpha_query);
@@ -135,6 +129,19 @@ inline void check_training_params(const salience_training_params& p) {
                   p.holdout);
   ALIGNER_EXPECTS(p.patience >= 1, "salience training patience must be >= 1, got ", p.patience);
 }
+
+
+/// The trained heads and the training's history.
+struct salience_training_result {
+  salience_heads heads;
+  std::vector<salience_training_epoch> epochs;  ///< epochs[0] is the start
+  std::size_t best_epoch = 0;                   ///< the epoch whose parameters `heads` holds (>= 1)
+  bool stopped_early = false;
+  std::size_t train_queries = 0, holdout_queries = 0;
+};
+
+namespace detail {
+
 
 /// A head's parameters in double: w (dim) then b.
 struct head_params {
@@ -265,10 +272,6 @@ inline void masked_score_backward(const pair_mask& mk, const double* uq, const d
   }
 }
 
-/// Fisher-Yates with std::mt19937_64 (so the order does not depend on the standard library's shuffle).
-inline void seeded_shuffle(std::vector<std::size_t>& v, std::mt19937_64& rng) {
-  for (std::size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[std::size_t(rng() % i)]);
-}
 
 }  // namespace detail
 
@@ -283,7 +286,7 @@ class salience_trainer {
   salience_trainer(const sequence_set_view& queries, const sequence_set_view& docs, std::vector<training_query> examples,
                    salience_training_params params = {})
       : queries_(queries), docs_(docs), examples_(std::move(examples)), p_(std::move(params)) {
-    detail::check_training_params(p_);
+    p_.validate();
     detail::check_offsets(queries_.offsets, queries_.tokens.rows, "training queries' offsets");
     detail::check_offsets(docs_.offsets, docs_.tokens.rows, "training documents' offsets");
     ALIGNER_EXPECTS(!examples_.empty(), "salience training needs at least one labelled query, got none");
