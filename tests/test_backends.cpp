@@ -4,6 +4,7 @@
 #include <aligner/eval/idf.hpp>
 #include <aligner/eval/metrics.hpp>
 #include <aligner/io/collection.hpp>
+#include <aligner/io/named_backends.hpp>
 #ifdef ALIGNER_HAVE_FAISS
 #include <aligner/backends/faiss.hpp>
 #include <faiss/IndexFlat.h>
@@ -333,5 +334,100 @@ TEST_CASE("hnswlib: with identical vectors indexed once, k' = 100 candidates on 
               "per occurrence %.4f (%zu vectors, %zu candidates/query)\n",
               all, d, dedup.indexed_tokens(), cand_dedup, p, plain.indexed_tokens(), cand_plain);
   CHECK(dedup.indexed_tokens() * 10 < plain.indexed_tokens());
+}
+#endif
+
+#ifdef ALIGNER_HAVE_HNSWLIB
+TEST_CASE("hnswlib: an add on several threads keeps recall; one thread is the plain add; progress reaches the total", "[property]") {
+  const std::size_t dim = 16, n = 6000;
+  const auto x = aligner_test::random_matrix(n, dim, 7, true);
+  aligner::exact_backend exact(dim);
+  exact.add({x.data(), n, dim});
+  // One thread through the options builds the graph of the plain add, byte for byte.
+  aligner::hnswlib_backend plain(dim, {.ef_search = 100}), one(dim, {.ef_search = 100});
+  plain.add({x.data(), n, dim});
+  one.add({x.data(), n, dim}, {.threads = 1});
+  CHECK(one.serialize() == plain.serialize());
+  // Two threads (and all cores): every vector is in, recall stays, progress rises to the total.
+  for (unsigned threads : {2u, 0u}) {
+    aligner::hnswlib_backend graph(dim, {.ef_search = 100});
+    std::vector<std::size_t> seen;
+    graph.add({x.data(), 2500, dim}, {.threads = threads, .progress = [&](std::size_t done, std::size_t total) {
+                 CHECK(total == 2500);
+                 seen.push_back(done);
+               }});
+    graph.add({x.data() + 2500 * dim, n - 2500, dim}, {.threads = threads});  // grows the graph
+    REQUIRE(graph.size() == n);
+    REQUIRE(!seen.empty());
+    CHECK(std::is_sorted(seen.begin(), seen.end()));
+    CHECK(seen.back() == 2500);
+    const auto q = aligner_test::random_matrix(40, dim, 8, true);
+    const auto a = graph.search({q.data(), 40, dim}, 10), b = exact.search({q.data(), 40, dim}, 10);
+    std::size_t hit = 0;
+    for (std::size_t i = 0; i != 40; ++i) {
+      const std::set<std::int64_t> want(b.ids_of(i).begin(), b.ids_of(i).end());
+      for (auto id : a.ids_of(i)) hit += want.count(id);
+    }
+    CHECK(double(hit) / 400.0 >= 0.95);
+    // Every label is present exactly once: each vector finds itself first.
+    const auto self = graph.search({x.data(), 200, dim}, 1);
+    std::size_t found = 0;
+    for (std::size_t i = 0; i != 200; ++i) found += self.ids[i] == std::int64_t(i);
+    CHECK(found >= 198);
+  }
+  // check_finite = false skips the scan (the caller vouches for the values); the default still refuses NaN.
+  std::vector<float> bad(x.begin(), x.begin() + 4 * dim);
+  bad[3] = aligner_test::nan_f();
+  aligner::hnswlib_backend g(dim);
+  CHECK_THROWS_WITH(g.add({bad.data(), 4, dim}), Catch::Contains("non-finite"));
+  CHECK(g.size() == 0);
+  g.add({bad.data(), 4, dim}, {.check_finite = false});
+  CHECK(g.size() == 4);
+}
+#endif
+
+#ifdef ALIGNER_HAVE_FAISS
+TEST_CASE("faiss: ivf_flat chooses its lists from the first add, keeps nprobe when saved, and probing every list is exact", "[oracle]") {
+  CHECK(aligner::faiss_backend::ivf_lists(0) == 1);
+  CHECK(aligner::faiss_backend::ivf_lists(100) == 2);        // 4 sqrt(100) = 40 -> 32, at most 100 / 39
+  CHECK(aligner::faiss_backend::ivf_lists(22418) == 512);    // 4 sqrt = 599 -> 512 (22418 / 39 = 574)
+  CHECK(aligner::faiss_backend::ivf_lists(1000000) == 2048); // 4000 -> 2048
+  const std::size_t dim = 16, n = 5000;
+  const auto x = aligner_test::random_matrix(n, dim, 9, true);
+  auto ivf = aligner::faiss_backend::ivf_flat(dim, 0, 4);
+  std::vector<std::size_t> seen;
+  ivf.add({x.data(), n, dim}, {.progress = [&](std::size_t done, std::size_t) { seen.push_back(done); }});
+  CHECK(seen == std::vector<std::size_t>{n});
+  const auto* index = dynamic_cast<const faiss::IndexIVF*>(&ivf.index());
+  REQUIRE(index != nullptr);
+  CHECK(std::size_t(index->nlist) == aligner::faiss_backend::ivf_lists(n));
+  CHECK(index->nprobe == 4);
+  const auto back = aligner::faiss_backend::deserialize(ivf.serialize());
+  const auto q = aligner_test::random_matrix(30, dim, 10, true);
+  const auto a = ivf.search({q.data(), 30, dim}, 10), b = back.search({q.data(), 30, dim}, 10);
+  CHECK(a.ids == b.ids);
+  CHECK(dynamic_cast<const faiss::IndexIVF*>(&back.index())->nprobe == 4);
+  // nprobe = nlist scans every list: the exact backend's answer.
+  auto all = aligner::faiss_backend::ivf_flat(dim, 16, 16);
+  all.add({x.data(), n, dim});
+  aligner::exact_backend exact(dim);
+  exact.add({x.data(), n, dim});
+  const auto c = all.search({q.data(), 30, dim}, 10), e = exact.search({q.data(), 30, dim}, 10);
+  for (std::size_t i = 0; i != c.ids.size(); ++i) CHECK(std::abs(c.scores[i] - e.scores[i]) < 1e-5f);
+  // Too few vectors to train the lists asked for: a clear error, nothing added.
+  auto big = aligner::faiss_backend::ivf_flat(dim, 256);
+  CHECK_THROWS_AS(big.add({x.data(), 100, dim}), aligner::invalid_argument);
+  CHECK(big.size() == 0);
+  CHECK_THROWS_AS(aligner::faiss_backend::ivf_flat(dim, 0, 0), aligner::invalid_argument);
+  // The named factory gives the same backend, and a retriever over it saves and loads.
+  aligner::with_backend("faiss-ivf", dim, [&](auto backend) {
+    if constexpr (std::is_same_v<decltype(backend), aligner::faiss_backend>) {
+      backend.add({x.data(), n, dim});
+      CHECK(std::size_t(dynamic_cast<const faiss::IndexIVF*>(&backend.index())->nlist) == aligner::faiss_backend::ivf_lists(n));
+    } else {
+      FAIL("faiss-ivf is not a faiss_backend");
+    }
+  }, aligner::backend_settings{.nprobe = 8});
+  round_trip(aligner::faiss_backend::ivf_flat(12, 0, 8), [](const auto& path) { return aligner::load_index<aligner::faiss_backend>(path); });
 }
 #endif

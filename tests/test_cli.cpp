@@ -4,6 +4,8 @@
 #include <aligner/eval/idf.hpp>
 #include <aligner/eval/metrics.hpp>
 #include <aligner/io/collection.hpp>
+#include <aligner/io/index_directory.hpp>
+#include <aligner/io/index_file.hpp>
 #include <aligner/io/npy.hpp>
 #include <aligner/io/salience_heads.hpp>
 #include <aligner/io/trec.hpp>
@@ -158,7 +160,7 @@ TEST_CASE("cli: index then search equals eval; a corrupt index exits 2", "[oracl
   // The salience of a search must be the index's (an index built with idf searched without it, and the reverse).
   const auto mismatch = run_cli("search --index " + idx.string() + coll + " --strategy top1 --candidates 500", true);
   CHECK(mismatch.status == 2);
-  CHECK(mismatch.out.find("was built with --salience idf") != std::string::npos);
+  CHECK(mismatch.out.find("was built with a salience") != std::string::npos);
   // eval without --candidates K builds no token index: the flags that shape one are refused, not ignored.
   for (const char* flag : {" --backend exact", " --dedup off", " --prune-doc 0.5", " --token-index off"}) {
     const auto r = run_cli("eval" + coll + " --strategy top1 --salience idf" + flag, true);
@@ -444,4 +446,155 @@ TEST_CASE("cli: train-salience writes heads that eval, index and search use; the
   CHECK(run_cli("eval" + coll + " --strategy top1 --salience /nonexistent/heads.txt").status == 2);          // unreadable heads
   CHECK(run_cli("eval" + coll + " --strategy top1 --salience " + aligner_test::cranfield_dir().string() + "/qrels/test.tsv").status == 2);
   for (const auto& f : {heads, again, idx}) std::filesystem::remove(f);
+}
+
+TEST_CASE("cli: query ranks the vectors a user brings exactly as the library searches the index; misuse exits 2", "[oracle]") {
+  const auto dir = aligner_test::cranfield_dir();
+  const auto c = aligner::io::load_collection(dir);
+  const auto idx = cli_temp("query.idx");
+  REQUIRE(run_cli("index --collection " + dir.string() + " --out " + idx.string()).status == 0);
+  // Five queries of the collection, back to back, as a user would save them.
+  const std::size_t first = 3, count = 5, dim = c.queries.dim;
+  const auto begin = std::size_t(c.queries.offsets[first]), end = std::size_t(c.queries.offsets[first + count]);
+  const std::vector<float> q(c.queries.vectors.begin() + std::ptrdiff_t(begin * dim), c.queries.vectors.begin() + std::ptrdiff_t(end * dim));
+  std::vector<std::int64_t> offsets;
+  for (std::size_t i = 0; i <= count; ++i) offsets.push_back(c.queries.offsets[first + i] - std::int64_t(begin));
+  aligner::io::save_npy(cli_temp("qv.npy"), q, {end - begin, dim});
+  aligner::io::save_npy<std::int64_t>(cli_temp("qo.npy"), offsets, {count + 1});
+  const std::string base = "query --index " + idx.string() + " --vectors " + cli_temp("qv.npy").string();
+  const auto r = run_cli(base + " --offsets " + cli_temp("qo.npy").string() + " --strategy topp:0.02 --top 15 --doc-ids " +
+                         (dir / "glove100" / "doc_ids.txt").string());
+  REQUIRE(r.status == 0);
+  const auto index = aligner::load_index<aligner::exact_backend>(idx);
+  std::ostringstream want;
+  for (std::size_t i = 0; i != count; ++i) {
+    const auto res = index.search(c.queries.sequence(first + i), {.strategy = aligner::alignment::top_p(0.02), .top = 15});
+    REQUIRE(res.ids.size() == 15);
+    for (std::size_t k = 0; k != res.ids.size(); ++k) {
+      char line[256];
+      std::snprintf(line, sizeof line, "%zu Q0 %s %zu %.9g aligner-topp:0.02\n", i, c.docs.ids[std::size_t(res.ids[k])].c_str(), k + 1,
+                    double(res.scores[k]));
+      want << line;
+    }
+  }
+  CHECK(r.out == want.str());
+  // Without --offsets every row is one query; without --doc-ids documents are named by id; the default top is 10.
+  const auto one = run_cli(base);
+  REQUIRE(one.status == 0);
+  std::istringstream lines(one.out);
+  std::string qid, q0, doc, tag;
+  std::size_t rank = 0, n = 0;
+  double score = 0;
+  const auto whole = index.search({q.data(), end - begin, dim}, {.top = 10});
+  while (lines >> qid >> q0 >> doc >> rank >> score >> tag) {
+    CHECK(qid == "0");
+    CHECK(doc == std::to_string(whole.ids[n]));
+    CHECK(rank == n + 1);
+    CHECK_THAT(score, WithinAbs(whole.scores[n], 1e-6));
+    ++n;
+  }
+  CHECK(n == 10);
+  // Misuse: each exits 2 with a reason and prints no results.
+  const std::vector<float> narrow(4 * 3, 0.5f);
+  aligner::io::save_npy(cli_temp("qnarrow.npy"), narrow, {4, 3});
+  const std::vector<std::int64_t> bad_offsets = {0, 9, 4};
+  aligner::io::save_npy<std::int64_t>(cli_temp("qbad.npy"), bad_offsets, {3});
+  const std::pair<std::string, std::string> cases[] = {
+      {"query --index " + idx.string(), "--vectors"},
+      {"query --index " + idx.string() + " --vectors " + cli_temp("qnarrow.npy").string(), "dim 3"},
+      {base + " --offsets " + cli_temp("qbad.npy").string(), "qbad.npy"},
+      {base + " --salience idf", "--salience idf"},
+      {base + " --top 0", "--top"},
+      {base + " --strategy top1,top2", "one strategy"},
+      {base + " --doc-ids " + (dir / "glove100" / "query_ids.txt").string(), "names"},
+      {base + " --query-salience " + cli_temp("qnarrow.npy").string(), "salience values"},
+      {base + " --candidates postings", "residual"},
+      {"query --index /nonexistent.idx --vectors " + cli_temp("qv.npy").string(), "/nonexistent.idx"},
+  };
+  for (const auto& [command, reason] : cases) {
+    INFO(command);
+    const auto bad = run_cli(command, true);
+    CHECK(bad.status == 2);
+    CHECK(bad.out.find(reason) != std::string::npos);
+    CHECK(bad.out.find(" Q0 ") == std::string::npos);
+  }
+  // An index built with salience needs the queries' salience, or --rerank-weights off.
+  const auto sal = cli_temp("query_idf.idx");
+  REQUIRE(run_cli("index --collection " + dir.string() + " --salience idf --out " + sal.string()).status == 0);
+  const std::string on_sal = "query --index " + sal.string() + " --vectors " + cli_temp("qv.npy").string();
+  CHECK(run_cli(on_sal).status == 2);
+  const auto unweighted = run_cli(on_sal + " --rerank-weights off");
+  REQUIRE(unweighted.status == 0);
+  const auto loaded = aligner::load_index<aligner::exact_backend>(sal);
+  const auto plain = loaded.search({q.data(), end - begin, dim}, {.top = 10, .use_doc_salience = false});
+  CHECK(unweighted.out.find("0 Q0 " + std::to_string(plain.ids[0]) + " 1 ") == 0);
+  // An index directory names its documents itself.
+  const auto dirx = cli_temp("query_dir");
+  std::filesystem::remove_all(dirx);
+  REQUIRE(run_cli("index --collection " + dir.string() + " --storage residual:2 --centroids 64 --layout directory --out " + dirx.string()).status == 0);
+  const auto from_dir = run_cli("query --index " + dirx.string() + " --vectors " + cli_temp("qv.npy").string() + " --candidates postings --top 5");
+  REQUIRE(from_dir.status == 0);
+  const aligner::index_directory_reader reader(dirx);
+  const auto hits = reader.search({q.data(), end - begin, dim}, {.top = 5, .nprobe = 4, .ndocs = 1000});
+  std::ostringstream named;
+  for (std::size_t k = 0; k != hits.ids.size(); ++k) {
+    char line[256];
+    std::snprintf(line, sizeof line, "0 Q0 %s %zu %.9g aligner-top1\n", reader.name(hits.ids[k]).c_str(), k + 1, double(hits.scores[k]));
+    named << line;
+  }
+  CHECK(from_dir.out == named.str());
+  CHECK(run_cli("query --index " + dirx.string() + " --vectors " + cli_temp("qv.npy").string() + " --candidates 10").status == 2);
+  std::filesystem::remove_all(dirx);
+  std::filesystem::remove(idx);
+  std::filesystem::remove(sal);
+}
+
+TEST_CASE("cli: index shows a bar per build stage that moves during the build", "[property]") {
+  const auto idx = cli_temp("progress.idx");
+  const auto r = run_cli("index --collection " + aligner_test::cranfield_dir().string() + " --storage residual:2 --centroids 64 --progress --out " +
+                             idx.string(),
+                         true);
+  REQUIRE(r.status == 0);
+  for (const char* stage : {"indexing: codec", "indexing: token index", "indexing: store"}) {
+    INFO(stage);
+    CHECK(r.out.find(stage) != std::string::npos);
+  }
+  CHECK(r.out.find("(0/") != std::string::npos);
+  CHECK(r.out.find("100% (1400/1400)") != std::string::npos);
+  std::filesystem::remove(idx);
+}
+
+TEST_CASE("cli: --backend faiss-ivf builds, saves and searches; --nlist and --ivf-nprobe need it", "[property]") {
+  const auto help = run_cli("index --help");
+  if (help.out.find("faiss-ivf") == std::string::npos) {
+    std::printf("SKIP: this build of the CLI has no FAISS\n");
+    return;
+  }
+  const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
+  const auto idx = cli_temp("ivf.idx");
+  const auto built = run_cli("index" + coll + " --backend faiss-ivf --nlist 64 --ivf-nprobe 16 --out " + idx.string(), true);
+  REQUIRE(built.status == 0);
+  CHECK(built.out.find("faiss-ivf: 64 inverted lists, 16 probed per query token") != std::string::npos);
+  CHECK(run_cli("info " + idx.string()).out.find("backend=faiss-ivf") != std::string::npos);
+  const std::string opts = " --strategy top1 --candidates 100";
+  const auto searched = run_cli("search --index " + idx.string() + coll + opts);
+  const auto evaluated = run_cli("eval" + coll + opts + " --backend faiss-ivf --nlist 64 --ivf-nprobe 16");
+  REQUIRE(searched.status == 0);
+  CHECK(without_timing(searched.out) == without_timing(evaluated.out));
+  // Its quality is the exhaustive rerank's on Cranfield (identical vectors indexed once: k' reaches far).
+  const auto exhaustive = run_cli("eval" + coll + " --strategy top1");
+  const auto ndcg = [](const std::string& out) { return std::stod(out.substr(out.find("ndcg@10=") + 8, 6)); };
+  CHECK(ndcg(searched.out) >= ndcg(exhaustive.out) - 0.01);
+  // The default list count is chosen and printed.
+  const auto chosen = run_cli("eval" + coll + opts + " --backend faiss-ivf", true);
+  REQUIRE(chosen.status == 0);
+  // 6,487 distinct vectors: 4 sqrt(n) = 322 -> 256, but at most n / 39 = 166 -> 128.
+  CHECK(chosen.out.find("faiss-ivf: 128 inverted lists, 32 probed") != std::string::npos);
+  for (const char* bad : {" --nlist 8", " --ivf-nprobe 4", " --backend faiss-ivf --nlist 0", " --backend faiss-ivf --ivf-nprobe 0"}) {
+    INFO(bad);
+    CHECK(run_cli("index" + coll + bad + " --out " + cli_temp("never_ivf.idx").string()).status == 2);
+  }
+  CHECK(!std::filesystem::exists(cli_temp("never_ivf.idx")));
+  CHECK(run_cli("eval" + coll + " --strategy top1 --backend faiss-ivf --nlist 8").status == 2);  // no token index without --candidates K
+  std::filesystem::remove(idx);
 }

@@ -8,6 +8,7 @@
 #include "test_sections.hpp"
 
 #include <chrono>
+#include <random>
 #include <csignal>
 #include <cstring>
 #include <sys/wait.h>
@@ -42,6 +43,18 @@ TEST_CASE("crc32c: standard check value", "[golden]") {
   CHECK(aligner::io::crc32c("", 0) == 0u);
   // Incremental equals one shot.
   CHECK(aligner::io::crc32c("6789", 4, aligner::io::crc32c("12345", 5)) == 0xE3069283u);
+  // The instruction path (taken where the CPU has SSE4.2) equals the table at every length and alignment.
+  std::vector<unsigned char> bytes(300);
+  std::mt19937 rng(7);
+  for (auto& b : bytes) b = static_cast<unsigned char>(rng());
+  for (std::size_t start = 0; start != 9; ++start)
+    for (std::size_t len = 0; start + len <= bytes.size(); len += 1 + len / 8) {
+      const std::uint32_t table = ~aligner::io::detail::crc32c_table_driven(bytes.data() + start, len, ~0x1234u);
+      CHECK(aligner::io::crc32c(bytes.data() + start, len, 0x1234u) == table);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+      if (aligner::io::detail::cpu_has_sse42()) CHECK(~aligner::io::detail::crc32c_sse42(bytes.data() + start, len, ~0x1234u) == table);
+#endif
+    }
 }
 
 TEST_CASE("persist: save -> load -> search gives identical results (mmap and read)", "[property]") {

@@ -282,8 +282,69 @@ TEST_CASE("search_params and index_params: every field in declaration order (des
   CHECK(p.top == 3);
   CHECK(p.candidates_per_token == 7);
   const aligner::index_params ip{.doc_prune = 1.0, .check_finite = true, .precision = aligner::storage::bf16, .codec = {},
-                                 .residual = {}, .dedup_tokens = true, .token_index = true};
+                                 .residual = {}, .dedup_tokens = true, .token_index = true, .threads = 1, .progress = {}};
   CHECK(ip.precision == aligner::storage::bf16);
+}
+
+namespace {
+/// A backend that records what the retriever's add told it (backend_add_options), over an exact backend.
+struct recording_backend {
+  aligner::exact_backend inner;
+  std::vector<aligner::backend_add_options> calls;
+  std::size_t dim() const noexcept { return inner.dim(); }
+  std::size_t size() const noexcept { return inner.size(); }
+  void add(aligner::matrix_view<float> v) { add(v, {}); }
+  void add(aligner::matrix_view<float> v, const aligner::backend_add_options& o) {
+    calls.push_back(o);
+    inner.add(v, o);
+  }
+  aligner::topk_result search(aligner::matrix_view<float> q, std::size_t k) const { return inner.search(q, k); }
+};
+static_assert(aligner::configurable_backend<recording_backend>);
+}  // namespace
+
+TEST_CASE("retriever: add reports its stages in order, passes its threads to the backend, and checks values once", "[property]") {
+  const aligner_test::random_corpus corpus(40, 20, 8, 511, false);
+  std::vector<std::string> stages;
+  std::vector<aligner::build_progress> events;
+  aligner::index_params params{.precision = aligner::storage::residual, .residual = {.centroids = 16}, .threads = 3};
+  params.progress = [&](const aligner::build_progress& p) {
+    if (stages.empty() || stages.back() != p.stage) stages.emplace_back(p.stage);
+    events.push_back(p);
+  };
+  aligner::aligner_retriever<recording_backend> r(recording_backend{aligner::exact_backend(8), {}}, corpus.view(), params);
+  CHECK(stages == std::vector<std::string>{"codec", "token index", "store"});
+  // Each stage starts at 0 and ends at its total; the token index counts the vectors given to the backend.
+  for (const auto& name : stages) {
+    std::vector<aligner::build_progress> of;
+    for (const auto& e : events)
+      if (e.stage == name) of.push_back(e);
+    REQUIRE(of.size() >= 2);
+    CHECK(of.front().done == 0);
+    CHECK(of.back().done == of.back().total);
+    for (std::size_t i = 1; i != of.size(); ++i) CHECK(of[i].done >= of[i - 1].done);
+  }
+  for (const auto& e : events)
+    if (e.stage == "token index") CHECK(e.total == r.backend().size());
+  for (const auto& e : events)
+    if (e.stage == "store") CHECK(e.total == corpus.view().size());
+  // The backend was told the threads and that the values are checked already (the retriever checks them, naming
+  // the document and token).
+  REQUIRE(r.backend().calls.size() == 1);
+  CHECK(r.backend().calls[0].threads == 3);
+  CHECK(!r.backend().calls[0].check_finite);
+  // A NaN: the retriever's own check refuses it by document and token, before the backend sees anything.
+  std::vector<float> bad(8 * 3, 0.5f);
+  bad[8 + 2] = aligner_test::nan_f();
+  CHECK_THROWS_WITH(r.add({bad.data(), 3, 8}), Catch::Contains("document 0 of this add") && Catch::Contains("at token 1, component 2"));
+  CHECK(r.backend().calls.size() == 1);
+  // check_finite = false: no scan at all, in the retriever or the backend (the caller vouches for the values).
+  aligner::aligner_retriever<aligner::exact_backend> trusting(aligner::exact_backend(8), aligner::index_params{.check_finite = false});
+  CHECK_NOTHROW(trusting.add({bad.data(), 3, 8}));
+  CHECK(trusting.size() == 1);
+  aligner::aligner_retriever<aligner::exact_backend> checking(aligner::exact_backend(8));
+  CHECK_THROWS_WITH(checking.add({bad.data(), 3, 8}), Catch::Contains("non-finite"));
+  CHECK(checking.size() == 0);
 }
 
 TEST_CASE("retriever: salience that only chooses tokens (use_query_salience and use_doc_salience false) leaves scores unweighted",

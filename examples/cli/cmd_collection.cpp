@@ -35,7 +35,7 @@ std::uintmax_t directory_bytes(const fs::path& dir) {
 /// aligner index --layout directory: the streamed build (documents read from the mapped vectors chunk by chunk).
 int run_index_directory(const options& o) {
   o.require("--collection");
-  for (const char* flag : {"--backend", "--dedup", "--prune-doc", "--token-index"})
+  for (const char* flag : {"--backend", "--dedup", "--prune-doc", "--token-index", "--nlist", "--ivf-nprobe"})
     if (o.has(flag))
       throw usage_error(std::string(flag) + " shapes a token index, which an index directory does not have (search it with --candidates postings or all)");
   if (o.salience != "none") throw usage_error("--salience " + o.salience + ": an index directory stores no salience (use --layout file)");
@@ -160,7 +160,7 @@ int run_info(const options& o) {
     std::printf("salience=%s\nbytes_per_token=%.2f\n", s->has_salience == 1 ? "yes" : "no", s->tokens() ? double(bytes) / double(s->tokens()) : 0.0);
     return 0;
   }
-  const std::string label = aligner::read_index_label(o.index_file);  // reads and verifies the file (io_error if it cannot)
+  const std::string label = aligner::read_index_label(o.index_file);  // io_error when it is not an index file
   const std::uintmax_t bytes = std::filesystem::file_size(o.index_file);
   with_saved_index(o.index_file, {.mmap = true}, [&](const auto& index) {
     const auto& store = index.store();
@@ -302,6 +302,114 @@ int run_adapt(const options& o) {
   std::printf("\nadapted ndcg@10=%.4f +- %.4f top1 ndcg@10=%.4f +- %.4f folds=%zu shots=%zu seed=%llu\n", result.mean,
               result.stddev, result.top1_mean, result.top1_stddev, result.folds.size(), o.shots,
               static_cast<unsigned long long>(o.seed));
+  return 0;
+}
+
+}  // namespace cli
+
+namespace cli {
+
+namespace {
+
+/// One name per line of `file` (the document names of aligner query --doc-ids).
+std::vector<std::string> read_lines(const std::string& file) {
+  const std::string text = aligner::io::read_file(file);
+  std::vector<std::string> lines;
+  for (std::size_t at = 0; at < text.size();) {
+    const std::size_t end = std::min(text.find('\n', at), text.size());
+    lines.push_back(text.substr(at, end - at));
+    at = end + 1;
+  }
+  return lines;
+}
+
+}  // namespace
+
+int run_query(const options& o) {
+  o.require("--index");
+  o.require("--vectors");
+  if (o.strategies.size() > 1) throw usage_error("query ranks with one strategy; --strategy got " + std::to_string(o.strategies.size()));
+  if (o.has("--salience") && o.has("--query-salience")) throw usage_error("give one of --salience FILE and --query-salience UQ.npy");
+  if (o.salience == "idf") throw usage_error("--salience idf needs a collection's token ids; for vectors you bring, give --salience FILE (learned heads) or --query-salience UQ.npy");
+  // The queries: [tokens, dim] float32/float16, cut by --offsets (default: one query of every row).
+  auto vectors = aligner::io::load_npy<float>(o.vectors);
+  if (vectors.shape.size() != 2) throw usage_error(o.vectors + ": expected a 2-d array [tokens, dim], got " + std::to_string(vectors.shape.size()) + " dimensions");
+  const std::size_t tokens = vectors.shape[0], dim = vectors.shape[1];
+  std::vector<std::int64_t> offsets{0, std::int64_t(tokens)};
+  if (o.has("--offsets")) {
+    auto off = aligner::io::load_npy<std::int64_t>(o.offsets);
+    if (off.shape.size() != 1) throw usage_error(o.offsets + ": expected a 1-d array of offsets [queries + 1]");
+    offsets = std::move(off.values);
+    try {
+      aligner::detail::check_offsets(offsets, tokens, "offsets");
+    } catch (const aligner::invalid_argument& e) {
+      throw usage_error(o.offsets + ": " + e.what());
+    }
+  }
+  const aligner::sequence_set_view queries{{vectors.values.data(), tokens, dim}, offsets};
+  retrieval_setup s;  // what search_params_of reads: the query salience, if any
+  if (o.has("--query-salience")) {
+    auto u = aligner::io::load_npy<float>(o.query_salience);
+    if (u.values.size() != tokens)
+      throw usage_error(o.query_salience + ": " + std::to_string(u.values.size()) + " salience values for " + std::to_string(tokens) + " query tokens");
+    s.uq = std::move(u.values);
+  } else if (o.salience != "none") {
+    const auto heads = aligner::io::load_salience_heads(o.salience);
+    if (heads.heads.dim() != dim)
+      throw usage_error("--salience " + o.salience + " holds heads of dim " + std::to_string(heads.heads.dim()) + ", the queries have dim " + std::to_string(dim));
+    s.uq = heads.heads.query(queries, false);
+  }
+  aligner::search_params p = search_params_of(o, s, true);
+  p.strategy = o.strategies.empty() ? aligner::alignment::top1() : o.strategies[0];
+  p.top = o.has("--top") ? o.top : 10;
+  const std::string tag = "aligner-" + p.strategy.name();
+  std::vector<std::string> names;
+  if (o.has("--doc-ids")) names = read_lines(o.doc_ids);
+
+  // Ranks every query (on --threads threads) and prints TREC run lines: query rank... in query order.
+  const auto rank_all = [&](const auto& index, std::size_t documents, const auto& name_of) {
+    if (index.dim() != dim) throw usage_error(o.vectors + " holds vectors of dim " + std::to_string(dim) + ", " + o.index_file + " of dim " + std::to_string(index.dim()));
+    if (!names.empty() && names.size() != documents)
+      throw usage_error(o.doc_ids + " names " + std::to_string(names.size()) + " documents, " + o.index_file + " holds " + std::to_string(documents));
+    std::vector<aligner::search_result> results(queries.size());
+    std::vector<aligner::search_params> per(queries.size(), p);
+    for (std::size_t q = 0; q != queries.size(); ++q)
+      if (!s.uq.empty()) per[q].query_salience = std::span<const float>(s.uq).subspan(std::size_t(offsets[q]), queries.length(q));
+    {
+      progress bar("ranking queries", queries.size(), o.progress);
+      aligner::parallel_for(queries.size(), o.threads, [&](std::size_t q) {
+        results[q] = index.search(queries.sequence(q), per[q]);
+        bar.tick();
+      });
+    }
+    for (std::size_t q = 0; q != queries.size(); ++q) {
+      if (results[q].empty_query) std::fprintf(stderr, "query %zu has no tokens to search: no results\n", q);
+      for (std::size_t r = 0; r != results[q].ids.size(); ++r) {
+        const std::int64_t id = results[q].ids[r];
+        const std::string name = !names.empty() ? names[std::size_t(id)] : name_of(id);
+        std::printf("%zu Q0 %s %zu %.9g %s\n", q, name.c_str(), r + 1, double(results[q].scores[r]), tag.c_str());
+      }
+    }
+  };
+  if (fs::is_directory(o.index_file)) {
+    if (o.has("--no-mmap")) throw usage_error("--no-mmap: an index directory is always memory-mapped");
+    if (o.candidates) throw usage_error("--candidates K needs a token index; search an index directory with --candidates postings or all");
+    if (!s.uq.empty() && o.rerank_weights) throw usage_error(o.index_file + " stores no salience: query salience can only choose tokens (--rerank-weights off)");
+    const aligner::index_directory_reader reader(o.index_file);
+    const auto snap = reader.snapshot();
+    std::vector<std::string> stored(std::size_t(snap->next_id));
+    for (const auto& seg : snap->segments)
+      for (std::size_t d = 0; d != seg->names.size(); ++d) stored[std::size_t(seg->ids[d])] = seg->names[d];
+    rank_all(reader, stored.size(), [&](std::int64_t id) { return stored[std::size_t(id)].empty() ? std::to_string(id) : stored[std::size_t(id)]; });
+    return 0;
+  }
+  with_saved_index(o.index_file, {.mmap = !o.no_mmap}, [&](const auto& index) {
+    if (index.store().has_salience() && s.uq.empty() && o.rerank_weights)
+      throw usage_error(o.index_file + " was built with salience: give the queries theirs (--salience FILE or --query-salience UQ.npy)");
+    if (!index.store().has_salience() && !s.uq.empty() && o.rerank_weights)
+      throw usage_error(o.index_file + " was built without salience: query salience can only choose tokens (--rerank-weights off)");
+    rank_all(index, index.size(), [](std::int64_t id) { return std::to_string(id); });
+  });
   return 0;
 }
 

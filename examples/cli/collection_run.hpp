@@ -12,7 +12,9 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "backends.hpp"
@@ -51,10 +53,12 @@ inline retrieval_setup load_setup(const options& o, bool with_judgments = true, 
   return s;
 }
 
-inline aligner::search_params search_params_of(const options& o, const retrieval_setup& s) {
+/// The search_params of the ranking flags. `index_salience`: the documents' salience may come from a saved index
+/// (aligner query), so --rerank-weights off means something without a query salience.
+inline aligner::search_params search_params_of(const options& o, const retrieval_setup& s, bool index_salience = false) {
   if (o.prune_query != 1.0 && s.uq.empty()) throw usage_error("--prune-query below 1 needs a salience (--salience idf or FILE)");
   if (!o.postings && (o.has("--nprobe") || o.has("--ndocs"))) throw usage_error("--nprobe and --ndocs need --candidates postings");
-  if (o.has("--rerank-weights") && o.salience == "none") throw usage_error("--rerank-weights needs a salience (--salience idf or FILE)");
+  if (o.has("--rerank-weights") && o.salience == "none" && s.uq.empty() && !index_salience) throw usage_error("--rerank-weights needs a salience (--salience idf or FILE)");
   return {.norm = o.norm,
           .candidates_per_token = o.candidates.value_or(1),
           .top = o.top,
@@ -123,7 +127,7 @@ template <class Fn>
 void build_index(const options& o, const retrieval_setup& s, Fn&& fn, bool ranks_now = false) {
   const bool token_candidates = o.candidates.has_value();
   if (ranks_now && !token_candidates)
-    for (const char* flag : {"--backend", "--dedup", "--prune-doc", "--token-index"})
+    for (const char* flag : {"--backend", "--dedup", "--prune-doc", "--token-index", "--nlist", "--ivf-nprobe"})
       if (o.has(flag))
         throw usage_error(std::string(flag) + " shapes the token index, which only --candidates K uses (without it every document is " +
                           (o.postings ? "found through centroid postings" : "reranked") + ")");
@@ -133,22 +137,40 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn, bool ranks
   else aligner::parse_storage(o.storage, precision);  // validated by the flag handler
   if (o.centroids && !o.residual_bits) throw usage_error("--centroids needs --storage residual:N");
   if (o.postings && !o.residual_bits) throw usage_error("--candidates postings needs --storage residual:N");
+  if ((o.has("--nlist") || o.has("--ivf-nprobe")) && o.backend != "faiss-ivf") throw usage_error("--nlist and --ivf-nprobe need --backend faiss-ivf");
   aligner::residual_params residual{.nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .threads = o.threads};
 
   with_backend(o.backend, s.c.docs.dim, [&](auto backend) {
     using backend_t = decltype(backend);
     std::unique_ptr<aligner::aligner_retriever<backend_t>> index;
     {
-      progress bar("indexing", 1, o.progress);
+      // One bar per stage of the build (codec training, token index insertion, store encoding), moving as it goes.
+      std::optional<progress> bar;
+      std::string stage;
+      const auto report = [&](const aligner::build_progress& p) {
+        if (p.stage != stage || !bar) {
+          bar.reset();
+          stage = p.stage;
+          bar.emplace("indexing: " + stage, p.total, o.progress);
+        }
+        bar->update(p.done);
+      };
       index = std::make_unique<aligner::aligner_retriever<backend_t>>(
-          std::move(backend), s.c.docs.view(), aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .residual = residual, .dedup_tokens = o.dedup, .token_index = o.token_index && (!ranks_now || token_candidates)}, s.ud);
-      bar.tick();
+          std::move(backend), s.c.docs.view(),
+          aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .residual = residual, .dedup_tokens = o.dedup,
+                                .token_index = o.token_index && (!ranks_now || token_candidates), .threads = o.threads, .progress = report},
+          s.ud);
     }
     if (const auto& codec = index->params().codec)
       std::fprintf(stderr, "%s codec: %zu centroids, %.1f bytes a token of codes\n", codec->name().c_str(), codec->centroids(),
                    codec->bytes_per_token());
+#ifdef ALIGNER_HAVE_FAISS
+    if constexpr (std::is_same_v<backend_t, aligner::faiss_backend>)
+      if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(&index->backend().index()))
+        std::fprintf(stderr, "faiss-ivf: %zu inverted lists, %zu probed per query token\n", std::size_t(ivf->nlist), std::size_t(ivf->nprobe));
+#endif
     fn(*index);
-  });
+  }, aligner::backend_settings{.nlist = o.nlist, .nprobe = o.ivf_nprobe});
 }
 
 /// Ranks every judged query under every strategy with a freshly built index.

@@ -25,5 +25,6 @@ int run_info(const options& o);
 int run_kernels(const options& o);
 int run_explain(const options& o);
 int run_train_salience(const options& o);
+int run_query(const options& o);
 
 }  // namespace cli

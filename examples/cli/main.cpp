@@ -83,6 +83,19 @@ directory (aligner index --layout directory): then only the collection's queries
 named by the directory's document names.
 )",
      cli::run_search},
+    {"query", cli::query, "rank documents of a saved index for query vectors you bring (.npy); print a TREC run",
+     R"(usage: aligner query --index INDEX --vectors Q.npy [--offsets O.npy] [--strategy S] [--top N] [options]
+
+Ranks the documents of INDEX (an index file or directory of aligner index) for ad-hoc queries: Q.npy holds the
+query token vectors [tokens, dim] (float32 or float16), O.npy where each query starts (int64 or int32,
+[queries + 1]; without it every row belongs to one query). Prints the top N (default 10) of each query as TREC
+run lines
+  QUERY Q0 DOC RANK SCORE aligner-STRATEGY
+(QUERY: the query's index in O.npy; DOC: the document's name from --doc-ids, the index directory's names, or
+its id). An index built with salience needs the queries' own: --salience FILE (learned heads) or
+--query-salience UQ.npy, or --rerank-weights off.
+)",
+     cli::run_query},
     {"info", cli::info, "print what an index file or directory holds, one key=value per line",
      R"(usage: aligner info INDEX
 

@@ -30,6 +30,13 @@ std::uint64_t parse_count(std::string_view flag, const std::string& v) {
   return x;
 }
 
+/// A count that must be at least 1.
+std::uint64_t parse_positive(std::string_view flag, const std::string& v) {
+  const std::uint64_t x = parse_count(flag, v);
+  if (x == 0) throw usage_error(std::string(flag) + " must be >= 1, got 0");
+  return x;
+}
+
 double parse_fraction(std::string_view flag, const std::string& v) {
   const double x = parse_double(flag, v);
   if (!(x > 0.0 && x <= 1.0)) throw usage_error(std::string(flag) + " must be in (0, 1], got " + v);
@@ -55,19 +62,25 @@ struct flag {
   handler set;
 };
 
-constexpr unsigned collection_cmds = eval | adapt | index | search, ranking_cmds = eval | adapt | search;
+constexpr unsigned collection_cmds = eval | adapt | index | search, ranking_cmds = eval | adapt | search | query;
 constexpr unsigned building_cmds = eval | adapt | index;
 
 const std::vector<flag>& flags() {
   static const std::vector<flag> table = {
       {"--collection", "DIR", collection_cmds | explain | train_salience, "collection folder (BEIR files + vectors folder)",
        [](options& o, const std::string& v) { o.collection = v; }},
-      {"--vectors", "NAME", collection_cmds | explain | train_salience, "vectors subfolder (default glove100)", [](options& o, const std::string& v) { o.vectors = v; }},
-      {"--split", "NAME", ranking_cmds | train_salience, "qrels split (default test; train-salience: train)", [](options& o, const std::string& v) { o.split = v; }},
-      {"--index", "INDEX", search | explain, "index file written by aligner index (from the same collection)",
+      {"--vectors", "NAME|Q.npy", collection_cmds | explain | train_salience | query,
+       "vectors subfolder (default glove100); query: the query token vectors Q.npy [tokens, dim], float32 or float16",
+       [](options& o, const std::string& v) { o.vectors = v; }},
+      {"--offsets", "O.npy", query, "query: where each query starts in Q.npy [queries + 1] (default: all rows are one query)",
+       [](options& o, const std::string& v) { o.offsets = v; }},
+      {"--doc-ids", "FILE", query, "query: the name of each document id, one per line (default: the index directory's names, else the ids)",
+       [](options& o, const std::string& v) { o.doc_ids = v; }},
+      {"--split", "NAME", eval | adapt | search | train_salience, "qrels split (default test; train-salience: train)", [](options& o, const std::string& v) { o.split = v; }},
+      {"--index", "INDEX", search | explain | query, "index file or directory written by aligner index (search: from the same collection)",
        [](options& o, const std::string& v) { o.index_file = v; }},
-      {"--strategy", "S[,S...]", eval | search | score | explain | train_salience,
-       "alignment strategies: top1, topk:K, topp:P, dense (score, explain, train-salience: one)",
+      {"--strategy", "S[,S...]", eval | search | score | explain | train_salience | query,
+       "alignment strategies: top1, topk:K, topp:P, dense (score, explain, train-salience, query: one; query's default top1)",
        [](options& o, const std::string& v) { o.strategies = aligner::parse_grid(v); }},
       {"--grid", "paper|S,S,...", adapt, "strategy grid (default paper: topk 1,2,4,6,8 and topp 0.5%,1%,1.5%,2%)",
        [](options& o, const std::string& v) {
@@ -75,10 +88,7 @@ const std::vector<flag>& flags() {
          o.grid = v;
        }},
       {"--shots", "N", adapt, "labelled queries per fold (default 8)",
-       [](options& o, const std::string& v) {
-         o.shots = parse_count("--shots", v);
-         if (o.shots == 0) throw usage_error("--shots must be >= 1, got 0");
-       }},
+       [](options& o, const std::string& v) { o.shots = parse_positive("--shots", v); }},
       {"--seed", "N", adapt | train_salience, "shuffle seed (default 0)", [](options& o, const std::string& v) { o.seed = parse_count("--seed", v); }},
       {"--normalize", "mean|none", ranking_cmds | score | explain | train_salience, "divide by Z (default mean) or return the ColBERT sum",
        [](options& o, const std::string& v) { o.norm = aligner::parse_normalization(v); }},
@@ -100,9 +110,9 @@ const std::vector<flag>& flags() {
        [](options& o, const std::string& v) { o.prune_query = parse_fraction("--prune-query", v); }},
       {"--prune-doc", "B", building_cmds, "keep the top B of each document's tokens in the token index (needs --salience)",
        [](options& o, const std::string& v) { o.prune_doc = parse_fraction("--prune-doc", v); }},
-      {"--salience", "none|idf|FILE", collection_cmds | explain,
+      {"--salience", "none|idf|FILE", collection_cmds | explain | query,
        "idf: token IDF over the collection as query and document salience; FILE: learned heads (aligner train-salience) "
-       "(search: the index's own)",
+       "(search: the index's own; query: FILE only)",
        [](options& o, const std::string& v) {
          if (v.empty()) throw usage_error("--salience must be none, idf or a heads file, got ''");
          o.salience = v;
@@ -126,39 +136,34 @@ const std::vector<flag>& flags() {
          o.storage = v;
        }},
       {"--centroids", "K", building_cmds, "residual storage: k-means centroids (default 2^floor(log2(16 sqrt(tokens))), printed)",
-       [](options& o, const std::string& v) {
-         o.centroids = parse_count("--centroids", v);
-         if (o.centroids == 0) throw usage_error("--centroids must be >= 1, got 0");
-       }},
+       [](options& o, const std::string& v) { o.centroids = parse_positive("--centroids", v); }},
       {"--nprobe", "P", ranking_cmds, "--candidates postings: centroids probed per query token (default 4)",
-       [](options& o, const std::string& v) {
-         o.nprobe = parse_count("--nprobe", v);
-         if (o.nprobe == 0) throw usage_error("--nprobe must be >= 1, got 0");
-       }},
+       [](options& o, const std::string& v) { o.nprobe = parse_positive("--nprobe", v); }},
       {"--ndocs", "N", ranking_cmds, "--candidates postings: documents kept by the centroid-only score for the rerank (default 1000; 0: all)",
        [](options& o, const std::string& v) { o.ndocs = parse_count("--ndocs", v); }},
+      {"--nlist", "L", building_cmds, "--backend faiss-ivf: inverted lists (default: 4 sqrt(vectors) rounded down to a power of two, at most vectors/39)",
+       [](options& o, const std::string& v) { o.nlist = parse_positive("--nlist", v); }},
+      {"--ivf-nprobe", "P", building_cmds, "--backend faiss-ivf: lists probed per query token (default 32; saved with the index)",
+       [](options& o, const std::string& v) { o.ivf_nprobe = parse_positive("--ivf-nprobe", v); }},
       {"--token-index", "on|off", building_cmds, "off: no token MIPS index (a residual store searched by postings holds codes only)",
        [](options& o, const std::string& v) { o.token_index = one_of("--token-index", v, {"on", "off"}) == "on"; }},
       {"--dedup", "on|off", building_cmds,
        "on: identical token vectors enter the token index once, a hit expands to every document holding one (default)",
        [](options& o, const std::string& v) { o.dedup = one_of("--dedup", v, {"on", "off"}) == "on"; }},
-      {"--top", "N", ranking_cmds, "results per query (default 1000)",
-       [](options& o, const std::string& v) {
-         o.top = parse_count("--top", v);
-         if (o.top == 0) throw usage_error("--top must be >= 1, got 0");
-       }},
+      {"--top", "N", ranking_cmds, "results per query (default 1000; query: 10)",
+       [](options& o, const std::string& v) { o.top = parse_positive("--top", v); }},
       {"--run", "FILE", eval | search, "write the TREC run of the first strategy", [](options& o, const std::string& v) { o.run_file = v; }},
-      {"--threads", "T", collection_cmds | train_salience, "worker threads for searching and residual training (default 1; 0 = all cores)",
+      {"--threads", "T", collection_cmds | train_salience | query, "worker threads for searching, residual training and the hnswlib graph build (default 1; 0 = all cores)",
        [](options& o, const std::string& v) { o.threads = unsigned(parse_count("--threads", v)); }},
-      {"--no-mmap", "", search, "read the index into memory instead of mapping it", [](options& o, const std::string&) { o.no_mmap = true; }},
-      {"--progress", "", collection_cmds | train_salience, "progress bar on stderr even when it is not a terminal",
+      {"--no-mmap", "", search | query, "read the index into memory instead of mapping it", [](options& o, const std::string&) { o.no_mmap = true; }},
+      {"--progress", "", collection_cmds | train_salience | query, "progress bar on stderr even when it is not a terminal",
        [](options& o, const std::string&) { o.progress = true; }},
       {"--queries", "Q.npy", score, "query token vectors [tokens, dim], float32 or float16", [](options& o, const std::string& v) { o.queries = v; }},
       {"--query-offsets", "QO.npy", score, "query offsets [queries + 1], int64 or int32",
        [](options& o, const std::string& v) { o.query_offsets = v; }},
       {"--docs", "D.npy", score, "document token vectors [tokens, dim]", [](options& o, const std::string& v) { o.docs = v; }},
       {"--doc-offsets", "DO.npy", score, "document offsets [documents + 1]", [](options& o, const std::string& v) { o.doc_offsets = v; }},
-      {"--query-salience", "UQ.npy", score, "query salience [query tokens]", [](options& o, const std::string& v) { o.query_salience = v; }},
+      {"--query-salience", "UQ.npy", score | query, "query salience [query tokens]", [](options& o, const std::string& v) { o.query_salience = v; }},
       {"--doc-salience", "UD.npy", score, "document salience [document tokens]", [](options& o, const std::string& v) { o.doc_salience = v; }},
       {"--scores", "S.npy", gate, "scores, 1-d or 2-d (solved row by row)", [](options& o, const std::string& v) { o.scores = v; }},
       {"--k", "K", gate, "budget k of the gate", [](options& o, const std::string& v) { o.k = parse_double("--k", v); }},
@@ -181,10 +186,7 @@ const std::vector<flag>& flags() {
        "file: one index file (default); directory: an index directory of segments built streaming from the vectors (mapped, chunk by chunk)",
        [](options& o, const std::string& v) { o.layout = one_of("--layout", v, {"file", "directory"}); }},
       {"--segment-tokens", "N", index, "--layout directory: tokens per segment (default 4194304)",
-       [](options& o, const std::string& v) {
-         o.segment_tokens = parse_count("--segment-tokens", v);
-         if (o.segment_tokens == 0) throw usage_error("--segment-tokens must be >= 1, got 0");
-       }},
+       [](options& o, const std::string& v) { o.segment_tokens = parse_positive("--segment-tokens", v); }},
       {"--alpha-query", "A", train_salience, "query gate budget fraction in (0, 1] (default 0.5; 1: no gate)",
        [](options& o, const std::string& v) { o.alpha_query = parse_fraction("--alpha-query", v); }},
       {"--alpha-doc", "B", train_salience, "document gate budget fraction in (0, 1] (default 0.4; 1: no gate)",
@@ -215,7 +217,7 @@ const std::vector<flag>& flags() {
 std::string commands_of(unsigned bits) {
   static const std::pair<command, const char*> names[] = {{eval, "eval"},   {adapt, "adapt"}, {index, "index"},       {search, "search"},
                                                           {score, "score"}, {gate, "gate"},   {salience, "salience"}, {info, "info"},
-                                                          {kernels, "kernels"}, {explain, "explain"}, {train_salience, "train-salience"}};
+                                                          {kernels, "kernels"}, {explain, "explain"}, {train_salience, "train-salience"}, {query, "query"}};
   std::string out;
   for (const auto& [bit, name] : names)
     if (bits & bit) (out.empty() ? out : out.append(", ")).append(name);

@@ -34,6 +34,7 @@ enum command : unsigned {
   kernels = 1u << 8,
   explain = 1u << 9,
   train_salience = 1u << 10,
+  query = 1u << 11,
 };
 
 /// Every value a flag can set, with its default.
@@ -54,9 +55,11 @@ struct options {
   unsigned threads = 1;
   bool progress = false, no_mmap = false, dedup = true, postings = false, token_index = true, rerank_weights = true;
   std::size_t nprobe = 4, ndocs = 1000;  ///< --candidates postings
+  std::size_t nlist = 0, ivf_nprobe = 32;  ///< --backend faiss-ivf (0 lists: chosen from the vector count)
   std::string layout = "file";           ///< index: one file, or an index directory of segments (streamed build)
   std::size_t segment_tokens = std::size_t(1) << 22;
   std::string query_id, doc_id, html, svg, vocab;  ///< explain
+  std::string offsets, doc_ids;                    ///< query: --offsets O.npy, --doc-ids FILE
   // train-salience (defaults: aligner::salience_training_params)
   double alpha_query = 0.5, alpha_doc = 0.4, temperature = 20.0, learning_rate = 0.01, holdout = 0.1, epsilon_start = 0.0;
   std::size_t epochs = 20, batch = 32, hard_negatives = 16, patience = 3;

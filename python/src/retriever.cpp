@@ -95,9 +95,10 @@ class py_retriever {
  public:
   py_retriever(std::size_t dim, const std::string& backend, const std::string& storage, double doc_prune, bool dedup_tokens,
                bool token_index, std::size_t residual_nbits, std::size_t residual_centroids, std::size_t residual_iterations,
-               std::uint64_t seed, unsigned threads, std::size_t graph_m, std::size_t ef_construction, std::size_t ef_search)
+               std::uint64_t seed, unsigned threads, std::size_t graph_m, std::size_t ef_construction, std::size_t ef_search,
+               std::size_t nlist, std::size_t ivf_nprobe)
       : r_(make(dim, backend, storage, doc_prune, dedup_tokens, token_index, residual_nbits, residual_centroids, residual_iterations,
-                seed, threads, {.m = graph_m, .ef_construction = ef_construction, .ef_search = ef_search})),
+                seed, threads, {.m = graph_m, .ef_construction = ef_construction, .ef_search = ef_search, .nlist = nlist, .nprobe = ivf_nprobe})),
         backend_(backend) {}
 
   static any_retriever make(std::size_t dim, const std::string& backend, const std::string& storage, double doc_prune,
@@ -124,6 +125,7 @@ class py_retriever {
     params.residual.iterations = residual_iterations;
     params.residual.seed = seed;
     params.residual.threads = threads;
+    params.threads = threads;  // hnswlib inserts on these threads too
     return aligner::with_backend(
         backend, dim,
         [&](auto b) { return any_retriever(std::in_place_type<aligner::aligner_retriever<decltype(b)>>, std::move(b), params); }, graph);
@@ -304,10 +306,10 @@ void bind_retriever(py::module_& m) {
 
   py::class_<py_retriever>(m, "_Retriever")
       .def(py::init<std::size_t, const std::string&, const std::string&, double, bool, bool, std::size_t, std::size_t, std::size_t,
-                    std::uint64_t, unsigned, std::size_t, std::size_t, std::size_t>(),
+                    std::uint64_t, unsigned, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t>(),
            py::arg("dim"), py::arg("backend"), py::arg("storage"), py::arg("doc_prune"), py::arg("dedup_tokens"), py::arg("token_index"),
            py::arg("residual_nbits"), py::arg("residual_centroids"), py::arg("residual_iterations"), py::arg("seed"), py::arg("threads"),
-           py::arg("graph_m"), py::arg("ef_construction"), py::arg("ef_search"))
+           py::arg("graph_m"), py::arg("ef_construction"), py::arg("ef_search"), py::arg("nlist"), py::arg("ivf_nprobe"))
       .def_property_readonly("dim", &py_retriever::dim)
       .def_property_readonly("size", &py_retriever::size)
       .def_property_readonly("live_size", &py_retriever::live_size)

@@ -28,6 +28,26 @@ concept mips_backend = requires(B& backend, const B& const_backend, matrix_view<
   backend.add(vectors);
 };
 
+/// What a caller may tell a backend's add besides the vectors (the optional overload `add(vectors, options)`, see
+/// configurable_backend). The retriever passes its index_params through it.
+struct backend_add_options {
+  /// false: the caller has already checked that every value is finite (index_params.check_finite = false, or the
+  /// retriever's own check that names the document and token), so the backend does not scan the vectors again.
+  bool check_finite = true;
+  /// Threads the backend may insert with (0 = one per hardware thread). hnswlib inserts into its graph on several
+  /// threads; the graph (and so the approximate results) then depends on the timing. One thread is deterministic.
+  unsigned threads = 1;
+  /// Called with (vectors inserted so far, vectors of this add), from the inserting threads, one call at a time,
+  /// after a few thousand vectors at a time and once at the end. It must not throw.
+  std::function<void(std::size_t done, std::size_t total)> progress{};
+};
+
+/// A backend whose add also takes backend_add_options (every bundled backend). Others get add(vectors) only.
+template <class B>
+concept configurable_backend = mips_backend<B> && requires(B& backend, matrix_view<float> vectors, const backend_add_options& options) {
+  backend.add(vectors, options);
+};
+
 /// A predicate over stored vector ids: the filtered search returns only ids for which it returns true. It may be
 /// called from several threads at once (FAISS searches in parallel) and must not throw.
 using id_filter = std::function<bool(std::int64_t)>;
@@ -54,10 +74,11 @@ concept serializable_backend = mips_backend<B> && requires(const B& const_backen
 
 namespace detail {
 
-/// The argument checks every bundled backend's add() makes (dim match, no NaN/Inf); `backend` names it.
-inline void check_backend_add(matrix_view<float> vectors, std::size_t dim, const char* backend) {
+/// The argument checks every bundled backend's add() makes (dim match, and no NaN/Inf unless `check_finite` is
+/// false); `backend` names it.
+inline void check_backend_add(matrix_view<float> vectors, std::size_t dim, const char* backend, bool check_finite = true) {
   ALIGNER_EXPECTS(vectors.cols == dim, backend, " of dim ", dim, " cannot add vectors of dim ", vectors.cols);
-  check_matrix(vectors, "vectors", true);
+  check_matrix(vectors, "vectors", check_finite);
 }
 
 /// The argument checks every bundled backend's search() makes (k >= 1, dim match, no NaN/Inf).

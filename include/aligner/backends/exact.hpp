@@ -26,6 +26,8 @@
 namespace aligner {
 
 class exact_backend {
+  static constexpr std::size_t progress_step = std::size_t(1) << 16;
+
  public:
   /// The name index files record, so that loading with another backend type is refused by name.
   static constexpr std::string_view type_name = "exact_backend";
@@ -42,12 +44,19 @@ class exact_backend {
   std::size_t size() const noexcept { return size_; }
 
   /// Appends vectors (ids size() .. size() + rows - 1). Throws on a dim mismatch or NaN/Inf (index unchanged).
-  void add(matrix_view<float> vectors) {
+  void add(matrix_view<float> vectors) { add(vectors, backend_add_options{}); }
+  /// The same with options: no finite scan when options.check_finite is false; progress as vectors are packed
+  /// (packing is a copy: one thread).
+  void add(matrix_view<float> vectors, const backend_add_options& options) {
     if (vectors.rows == 0) return;
-    detail::check_backend_add(vectors, dim_, "exact_backend");
+    detail::check_backend_add(vectors, dim_, "exact_backend", options.check_finite);
     panels_.resize(packed_words(precision_, size_ + vectors.rows, dim_), 0u);
-    for (std::size_t r = 0; r != vectors.rows; ++r) pack_token(precision_, vectors.row(r), dim_, size_ + r, panels_.data());
+    for (std::size_t r = 0; r != vectors.rows; ++r) {
+      pack_token(precision_, vectors.row(r), dim_, size_ + r, panels_.data());
+      if (options.progress && (r + 1) % progress_step == 0) options.progress(r + 1, vectors.rows);
+    }
     size_ += vectors.rows;
+    if (options.progress) options.progress(vectors.rows, vectors.rows);
   }
 
   /// Exact top-k inner products of every query row, best first, ties toward the smaller id; k may exceed size()

@@ -8,6 +8,8 @@
  *  thread-safe for these index types. */
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -17,7 +19,9 @@
 #include <vector>
 
 #include <faiss/Index.h>
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
+#include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/impl/FaissException.h>
@@ -44,18 +48,56 @@ class faiss_backend {
     ALIGNER_EXPECTS(index_->d >= 1, "faiss index dim must be >= 1, got ", index_->d);
   }
 
+  /// An inverted-file index over exact vectors (faiss::IndexIVFFlat, inner product, a flat quantizer) that probes
+  /// `nprobe` lists per query vector (kept in the index, so a loaded index probes as many). `nlist` = 0 chooses the
+  /// list count when the first add trains it, from that add's vector count n: ivf_lists(n). An IVF index is
+  /// trained on its first add, which needs at least nlist vectors.
+  static faiss_backend ivf_flat(std::size_t dim, std::size_t nlist = 0, std::size_t nprobe = 32) {
+    ALIGNER_EXPECTS(dim >= 1, "faiss ivf dim must be >= 1, got ", dim);
+    ALIGNER_EXPECTS(nprobe >= 1, "faiss ivf nprobe must be >= 1, got ", nprobe);
+    faiss_backend b(make_ivf(dim, std::max<std::size_t>(nlist, 1), nprobe));
+    b.auto_nlist_ = nlist == 0;
+    return b;
+  }
+  /// The list count ivf_flat chooses for n training vectors: 4 sqrt(n) rounded down to a power of two, and at most
+  /// n / 39 (FAISS's k-means wants 39 points a centroid), at least 1.
+  static std::size_t ivf_lists(std::size_t n) noexcept {
+    if (n < 2) return 1;
+    std::size_t lists = std::size_t(1) << std::size_t(std::floor(std::log2(4.0 * std::sqrt(double(n)))));
+    while (lists > 1 && lists * 39 > n) lists /= 2;
+    return lists;
+  }
+
   std::size_t dim() const noexcept { return std::size_t(index_->d); }
   std::size_t size() const noexcept { return std::size_t(index_->ntotal); }
   const faiss::Index& index() const noexcept { return *index_; }
   faiss::Index& index() noexcept { return *index_; }
 
   /// Appends vectors (ids continue at size()); trains an untrained index on them first.
-  void add(matrix_view<float> vectors) {
+  void add(matrix_view<float> vectors) { add(vectors, backend_add_options{}); }
+  /// The same with options: no finite scan when options.check_finite is false; the vectors go to FAISS in chunks
+  /// of 65,536 with progress after each (an IVF index is trained on all of them first; FAISS threads with its own
+  /// OpenMP settings, options.threads is not used).
+  void add(matrix_view<float> vectors, const backend_add_options& options) {
     if (vectors.rows == 0) return;
-    detail::check_backend_add(vectors, dim(), "faiss_backend");
+    detail::check_backend_add(vectors, dim(), "faiss_backend", options.check_finite);
     const std::vector<float> rows = contiguous(vectors);
-    if (!index_->is_trained) index_->train(faiss::Index::idx_t(vectors.rows), rows.data());
-    index_->add(faiss::Index::idx_t(vectors.rows), rows.data());
+    try {
+      if (auto_nlist_ && !index_->is_trained) {  // ivf_flat(dim, 0): the list count from the training set's size
+        const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index_.get());
+        index_ = make_ivf(dim(), ivf_lists(vectors.rows), ivf ? ivf->nprobe : 1);
+        auto_nlist_ = false;
+      }
+      if (!index_->is_trained) index_->train(faiss::Index::idx_t(vectors.rows), rows.data());
+      constexpr std::size_t chunk = std::size_t(1) << 16;
+      for (std::size_t r = 0; r < vectors.rows; r += chunk) {
+        const std::size_t n = std::min(chunk, vectors.rows - r);
+        index_->add(faiss::Index::idx_t(n), rows.data() + r * dim());
+        if (options.progress) options.progress(r + n, vectors.rows);
+      }
+    } catch (const faiss::FaissException& e) {
+      throw invalid_argument(std::string("faiss_backend add: ") + e.what());
+    }
   }
 
   /// The index as bytes (faiss::write_index). Search parameters are not part of it.
@@ -141,8 +183,17 @@ class faiss_backend {
     return rows;
   }
 
+  static std::unique_ptr<faiss::Index> make_ivf(std::size_t dim, std::size_t nlist, std::size_t nprobe) {
+    auto index = std::make_unique<faiss::IndexIVFFlat>(new faiss::IndexFlatIP(faiss::Index::idx_t(dim)), dim, nlist,
+                                                       faiss::METRIC_INNER_PRODUCT);
+    index->own_fields = true;  // the index deletes its quantizer
+    index->nprobe = nprobe;
+    return index;
+  }
+
   std::unique_ptr<faiss::Index> index_;
   std::shared_ptr<const faiss::SearchParameters> search_params_;
+  bool auto_nlist_ = false;  ///< ivf_flat(dim, 0) before its first add
 };
 static_assert(serializable_backend<faiss_backend> && filtering_backend<faiss_backend>,
               "faiss_backend must model serializable_backend and filtering_backend");

@@ -4,7 +4,8 @@
  *  Optional: include it only when hnswlib is available (Debian: libhnswlib-dev, header-only). Labels are the
  *  sequential token ids; capacity grows by doubling. hnswlib's distance is 1 - q.x, reported here as the score
  *  q.x. `ef_search` (raised to k for each search by hnswlib itself) trades recall for speed. `search` is const
- *  and thread-safe (hnswlib's searchKnn); `add` is not.
+ *  and thread-safe (hnswlib's searchKnn); `add` is not called concurrently with anything, and inserts on the
+ *  threads its backend_add_options ask for.
  *
  *  Known upstream issue: Debian's hnswlib 0.6.2 prefetches one element past a link list in its SSE path
  *  (hnswalg.h, searchBaseLayer). It is harmless on hardware but AddressSanitizer reports it; sanitizer builds
@@ -12,10 +13,12 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <cerrno>
@@ -27,6 +30,7 @@
 #include <hnswlib/hnswlib.h>
 
 #include "../core/error.hpp"
+#include "../core/parallel.hpp"
 #include "../core/types.hpp"
 #include "concepts.hpp"
 
@@ -55,9 +59,14 @@ class hnswlib_backend {
   std::size_t dim() const noexcept { return dim_; }
   std::size_t size() const noexcept { return size_; }
 
-  void add(matrix_view<float> vectors) {
+  void add(matrix_view<float> vectors) { add(vectors, backend_add_options{}); }
+  /// The same with options: no finite scan when options.check_finite is false; insertion on options.threads
+  /// threads (hnswlib's addPoint is thread-safe; the graph then depends on the timing, one thread is
+  /// deterministic); progress every few thousand vectors. An exception from hnswlib on one thread stops the
+  /// others and reaches the caller (the vectors inserted by then stay: hnswlib cannot take them out).
+  void add(matrix_view<float> vectors, const backend_add_options& options) {
     if (vectors.rows == 0) return;
-    detail::check_backend_add(vectors, dim_, "hnswlib_backend");
+    detail::check_backend_add(vectors, dim_, "hnswlib_backend", options.check_finite);
     const std::size_t need = size_ + vectors.rows;
     if (!graph_) {
       graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(space_.get(), std::max<std::size_t>(need, 1024), params_.m,
@@ -66,11 +75,19 @@ class hnswlib_backend {
     } else if (need > graph_->max_elements_) {
       graph_->resizeIndex(std::max(need, 2 * graph_->max_elements_));
     }
-    std::vector<float> row(dim_);
-    for (std::size_t r = 0; r != vectors.rows; ++r) {
-      std::copy_n(vectors.row(r), dim_, row.data());
-      graph_->addPoint(row.data(), hnswlib::labeltype(size_ + r));
-    }
+    constexpr std::size_t block = 1024;  // rows a thread takes at a time
+    const std::size_t blocks = (vectors.rows + block - 1) / block;
+    std::atomic<std::size_t> done{0};
+    std::mutex report;
+    parallel_for(blocks, options.threads, [&](std::size_t b) {
+      const std::size_t end = std::min(vectors.rows, (b + 1) * block);
+      for (std::size_t r = b * block; r != end; ++r) graph_->addPoint(vectors.row(r), hnswlib::labeltype(size_ + r));
+      const std::size_t now = done.fetch_add(end - b * block) + (end - b * block);
+      if (options.progress) {
+        const std::lock_guard lock(report);
+        options.progress(now, vectors.rows);
+      }
+    });
     size_ = need;
   }
 

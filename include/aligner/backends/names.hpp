@@ -1,6 +1,6 @@
 /** @file names.hpp
  *  @brief The names of the token MIPS backends of this build ("exact", "exact-bf16", "faiss-flat", "faiss-hnsw",
- *  "hnswlib"): the one list the CLI and the Python package offer and that saved indexes record as their label.
+ *  "faiss-ivf", "hnswlib"): the one list the CLI and the Python package offer and that saved indexes record as their label.
  *  The optional names are listed where the including translation unit defines ALIGNER_HAVE_FAISS or
  *  ALIGNER_HAVE_HNSWLIB; io/named_backends.hpp builds and loads backends by these names. */
 #pragma once
@@ -14,7 +14,7 @@ namespace aligner {
 inline constexpr std::string_view backend_list[] = {
     "exact", "exact-bf16",
 #ifdef ALIGNER_HAVE_FAISS
-    "faiss-flat", "faiss-hnsw",
+    "faiss-flat", "faiss-hnsw", "faiss-ivf",
 #endif
 #ifdef ALIGNER_HAVE_HNSWLIB
     "hnswlib",

@@ -100,12 +100,15 @@ void save_index(const aligner_retriever<Backend>& retriever, const std::filesyst
   io::atomic_write(path, io::encode_sections(sections));
 }
 
-/// The label stored by save_index (empty when none); verifies the whole file like load_index.
+/// The label stored by save_index (empty when none). Verifies the header, the section table and the label's own
+/// checksum, not the other payloads (load_index verifies those), so that a tool choosing the Backend type by the
+/// label does not read a large file twice.
 inline std::string read_index_label(const std::filesystem::path& path) {
   const auto file = io::file_bytes::open(path, true);
-  const auto sections = io::decode_sections(*file);
+  const auto sections = io::decode_sections(*file, false);
   const auto it = sections.find("label");
   if (it == sections.end()) return {};
+  if (io::crc32c(it->second.data, it->second.bytes) != it->second.crc) throw io_error(path.string() + ": section label checksum mismatch (corrupt)");
   return std::string(it->second.data, it->second.bytes);
 }
 

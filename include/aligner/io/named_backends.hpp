@@ -1,5 +1,5 @@
 /** @file named_backends.hpp
- *  @brief Token MIPS backends by name ("exact", "exact-bf16", "faiss-flat", "faiss-hnsw", "hnswlib"): the one list
+ *  @brief Token MIPS backends by name ("exact", "exact-bf16", "faiss-flat", "faiss-hnsw", "faiss-ivf", "hnswlib"): the one list
  *  that the CLI and the Python package offer, a factory, and a loader that opens a saved index with the backend type
  *  its label names.
  *
@@ -29,12 +29,16 @@
 
 namespace aligner {
 
-/// Graph settings of the graph backends (faiss-hnsw, hnswlib).
+/// Settings of the approximate backends: the graphs (faiss-hnsw, hnswlib) and the inverted file (faiss-ivf).
 struct graph_settings {
   std::size_t m = 16;                ///< graph degree
   std::size_t ef_construction = 80;  ///< candidate list while building
   std::size_t ef_search = 128;       ///< candidate list while searching
+  std::size_t nlist = 0;             ///< faiss-ivf: inverted lists (0: faiss_backend::ivf_lists of the first add's count)
+  std::size_t nprobe = 32;           ///< faiss-ivf: lists probed per query vector
 };
+/// The same settings under the name that says what they are now.
+using backend_settings = graph_settings;
 
 /// Calls fn(backend) with a fresh, empty backend named `name` of dimension `dim` and returns what fn returns.
 /// Throws aligner::invalid_argument naming `name` when this build has no such backend.
@@ -47,10 +51,12 @@ decltype(auto) with_backend(std::string_view name, std::size_t dim, Fn&& fn, gra
   if (name == "faiss-hnsw") {
     auto index = std::make_unique<faiss::IndexHNSWFlat>(int(dim), int(graph.m), faiss::METRIC_INNER_PRODUCT);
     index->hnsw.efConstruction = int(graph.ef_construction);
+    index->hnsw.efSearch = int(graph.ef_search);  // kept in the saved index, so that a loaded one searches the same
     auto params = std::make_shared<faiss::SearchParametersHNSW>();
     params->efSearch = int(graph.ef_search);
     return fn(faiss_backend(std::move(index), params));
   }
+  if (name == "faiss-ivf") return fn(faiss_backend::ivf_flat(dim, graph.nlist, graph.nprobe));
 #endif
 #ifdef ALIGNER_HAVE_HNSWLIB
   if (name == "hnswlib")
@@ -68,7 +74,7 @@ decltype(auto) with_saved_index(const std::filesystem::path& path, const load_op
   const std::string kind = read_index_label(path);
   if (kind == "exact" || kind == "exact-bf16" || kind.empty()) return fn(load_index<exact_backend>(path, options));
 #ifdef ALIGNER_HAVE_FAISS
-  if (kind == "faiss-flat" || kind == "faiss-hnsw") return fn(load_index<faiss_backend>(path, options));
+  if (kind == "faiss-flat" || kind == "faiss-hnsw" || kind == "faiss-ivf") return fn(load_index<faiss_backend>(path, options));
 #endif
 #ifdef ALIGNER_HAVE_HNSWLIB
   if (kind == "hnswlib") return fn(load_index<hnswlib_backend>(path, options));

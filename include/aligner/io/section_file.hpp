@@ -66,6 +66,7 @@ struct section_in {
   std::vector<std::uint64_t> shape;
   const char* data = nullptr;
   std::size_t bytes = 0;
+  std::uint32_t crc = 0;  ///< the CRC-32C the table records for the payload
   template <class T>
   std::span<const T> as() const noexcept {
     return {reinterpret_cast<const T*>(data), bytes / sizeof(T)};
@@ -181,8 +182,9 @@ class file_bytes {
   std::string path_;
 };
 
-/// Parses and verifies every section of a file; views point into `file` (keep it alive).
-inline std::map<std::string, section_in> decode_sections(const file_bytes& file) {
+/// Parses and verifies every section of a file; views point into `file` (keep it alive). `verify_payloads` false
+/// checks the header and the section table only (read_index_label: a label is read without touching the payloads).
+inline std::map<std::string, section_in> decode_sections(const file_bytes& file, bool verify_payloads = true) {
   using namespace detail;
   const char* p = file.data();
   const std::size_t size = file.size();
@@ -225,7 +227,8 @@ inline std::map<std::string, section_in> decode_sections(const file_bytes& file)
     if (elements * dtype_size(s.dtype) != bytes) fail("section " + name + " size does not match its dtype and shape");
     s.data = p + offset;
     s.bytes = std::size_t(bytes);
-    if (crc32c(s.data, s.bytes) != get_u32(e + 56)) fail("section " + name + " checksum mismatch (corrupt)");
+    s.crc = get_u32(e + 56);
+    if (verify_payloads && crc32c(s.data, s.bytes) != s.crc) fail("section " + name + " checksum mismatch (corrupt)");
     if (!out.emplace(name, std::move(s)).second) fail("section " + name + " appears twice");
   }
   return out;

@@ -179,9 +179,12 @@ class aligner_retriever {
     ALIGNER_EXPECTS(with_salience || s_.params.doc_prune == 1.0, "index_params.doc_prune = ", s_.params.doc_prune,
                     " needs document salience (pass doc_salience or a salience scorer)");
     // A residual store without a codec trains one on these tokens first (may throw: nothing has changed yet).
+    const auto& report = s_.params.progress;
     std::optional<token_store> trained;
     if (s_.params.precision == storage::residual && !s_.params.codec && docs.tokens.rows) {
+      if (report) report({"codec", 0, 1});
       auto codec = std::make_shared<const residual_codec>(train_residual_codec(docs.tokens, s_.params.residual));
+      if (report) report({"codec", 1, 1});
       trained.emplace(dim(), storage::residual, std::move(codec));
       if (s_.store.size()) {  // documents added before, all empty (else the codec would exist): carried over
         const std::vector<std::int64_t> zeros(s_.store.size() + 1, 0);
@@ -216,12 +219,25 @@ class aligner_retriever {
     }
     // Every input is validated above; the backend goes first (an adapter may still reject), then the store and the
     // token map, whose updates cannot fail on validated input (only on allocation).
-    s_.backend.add(matrix_view<float>(kept.data(), plan.fresh_rows.size(), dim()));
+    const matrix_view<float> fresh(kept.data(), plan.fresh_rows.size(), dim());
+    if constexpr (configurable_backend<Backend>) {
+      // The values were checked above (or index_params.check_finite is false): the backend does not scan them again.
+      backend_add_options options{.check_finite = false, .threads = s_.params.threads};
+      if (report && fresh.rows) {
+        report({"token index", 0, fresh.rows});
+        options.progress = [&](std::size_t done, std::size_t total) { report({"token index", done, total}); };
+      }
+      s_.backend.add(fresh, options);
+    } else {
+      s_.backend.add(fresh);
+    }
     if (trained) {
       s_.params.codec = trained->codec();
       s_.store = std::move(*trained);
     }
+    if (report && docs.size()) report({"store", 0, docs.size()});
     s_.store.add(docs, doc_salience, false);
+    if (report && docs.size()) report({"store", docs.size(), docs.size()});
     s_.tokens.commit(std::move(plan));
     index_centroids(first);
     s_.removed.resize(s_.store.size(), false);

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "../kernels/storage.hpp"
@@ -15,6 +16,14 @@
 #include "../math/residual_training.hpp"
 
 namespace aligner {
+
+/// Where a long add stands (index_params.progress): `stage` is "codec" (training the residual codec on the first
+/// add), "token index" (vectors inserted into the backend: done of total vectors) or "store" (documents written to
+/// the rerank store, encoded for residual stores); each stage reports 0 of total first and total of total last.
+struct build_progress {
+  std::string_view stage;
+  std::size_t done = 0, total = 0;
+};
 
 /// Settings fixed when documents are indexed. Like search_params, the field order is part of the API (designated
 /// initialisers) and never changes.
@@ -33,6 +42,13 @@ struct index_params {
   /// false: document tokens are not given to the backend (it stays empty). Candidates then come from the residual
   /// store's centroid postings (search_params.nprobe) or an exhaustive search: the index holds codes only.
   bool token_index = true;
+  /// Threads of an add's token-index insertion (0 = one per hardware thread; bundled backends: hnswlib inserts in
+  /// parallel, and its graph then depends on the timing; the exact backend packs on one thread, FAISS uses its own
+  /// OpenMP threads). The residual codec's training threads are residual.threads.
+  unsigned threads = 1;
+  /// Optional: told where a long add stands (build_progress), from the adding threads, one call at a time. It must
+  /// not throw. Not saved with the index.
+  std::function<void(const build_progress&)> progress{};
 };
 
 /// Per-call knobs of a search. The field order is part of the API: users write designated initialisers, which C++

@@ -169,7 +169,9 @@ class token_store {
     if (size() == 0 && sequences.size() > 0) has_salience_ = !salience.empty();
     std::size_t words = 0;
     for (std::size_t s = 0; s != sequences.size(); ++s) words += packed_elements_for(sequences.length(s));
-    words_.reserve(words_.size() + words);
+    // Geometric growth: reserving exactly what this add needs reallocated (and copied) the whole store on every
+    // add, which made adding documents one at a time (and loading a file of another panel width) quadratic.
+    if (const std::size_t need = words_.size() + words; need > words_.capacity()) words_.reserve(std::max(need, words_.capacity() + words_.capacity() / 2));
     for (std::size_t s = 0; s != sequences.size(); ++s)
       append(sequences.sequence(s), salience.empty() ? salience : salience.subspan(std::size_t(sequences.offsets[s]), sequences.length(s)));
   }
