@@ -5,6 +5,11 @@
 
 #include <aligner/eval/idf.hpp>
 #include <aligner/io/collection.hpp>
+#include <aligner/io/crc32c.hpp>
+#include <aligner/io/index_file.hpp>
+
+#include <filesystem>
+#include <random>
 
 #include <set>
 
@@ -58,6 +63,42 @@ void retriever_batch(benchmark::State& state) {
   state.counters["recall_at_10_vs_exhaustive"] = hit / double(out.size());
 }
 
+/// Opening a saved index (Cranfield, f32, mapped): the checksum pass over every byte and the parts that are
+/// copied (token map, settings); bytes_per_second is the file's size over the open time.
+void index_open(benchmark::State& state) {
+  const auto& f = fixture(aligner::storage::f32);
+  const auto path = std::filesystem::temp_directory_path() / "aligner_bench_open.aidx";
+  aligner::save_index(f.index, path);
+  const auto bytes = std::filesystem::file_size(path);
+  for (auto _ : state) {
+    auto back = aligner::load_index<aligner::exact_backend>(path, {.mmap = state.range(0) == 1});
+    benchmark::DoNotOptimize(back.size());
+  }
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(bytes));
+  state.counters["file_mb"] = double(bytes) / 1e6;
+  std::filesystem::remove(path);
+}
+
+/// CRC-32C over 64 MB: the run-time choice (SSE4.2 where the CPU has it) against the table, in one run.
+void crc32c_pass(benchmark::State& state) {
+  static const std::vector<unsigned char> data = [] {
+    std::vector<unsigned char> d(std::size_t(64) << 20);
+    std::mt19937 rng(1);
+    for (auto& b : d) b = static_cast<unsigned char>(rng());
+    return d;
+  }();
+  const bool table = state.range(0) == 1;
+  state.SetLabel(table ? "table" : "run-time choice");
+  for (auto _ : state) {
+    const std::uint32_t c = table ? ~aligner::io::detail::crc32c_table_driven(data.data(), data.size(), ~0u)
+                                  : aligner::io::crc32c(data.data(), data.size());
+    benchmark::DoNotOptimize(c);
+  }
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(data.size()));
+}
+
 }  // namespace
 
+BENCHMARK(index_open)->ArgNames({"mmap"})->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(crc32c_pass)->ArgNames({"table"})->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(retriever_batch)->ArgNames({"threads", "exhaustive", "bf16"})->ArgsProduct({{1, 2, 4, 8, 16}, {0, 1}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -1,5 +1,5 @@
-# Builds and runs a consumer project of aligner, either against an install tree (find_package) or with
-# add_subdirectory. Invoked by ctest: cmake -DSOURCE_DIR=... -DWORK_DIR=... -DMODE=... -P run.cmake
+# Builds and runs a consumer project of aligner: against an install tree (find_package), with add_subdirectory, or
+# through FetchContent from an archive of the repository. Invoked by ctest: cmake -DSOURCE_DIR=... -DWORK_DIR=... -DMODE=... -P run.cmake
 set(work ${WORK_DIR}/${MODE})
 file(REMOVE_RECURSE ${work})
 file(MAKE_DIRECTORY ${work})
@@ -16,6 +16,16 @@ if(MODE STREQUAL "find_package")
   run_step(${CMAKE_COMMAND} --install ${work}/aligner-build)
   run_step(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/test_package -B ${work}/consumer -G ${GENERATOR}
            -DCMAKE_PREFIX_PATH=${work}/prefix -DALIGNER_CONSUME=find_package -DALIGNER_CONSUME_FAISS=${WITH_FAISS})
+elseif(MODE STREQUAL "fetch_content")
+  # The README's FetchContent snippet: an archive of the repository's committed files (git archive), fetched by URL.
+  find_program(GIT git)
+  if(NOT GIT OR NOT EXISTS ${SOURCE_DIR}/.git)
+    message(STATUS "SKIP: fetch_content needs git and a clone of the repository (${SOURCE_DIR} is not one)")
+    return()
+  endif()
+  run_step(${GIT} -C ${SOURCE_DIR} archive --format=tar.gz --prefix=aligner/ -o ${work}/aligner.tar.gz HEAD)
+  run_step(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/test_package -B ${work}/consumer -G ${GENERATOR}
+           -DALIGNER_CONSUME=fetch_content -DALIGNER_ARCHIVE=${work}/aligner.tar.gz -DALIGNER_CONSUME_FAISS=${WITH_FAISS})
 else()
   run_step(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/test_package -B ${work}/consumer -G ${GENERATOR}
            -DALIGNER_CONSUME=add_subdirectory -DALIGNER_SOURCE_DIR=${SOURCE_DIR} -DALIGNER_CONSUME_FAISS=${WITH_FAISS})
