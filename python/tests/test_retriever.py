@@ -307,3 +307,22 @@ def test_salience_that_only_chooses_tokens_leaves_the_rerank_unweighted():
     batch = r.search_batch([q], top=60, candidates=5, query_salience=uq, query_prune=0.5, use_doc_salience=False,
                            use_query_salience=False)
     assert list(batch[0].ids) == list(kept.ids)
+
+
+@pytest.mark.skipif("faiss-ivf" not in aligner.backends, reason="this build has no FAISS")
+def test_faiss_ivf_probing_every_list_is_exhaustive_and_threads_build_hnswlib():
+    docs = collection(3, docs=80, duplicates=False)
+    r = aligner.Retriever(DIM, backend="faiss-ivf", nlist=4, ivf_nprobe=4)
+    r.add(docs)
+    q = np.random.default_rng(4).standard_normal((5, DIM)).astype(np.float32)
+    want_ids, want_scores = brute_force(docs, q, "top1")
+    ids, scores = r.search(q, top=10, candidates=len(docs) * 30)  # every list probed, k' past every token
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(scores, np.float32(want_scores))
+    with pytest.raises(ValueError, match="faiss"):  # 4 lists need 4 training vectors
+        aligner.Retriever(DIM, backend="faiss-ivf", nlist=4).add([np.ones((2, DIM), np.float32)])
+    if "hnswlib" in aligner.backends:
+        g = aligner.Retriever(DIM, backend="hnswlib", threads=2)
+        g.add(docs)
+        got, _ = g.search(q, top=10, exhaustive=True)
+        np.testing.assert_array_equal(got, want_ids)
