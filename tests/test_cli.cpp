@@ -585,6 +585,16 @@ TEST_CASE("cli: --backend faiss-ivf builds, saves and searches; --nlist and --iv
   const auto exhaustive = run_cli("eval" + coll + " --strategy top1");
   const auto ndcg = [](const std::string& out) { return std::stod(out.substr(out.find("ndcg@10=") + 8, 6)); };
   CHECK(ndcg(searched.out) >= ndcg(exhaustive.out) - 0.01);
+  // Searching it without --candidates would leave the inverted file unused: refused, naming both choices.
+  const auto unchosen = run_cli("search --index " + idx.string() + coll + " --strategy top1", true);
+  CHECK(unchosen.status == 2);
+  CHECK(unchosen.out.find("holds a faiss-ivf token index") != std::string::npos);
+  CHECK(without_timing(run_cli("search --index " + idx.string() + coll + " --strategy top1 --candidates all").out) == without_timing(exhaustive.out));
+  const auto c = aligner::io::load_collection(aligner_test::cranfield_dir());
+  const std::vector<float> qv(c.queries.vectors.begin(), c.queries.vectors.begin() + std::ptrdiff_t(c.queries.offsets[1]) * std::ptrdiff_t(c.queries.dim));
+  aligner::io::save_npy(cli_temp("ivf_q.npy"), qv, {std::size_t(c.queries.offsets[1]), c.queries.dim});
+  CHECK(run_cli("query --index " + idx.string() + " --vectors " + cli_temp("ivf_q.npy").string()).status == 2);
+  CHECK(run_cli("query --index " + idx.string() + " --vectors " + cli_temp("ivf_q.npy").string() + " --candidates 100").status == 0);
   // The default list count is chosen and printed.
   const auto chosen = run_cli("eval" + coll + opts + " --backend faiss-ivf", true);
   REQUIRE(chosen.status == 0);

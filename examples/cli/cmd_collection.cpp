@@ -136,7 +136,9 @@ int run_search(const options& o) {
   const auto s = load_setup(o);
   search_params_of(o, s);  // validate the search options before loading
   const aligner::load_options options{.mmap = !o.no_mmap, .expected_dim = s.c.docs.dim};
+  const std::string label = aligner::read_index_label(o.index_file);
   with_saved_index(o.index_file, options, [&](const auto& index) {
+    require_candidates_for_ann(o, label, index.indexed_tokens() > 0);
     const bool indexed_salience = index.store().has_salience(), asked = o.salience != "none";
     if (indexed_salience != asked)
       throw usage_error(o.index_file + (indexed_salience ? " was built with a salience: search it with the --salience it was built with"
@@ -403,7 +405,9 @@ int run_query(const options& o) {
     rank_all(reader, stored.size(), [&](std::int64_t id) { return stored[std::size_t(id)].empty() ? std::to_string(id) : stored[std::size_t(id)]; });
     return 0;
   }
+  const std::string label = aligner::read_index_label(o.index_file);
   with_saved_index(o.index_file, {.mmap = !o.no_mmap}, [&](const auto& index) {
+    require_candidates_for_ann(o, label, index.indexed_tokens() > 0);
     if (index.store().has_salience() && s.uq.empty() && o.rerank_weights)
       throw usage_error(o.index_file + " was built with salience: give the queries theirs (--salience FILE or --query-salience UQ.npy)");
     if (!index.store().has_salience() && !s.uq.empty() && o.rerank_weights)

@@ -173,6 +173,15 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn, bool ranks
   }, aligner::backend_settings{.nlist = o.nlist, .nprobe = o.ivf_nprobe});
 }
 
+/// An index file whose token index was built by an approximate backend (a graph, an inverted file) is searched
+/// through it only with --candidates K; without the flag the search would rerank every document and leave what the
+/// user built unused, so that is refused, naming both choices. `label`: the backend name the file records.
+inline void require_candidates_for_ann(const options& o, const std::string& label, bool has_token_index) {
+  if (o.has("--candidates") || !has_token_index || label.empty() || label == "exact" || label == "exact-bf16") return;
+  throw usage_error(o.index_file + " holds a " + label + " token index: give --candidates K to search through it (k' hits per query token), "
+                    "or --candidates all to rerank every document without it");
+}
+
 /// Ranks every judged query under every strategy with a freshly built index.
 inline ranking rank_queries(const options& o, const retrieval_setup& s, const std::vector<aligner::alignment>& strategies) {
   search_params_of(o, s);  // validate the search options before the (possibly long) build

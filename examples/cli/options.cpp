@@ -93,7 +93,8 @@ const std::vector<flag>& flags() {
       {"--normalize", "mean|none", ranking_cmds | score | explain | train_salience, "divide by Z (default mean) or return the ColBERT sum",
        [](options& o, const std::string& v) { o.norm = aligner::parse_normalization(v); }},
       {"--candidates", "all|K|postings", ranking_cmds,
-       "all: rerank every document (default); K: token-MIPS k' per query token; postings: centroid postings of a residual store",
+       "all: rerank every document (default; search and query of an index with an approximate token index need the choice); "
+       "K: token-MIPS k' per query token; postings: centroid postings of a residual store",
        [](options& o, const std::string& v) {
          o.postings = v == "postings";
          if (v == "all" || v == "postings") return o.candidates.reset();
