@@ -51,7 +51,7 @@ __attribute__((target("sse4.2"))) inline std::uint32_t crc32c_sse42(const unsign
 }
 
 inline bool cpu_has_sse42() noexcept {
-  static const bool has = __builtin_cpu_supports("sse4.2");
+  static const bool has = (__builtin_cpu_init(), __builtin_cpu_supports("sse4.2"));  // init: safe before main too
   return has;
 }
 #endif
