@@ -64,7 +64,8 @@ class progress {
   bool enabled_;
   std::atomic<std::size_t> done_{0};
   std::mutex mutex_;
-  std::chrono::steady_clock::time_point last_{}, start_ = std::chrono::steady_clock::now();
+  // last_ starts at the constructor's draw, so an update right after it (a stage's "0 of total") is not drawn again.
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_ = start_;
 };
 
 }  // namespace cli
