@@ -94,6 +94,15 @@ int run_index_directory(const options& o) {
   return 0;
 }
 
+/// The name of every document id of a directory snapshot ("" for ids whose segment stores no names, and for removed
+/// ids of compacted segments).
+std::vector<std::string> directory_names(const aligner::directory_snapshot& snap) {
+  std::vector<std::string> names(std::size_t(snap.next_id));
+  for (const auto& seg : snap.segments)
+    for (std::size_t d = 0; d != seg->names.size(); ++d) names[std::size_t(seg->ids[d])] = seg->names[d];
+  return names;
+}
+
 /// aligner search --index DIR: the judged queries against an index directory (the collection's documents are not read).
 int run_search_directory(const options& o) {
   if (o.has("--no-mmap")) throw usage_error("--no-mmap: an index directory is always memory-mapped");
@@ -105,11 +114,9 @@ int run_search_directory(const options& o) {
   if (s.c.queries.dim != reader.dim())
     throw usage_error("the queries have dim " + std::to_string(s.c.queries.dim) + ", the index directory " + std::to_string(reader.dim()));
   const auto snap = reader.snapshot();
-  std::vector<std::string> names(std::size_t(snap->next_id));
-  for (const auto& seg : snap->segments) {
+  for (const auto& seg : snap->segments)
     if (seg->names.empty()) throw usage_error(o.index_file + " stores no document names (it was not built by aligner index)");
-    for (std::size_t d = 0; d != seg->size(); ++d) names[std::size_t(seg->ids[d])] = seg->names[d];
-  }
+  const std::vector<std::string> names = directory_names(*snap);
   report(o, s, o.strategies, rank_with(o, reader, s, o.strategies, &names));
   return 0;
 }
@@ -311,22 +318,6 @@ int run_adapt(const options& o) {
 
 namespace cli {
 
-namespace {
-
-/// One name per line of `file` (the document names of aligner query --doc-ids).
-std::vector<std::string> read_lines(const std::string& file) {
-  const std::string text = aligner::io::read_file(file);
-  std::vector<std::string> lines;
-  for (std::size_t at = 0; at < text.size();) {
-    const std::size_t end = std::min(text.find('\n', at), text.size());
-    lines.push_back(text.substr(at, end - at));
-    at = end + 1;
-  }
-  return lines;
-}
-
-}  // namespace
-
 int run_query(const options& o) {
   o.require("--index");
   o.require("--vectors");
@@ -366,7 +357,7 @@ int run_query(const options& o) {
   p.top = o.has("--top") ? o.top : 10;
   const std::string tag = "aligner-" + p.strategy.name();
   std::vector<std::string> names;
-  if (o.has("--doc-ids")) names = read_lines(o.doc_ids);
+  if (o.has("--doc-ids")) names = aligner::io::read_lines(o.doc_ids);
 
   // Ranks every query (on --threads threads) and prints TREC run lines: query rank... in query order.
   const auto rank_all = [&](const auto& index, std::size_t documents, const auto& name_of) {
@@ -398,10 +389,7 @@ int run_query(const options& o) {
     if (o.candidates) throw usage_error("--candidates K needs a token index; search an index directory with --candidates postings or all");
     if (!s.uq.empty() && o.rerank_weights) throw usage_error(o.index_file + " stores no salience: query salience can only choose tokens (--rerank-weights off)");
     const aligner::index_directory_reader reader(o.index_file);
-    const auto snap = reader.snapshot();
-    std::vector<std::string> stored(std::size_t(snap->next_id));
-    for (const auto& seg : snap->segments)
-      for (std::size_t d = 0; d != seg->names.size(); ++d) stored[std::size_t(seg->ids[d])] = seg->names[d];
+    const std::vector<std::string> stored = directory_names(*reader.snapshot());
     rank_all(reader, stored.size(), [&](std::int64_t id) { return stored[std::size_t(id)].empty() ? std::to_string(id) : stored[std::size_t(id)]; });
     return 0;
   }

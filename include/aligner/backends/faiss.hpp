@@ -83,12 +83,15 @@ class faiss_backend {
     detail::check_backend_add(vectors, dim(), "faiss_backend", options.check_finite);
     const std::vector<float> rows = contiguous(vectors);
     try {
-      if (auto_nlist_ && !index_->is_trained) {  // ivf_flat(dim, 0): the list count from the training set's size
-        const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index_.get());
-        index_ = make_ivf(dim(), ivf_lists(vectors.rows), ivf ? ivf->nprobe : 1);
-        auto_nlist_ = false;
+      if (!index_->is_trained) {
+        // ivf_flat(dim, 0): the list count comes from the training set's size. The index is trained aside and
+        // replaces the placeholder only once training succeeded (a failed add leaves the backend as it was).
+        std::unique_ptr<faiss::Index> trained;
+        if (auto_nlist_) trained = make_ivf(dim(), ivf_lists(vectors.rows), dynamic_cast<const faiss::IndexIVF&>(*index_).nprobe);
+        faiss::Index& target = trained ? *trained : *index_;
+        target.train(faiss::Index::idx_t(vectors.rows), rows.data());
+        if (trained) index_ = std::move(trained), auto_nlist_ = false;
       }
-      if (!index_->is_trained) index_->train(faiss::Index::idx_t(vectors.rows), rows.data());
       constexpr std::size_t chunk = std::size_t(1) << 16;
       for (std::size_t r = 0; r < vectors.rows; r += chunk) {
         const std::size_t n = std::min(chunk, vectors.rows - r);
