@@ -259,7 +259,7 @@ TEST_CASE("cli: a residual codes-only index: index, info, search by postings; mi
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
   const auto built = run_cli("index" + coll + " --storage residual:2 --centroids 256 --token-index off --out " + idx.string(), true);
   REQUIRE(built.status == 0);
-  CHECK(built.out.find("residual:2 codec: 256 centroids") != std::string::npos);
+  CHECK(built.out.find("residual:2 codec: 256 centroids, anisotropy 18.9,") != std::string::npos);  // 0.19 (dim - 1) at dim 100
   const auto info = run_cli("info " + idx.string());
   REQUIRE(info.status == 0);
   auto value = [&](const std::string& key) {
@@ -272,6 +272,7 @@ TEST_CASE("cli: a residual codes-only index: index, info, search by postings; mi
   CHECK(value("documents") == std::to_string(c.docs.size()));
   CHECK(value("storage") == "residual:2");
   CHECK(value("centroids") == "256");
+  CHECK(std::abs(std::stod(value("anisotropy")) - aligner::default_anisotropy(100)) < 1e-3);
   CHECK(value("token_index") == "off");
   const double per_token = std::stod(value("bytes_per_token"));
   CHECK(std::abs(per_token - double(std::filesystem::file_size(idx)) / double(c.docs.tokens())) < 0.01);
@@ -288,6 +289,18 @@ TEST_CASE("cli: a residual codes-only index: index, info, search by postings; mi
   CHECK(run_cli("eval" + coll + " --strategy top1 --storage residual:3").status == 2);
   CHECK(run_cli("eval" + coll + " --strategy top1 --centroids 16").status == 2);                             // needs residual
   CHECK(run_cli("eval" + coll + " --strategy top1 --storage residual:2 --centroids 99999999").status == 2);
+  CHECK(run_cli("eval" + coll + " --strategy top1 --anisotropy 4").status == 2);                             // needs residual
+  for (const std::string eta : {"0.5", "0", "nan", "2e6", "x"}) {
+    const auto r = run_cli("eval" + coll + " --strategy top1 --storage residual:2 --anisotropy " + eta, true);
+    INFO(eta << ": " << r.out);
+    CHECK(r.status == 2);
+    CHECK(r.out.find("--anisotropy") != std::string::npos);
+  }
+  // --anisotropy 1: nearest buckets, stored in the file's codec
+  const auto nearest = cli_temp("residual_nearest.idx");
+  REQUIRE(run_cli("index" + coll + " --storage residual:2 --centroids 64 --anisotropy 1 --token-index off --out " + nearest.string()).status == 0);
+  CHECK(run_cli("info " + nearest.string()).out.find("\nanisotropy=1\n") != std::string::npos);
+  std::filesystem::remove(nearest);
   CHECK(run_cli("info").status == 2);
   CHECK(run_cli("info /nonexistent/file.idx").status == 2);
   std::filesystem::remove(idx);

@@ -178,6 +178,24 @@ TEST_CASE("directory: searches over several segments equal one retriever, before
   }
 }
 
+TEST_CASE("directory: the codec's training settings, anisotropy included, survive a reopen until the first add trains it", "[property]") {
+  const fixture f;
+  const auto dir = fresh_dir("settings");
+  CHECK_THROWS_WITH(aligner::index_directory_writer::create(dir, f.corpus.dim, {.residual = {.anisotropy = 0.5}}),
+                    Catch::Contains("anisotropy must be 0 (default) or in [1, ") && Catch::Contains("got 0.5"));
+  CHECK_FALSE(fs::exists(dir / "MANIFEST"));
+  { auto w = aligner::index_directory_writer::create(dir, f.corpus.dim, {.residual = {.nbits = 2, .centroids = 8, .anisotropy = 7}}); }
+  {
+    auto w = aligner::index_directory_writer::open(dir);
+    f.add(w, 0, 40);
+  }
+  const auto codec = aligner::index_directory_reader(dir).snapshot()->codec;
+  REQUIRE(codec);
+  CHECK(codec->centroids() == 8);
+  CHECK(codec->anisotropy() == 7);
+  fs::remove_all(dir);
+}
+
 TEST_CASE("directory: a reader keeps its snapshot while a writer changes the directory", "[property]") {
   const fixture f;
   const auto dir = fresh_dir("snapshot");
@@ -618,10 +636,11 @@ TEST_CASE("streamed build: from mapped .npy (float32, float16), any chunking and
     }
   // A codec trained by the build itself (sample of the whole collection, K by PLAID's rule unless given).
   const auto report = aligner::io::build_directory(work / "trained", files.f16, f.corpus.offsets, {},
-                                                   {.residual = {.nbits = 4, .centroids = 16}}, {.threads = 2, .training_tokens = 500});
+                                                   {.residual = {.nbits = 4, .centroids = 16, .anisotropy = 3.5}}, {.threads = 2, .training_tokens = 500});
   CHECK(report.centroids == 16);
   const aligner::index_directory_reader trained(work / "trained");
   CHECK(trained.snapshot()->codec->nbits() == 4);
+  CHECK(trained.snapshot()->codec->anisotropy() == 3.5);
   CHECK(trained.search({q.data(), 4, f.corpus.dim}, {.top = 5, .nprobe = 4}).ids.size() == 5);
   CHECK(trained.name(3).empty());
   fs::remove_all(work);

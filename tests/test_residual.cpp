@@ -30,9 +30,31 @@ std::vector<float> clustered(std::size_t rows, std::size_t dim, std::size_t clus
   return noise;
 }
 
-std::shared_ptr<const aligner::residual_codec> make_codec(const std::vector<float>& x, std::size_t dim, std::size_t nbits, std::size_t k) {
-  return std::make_shared<const aligner::residual_codec>(
-      aligner::train_residual_codec({x.data(), x.size() / dim, dim}, {.nbits = nbits, .centroids = k, .seed = 3}));
+std::shared_ptr<const aligner::residual_codec> make_codec(const std::vector<float>& x, std::size_t dim, std::size_t nbits, std::size_t k,
+                                                          double anisotropy = 0) {
+  return std::make_shared<const aligner::residual_codec>(aligner::train_residual_codec(
+      {x.data(), x.size() / dim, dim}, {.nbits = nbits, .centroids = k, .anisotropy = anisotropy, .seed = 3}));
+}
+
+/// The nearest bucket of residual r in component c: the number of cutoffs <= r, counted here.
+std::size_t nearest_bucket(const aligner::residual_codec& codec, std::size_t c, float r) {
+  std::size_t bucket = 0;
+  for (std::size_t b = 0; b + 1 < codec.levels(); ++b) bucket += codec.cutoffs()[c * (codec.levels() - 1) + b] <= r;
+  return bucket;
+}
+
+/// |e|^2 + (eta - 1) (u . e)^2 for token x coded as centroid id plus `codes`, in double, written out here.
+double score_aware_loss(const aligner::residual_codec& codec, const float* x, std::uint32_t id, const std::vector<std::size_t>& codes,
+                        double* parallel = nullptr) {
+  double norm = 0, e2 = 0, par = 0;
+  for (std::size_t c = 0; c != codec.dim(); ++c) norm += double(x[c]) * x[c];
+  for (std::size_t c = 0; c != codec.dim(); ++c) {
+    const double e = double(x[c]) - (double(codec.centroid(id)[c]) + double(codec.values()[c * codec.levels() + codes[c]]));
+    e2 += e * e;
+    par += double(x[c]) * e / std::sqrt(norm);
+  }
+  if (parallel) *parallel = par;
+  return e2 + (codec.anisotropy() - 1) * par * par;
 }
 
 }  // namespace
@@ -42,8 +64,9 @@ TEST_CASE("residual: every stored code decodes to centroid + value of its bucket
     const auto x = clustered(700, dim, 9, dim);
     for (std::size_t nbits : {1, 2, 4, 8}) {
       INFO("dim " << dim << " nbits " << nbits);
-      const auto codec = make_codec(x, dim, nbits, 12);
+      const auto codec = make_codec(x, dim, nbits, 12, 1.0);  // nearest buckets (anisotropic codes: the next test)
       REQUIRE(codec->centroids() == 12);
+      REQUIRE(codec->anisotropy() == 1.0);
       CHECK(codec->cutoffs().size() == dim * (codec->levels() - 1));
       for (std::size_t c = 0; c != dim; ++c)  // ascending cutoffs
         for (std::size_t b = 0; b + 2 < codec->levels(); ++b) CHECK(codec->cutoffs()[c * (codec->levels() - 1) + b] <= codec->cutoffs()[c * (codec->levels() - 1) + b + 1]);
@@ -84,6 +107,121 @@ TEST_CASE("residual: every stored code decodes to centroid + value of its bucket
         }
       CHECK(err < var * (nbits == 1 ? 0.5 : nbits == 2 ? 0.2 : 0.02));
     }
+  }
+}
+
+TEST_CASE("residual: anisotropic codes follow the greedy specification and lower the score-aware loss", "[oracle]") {
+  // The specification, recomputed from scratch here: from the nearest buckets, up to 8 times, the single move of one
+  // component to a neighbouring bucket with the lowest loss (first in component order, down before up, on ties) is
+  // made if it lowers the loss. The encoder updates u . e incrementally; a near tie may then go the other way, so a
+  // differing code must have the same loss within 1e-9 and be rare.
+  for (std::size_t dim : {16, 37, 100}) {
+    auto x = clustered(600, dim, 7, dim + 5);
+    for (std::size_t t = 0; t != 600; ++t) {  // unit tokens, as contextual encoders give
+      double n = 0;
+      for (std::size_t c = 0; c != dim; ++c) n += double(x[t * dim + c]) * x[t * dim + c];
+      for (std::size_t c = 0; c != dim; ++c) x[t * dim + c] = float(x[t * dim + c] / std::sqrt(n));
+    }
+    for (std::size_t nbits : {1, 2, 4, 8})
+      for (double eta : {0.0, 4.0, 1e6}) {
+        INFO("dim " << dim << " nbits " << nbits << " eta " << eta);
+        const auto codec = make_codec(x, dim, nbits, 10, eta);
+        REQUIRE(codec->anisotropy() == (eta == 0 ? aligner::default_anisotropy(dim) : eta));
+        aligner::token_store store(dim, aligner::storage::residual, codec);
+        store.add(aligner::sequence_set_view{{x.data(), 600, dim}, std::vector<std::int64_t>{0, 600}});
+        double par_shaped = 0, par_nearest = 0, err_shaped = 0, err_nearest = 0;
+        std::size_t differ = 0;
+        for (std::size_t j = 0; j != 600; ++j) {
+          const float* token = x.data() + j * dim;
+          const auto* panel = store.panels(0) + (j / aligner::panel_width<>) * codec->panel_words(aligner::panel_width<>);
+          const std::size_t lane = j % aligner::panel_width<>;
+          const std::uint32_t id = aligner::residual_codec::centroid_of(panel, lane);
+          std::vector<std::size_t> got(dim), nearest(dim);
+          std::size_t moved = 0;
+          for (std::size_t c = 0; c != dim; ++c) {
+            got[c] = codec->code_of(panel, aligner::panel_width<>, lane, c);
+            nearest[c] = nearest_bucket(*codec, c, token[c] - codec->centroid(id)[c]);
+            moved += got[c] > nearest[c] ? got[c] - nearest[c] : nearest[c] - got[c];
+            REQUIRE(store.at(0, j, c) == codec->centroid(id)[c] + codec->values()[c * codec->levels() + got[c]]);
+          }
+          double p1 = 0, p0 = 0;
+          const double shaped = score_aware_loss(*codec, token, id, got, &p1), plain = score_aware_loss(*codec, token, id, nearest, &p0);
+          REQUIRE(shaped <= plain + 1e-12);
+          REQUIRE(moved <= aligner::residual_codec::anisotropic_moves);
+          CHECK(codec->anisotropic_loss(token, panel, aligner::panel_width<>, lane) == Approx(shaped).epsilon(1e-9).margin(1e-15));
+          std::vector<std::size_t> spec = nearest;
+          double spec_loss = plain;
+          for (std::size_t move = 0; move != 8 && codec->anisotropy() > 1; ++move) {
+            double best = spec_loss;
+            std::vector<std::size_t> best_codes;
+            for (std::size_t c = 0; c != dim; ++c)
+              for (int d : {-1, 1}) {
+                if ((d < 0 && spec[c] == 0) || (d > 0 && spec[c] + 1 == codec->levels())) continue;
+                auto next = spec;
+                next[c] = std::size_t(long(spec[c]) + d);
+                if (const double l = score_aware_loss(*codec, token, id, next); l < best) {
+                  best = l;
+                  best_codes = next;
+                }
+              }
+            if (best_codes.empty()) break;
+            spec = best_codes;
+            spec_loss = best;
+          }
+          if (spec != got) {
+            ++differ;
+            REQUIRE(shaped == Approx(spec_loss).epsilon(1e-9).margin(1e-12));
+          }
+          par_shaped += p1 * p1;
+          par_nearest += p0 * p0;
+          for (std::size_t c = 0; c != dim; ++c) {
+            const double base = double(token[c]) - codec->centroid(id)[c];
+            err_shaped += std::pow(base - codec->values()[c * codec->levels() + got[c]], 2);
+            err_nearest += std::pow(base - codec->values()[c * codec->levels() + nearest[c]], 2);
+          }
+        }
+        CHECK(differ <= 6);
+        // The error along the tokens shrinks; at the default eta the whole error grows by little.
+        if (codec->anisotropy() >= 4 && nbits <= 4) CHECK(par_shaped < 0.5 * par_nearest);
+        if (eta == 0) CHECK(err_shaped <= 1.25 * err_nearest + 1e-12);
+        UNSCOPED_INFO("differ " << differ << " error ratio " << err_shaped / err_nearest << " parallel ratio " << par_shaped / par_nearest);
+      }
+  }
+}
+
+TEST_CASE("residual: anisotropic codes score a token's near neighbours closer to float than nearest buckets do", "[property]") {
+  // Scores q . x' for queries q near x (cosine about 0.8-0.95): the coding error's part along x is what shifts them.
+  const std::size_t dim = 64, n = 2000;
+  auto x = clustered(n, dim, 40, 77);
+  auto noise = aligner_test::random_matrix(n, dim, 78);
+  auto unit = [&](float* v) {
+    double s = 0;
+    for (std::size_t c = 0; c != dim; ++c) s += double(v[c]) * v[c];
+    for (std::size_t c = 0; c != dim; ++c) v[c] = float(v[c] / std::sqrt(s));
+  };
+  for (std::size_t t = 0; t != n; ++t) unit(x.data() + t * dim);
+  std::vector<float> q(x);
+  for (std::size_t t = 0; t != n; ++t) {
+    for (std::size_t c = 0; c != dim; ++c) q[t * dim + c] += 0.06f * noise[t * dim + c];
+    unit(q.data() + t * dim);
+  }
+  for (std::size_t nbits : {1, 2, 4}) {
+    INFO("nbits " << nbits);
+    double err[2] = {0, 0};
+    for (int shaped = 0; shaped != 2; ++shaped) {
+      const auto codec = make_codec(x, dim, nbits, 32, shaped ? 0.0 : 1.0);
+      aligner::token_store store(dim, aligner::storage::residual, codec);
+      store.add(aligner::sequence_set_view{{x.data(), n, dim}, std::vector<std::int64_t>{0, std::int64_t(n)}});
+      for (std::size_t t = 0; t != n; ++t) {
+        double exact = 0, coded = 0;
+        for (std::size_t c = 0; c != dim; ++c) {
+          exact += double(q[t * dim + c]) * x[t * dim + c];
+          coded += double(q[t * dim + c]) * store.at(0, t, c);
+        }
+        err[shaped] += (exact - coded) * (exact - coded);
+      }
+    }
+    CHECK(err[1] < 0.7 * err[0]);
   }
 }
 
@@ -144,11 +282,13 @@ TEST_CASE("residual: the fused kernel equals decode-then-score in double, every 
             aligner::score_params rp = sp;
             if (salience) rp.doc_salience = std::span<const float>(ud).subspan(std::size_t(offsets[d]), store.length(d));
             double want = 0;
-            if (!amx || a.kind == alignment::kind_t::dense) {  // (dense: q_0 . d_0 in float on every path)
+            // AMX, and the vector path of an AVX512-BF16 build (vdpbf16ps), round query and residuals to bf16.
+            const bool rounded = amx || aligner::bf16_rounds_query<>;
+            if (!rounded || a.kind == alignment::kind_t::dense) {  // (dense: q_0 . d_0 in float on every path)
               const auto decoded = store.unpack(d);  // what the codes mean, as floats
               want = aligner::ref::score({q.data(), n, dim}, {decoded.data(), store.length(d), dim}, rp);
             } else {
-              // The AMX path's arithmetic: q . centroid in float plus bf16(q) . bf16(residual), written as one dot
+              // The rounding paths' arithmetic: q . centroid in float plus bf16(q) . bf16(residual), written as one dot
               // product of [q, bf16(q)] with [centroid, bf16(residual)].
               const std::size_t m = store.length(d), W = aligner::panel_width<>;
               std::vector<float> q2(n * 2 * dim), d2(m * 2 * dim);
@@ -271,6 +411,22 @@ TEST_CASE("residual: bad input is refused by name and changes nothing", "[edge]"
   // Codec bytes: truncated, padded, bad header.
   const std::string bytes = codec->serialize();
   CHECK(aligner::residual_codec::deserialize(bytes) == *codec);
+  // The anisotropy: kept as a float64 after the values when it is not 1; a codec with 1 keeps the older layout.
+  const std::size_t base = 24 + 4 * (4 * dim + 3 * dim + 4 * dim);
+  REQUIRE(codec->anisotropy() == Approx(aligner::default_anisotropy(dim)));
+  CHECK(bytes.size() == base + 8);
+  const auto nearest = make_codec(x, dim, 2, 4, 1.0);
+  CHECK(nearest->serialize().size() == base);
+  CHECK(aligner::residual_codec::deserialize(nearest->serialize()).anisotropy() == 1.0);
+  for (double eta : {1.0, 0.5, std::nan(""), 2e6}) {
+    std::string odd = bytes;
+    std::memcpy(odd.data() + base, &eta, 8);
+    CHECK_THROWS_WITH(aligner::residual_codec::deserialize(odd), Catch::Contains("implausible anisotropy"));
+  }
+  CHECK_THROWS_WITH(aligner::train_residual_codec(tokens, {.anisotropy = 0.5}), Catch::Contains("anisotropy must be 0 (default) or in [1, "));
+  CHECK_THROWS_WITH(aligner::train_residual_codec(tokens, {.anisotropy = std::nan("")}), Catch::Contains("got nan"));
+  CHECK_THROWS_WITH(aligner::residual_codec(dim, 1, std::vector<float>(dim), std::vector<float>(dim), std::vector<float>(2 * dim), 0.9),
+                    Catch::Contains("anisotropy must be in [1, "));
   CHECK_THROWS_WITH(aligner::residual_codec::deserialize(bytes.substr(0, bytes.size() - 1)), Catch::Contains("truncated"));
   CHECK_THROWS_WITH(aligner::residual_codec::deserialize(bytes + "x"), Catch::Contains("truncated or padded"));
   std::string bad = bytes;

@@ -43,8 +43,10 @@ int run_index_directory(const options& o) {
   if (o.residual_bits) precision = aligner::storage::residual;
   else aligner::parse_storage(o.storage, precision);
   if (o.centroids && !o.residual_bits) throw usage_error("--centroids needs --storage residual:N");
+  if (o.has("--anisotropy") && !o.residual_bits) throw usage_error("--anisotropy needs --storage residual:N");
   const aligner::directory_params params{
-      .precision = precision, .residual = {.nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .threads = o.threads}};
+      .precision = precision,
+      .residual = {.nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .anisotropy = o.anisotropy, .threads = o.threads}};
   const fs::path vdir = fs::path(o.collection) / o.vectors;
   if (precision == aligner::storage::residual)
     std::fprintf(stderr, "training the residual codec on a sample of the collection, then encoding chunk by chunk\n");
@@ -165,7 +167,7 @@ int run_info(const options& o) {
                 o.index_file.c_str(), bytes, std::uintmax_t(s->generation), s->segments.size(), std::size_t(s->next_id), s->live_documents(),
                 s->tokens(), s->dim);
     std::printf("storage=%s\n", s->codec ? s->codec->name().c_str() : aligner::to_string(s->precision));
-    if (s->codec) std::printf("centroids=%zu\n", s->codec->centroids());
+    if (s->codec) std::printf("centroids=%zu\nanisotropy=%.4g\n", s->codec->centroids(), s->codec->anisotropy());
     std::printf("salience=%s\nbytes_per_token=%.2f\n", s->has_salience == 1 ? "yes" : "no", s->tokens() ? double(bytes) / double(s->tokens()) : 0.0);
     return 0;
   }
@@ -177,7 +179,7 @@ int run_info(const options& o) {
     std::printf("file=%s\nbytes=%ju\ndocuments=%zu\nlive_documents=%zu\ntokens=%zu\ndim=%zu\n", o.index_file.c_str(), bytes,
                 index.size(), index.live_size(), store.tokens(), index.dim());
     std::printf("storage=%s\n", codec ? codec->name().c_str() : aligner::to_string(store.precision()));
-    if (codec) std::printf("centroids=%zu\n", codec->centroids());
+    if (codec) std::printf("centroids=%zu\nanisotropy=%.4g\n", codec->centroids(), codec->anisotropy());
     std::printf("backend=%s\ntoken_index=%s\ndedup=%s\nindexed_vectors=%zu\ntoken_postings=%zu\nsalience=%s\n", label.empty() ? "exact" : label.c_str(),
                 index.params().token_index ? "on" : "off", index.params().dedup_tokens ? "on" : "off", index.indexed_tokens(),
                 index.indexed_postings(), store.has_salience() ? "yes" : "no");

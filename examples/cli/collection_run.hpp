@@ -136,9 +136,11 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn, bool ranks
   if (o.residual_bits) precision = aligner::storage::residual;
   else aligner::parse_storage(o.storage, precision);  // validated by the flag handler
   if (o.centroids && !o.residual_bits) throw usage_error("--centroids needs --storage residual:N");
+  if (o.has("--anisotropy") && !o.residual_bits) throw usage_error("--anisotropy needs --storage residual:N");
   if (o.postings && !o.residual_bits) throw usage_error("--candidates postings needs --storage residual:N");
   if ((o.has("--nlist") || o.has("--ivf-nprobe")) && o.backend != "faiss-ivf") throw usage_error("--nlist and --ivf-nprobe need --backend faiss-ivf");
-  aligner::residual_params residual{.nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .threads = o.threads};
+  aligner::residual_params residual{
+      .nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .anisotropy = o.anisotropy, .threads = o.threads};
 
   with_backend(o.backend, s.c.docs.dim, [&](auto backend) {
     using backend_t = decltype(backend);
@@ -162,8 +164,8 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn, bool ranks
           s.ud);
     }
     if (const auto& codec = index->params().codec)
-      std::fprintf(stderr, "%s codec: %zu centroids, %.1f bytes a token of codes\n", codec->name().c_str(), codec->centroids(),
-                   codec->bytes_per_token());
+      std::fprintf(stderr, "%s codec: %zu centroids, anisotropy %.3g, %.1f bytes a token of codes\n", codec->name().c_str(),
+                   codec->centroids(), codec->anisotropy(), codec->bytes_per_token());
 #ifdef ALIGNER_HAVE_FAISS
     if constexpr (std::is_same_v<backend_t, aligner::faiss_backend>)
       if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(&index->backend().index()))

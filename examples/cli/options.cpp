@@ -2,6 +2,7 @@
 #include "options.hpp"
 
 #include <aligner/eval/adapt.hpp>
+#include <aligner/kernels/residual.hpp>
 #include <aligner/kernels/storage.hpp>
 
 #include <charconv>
@@ -138,6 +139,14 @@ const std::vector<flag>& flags() {
        }},
       {"--centroids", "K", building_cmds, "residual storage: k-means centroids (default 2^floor(log2(16 sqrt(tokens))), printed)",
        [](options& o, const std::string& v) { o.centroids = parse_positive("--centroids", v); }},
+      {"--anisotropy", "ETA", building_cmds,
+       "residual storage: weight of a code's error along its token against the error across it (default 0.19 (dim - 1), printed; 1: nearest buckets)",
+       [](options& o, const std::string& v) {
+         const double x = parse_double("--anisotropy", v);
+         if (!(x >= 1 && x <= aligner::residual_codec::max_anisotropy))
+           throw usage_error("--anisotropy must be in [1, 1e6], got " + v);
+         o.anisotropy = x;
+       }},
       {"--nprobe", "P", ranking_cmds, "--candidates postings: centroids probed per query token (default 4)",
        [](options& o, const std::string& v) { o.nprobe = parse_positive("--nprobe", v); }},
       {"--ndocs", "N", ranking_cmds, "--candidates postings: documents kept by the centroid-only score for the rerank (default 1000; 0: all)",

@@ -99,7 +99,8 @@ class Retriever:
 
     backend: a token MIPS backend of this build (aligner.backends: "exact", "exact-bf16", and where built with them
     "faiss-flat", "faiss-hnsw", "faiss-ivf", "hnswlib"). storage: the rerank store's precision: "f32", "bf16", "f16", "i8",
-    "residual" (a centroid id plus residual_nbits per component; "residual:N" sets N). doc_prune: the fraction of
+    "residual" (a centroid id plus residual_nbits per component; "residual:N" sets N; residual_anisotropy: the
+    weight of a code's error along its token, 0 = 0.19 (dim - 1), 1 = nearest buckets). doc_prune: the fraction of
     each document's tokens (by salience) given to the token index (< 1 needs salience at add). dedup_tokens:
     identical token vectors enter the index once. token_index=False keeps no token index: search with
     exhaustive=True or, on a residual store, nprobe > 0 (centroid postings). threads: threads of an add's residual
@@ -111,7 +112,8 @@ class Retriever:
 
     def __init__(self, dim: int, *, backend: str = "exact", storage: str = "f32", doc_prune: float = 1.0,
                  dedup_tokens: bool = True, token_index: bool = True, residual_nbits: int = 2,
-                 residual_centroids: int = 0, residual_iterations: int = 10, seed: int = 0, threads: int = 1,
+                 residual_centroids: int = 0, residual_iterations: int = 10, residual_anisotropy: float = 0.0,
+                 seed: int = 0, threads: int = 1,
                  graph_m: int = 16, ef_construction: int = 80, ef_search: int = 128,
                  nlist: int = 0, ivf_nprobe: int = 32, _impl=None):
         if _impl is not None:
@@ -119,8 +121,8 @@ class Retriever:
             return
         _check_int("dim", dim, 1)
         self._r = _aligner._Retriever(dim, backend, storage, doc_prune, dedup_tokens, token_index, residual_nbits,
-                                      residual_centroids, residual_iterations, seed, threads, graph_m, ef_construction,
-                                      ef_search, nlist, ivf_nprobe)
+                                      residual_centroids, residual_iterations, float(residual_anisotropy), seed, threads,
+                                      graph_m, ef_construction, ef_search, nlist, ivf_nprobe)
 
     # ---- facts ----
     @property

@@ -95,16 +95,19 @@ class py_retriever {
  public:
   py_retriever(std::size_t dim, const std::string& backend, const std::string& storage, double doc_prune, bool dedup_tokens,
                bool token_index, std::size_t residual_nbits, std::size_t residual_centroids, std::size_t residual_iterations,
-               std::uint64_t seed, unsigned threads, std::size_t graph_m, std::size_t ef_construction, std::size_t ef_search,
+               double residual_anisotropy, std::uint64_t seed, unsigned threads, std::size_t graph_m, std::size_t ef_construction, std::size_t ef_search,
                std::size_t nlist, std::size_t ivf_nprobe)
       : r_(make(dim, backend, storage, doc_prune, dedup_tokens, token_index, residual_nbits, residual_centroids, residual_iterations,
-                seed, threads, {.m = graph_m, .ef_construction = ef_construction, .ef_search = ef_search, .nlist = nlist, .nprobe = ivf_nprobe})),
+                residual_anisotropy, seed, threads, {.m = graph_m, .ef_construction = ef_construction, .ef_search = ef_search, .nlist = nlist, .nprobe = ivf_nprobe})),
         backend_(backend) {}
 
   static any_retriever make(std::size_t dim, const std::string& backend, const std::string& storage, double doc_prune,
                             bool dedup_tokens, bool token_index, std::size_t residual_nbits, std::size_t residual_centroids,
-                            std::size_t residual_iterations, std::uint64_t seed, unsigned threads, aligner::graph_settings graph) {
+                            std::size_t residual_iterations, double residual_anisotropy, std::uint64_t seed, unsigned threads,
+                            aligner::graph_settings graph) {
     if (dim == 0) throw py::value_error("dim must be >= 1, got 0");
+    if (!(residual_anisotropy == 0 || (residual_anisotropy >= 1 && residual_anisotropy <= aligner::residual_codec::max_anisotropy)))
+      throw py::value_error("residual_anisotropy must be 0 (default) or in [1, 1e6], got " + std::to_string(residual_anisotropy));
     aligner::index_params params;
     if (storage == "residual" || storage.rfind("residual:", 0) == 0) {
       params.precision = aligner::storage::residual;
@@ -123,6 +126,7 @@ class py_retriever {
     params.residual.nbits = residual_nbits;
     params.residual.centroids = residual_centroids;
     params.residual.iterations = residual_iterations;
+    params.residual.anisotropy = residual_anisotropy;
     params.residual.seed = seed;
     params.residual.threads = threads;
     params.threads = threads;  // hnswlib inserts on these threads too
@@ -306,9 +310,9 @@ void bind_retriever(py::module_& m) {
 
   py::class_<py_retriever>(m, "_Retriever")
       .def(py::init<std::size_t, const std::string&, const std::string&, double, bool, bool, std::size_t, std::size_t, std::size_t,
-                    std::uint64_t, unsigned, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t>(),
+                    double, std::uint64_t, unsigned, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t>(),
            py::arg("dim"), py::arg("backend"), py::arg("storage"), py::arg("doc_prune"), py::arg("dedup_tokens"), py::arg("token_index"),
-           py::arg("residual_nbits"), py::arg("residual_centroids"), py::arg("residual_iterations"), py::arg("seed"), py::arg("threads"),
+           py::arg("residual_nbits"), py::arg("residual_centroids"), py::arg("residual_iterations"), py::arg("residual_anisotropy"), py::arg("seed"), py::arg("threads"),
            py::arg("graph_m"), py::arg("ef_construction"), py::arg("ef_search"), py::arg("nlist"), py::arg("ivf_nprobe"))
       .def_property_readonly("dim", &py_retriever::dim)
       .def_property_readonly("size", &py_retriever::size)

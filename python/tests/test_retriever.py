@@ -95,6 +95,21 @@ def test_residual_without_token_index_searches_by_postings_only():
     assert res.backend_hits > 0
 
 
+def test_residual_anisotropy_is_checked_and_one_means_nearest_buckets():
+    docs = collection(5, docs=60, duplicates=False)
+    for bad in (0.5, -1.0, float("nan"), 2e6):
+        with pytest.raises(ValueError, match="residual_anisotropy must be 0"):
+            aligner.Retriever(DIM, storage="residual:2", residual_anisotropy=bad)
+    q = np.random.default_rng(7).standard_normal((4, DIM)).astype(np.float32)
+    results = []
+    for eta in (1.0, 0.0, 50.0):
+        r = aligner.Retriever(DIM, storage="residual:2", residual_centroids=8, residual_anisotropy=eta)
+        r.add(docs)
+        results.append(r.search(q, top=60, exhaustive=True).scores)
+    # the codes differ with the anisotropy, so do the scores of the same documents
+    assert not np.array_equal(np.sort(results[0]), np.sort(results[2]))
+
+
 def test_remove_filter_allowed_ids():
     docs = collection(4)
     r = aligner.Retriever(DIM)

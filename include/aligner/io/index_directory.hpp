@@ -25,6 +25,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -256,10 +257,16 @@ inline std::shared_ptr<const directory_snapshot> read_snapshot(const std::filesy
   snap->has_salience = int(meta[6]);
   snap->check_finite = meta[7] == 1;
   const auto res = m.get("residual", io::section_dtype::i64).as<std::int64_t>();
-  if (res.size() != 6) m.fail("residual section has " + std::to_string(res.size()) + " values, expected 6");
+  // 6 values: directories written before the anisotropic codes (their codec, if still to be trained, codes to the
+  // nearest buckets as it did); 7: the anisotropy's float64 bits last.
+  if (res.size() != 6 && res.size() != 7) m.fail("residual section has " + std::to_string(res.size()) + " values, expected 7");
   for (std::int64_t v : res)
     if (v < 0) m.fail("corrupt residual section");
-  snap->residual = {std::size_t(res[0]), std::size_t(res[1]), std::size_t(res[2]), std::size_t(res[3]), std::uint64_t(res[4]), unsigned(res[5])};
+  const double anisotropy = res.size() == 7 ? std::bit_cast<double>(res[6]) : 1.0;
+  if (!(anisotropy == 0 || (anisotropy >= 1 && anisotropy <= residual_codec::max_anisotropy)))
+    m.fail("residual section holds the anisotropy " + std::to_string(anisotropy));
+  snap->residual = {.nbits = std::size_t(res[0]), .centroids = std::size_t(res[1]), .sample = std::size_t(res[2]),
+                    .iterations = std::size_t(res[3]), .anisotropy = anisotropy, .seed = std::uint64_t(res[4]), .threads = unsigned(res[5])};
   if (const auto codec = m.text("codec"); !codec.empty() && reuse && reuse->codec && reuse->codec->serialize() == codec) {
     snap->codec = reuse->codec;  // one codec object for the segments a refresh reuses and the new ones
   } else if (!codec.empty()) {
@@ -632,6 +639,8 @@ class index_directory_writer {
     const auto& r = params.residual;
     ALIGNER_EXPECTS(r.nbits == 1 || r.nbits == 2 || r.nbits == 4 || r.nbits == 8, "directory_params.residual.nbits must be 1, 2, 4 or 8, got ",
                     r.nbits);
+    ALIGNER_EXPECTS(r.anisotropy == 0 || (r.anisotropy >= 1 && r.anisotropy <= residual_codec::max_anisotropy),
+                    "directory_params.residual.anisotropy must be 0 (default) or in [1, ", residual_codec::max_anisotropy, "], got ", r.anisotropy);
     if (params.codec) {
       ALIGNER_EXPECTS(params.precision == storage::residual, "directory_params.codec is given but the precision is ", to_string(params.precision));
       ALIGNER_EXPECTS(params.codec->dim() == dim, "directory_params.codec has dim ", params.codec->dim(), " but the directory has dim ", dim);
@@ -861,8 +870,9 @@ class index_directory_writer {
     const std::int64_t meta[8] = {directory_format_version, std::int64_t(next->generation), next->next_id, std::int64_t(next->next_file),
                                   std::int64_t(next->dim), disk_tag(next->precision), next->has_salience, next->check_finite ? 1 : 0};
     const auto& r = next->residual;
-    const std::int64_t res[6] = {std::int64_t(r.nbits), std::int64_t(r.centroids), std::int64_t(r.sample), std::int64_t(r.iterations),
-                                 std::int64_t(r.seed), std::int64_t(r.threads)};
+    // The anisotropy travels as the bits of its float64 (0 or at least 1: never negative as an int64).
+    const std::int64_t res[7] = {std::int64_t(r.nbits), std::int64_t(r.centroids), std::int64_t(r.sample), std::int64_t(r.iterations),
+                                 std::int64_t(r.seed),  std::int64_t(r.threads),   std::bit_cast<std::int64_t>(r.anisotropy)};
     const std::string codec = next->codec ? next->codec->serialize() : std::string();
     std::vector<std::string> names;
     std::vector<std::int64_t> stats;
@@ -874,7 +884,7 @@ class index_directory_writer {
     const std::string seg_text = detail::join_lines(names), tomb_text = detail::join_lines(next->tombstone_files);
     const std::vector<io::section_out> sections = {
         {"dirmeta", io::section_dtype::i64, {8}, detail::raw_bytes(std::span<const std::int64_t>(meta))},
-        {"residual", io::section_dtype::i64, {6}, detail::raw_bytes(std::span<const std::int64_t>(res))},
+        {"residual", io::section_dtype::i64, {7}, detail::raw_bytes(std::span<const std::int64_t>(res))},
         {"codec", io::section_dtype::u8, {codec.size()}, codec},
         {"segments", io::section_dtype::u8, {seg_text.size()}, seg_text},
         {"tombstones", io::section_dtype::u8, {tomb_text.size()}, tomb_text},

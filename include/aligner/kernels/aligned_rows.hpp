@@ -236,7 +236,8 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
 
 /// The same over one document of residual codes (residual.hpp): `qc` holds centroid_scores of the query. Decodes a
 /// panel group at a time into the workspace (never the whole document); where amx_bf16_usable(), the residuals are
-/// rounded to bf16 and swept by AMX tiles (`query_bf16`: the query's bf16 pairs, or null to convert it here).
+/// rounded to bf16 and swept by AMX tiles, in an AVX512-BF16 build by vdpbf16ps (residual_engine; `query_bf16`:
+/// the query's bf16 pairs, or null to convert it here).
 template <class Arch = default_arch>
 void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels,
                                std::size_t doc_rows, std::span<const std::size_t> budgets, const float* doc_weights,
@@ -255,17 +256,15 @@ void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& c
     const engine_t engine(codec, panels, doc_rows, query, qc, ws.decoded.data(), query_bf16);
     detail::aligned_rows_impl<Arch, engine_t>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
   };
-  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) {
-    if (amx_bf16_usable()) {
-      if (query_bf16 == nullptr) {
-        ws.query_bf16.resize(bf16_query_words(query.rows, query.cols));
-        query_to_bf16_pairs(query, ws.query_bf16.data());
-        query_bf16 = ws.query_bf16.data();
-      }
-      run(std::true_type{});
-      return;
-    }
+  bool amx = false;
+  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) amx = amx_bf16_usable();
+  if ((amx || bf16_rounds_query<Arch>) && query_bf16 == nullptr) {  // the residuals are rounded to bf16 pairs
+    ws.query_bf16.resize(bf16_query_words(query.rows, query.cols));
+    query_to_bf16_pairs(query, ws.query_bf16.data());
+    query_bf16 = ws.query_bf16.data();
   }
+  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16)
+    if (amx) return run(std::true_type{});
   run(std::false_type{});
 }
 

@@ -68,8 +68,10 @@ kernel_report kernel_info() {
     r.bf16 = "bf16 widened to float, " + vec + "; AMX not used: " + r.amx_reason;
   r.f16 = "f16 widened to float, " + vec;
   r.i8 = "i8 widened to float and scaled, " + vec;
-  r.residual = r.amx_bf16 ? std::string("residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)")
-                          : "residual panels decoded to float a group at a time, " + vec;
+  r.residual = r.amx_bf16                   ? std::string("residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)")
+               : bf16_rounds_query<Arch> ? std::string("residual panels decoded to bf16 a group at a time, AVX512-BF16 vdpbf16ps register tiles, "
+                                                       "query rounded to bf16 (compile time)")
+                                         : "residual panels decoded to float a group at a time, " + vec;
   r.token_search = "exact scan: " + vec;
   return r;
 }

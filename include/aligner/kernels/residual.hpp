@@ -9,6 +9,15 @@
  *
  *  and decoded as x'_c = centroid_id,c + value_c[code_c]. Bytes per token: 2 (id, K <= 65536) + dim * nbits / 8.
  *
+ *  Anisotropic codes (`anisotropy` eta > 1, the default of trained codecs): the error e = x - x' along the token's
+ *  own direction u = x / |x| shifts every high score q . x (q near x) by about |q| (u . e), while the error across
+ *  it only reaches a score through the part of q that differs from x. So the codes, starting from the nearest
+ *  buckets above, then minimise L = |e|^2 + (eta - 1) (u . e)^2 (the score-aware loss of ScaNN, Guo et al. 2020)
+ *  by greedy moves: up to `anisotropic_moves` times, the one component whose move to a neighbouring bucket lowers L
+ *  most moves; no move lowers L: done. eta = 1 is the plain nearest-bucket code (ColBERTv2's), and a codec read
+ *  from a file without eta has eta = 1. On SciFact ctx100 (bench/RESULTS.md) eta = 19 took residual:2 from -0.021
+ *  to -0.011 nDCG@10 against float32 (Top-1) and residual:4 from -0.008 to 0.000.
+ *
  *  Panel layout (the kernels' unit of W tokens, layout.hpp): ceil(W / 2) words of 16-bit centroid ids (lane l in
  *  half l), then the codes component-major: lane l's code of component c at bit (c * W + l) * nbits of the code
  *  words (a code never straddles a word, as nbits divides 32). Padding lanes are id 0, codes 0.
@@ -53,12 +62,20 @@ namespace aligner {
 class residual_codec {
  public:
   static constexpr std::size_t max_centroids = 65536;
+  /// Greedy bucket moves per token of the anisotropic code (see the file comment).
+  static constexpr std::size_t anisotropic_moves = 8;
+  /// The largest anisotropy accepted (beyond it, L is the parallel error alone for any float data).
+  static constexpr double max_anisotropy = 1e6;
 
   residual_codec() = default;
   /// A codec from its parts (checked: nbits in {1, 2, 4, 8}, 1..65536 centroids of `dim` finite components, per
-  /// component 2^nbits - 1 ascending finite cutoffs and 2^nbits finite values). Throws aligner::invalid_argument.
-  residual_codec(std::size_t dim, std::size_t nbits, std::vector<float> centroids, std::vector<float> cutoffs, std::vector<float> values)
-      : dim_(dim), nbits_(nbits), centroids_(std::move(centroids)), cutoffs_(std::move(cutoffs)), values_(std::move(values)) {
+  /// component 2^nbits - 1 ascending finite cutoffs and 2^nbits finite values, anisotropy in [1, max_anisotropy]).
+  /// Throws aligner::invalid_argument.
+  residual_codec(std::size_t dim, std::size_t nbits, std::vector<float> centroids, std::vector<float> cutoffs, std::vector<float> values,
+                 double anisotropy = 1.0)
+      : dim_(dim), nbits_(nbits), anisotropy_(anisotropy), centroids_(std::move(centroids)), cutoffs_(std::move(cutoffs)), values_(std::move(values)) {
+    ALIGNER_EXPECTS(anisotropy >= 1.0 && anisotropy <= max_anisotropy, "residual codec anisotropy must be in [1, ", max_anisotropy,
+                    "], got ", anisotropy);
     ALIGNER_EXPECTS(nbits == 1 || nbits == 2 || nbits == 4 || nbits == 8, "residual codec nbits must be 1, 2, 4 or 8, got ", nbits);
     ALIGNER_EXPECTS(dim >= 1 && dim <= (1u << 20), "residual codec dim must be in 1..2^20, got ", dim);
     ALIGNER_EXPECTS(!centroids_.empty() && centroids_.size() % dim == 0, "residual codec: ", centroids_.size(),
@@ -98,6 +115,8 @@ class residual_codec {
   std::size_t nbits() const noexcept { return nbits_; }
   std::size_t levels() const noexcept { return std::size_t(1) << nbits_; }
   std::size_t centroids() const noexcept { return k_; }
+  /// eta of the anisotropic code (1: nearest buckets).
+  double anisotropy() const noexcept { return anisotropy_; }
   std::span<const float> centroid_values() const noexcept { return centroids_; }
   std::span<const float> cutoffs() const noexcept { return cutoffs_; }
   std::span<const float> values() const noexcept { return values_; }
@@ -133,7 +152,8 @@ class residual_codec {
     return std::size_t(std::upper_bound(cut, cut + levels() - 1, x) - cut);
   }
 
-  /// Writes token `token` (assigned centroid `id`) into lane `lane` of a zeroed panel of width `width`.
+  /// Writes token `token` (assigned centroid `id`) into lane `lane` of a zeroed panel of width `width`: nearest
+  /// buckets, then (anisotropy > 1) the greedy moves of the file comment.
   void encode(const float* token, std::uint32_t id, std::size_t width, std::size_t lane, std::uint32_t* panel) const noexcept {
     reinterpret_cast<std::uint16_t*>(panel)[lane] = std::uint16_t(id);
     std::uint32_t* codes = panel + (width + 1) / 2;
@@ -142,6 +162,22 @@ class residual_codec {
       const std::size_t bit = (c * width + lane) * nbits_;
       codes[bit / 32] |= std::uint32_t(bucket(c, token[c] - cent[c])) << (bit % 32);
     }
+    if (anisotropy_ > 1.0) shape_codes(token, cent, width, lane, codes);
+  }
+
+  /// L = |e|^2 + (anisotropy - 1) (u . e)^2 of token `token` coded as centroid `id` plus lane `lane`'s codes of
+  /// `panel` (double; u = token / |token|, the parallel term 0 for a zero token). The encoder's objective.
+  double anisotropic_loss(const float* token, const void* panel, std::size_t width, std::size_t lane) const noexcept {
+    const float* cent = centroid(centroid_of(panel, lane));
+    double norm = 0, e2 = 0, par = 0;
+    for (std::size_t c = 0; c != dim_; ++c) norm += double(token[c]) * double(token[c]);
+    norm = std::sqrt(norm);
+    for (std::size_t c = 0; c != dim_; ++c) {
+      const double e = double(token[c]) - double(cent[c]) - double(values_[c * levels() + code_of(panel, width, lane, c)]);
+      e2 += e * e;
+      if (norm > 0) par += double(token[c]) / norm * e;
+    }
+    return e2 + (anisotropy_ - 1.0) * par * par;
   }
 
   /// Centroid id of lane `lane` of a panel (any alignment).
@@ -178,7 +214,8 @@ class residual_codec {
   /// The reconstruction table padded for the vector decode (values() followed by 16 zeros).
   const float* padded_values() const noexcept { return padded_values_.data(); }
 
-  /// The codec as bytes: u64 dim, nbits, centroids, then the centroids, cutoffs and values as float32.
+  /// The codec as bytes: u64 dim, nbits, centroids, then the centroids, cutoffs and values as float32, then (only
+  /// when it is not 1, so that a nearest-bucket codec keeps the bytes of earlier versions) the anisotropy as float64.
   std::string serialize() const {
     const std::uint64_t header[3] = {dim_, nbits_, k_};
     std::string out(sizeof header, '\0');
@@ -187,6 +224,7 @@ class residual_codec {
     append(centroids_);
     append(cutoffs_);
     append(values_);
+    if (anisotropy_ != 1.0) out.append(reinterpret_cast<const char*>(&anisotropy_), sizeof anisotropy_);
     return out;
   }
   /// Inverse of serialize; throws aligner::io_error naming what is wrong (truncated, another size, bad values).
@@ -199,9 +237,16 @@ class residual_codec {
                      ", centroids " + std::to_string(h[2]) + ")");
     const std::size_t levels = std::size_t(1) << h[1];
     const std::size_t floats = h[2] * h[0] + h[0] * (levels - 1) + h[0] * levels;
-    if (bytes.size() != sizeof h + floats * sizeof(float))
-      throw io_error("residual codec: " + std::to_string(bytes.size()) + " bytes, expected " + std::to_string(sizeof h + floats * 4) +
-                     " (truncated or padded)");
+    const std::size_t base = sizeof h + floats * sizeof(float);
+    if (bytes.size() != base && bytes.size() != base + sizeof(double))
+      throw io_error("residual codec: " + std::to_string(bytes.size()) + " bytes, expected " + std::to_string(base) + " or " +
+                     std::to_string(base + sizeof(double)) + " (truncated or padded)");
+    double anisotropy = 1.0;
+    if (bytes.size() != base) {
+      std::memcpy(&anisotropy, bytes.data() + base, sizeof anisotropy);
+      if (!(anisotropy > 1.0 && anisotropy <= max_anisotropy))  // a stored 1 is never written
+        throw io_error("residual codec: implausible anisotropy " + std::to_string(anisotropy));
+    }
     auto take = [&](std::size_t offset, std::size_t count) {
       std::vector<float> v(count);
       std::memcpy(v.data(), bytes.data() + sizeof h + offset * sizeof(float), count * sizeof(float));
@@ -209,18 +254,62 @@ class residual_codec {
     };
     try {
       return residual_codec(h[0], h[1], take(0, h[2] * h[0]), take(h[2] * h[0], h[0] * (levels - 1)),
-                            take(h[2] * h[0] + h[0] * (levels - 1), h[0] * levels));
+                            take(h[2] * h[0] + h[0] * (levels - 1), h[0] * levels), anisotropy);
     } catch (const invalid_argument& e) {
       throw io_error(e.what());
     }
   }
 
   friend bool operator==(const residual_codec& a, const residual_codec& b) noexcept {
-    return a.dim_ == b.dim_ && a.nbits_ == b.nbits_ && a.centroids_ == b.centroids_ && a.cutoffs_ == b.cutoffs_ && a.values_ == b.values_;
+    return a.dim_ == b.dim_ && a.nbits_ == b.nbits_ && a.anisotropy_ == b.anisotropy_ && a.centroids_ == b.centroids_ &&
+           a.cutoffs_ == b.cutoffs_ && a.values_ == b.values_;
   }
 
  private:
+  /// The greedy moves of the anisotropic code on lane `lane` (codes: the panel's code words, nearest buckets set).
+  void shape_codes(const float* token, const float* cent, std::size_t width, std::size_t lane, std::uint32_t* codes) const noexcept {
+    double norm = 0;
+    for (std::size_t c = 0; c != dim_; ++c) norm += double(token[c]) * double(token[c]);
+    if (!(norm > 0)) return;
+    norm = std::sqrt(norm);
+    const std::size_t L = levels();
+    const std::uint32_t mask = std::uint32_t(L) - 1u;
+    auto code = [&](std::size_t c) {
+      const std::size_t bit = (c * width + lane) * nbits_;
+      return (codes[bit / 32] >> (bit % 32)) & mask;
+    };
+    auto error = [&](std::size_t c, std::uint32_t b) { return double(token[c]) - double(cent[c]) - double(values_[c * L + b]); };
+    double par = 0;  // u . e
+    for (std::size_t c = 0; c != dim_; ++c) par += double(token[c]) / norm * error(c, code(c));
+    const double w = anisotropy_ - 1.0;
+    for (std::size_t move = 0; move != anisotropic_moves; ++move) {
+      double best = 0, best_par = par;
+      std::size_t best_c = dim_;
+      std::uint32_t best_b = 0;
+      for (std::size_t c = 0; c != dim_; ++c) {
+        const std::uint32_t b0 = code(c);
+        const double u = double(token[c]) / norm, e0 = error(c, b0);
+        for (std::uint32_t b : {b0 - 1u, b0 + 1u}) {
+          if (b >= L) continue;  // below 0 wraps past L
+          const double e1 = error(c, b), next = par + u * (e1 - e0);
+          const double gain = (e1 * e1 - e0 * e0) + w * (next * next - par * par);
+          if (gain < best) {
+            best = gain;
+            best_c = c;
+            best_b = b;
+            best_par = next;
+          }
+        }
+      }
+      if (best_c == dim_) break;
+      const std::size_t bit = (best_c * width + lane) * nbits_;
+      codes[bit / 32] = (codes[bit / 32] & ~(mask << (bit % 32))) | (best_b << (bit % 32));
+      par = best_par;
+    }
+  }
+
   std::size_t dim_ = 0, nbits_ = 0, k_ = 0;
+  double anisotropy_ = 1.0;
   std::vector<float> centroids_, cutoffs_, values_, padded_values_;
   aligned_vector<std::uint32_t> scan_panels_;
 };
@@ -337,14 +426,19 @@ void centroid_scores(matrix_view<float> query, const residual_codec& codec, floa
 /// A tile engine over residual panels (the interface of tile_engine that aligned_rows.hpp uses): S = centroid
 /// scores + a sweep over residual panels decoded a group at a time into `scratch` (>= scratch_floats(dim) floats,
 /// 64-byte aligned). `qc` holds centroid_scores of the query (row stride centroid_score_stride).
-/// Amx = false: the residuals are decoded to float panels and swept by the float vector tiles. Amx = true
-/// (amx_bf16_usable()): they are decoded, rounded to bf16 pairs and swept by AMX-BF16 tiles; `query_bf16` then holds
-/// query_to_bf16_pairs of the query.
+/// Amx = true (amx_bf16_usable()): the residuals are decoded, rounded to bf16 pairs and swept by AMX-BF16 tiles.
+/// Amx = false: where bf16_rounds_query<Arch> (an AVX512-BF16 build: Zen 4/5, Intel without usable AMX) they are
+/// decoded to bf16 pairs the same way and swept by the vector bf16 tiles (vdpbf16ps, twice the float FMA's
+/// multiply-adds per instruction); otherwise decoded to float panels and swept by the float vector tiles.
+/// `query_bf16` holds query_to_bf16_pairs of the query wherever the residuals are rounded (`rounds`).
 template <class Arch, bool Amx = false>
 struct residual_engine
     : tile_engine_base<residual_engine<Arch, Amx>, Arch,
-                       std::conditional_t<Amx, amx_bf16_engine<Arch>, tile_engine<Arch, storage::f32>>::block_panels> {
-  using inner_t = std::conditional_t<Amx, amx_bf16_engine<Arch>, tile_engine<Arch, storage::f32>>;
+                       std::conditional_t<Amx, amx_bf16_engine<Arch>,
+                                          tile_engine<Arch, bf16_rounds_query<Arch> ? storage::bf16 : storage::f32>>::block_panels> {
+  /// The residuals are rounded to bf16 pairs (AMX or vdpbf16ps) rather than kept in float.
+  static constexpr bool rounds = Amx || bf16_rounds_query<Arch>;
+  using inner_t = std::conditional_t<Amx, amx_bf16_engine<Arch>, tile_engine<Arch, rounds ? storage::bf16 : storage::f32>>;
   using base = tile_engine_base<residual_engine<Arch, Amx>, Arch, inner_t::block_panels>;
   using typename base::batch;
   using base::width;
@@ -363,10 +457,10 @@ struct residual_engine
   mutable inner_t inner;
 
   /// 32-bit words of one decoded panel.
-  static std::size_t decoded_words(std::size_t dim) noexcept { return Amx ? (dim + 1) / 2 * width : dim * width; }
+  static std::size_t decoded_words(std::size_t dim) noexcept { return rounds ? (dim + 1) / 2 * width : dim * width; }
   /// Scratch floats a document needs (one decoded group, plus one float panel on the way to bf16).
   static std::size_t scratch_floats(std::size_t dim) noexcept {
-    return group_of(dim) * decoded_words(dim) + (Amx ? dim * width : 0);
+    return group_of(dim) * decoded_words(dim) + (rounds ? dim * width : 0);
   }
   /// Panels decoded at once: as many block_panels groups as fit 32 KB (at least one).
   static std::size_t group_of(std::size_t dim) noexcept {
@@ -408,12 +502,12 @@ struct residual_engine
   template <class Visit>
   void sweep(Visit&& visit) const {
     const std::size_t words = decoded_words(dim);
-    float* staging = scratch + group_panels * words;  // Amx: one float panel before rounding to bf16
+    float* staging = scratch + group_panels * words;  // rounds: one float panel before rounding to bf16
     for (std::size_t g0 = 0; g0 < panel_total; g0 += group_panels) {
       const std::size_t g1 = std::min(panel_total, g0 + group_panels);
       for (std::size_t p = g0; p != g1; ++p) {
         float* out = scratch + (p - g0) * words;
-        if constexpr (Amx) {
+        if constexpr (rounds) {
           decode_residual_panel<Arch>(codec, panels + p * panel_stride(), staging);
           float_panel_to_bf16_pairs<Arch>(staging, dim, reinterpret_cast<std::uint32_t*>(out));
         } else {
@@ -442,18 +536,16 @@ void residual_similarity_rows(matrix_view<float> query, const residual_codec& co
     const engine_t engine(codec, panels, doc_rows, query, qc, scratch.data(), query_bf16);
     engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });
   };
-  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) {
-    if (amx_bf16_usable()) {
-      std::vector<std::uint32_t> converted;
-      if (query_bf16 == nullptr) {
-        converted.resize(bf16_query_words(query.rows, query.cols));
-        query_to_bf16_pairs(query, converted.data());
-        query_bf16 = converted.data();
-      }
-      run(std::true_type{});
-      return;
-    }
+  bool amx = false;
+  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) amx = amx_bf16_usable();
+  std::vector<std::uint32_t> converted;
+  if ((amx || bf16_rounds_query<Arch>) && query_bf16 == nullptr) {
+    converted.resize(bf16_query_words(query.rows, query.cols));
+    query_to_bf16_pairs(query, converted.data());
+    query_bf16 = converted.data();
   }
+  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16)
+    if (amx) return run(std::true_type{});
   run(std::false_type{});
 }
 

@@ -17,6 +17,7 @@
  *     the quantiles b / L (equal-frequency buckets, ColBERTv2's choice) with each bucket's mean as its value, then
  *     8 Lloyd-Max steps (cutoffs to the midpoints of neighbouring values, values to their buckets' means) lower the
  *     squared reconstruction error (an empty bucket keeps its value).
+ *  4. Codes: anisotropic with eta = default_anisotropy(dim) unless `anisotropy` says otherwise (kernels/residual.hpp).
  *  Deterministic for a seed and thread count (assignment does not depend on the number of threads). */
 #pragma once
 
@@ -43,6 +44,7 @@ struct residual_params {
   std::size_t centroids = 0;   ///< K; 0 = default_centroids(tokens)
   std::size_t sample = 0;      ///< tokens to train on; 0 = max(64 K, 65536), at most all
   std::size_t iterations = 10; ///< Lloyd iterations
+  double anisotropy = 0;       ///< eta of the anisotropic codes (kernels/residual.hpp); 0 = default_anisotropy(dim); 1 = nearest buckets
   std::uint64_t seed = 0;
   unsigned threads = 1;        ///< assignment threads (0 = all cores)
 };
@@ -54,6 +56,14 @@ inline std::size_t default_centroids(std::size_t tokens) noexcept {
   std::size_t k = std::size_t(1) << std::size_t(std::floor(std::log2(target)));
   k = std::min<std::size_t>(k, residual_codec::max_centroids);
   return std::max<std::size_t>(1, std::min(k, tokens));
+}
+
+/// The default eta of the anisotropic codes: ScaNN's weight for inner products at or above a cosine T = 0.4,
+/// (dim - 1) T^2 / (1 - T^2) (about 18.9 at dim 100, 24.2 at dim 128), at least 1. A random error vector puts
+/// 1/dim of its square along the token; eta makes that part count as much as the token's best matches feel it.
+inline double default_anisotropy(std::size_t dim) noexcept {
+  constexpr double t2 = 0.4 * 0.4;
+  return std::max(1.0, double(dim - 1) * t2 / (1.0 - t2));
 }
 
 namespace detail {
@@ -105,6 +115,8 @@ inline residual_codec train_residual_codec(matrix_view<float> tokens, const resi
   ALIGNER_EXPECTS(p.centroids <= residual_codec::max_centroids, "residual centroids = ", p.centroids, " is more than ",
                   residual_codec::max_centroids);
   ALIGNER_EXPECTS(p.iterations >= 1, "residual training iterations must be >= 1, got ", p.iterations);
+  ALIGNER_EXPECTS(p.anisotropy == 0 || (p.anisotropy >= 1 && p.anisotropy <= residual_codec::max_anisotropy),
+                  "residual anisotropy must be 0 (default) or in [1, ", residual_codec::max_anisotropy, "], got ", p.anisotropy);
   detail::check_matrix(tokens, "tokens", true);
   const std::size_t dim = tokens.cols, levels = std::size_t(1) << p.nbits;
   std::size_t K = p.centroids ? p.centroids : default_centroids(tokens.rows);
@@ -203,7 +215,8 @@ inline residual_codec train_residual_codec(matrix_view<float> tokens, const resi
       bucket_means(false);
     }
   }
-  return residual_codec(dim, p.nbits, std::move(centroids), std::move(cutoffs), std::move(values));
+  return residual_codec(dim, p.nbits, std::move(centroids), std::move(cutoffs), std::move(values),
+                        p.anisotropy == 0 ? default_anisotropy(dim) : p.anisotropy);
 }
 
 }  // namespace aligner
