@@ -81,7 +81,9 @@ inline std::string kernel_label(aligner::storage st) {
     case aligner::storage::bf16:
       if (aligner::kernel_info().amx_bf16) return "amx-bf16";
       return aligner::bf16_rounds_query<> ? "avx512-bf16" : arch + "-widen";
-    case aligner::storage::residual: return aligner::kernel_info().amx_bf16 ? "amx-bf16-residual-decode" : arch + "-residual-decode";
+    case aligner::storage::residual:
+      if (aligner::kernel_info().amx_bf16) return "amx-bf16-residual-decode";
+      return aligner::bf16_rounds_query<> ? "avx512-bf16-residual-decode" : arch + "-residual-decode";
     default: return arch;
   }
 }

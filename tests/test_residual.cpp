@@ -242,6 +242,25 @@ TEST_CASE("residual: the vector decode of a panel equals the scalar specificatio
       aligner::ref::residual_decode(*codec, panel.data(), W, false, slow.data());
       INFO("dim " << dim << " nbits " << nbits);
       CHECK(fast == slow);
+      // The direct bf16 decode (pair tables, nbits 1 and 2 on AVX-512) equals decode-then-round, word for word.
+      aligner::aligned_vector<std::uint32_t> direct((dim + 1) / 2 * W, 0xdeadbeefu), want((dim + 1) / 2 * W);
+      for (std::size_t c2 = 0; c2 != (dim + 1) / 2; ++c2)
+        for (std::size_t l = 0; l != W; ++l) {
+          const std::uint32_t lo = aligner::to_bf16(slow[2 * c2 * W + l]);
+          const std::uint32_t hi = 2 * c2 + 1 < dim ? aligner::to_bf16(slow[(2 * c2 + 1) * W + l]) : 0u;
+          want[c2 * W + l] = lo | hi << 16;
+        }
+      if (aligner::decode_residual_panel_bf16(*codec, panel.data(), direct.data())) {
+        CHECK(nbits <= 2);
+        CHECK(std::equal(direct.begin(), direct.end(), want.begin()));
+      } else {
+        CHECK((nbits > 2 || W != 16));
+      }
+      aligner::aligned_vector<float> staging(dim * W);
+      std::copy(fast.begin(), fast.end(), staging.begin());
+      aligner::aligned_vector<std::uint32_t> rounded((dim + 1) / 2 * W);
+      aligner::float_panel_to_bf16_pairs(staging.data(), dim, rounded.data());
+      CHECK(std::equal(rounded.begin(), rounded.end(), want.begin()));
     }
   }
 }

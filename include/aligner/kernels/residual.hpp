@@ -109,6 +109,17 @@ class residual_codec {
     pack_panels(storage::f32, matrix_view<float>(augmented.data(), k_, dim + 1), scan_panels_.data());
     padded_values_.assign(values_.begin(), values_.end());
     padded_values_.resize(values_.size() + 16, 0.f);  // the AVX-512 decode loads 16 values from any component's table
+    if (nbits <= 2) {  // bf16 pair tables: entry a + L b of pair c2 = bf16(value of 2c2, code a) | bf16(value of 2c2 + 1, code b) << 16
+      const std::size_t pairs = (dim + 1) / 2;
+      pair_words_.assign(pairs * 16, 0u);
+      for (std::size_t c2 = 0; c2 != pairs; ++c2)
+        for (std::size_t a = 0; a != levels; ++a)
+          for (std::size_t b = 0; b != levels; ++b) {
+            const std::uint32_t lo = to_bf16(values_[2 * c2 * levels + a]);
+            const std::uint32_t hi = 2 * c2 + 1 < dim ? to_bf16(values_[(2 * c2 + 1) * levels + b]) : 0u;
+            pair_words_[c2 * 16 + a + levels * b] = lo | hi << 16;
+          }
+    }
   }
 
   std::size_t dim() const noexcept { return dim_; }
@@ -213,6 +224,9 @@ class residual_codec {
   const std::uint32_t* scan_panels() const noexcept { return scan_panels_.data(); }
   /// The reconstruction table padded for the vector decode (values() followed by 16 zeros).
   const float* padded_values() const noexcept { return padded_values_.data(); }
+  /// nbits 1 and 2: per component pair c2, 16 words whose entry a + L b is the bf16 pair of reconstruction values
+  /// (code a of component 2c2, code b of 2c2 + 1; high half 0 past an odd dim); empty for more bits.
+  const std::uint32_t* pair_words() const noexcept { return pair_words_.empty() ? nullptr : pair_words_.data(); }
 
   /// The codec as bytes: u64 dim, nbits, centroids, then the centroids, cutoffs and values as float32, then (only
   /// when it is not 1, so that a nearest-bucket codec keeps the bytes of earlier versions) the anisotropy as float64.
@@ -311,6 +325,7 @@ class residual_codec {
   std::size_t dim_ = 0, nbits_ = 0, k_ = 0;
   double anisotropy_ = 1.0;
   std::vector<float> centroids_, cutoffs_, values_, padded_values_;
+  std::vector<std::uint32_t> pair_words_;
   aligned_vector<std::uint32_t> scan_panels_;
 };
 
@@ -403,6 +418,53 @@ void float_panel_to_bf16_pairs(const float* in, std::size_t dim, std::uint32_t* 
     ((round_bits(lo) >> 16) | (round_bits(lo + width) & high)).store_aligned(out + c2 * width);
   }
   if (dim % 2) (round_bits(in + 2 * full * width) >> 16).store_aligned(out + full * width);
+}
+
+/// The residual values of one panel straight into bf16 pairs (the layout float_panel_to_bf16_pairs writes, with the
+/// same rounding): AVX-512 with W = 16 and nbits 1 or 2, one lookup in the codec's pair table per component pair.
+/// Returns false (nothing written) where that does not apply; the caller then decodes to float and rounds.
+template <class Arch = default_arch>
+bool decode_residual_panel_bf16(const residual_codec& codec, const std::uint32_t* panel, std::uint32_t* out) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (panel_width<Arch> == 16) {
+    const std::uint32_t* table = codec.pair_words();
+    if (table == nullptr) return false;
+    const std::uint32_t* codes = panel + 8;
+    const std::size_t dim = codec.dim(), full = dim / 2;
+    if (codec.nbits() == 2) {  // component c's 16 codes fill word c
+      const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+      const __m512i three = _mm512_set1_epi32(3);
+      for (std::size_t c2 = 0; c2 != full; ++c2) {
+        const __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(codes[2 * c2])), shifts), three);
+        const __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(codes[2 * c2 + 1])), shifts), three);
+        const __m512i idx = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 2));
+        _mm512_store_si512(out + c2 * 16, _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(table + c2 * 16)));
+      }
+      if (dim % 2) {
+        const __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(codes[2 * full])), shifts), three);
+        _mm512_store_si512(out + full * 16, _mm512_permutexvar_epi32(lo, _mm512_loadu_si512(table + full * 16)));
+      }
+      return true;
+    }
+    // nbits 1: component c's 16 codes are the 16 low or high bits of word c / 2
+    const auto* bits = reinterpret_cast<const std::uint16_t*>(codes);
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i one = _mm512_set1_epi32(1);
+    for (std::size_t c2 = 0; c2 != full; ++c2) {
+      const __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(bits[2 * c2])), lanes), one);
+      const __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(bits[2 * c2 + 1])), lanes), one);
+      const __m512i idx = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 1));
+      _mm512_store_si512(out + c2 * 16, _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(table + c2 * 16)));
+    }
+    if (dim % 2) {
+      const __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(bits[2 * full])), lanes), one);
+      _mm512_store_si512(out + full * 16, _mm512_permutexvar_epi32(lo, _mm512_loadu_si512(table + full * 16)));
+    }
+    return true;
+  }
+#endif
+  (void)codec, (void)panel, (void)out;
+  return false;
 }
 
 /// Row stride of centroid_scores: the centroid count rounded up to whole panels.
@@ -508,6 +570,7 @@ struct residual_engine
       for (std::size_t p = g0; p != g1; ++p) {
         float* out = scratch + (p - g0) * words;
         if constexpr (rounds) {
+          if (decode_residual_panel_bf16<Arch>(codec, panels + p * panel_stride(), reinterpret_cast<std::uint32_t*>(out))) continue;
           decode_residual_panel<Arch>(codec, panels + p * panel_stride(), staging);
           float_panel_to_bf16_pairs<Arch>(staging, dim, reinterpret_cast<std::uint32_t*>(out));
         } else {
