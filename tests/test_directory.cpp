@@ -672,6 +672,59 @@ TEST_CASE("streamed build: bad input is refused by name", "[error]") {
   fs::remove_all(work);
 }
 
+TEST_CASE("streamed build: a full disk during a build leaves the segments committed so far, intact", "[crash]") {
+  const fixture f;
+  const auto work = fresh_dir("stream_full");
+  const npy_files files(f, work / "npy");
+  const auto dir = work / "full";
+  const auto q = aligner_test::random_matrix(3, f.corpus.dim, 23, true);
+  // A child whose files may not grow past 512 bytes (RLIMIT_FSIZE: writes fail with EFBIG, as on a full disk) once
+  // the build has passed about half of the tokens.
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::signal(SIGXFSZ, SIG_IGN);
+    int code = 0;
+    try {
+      const std::size_t half = std::size_t(f.corpus.offsets.back()) / 2;
+      aligner::io::build_directory(dir, files.f32, f.corpus.offsets, f.names, {.codec = f.codec},
+                                   {.segment_tokens = 40, .chunk_tokens = 16, .progress = [&](std::size_t done, std::size_t) {
+                                      if (done < half) return;
+                                      rlimit lim{};
+                                      ::getrlimit(RLIMIT_FSIZE, &lim);
+                                      lim.rlim_cur = 512;
+                                      ::setrlimit(RLIMIT_FSIZE, &lim);
+                                    }});
+      code = 10;  // should have failed
+    } catch (const aligner::io_error&) {
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "full-disk build: %s\n", e.what());
+      code = 11;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  REQUIRE(fs::exists(dir / "MANIFEST"));
+  const aligner::index_directory_reader r(dir);
+  const auto n = r.live_size();
+  CHECK(n > 0);
+  CHECK(n < 260);
+  for (const auto& e : fs::directory_iterator(dir)) CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+  // The committed prefix equals the same documents built without a limit.
+  const auto whole = work / "whole";
+  aligner::io::build_directory(whole, files.f32, f.corpus.offsets, f.names, {.codec = f.codec}, {.segment_tokens = 40, .chunk_tokens = 16});
+  const aligner::index_directory_reader full(whole);
+  const auto got = r.search({q.data(), 3, f.corpus.dim}, {.top = 300, .exhaustive = true});
+  const auto want = full.search({q.data(), 3, f.corpus.dim},
+                                {.top = 300, .exhaustive = true, .filter = [n](std::int64_t id) { return std::size_t(id) < n; }});
+  CHECK(got.ids == want.ids);
+  CHECK(got.scores == want.scores);
+  for (std::size_t d = 0; d < n; d += 13) CHECK(r.name(std::int64_t(d)) == f.names[d]);
+  fs::remove_all(work);
+}
+
 TEST_CASE("streamed build: a killed build leaves the segments committed so far, readable", "[crash]") {
   const fixture f;
   const auto work = fresh_dir("stream_kill");
