@@ -22,6 +22,27 @@ namespace {
 namespace fs = std::filesystem;
 using retriever = aligner::aligner_retriever<aligner::exact_backend>;
 
+/// Runs `body` in a forked child that ignores SIGXFSZ (so that writes past RLIMIT_FSIZE fail with EFBIG, as on a
+/// full disk) and returns the child's exit status: body's return value, or `failed` (the exception printed with
+/// `what`) when body throws; -1 when the child did not exit normally.
+template <class Body>
+int exit_code_in_child(const char* what, int failed, Body&& body) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::signal(SIGXFSZ, SIG_IGN);
+    int code = failed;
+    try {
+      code = body();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: %s\n", what, e.what());
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 fs::path fresh_dir(const std::string& name) {
   const auto dir = fs::temp_directory_path() / ("aligner_dir_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
@@ -469,36 +490,27 @@ TEST_CASE("directory: a full disk during a commit leaves the previous commit int
   const auto q = aligner_test::random_matrix(3, f.corpus.dim, 5, true);
   const auto before = aligner::index_directory_reader(dir).search({q.data(), 3, f.corpus.dim}, {.top = 50, .exhaustive = true});
   // A child process whose files may not grow past a few KB (RLIMIT_FSIZE: writes fail with EFBIG, as on a full disk).
-  const pid_t child = ::fork();
-  if (child == 0) {
-    std::signal(SIGXFSZ, SIG_IGN);
-    int code = 0;
+  const int code = exit_code_in_child("full-disk writer", 13, [&] {
+    int result = 0;
+    auto w = aligner::index_directory_writer::open(dir);
+    rlimit old{};
+    ::getrlimit(RLIMIT_FSIZE, &old);
+    const rlimit lim{4096, old.rlim_max};  // the soft limit only, so that it can be lifted again
+    ::setrlimit(RLIMIT_FSIZE, &lim);
     try {
-      auto w = aligner::index_directory_writer::open(dir);
-      rlimit old{};
-      ::getrlimit(RLIMIT_FSIZE, &old);
-      const rlimit lim{4096, old.rlim_max};  // the soft limit only, so that it can be lifted again
-      ::setrlimit(RLIMIT_FSIZE, &lim);
-      try {
-        f.add(w, 60, 260);
-        code = 10;  // should have failed
-      } catch (const aligner::io_error&) {
-      }
-      if (w.generation() != 2) code = 11;
-      // The writer stays usable once space is back.
-      ::setrlimit(RLIMIT_FSIZE, &old);
-      f.add(w, 60, 70);
-      if (w.generation() != 3) code = 12;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "full-disk writer: %s\n", e.what());
-      code = 13;
+      f.add(w, 60, 260);
+      result = 10;  // should have failed
+    } catch (const aligner::io_error&) {
     }
-    ::_exit(code);
-  }
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+    if (w.generation() != 2) result = 11;
+    // The writer stays usable once space is back.
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    f.add(w, 60, 70);
+    if (w.generation() != 3) result = 12;
+    return result;
+  });
+  REQUIRE(code != -1);
+  CHECK(code == 0);
   aligner::index_directory_reader reader(dir);
   CHECK(reader.generation() == 3);
   CHECK(reader.live_size() == 70);
@@ -680,12 +692,9 @@ TEST_CASE("streamed build: a full disk during a build leaves the segments commit
   const auto q = aligner_test::random_matrix(3, f.corpus.dim, 23, true);
   // A child whose files may not grow past 512 bytes (RLIMIT_FSIZE: writes fail with EFBIG, as on a full disk) once
   // the build has passed about half of the tokens.
-  const pid_t child = ::fork();
-  if (child == 0) {
-    std::signal(SIGXFSZ, SIG_IGN);
-    int code = 0;
+  const int code = exit_code_in_child("full-disk build", 11, [&] {
+    const std::size_t half = std::size_t(f.corpus.offsets.back()) / 2;
     try {
-      const std::size_t half = std::size_t(f.corpus.offsets.back()) / 2;
       aligner::io::build_directory(dir, files.f32, f.corpus.offsets, f.names, {.codec = f.codec},
                                    {.segment_tokens = 40, .chunk_tokens = 16, .progress = [&](std::size_t done, std::size_t) {
                                       if (done < half) return;
@@ -694,18 +703,13 @@ TEST_CASE("streamed build: a full disk during a build leaves the segments commit
                                       lim.rlim_cur = 512;
                                       ::setrlimit(RLIMIT_FSIZE, &lim);
                                     }});
-      code = 10;  // should have failed
+      return 10;  // should have failed
     } catch (const aligner::io_error&) {
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "full-disk build: %s\n", e.what());
-      code = 11;
+      return 0;
     }
-    ::_exit(code);
-  }
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  });
+  REQUIRE(code != -1);
+  CHECK(code == 0);
   REQUIRE(fs::exists(dir / "MANIFEST"));
   const aligner::index_directory_reader r(dir);
   const auto n = r.live_size();

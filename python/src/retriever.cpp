@@ -106,7 +106,7 @@ class py_retriever {
                             std::size_t residual_iterations, double residual_anisotropy, std::uint64_t seed, unsigned threads,
                             aligner::graph_settings graph) {
     if (dim == 0) throw py::value_error("dim must be >= 1, got 0");
-    if (!(residual_anisotropy == 0 || (residual_anisotropy >= 1 && residual_anisotropy <= aligner::residual_codec::max_anisotropy)))
+    if (!aligner::anisotropy_setting_valid(residual_anisotropy))
       throw py::value_error("residual_anisotropy must be 0 (default) or in [1, 1e6], got " + std::to_string(residual_anisotropy));
     aligner::index_params params;
     if (storage == "residual" || storage.rfind("residual:", 0) == 0) {

@@ -263,8 +263,7 @@ inline std::shared_ptr<const directory_snapshot> read_snapshot(const std::filesy
   for (std::int64_t v : res)
     if (v < 0) m.fail("corrupt residual section");
   const double anisotropy = res.size() == 7 ? std::bit_cast<double>(res[6]) : 1.0;
-  if (!(anisotropy == 0 || (anisotropy >= 1 && anisotropy <= residual_codec::max_anisotropy)))
-    m.fail("residual section holds the anisotropy " + std::to_string(anisotropy));
+  if (!anisotropy_setting_valid(anisotropy)) m.fail("residual section holds the anisotropy " + std::to_string(anisotropy));
   snap->residual = {.nbits = std::size_t(res[0]), .centroids = std::size_t(res[1]), .sample = std::size_t(res[2]),
                     .iterations = std::size_t(res[3]), .anisotropy = anisotropy, .seed = std::uint64_t(res[4]), .threads = unsigned(res[5])};
   if (const auto codec = m.text("codec"); !codec.empty() && reuse && reuse->codec && reuse->codec->serialize() == codec) {
@@ -639,8 +638,8 @@ class index_directory_writer {
     const auto& r = params.residual;
     ALIGNER_EXPECTS(r.nbits == 1 || r.nbits == 2 || r.nbits == 4 || r.nbits == 8, "directory_params.residual.nbits must be 1, 2, 4 or 8, got ",
                     r.nbits);
-    ALIGNER_EXPECTS(r.anisotropy == 0 || (r.anisotropy >= 1 && r.anisotropy <= residual_codec::max_anisotropy),
-                    "directory_params.residual.anisotropy must be 0 (default) or in [1, ", residual_codec::max_anisotropy, "], got ", r.anisotropy);
+    ALIGNER_EXPECTS(anisotropy_setting_valid(r.anisotropy), "directory_params.residual.anisotropy must be 0 (default) or in [1, ",
+                    residual_codec::max_anisotropy, "], got ", r.anisotropy);
     if (params.codec) {
       ALIGNER_EXPECTS(params.precision == storage::residual, "directory_params.codec is given but the precision is ", to_string(params.precision));
       ALIGNER_EXPECTS(params.codec->dim() == dim, "directory_params.codec has dim ", params.codec->dim(), " but the directory has dim ", dim);

@@ -41,6 +41,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -429,37 +430,29 @@ bool decode_residual_panel_bf16(const residual_codec& codec, const std::uint32_t
   if constexpr (panel_width<Arch> == 16) {
     const std::uint32_t* table = codec.pair_words();
     if (table == nullptr) return false;
-    const std::uint32_t* codes = panel + 8;
     const std::size_t dim = codec.dim(), full = dim / 2;
-    if (codec.nbits() == 2) {  // component c's 16 codes fill word c
-      const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-      const __m512i three = _mm512_set1_epi32(3);
+    // Component c's 16 codes: word c (nbits 2) or the low or high 16 bits of word c / 2 (nbits 1); lane l's code at
+    // bit B * l. A pair's table index is its low component's code plus its high one's shifted by B.
+    const auto* words = reinterpret_cast<const unsigned char*>(panel + 8);
+    const auto sweep = [&]<int B>() {
+      using word_t = std::conditional_t<B == 2, std::uint32_t, std::uint16_t>;
+      const __m512i shifts = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(B));
+      const __m512i mask = _mm512_set1_epi32((1 << B) - 1);
+      auto codes_of = [&](std::size_t c) {
+        word_t w;
+        std::memcpy(&w, words + c * sizeof(word_t), sizeof(word_t));
+        return _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(w)), shifts), mask);
+      };
       for (std::size_t c2 = 0; c2 != full; ++c2) {
-        const __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(codes[2 * c2])), shifts), three);
-        const __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(codes[2 * c2 + 1])), shifts), three);
-        const __m512i idx = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 2));
+        const __m512i idx = _mm512_or_si512(codes_of(2 * c2), _mm512_slli_epi32(codes_of(2 * c2 + 1), B));
         _mm512_store_si512(out + c2 * 16, _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(table + c2 * 16)));
       }
-      if (dim % 2) {
-        const __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(codes[2 * full])), shifts), three);
-        _mm512_store_si512(out + full * 16, _mm512_permutexvar_epi32(lo, _mm512_loadu_si512(table + full * 16)));
-      }
-      return true;
-    }
-    // nbits 1: component c's 16 codes are the 16 low or high bits of word c / 2
-    const auto* bits = reinterpret_cast<const std::uint16_t*>(codes);
-    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i one = _mm512_set1_epi32(1);
-    for (std::size_t c2 = 0; c2 != full; ++c2) {
-      const __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(bits[2 * c2])), lanes), one);
-      const __m512i hi = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(bits[2 * c2 + 1])), lanes), one);
-      const __m512i idx = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 1));
-      _mm512_store_si512(out + c2 * 16, _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(table + c2 * 16)));
-    }
-    if (dim % 2) {
-      const __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(bits[2 * full])), lanes), one);
-      _mm512_store_si512(out + full * 16, _mm512_permutexvar_epi32(lo, _mm512_loadu_si512(table + full * 16)));
-    }
+      if (dim % 2) _mm512_store_si512(out + full * 16, _mm512_permutexvar_epi32(codes_of(2 * full), _mm512_loadu_si512(table + full * 16)));
+    };
+    if (codec.nbits() == 2)
+      sweep.template operator()<2>();
+    else
+      sweep.template operator()<1>();
     return true;
   }
 #endif

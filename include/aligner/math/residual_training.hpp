@@ -66,6 +66,11 @@ inline double default_anisotropy(std::size_t dim) noexcept {
   return std::max(1.0, double(dim - 1) * t2 / (1.0 - t2));
 }
 
+/// A valid residual_params::anisotropy: 0 (the default) or eta in [1, residual_codec::max_anisotropy] (NaN is not).
+inline bool anisotropy_setting_valid(double eta) noexcept {
+  return eta == 0 || (eta >= 1 && eta <= residual_codec::max_anisotropy);
+}
+
 namespace detail {
 
 struct hash_row {
@@ -115,8 +120,8 @@ inline residual_codec train_residual_codec(matrix_view<float> tokens, const resi
   ALIGNER_EXPECTS(p.centroids <= residual_codec::max_centroids, "residual centroids = ", p.centroids, " is more than ",
                   residual_codec::max_centroids);
   ALIGNER_EXPECTS(p.iterations >= 1, "residual training iterations must be >= 1, got ", p.iterations);
-  ALIGNER_EXPECTS(p.anisotropy == 0 || (p.anisotropy >= 1 && p.anisotropy <= residual_codec::max_anisotropy),
-                  "residual anisotropy must be 0 (default) or in [1, ", residual_codec::max_anisotropy, "], got ", p.anisotropy);
+  ALIGNER_EXPECTS(anisotropy_setting_valid(p.anisotropy), "residual anisotropy must be 0 (default) or in [1, ",
+                  residual_codec::max_anisotropy, "], got ", p.anisotropy);
   detail::check_matrix(tokens, "tokens", true);
   const std::size_t dim = tokens.cols, levels = std::size_t(1) << p.nbits;
   std::size_t K = p.centroids ? p.centroids : default_centroids(tokens.rows);

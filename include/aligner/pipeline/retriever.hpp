@@ -79,8 +79,8 @@ class aligner_retriever {
         const auto& r = s_.params.residual;
         ALIGNER_EXPECTS(r.nbits == 1 || r.nbits == 2 || r.nbits == 4 || r.nbits == 8, "index_params.residual.nbits must be 1, 2, 4 or 8, got ",
                         r.nbits);
-        ALIGNER_EXPECTS(r.anisotropy == 0 || (r.anisotropy >= 1 && r.anisotropy <= residual_codec::max_anisotropy),
-                        "index_params.residual.anisotropy must be 0 (default) or in [1, ", residual_codec::max_anisotropy, "], got ", r.anisotropy);
+        ALIGNER_EXPECTS(anisotropy_setting_valid(r.anisotropy), "index_params.residual.anisotropy must be 0 (default) or in [1, ",
+                        residual_codec::max_anisotropy, "], got ", r.anisotropy);
         s_.store = token_store(s_.backend.dim());  // until the codec is trained by the first add
       }
     } else {
