@@ -242,7 +242,7 @@ TEST_CASE("residual: the vector decode of a panel equals the scalar specificatio
       aligner::ref::residual_decode(*codec, panel.data(), W, false, slow.data());
       INFO("dim " << dim << " nbits " << nbits);
       CHECK(fast == slow);
-      // The direct bf16 decode (pair tables, nbits 1 and 2 on AVX-512) equals decode-then-round, word for word.
+      // The direct bf16 decode (pair tables for nbits 1 and 2, value tables for 4, on AVX-512) equals decode-then-round, word for word.
       aligner::aligned_vector<std::uint32_t> direct((dim + 1) / 2 * W, 0xdeadbeefu), want((dim + 1) / 2 * W);
       for (std::size_t c2 = 0; c2 != (dim + 1) / 2; ++c2)
         for (std::size_t l = 0; l != W; ++l) {
@@ -251,16 +251,66 @@ TEST_CASE("residual: the vector decode of a panel equals the scalar specificatio
           want[c2 * W + l] = lo | hi << 16;
         }
       if (aligner::decode_residual_panel_bf16(*codec, panel.data(), direct.data())) {
-        CHECK(nbits <= 2);
+        CHECK(nbits <= 4);
         CHECK(std::equal(direct.begin(), direct.end(), want.begin()));
       } else {
-        CHECK((nbits > 2 || W != 16));
+        CHECK((nbits > 4 || W != 16));
       }
       aligner::aligned_vector<float> staging(dim * W);
       std::copy(fast.begin(), fast.end(), staging.begin());
       aligner::aligned_vector<std::uint32_t> rounded((dim + 1) / 2 * W);
       aligner::float_panel_to_bf16_pairs(staging.data(), dim, rounded.data());
       CHECK(std::equal(rounded.begin(), rounded.end(), want.begin()));
+    }
+  }
+}
+
+TEST_CASE("residual: centroid-major query scores equal the query-major ones; a panel's rows of them are laid out right", "[oracle]") {
+  constexpr std::size_t W = aligner::panel_width<>;
+  std::mt19937_64 rng(8);
+  for (std::size_t dim : {3, 16, 37}) {
+    const auto x = clustered(600, dim, 9, dim + 7);
+    const auto codec = make_codec(x, dim, 2, 40);
+    const std::size_t K = codec->centroids();
+    for (std::size_t n : {1, 15, 16, 17, 40}) {
+      const auto q = aligner_test::random_matrix(n, dim, n + dim, true);
+      std::vector<float> by_query(n * aligner::centroid_score_stride(*codec)), scratch;
+      aligner::centroid_scores({q.data(), n, dim}, *codec, by_query.data(), scratch);
+      const std::size_t rows = aligner::centroid_score_rows(n);
+      REQUIRE(rows % W == 0);
+      REQUIRE(rows >= n);
+      std::vector<float> by_centroid(K * rows, std::nanf(""));
+      aligner::aligned_vector<std::uint32_t> packed;
+      aligner::centroid_scores_by_centroid({q.data(), n, dim}, *codec, by_centroid.data(), packed);
+      INFO("dim " << dim << " n " << n);
+      for (std::size_t k = 0; k != K; ++k)
+        for (std::size_t i = 0; i != rows; ++i) {
+          if (i < n) {
+            // the same float products in the same order: equal bits, and within float rounding of a double dot
+            REQUIRE(by_centroid[k * rows + i] == by_query[i * aligner::centroid_score_stride(*codec) + k]);
+            double want = 0;
+            for (std::size_t c = 0; c != dim; ++c) want += double(q[i * dim + c]) * codec->centroid(k)[c];
+            REQUIRE(std::abs(by_centroid[k * rows + i] - want) <= 1e-5 * (1 + std::abs(want)));
+          } else {
+            REQUIRE(by_centroid[k * rows + i] == 0.f);  // rows past the query
+          }
+        }
+      // A panel's W tokens (random ids, repeats included) as rows: out[i * stride + l] = scores[id_l * rows + i].
+      for (std::size_t extra : {0, 3}) {
+        const std::size_t stride = (extra + 1) * W;
+        std::uint16_t ids[W];
+        for (std::size_t l = 0; l != W; ++l) ids[l] = std::uint16_t(l % 5 == 4 ? ids[0] : rng() % K);
+        aligner::aligned_vector<float> out(rows * stride + extra * W, -7.f);
+        aligner::centroid_rows_of_panel(by_centroid.data(), rows, ids, out.data() + extra * W, stride);
+        for (std::size_t i = 0; i != rows; ++i)
+          for (std::size_t c = 0; c != stride; ++c) {
+            const float got = out[extra * W + i * stride + c];
+            if (c < W)
+              REQUIRE(got == by_centroid[ids[c] * rows + i]);
+            else
+              REQUIRE(got == -7.f);  // the rest of the row is left alone
+          }
+      }
     }
   }
 }
@@ -287,7 +337,7 @@ TEST_CASE("residual: the fused kernel equals decode-then-score in double, every 
     } restore_amx;
     aligner::set_amx_enabled(amx);
     const double rel = 2e-5;
-    for (std::size_t n : {1, 3, 4, 9}) {
+    for (std::size_t n : {1, 3, 4, 9, 21}) {
       const auto q = aligner_test::random_matrix(n, dim, 10 + n, true);
       const auto uq = aligner_test::random_weights(n, 11 + n);
       for (const auto& a : {alignment::top1(), alignment::top_k(3), alignment::top_k(20), alignment::top_p(0.1), alignment::dense()})

@@ -234,15 +234,17 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
   });
 }
 
-/// The same over one document of residual codes (residual.hpp): `qc` holds centroid_scores of the query. Decodes a
+/// The same over one document of residual codes (residual.hpp): `qct` holds centroid_scores_by_centroid of the
+/// query. Decodes a
 /// panel group at a time into the workspace (never the whole document); where amx_bf16_usable(), the residuals are
 /// rounded to bf16 and swept by AMX tiles, in an AVX512-BF16 build by vdpbf16ps (residual_engine; `query_bf16`:
-/// the query's bf16 pairs, or null to convert it here).
+/// the query's bf16 pairs, or null to convert it here). `next`: the caller's next document, prefetched during the
+/// last group.
 template <class Arch = default_arch>
 void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels,
                                std::size_t doc_rows, std::span<const std::size_t> budgets, const float* doc_weights,
-                               double* row_sum, double* row_z, rows_workspace& ws, const float* qc,
-                               const std::uint32_t* query_bf16 = nullptr) {
+                               double* row_sum, double* row_z, rows_workspace& ws, const float* qct,
+                               const std::uint32_t* query_bf16 = nullptr, prefetch_hint next = {}) {
   const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
   if (doc_rows == 0 || kmax == 0) {
     std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
@@ -251,9 +253,9 @@ void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& c
   }
   auto run = [&]<bool Amx>(std::bool_constant<Amx>) {
     using engine_t = residual_engine<Arch, Amx>;
-    const std::size_t need = engine_t::scratch_floats(query.cols);
+    const std::size_t need = engine_t::scratch_floats(query.cols, query.rows);
     if (ws.decoded.size() < need) ws.decoded.resize(need);
-    const engine_t engine(codec, panels, doc_rows, query, qc, ws.decoded.data(), query_bf16);
+    const engine_t engine(codec, panels, doc_rows, query, qct, ws.decoded.data(), query_bf16, next);
     detail::aligned_rows_impl<Arch, engine_t>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
   };
   bool amx = false;

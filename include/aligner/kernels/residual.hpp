@@ -23,11 +23,15 @@
  *  words (a code never straddles a word, as nbits divides 32). Padding lanes are id 0, codes 0.
  *
  *  Scoring reads codes, never a float copy of a document: S_ij = q_i . centroid_id(j) + q_i . residual_j. The
- *  first term is one lookup in the query's centroid scores (q_i . centroid_k for every k, computed once per query:
- *  `centroid_scores`); the second comes from the ordinary float tile sweep over residual panels decoded a panel
- *  group at a time (at most 32 KB, in L1) by `decode_residual_panel` (AVX-512: one permute or blend per component
- *  and W tokens). `residual_engine` wraps that as a tile engine, so the fused selection of aligned_rows.hpp runs on
- *  it unchanged. The scalar `ref::residual_decode` is the specification. */
+ *  first term is a lookup in the query's centroid scores (q_i . centroid_k for every k, computed once per query,
+ *  centroid-major: `centroid_scores_by_centroid`, so a token's scores for all query rows are one contiguous row; a
+ *  panel's W rows are transposed into query-row order in registers, `centroid_rows_of_panel`, where a 16-lane
+ *  gather per query row and panel had cost a third of the rerank); the second comes from the ordinary tile sweep
+ *  over residual panels decoded a panel group at a time (16 KB, in L1): to bf16 pairs where the build or CPU has a
+ *  bf16 dot product (`decode_residual_panel_bf16`: one table permute per component pair for nbits 1 and 2, per
+ *  component for 4), else to floats (`decode_residual_panel`). `residual_engine` wraps that as a tile engine, so
+ *  the fused selection of aligned_rows.hpp runs on it unchanged. The scalar `ref::residual_decode` is the
+ *  specification. */
 #pragma once
 
 #include <algorithm>
@@ -120,6 +124,11 @@ class residual_codec {
             const std::uint32_t hi = 2 * c2 + 1 < dim ? to_bf16(values_[(2 * c2 + 1) * levels + b]) : 0u;
             pair_words_[c2 * 16 + a + levels * b] = lo | hi << 16;
           }
+    } else if (nbits == 4) {  // bf16 pair tables of 32 halves: bf16 values of component 2c2 (codes 0-15), then of 2c2 + 1
+      const std::size_t pairs = (dim + 1) / 2;
+      value_halves_.assign(pairs * 32, 0u);
+      for (std::size_t c = 0; c != dim; ++c)
+        for (std::size_t b = 0; b != 16; ++b) value_halves_[(c / 2) * 32 + (c % 2) * 16 + b] = std::uint16_t(to_bf16(values_[c * 16 + b]));
     }
   }
 
@@ -228,6 +237,9 @@ class residual_codec {
   /// nbits 1 and 2: per component pair c2, 16 words whose entry a + L b is the bf16 pair of reconstruction values
   /// (code a of component 2c2, code b of 2c2 + 1; high half 0 past an odd dim); empty for more bits.
   const std::uint32_t* pair_words() const noexcept { return pair_words_.empty() ? nullptr : pair_words_.data(); }
+  /// nbits 4: per component pair c2, 32 halves: entry b is bf16(value of component 2c2, code b), entry 16 + b that of
+  /// 2c2 + 1 (0 past an odd dim); empty for other nbits.
+  const std::uint16_t* value_halves() const noexcept { return value_halves_.empty() ? nullptr : value_halves_.data(); }
 
   /// The codec as bytes: u64 dim, nbits, centroids, then the centroids, cutoffs and values as float32, then (only
   /// when it is not 1, so that a nearest-bucket codec keeps the bytes of earlier versions) the anisotropy as float64.
@@ -327,6 +339,7 @@ class residual_codec {
   double anisotropy_ = 1.0;
   std::vector<float> centroids_, cutoffs_, values_, padded_values_;
   std::vector<std::uint32_t> pair_words_;
+  std::vector<std::uint16_t> value_halves_;
   aligned_vector<std::uint32_t> scan_panels_;
 };
 
@@ -422,38 +435,69 @@ void float_panel_to_bf16_pairs(const float* in, std::size_t dim, std::uint32_t* 
 }
 
 /// The residual values of one panel straight into bf16 pairs (the layout float_panel_to_bf16_pairs writes, with the
-/// same rounding): AVX-512 with W = 16 and nbits 1 or 2, one lookup in the codec's pair table per component pair.
-/// Returns false (nothing written) where that does not apply; the caller then decodes to float and rounds.
+/// same rounding): AVX-512 with W = 16 and nbits 1, 2 (one vpermd of the codec's 16-entry pair table per component
+/// pair) or 4 (one vpermw of the pair's 32 bf16 values per pair). Returns false (nothing written) where that does not
+/// apply (nbits 8, other widths); the caller then decodes to float and rounds.
+/// Code words are broadcast from memory (a broadcast from a general register costs a transfer each, and made the
+/// 4-bit decode twice as slow), and vpermd / vpermw read only the low 4 / 5 bits of each index, so the bits above a
+/// lane's code need no mask where nothing is placed above them.
 template <class Arch = default_arch>
 bool decode_residual_panel_bf16(const residual_codec& codec, const std::uint32_t* panel, std::uint32_t* out) noexcept {
 #if defined(__AVX512F__)
   if constexpr (panel_width<Arch> == 16) {
-    const std::uint32_t* table = codec.pair_words();
-    if (table == nullptr) return false;
     const std::size_t dim = codec.dim(), full = dim / 2;
-    // Component c's 16 codes: word c (nbits 2) or the low or high 16 bits of word c / 2 (nbits 1); lane l's code at
-    // bit B * l. A pair's table index is its low component's code plus its high one's shifted by B.
     const auto* words = reinterpret_cast<const unsigned char*>(panel + 8);
-    const auto sweep = [&]<int B>() {
-      using word_t = std::conditional_t<B == 2, std::uint32_t, std::uint16_t>;
-      const __m512i shifts = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(B));
-      const __m512i mask = _mm512_set1_epi32((1 << B) - 1);
+    if (const std::uint32_t* table = codec.pair_words()) {
+      // Component c's 16 codes: word c (nbits 2) or the low or high 16 bits of word c / 2 (nbits 1); lane l's code at
+      // bit B * l. A pair's table index is its low component's code plus its high one's shifted by B.
+      const auto sweep = [&]<int B>() {
+        const __m512i shifts = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(B));
+        const __m512i mask = _mm512_set1_epi32((1 << B) - 1);
+        auto shifted = [&](std::size_t c) {  // lane l: the codes of component c from lane l's up
+          if constexpr (B == 2)
+            return _mm512_srlv_epi32(_mm512_broadcastd_epi32(_mm_loadu_si32(words + 4 * c)), shifts);
+          else  // the 16-bit word in both halves of every lane; lane l < 16 reads bit l of the low one
+            return _mm512_srlv_epi32(_mm512_broadcastw_epi16(_mm_loadu_si16(words + 2 * c)), shifts);
+        };
+        for (std::size_t c2 = 0; c2 != full; ++c2) {
+          // (low & mask) | high << B, one vpternlogd (0xEA = (a & b) | c); the high code needs its own mask only where
+          // the bits above it would reach the index's low 4 (B = 1)
+          __m512i high = shifted(2 * c2 + 1);
+          if constexpr (B == 1) high = _mm512_and_si512(high, mask);
+          const __m512i idx = _mm512_ternarylogic_epi32(shifted(2 * c2), mask, _mm512_slli_epi32(high, B), 0xEA);
+          _mm512_store_si512(out + c2 * 16, _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(table + c2 * 16)));
+        }
+        if (dim % 2)
+          _mm512_store_si512(out + full * 16, _mm512_permutexvar_epi32(_mm512_and_si512(shifted(2 * full), mask), _mm512_loadu_si512(table + full * 16)));
+      };
+      if (codec.nbits() == 2)
+        sweep.template operator()<2>();
+      else
+        sweep.template operator()<1>();
+      return true;
+    }
+    if (const std::uint16_t* table = codec.value_halves()) {
+      // nbits 4: component c's 16 codes are the 64 bits at byte 8c, lane l's at bit 4l: lanes 0-7 read the low word,
+      // 8-15 the high one. Lane l's vpermw index: low half = its code of 2c2, high half = 16 + its code of 2c2 + 1.
+      const __m512i shifts = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+      const __m512i low4 = _mm512_set1_epi32(0xF), high_table = _mm512_set1_epi32(0x100000);
       auto codes_of = [&](std::size_t c) {
-        word_t w;
-        std::memcpy(&w, words + c * sizeof(word_t), sizeof(word_t));
-        return _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(w)), shifts), mask);
+        const __m512i low = _mm512_broadcastd_epi32(_mm_loadu_si32(words + 8 * c));
+        return _mm512_srlv_epi32(_mm512_mask_broadcastd_epi32(low, 0xFF00, _mm_loadu_si32(words + 8 * c + 4)), shifts);
       };
       for (std::size_t c2 = 0; c2 != full; ++c2) {
-        const __m512i idx = _mm512_or_si512(codes_of(2 * c2), _mm512_slli_epi32(codes_of(2 * c2 + 1), B));
-        _mm512_store_si512(out + c2 * 16, _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(table + c2 * 16)));
+        // bits 0-3: the low code (vpternlogd 0xCA = a ? b : c), 4-15: 0, 16-19: the high code, 20: 1 (the OR)
+        const __m512i idx = _mm512_or_si512(
+            _mm512_ternarylogic_epi32(low4, codes_of(2 * c2), _mm512_slli_epi32(codes_of(2 * c2 + 1), 16), 0xCA), high_table);
+        _mm512_store_si512(out + c2 * 16, _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(table + c2 * 32)));
       }
-      if (dim % 2) _mm512_store_si512(out + full * 16, _mm512_permutexvar_epi32(codes_of(2 * full), _mm512_loadu_si512(table + full * 16)));
-    };
-    if (codec.nbits() == 2)
-      sweep.template operator()<2>();
-    else
-      sweep.template operator()<1>();
-    return true;
+      if (dim % 2)  // the high halves index the zero entries 16 + 0 of the last pair's table
+        _mm512_store_si512(out + full * 16,
+                           _mm512_permutexvar_epi16(_mm512_or_si512(_mm512_and_si512(codes_of(2 * full), low4), high_table),
+                                                    _mm512_loadu_si512(table + full * 32)));
+      return true;
+    }
+    return false;
   }
 #endif
   (void)codec, (void)panel, (void)out;
@@ -466,9 +510,10 @@ std::size_t centroid_score_stride(const residual_codec& codec) noexcept {
   return panel_count<Arch>(codec.centroids()) * panel_width<Arch>;
 }
 
-/// q_i . centroid_k for every query row i and centroid k into out[i * centroid_score_stride + k], by the float tile
-/// sweep over the codec's centroid panels (the query is extended by a 0 that meets the panels' -|c|^2 / 2 term).
-/// `scratch` is resized to hold the extended query.
+/// q_i . centroid_k for every query row i and centroid k into out[i * centroid_score_stride + k] (query-major: a
+/// query token's scores over all centroids, what the postings probe ranks), by the float tile sweep over the codec's
+/// centroid panels (the query is extended by a 0 that meets the panels' -|c|^2 / 2 term). `scratch` is resized to
+/// hold the extended query.
 template <class Arch = default_arch>
 void centroid_scores(matrix_view<float> query, const residual_codec& codec, float* out, std::vector<float>& scratch) {
   const std::size_t dim = codec.dim();
@@ -478,9 +523,69 @@ void centroid_scores(matrix_view<float> query, const residual_codec& codec, floa
                         out, centroid_score_stride<Arch>(codec));
 }
 
+/// Row stride of centroid_scores_by_centroid: the query rows rounded up to whole panels.
+template <class Arch = default_arch>
+constexpr std::size_t centroid_score_rows(std::size_t query_rows) noexcept {
+  return panel_count<Arch>(query_rows) * panel_width<Arch>;
+}
+
+/// The same scores centroid-major, what the residual rerank reads: q_i . centroid_k into
+/// out[k * centroid_score_rows(query.rows) + i], rows past the query 0. Equal bit for bit to centroid_scores (the
+/// same products summed in the same order; the extension term there adds 0). The query is packed as float panels
+/// into `packed` and the centroids sweep it as the tile engine's rows.
+template <class Arch = default_arch>
+void centroid_scores_by_centroid(matrix_view<float> query, const residual_codec& codec, float* out, aligned_vector<std::uint32_t>& packed) {
+  packed.resize(packed_words<Arch>(storage::f32, query.rows, query.cols));
+  pack_panels<Arch>(storage::f32, query, packed.data());
+  similarity_rows<Arch>(matrix_view<float>(codec.centroid_values().data(), codec.centroids(), codec.dim()), storage::f32, packed.data(),
+                        query.rows, out, centroid_score_rows<Arch>(query.rows));
+}
+
+/// Gathers the centroid-major scores of one panel's W tokens into rows: out[i * out_stride + l] =
+/// scores[ids[l] * rows + i] for i < rows (a multiple of W). AVX-512 (W = 16): 16 x 16 blocks, each 16 row loads
+/// and a 4-stage in-register transpose (64 shuffles), where a per-row 16-lane gather per query row cost a third of
+/// the rerank.
+template <class Arch = default_arch>
+void centroid_rows_of_panel(const float* scores, std::size_t rows, const std::uint16_t* ids, float* out, std::size_t out_stride) noexcept {
+  constexpr std::size_t width = panel_width<Arch>;
+#if defined(__AVX512F__)
+  if constexpr (width == 16) {
+    for (std::size_t b = 0; b < rows; b += 16) {
+      __m512 a[16], t[16];
+      for (std::size_t l = 0; l != 16; ++l) a[l] = _mm512_loadu_ps(scores + std::size_t(ids[l]) * rows + b);
+      for (std::size_t k = 0; k != 8; ++k) {  // pairs of rows interleaved within 128-bit lanes
+        t[2 * k] = _mm512_unpacklo_ps(a[2 * k], a[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(a[2 * k], a[2 * k + 1]);
+      }
+      for (std::size_t k = 0; k != 4; ++k) {  // a[4k + c]: lane j holds element 4j + c of rows 4k .. 4k + 3
+        a[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * k]), _mm512_castps_pd(t[4 * k + 2])));
+        a[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * k]), _mm512_castps_pd(t[4 * k + 2])));
+        a[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * k + 1]), _mm512_castps_pd(t[4 * k + 3])));
+        a[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * k + 1]), _mm512_castps_pd(t[4 * k + 3])));
+      }
+      for (std::size_t c = 0; c != 4; ++c) {  // gather lane j of a[c], a[4 + c], a[8 + c], a[12 + c]: element 4j + c
+        const __m512 v0 = _mm512_shuffle_f32x4(a[c], a[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(a[c], a[4 + c], 0xEE);
+        const __m512 w0 = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], 0x44), w1 = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], 0xEE);
+        _mm512_store_ps(out + (b + c) * out_stride, _mm512_shuffle_f32x4(v0, w0, 0x88));
+        _mm512_store_ps(out + (b + 4 + c) * out_stride, _mm512_shuffle_f32x4(v0, w0, 0xDD));
+        _mm512_store_ps(out + (b + 8 + c) * out_stride, _mm512_shuffle_f32x4(v1, w1, 0x88));
+        _mm512_store_ps(out + (b + 12 + c) * out_stride, _mm512_shuffle_f32x4(v1, w1, 0xDD));
+      }
+    }
+    return;
+  }
+#endif
+  for (std::size_t l = 0; l != width; ++l) {
+    const float* from = scores + std::size_t(ids[l]) * rows;
+    for (std::size_t i = 0; i != rows; ++i) out[i * out_stride + l] = from[i];
+  }
+}
+
 /// A tile engine over residual panels (the interface of tile_engine that aligned_rows.hpp uses): S = centroid
-/// scores + a sweep over residual panels decoded a group at a time into `scratch` (>= scratch_floats(dim) floats,
-/// 64-byte aligned). `qc` holds centroid_scores of the query (row stride centroid_score_stride).
+/// scores + a sweep over residual panels decoded a group at a time into `scratch` (>= scratch_floats(dim, rows)
+/// floats, 64-byte aligned). `qct` holds centroid_scores_by_centroid of the query; with each decoded group, the
+/// group's tokens' rows of it are laid out query-row-major in the scratch (centroid_rows_of_panel), so a tile adds
+/// them with aligned loads.
 /// Amx = true (amx_bf16_usable()): the residuals are decoded, rounded to bf16 pairs and swept by AMX-BF16 tiles.
 /// Amx = false: where bf16_rounds_query<Arch> (an AVX512-BF16 build: Zen 4/5, Intel without usable AMX) they are
 /// decoded to bf16 pairs the same way and swept by the vector bf16 tiles (vdpbf16ps, twice the float FMA's
@@ -504,28 +609,35 @@ struct residual_engine
   const std::uint32_t* panels;
   std::size_t dim, doc_rows, panel_total;
   matrix_view<float> query;
-  const float* qc;
+  const float* qct;
   float* scratch;
   const std::uint32_t* query_bf16;
-  std::size_t group_panels;
+  std::size_t group_panels, score_rows;
+  prefetch_hint next;   ///< what the caller scores next (prefetched during the last group)
+  float* group_scores;  ///< the decoded group's centroid scores: score_rows rows of group_panels * W floats
   mutable std::size_t group_first = 0;  ///< first panel of the decoded group
   mutable inner_t inner;
 
   /// 32-bit words of one decoded panel.
   static std::size_t decoded_words(std::size_t dim) noexcept { return rounds ? (dim + 1) / 2 * width : dim * width; }
-  /// Scratch floats a document needs (one decoded group, plus one float panel on the way to bf16).
-  static std::size_t scratch_floats(std::size_t dim) noexcept {
-    return group_of(dim) * decoded_words(dim) + (rounds ? dim * width : 0);
+  /// Scratch floats a document needs (one decoded group, one float panel on the way to bf16 where the residuals
+  /// are rounded, the group's centroid scores for a query of `rows` tokens).
+  static std::size_t scratch_floats(std::size_t dim, std::size_t rows) noexcept {
+    return group_of(dim) * decoded_words(dim) + staging_floats(dim) + centroid_score_rows<Arch>(rows) * group_of(dim) * width;
   }
-  /// Panels decoded at once: as many block_panels groups as fit 32 KB (at least one).
+  static std::size_t staging_floats(std::size_t dim) noexcept { return rounds ? dim * width : 0; }
+  /// Panels decoded at once: as many block_panels groups as fit 16 KB (at least one), so that the decoded group, its
+  /// centroid scores (8 KB at 32 query rows) and the query stay within a 32-48 KB L1 together.
   static std::size_t group_of(std::size_t dim) noexcept {
-    return std::max<std::size_t>(1, (std::size_t(32) << 10) / (decoded_words(dim) * 4) / block_panels) * block_panels;
+    return std::max<std::size_t>(1, (std::size_t(16) << 10) / (decoded_words(dim) * 4) / block_panels) * block_panels;
   }
 
   residual_engine(const residual_codec& codec_, const std::uint32_t* panels_, std::size_t doc_rows_, matrix_view<float> query_,
-                  const float* qc_, float* scratch_, const std::uint32_t* query_bf16_ = nullptr) noexcept
+                  const float* qct_, float* scratch_, const std::uint32_t* query_bf16_ = nullptr, prefetch_hint next_ = {}) noexcept
       : codec(codec_), panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)),
-        query(query_), qc(qc_), scratch(scratch_), query_bf16(query_bf16_), group_panels(group_of(query_.cols)),
+        query(query_), qct(qct_), scratch(scratch_), query_bf16(query_bf16_), group_panels(group_of(query_.cols)),
+        score_rows(centroid_score_rows<Arch>(query_.rows)), next(next_),
+        group_scores(scratch_ + group_of(query_.cols) * decoded_words(query_.cols) + staging_floats(query_.cols)),
         inner(scratch_, 0, query_, query_bf16_) {}
 
   std::size_t panel_stride() const noexcept { return codec.panel_words(width); }
@@ -533,24 +645,11 @@ struct residual_engine
   template <std::size_t R, std::size_t V>
   void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
     inner.template tile<R, V>(i0, p0 - group_first, acc);
-    const std::size_t K = centroid_score_stride<Arch>(codec);
     const std::size_t rows = std::min(R, query.rows - i0);  // AMX tiles: 16 rows, maybe past the query
-    for (std::size_t v = 0; v != V; ++v) {
-      const auto* ids = reinterpret_cast<const std::uint16_t*>(panels + (p0 + v) * panel_stride());
-#if defined(__AVX512F__)
-      if constexpr (width == 16) {
-        const __m512i idx = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ids)));
-        for (std::size_t r = 0; r != rows; ++r) acc[r][v] += batch(_mm512_i32gather_ps(idx, qc + (i0 + r) * K, 4));
-        continue;
-      }
-#endif
-      for (std::size_t r = 0; r != rows; ++r) {
-        alignas(64) float cs[width];
-        const float* row = qc + (i0 + r) * K;
-        for (std::size_t l = 0; l != width; ++l) cs[l] = row[ids[l]];
-        acc[r][v] += batch::load_aligned(cs);
-      }
-    }
+    const std::size_t stride = group_panels * width;
+    const float* scores = group_scores + i0 * stride + (p0 - group_first) * width;
+    for (std::size_t r = 0; r != rows; ++r)
+      for (std::size_t v = 0; v != V; ++v) acc[r][v] += batch::load_aligned(scores + r * stride + v * width);
   }
 
   /// Decodes each group of panels, then visits its tiles (panel indices are the document's).
@@ -560,6 +659,9 @@ struct residual_engine
     float* staging = scratch + group_panels * words;  // rounds: one float panel before rounding to bf16
     for (std::size_t g0 = 0; g0 < panel_total; g0 += group_panels) {
       const std::size_t g1 = std::min(panel_total, g0 + group_panels);
+      for (std::size_t p = g0; p != g1; ++p)
+        centroid_rows_of_panel<Arch>(qct, score_rows, reinterpret_cast<const std::uint16_t*>(panels + p * panel_stride()),
+                                     group_scores + (p - g0) * width, group_panels * width);
       for (std::size_t p = g0; p != g1; ++p) {
         float* out = scratch + (p - g0) * words;
         if constexpr (rounds) {
@@ -573,7 +675,7 @@ struct residual_engine
       group_first = g0;
       const std::size_t rows_here = std::min(doc_rows, g1 * width) - g0 * width;
       inner = inner_t(scratch, rows_here, query, query_bf16,
-                      g1 < panel_total ? prefetch_hint{panels + g1 * panel_stride(), (g1 - g0) * panel_stride() * 4} : prefetch_hint{});
+                      g1 < panel_total ? prefetch_hint{panels + g1 * panel_stride(), (g1 - g0) * panel_stride() * 4} : next);
       inner.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { visit.template operator()<R>(i0, g0 + p0, here); });
     }
   }
@@ -581,15 +683,16 @@ struct residual_engine
 
 /// Every S_ij of one residual document into s_out (query.rows x panels * W, row stride s_stride; padding lanes hold
 /// the padding's score): the tiles the fused kernel folds (AMX where amx_bf16_usable(), as aligned_row_sums_residual),
-/// for explain. `scratch` is resized as needed; `query_bf16` as aligned_row_sums_residual.
+/// for explain. `qct`: centroid_scores_by_centroid of the query; `scratch` is resized as needed; `query_bf16` as
+/// aligned_row_sums_residual.
 template <class Arch = default_arch>
 void residual_similarity_rows(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels, std::size_t doc_rows,
-                              float* s_out, std::size_t s_stride, const float* qc, aligned_vector<float>& scratch,
+                              float* s_out, std::size_t s_stride, const float* qct, aligned_vector<float>& scratch,
                               const std::uint32_t* query_bf16 = nullptr) {
   auto run = [&]<bool Amx>(std::bool_constant<Amx>) {
     using engine_t = residual_engine<Arch, Amx>;
-    if (scratch.size() < engine_t::scratch_floats(query.cols)) scratch.resize(engine_t::scratch_floats(query.cols));
-    const engine_t engine(codec, panels, doc_rows, query, qc, scratch.data(), query_bf16);
+    if (scratch.size() < engine_t::scratch_floats(query.cols, query.rows)) scratch.resize(engine_t::scratch_floats(query.cols, query.rows));
+    const engine_t engine(codec, panels, doc_rows, query, qct, scratch.data(), query_bf16);
     engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });
   };
   bool amx = false;

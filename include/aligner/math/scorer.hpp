@@ -54,8 +54,8 @@ struct score_workspace {
   std::vector<float> first_token;
   aligned_vector<std::uint32_t> packed;  ///< a document packed on the fly (score, score_batch)
   aligned_vector<float> similarities;    ///< explain's S
-  aligned_vector<float> centroid_scores; ///< residual documents: q_i . centroid_k of the current query
-  std::vector<float> extended_query;     ///< (its scratch)
+  aligned_vector<float> centroid_scores; ///< residual documents: q_i . centroid_k of the current query, centroid-major
+  aligned_vector<std::uint32_t> packed_query;  ///< (its scratch)
 };
 
 namespace detail {
@@ -149,17 +149,19 @@ inline const float* first_token(const void* panels, storage st, std::size_t dim,
   return ws.first_token.data();
 }
 
-/// Residual documents: the query's centroid scores into the workspace (once per query and call); null otherwise.
+/// Residual documents: the query's centroid scores (centroid_scores_by_centroid) into the workspace (once per query
+/// and call); null otherwise.
 inline const float* prepare_centroid_scores(const prepared_query& q, const packed_sequences& docs, score_workspace& ws) {
   if (docs.precision != storage::residual || q.rows().rows == 0) return nullptr;
-  ws.centroid_scores.resize(q.rows().rows * centroid_score_stride(*docs.codec));
-  centroid_scores(q.rows(), *docs.codec, ws.centroid_scores.data(), ws.extended_query);
+  ws.centroid_scores.resize(docs.codec->centroids() * centroid_score_rows(q.rows().rows));
+  centroid_scores_by_centroid(q.rows(), *docs.codec, ws.centroid_scores.data(), ws.packed_query);
   return ws.centroid_scores.data();
 }
 
 /// Scores of a prepared query against one packed document under several strategies at once (one pass over S);
 /// `strategies` empty means the query's own. No validation.
-/// Residual documents (st == storage::residual) need their codec and the query's centroid scores `qc`.
+/// Residual documents (st == storage::residual) need their codec and the query's centroid scores `qc`
+/// (prepare_centroid_scores).
 inline void score_one(const prepared_query& q, std::span<const alignment> strategies, storage st, const void* panels,
                       std::size_t doc_rows, const float* doc_salience, float* out, score_workspace& ws, prefetch_hint next = {},
                       const residual_codec* codec = nullptr, const float* qc = nullptr) {
@@ -184,7 +186,7 @@ inline void score_one(const prepared_query& q, std::span<const alignment> strate
     ws.row_z.resize(query.rows * nb);
     if (st == storage::residual)
       aligned_row_sums_residual(query, *codec, static_cast<const std::uint32_t*>(panels), doc_rows, ws.budgets, doc_salience,
-                                ws.row_sum.data(), ws.row_z.data(), ws.rows, qc, q.bf16_pairs());
+                                ws.row_sum.data(), ws.row_z.data(), ws.rows, qc, q.bf16_pairs(), next);
     else
       aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
                        q.bf16_pairs(), next);
