@@ -280,8 +280,8 @@ TEST_CASE("residual: centroid-major query scores equal the query-major ones; a p
       REQUIRE(rows % W == 0);
       REQUIRE(rows >= n);
       std::vector<float> by_centroid(K * rows, std::nanf(""));
-      aligner::aligned_vector<std::uint32_t> packed;
-      aligner::centroid_scores_by_centroid({q.data(), n, dim}, *codec, by_centroid.data(), packed);
+      std::vector<float> by_query_scratch, extended;
+      aligner::centroid_scores_by_centroid({q.data(), n, dim}, *codec, by_centroid.data(), by_query_scratch, extended);
       INFO("dim " << dim << " n " << n);
       for (std::size_t k = 0; k != K; ++k)
         for (std::size_t i = 0; i != rows; ++i) {

@@ -529,48 +529,80 @@ constexpr std::size_t centroid_score_rows(std::size_t query_rows) noexcept {
   return panel_count<Arch>(query_rows) * panel_width<Arch>;
 }
 
+namespace detail {
+
+#if defined(__AVX512F__)
+/// out[c * out_stride + l] = in[l][c] for l, c < 16: 16 row loads and a 4-stage in-register transpose (64 shuffles).
+inline void transpose16(const float* const* in, float* out, std::size_t out_stride) noexcept {
+  __m512 a[16], t[16];
+  for (std::size_t l = 0; l != 16; ++l) a[l] = _mm512_loadu_ps(in[l]);
+  for (std::size_t k = 0; k != 8; ++k) {  // pairs of rows interleaved within 128-bit lanes
+    t[2 * k] = _mm512_unpacklo_ps(a[2 * k], a[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_ps(a[2 * k], a[2 * k + 1]);
+  }
+  for (std::size_t k = 0; k != 4; ++k) {  // a[4k + c]: lane j holds element 4j + c of rows 4k .. 4k + 3
+    a[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * k]), _mm512_castps_pd(t[4 * k + 2])));
+    a[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * k]), _mm512_castps_pd(t[4 * k + 2])));
+    a[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * k + 1]), _mm512_castps_pd(t[4 * k + 3])));
+    a[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * k + 1]), _mm512_castps_pd(t[4 * k + 3])));
+  }
+  for (std::size_t c = 0; c != 4; ++c) {  // gather lane j of a[c], a[4 + c], a[8 + c], a[12 + c]: element 4j + c
+    const __m512 v0 = _mm512_shuffle_f32x4(a[c], a[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(a[c], a[4 + c], 0xEE);
+    const __m512 w0 = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], 0x44), w1 = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], 0xEE);
+    _mm512_storeu_ps(out + c * out_stride, _mm512_shuffle_f32x4(v0, w0, 0x88));
+    _mm512_storeu_ps(out + (4 + c) * out_stride, _mm512_shuffle_f32x4(v0, w0, 0xDD));
+    _mm512_storeu_ps(out + (8 + c) * out_stride, _mm512_shuffle_f32x4(v1, w1, 0x88));
+    _mm512_storeu_ps(out + (12 + c) * out_stride, _mm512_shuffle_f32x4(v1, w1, 0xDD));
+  }
+}
+#endif
+
+}  // namespace detail
+
 /// The same scores centroid-major, what the residual rerank reads: q_i . centroid_k into
-/// out[k * centroid_score_rows(query.rows) + i], rows past the query 0. Equal bit for bit to centroid_scores (the
-/// same products summed in the same order; the extension term there adds 0). The query is packed as float panels
-/// into `packed` and the centroids sweep it as the tile engine's rows.
+/// out[k * centroid_score_rows(query.rows) + i] (K rows), rows past the query 0. Computed query-major into
+/// `by_query` (centroid_scores, with `extended` as its scratch: the faster sweep, as it blocks 4 query rows against 4
+/// centroid panels) and transposed in 16 x 16 blocks, so the values are those of centroid_scores bit for bit.
 template <class Arch = default_arch>
-void centroid_scores_by_centroid(matrix_view<float> query, const residual_codec& codec, float* out, aligned_vector<std::uint32_t>& packed) {
-  packed.resize(packed_words<Arch>(storage::f32, query.rows, query.cols));
-  pack_panels<Arch>(storage::f32, query, packed.data());
-  similarity_rows<Arch>(matrix_view<float>(codec.centroid_values().data(), codec.centroids(), codec.dim()), storage::f32, packed.data(),
-                        query.rows, out, centroid_score_rows<Arch>(query.rows));
+void centroid_scores_by_centroid(matrix_view<float> query, const residual_codec& codec, float* out, std::vector<float>& by_query,
+                                 std::vector<float>& extended) {
+  const std::size_t n = query.rows, K = codec.centroids(), stride = centroid_score_stride<Arch>(codec), rows = centroid_score_rows<Arch>(n);
+  by_query.resize(n * stride);
+  centroid_scores<Arch>(query, codec, by_query.data(), extended);
+#if defined(__AVX512F__)
+  if constexpr (panel_width<Arch> == 16) {
+    alignas(64) static constexpr float zeros[16] = {};
+    alignas(64) float tail[16 * 16];
+    for (std::size_t i0 = 0; i0 < rows; i0 += 16)
+      for (std::size_t k0 = 0; k0 < K; k0 += 16) {  // rows of by_query hold `stride` >= k0 + 16 columns
+        const float* in[16];
+        for (std::size_t l = 0; l != 16; ++l) in[l] = i0 + l < n ? by_query.data() + (i0 + l) * stride + k0 : zeros;
+        if (k0 + 16 <= K) {
+          detail::transpose16(in, out + k0 * rows + i0, rows);
+        } else {  // the last centroids: only K - k0 rows of out exist
+          detail::transpose16(in, tail, 16);
+          for (std::size_t c = 0; c != K - k0; ++c) std::copy_n(tail + c * 16, 16, out + (k0 + c) * rows + i0);
+        }
+      }
+    return;
+  }
+#endif
+  for (std::size_t k = 0; k != K; ++k)
+    for (std::size_t i = 0; i != rows; ++i) out[k * rows + i] = i < n ? by_query[i * stride + k] : 0.f;
 }
 
 /// Gathers the centroid-major scores of one panel's W tokens into rows: out[i * out_stride + l] =
-/// scores[ids[l] * rows + i] for i < rows (a multiple of W). AVX-512 (W = 16): 16 x 16 blocks, each 16 row loads
-/// and a 4-stage in-register transpose (64 shuffles), where a per-row 16-lane gather per query row cost a third of
-/// the rerank.
+/// scores[ids[l] * rows + i] for i < rows (a multiple of W). AVX-512 (W = 16): 16 x 16 blocks (detail::transpose16),
+/// where a per-row 16-lane gather per query row cost a third of the rerank.
 template <class Arch = default_arch>
 void centroid_rows_of_panel(const float* scores, std::size_t rows, const std::uint16_t* ids, float* out, std::size_t out_stride) noexcept {
   constexpr std::size_t width = panel_width<Arch>;
 #if defined(__AVX512F__)
   if constexpr (width == 16) {
     for (std::size_t b = 0; b < rows; b += 16) {
-      __m512 a[16], t[16];
-      for (std::size_t l = 0; l != 16; ++l) a[l] = _mm512_loadu_ps(scores + std::size_t(ids[l]) * rows + b);
-      for (std::size_t k = 0; k != 8; ++k) {  // pairs of rows interleaved within 128-bit lanes
-        t[2 * k] = _mm512_unpacklo_ps(a[2 * k], a[2 * k + 1]);
-        t[2 * k + 1] = _mm512_unpackhi_ps(a[2 * k], a[2 * k + 1]);
-      }
-      for (std::size_t k = 0; k != 4; ++k) {  // a[4k + c]: lane j holds element 4j + c of rows 4k .. 4k + 3
-        a[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * k]), _mm512_castps_pd(t[4 * k + 2])));
-        a[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * k]), _mm512_castps_pd(t[4 * k + 2])));
-        a[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * k + 1]), _mm512_castps_pd(t[4 * k + 3])));
-        a[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * k + 1]), _mm512_castps_pd(t[4 * k + 3])));
-      }
-      for (std::size_t c = 0; c != 4; ++c) {  // gather lane j of a[c], a[4 + c], a[8 + c], a[12 + c]: element 4j + c
-        const __m512 v0 = _mm512_shuffle_f32x4(a[c], a[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(a[c], a[4 + c], 0xEE);
-        const __m512 w0 = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], 0x44), w1 = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], 0xEE);
-        _mm512_store_ps(out + (b + c) * out_stride, _mm512_shuffle_f32x4(v0, w0, 0x88));
-        _mm512_store_ps(out + (b + 4 + c) * out_stride, _mm512_shuffle_f32x4(v0, w0, 0xDD));
-        _mm512_store_ps(out + (b + 8 + c) * out_stride, _mm512_shuffle_f32x4(v1, w1, 0x88));
-        _mm512_store_ps(out + (b + 12 + c) * out_stride, _mm512_shuffle_f32x4(v1, w1, 0xDD));
-      }
+      const float* in[16];
+      for (std::size_t l = 0; l != 16; ++l) in[l] = scores + std::size_t(ids[l]) * rows + b;
+      detail::transpose16(in, out + b * out_stride, out_stride);
     }
     return;
   }

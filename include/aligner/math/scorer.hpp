@@ -55,7 +55,7 @@ struct score_workspace {
   aligned_vector<std::uint32_t> packed;  ///< a document packed on the fly (score, score_batch)
   aligned_vector<float> similarities;    ///< explain's S
   aligned_vector<float> centroid_scores; ///< residual documents: q_i . centroid_k of the current query, centroid-major
-  aligned_vector<std::uint32_t> packed_query;  ///< (its scratch)
+  std::vector<float> query_major, extended_query;  ///< (its scratch)
 };
 
 namespace detail {
@@ -154,7 +154,7 @@ inline const float* first_token(const void* panels, storage st, std::size_t dim,
 inline const float* prepare_centroid_scores(const prepared_query& q, const packed_sequences& docs, score_workspace& ws) {
   if (docs.precision != storage::residual || q.rows().rows == 0) return nullptr;
   ws.centroid_scores.resize(docs.codec->centroids() * centroid_score_rows(q.rows().rows));
-  centroid_scores_by_centroid(q.rows(), *docs.codec, ws.centroid_scores.data(), ws.packed_query);
+  centroid_scores_by_centroid(q.rows(), *docs.codec, ws.centroid_scores.data(), ws.query_major, ws.extended_query);
   return ws.centroid_scores.data();
 }
 
