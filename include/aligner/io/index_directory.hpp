@@ -434,16 +434,10 @@ class index_directory_reader {
     const auto cands = gather(*s, query, p, diag);
     const prepared_query pq(query, {.norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
     const std::size_t G = strategies.size();
-    std::vector<float> scores(cands.count() * G);
+    ALIGNER_EXPECTS(G != 0 || cands.count() == 0, "score_packed_multi needs at least one strategy");  // (as score_packed_multi)
+    std::vector<float> scores;
     std::vector<std::int64_t> ids;
-    ids.reserve(cands.count());
-    for (std::size_t g = 0; g != cands.local.size(); ++g) {
-      const auto& local = cands.local[g];
-      if (local.empty()) continue;
-      score_packed_multi(pq, s->segments[g]->store(), local, strategies, std::span<float>(scores.data() + ids.size() * G, local.size() * G),
-                         p.use_doc_salience);
-      for (std::uint32_t d : local) ids.push_back(s->segments[g]->ids[d]);
-    }
+    score_segments(*s, cands, pq, strategies, p.use_doc_salience, scores, ids);
     std::vector<search_result> out(G, diag);
     for (std::size_t g = 0; g != G; ++g) rank(ids, scores.data() + g, G, p.top, out[g]);
     return out;
@@ -591,18 +585,39 @@ class index_directory_reader {
     const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
     std::vector<float> scores;
     std::vector<std::int64_t> ids;
-    scores.reserve(cands.count());
+    score_segments(s, cands, pq, {}, p.use_doc_salience, scores, ids);
+    rank(ids, scores.data(), 1, p.top, out);
+    return out;
+  }
+
+  /// Scores the candidates segment by segment, as score_packed_multi (strategies empty: the query's own, one score a
+  /// document) into scores, their ids into ids. Residual segments share the snapshot's codec object, so the query's
+  /// centroid scores are computed once per codec, not once per segment (at 13 segments of 16,384 centroids that
+  /// was about 8 ms of a 17 ms query).
+  static void score_segments(const directory_snapshot& s, const detail::directory_candidates& cands, const prepared_query& pq,
+                             std::span<const alignment> strategies, bool use_doc_salience, std::vector<float>& scores,
+                             std::vector<std::int64_t>& ids) {
+    const std::size_t per_doc = std::max<std::size_t>(1, strategies.size());
+    for (const auto& a : strategies) a.validate();
+    scores.assign(cands.count() * per_doc, 0.f);
+    ids.clear();
     ids.reserve(cands.count());
+    score_workspace ws;
+    const residual_codec* prepared_for = nullptr;
+    const float* qc = nullptr;
     for (std::size_t g = 0; g != cands.local.size(); ++g) {
       const auto& local = cands.local[g];
       if (local.empty()) continue;
-      const std::size_t at = scores.size();
-      scores.resize(at + local.size());
-      score_packed(pq, s.segments[g]->store(), local, std::span<float>(scores.data() + at, local.size()), p.use_doc_salience);
+      const packed_sequences& store = s.segments[g]->store();
+      detail::check_packed_call(pq, store, local, local.size() * per_doc, per_doc);
+      if (store.precision == storage::residual && store.codec != prepared_for) {
+        qc = detail::prepare_centroid_scores(pq, store, ws);
+        prepared_for = store.codec;
+      }
+      detail::score_documents(pq, strategies, store, local, scores.data() + ids.size() * per_doc, per_doc, use_doc_salience, &ws,
+                              store.precision == storage::residual ? qc : nullptr);
       for (std::uint32_t d : local) ids.push_back(s.segments[g]->ids[d]);
     }
-    rank(ids, scores.data(), 1, p.top, out);
-    return out;
   }
 
   /// The top `top` of documents `ids` by score (stride apart in `scores`), ties toward the smaller id.

@@ -231,12 +231,14 @@ namespace detail {
 
 /// The loop of score_packed / score_packed_multi: documents `which` in order, each scored under `strategies` (empty:
 /// the query's own) into out + t * per_doc, the next document's panels prefetched meanwhile. No validation.
+/// `qc`: residual documents' centroid scores of this query for docs.codec, prepared by the caller
+/// (prepare_centroid_scores; several stores sharing one codec share them), or null to prepare them here.
 inline void score_documents(const prepared_query& q, std::span<const alignment> strategies, const packed_sequences& docs,
                             std::span<const std::uint32_t> which, float* out, std::size_t per_doc, bool use_doc_salience,
-                            score_workspace* workspace) {
+                            score_workspace* workspace, const float* qc = nullptr) {
   score_workspace local;
   score_workspace& ws = workspace ? *workspace : local;
-  const float* qc = which.empty() ? nullptr : prepare_centroid_scores(q, docs, ws);
+  if (qc == nullptr && !which.empty()) qc = prepare_centroid_scores(q, docs, ws);
   for (std::size_t t = 0; t != which.size(); ++t) {
     const std::size_t s = which[t];
     const prefetch_hint next = t + 1 < which.size() ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};
