@@ -254,7 +254,9 @@ TEST_CASE("residual: the vector decode of a panel equals the scalar specificatio
         CHECK(nbits <= 4);
         CHECK(std::equal(direct.begin(), direct.end(), want.begin()));
       } else {
+#if defined(__AVX512BW__)
         CHECK((nbits > 4 || W != 16));
+#endif
       }
       aligner::aligned_vector<float> staging(dim * W);
       std::copy(fast.begin(), fast.end(), staging.begin());

@@ -443,7 +443,7 @@ void float_panel_to_bf16_pairs(const float* in, std::size_t dim, std::uint32_t* 
 /// lane's code need no mask where nothing is placed above them.
 template <class Arch = default_arch>
 bool decode_residual_panel_bf16(const residual_codec& codec, const std::uint32_t* panel, std::uint32_t* out) noexcept {
-#if defined(__AVX512F__)
+#if defined(__AVX512BW__)  // vpermw, vpbroadcastw
   if constexpr (panel_width<Arch> == 16) {
     const std::size_t dim = codec.dim(), full = dim / 2;
     const auto* words = reinterpret_cast<const unsigned char*>(panel + 8);
