@@ -472,15 +472,59 @@ TEST_CASE("exact backend (this architecture): SciFact token vectors against the 
   }
 }
 
+TEST_CASE("lane top-k: merge_lanes_rows (rows packed into one batch) equals merge_lanes row by row", "[kernel]") {
+  using lanes = aligner::lane_topk<aligner::default_arch>;
+  using batch = lanes::batch;
+  std::mt19937_64 rng(91);
+  std::uniform_int_distribution<int> small(-5, 5);  // exact ties across lanes and rows
+  auto check = [&]<std::size_t K, bool Indexed>(std::size_t rows, std::size_t folds) {
+    aligner::aligned_vector<float> states(rows * K * W, -std::numeric_limits<float>::infinity()), ids(rows * K * W, 0.f);
+    float next_id = 0;
+    for (std::size_t i = 0; i != rows; ++i)
+      for (std::size_t f = 0; f != folds; ++f) {
+        batch s[1], id[1];
+        alignas(64) float sv[W], iv[W];
+        for (std::size_t l = 0; l != W; ++l) sv[l] = float(small(rng)), iv[l] = next_id++;
+        s[0] = batch::load_aligned(sv);
+        id[0] = batch::load_aligned(iv);
+        lanes::fold<K, Indexed, 1>(s, id, states.data() + i * K * W, Indexed ? ids.data() + i * K * W : nullptr);
+      }
+    const std::size_t stride = (rows + W - 1) / W * W + W;  // a wider stride than needed: untouched past rows
+    std::vector<float> out_v(K * stride, 1234.f), out_id(K * stride, 1234.f);
+    lanes::merge_lanes_rows<K, Indexed>(states.data(), Indexed ? ids.data() : nullptr, rows, out_v.data(),
+                                        Indexed ? out_id.data() : nullptr, stride);
+    std::vector<std::pair<float, float>> want(K);
+    for (std::size_t i = 0; i != rows; ++i) {
+      lanes::merge_lanes<K, Indexed>(states.data() + i * K * W, Indexed ? ids.data() + i * K * W : nullptr, want.data(), K);
+      for (std::size_t k = 0; k != K; ++k) {
+        INFO("K " << K << " indexed " << Indexed << " rows " << rows << " folds " << folds << " row " << i << " rank " << k);
+        REQUIRE(out_v[k * stride + i] == want[k].first);
+        if (Indexed) REQUIRE(out_id[k * stride + i] == want[k].second);
+      }
+    }
+    for (std::size_t k = 0; k != K; ++k)
+      for (std::size_t i = (rows + W - 1) / W * W; i != stride; ++i) REQUIRE(out_v[k * stride + i] == 1234.f);
+  };
+  for (std::size_t rows : {std::size_t(1), std::size_t(3), W, W + 1, 2 * W + 5})
+    for (std::size_t folds : {1, 3, 20}) {
+      [&]<std::size_t... K>(std::index_sequence<K...>) {
+        ((check.template operator()<(std::size_t(1) << K), true>(rows, folds),
+          check.template operator()<(std::size_t(1) << K), false>(rows, folds)),
+         ...);
+      }(std::make_index_sequence<5>{});
+    }
+}
+
 TEST_CASE("lane top-k: fold + merge_lanes equal std::sort (value desc, index asc), with and without indices", "[kernel]") {
   using lanes = aligner::lane_topk<aligner::default_arch>;
   using batch = lanes::batch;
   std::mt19937_64 rng(77);
   std::uniform_int_distribution<int> small(-6, 6);  // many exact ties
-  auto check = [&]<std::size_t K, bool Indexed, std::size_t V>(std::size_t folds) {
+  auto check = [&]<std::size_t K, bool Indexed, std::size_t V>(std::size_t folds, bool fresh_first) {
     alignas(64) float states[K * W], ids[K * W];
-    std::fill(states, states + K * W, -std::numeric_limits<float>::infinity());
-    std::fill(ids, ids + K * W, 0.f);
+    // A fresh first fold must not read the state: fill it with NaN (which would win no comparison it entered).
+    std::fill(states, states + K * W, fresh_first ? std::numeric_limits<float>::quiet_NaN() : -std::numeric_limits<float>::infinity());
+    std::fill(ids, ids + K * W, fresh_first ? 999.f : 0.f);
     std::vector<std::pair<float, float>> all;
     float next_id = 0;
     for (std::size_t f = 0; f != folds; ++f) {
@@ -495,24 +539,31 @@ TEST_CASE("lane top-k: fold + merge_lanes equal std::sort (value desc, index asc
         s[v] = batch::load_aligned(sv);
         id[v] = batch::load_aligned(iv);
       }
-      lanes::fold<K, Indexed, V>(s, id, states, Indexed ? ids : nullptr);
+      if (fresh_first && f == 0)
+        lanes::fold<K, Indexed, V, true>(s, id, states, Indexed ? ids : nullptr);
+      else
+        lanes::fold<K, Indexed, V>(s, id, states, Indexed ? ids : nullptr);
     }
     std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return aligner::ranks_before(a.first, a.second, b.first, b.second); });
     const std::size_t kk = std::min(K, all.size());
     std::vector<std::pair<float, float>> got(kk);
     lanes::merge_lanes<K, Indexed>(states, Indexed ? ids : nullptr, got.data(), kk);
     for (std::size_t t = 0; t != kk; ++t) {
-      INFO("K " << K << " V " << V << " indexed " << Indexed << " folds " << folds << " rank " << t);
+      INFO("K " << K << " V " << V << " indexed " << Indexed << " folds " << folds << " fresh " << fresh_first << " rank " << t);
       REQUIRE(got[t].first == all[t].first);
       if (Indexed) REQUIRE(got[t].second == all[t].second);
     }
   };
-  for (std::size_t folds : {1, 2, 5, 40}) {
-    [&]<std::size_t... K>(std::index_sequence<K...>) {
-      ((check.template operator()<(std::size_t(1) << K), true, 1>(folds), check.template operator()<(std::size_t(1) << K), false, 1>(folds),
-        check.template operator()<(std::size_t(1) << K), true, 3>(folds), check.template operator()<(std::size_t(1) << K), true, 4>(folds),
-        check.template operator()<(std::size_t(1) << K), false, 2>(folds)),
-       ...);
-    }(std::make_index_sequence<5>{});
-  }
+  for (bool fresh : {false, true})
+    for (std::size_t folds : {1, 2, 5, 40}) {
+      [&]<std::size_t... K>(std::index_sequence<K...>) {
+        ((check.template operator()<(std::size_t(1) << K), true, 1>(folds, fresh),
+          check.template operator()<(std::size_t(1) << K), false, 1>(folds, fresh),
+          check.template operator()<(std::size_t(1) << K), true, 3>(folds, fresh),
+          check.template operator()<(std::size_t(1) << K), true, 4>(folds, fresh),
+          check.template operator()<(std::size_t(1) << K), false, 2>(folds, fresh),
+          check.template operator()<(std::size_t(1) << K), false, 4>(folds, fresh)),
+         ...);
+      }(std::make_index_sequence<5>{});
+    }
 }

@@ -8,8 +8,9 @@
  *
  *  where top_k(S_i) holds the k largest entries of row i, ties toward the smaller j. A is never materialised:
  *  S comes tile by tile from the sweep of tile.hpp and each tile is folded straight into a lane-wise running top-K
- *  (lane_topk.hpp; K = the next of 1, 2, 4, 8, 16 at or above k); the W*K survivors of a row hold its global top-k,
- *  which a final selection picks. Budgets k > 16 compute the rows of S into a buffer and select with nth_element.
+ *  (lane_topk.hpp; K = the next of 1, 2, 4, 8, 16 at or above k; a row's first tile writes its state, nothing
+ *  initialises it); the W*K survivors of a row hold its global top-k, which a final selection picks for W rows at
+ *  once (merge_lanes_rows: the rows' lane butterflies packed into shared batches). Budgets k > 16 compute the rows of S into a buffer and select with nth_element.
  *  Several budgets at once (a grid of Top-k / Top-p strategies) share one pass: their sums are prefix sums of one
  *  sorted top list. Complexity O(n * m * dim) FLOPs plus O(n * m * K) compare/blend operations.
  *  Scratch lives in a caller-owned `rows_workspace` (one per thread); `ref::aligned_row_sums` beside it is the
@@ -76,6 +77,8 @@ struct rows_workspace {
   std::vector<std::pair<float, float>> candidates;
   std::vector<std::uint32_t> query_bf16;  ///< the query's bf16 pairs, when the caller did not supply them
   aligned_vector<float> decoded;          ///< residual panels decoded a group at a time
+  aligned_vector<float> sorted;           ///< every row's top K, sorted, k-major (values, then indices)
+  std::vector<double> sums;               ///< the rows' running prefix sums
 };
 
 namespace detail {
@@ -121,7 +124,12 @@ struct aligned_rows_impl {
         s[v] = engine.mask_tail(acc[r][v], p0 + v);
         id[v] = Indexed ? pid[v] : batch(0.f);
       }
-      lanes::template fold<K, Indexed, V>(s, id, states + (i0 + r) * K * width, Indexed ? ids + (i0 + r) * K * width : nullptr);
+      float* st = states + (i0 + r) * K * width;
+      float* sid = Indexed ? ids + (i0 + r) * K * width : nullptr;
+      if (p0 == 0)  // every sweep visits a row block's panel 0 first: the state starts here
+        lanes::template fold<K, Indexed, V, true>(s, id, st, sid);
+      else
+        lanes::template fold<K, Indexed, V>(s, id, st, sid);
     }
   }
 
@@ -129,8 +137,8 @@ struct aligned_rows_impl {
   void run_topk(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum,
                 double* row_z) const {
     const std::size_t n = engine.query.rows, nb = budgets.size(), doc_rows = engine.doc_rows;
-    ws.states.assign(n * K * width, -std::numeric_limits<float>::infinity());
-    if constexpr (Indexed) ws.ids.assign(n * K * width, 0.f);
+    ws.states.resize(n * K * width);  // written by each row's first fold (the tile of panel 0)
+    if constexpr (Indexed) ws.ids.resize(n * K * width);
     float* states = ws.states.data();
     float* ids = Indexed ? ws.ids.data() : nullptr;
     engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
@@ -140,18 +148,45 @@ struct aligned_rows_impl {
     });
     // Final selection: the row's W*K survivors hold its top-kmax.
     const std::size_t kk = std::min(kmax, doc_rows);
-    for (std::size_t i = 0; i != n; ++i) {
-      const float* st = states + i * K * width;
-      if constexpr (K == 1 && !Indexed) {
-        if (nb == 1) {  // Top-1 without weights: a horizontal max
-          row_sum[i] = double(detail::reduce_max(batch::load_aligned(st)));
+    if constexpr (K == 1 && !Indexed) {
+      if (nb == 1) {  // Top-1 without weights: a horizontal max
+        for (std::size_t i = 0; i != n; ++i) {
+          row_sum[i] = double(detail::reduce_max(batch::load_aligned(states + i * width)));
           row_z[i] = 1.0;
-          continue;
+        }
+        return;
+      }
+    }
+    // Every row's sorted top K at once (k-major, a row per column), then the sums of each budget's prefix, row by
+    // row in the order of prefix_sums (t = 0, 1, ...; the rows' chains are independent, so they overlap).
+    const std::size_t stride = (n + width - 1) / width * width;
+    ws.sorted.resize(K * stride * (Indexed ? 2 : 1));
+    float* sorted_v = ws.sorted.data();
+    float* sorted_id = Indexed ? sorted_v + K * stride : nullptr;
+    lanes::template merge_lanes_rows<K, Indexed>(states, ids, n, sorted_v, sorted_id, stride);
+    ws.sums.resize(2 * n);
+    double* sum = ws.sums.data();
+    double* z = sum + n;
+    for (std::size_t b = 0; b != nb; ++b) {
+      const std::size_t kb = std::min(budgets[b], kk);
+      std::fill(sum, sum + 2 * n, 0.0);
+      for (std::size_t t = 0; t != kb; ++t) {
+        const float* v = sorted_v + t * stride;
+        if constexpr (Indexed) {
+          const float* id = sorted_id + t * stride;
+          for (std::size_t i = 0; i != n; ++i) {
+            const double w = double(weights[std::size_t(id[i])]);
+            sum[i] += w * double(v[i]);
+            z[i] += w;
+          }
+        } else {
+          for (std::size_t i = 0; i != n; ++i) sum[i] += double(v[i]);
         }
       }
-      ws.candidates.resize(kk);
-      lanes::template merge_lanes<K, Indexed>(st, Indexed ? ids + i * K * width : nullptr, ws.candidates.data(), kk);
-      prefix_sums(ws.candidates.data(), kk, budgets, weights, Indexed, row_sum + i * nb, row_z + i * nb);
+      for (std::size_t i = 0; i != n; ++i) {
+        row_sum[i * nb + b] = sum[i];
+        row_z[i * nb + b] = Indexed ? z[i] : double(kb);
+      }
     }
   }
 

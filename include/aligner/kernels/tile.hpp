@@ -10,7 +10,9 @@
  *  overlaps with compute. (Prefetches issued back to back before each tile filled the core's miss buffers and
  *  stalled it; sweeping all query blocks over one panel group starved the prefetches of L1 room.)
  *  What a caller does with each tile (fold it into a running top-k, compare it with thresholds, store it) is the
- *  visitor's business: lane_topk.hpp, aligned_rows.hpp and token_scan.hpp build on this. */
+ *  visitor's business: lane_topk.hpp, aligned_rows.hpp and token_scan.hpp build on this. Every sweep (this one, the
+ *  AMX and the residual engines') visits a row block's tile of panel 0 before its other tiles: the top-k folds
+ *  start their states there. */
 #pragma once
 
 #include <algorithm>
