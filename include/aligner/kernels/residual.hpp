@@ -485,12 +485,30 @@ bool decode_residual_panel_bf16(const residual_codec& codec, const std::uint32_t
         const __m512i low = _mm512_broadcastd_epi32(_mm_loadu_si32(words + 8 * c));
         return _mm512_srlv_epi32(_mm512_mask_broadcastd_epi32(low, 0xFF00, _mm_loadu_si32(words + 8 * c + 4)), shifts);
       };
+#if defined(__AVX512VBMI__)
+      // A pair's 32 codes are 16 contiguous bytes: one load, one vpermb that gives lane l the byte holding its code of
+      // 2c2 (byte l / 2, copied into the lane's bytes 0-1) and of 2c2 + 1 (byte 8 + l / 2, into bytes 2-3), one shift
+      // of the odd lanes by 4 (their codes are the high nibbles), one vpternlogd: (x & 0x000F000F) | 0x00100000.
+      alignas(64) static constexpr std::uint8_t spread[64] = {
+          0, 0, 8, 8, 0, 0, 8, 8, 1, 1, 9, 9, 1, 1, 9, 9, 2, 2, 10, 10, 2, 2, 10, 10, 3, 3, 11, 11, 3, 3, 11, 11,
+          4, 4, 12, 12, 4, 4, 12, 12, 5, 5, 13, 13, 5, 5, 13, 13, 6, 6, 14, 14, 6, 6, 14, 14, 7, 7, 15, 15, 7, 7, 15, 15};
+      const __m512i spread_ix = _mm512_load_si512(spread);
+      const __m512i odd_shift = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+      const __m512i both4 = _mm512_set1_epi32(0x000F000F);
+      for (std::size_t c2 = 0; c2 != full; ++c2) {
+        const __m512i bytes = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(words + 16 * c2)));
+        const __m512i idx = _mm512_ternarylogic_epi32(
+            _mm512_srlv_epi32(_mm512_permutexvar_epi8(spread_ix, bytes), odd_shift), both4, high_table, 0xEA);
+        _mm512_store_si512(out + c2 * 16, _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(table + c2 * 32)));
+      }
+#else
       for (std::size_t c2 = 0; c2 != full; ++c2) {
         // bits 0-3: the low code (vpternlogd 0xCA = a ? b : c), 4-15: 0, 16-19: the high code, 20: 1 (the OR)
         const __m512i idx = _mm512_or_si512(
             _mm512_ternarylogic_epi32(low4, codes_of(2 * c2), _mm512_slli_epi32(codes_of(2 * c2 + 1), 16), 0xCA), high_table);
         _mm512_store_si512(out + c2 * 16, _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(table + c2 * 32)));
       }
+#endif
       if (dim % 2)  // the high halves index the zero entries 16 + 0 of the last pair's table
         _mm512_store_si512(out + full * 16,
                            _mm512_permutexvar_epi16(_mm512_or_si512(_mm512_and_si512(codes_of(2 * full), low4), high_table),
