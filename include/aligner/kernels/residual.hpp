@@ -459,6 +459,26 @@ bool decode_residual_panel_bf16(const residual_codec& codec, const std::uint32_t
           else  // the 16-bit word in both halves of every lane; lane l < 16 reads bit l of the low one
             return _mm512_srlv_epi32(_mm512_broadcastw_epi16(_mm_loadu_si16(words + 2 * c)), shifts);
         };
+#if defined(__AVX512VBMI__)
+        if constexpr (B == 2) {
+          // A pair's 32 codes are 8 contiguous bytes: broadcast as one qword, vpmultishiftqb gives lane l its code of
+          // 2c2 in byte 0 (bits from 2l) and of 2c2 + 1 in byte 1 (bits from 32 + 2l), a mask keeps the two codes and
+          // vpmaddubsw makes low + 4 * high (was two broadcasts, two shifts and two logic ops).
+          const __m512i at = _mm512_setr_epi32(0x2000, 0x2202, 0x2404, 0x2606, 0x2808, 0x2A0A, 0x2C0C, 0x2E0E, 0x3010, 0x3212,
+                                               0x3414, 0x3616, 0x3818, 0x3A1A, 0x3C1C, 0x3E1E);
+          const __m512i two_codes = _mm512_set1_epi32(0x0303), weights = _mm512_set1_epi32(0x0401);
+          for (std::size_t c2 = 0; c2 != full; ++c2) {
+            std::uint64_t pair;
+            std::memcpy(&pair, words + 8 * c2, 8);
+            const __m512i codes = _mm512_and_si512(_mm512_multishift_epi64_epi8(at, _mm512_set1_epi64(std::int64_t(pair))), two_codes);
+            const __m512i idx = _mm512_maddubs_epi16(codes, weights);
+            _mm512_store_si512(out + c2 * 16, _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(table + c2 * 16)));
+          }
+          if (dim % 2)
+            _mm512_store_si512(out + full * 16, _mm512_permutexvar_epi32(_mm512_and_si512(shifted(2 * full), mask), _mm512_loadu_si512(table + full * 16)));
+          return;
+        }
+#endif
         for (std::size_t c2 = 0; c2 != full; ++c2) {
           // (low & mask) | high << B, one vpternlogd (0xEA = (a & b) | c); the high code needs its own mask only where
           // the bits above it would reach the index's low 4 (B = 1)
