@@ -10,7 +10,8 @@
  *  S comes tile by tile from the sweep of tile.hpp and each tile is folded straight into a lane-wise running top-K
  *  (lane_topk.hpp; K = the next of 1, 2, 4, 8, 16 at or above k; a row's first tile writes its state, nothing
  *  initialises it); the W*K survivors of a row hold its global top-k, which a final selection picks for W rows at
- *  once (merge_lanes_rows: the rows' lane butterflies packed into shared batches). Budgets k > 16 compute the rows of S into a buffer and select with nth_element.
+ *  once (merge_lanes_rows: the rows' lane butterflies packed into shared batches). Budgets k > 16 compute the rows
+ *  of S into a buffer and select with nth_element.
  *  Several budgets at once (a grid of Top-k / Top-p strategies) share one pass: their sums are prefix sums of one
  *  sorted top list. Complexity O(n * m * dim) FLOPs plus O(n * m * K) compare/blend operations.
  *  Scratch lives in a caller-owned `rows_workspace` (one per thread); `ref::aligned_row_sums` beside it is the
@@ -93,19 +94,37 @@ struct aligned_rows_impl {
   const engine_t& engine;
   rows_workspace& ws;
 
-  /// Writes the prefix sums of a row's best-first (value, index) list at every budget.
-  static void prefix_sums(const std::pair<float, float>* sorted, std::size_t available, std::span<const std::size_t> budgets,
-                          const float* weights, bool indexed, double* row_sum, double* row_z) noexcept {
-    for (std::size_t b = 0; b != budgets.size(); ++b) {
-      const std::size_t kk = std::min(budgets[b], available);
-      double sum = 0.0, z = 0.0;
-      for (std::size_t t = 0; t != kk; ++t) {
-        const double w = indexed ? double(weights[std::size_t(sorted[t].second)]) : 1.0;
-        sum += w * double(sorted[t].first);
-        z += w;
+  /// The sums at every budget: row_sum[i * B + b] and row_z[i * B + b] over the first min(budgets[b], available)
+  /// entries of row i's best-first list, which is column i of sorted_v (values) and sorted_id (indices, read when
+  /// Indexed), k-major with row stride `stride`. Each row's sum is built in list order (t = 0, 1, ...); the rows run
+  /// side by side, so their chains overlap.
+  template <bool Indexed>
+  void prefix_sums(const float* sorted_v, const float* sorted_id, std::size_t stride, std::size_t available,
+                   std::span<const std::size_t> budgets, const float* weights, double* row_sum, double* row_z) const {
+    const std::size_t n = engine.query.rows, nb = budgets.size();
+    ws.sums.resize(2 * n);
+    double* sum = ws.sums.data();
+    double* z = sum + n;
+    for (std::size_t b = 0; b != nb; ++b) {
+      const std::size_t kb = std::min(budgets[b], available);
+      std::fill(sum, sum + 2 * n, 0.0);
+      for (std::size_t t = 0; t != kb; ++t) {
+        const float* v = sorted_v + t * stride;
+        if constexpr (Indexed) {
+          const float* id = sorted_id + t * stride;
+          for (std::size_t i = 0; i != n; ++i) {
+            const double w = double(weights[std::size_t(id[i])]);
+            sum[i] += w * double(v[i]);
+            z[i] += w;
+          }
+        } else {
+          for (std::size_t i = 0; i != n; ++i) sum[i] += double(v[i]);
+        }
       }
-      row_sum[b] = sum;
-      row_z[b] = z;
+      for (std::size_t i = 0; i != n; ++i) {
+        row_sum[i * nb + b] = sum[i];
+        row_z[i * nb + b] = Indexed ? z[i] : double(kb);
+      }
     }
   }
 
@@ -157,43 +176,19 @@ struct aligned_rows_impl {
         return;
       }
     }
-    // Every row's sorted top K at once (k-major, a row per column), then the sums of each budget's prefix, row by
-    // row in the order of prefix_sums (t = 0, 1, ...; the rows' chains are independent, so they overlap).
+    // Every row's sorted top K at once (k-major, a row per column), then the sums of each budget's prefix.
     const std::size_t stride = (n + width - 1) / width * width;
     ws.sorted.resize(K * stride * (Indexed ? 2 : 1));
     float* sorted_v = ws.sorted.data();
     float* sorted_id = Indexed ? sorted_v + K * stride : nullptr;
     lanes::template merge_lanes_rows<K, Indexed>(states, ids, n, sorted_v, sorted_id, stride);
-    ws.sums.resize(2 * n);
-    double* sum = ws.sums.data();
-    double* z = sum + n;
-    for (std::size_t b = 0; b != nb; ++b) {
-      const std::size_t kb = std::min(budgets[b], kk);
-      std::fill(sum, sum + 2 * n, 0.0);
-      for (std::size_t t = 0; t != kb; ++t) {
-        const float* v = sorted_v + t * stride;
-        if constexpr (Indexed) {
-          const float* id = sorted_id + t * stride;
-          for (std::size_t i = 0; i != n; ++i) {
-            const double w = double(weights[std::size_t(id[i])]);
-            sum[i] += w * double(v[i]);
-            z[i] += w;
-          }
-        } else {
-          for (std::size_t i = 0; i != n; ++i) sum[i] += double(v[i]);
-        }
-      }
-      for (std::size_t i = 0; i != n; ++i) {
-        row_sum[i * nb + b] = sum[i];
-        row_z[i * nb + b] = Indexed ? z[i] : double(kb);
-      }
-    }
+    prefix_sums<Indexed>(sorted_v, sorted_id, stride, kk, budgets, weights, row_sum, row_z);
   }
 
   /// Budgets above 16: the whole S (n x panels*W) goes to a buffer, each row is selected with nth_element.
   void run_full(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum,
                 double* row_z) const {
-    const std::size_t n = engine.query.rows, s_stride = engine.panel_total * width, nb = budgets.size();
+    const std::size_t n = engine.query.rows, s_stride = engine.panel_total * width;
     const std::size_t doc_rows = engine.doc_rows;
     ws.s_rows.resize(n * s_stride);
     float* s_rows = ws.s_rows.data();
@@ -202,6 +197,9 @@ struct aligned_rows_impl {
     });
     const std::size_t kk = std::min(kmax, doc_rows);
     auto& cand = ws.candidates;
+    ws.sorted.resize(kk * n * (weights ? 2 : 1));  // each row's best kk, k-major as prefix_sums reads them
+    float* sorted_v = ws.sorted.data();
+    float* sorted_id = sorted_v + kk * n;
     for (std::size_t i = 0; i != n; ++i) {
       const float* s = s_rows + i * s_stride;
       cand.resize(doc_rows);
@@ -211,8 +209,15 @@ struct aligned_rows_impl {
       };
       if (kk < doc_rows) std::nth_element(cand.begin(), cand.begin() + std::ptrdiff_t(kk), cand.end(), better);
       std::sort(cand.begin(), cand.begin() + std::ptrdiff_t(kk), better);
-      prefix_sums(cand.data(), kk, budgets, weights, weights != nullptr, row_sum + i * nb, row_z + i * nb);
+      for (std::size_t t = 0; t != kk; ++t) {
+        sorted_v[t * n + i] = cand[t].first;
+        if (weights) sorted_id[t * n + i] = cand[t].second;
+      }
     }
+    if (weights)
+      prefix_sums<true>(sorted_v, sorted_id, n, kk, budgets, weights, row_sum, row_z);
+    else
+      prefix_sums<false>(sorted_v, nullptr, n, kk, budgets, weights, row_sum, row_z);
   }
 
   void run(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum, double* row_z) const {
