@@ -84,6 +84,9 @@ inline std::string kernel_label(aligner::storage st) {
     case aligner::storage::residual:
       if (aligner::kernel_info().amx_bf16) return "amx-bf16-residual-decode";
       return aligner::bf16_rounds_query<> ? "avx512-bf16-residual-decode" : arch + "-residual-decode";
+    case aligner::storage::i8:
+      if (aligner::kernel_info().amx_int8) return "amx-int8";
+      return arch + "-widen";
     default: return arch;
   }
 }

@@ -67,6 +67,7 @@ void hadamard_xsimd_i8(benchmark::State& state) { hadamard_run(state, storage::i
 /// The same kernels over a 512 KB (L2-resident) pool: the compute-bound rate, without DRAM streaming.
 void hadamard_xsimd_cached(benchmark::State& state) { hadamard_run(state, storage::f32, true); }
 void hadamard_xsimd_bf16_cached(benchmark::State& state) { hadamard_run(state, storage::bf16, true); }
+void hadamard_xsimd_i8_cached(benchmark::State& state) { hadamard_run(state, storage::i8, true); }
 
 /// Residual codes (centroid id + nbits per component): centroid scores once per call, residual panels decoded a
 /// group at a time into L1 and swept by the float tiles.
@@ -143,5 +144,6 @@ BENCHMARK(hadamard_xsimd_residual2)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_residual4)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_cached)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_bf16_cached)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(hadamard_xsimd_i8_cached)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_eigen_naive)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(hadamard_ref)->Apply([](auto* b) { shapes(b, true); });

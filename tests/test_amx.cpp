@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 using Catch::Matchers::WithinAbs;
 
@@ -175,29 +176,40 @@ TEST_CASE("amx: panels at any offset of a file's bytes, and the query padding ne
   }
 }
 
-TEST_CASE("amx: a prepared query scores a bf16 store the same with AMX on and off, within bf16 rounding", "[amx]") {
-  if (!amx_or_note()) return;
+namespace {
+/// Scores a store of precision `st` (random corpus `seed`) with AMX on and off: every strategy's scores agree within
+/// `rel` (relative, at least absolute); `label` must name the kernel in kernel_info() only while AMX is on.
+void amx_on_off_agree(aligner::storage st, std::uint64_t seed, double rel, const std::string& label,
+                      std::string aligner::kernel_report::*line) {
   amx_switch_guard guard;
   const std::size_t dim = 96;
-  const aligner_test::random_corpus set(40, 150, dim, 77);
-  aligner::token_store store(dim, aligner::storage::bf16);
+  const aligner_test::random_corpus set(40, 150, dim, seed);
+  aligner::token_store store(dim, st);
   store.add(set.view(), {}, false);
-  const auto q = aligner_test::random_matrix(9, dim, 78, true);
+  const auto q = aligner_test::random_matrix(9, dim, seed + 1, true);
   std::vector<std::uint32_t> ids(store.size());
   for (std::size_t i = 0; i != ids.size(); ++i) ids[i] = std::uint32_t(i);
   for (const char* strategy : {"top1", "topk:3", "topp:0.05"}) {
     const aligner::score_params params{.strategy = aligner::alignment::parse(strategy)};
     std::vector<float> on(ids.size()), off(ids.size());
     aligner::set_amx_enabled(true);
+    CHECK((aligner::kernel_info().*line).find(label) != std::string::npos);
     aligner::score_store({q.data(), 9, dim}, store.view(), ids, on, params);
     aligner::set_amx_enabled(false);
+    CHECK((aligner::kernel_info().*line).find(label) == std::string::npos);
     aligner::score_store({q.data(), 9, dim}, store.view(), ids, off, params);
     for (std::size_t i = 0; i != ids.size(); ++i) {
-      INFO(strategy << " doc " << i);
-      // AMX rounds the query to bf16 (the vector path of this build may not): relative error about 2^-8.
-      REQUIRE_THAT(double(on[i]), WithinAbs(double(off[i]), 1e-2 * std::max(1.0, std::abs(double(off[i])))));
+      INFO(aligner::to_string(st) << " " << strategy << " doc " << i);
+      REQUIRE_THAT(double(on[i]), WithinAbs(double(off[i]), rel * std::max(1.0, std::abs(double(off[i])))));
     }
   }
+}
+}  // namespace
+
+TEST_CASE("amx: a prepared query scores a bf16 store the same with AMX on and off, within bf16 rounding", "[amx]") {
+  if (!amx_or_note()) return;
+  // AMX rounds the query to bf16 (the vector path of this build may not): relative error about 2^-8.
+  amx_on_off_agree(aligner::storage::bf16, 77, 1e-2, "AMX-BF16", &aligner::kernel_report::bf16);
 }
 
 TEST_CASE("amx: the bf16 exact backend's top-k against the double reference on rounded values, and its bytes", "[amx]") {
@@ -234,4 +246,192 @@ TEST_CASE("amx: the bf16 exact backend's top-k against the double reference on r
   CHECK(again.scores == res.scores);
   CHECK_THROWS_AS(aligner::exact_backend::deserialize(bytes.substr(0, bytes.size() - 2)), aligner::io_error);
   CHECK_THROWS_AS(aligner::exact_backend(dim, aligner::storage::i8), aligner::invalid_argument);
+}
+
+// ------------------------------------------------------------------------------------------ AMX-INT8 (i8 store)
+
+namespace {
+
+bool amx_int8_or_note() {
+  if (aligner::i8_on_amx<>()) return true;
+  std::printf("note: AMX-INT8 tests skipped: %s\n",
+              aligner::amx_int8_unavailable_reason().empty() ? "turned off, or the panel width does not fit a tile"
+                                                             : aligner::amx_int8_unavailable_reason().c_str());
+  return false;
+}
+
+aligner::aligned_vector<std::uint32_t> pack_i8(const std::vector<float>& d, std::size_t m, std::size_t dim, std::size_t shift_words = 0) {
+  aligner::aligned_vector<std::uint32_t> packed(aligner::packed_words(aligner::storage::i8, m, dim) + shift_words + 1);
+  aligner::pack_panels(aligner::storage::i8, {d.data(), m, dim}, packed.data() + shift_words);
+  return packed;
+}
+
+/// The int8 values and scale of token j of a packed i8 document, read back through the storage's decode.
+struct i8_token {
+  std::vector<int> q;
+  float scale = 0.f;
+};
+i8_token read_i8(const std::uint32_t* packed, std::size_t dim, std::size_t j) {
+  const auto* panel = reinterpret_cast<const unsigned char*>(packed + (j / W) * aligner::storage_traits<aligner::storage::i8>::panel_words(dim, W));
+  i8_token t;
+  std::memcpy(&t.scale, panel + (j % W) * 4, 4);
+  for (std::size_t c = 0; c != dim; ++c) t.q.push_back(int(static_cast<std::int8_t>(panel[W * 4 + c * W + j % W])));
+  return t;
+}
+
+/// Row i of a query's int8 form: the a terms in q, the b terms in low, the combined scale s / F.
+struct i8_query_row {
+  std::vector<int> q, low;
+  float scale = 0.f;
+  /// Component c as the kernel multiplies it: a F + b.
+  std::int64_t combined(std::size_t c, std::size_t dim) const { return std::int64_t(q[c]) * aligner::i8_query_factor(dim) + low[c]; }
+};
+i8_query_row read_query_i8(const std::vector<std::uint32_t>& form, std::size_t n, std::size_t dim, std::size_t i) {
+  i8_query_row t;
+  t.scale = aligner::i8_query_scale(form.data(), n, dim, i);
+  const std::size_t quads = (dim + 3) / 4, rows = aligner::bf16_query_rows(n);
+  auto byte = [&](std::size_t row, std::size_t c) { return int(static_cast<std::int8_t>((form[row * quads + c / 4] >> (8 * (c % 4))) & 0xffu)); };
+  for (std::size_t c = 0; c != dim; ++c) {
+    t.q.push_back(byte(i, c));
+    t.low.push_back(byte(rows + i, c));
+  }
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("amx-int8: the query's int8 form: the i8 store's quantisation of each row plus the rounded remainder", "[amx]") {
+  CHECK(aligner::i8_query_factor(128) == 254);
+  CHECK(aligner::i8_query_factor(522) == 254);
+  CHECK(aligner::i8_query_factor(768) == 172);
+  CHECK(aligner::i8_query_factor(4096) == 32);
+  for (std::size_t dim : {1u, 3u, 4u, 5u, 64u, 100u, 130u, 768u})
+    for (std::size_t n : {1u, 16u, 17u}) {
+      auto q = aligner_test::random_matrix(n, dim, 300 + dim + n);
+      if (n > 1) std::fill(q.begin() + std::ptrdiff_t(dim), q.begin() + std::ptrdiff_t(2 * dim), 0.f);  // an all-zero row
+      std::vector<std::uint32_t> form(aligner::i8_query_words(n, dim), 0xdeadbeefu);
+      aligner::query_to_i8_quads({q.data(), n, dim}, form.data());
+      const auto packed = pack_i8(q, n, dim);  // the same rows as i8 tokens: the reference quantisation of the a terms
+      const double factor = aligner::i8_query_factor(dim);
+      for (std::size_t i = 0; i != n; ++i) {
+        const auto want = read_i8(packed.data(), dim, i);
+        const auto got = read_query_i8(form, n, dim, i);
+        INFO("dim " << dim << " n " << n << " row " << i);
+        REQUIRE(got.scale == float(double(want.scale) / factor));
+        REQUIRE(got.q == want.q);
+        double amax = 0;
+        for (std::size_t c = 0; c != dim; ++c) amax = std::max(amax, double(std::fabs(q[i * dim + c])));
+        for (std::size_t c = 0; c != dim; ++c) {
+          // The remainder, rounded at F steps; and the two terms together within s / (2F) of the float value (plus the
+          // float rounding of the scale s / F).
+          const double x = want.scale > 0 ? double(q[i * dim + c]) / double(want.scale) : 0.0;
+          REQUIRE(got.low[c] == int(std::nearbyint((x - want.q[c]) * factor)));
+          REQUIRE(std::abs(got.low[c]) <= 127);
+          REQUIRE_THAT(double(got.combined(c, dim)) * double(got.scale), WithinAbs(double(q[i * dim + c]), amax / 127.0 / factor * 0.5001 + 2.4e-7 * std::fabs(q[i * dim + c]) + 1e-12));
+        }
+      }
+      // Padding: the quads past dim in a row's last word, and the rows up to 16 (both terms), are zero (scales too).
+      const std::size_t quads = (dim + 3) / 4, rows = aligner::bf16_query_rows(n);
+      for (std::size_t i = 0; i != n; ++i)
+        if (dim % 4) {
+          REQUIRE((form[i * quads + quads - 1] >> (8 * (dim % 4))) == 0u);
+          REQUIRE((form[(rows + i) * quads + quads - 1] >> (8 * (dim % 4))) == 0u);
+        }
+      for (std::size_t i = n; i != rows; ++i) {
+        for (std::size_t w = 0; w != quads; ++w) REQUIRE(form[i * quads + w] == 0u);
+        for (std::size_t w = 0; w != quads; ++w) REQUIRE(form[(rows + i) * quads + w] == 0u);
+        REQUIRE(aligner::i8_query_scale(form.data(), n, dim, i) == 0.f);
+      }
+    }
+}
+
+TEST_CASE("amx-int8: the VBMI re-layout of int8 panels equals the byte-by-byte one, any width, dim and offset", "[amx]") {
+  if (!aligner::i8_relayout_vbmi()) {
+    std::printf("note: VBMI re-layout test skipped: the CPU has no AVX512-VBMI (the byte-by-byte one runs)\n");
+    return;
+  }
+#if ALIGNER_HAVE_AMX
+  std::mt19937 gen(5);
+  for (std::size_t width : {4u, 8u, 16u})
+    for (std::size_t dim = 1; dim <= 133; ++dim)
+      for (std::size_t offset : {0u, 1u, 3u}) {
+        std::vector<unsigned char> bytes(dim * width + offset + 64);
+        for (auto& b : bytes) b = static_cast<unsigned char>(gen());
+        const std::size_t words = (dim + 3) / 4 * width;
+        std::vector<std::uint32_t> fast(words + 16, 0xabababab), slow(words + 16, 0xabababab);
+        aligner::detail::relayout_i8_quads_vbmi(bytes.data() + offset, dim, width, fast.data());
+        aligner::detail::relayout_i8_quads_scalar(bytes.data() + offset, dim, width, slow.data());
+        INFO("width " << width << " dim " << dim << " offset " << offset);
+        REQUIRE(fast == slow);  // the words past the panel are untouched too
+      }
+#endif
+}
+
+TEST_CASE("amx-int8: S bit for bit the scalar formula (exact integer sums of both terms, then the two scales)", "[amx]") {
+  if (!amx_int8_or_note()) return;
+  for (std::size_t dim : {1u, 3u, 4u, 17u, 63u, 64u, 65u, 100u, 128u, 130u, 300u, 768u, 1100u})
+    for (std::size_t n : {1u, 5u, 16u, 17u, 33u})
+      for (std::size_t m : {std::size_t(1), W - 1, W + 1, 4 * W + 1, 9 * W + 3, std::size_t(300)}) {
+        if (dim > 300 && (n != 17 || m > 4 * W + 1)) continue;  // wide rows (F < 254; sums past 2^24): fewer shapes
+        const auto q = aligner_test::random_matrix(n, dim, 400 + dim + n), d = aligner_test::random_matrix(m, dim, 500 + m + dim);
+        const auto packed = pack_i8(d, m, dim);
+        std::vector<std::uint32_t> form(aligner::i8_query_words(n, dim));
+        aligner::query_to_i8_quads({q.data(), n, dim}, form.data());
+        const std::size_t stride = aligner::panel_count<>(m) * W;
+        std::vector<float> s(n * stride, -1.f);
+        aligner::packed_similarity_rows({q.data(), n, dim}, aligner::storage::i8, packed.data(), m, s.data(), stride);
+        for (std::size_t i = 0; i != n; ++i) {
+          const auto qi = read_query_i8(form, n, dim, i);
+          for (std::size_t j = 0; j != m; ++j) {
+            const auto dj = read_i8(packed.data(), dim, j);
+            std::int64_t dot = 0;
+            for (std::size_t c = 0; c != dim; ++c) dot += qi.combined(c, dim) * dj.q[c];
+            float want = float(dot);
+            want = want * dj.scale;
+            want = want * qi.scale;
+            INFO("dim " << dim << " n " << n << " m " << m << " i " << i << " j " << j);
+            REQUIRE(s[i * stride + j] == want);
+          }
+        }
+      }
+}
+
+TEST_CASE("amx-int8: row sums against the double reference of the quantised operands, budgets, weights, long documents", "[amx]") {
+  if (!amx_int8_or_note()) return;
+  for (std::size_t dim : {3u, 32u, 100u, 128u})
+    for (std::size_t n : {1u, 17u, 32u})
+      for (std::size_t m : {std::size_t(1), W + 1, 9 * W + 3, std::size_t(300), std::size_t(2100)}) {
+        const auto q = aligner_test::random_matrix(n, dim, 600 + dim + n), d = aligner_test::random_matrix(m, dim, 700 + m + dim);
+        const auto w = aligner_test::random_weights(m, m + dim, true);
+        const auto packed = pack_i8(d, m, dim), next = pack_i8(d, std::min<std::size_t>(m, 64), dim);
+        const auto qd = aligner_test::amx_i8_query_values(q, dim);  // the values the kernel multiplies
+        std::vector<float> dd(m * dim);
+        for (std::size_t j = 0; j != m; ++j) {
+          const auto t = read_i8(packed.data(), dim, j);
+          for (std::size_t c = 0; c != dim; ++c) dd[j * dim + c] = float(double(t.q[c]) * double(t.scale));
+        }
+        const std::size_t budgets[] = {1, 3, 8, 17};
+        for (bool weighted : {false, true}) {
+          const float* wp = weighted ? w.data() : nullptr;
+          aligner::rows_workspace ws;
+          std::vector<double> sum(n * 4), z(n * 4);
+          aligner::aligned_row_sums({q.data(), n, dim}, aligner::storage::i8, packed.data(), m, budgets, wp, sum.data(), z.data(), ws,
+                                    {}, {next.data(), aligner::packed_words(aligner::storage::i8, std::min<std::size_t>(m, 64), dim) * 4});
+          for (std::size_t b = 0; b != 4; ++b) {
+            std::vector<double> rs(n), rz(n);
+            aligner::ref::aligned_row_sums({qd.data(), n, dim}, {dd.data(), m, dim}, budgets[b], wp, rs.data(), rz.data());
+            for (std::size_t i = 0; i != n; ++i) {
+              INFO("dim " << dim << " n " << n << " m " << m << " budget " << budgets[b] << " weighted " << weighted << " row " << i);
+              REQUIRE_THAT(sum[i * 4 + b], WithinAbs(rs[i], 1e-5 * std::max(1.0, std::abs(rs[i])) * double(budgets[b])));
+              REQUIRE_THAT(z[i * 4 + b], WithinAbs(rz[i], 1e-5 * std::max(1.0, rz[i])));
+            }
+          }
+        }
+      }
+}
+
+TEST_CASE("amx-int8: an i8 store scores the same with AMX-INT8 on and off, within the query's remainder", "[amx]") {
+  if (!amx_int8_or_note()) return;
+  // Unit rows in two int8 terms: each component moves by at most 1 / (127 * 2 * 254).
+  amx_on_off_agree(aligner::storage::i8, 79, 1e-4, "AMX-INT8", &aligner::kernel_report::i8);
 }

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -34,6 +35,30 @@ inline std::vector<float> random_matrix(std::size_t rows, std::size_t cols, std:
         for (std::size_t c = 0; c != cols; ++c) m[r * cols + c] = float(m[r * cols + c] / n);
     }
   return m;
+}
+
+/// The query values the AMX-INT8 path multiplies (amx.hpp, query_to_i8_quads), computed here from the rule: per
+/// row s = max |q| / 127, x = q / s, a = round(x) in +-127, b = round((x - a) F) with F = min(254, 132623 / dim),
+/// value = (a F + b) * float(s / F). Rows are `cols` wide.
+inline std::vector<float> amx_i8_query_values(std::vector<float> q, std::size_t cols) {
+  const double factor = double(std::min<std::size_t>(254, std::size_t(132623) / cols));
+  for (std::size_t r = 0; r * cols < q.size(); ++r) {
+    float* row = q.data() + r * cols;
+    double amax = 0;
+    for (std::size_t c = 0; c != cols; ++c) amax = std::max(amax, double(std::fabs(row[c])));
+    const float s = float(amax / 127.0), combined = float(double(s) / factor);
+    for (std::size_t c = 0; c != cols; ++c) {
+      if (!(s > 0)) {
+        row[c] = 0.f;
+        continue;
+      }
+      const double x = double(row[c]) / double(s);
+      const double a = std::max(-127.0, std::min(127.0, std::nearbyint(x)));
+      const double b = std::nearbyint((x - a) * factor);
+      row[c] = float((a * factor + b) * double(combined));
+    }
+  }
+  return q;
 }
 
 /// Non-negative random weights (salience-like), some exactly 0 when `zeros`.

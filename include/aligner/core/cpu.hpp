@@ -36,7 +36,7 @@ namespace aligner {
 /// Features of the running CPU (CPUID) that the operating system also enables (XCR0).
 struct cpu_features {
   bool avx2 = false, fma = false;
-  bool avx512f = false, avx512bw = false, avx512_bf16 = false, avx512_fp16 = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512vbmi = false, avx512_bf16 = false, avx512_fp16 = false;
   bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
   bool os_avx = false, os_avx512 = false, os_amx = false;  ///< XCR0 enables the registers' state
   std::string brand;                                          ///< the CPU's brand string
@@ -67,6 +67,8 @@ inline cpu_features read_cpu() noexcept {
     f.avx2 = (b >> 5) & 1u;
     f.avx512f = (b >> 16) & 1u;
     f.avx512bw = (b >> 30) & 1u;
+    f.avx512vl = (b >> 31) & 1u;
+    f.avx512vbmi = (c >> 1) & 1u;
     f.avx512_fp16 = (d >> 23) & 1u;
     f.amx_bf16 = (d >> 22) & 1u;
     f.amx_tile = (d >> 24) & 1u;
@@ -125,17 +127,42 @@ inline const cpu_features& cpu() noexcept {
   return f;
 }
 
+/// The process's AMX tile data permission: 0 once granted, else the negated errno (asked once per process).
+inline long amx_permission() noexcept {
+  static const long rc = detail::request_amx_permission();
+  return rc;
+}
+
+namespace detail {
+/// The first reason an AMX engine cannot run: `unit` names the instructions it needs ("AMX-BF16"), `has_unit` says
+/// the CPU has them, `vector_gap` is what it lacks besides ("" when nothing).
+inline std::string amx_unavailable(const char* unit, bool has_unit, const std::string& vector_gap) {
+  if (!ALIGNER_HAVE_AMX) return "AMX kernels not compiled (needs x86-64 Linux with GCC or Clang)";
+  if (!cpu().amx_tile || !has_unit) return std::string("the CPU has no ") + unit;
+  if (!cpu().os_amx) return "the operating system does not enable the AMX tile state (XCR0)";
+  if (!vector_gap.empty()) return vector_gap;
+  const long rc = amx_permission();
+  if (rc != 0) return "the kernel refused the AMX tile data permission (arch_prctl returned " + std::to_string(rc) + ")";
+  return std::string();
+}
+}  // namespace detail
+
 /// Why AMX-BF16 can or cannot run in this process: "" when it can, else the first reason it cannot.
 inline const std::string& amx_bf16_unavailable_reason() {
+  static const std::string reason =
+      detail::amx_unavailable("AMX-BF16", cpu().amx_bf16, cpu().avx512f ? "" : "the CPU has no AVX-512");
+  return reason;
+}
+
+/// Why AMX-INT8 can or cannot score int8 documents in this process: "" when it can, else the first reason. Besides
+/// the tiles, the engine re-lays int8 panels with AVX512-VBMI byte permutes (every CPU with AMX has them), issued
+/// from functions compiled for that target, so no compiler flag is needed.
+inline const std::string& amx_int8_unavailable_reason() {
   static const std::string reason = [] {
-    if (!ALIGNER_HAVE_AMX) return std::string("AMX kernels not compiled (needs x86-64 Linux with GCC or Clang)");
     const cpu_features& f = cpu();
-    if (!f.amx_tile || !f.amx_bf16) return std::string("the CPU has no AMX-BF16");
-    if (!f.os_amx) return std::string("the operating system does not enable the AMX tile state (XCR0)");
-    if (!f.avx512f) return std::string("the CPU has no AVX-512");
-    const long rc = detail::request_amx_permission();
-    if (rc != 0) return "the kernel refused the AMX tile data permission (arch_prctl returned " + std::to_string(rc) + ")";
-    return std::string();
+    const bool vbmi = f.avx512f && f.avx512bw && f.avx512vl && f.avx512vbmi && f.os_avx512;
+    return detail::amx_unavailable("AMX-INT8", f.amx_int8,
+                                   vbmi ? "" : "the CPU or the OS lacks AVX-512 BW/VL/VBMI (the int8 panels are re-laid with them)");
   }();
   return reason;
 }
@@ -148,6 +175,12 @@ inline void set_amx_enabled(bool on) noexcept { detail::amx_switch().store(on ? 
 /// neither ALIGNER_NO_AMX nor set_amx_enabled(false) turned it off.
 inline bool amx_bf16_usable() {
   return detail::amx_switch().load(std::memory_order_relaxed) != 0 && amx_bf16_unavailable_reason().empty();
+}
+
+/// True when int8 documents are scored by AMX-INT8 tiles now (the query quantised to int8 per row): as
+/// amx_bf16_usable, for AMX-INT8 and the VBMI re-layout.
+inline bool amx_int8_usable() {
+  return detail::amx_switch().load(std::memory_order_relaxed) != 0 && amx_int8_unavailable_reason().empty();
 }
 
 }  // namespace aligner

@@ -77,7 +77,7 @@ inline alignment_view make_alignment_view(const prepared_query& q, const packed_
       const float* qc = detail::prepare_centroid_scores(q, docs, ws);
       residual_similarity_rows(query, *docs.codec, docs.panels(s), v.cols, full.data(), stride, qc, ws.rows.decoded, q.bf16_pairs());
     } else {
-      packed_similarity_rows(query, docs.precision, docs.panels(s), v.cols, full.data(), stride, q.bf16_pairs());
+      packed_similarity_rows(query, docs.precision, docs.panels(s), v.cols, full.data(), stride, q.forms());
     }
     for (std::size_t i = 0; i != v.rows; ++i) std::copy_n(full.data() + i * stride, v.cols, v.similarity.data() + i * v.cols);
   }

@@ -77,6 +77,8 @@ struct rows_workspace {
   aligned_vector<float> states, ids, s_rows;
   std::vector<std::pair<float, float>> candidates;
   std::vector<std::uint32_t> query_bf16;  ///< the query's bf16 pairs, when the caller did not supply them
+  std::vector<std::uint32_t> query_i8;    ///< the query's int8 form (AMX-INT8), when the caller did not supply it
+  aligned_vector<std::uint32_t> relaid;   ///< int8 panels re-laid for AMX-INT8 a group at a time
   aligned_vector<float> decoded;          ///< residual panels decoded a group at a time
   aligned_vector<float> sorted;           ///< every row's top K, sorted, k-major (values, then indices)
   std::vector<double> sums;               ///< the rows' running prefix sums
@@ -242,19 +244,21 @@ struct aligned_rows_impl {
 /// The kernel over one packed document of storage `st` (layout.hpp). Writes row_sum[i * B + b], row_z[i * B + b]
 /// for query row i and budget b of the B = budgets.size() budgets. Preconditions (unchecked): every budget >= 1,
 /// query.cols == the panels' dim, doc_rows <= max_sequence_tokens, panels 64-byte aligned, values finite.
-/// bf16 panels run on AMX-BF16 tiles where amx_bf16_usable() (amx.hpp), else on the vector engine.
-/// `query_bf16`: the query as query_to_bf16_pairs writes it, used for bf16 panels where bf16_query_rounded() (null:
-/// converted into the workspace on each call). `next`: what the caller scores next, prefetched meanwhile.
+/// bf16 panels run on AMX-BF16 tiles where amx_bf16_usable(), i8 panels on AMX-INT8 where i8_on_amx() (amx.hpp),
+/// else on the vector engine. `forms`: the query as query_to_bf16_pairs writes it, used for bf16 panels where
+/// bf16_query_rounded(), and as query_to_i8_quads writes it, used for i8 panels where i8_on_amx() (null: converted
+/// into the workspace on each call). `next`: what the caller scores next, prefetched meanwhile.
 template <class Arch = default_arch>
 void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows,
                       std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z,
-                      rows_workspace& ws, const std::uint32_t* query_bf16 = nullptr, prefetch_hint next = {}) {
+                      rows_workspace& ws, query_forms forms = {}, prefetch_hint next = {}) {
   const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
   if (doc_rows == 0 || kmax == 0) {
     std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
     std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
     return;
   }
+  const std::uint32_t* query_bf16 = forms.bf16;
   const bool amx = st == storage::bf16 && panel_width<Arch> >= 4 && panel_width<Arch> <= 16 && amx_bf16_usable();
   if (st == storage::bf16 && (bf16_rounds_query<Arch> || amx) && query_bf16 == nullptr) {
     ws.query_bf16.resize(bf16_query_words(query.rows, query.cols));
@@ -265,6 +269,19 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
     if (amx) {
       const amx_bf16_engine<Arch> engine(panels, doc_rows, query, query_bf16, next);
       detail::aligned_rows_impl<Arch, amx_bf16_engine<Arch>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
+      return;
+    }
+    if (st == storage::i8 && i8_on_amx<Arch>()) {
+      const std::uint32_t* query_i8 = forms.i8;
+      if (query_i8 == nullptr) {
+        ws.query_i8.resize(i8_query_words(query.rows, query.cols));
+        query_to_i8_quads(query, ws.query_i8.data());
+        query_i8 = ws.query_i8.data();
+      }
+      const std::size_t need = amx_i8_engine<Arch>::scratch_words(query.cols);
+      if (ws.relaid.size() < need) ws.relaid.resize(need);
+      const amx_i8_engine<Arch> engine(panels, doc_rows, query, query_i8, ws.relaid.data(), next);
+      detail::aligned_rows_impl<Arch, amx_i8_engine<Arch>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
       return;
     }
   }

@@ -21,6 +21,8 @@ struct kernel_report {
   std::string cpu;            ///< the CPU's brand string
   bool amx_bf16 = false;      ///< AMX-BF16 tiles score bf16 panels now
   std::string amx_reason;     ///< why not, when !amx_bf16
+  bool amx_int8 = false;      ///< AMX-INT8 tiles score i8 panels now
+  std::string amx_int8_reason;  ///< why not, when !amx_int8
   std::string f32, bf16, f16, i8, residual, token_search;
 
   /// key=value lines, one per fact (the CLI's `aligner kernels` prints them).
@@ -31,6 +33,7 @@ struct kernel_report {
     line("panel_width", std::to_string(panel_width));
     line("cpu", cpu.empty() ? std::string("unknown") : cpu);
     line("amx_bf16", amx_bf16 ? "yes" : "no (" + amx_reason + ")");
+    line("amx_int8", amx_int8 ? "yes" : "no (" + amx_int8_reason + ")");
     line("kernel_f32", f32);
     line("kernel_bf16", bf16);
     line("kernel_f16", f16);
@@ -49,15 +52,16 @@ kernel_report kernel_info() {
   r.panel_width = panel_width<Arch>;
   r.cpu = cpu().brand;
   const bool fits = panel_width<Arch> >= 4 && panel_width<Arch> <= 16;
+  // Why an AMX engine does not run: the panel width, the CPU / OS / permission, or the switch.
+  auto why_not = [&](const std::string& unavailable) {
+    if (!fits) return "panel width " + std::to_string(panel_width<Arch>) + " does not fit an AMX tile";
+    if (!unavailable.empty()) return unavailable;
+    return std::string("turned off (ALIGNER_NO_AMX or set_amx_enabled(false))");
+  };
   r.amx_bf16 = fits && amx_bf16_usable();
-  if (!r.amx_bf16) {
-    if (!fits)
-      r.amx_reason = "panel width " + std::to_string(panel_width<Arch>) + " does not fit an AMX tile";
-    else if (!amx_bf16_unavailable_reason().empty())
-      r.amx_reason = amx_bf16_unavailable_reason();
-    else
-      r.amx_reason = "turned off (ALIGNER_NO_AMX or set_amx_enabled(false))";
-  }
+  if (!r.amx_bf16) r.amx_reason = why_not(amx_bf16_unavailable_reason());
+  r.amx_int8 = fits && amx_int8_usable();
+  if (!r.amx_int8) r.amx_int8_reason = why_not(amx_int8_unavailable_reason());
   const std::string vec = std::string(Arch::name()) + " FMA register tiles (compile time)";
   r.f32 = vec;
   if (r.amx_bf16)
@@ -67,7 +71,9 @@ kernel_report kernel_info() {
   else
     r.bf16 = "bf16 widened to float, " + vec + "; AMX not used: " + r.amx_reason;
   r.f16 = "f16 widened to float, " + vec;
-  r.i8 = "i8 widened to float and scaled, " + vec;
+  r.i8 = r.amx_int8 ? std::string("AMX-INT8 tdpbssd tiles over panels re-laid by AVX512-VBMI, query in two int8 terms (run time: "
+                                   "CPU, OS and permission allow it)")
+                    : "i8 widened to float and scaled, " + vec + "; AMX not used: " + r.amx_int8_reason;
   r.residual = r.amx_bf16                   ? std::string("residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)")
                : bf16_rounds_query<Arch> ? std::string("residual panels decoded to bf16 a group at a time, AVX512-BF16 vdpbf16ps register tiles, "
                                                        "query rounded to bf16 (compile time)")

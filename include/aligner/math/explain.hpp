@@ -68,7 +68,7 @@ inline explanation explain_packed(const prepared_query& q, const packed_sequence
   if (docs.precision == storage::residual)
     residual_similarity_rows(query, *docs.codec, docs.panels(s), m, ws.similarities.data(), stride, qc, ws.rows.decoded, q.bf16_pairs());
   else
-    packed_similarity_rows(query, docs.precision, docs.panels(s), m, ws.similarities.data(), stride, q.bf16_pairs());
+    packed_similarity_rows(query, docs.precision, docs.panels(s), m, ws.similarities.data(), stride, q.forms());
   const std::size_t budget = q.strategy().row_budget(m);
   std::vector<std::uint32_t> order(m);
   for (std::size_t i = 0; i != query.rows; ++i) {

@@ -114,6 +114,10 @@ class prepared_query {
       bf16_.resize(bf16_query_words(query.rows, query.cols));
       query_to_bf16_pairs(view_, bf16_.data());
     }
+    if (i8_on_amx<>()) {
+      i8_.resize(i8_query_words(query.rows, query.cols));
+      query_to_i8_quads(view_, i8_.data());
+    }
   }
   prepared_query(const prepared_query& other) : prepared_query(other.view_, other.params()) {}
   prepared_query& operator=(const prepared_query& other) { return *this = prepared_query(other); }
@@ -127,6 +131,10 @@ class prepared_query {
   const float* salience() const noexcept { return detail::data_or_null(salience_); }
   /// The query as bf16 pairs for the AVX512-BF16 and AMX paths (null where neither ran when it was prepared).
   const std::uint32_t* bf16_pairs() const noexcept { return bf16_.empty() ? nullptr : bf16_.data(); }
+  /// The query's int8 form for the AMX-INT8 path (null where it did not run when the query was prepared).
+  const std::uint32_t* i8_quads() const noexcept { return i8_.empty() ? nullptr : i8_.data(); }
+  /// Both forms, as the kernels take them.
+  query_forms forms() const noexcept { return {bf16_pairs(), i8_quads()}; }
   score_params params() const { return {.strategy = strategy_, .norm = norm_, .query_salience = salience_, .check_finite = false}; }
 
  private:
@@ -135,7 +143,7 @@ class prepared_query {
   alignment strategy_;
   normalization norm_;
   std::vector<float> salience_;
-  std::vector<std::uint32_t> bf16_;
+  std::vector<std::uint32_t> bf16_, i8_;
 };
 
 namespace detail {
@@ -189,7 +197,7 @@ inline void score_one(const prepared_query& q, std::span<const alignment> strate
                                 ws.row_sum.data(), ws.row_z.data(), ws.rows, qc, q.bf16_pairs(), next);
     else
       aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
-                       q.bf16_pairs(), next);
+                       q.forms(), next);
   }
   for (std::size_t t = 0; t != strategies.size(); ++t) {
     if (ws.budget_of[t] == std::size_t(-1)) {
