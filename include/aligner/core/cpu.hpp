@@ -127,13 +127,21 @@ inline const cpu_features& cpu() noexcept {
   return f;
 }
 
-/// The process's AMX tile data permission: 0 once granted, else the negated errno (asked once per process).
-inline long amx_permission() noexcept {
-  static const long rc = detail::request_amx_permission();
-  return rc;
+/// True where the CPU has AVX-512 F/BW/VL with VBMI's byte permutes and the OS enables the AVX-512 state: code
+/// compiled for that target (`__attribute__((target(...)))`) can run.
+inline bool avx512_vbmi_usable() noexcept {
+  const cpu_features& f = cpu();
+  return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vbmi && f.os_avx512;
 }
 
 namespace detail {
+
+/// The process's AMX tile data permission: 0 once granted, else the negated errno (asked once per process).
+inline long amx_permission() noexcept {
+  static const long rc = request_amx_permission();
+  return rc;
+}
+
 /// The first reason an AMX engine cannot run: `unit` names the instructions it needs ("AMX-BF16"), `has_unit` says
 /// the CPU has them, `vector_gap` is what it lacks besides ("" when nothing).
 inline std::string amx_unavailable(const char* unit, bool has_unit, const std::string& vector_gap) {
@@ -158,12 +166,9 @@ inline const std::string& amx_bf16_unavailable_reason() {
 /// the tiles, the engine re-lays int8 panels with AVX512-VBMI byte permutes (every CPU with AMX has them), issued
 /// from functions compiled for that target, so no compiler flag is needed.
 inline const std::string& amx_int8_unavailable_reason() {
-  static const std::string reason = [] {
-    const cpu_features& f = cpu();
-    const bool vbmi = f.avx512f && f.avx512bw && f.avx512vl && f.avx512vbmi && f.os_avx512;
-    return detail::amx_unavailable("AMX-INT8", f.amx_int8,
-                                   vbmi ? "" : "the CPU or the OS lacks AVX-512 BW/VL/VBMI (the int8 panels are re-laid with them)");
-  }();
+  static const std::string reason = detail::amx_unavailable(
+      "AMX-INT8", cpu().amx_int8,
+      avx512_vbmi_usable() ? "" : "the CPU or the OS lacks AVX-512 BW/VL/VBMI (the int8 panels are re-laid with them)");
   return reason;
 }
 

@@ -259,25 +259,16 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
     return;
   }
   const std::uint32_t* query_bf16 = forms.bf16;
-  const bool amx = st == storage::bf16 && panel_width<Arch> >= 4 && panel_width<Arch> <= 16 && amx_bf16_usable();
-  if (st == storage::bf16 && (bf16_rounds_query<Arch> || amx) && query_bf16 == nullptr) {
-    ws.query_bf16.resize(bf16_query_words(query.rows, query.cols));
-    query_to_bf16_pairs(query, ws.query_bf16.data());
-    query_bf16 = ws.query_bf16.data();
-  }
-  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) {
+  const bool amx = st == storage::bf16 && bf16_on_amx<Arch>();
+  if (st == storage::bf16 && (bf16_rounds_query<Arch> || amx)) query_bf16 = bf16_pairs_or_convert(query, query_bf16, ws.query_bf16);
+  if constexpr (amx_tiles_fit<Arch>) {
     if (amx) {
       const amx_bf16_engine<Arch> engine(panels, doc_rows, query, query_bf16, next);
       detail::aligned_rows_impl<Arch, amx_bf16_engine<Arch>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
       return;
     }
     if (st == storage::i8 && i8_on_amx<Arch>()) {
-      const std::uint32_t* query_i8 = forms.i8;
-      if (query_i8 == nullptr) {
-        ws.query_i8.resize(i8_query_words(query.rows, query.cols));
-        query_to_i8_quads(query, ws.query_i8.data());
-        query_i8 = ws.query_i8.data();
-      }
+      const std::uint32_t* query_i8 = i8_quads_or_convert(query, forms.i8, ws.query_i8);
       const std::size_t need = amx_i8_engine<Arch>::scratch_words(query.cols);
       if (ws.relaid.size() < need) ws.relaid.resize(need);
       const amx_i8_engine<Arch> engine(panels, doc_rows, query, query_i8, ws.relaid.data(), next);
@@ -315,14 +306,9 @@ void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& c
     const engine_t engine(codec, panels, doc_rows, query, qct, ws.decoded.data(), query_bf16, next);
     detail::aligned_rows_impl<Arch, engine_t>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
   };
-  bool amx = false;
-  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) amx = amx_bf16_usable();
-  if ((amx || bf16_rounds_query<Arch>) && query_bf16 == nullptr) {  // the residuals are rounded to bf16 pairs
-    ws.query_bf16.resize(bf16_query_words(query.rows, query.cols));
-    query_to_bf16_pairs(query, ws.query_bf16.data());
-    query_bf16 = ws.query_bf16.data();
-  }
-  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16)
+  const bool amx = bf16_on_amx<Arch>();
+  if (amx || bf16_rounds_query<Arch>) query_bf16 = bf16_pairs_or_convert(query, query_bf16, ws.query_bf16);  // residuals rounded to bf16
+  if constexpr (amx_tiles_fit<Arch>)
     if (amx) return run(std::true_type{});
   run(std::false_type{});
 }

@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -75,6 +76,16 @@ struct alignas(64) amx_tile_config {
   std::uint8_t rows[16] = {};
 };
 static_assert(sizeof(amx_tile_config) == 64);
+
+/// True where the panel width of Arch fits an AMX tile's 4 .. 16 float columns: the AMX engines exist only there.
+template <class Arch>
+inline constexpr bool amx_tiles_fit = panel_width<Arch> >= 4 && panel_width<Arch> <= 16;
+
+/// True when bf16 panels are scored on AMX-BF16 now for this architecture.
+template <class Arch = default_arch>
+bool bf16_on_amx() {
+  return amx_tiles_fit<Arch> && amx_bf16_usable();
+}
 
 /// Loads `want` unless it is the calling thread's current tile configuration (sttilecfg reads it back; a released
 /// state reads as zeros, so a fresh or released thread is configured). Requires amx_bf16_usable().
@@ -270,6 +281,15 @@ inline void query_to_i8_quads(matrix_view<float> query, std::uint32_t* out) noex
   }
 }
 
+/// `given` (a query's int8 form prepared by the caller), or the query converted into `buffer` when it is null.
+inline const std::uint32_t* i8_quads_or_convert(matrix_view<float> query, const std::uint32_t* given,
+                                                std::vector<std::uint32_t>& buffer) {
+  if (given != nullptr) return given;
+  buffer.resize(i8_query_words(query.rows, query.cols));
+  query_to_i8_quads(query, buffer.data());
+  return buffer.data();
+}
+
 /// The combined scale s / F of row i of a query's int8 form.
 inline float i8_query_scale(const std::uint32_t* query_i8, std::size_t rows, std::size_t cols, std::size_t i) noexcept {
   float s;
@@ -291,44 +311,26 @@ inline void relayout_i8_quads_scalar(const unsigned char* bytes, std::size_t dim
 }
 
 #if ALIGNER_HAVE_AMX
-/// Byte b of the re-laid block takes byte (b % 4) * W + b / 4 of four component rows of W tokens.
-template <std::size_t W>
+/// Byte b < 4 W of a re-laid block takes byte (b % 4) * W + b / 4 of four component rows of W tokens (W = 4, 8, 16
+/// in rows 0, 1, 2).
 inline constexpr auto quad_index = [] {
-  std::array<unsigned char, 4 * W> idx{};
-  for (std::size_t b = 0; b != 4 * W; ++b) idx[b] = static_cast<unsigned char>((b % 4) * W + b / 4);
+  std::array<std::array<unsigned char, 64>, 3> idx{};
+  for (std::size_t r = 0; r != 3; ++r)
+    for (std::size_t w = std::size_t(4) << r, b = 0; b != 4 * w; ++b) idx[r][b] = static_cast<unsigned char>((b % 4) * w + b / 4);
   return idx;
 }();
 
-/// relayout_i8_quads with one vpermb per four component rows (a masked load for the last, partial one). Compiled
-/// for AVX512-VBMI whatever the build's flags; callers check the CPU has it.
+/// relayout_i8_quads with one vpermb per four component rows (4 W bytes: a masked load and store below W = 16, and
+/// for the last, partial rows). Compiled for AVX512-VBMI whatever the build's flags; callers check the CPU has it.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) inline void relayout_i8_quads_vbmi(
     const unsigned char* bytes, std::size_t dim, std::size_t width, std::uint32_t* out) noexcept {
-  const std::size_t full = dim / 4, rest = dim % 4;
-  if (width == 16) {
-    const __m512i idx = _mm512_loadu_si512(quad_index<16>.data());
-    for (std::size_t c4 = 0; c4 != full; ++c4)
-      _mm512_storeu_si512(out + c4 * 16, _mm512_permutexvar_epi8(idx, _mm512_loadu_si512(bytes + c4 * 64)));
-    if (rest)
-      _mm512_storeu_si512(out + full * 16, _mm512_permutexvar_epi8(idx, _mm512_maskz_loadu_epi8((std::uint64_t(1) << (rest * 16)) - 1,
-                                                                                                bytes + full * 64)));
-  } else if (width == 8) {
-    const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quad_index<8>.data()));
-    for (std::size_t c4 = 0; c4 != full; ++c4)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c4 * 8),
-                          _mm256_permutexvar_epi8(idx, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + c4 * 32))));
-    if (rest)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + full * 8),
-                          _mm256_permutexvar_epi8(idx, _mm256_maskz_loadu_epi8(__mmask32((std::uint64_t(1) << (rest * 8)) - 1), bytes + full * 32)));
-  } else if (width == 4) {
-    const __m128i idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(quad_index<4>.data()));
-    for (std::size_t c4 = 0; c4 != full; ++c4)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c4 * 4),
-                       _mm_permutexvar_epi8(idx, _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + c4 * 16))));
-    if (rest)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + full * 4),
-                       _mm_permutexvar_epi8(idx, _mm_maskz_loadu_epi8(__mmask16((1u << (rest * 4)) - 1), bytes + full * 16)));
-  } else {
-    relayout_i8_quads_scalar(bytes, dim, width, out);
+  if (width != 4 && width != 8 && width != 16) return relayout_i8_quads_scalar(bytes, dim, width, out);
+  const __m512i idx = _mm512_loadu_si512(quad_index[std::size_t(std::countr_zero(width)) - 2].data());
+  auto mask_of = [](std::size_t n) { return n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1; };
+  const __mmask64 block = mask_of(4 * width);
+  for (std::size_t c = 0; c < dim; c += 4) {
+    const __m512i in = _mm512_maskz_loadu_epi8(mask_of(std::min<std::size_t>(4, dim - c) * width), bytes + c * width);
+    _mm512_mask_storeu_epi8(out + c / 4 * width, block, _mm512_permutexvar_epi8(idx, in));
   }
 }
 #endif
@@ -336,10 +338,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) inline void rela
 }  // namespace detail
 
 /// True where relayout_i8_quads runs on AVX512-VBMI (CPU and OS), else it runs one byte at a time.
-inline bool i8_relayout_vbmi() noexcept {
-  const cpu_features& f = cpu();
-  return ALIGNER_HAVE_AMX && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vbmi && f.os_avx512;
-}
+inline bool i8_relayout_vbmi() noexcept { return ALIGNER_HAVE_AMX && avx512_vbmi_usable(); }
 
 /// The component bytes of an int8 panel (`bytes`: component c of lane l at c * width + l, dim rows) as AMX-INT8's
 /// B operand: word (c4, l) at c4 * width + l holds components 4 c4 .. 4 c4 + 3 of lane l, lowest byte first, zeros
@@ -440,10 +439,10 @@ struct query_forms {
       : bf16(bf16_pairs), i8(i8_quads) {}
 };
 
-/// True when int8 documents are scored on AMX-INT8 now for this architecture (panel widths 4 .. 16).
+/// True when int8 documents are scored on AMX-INT8 now for this architecture.
 template <class Arch = default_arch>
 bool i8_on_amx() {
-  return panel_width<Arch> >= 4 && panel_width<Arch> <= 16 && amx_int8_usable();
+  return amx_tiles_fit<Arch> && amx_int8_usable();
 }
 
 /// True when bf16 documents are scored now with the query rounded to bfloat16 too (AVX512-BF16's vdpbf16ps in
@@ -451,7 +450,7 @@ bool i8_on_amx() {
 /// in float.
 template <class Arch = default_arch>
 bool bf16_query_rounded() {
-  return bf16_rounds_query<Arch> || (panel_width<Arch> >= 4 && panel_width<Arch> <= 16 && amx_bf16_usable());
+  return bf16_rounds_query<Arch> || bf16_on_amx<Arch>();
 }
 
 /// Every q_i . d_j of a packed document into s_out (query.rows x panels * W, row stride s_stride; padding lanes
@@ -463,12 +462,8 @@ void packed_similarity_rows(matrix_view<float> query, storage st, const void* pa
                             std::size_t s_stride, query_forms forms = {}) {
   std::vector<std::uint32_t> converted;
   const std::uint32_t* query_bf16 = forms.bf16;
-  if (st == storage::bf16 && query_bf16 == nullptr && bf16_query_rounded<Arch>()) {
-    converted.resize(bf16_query_words(query.rows, query.cols));
-    query_to_bf16_pairs(query, converted.data());
-    query_bf16 = converted.data();
-  }
-  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) {
+  if (st == storage::bf16 && bf16_query_rounded<Arch>()) query_bf16 = bf16_pairs_or_convert(query, query_bf16, converted);
+  if constexpr (amx_tiles_fit<Arch>) {
     if (st == storage::bf16 && amx_bf16_usable()) {
       const amx_bf16_engine<Arch> engine(panels, doc_rows, query, query_bf16);
       engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
@@ -477,12 +472,7 @@ void packed_similarity_rows(matrix_view<float> query, storage st, const void* pa
       return;
     }
     if (st == storage::i8 && i8_on_amx<Arch>()) {
-      const std::uint32_t* query_i8 = forms.i8;
-      if (query_i8 == nullptr) {
-        converted.resize(i8_query_words(query.rows, query.cols));
-        query_to_i8_quads(query, converted.data());
-        query_i8 = converted.data();
-      }
+      const std::uint32_t* query_i8 = i8_quads_or_convert(query, forms.i8, converted);
       aligned_vector<std::uint32_t> scratch(amx_i8_engine<Arch>::scratch_words(query.cols));
       const amx_i8_engine<Arch> engine(panels, doc_rows, query, query_i8, scratch.data());
       engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {

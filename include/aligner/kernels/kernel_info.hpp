@@ -51,7 +51,7 @@ kernel_report kernel_info() {
   r.compiled_arch = Arch::name();
   r.panel_width = panel_width<Arch>;
   r.cpu = cpu().brand;
-  const bool fits = panel_width<Arch> >= 4 && panel_width<Arch> <= 16;
+  const bool fits = amx_tiles_fit<Arch>;
   // Why an AMX engine does not run: the panel width, the CPU / OS / permission, or the switch.
   auto why_not = [&](const std::string& unavailable) {
     if (!fits) return "panel width " + std::to_string(panel_width<Arch>) + " does not fit an AMX tile";

@@ -765,15 +765,10 @@ void residual_similarity_rows(matrix_view<float> query, const residual_codec& co
     const engine_t engine(codec, panels, doc_rows, query, qct, scratch.data(), query_bf16);
     engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });
   };
-  bool amx = false;
-  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16) amx = amx_bf16_usable();
+  const bool amx = bf16_on_amx<Arch>();
   std::vector<std::uint32_t> converted;
-  if ((amx || bf16_rounds_query<Arch>) && query_bf16 == nullptr) {
-    converted.resize(bf16_query_words(query.rows, query.cols));
-    query_to_bf16_pairs(query, converted.data());
-    query_bf16 = converted.data();
-  }
-  if constexpr (panel_width<Arch> >= 4 && panel_width<Arch> <= 16)
+  if (amx || bf16_rounds_query<Arch>) query_bf16 = bf16_pairs_or_convert(query, query_bf16, converted);
+  if constexpr (amx_tiles_fit<Arch>)
     if (amx) return run(std::true_type{});
   run(std::false_type{});
 }

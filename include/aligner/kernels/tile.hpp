@@ -70,6 +70,15 @@ inline void query_to_bf16_pairs(matrix_view<float> query, std::uint32_t* out) no
     }
 }
 
+/// `given` (a query's bf16 pairs prepared by the caller), or the query converted into `buffer` when it is null.
+inline const std::uint32_t* bf16_pairs_or_convert(matrix_view<float> query, const std::uint32_t* given,
+                                                  std::vector<std::uint32_t>& buffer) {
+  if (given != nullptr) return given;
+  buffer.resize(bf16_query_words(query.rows, query.cols));
+  query_to_bf16_pairs(query, buffer.data());
+  return buffer.data();
+}
+
 /// What a caller scores after the current document: its packed bytes are prefetched while the current one is
 /// scored (optional; an empty hint prefetches nothing past the document).
 struct prefetch_hint {

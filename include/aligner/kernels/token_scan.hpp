@@ -120,7 +120,7 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
   const std::size_t limit = 2 * keep + 1024;  // 3k + 1024 and 6k + 1024 measured no faster
   if (ws.rows.size() < std::min(row_block, queries.rows)) ws.rows.resize(std::min(row_block, queries.rows));
   // bf16 tokens on AMX where it runs: the query block in bf16 pairs (zero rows to a multiple of 16).
-  [[maybe_unused]] const bool amx = St == storage::bf16 && panel_width<Arch> >= 4 && panel_width<Arch> <= 16 && amx_bf16_usable();
+  [[maybe_unused]] const bool amx = St == storage::bf16 && bf16_on_amx<Arch>();
   auto scan = [&]<class Engine>(std::type_identity<Engine>) {
     using engine_t = Engine;
     using batch = typename engine_t::batch;
@@ -139,11 +139,7 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
       }
       const matrix_view<float> block = queries.middle_rows(r0, rows);
       const std::uint32_t* block_bf16 = nullptr;
-      if (St == storage::bf16 && (bf16_rounds_query<Arch> || amx)) {
-        ws.query_bf16.resize(bf16_query_words(rows, queries.cols));
-        query_to_bf16_pairs(block, ws.query_bf16.data());
-        block_bf16 = ws.query_bf16.data();
-      }
+      if (St == storage::bf16 && (bf16_rounds_query<Arch> || amx)) block_bf16 = bf16_pairs_or_convert(block, nullptr, ws.query_bf16);
       const engine_t engine(panels, tokens, block, block_bf16);
       engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
         engine_t::with_panels(here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
@@ -184,7 +180,7 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
       }
     }
   };
-  if constexpr (St == storage::bf16 && panel_width<Arch> >= 4 && panel_width<Arch> <= 16) {
+  if constexpr (St == storage::bf16 && amx_tiles_fit<Arch>) {
     if (amx) {
       scan(std::type_identity<amx_bf16_engine<Arch>>{});
     } else {
