@@ -338,7 +338,7 @@ TEST_CASE("hnswlib: with identical vectors indexed once, k' = 100 candidates on 
 #endif
 
 #ifdef ALIGNER_HAVE_HNSWLIB
-TEST_CASE("hnswlib: an add on several threads keeps recall; one thread is the plain add; progress reaches the total", "[property]") {
+TEST_CASE("hnswlib: an add on several threads keeps recall, one thread is the plain add, progress reaches the total", "[property]") {
   const std::size_t dim = 16, n = 6000;
   const auto x = aligner_test::random_matrix(n, dim, 7, true);
   aligner::exact_backend exact(dim);

@@ -147,7 +147,7 @@ TEST_CASE("cli: bad input exits 2, help exits 0", "[edge]") {
   CHECK(run_cli("--help").status == 0);
 }
 
-TEST_CASE("cli: index then search equals eval; a corrupt index exits 2", "[oracle]") {
+TEST_CASE("cli: index then search equals eval, a corrupt index exits 2", "[oracle]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
   const auto idx = cli_temp("cran.idx");
   REQUIRE(run_cli("index" + coll + " --out " + idx.string() + " --salience idf --prune-doc 0.4").status == 0);
@@ -176,7 +176,7 @@ TEST_CASE("cli: index then search equals eval; a corrupt index exits 2", "[oracl
   std::filesystem::remove(idx);
 }
 
-TEST_CASE("cli: index --layout directory (streamed) then search equals eval; info; flags that do not apply exit 2", "[oracle]") {
+TEST_CASE("cli: index --layout directory (streamed) then search equals eval, info, flags that do not apply exit 2", "[oracle]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
   const auto dir = cli_temp("cran_dir");
   std::filesystem::remove_all(dir);
@@ -254,7 +254,7 @@ TEST_CASE("cli: every subcommand's help lists exactly the flags it accepts", "[e
   CHECK(e.out.find("--index") == std::string::npos);
 }
 
-TEST_CASE("cli: a residual codes-only index: index, info, search by postings; misused flags exit 2", "[property]") {
+TEST_CASE("cli: a residual codes-only index: index, info, search by postings, misused flags exit 2", "[property]") {
   const auto idx = cli_temp("residual.idx");
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
   const auto built = run_cli("index" + coll + " --storage residual:2 --centroids 256 --token-index off --out " + idx.string(), true);
@@ -324,7 +324,7 @@ TEST_CASE("cli: kernels prints the library's kernel_info, and AMX off when ALIGN
   CHECK(run_cli("kernels extra").status == 2);
 }
 
-TEST_CASE("cli: explain draws the library's view with words, from the collection and from an index; misuse exits 2", "[oracle]") {
+TEST_CASE("cli: explain draws the library's view with words, from the collection and from an index, misuse exits 2", "[oracle]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
   const auto html = cli_temp("explain.html"), svg = cli_temp("explain.svg"), idx = cli_temp("explain.idx");
   const auto r = run_cli("explain" + coll + " --query 1 --doc 184 --strategy topk:2 --salience idf --html " + html.string() + " --svg " + svg.string());
@@ -397,7 +397,7 @@ TEST_CASE("cli: the bf16 exact backend indexes, saves under its own label and se
   std::filesystem::remove(idx);
 }
 
-TEST_CASE("cli: train-salience writes heads that eval, index and search use; the same seed writes the same file; bad input "
+TEST_CASE("cli: train-salience writes heads that eval, index and search use, the same seed writes the same file, bad input "
           "exits 2 and writes nothing", "[property]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string() + " --split test";
   const auto heads = cli_temp("heads.txt"), again = cli_temp("heads_again.txt"), idx = cli_temp("learned.idx");
@@ -461,7 +461,7 @@ TEST_CASE("cli: train-salience writes heads that eval, index and search use; the
   for (const auto& f : {heads, again, idx}) std::filesystem::remove(f);
 }
 
-TEST_CASE("cli: query ranks the vectors a user brings exactly as the library searches the index; misuse exits 2", "[oracle]") {
+TEST_CASE("cli: query ranks the vectors a user brings exactly as the library searches the index, misuse exits 2", "[oracle]") {
   const auto dir = aligner_test::cranfield_dir();
   const auto c = aligner::io::load_collection(dir);
   const auto idx = cli_temp("query.idx");
@@ -577,7 +577,7 @@ TEST_CASE("cli: index shows a bar per build stage that moves during the build", 
   std::filesystem::remove(idx);
 }
 
-TEST_CASE("cli: --backend faiss-ivf builds, saves and searches; --nlist and --ivf-nprobe need it", "[property]") {
+TEST_CASE("cli: --backend faiss-ivf builds, saves and searches, --nlist and --ivf-nprobe need it", "[property]") {
   const auto help = run_cli("index --help");
   if (help.out.find("faiss-ivf") == std::string::npos) {
     std::printf("SKIP: this build of the CLI has no FAISS\n");

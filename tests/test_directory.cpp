@@ -275,7 +275,7 @@ TEST_CASE("directory: bad input is refused by name and changes nothing", "[error
   fs::remove_all(dir);
 }
 
-TEST_CASE("directory: one writer at a time; the lock dies with its holder", "[error]") {
+TEST_CASE("directory: one writer at a time, the lock dies with its holder", "[error]") {
   const auto dir = fresh_dir("lock");
   auto w = aligner::index_directory_writer::create(dir, 4, {.precision = aligner::storage::f32});
   CHECK_THROWS_WITH(aligner::index_directory_writer::open(dir), Catch::Contains("LOCK") && Catch::Contains("another writer"));

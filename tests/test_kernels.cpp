@@ -268,7 +268,7 @@ std::vector<float> dequantize_i8(const std::vector<float>& d, std::size_t dim) {
 }
 }  // namespace
 
-TEST_CASE("float16: every half decodes exactly; rounding picks the nearest half, ties to even", "[kernel]") {
+TEST_CASE("float16: every half decodes exactly, rounding picks the nearest half, ties to even", "[kernel]") {
   for (std::uint32_t h = 0; h != 0x10000; ++h) {
     const int e = (h >> 10) & 31;
     const float x = aligner::from_f16(std::uint16_t(h));

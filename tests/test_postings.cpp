@@ -128,7 +128,7 @@ TEST_CASE("postings: deduplicated and plain indexes rank alike when k' reaches e
   CHECK(d1.candidates_scored > p1.candidates_scored);
 }
 
-TEST_CASE("postings: +0 and -0 are one vector; different vectors never merge", "[edge]") {
+TEST_CASE("postings: +0 and -0 are one vector, different vectors never merge", "[edge]") {
   const std::size_t dim = 3;
   const std::vector<float> tokens = {0.f, 1.f, 0.5f,  -0.f, 1.f, 0.5f,  0.f, 1.f, 0.50000006f,  1.f, 0.f, 0.f};
   const std::int64_t offsets[] = {0, 1, 2, 3, 4};
@@ -162,7 +162,7 @@ TEST_CASE("postings: remove, filters and allowed ids act on every document of a 
   CHECK(a.ids == ex.ids);
 }
 
-TEST_CASE("postings: save and load keep the posting lists; later adds still deduplicate; old files load", "[property]") {
+TEST_CASE("postings: save and load keep the posting lists, later adds still deduplicate, old files load", "[property]") {
   const word_corpus c(80, 20, 8, 25, 31);
   retriever r(aligner::exact_backend(c.dim), c.view());
   r.remove(5);

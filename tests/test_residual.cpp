@@ -59,7 +59,7 @@ double score_aware_loss(const aligner::residual_codec& codec, const float* x, st
 
 }  // namespace
 
-TEST_CASE("residual: every stored code decodes to centroid + value of its bucket; the nearest centroid is chosen", "[oracle]") {
+TEST_CASE("residual: every stored code decodes to centroid + value of its bucket, the nearest centroid is chosen", "[oracle]") {
   for (std::size_t dim : {3, 16, 37}) {
     const auto x = clustered(700, dim, 9, dim);
     for (std::size_t nbits : {1, 2, 4, 8}) {
@@ -267,7 +267,7 @@ TEST_CASE("residual: the vector decode of a panel equals the scalar specificatio
   }
 }
 
-TEST_CASE("residual: centroid-major query scores equal the query-major ones; a panel's rows of them are laid out right", "[oracle]") {
+TEST_CASE("residual: centroid-major query scores equal the query-major ones, a panel's rows of them are laid out right", "[oracle]") {
   constexpr std::size_t W = aligner::panel_width<>;
   std::mt19937_64 rng(8);
   for (std::size_t dim : {3, 16, 37}) {

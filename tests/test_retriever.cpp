@@ -470,7 +470,7 @@ TEST_CASE("retriever: search_multi equals one search per strategy", "[oracle]") 
   }
 }
 
-TEST_CASE("retriever: allowed_ids restricts results; unknown ids are rejected", "[edge]") {
+TEST_CASE("retriever: allowed_ids restricts results, unknown ids are rejected", "[edge]") {
   const std::size_t dim = 8;
   const auto c = make_corpus(30, 10, dim, 81);
   aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view());

@@ -248,7 +248,7 @@ TEST_CASE("salience training: learns to silence tokens that match everywhere and
   }
 }
 
-TEST_CASE("salience training: early stopping keeps the best held-out epoch; runs repeat exactly for a seed at any thread count",
+TEST_CASE("salience training: early stopping keeps the best held-out epoch, runs repeat exactly for a seed at any thread count",
           "[property]") {
   stopword_problem pb(33, 2);
   auto examples = pb.examples;
@@ -341,7 +341,7 @@ TEST_CASE("salience training: training queries from a collection's judgments", "
   REQUIRE_THROWS_WITH(aligner::training_queries(c), Catch::Contains("the training set is empty"));
 }
 
-TEST_CASE("salience heads file: round trip is exact; malformed files are refused naming file and line", "[io]") {
+TEST_CASE("salience heads file: round trip is exact, malformed files are refused naming file and line", "[io]") {
   const auto dir = std::filesystem::temp_directory_path() / "aligner_heads_test";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);

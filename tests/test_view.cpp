@@ -123,7 +123,7 @@ bool decode_png(const std::string& bytes, std::size_t& width, std::size_t& heigh
 
 }  // namespace
 
-TEST_CASE("view: the outlined cells are exactly the strategy's aligned pairs; tooltips and bars for every token", "[oracle]") {
+TEST_CASE("view: the outlined cells are exactly the strategy's aligned pairs, tooltips and bars for every token", "[oracle]") {
   small_case t;
   for (std::size_t k : {1u, 2u, 7u}) {
     const auto strategy = k == 1 ? aligner::alignment::top1() : aligner::alignment::top_k(k);
@@ -153,7 +153,7 @@ TEST_CASE("view: the outlined cells are exactly the strategy's aligned pairs; to
   }
 }
 
-TEST_CASE("view: words are escaped, never markup; positions label tokens without words", "[edge]") {
+TEST_CASE("view: words are escaped, never markup, positions label tokens without words", "[edge]") {
   small_case t;
   const aligner::prepared_query pq({t.q.data(), t.n, t.dim}, {.strategy = aligner::alignment::top1()});
   auto v = aligner::make_alignment_view(pq, t.store, 0);
@@ -175,7 +175,7 @@ TEST_CASE("view: words are escaped, never markup; positions label tokens without
   CHECK(html.find("<script") == std::string::npos);
 }
 
-TEST_CASE("view: a view that does not fit is refused by name; a failed write leaves the old file", "[edge]") {
+TEST_CASE("view: a view that does not fit is refused by name, a failed write leaves the old file", "[edge]") {
   small_case t;
   const aligner::prepared_query pq({t.q.data(), t.n, t.dim}, {.strategy = aligner::alignment::top1()});
   const auto good = aligner::make_alignment_view(pq, t.store, 0);

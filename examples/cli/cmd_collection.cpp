@@ -167,7 +167,7 @@ int run_info(const options& o) {
                 o.index_file.c_str(), bytes, std::uintmax_t(s->generation), s->segments.size(), std::size_t(s->next_id), s->live_documents(),
                 s->tokens(), s->dim);
     std::printf("storage=%s\n", s->codec ? s->codec->name().c_str() : aligner::to_string(s->precision));
-    if (s->codec) std::printf("centroids=%zu\nanisotropy=%.4g\n", s->codec->centroids(), s->codec->anisotropy());
+    if (s->codec) std::printf("centroids=%zu\nanisotropy=%.9g\n", s->codec->centroids(), s->codec->anisotropy());
     std::printf("salience=%s\nbytes_per_token=%.2f\n", s->has_salience == 1 ? "yes" : "no", s->tokens() ? double(bytes) / double(s->tokens()) : 0.0);
     return 0;
   }
@@ -179,7 +179,7 @@ int run_info(const options& o) {
     std::printf("file=%s\nbytes=%ju\ndocuments=%zu\nlive_documents=%zu\ntokens=%zu\ndim=%zu\n", o.index_file.c_str(), bytes,
                 index.size(), index.live_size(), store.tokens(), index.dim());
     std::printf("storage=%s\n", codec ? codec->name().c_str() : aligner::to_string(store.precision()));
-    if (codec) std::printf("centroids=%zu\nanisotropy=%.4g\n", codec->centroids(), codec->anisotropy());
+    if (codec) std::printf("centroids=%zu\nanisotropy=%.9g\n", codec->centroids(), codec->anisotropy());
     std::printf("backend=%s\ntoken_index=%s\ndedup=%s\nindexed_vectors=%zu\ntoken_postings=%zu\nsalience=%s\n", label.empty() ? "exact" : label.c_str(),
                 index.params().token_index ? "on" : "off", index.params().dedup_tokens ? "on" : "off", index.indexed_tokens(),
                 index.indexed_postings(), store.has_salience() ? "yes" : "no");
