@@ -1,10 +1,10 @@
-// The residual codec (kernels/residual.hpp, math/residual_training.hpp): every code against the formula, the vector
-// decode against the scalar one, the fused kernel against decode-then-score in double, the retriever, persistence
-// and bad input.
+// The residual codec (kernels/residual.hpp, math/residual_training.hpp): every code against the formula, training,
+// the retriever, persistence and bad input (the kernels over the codes: test_residual_kernels.cpp).
 #include <aligner/aligner.hpp>
 #include <aligner/io/index_file.hpp>
 
 #include "test_common.hpp"
+#include "test_residual_common.hpp"
 #include "test_sections.hpp"
 
 #include <filesystem>
@@ -17,24 +17,6 @@
 using aligner::alignment;
 
 namespace {
-
-/// Tokens around a few cluster centres (so that centroids mean something), unit-ish scale.
-std::vector<float> clustered(std::size_t rows, std::size_t dim, std::size_t clusters, std::uint64_t seed) {
-  const auto centres = aligner_test::random_matrix(clusters, dim, seed, true);
-  auto noise = aligner_test::random_matrix(rows, dim, seed + 1);
-  std::mt19937_64 rng(seed + 2);
-  for (std::size_t t = 0; t != rows; ++t) {
-    const std::size_t k = rng() % clusters;
-    for (std::size_t c = 0; c != dim; ++c) noise[t * dim + c] = centres[k * dim + c] + 0.1f * noise[t * dim + c];
-  }
-  return noise;
-}
-
-std::shared_ptr<const aligner::residual_codec> make_codec(const std::vector<float>& x, std::size_t dim, std::size_t nbits, std::size_t k,
-                                                          double anisotropy = 0) {
-  return std::make_shared<const aligner::residual_codec>(aligner::train_residual_codec(
-      {x.data(), x.size() / dim, dim}, {.nbits = nbits, .centroids = k, .anisotropy = anisotropy, .seed = 3}));
-}
 
 /// The nearest bucket of residual r in component c: the number of cutoffs <= r, counted here.
 std::size_t nearest_bucket(const aligner::residual_codec& codec, std::size_t c, float r) {
@@ -61,10 +43,10 @@ double score_aware_loss(const aligner::residual_codec& codec, const float* x, st
 
 TEST_CASE("residual: every stored code decodes to centroid + value of its bucket, the nearest centroid is chosen", "[oracle]") {
   for (std::size_t dim : {3, 16, 37}) {
-    const auto x = clustered(700, dim, 9, dim);
+    const auto x = aligner_test::clustered_tokens(700, dim, 9, dim);
     for (std::size_t nbits : {1, 2, 4, 8}) {
       INFO("dim " << dim << " nbits " << nbits);
-      const auto codec = make_codec(x, dim, nbits, 12, 1.0);  // nearest buckets (anisotropic codes: the next test)
+      const auto codec = aligner_test::trained_codec(x, dim, nbits, 12, 1.0);  // nearest buckets (anisotropic codes: the next test)
       REQUIRE(codec->centroids() == 12);
       REQUIRE(codec->anisotropy() == 1.0);
       CHECK(codec->cutoffs().size() == dim * (codec->levels() - 1));
@@ -116,7 +98,7 @@ TEST_CASE("residual: anisotropic codes follow the greedy specification and lower
   // made if it lowers the loss. The encoder updates u . e incrementally; a near tie may then go the other way, so a
   // differing code must have the same loss within 1e-9 and be rare.
   for (std::size_t dim : {16, 37, 100}) {
-    auto x = clustered(600, dim, 7, dim + 5);
+    auto x = aligner_test::clustered_tokens(600, dim, 7, dim + 5);
     for (std::size_t t = 0; t != 600; ++t) {  // unit tokens, as contextual encoders give
       double n = 0;
       for (std::size_t c = 0; c != dim; ++c) n += double(x[t * dim + c]) * x[t * dim + c];
@@ -125,7 +107,7 @@ TEST_CASE("residual: anisotropic codes follow the greedy specification and lower
     for (std::size_t nbits : {1, 2, 4, 8})
       for (double eta : {0.0, 4.0, 1e6}) {
         INFO("dim " << dim << " nbits " << nbits << " eta " << eta);
-        const auto codec = make_codec(x, dim, nbits, 10, eta);
+        const auto codec = aligner_test::trained_codec(x, dim, nbits, 10, eta);
         REQUIRE(codec->anisotropy() == (eta == 0 ? aligner::default_anisotropy(dim) : eta));
         aligner::token_store store(dim, aligner::storage::residual, codec);
         store.add(aligner::sequence_set_view{{x.data(), 600, dim}, std::vector<std::int64_t>{0, 600}});
@@ -192,7 +174,7 @@ TEST_CASE("residual: anisotropic codes follow the greedy specification and lower
 TEST_CASE("residual: anisotropic codes score a token's near neighbours closer to float than nearest buckets do", "[property]") {
   // Scores q . x' for queries q near x (cosine about 0.8-0.95): the coding error's part along x is what shifts them.
   const std::size_t dim = 64, n = 2000;
-  auto x = clustered(n, dim, 40, 77);
+  auto x = aligner_test::clustered_tokens(n, dim, 40, 77);
   auto noise = aligner_test::random_matrix(n, dim, 78);
   auto unit = [&](float* v) {
     double s = 0;
@@ -209,7 +191,7 @@ TEST_CASE("residual: anisotropic codes score a token's near neighbours closer to
     INFO("nbits " << nbits);
     double err[2] = {0, 0};
     for (int shaped = 0; shaped != 2; ++shaped) {
-      const auto codec = make_codec(x, dim, nbits, 32, shaped ? 0.0 : 1.0);
+      const auto codec = aligner_test::trained_codec(x, dim, nbits, 32, shaped ? 0.0 : 1.0);
       aligner::token_store store(dim, aligner::storage::residual, codec);
       store.add(aligner::sequence_set_view{{x.data(), n, dim}, std::vector<std::int64_t>{0, std::int64_t(n)}});
       for (std::size_t t = 0; t != n; ++t) {
@@ -225,173 +207,9 @@ TEST_CASE("residual: anisotropic codes score a token's near neighbours closer to
   }
 }
 
-TEST_CASE("residual: the vector decode of a panel equals the scalar specification", "[oracle]") {
-  constexpr std::size_t W = aligner::panel_width<>;
-  std::mt19937_64 rng(5);
-  for (std::size_t dim : {1, 5, 16, 33, 100}) {
-    const auto x = clustered(300, dim, 7, dim + 100);
-    for (std::size_t nbits : {1, 2, 4, 8}) {
-      const auto codec = make_codec(x, dim, nbits, 7);
-      // Random codes and ids in a panel (every bit pattern is a valid panel).
-      aligner::aligned_vector<std::uint32_t> panel(codec->panel_words(W));
-      for (auto& w : panel) w = std::uint32_t(rng());
-      auto* ids = reinterpret_cast<std::uint16_t*>(panel.data());
-      for (std::size_t l = 0; l != W; ++l) ids[l] = std::uint16_t(rng() % codec->centroids());
-      std::vector<float> fast(dim * W), slow(dim * W);
-      aligner::decode_residual_panel(*codec, panel.data(), fast.data());
-      aligner::ref::residual_decode(*codec, panel.data(), W, false, slow.data());
-      INFO("dim " << dim << " nbits " << nbits);
-      CHECK(fast == slow);
-      // The direct bf16 decode (pair tables for nbits 1 and 2, value tables for 4, on AVX-512) equals decode-then-round, word for word.
-      aligner::aligned_vector<std::uint32_t> direct((dim + 1) / 2 * W, 0xdeadbeefu), want((dim + 1) / 2 * W);
-      for (std::size_t c2 = 0; c2 != (dim + 1) / 2; ++c2)
-        for (std::size_t l = 0; l != W; ++l) {
-          const std::uint32_t lo = aligner::to_bf16(slow[2 * c2 * W + l]);
-          const std::uint32_t hi = 2 * c2 + 1 < dim ? aligner::to_bf16(slow[(2 * c2 + 1) * W + l]) : 0u;
-          want[c2 * W + l] = lo | hi << 16;
-        }
-      if (aligner::decode_residual_panel_bf16(*codec, panel.data(), direct.data())) {
-        CHECK(nbits <= 4);
-        CHECK(std::equal(direct.begin(), direct.end(), want.begin()));
-      } else {
-#if defined(__AVX512BW__)
-        CHECK((nbits > 4 || W != 16));
-#endif
-      }
-      aligner::aligned_vector<float> staging(dim * W);
-      std::copy(fast.begin(), fast.end(), staging.begin());
-      aligner::aligned_vector<std::uint32_t> rounded((dim + 1) / 2 * W);
-      aligner::float_panel_to_bf16_pairs(staging.data(), dim, rounded.data());
-      CHECK(std::equal(rounded.begin(), rounded.end(), want.begin()));
-    }
-  }
-}
-
-TEST_CASE("residual: centroid-major query scores equal the query-major ones, a panel's rows of them are laid out right", "[oracle]") {
-  constexpr std::size_t W = aligner::panel_width<>;
-  std::mt19937_64 rng(8);
-  for (std::size_t dim : {3, 16, 37}) {
-    const auto x = clustered(600, dim, 9, dim + 7);
-    const auto codec = make_codec(x, dim, 2, 40);
-    const std::size_t K = codec->centroids();
-    for (std::size_t n : {1, 15, 16, 17, 40}) {
-      const auto q = aligner_test::random_matrix(n, dim, n + dim, true);
-      std::vector<float> by_query(n * aligner::centroid_score_stride(*codec)), scratch;
-      aligner::centroid_scores({q.data(), n, dim}, *codec, by_query.data(), scratch);
-      const std::size_t rows = aligner::centroid_score_rows(n);
-      REQUIRE(rows % W == 0);
-      REQUIRE(rows >= n);
-      std::vector<float> by_centroid(K * rows, std::nanf(""));
-      std::vector<float> by_query_scratch, extended;
-      aligner::centroid_scores_by_centroid({q.data(), n, dim}, *codec, by_centroid.data(), by_query_scratch, extended);
-      INFO("dim " << dim << " n " << n);
-      for (std::size_t k = 0; k != K; ++k)
-        for (std::size_t i = 0; i != rows; ++i) {
-          if (i < n) {
-            // the same float products in the same order: equal bits, and within float rounding of a double dot
-            REQUIRE(by_centroid[k * rows + i] == by_query[i * aligner::centroid_score_stride(*codec) + k]);
-            double want = 0;
-            for (std::size_t c = 0; c != dim; ++c) want += double(q[i * dim + c]) * codec->centroid(k)[c];
-            REQUIRE(std::abs(by_centroid[k * rows + i] - want) <= 1e-5 * (1 + std::abs(want)));
-          } else {
-            REQUIRE(by_centroid[k * rows + i] == 0.f);  // rows past the query
-          }
-        }
-      // A panel's W tokens (random ids, repeats included) as rows: out[i * stride + l] = scores[id_l * rows + i].
-      for (std::size_t extra : {0, 3}) {
-        const std::size_t stride = (extra + 1) * W;
-        std::uint16_t ids[W];
-        for (std::size_t l = 0; l != W; ++l) ids[l] = std::uint16_t(l % 5 == 4 ? ids[0] : rng() % K);
-        aligner::aligned_vector<float> out(rows * stride + extra * W, -7.f);
-        aligner::centroid_rows_of_panel(by_centroid.data(), rows, ids, out.data() + extra * W, stride);
-        for (std::size_t i = 0; i != rows; ++i)
-          for (std::size_t c = 0; c != stride; ++c) {
-            const float got = out[extra * W + i * stride + c];
-            if (c < W)
-              REQUIRE(got == by_centroid[ids[c] * rows + i]);
-            else
-              REQUIRE(got == -7.f);  // the rest of the row is left alone
-          }
-      }
-    }
-  }
-}
-
-TEST_CASE("residual: the fused kernel equals decode-then-score in double, every strategy, salience, lengths", "[oracle]") {
-  const std::size_t dim = 24;
-  const auto x = clustered(4000, dim, 20, 77);
-  for (std::size_t nbits : {1, 2, 4, 8}) {
-    const auto codec = make_codec(x, dim, nbits, 32);
-    // Documents of lengths 0..70 (tails of every size), with salience.
-    std::vector<std::int64_t> offsets{0};
-    for (std::size_t d = 0; offsets.back() + std::int64_t(d % 71) <= 4000 && d != 90; ++d) offsets.push_back(offsets.back() + std::int64_t(d % 71));
-    const std::size_t docs = offsets.size() - 1, tokens = std::size_t(offsets.back());
-    const auto ud = aligner_test::random_weights(tokens, 9, true);
-    aligner::token_store store(dim, aligner::storage::residual, codec);
-    store.add(aligner::sequence_set_view{{x.data(), tokens, dim}, offsets}, ud);
-    // The vector path and, where it runs, the AMX path (which rounds query and residuals to bf16) are each checked
-    // against a double computation of their own arithmetic.
-    for (bool amx : {false, true}) {
-    if (amx && !aligner::amx_bf16_unavailable_reason().empty()) continue;
-    struct restore {
-      bool was = aligner::detail::amx_switch().load() != 0;
-      ~restore() { aligner::set_amx_enabled(was); }
-    } restore_amx;
-    aligner::set_amx_enabled(amx);
-    const double rel = 2e-5;
-    for (std::size_t n : {1, 3, 4, 9, 21}) {
-      const auto q = aligner_test::random_matrix(n, dim, 10 + n, true);
-      const auto uq = aligner_test::random_weights(n, 11 + n);
-      for (const auto& a : {alignment::top1(), alignment::top_k(3), alignment::top_k(20), alignment::top_p(0.1), alignment::dense()})
-        for (bool salience : {false, true}) {
-          std::vector<std::uint32_t> which(docs);
-          std::iota(which.begin(), which.end(), 0u);
-          std::vector<float> got(docs);
-          aligner::score_params sp{.strategy = a, .query_salience = salience ? std::span<const float>(uq) : std::span<const float>()};
-          aligner::score_packed(aligner::prepared_query({q.data(), n, dim}, sp), store, which, got, salience);
-          for (std::size_t d = 0; d != docs; ++d) {
-            aligner::score_params rp = sp;
-            if (salience) rp.doc_salience = std::span<const float>(ud).subspan(std::size_t(offsets[d]), store.length(d));
-            double want = 0;
-            // AMX, and the vector path of an AVX512-BF16 build (vdpbf16ps), round query and residuals to bf16.
-            const bool rounded = amx || aligner::bf16_rounds_query<>;
-            if (!rounded || a.kind == alignment::kind_t::dense) {  // (dense: q_0 . d_0 in float on every path)
-              const auto decoded = store.unpack(d);  // what the codes mean, as floats
-              want = aligner::ref::score({q.data(), n, dim}, {decoded.data(), store.length(d), dim}, rp);
-            } else {
-              // The rounding paths' arithmetic: q . centroid in float plus bf16(q) . bf16(residual), written as one dot
-              // product of [q, bf16(q)] with [centroid, bf16(residual)].
-              const std::size_t m = store.length(d), W = aligner::panel_width<>;
-              std::vector<float> q2(n * 2 * dim), d2(m * 2 * dim);
-              for (std::size_t i = 0; i != n; ++i)
-                for (std::size_t c = 0; c != dim; ++c)
-                  q2[i * 2 * dim + c] = q[i * dim + c], q2[i * 2 * dim + dim + c] = aligner::from_bf16(aligner::to_bf16(q[i * dim + c]));
-              for (std::size_t j = 0; j != m; ++j) {
-                const std::uint32_t* panel = store.panels(d) + (j / W) * codec->panel_words(W);
-                const std::size_t id = reinterpret_cast<const std::uint16_t*>(panel)[j % W];
-                for (std::size_t c = 0; c != dim; ++c) {
-                  d2[j * 2 * dim + c] = codec->centroid(id)[c];
-                  const float r = codec->values()[c * codec->levels() + codec->code_of(panel, W, j % W, c)];
-                  d2[j * 2 * dim + dim + c] = aligner::from_bf16(aligner::to_bf16(r));
-                }
-              }
-              want = aligner::ref::score({q2.data(), n, 2 * dim}, {d2.data(), m, 2 * dim}, rp);
-            }
-            INFO("amx " << amx << " nbits " << nbits << " n " << n << " " << a.name() << " salience " << salience << " doc " << d << " length " << store.length(d));
-            REQUIRE(std::abs(double(got[d]) - want) <= rel * (1.0 + std::abs(want)));
-          }
-          // explain reproduces the kernel's score
-          const auto e = aligner::explain_packed(aligner::prepared_query({q.data(), n, dim}, sp), store, 40, salience);
-          CHECK(e.score == got[40]);
-        }
-    }
-    }
-  }
-}
-
 TEST_CASE("residual: a retriever trains its codec on the first add, ranks like float on clustered data, saves and loads", "[property]") {
   const std::size_t dim = 16;
-  const auto x = clustered(3000, dim, 25, 5);
+  const auto x = aligner_test::clustered_tokens(3000, dim, 25, 5);
   std::vector<std::int64_t> offsets;
   for (std::int64_t o = 0; o <= 3000; o += 20) offsets.push_back(o);
   const aligner::sequence_set_view docs{{x.data(), 3000, dim}, offsets};
@@ -451,7 +269,7 @@ TEST_CASE("residual: a retriever trains its codec on the first add, ranks like f
 
 TEST_CASE("residual: bad input is refused by name and changes nothing", "[edge]") {
   const std::size_t dim = 8;
-  const auto x = clustered(100, dim, 4, 1);
+  const auto x = aligner_test::clustered_tokens(100, dim, 4, 1);
   const aligner::matrix_view<float> tokens(x.data(), 100, dim);
   CHECK_THROWS_WITH(aligner::train_residual_codec(tokens, {.nbits = 3}), Catch::Contains("nbits must be 1, 2, 4 or 8, got 3"));
   CHECK_THROWS_WITH(aligner::train_residual_codec(tokens, {.centroids = 101}), Catch::Contains("centroids = 101"));
@@ -474,7 +292,7 @@ TEST_CASE("residual: bad input is refused by name and changes nothing", "[edge]"
                         aligner::exact_backend(dim), aligner::index_params{.precision = aligner::storage::residual, .residual = {.nbits = 5}})),
                     Catch::Contains("nbits must be 1, 2, 4 or 8, got 5"));
   // A codec of another dimension.
-  const auto codec = make_codec(x, dim, 2, 4);
+  const auto codec = aligner_test::trained_codec(x, dim, 2, 4);
   CHECK_THROWS_WITH((aligner::aligner_retriever<aligner::exact_backend>(
                         aligner::exact_backend(dim + 1), aligner::index_params{.precision = aligner::storage::residual, .codec = codec})),
                     Catch::Contains("codec has dim 8"));
@@ -486,7 +304,7 @@ TEST_CASE("residual: bad input is refused by name and changes nothing", "[edge]"
   const std::size_t base = 24 + 4 * (4 * dim + 3 * dim + 4 * dim);
   REQUIRE(codec->anisotropy() == Approx(aligner::default_anisotropy(dim)));
   CHECK(bytes.size() == base + 8);
-  const auto nearest = make_codec(x, dim, 2, 4, 1.0);
+  const auto nearest = aligner_test::trained_codec(x, dim, 2, 4, 1.0);
   CHECK(nearest->serialize().size() == base);
   CHECK(aligner::residual_codec::deserialize(nearest->serialize()).anisotropy() == 1.0);
   for (double eta : {1.0, 0.5, std::nan(""), 2e6}) {
@@ -518,7 +336,7 @@ TEST_CASE("residual: bad input is refused by name and changes nothing", "[edge]"
 
 TEST_CASE("residual: training is deterministic for a seed and independent of the thread count", "[property]") {
   const std::size_t dim = 12;
-  const auto x = clustered(5000, dim, 30, 2);
+  const auto x = aligner_test::clustered_tokens(5000, dim, 30, 2);
   const aligner::matrix_view<float> t(x.data(), 5000, dim);
   const auto a = aligner::train_residual_codec(t, {.nbits = 2, .centroids = 40, .seed = 9, .threads = 1});
   const auto b = aligner::train_residual_codec(t, {.nbits = 2, .centroids = 40, .seed = 9, .threads = 2});
@@ -530,7 +348,7 @@ TEST_CASE("residual: training is deterministic for a seed and independent of the
 
 TEST_CASE("residual: centroid-posting candidates equal a brute-force probe of the codes, ndocs cut included", "[oracle]") {
   const std::size_t dim = 16;
-  const auto x = clustered(3000, dim, 40, 12);
+  const auto x = aligner_test::clustered_tokens(3000, dim, 40, 12);
   std::vector<std::int64_t> offsets{0};
   for (std::size_t d = 0; offsets.back() < 3000; ++d) offsets.push_back(std::min<std::int64_t>(3000, offsets.back() + std::int64_t(d % 37)));
   const aligner::sequence_set_view docs{{x.data(), 3000, dim}, offsets};
@@ -618,7 +436,7 @@ TEST_CASE("residual: centroid-posting candidates equal a brute-force probe of th
 
 TEST_CASE("residual: a file whose codes name a centroid the codec lacks is refused (valid checksums)", "[edge]") {
   const std::size_t dim = 8;
-  const auto x = clustered(200, dim, 5, 3);
+  const auto x = aligner_test::clustered_tokens(200, dim, 5, 3);
   const std::int64_t offsets[] = {0, 100, 200};
   aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim),
                                                        aligner::index_params{.precision = aligner::storage::residual,

@@ -74,8 +74,9 @@ inline alignment_view make_alignment_view(const prepared_query& q, const packed_
     std::vector<float> full(v.rows * stride);
     if (docs.precision == storage::residual) {
       score_workspace ws;
-      const float* qc = detail::prepare_centroid_scores(q, docs, ws);
-      residual_similarity_rows(query, *docs.codec, docs.panels(s), v.cols, full.data(), stride, qc, ws.rows.decoded, q.bf16_pairs());
+      const residual_query rq = detail::prepare_residual_query(q, docs, ws);
+      residual_similarity_rows(query, *docs.codec, docs.panels(s), v.cols, full.data(), stride, rq.centroid_scores, ws.rows.decoded,
+                               q.bf16_pairs(), rq.i8);
     } else {
       packed_similarity_rows(query, docs.precision, docs.panels(s), v.cols, full.data(), stride, q.forms());
     }

@@ -604,18 +604,18 @@ class index_directory_reader {
     ids.reserve(cands.count());
     score_workspace ws;
     const residual_codec* prepared_for = nullptr;
-    const float* qc = nullptr;
+    residual_query rq;
     for (std::size_t g = 0; g != cands.local.size(); ++g) {
       const auto& local = cands.local[g];
       if (local.empty()) continue;
       const packed_sequences& store = s.segments[g]->store();
       detail::check_packed_call(pq, store, local, local.size() * per_doc, per_doc);
       if (store.precision == storage::residual && store.codec != prepared_for) {
-        qc = detail::prepare_centroid_scores(pq, store, ws);
+        rq = detail::prepare_residual_query(pq, store, ws);
         prepared_for = store.codec;
       }
       detail::score_documents(pq, strategies, store, local, scores.data() + ids.size() * per_doc, per_doc, use_doc_salience, &ws,
-                              store.precision == storage::residual ? qc : nullptr);
+                              store.precision == storage::residual ? rq : residual_query{});
       for (std::uint32_t d : local) ids.push_back(s.segments[g]->ids[d]);
     }
   }

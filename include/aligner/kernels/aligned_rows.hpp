@@ -80,6 +80,7 @@ struct rows_workspace {
   std::vector<std::uint32_t> query_i8;    ///< the query's int8 form (AMX-INT8), when the caller did not supply it
   aligned_vector<std::uint32_t> relaid;   ///< int8 panels re-laid for AMX-INT8 a group at a time
   aligned_vector<float> decoded;          ///< residual panels decoded a group at a time
+  residual_i8_query residual_i8;          ///< the query's int8 form for a residual codec (VNNI), when not supplied
   aligned_vector<float> sorted;           ///< every row's top K, sorted, k-major (values, then indices)
   std::vector<double> sums;               ///< the rows' running prefix sums
 };
@@ -283,34 +284,32 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
 }
 
 /// The same over one document of residual codes (residual.hpp): `qct` holds centroid_scores_by_centroid of the
-/// query. Decodes a
-/// panel group at a time into the workspace (never the whole document); where amx_bf16_usable(), the residuals are
-/// rounded to bf16 and swept by AMX tiles, in an AVX512-BF16 build by vdpbf16ps (residual_engine; `query_bf16`:
-/// the query's bf16 pairs, or null to convert it here). `next`: the caller's next document, prefetched during the
-/// last group.
+/// query. Decodes a panel group at a time into the workspace (never the whole document) and sweeps it on the path of
+/// with_residual_path: AMX-BF16 tiles where amx_bf16_usable(), VNNI int8 tiles where residual_on_vnni(codec), else
+/// the vector tiles (vdpbf16ps in an AVX512-BF16 build). `query_bf16`: the query's bf16 pairs (AMX, vdpbf16ps) and
+/// `query_i8`: its int8 form for this codec (VNNI, residual_query_to_i8), each null to convert it here. `next`: the
+/// caller's next document, prefetched during the last group.
 template <class Arch = default_arch>
 void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels,
                                std::size_t doc_rows, std::span<const std::size_t> budgets, const float* doc_weights,
                                double* row_sum, double* row_z, rows_workspace& ws, const float* qct,
-                               const std::uint32_t* query_bf16 = nullptr, prefetch_hint next = {}) {
+                               const std::uint32_t* query_bf16 = nullptr, prefetch_hint next = {},
+                               const residual_i8_query* query_i8 = nullptr) {
   const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
   if (doc_rows == 0 || kmax == 0) {
     std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
     std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
     return;
   }
-  auto run = [&]<bool Amx>(std::bool_constant<Amx>) {
-    using engine_t = residual_engine<Arch, Amx>;
+  with_residual_path<Arch>(codec, [&]<residual_path P>(std::integral_constant<residual_path, P>) {
+    using engine_t = residual_engine<Arch, P>;
+    if constexpr (engine_t::rounds) query_bf16 = bf16_pairs_or_convert(query, query_bf16, ws.query_bf16);
+    if constexpr (P == residual_path::vnni) query_i8 = residual_i8_or_convert(query, codec, query_i8, ws.residual_i8);
     const std::size_t need = engine_t::scratch_floats(query.cols, query.rows);
     if (ws.decoded.size() < need) ws.decoded.resize(need);
-    const engine_t engine(codec, panels, doc_rows, query, qct, ws.decoded.data(), query_bf16, next);
+    const engine_t engine(codec, panels, doc_rows, query, qct, ws.decoded.data(), query_bf16, next, query_i8);
     detail::aligned_rows_impl<Arch, engine_t>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
-  };
-  const bool amx = bf16_on_amx<Arch>();
-  if (amx || bf16_rounds_query<Arch>) query_bf16 = bf16_pairs_or_convert(query, query_bf16, ws.query_bf16);  // residuals rounded to bf16
-  if constexpr (amx_tiles_fit<Arch>)
-    if (amx) return run(std::true_type{});
-  run(std::false_type{});
+  });
 }
 
 }  // namespace aligner

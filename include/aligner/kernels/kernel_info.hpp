@@ -10,6 +10,7 @@
 #include "../core/cpu.hpp"
 #include "amx.hpp"
 #include "layout.hpp"
+#include "residual.hpp"
 #include "tile.hpp"
 
 namespace aligner {
@@ -74,10 +75,16 @@ kernel_report kernel_info() {
   r.i8 = r.amx_int8 ? std::string("AMX-INT8 tdpbssd tiles over panels re-laid by AVX512-VBMI, query in two int8 terms (run time: "
                                    "CPU, OS and permission allow it)")
                     : "i8 widened to float and scaled, " + vec + "; AMX not used: " + r.amx_int8_reason;
-  r.residual = r.amx_bf16                   ? std::string("residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)")
-               : bf16_rounds_query<Arch> ? std::string("residual panels decoded to bf16 a group at a time, AVX512-BF16 vdpbf16ps register tiles, "
-                                                       "query rounded to bf16 (compile time)")
-                                         : "residual panels decoded to float a group at a time, " + vec;
+  const std::string residual_vector = bf16_rounds_query<Arch> ? std::string("residual panels decoded to bf16 a group at a time, AVX512-BF16 "
+                                                                            "vdpbf16ps register tiles, query rounded to bf16 (compile time)")
+                                                              : "residual panels decoded to float a group at a time, " + vec;
+  if (r.amx_bf16)
+    r.residual = "residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)";
+  else if (ALIGNER_RESIDUAL_VNNI && panel_width<Arch> == 16)
+    r.residual = "nbits 1-4: residual panels decoded to the codec's int8 values a group at a time (AVX512-VBMI), AVX512-VNNI vpdpbusd "
+                 "register tiles, query in int8 (compile time); nbits 8: " + residual_vector;
+  else
+    r.residual = residual_vector;
   r.token_search = "exact scan: " + vec;
   return r;
 }

@@ -31,7 +31,19 @@
  *  bf16 dot product (`decode_residual_panel_bf16`: one table permute per component pair for nbits 1 and 2, per
  *  component for 4), else to floats (`decode_residual_panel`). `residual_engine` wraps that as a tile engine, so
  *  the fused selection of aligned_rows.hpp runs on it unchanged. The scalar `ref::residual_decode` is the
- *  specification. */
+ *  specification.
+ *
+ *  The VNNI path (nbits 1, 2, 4 in a build with AVX512-VNNI and AVX512-VBMI, where AMX does not run): the residual
+ *  part is computed in integers. Each component's L reconstruction values are kept in int8 as well,
+ *  value_c[b] ~ a_c t_c[b] (the int8 token rule on the L values), and each query row as
+ *  q8_ic = round(q_ic a_c / s_i) with s_i = max_c |q_ic a_c| / 127 (`residual_query_to_i8`), so that
+ *      S_ij = q_i . centroid_id(j) + s_i Σ_c q8_ic t_c[code_jc]
+ *  with the sum exact in int32. A panel group is decoded to t + 128 as unsigned bytes, four components of a token in
+ *  one word (`decode_residual_panel_u8`: a vpermb gather, a vpmultishiftqb, a vpternlogd and a vpermb of a 64-byte
+ *  table per four components of 16 tokens), and swept by vpdpbusd tiles (`vnni_quad_engine`: 64 multiply-adds per
+ *  instruction, twice vdpbf16ps's) whose accumulators start at -128 Σ_c q8_ic, which cancels the offset. The int8
+ *  query adds an error of about 5e-4 (rms) to S on SciFact ctx100, 2% of residual:2's own coding error and 6% of
+ *  residual:4's (bench/RESULTS.md); the bf16 path adds 7e-5. */
 #pragma once
 
 #include <algorithm>
@@ -129,6 +141,21 @@ class residual_codec {
       value_halves_.assign(pairs * 32, 0u);
       for (std::size_t c = 0; c != dim; ++c)
         for (std::size_t b = 0; b != 16; ++b) value_halves_[(c / 2) * 32 + (c % 2) * 16 + b] = std::uint16_t(to_bf16(values_[c * 16 + b]));
+    }
+    if (nbits <= 4) {  // the int8 values of the VNNI kernel: the int8 token rule on each component's L values
+      value_scales_.resize(dim);
+      value_i8_.resize(dim * levels);
+      quad_tables_.assign((dim + 3) / 4 * 16, 0x80808080u);
+      auto* bytes = reinterpret_cast<std::uint8_t*>(quad_tables_.data());
+      for (std::size_t c = 0; c != dim; ++c) {
+        const float scale = i8_scale(values_.data() + c * levels, levels);
+        value_scales_[c] = scale;
+        for (std::size_t b = 0; b != levels; ++b) {
+          const double t = scale > 0.f ? std::nearbyint(double(values_[c * levels + b]) / double(scale)) : 0.0;
+          value_i8_[c * levels + b] = std::int8_t(std::clamp(t, -127.0, 127.0));
+          bytes[(c / 4) * 64 + (c % 4) * 16 + b] = std::uint8_t(value_i8_[c * levels + b] + 128);
+        }
+      }
     }
   }
 
@@ -241,6 +268,15 @@ class residual_codec {
   /// 2c2 + 1 (0 past an odd dim); empty for other nbits.
   const std::uint16_t* value_halves() const noexcept { return value_halves_.empty() ? nullptr : value_halves_.data(); }
 
+  /// nbits 1, 2, 4: the reconstruction values in int8, value_c[b] ~ value_scale(c) * value_i8(c, b) (the int8 token
+  /// rule of storage.hpp on the component's L values: scale max |value_c| / 127, round to nearest even); the VNNI
+  /// kernel scores with them. value_scales() is null for nbits 8.
+  const float* value_scales() const noexcept { return value_scales_.empty() ? nullptr : value_scales_.data(); }
+  std::int8_t value_i8(std::size_t c, std::size_t b) const noexcept { return value_i8_[c * levels() + b]; }
+  /// nbits 1, 2, 4: per component quad c4, 64 bytes (16 words) whose byte 16 j + b is value_i8(4 c4 + j, b) + 128
+  /// (128 past the levels and past dim): the vpermb table of decode_residual_panel_u8. Null for nbits 8.
+  const std::uint32_t* quad_tables() const noexcept { return quad_tables_.empty() ? nullptr : quad_tables_.data(); }
+
   /// The codec as bytes: u64 dim, nbits, centroids, then the centroids, cutoffs and values as float32, then (only
   /// when it is not 1, so that a nearest-bucket codec keeps the bytes of earlier versions) the anisotropy as float64.
   std::string serialize() const {
@@ -340,6 +376,9 @@ class residual_codec {
   std::vector<float> centroids_, cutoffs_, values_, padded_values_;
   std::vector<std::uint32_t> pair_words_;
   std::vector<std::uint16_t> value_halves_;
+  std::vector<float> value_scales_;
+  std::vector<std::int8_t> value_i8_;
+  aligned_vector<std::uint32_t> quad_tables_;
   aligned_vector<std::uint32_t> scan_panels_;
 };
 
@@ -542,6 +581,212 @@ bool decode_residual_panel_bf16(const residual_codec& codec, const std::uint32_t
   return false;
 }
 
+namespace ref {
+
+/// Scalar specification of decode_residual_panel_u8: word c4 * W + l holds in byte j the value value_i8(4 c4 + j,
+/// code of lane l) + 128, 128 past dim. nbits 1, 2, 4.
+inline void residual_decode_u8(const residual_codec& codec, const void* panel, std::size_t width, std::uint32_t* out) {
+  const std::size_t quads = (codec.dim() + 3) / 4;
+  for (std::size_t c4 = 0; c4 != quads; ++c4)
+    for (std::size_t l = 0; l != width; ++l) {
+      std::uint32_t word = 0;
+      for (std::size_t j = 0; j != 4; ++j) {
+        const std::size_t c = 4 * c4 + j;
+        const int v = c < codec.dim() ? codec.value_i8(c, codec.code_of(panel, width, l, c)) : 0;
+        word |= std::uint32_t(v + 128) << (8 * j);
+      }
+      out[c4 * width + l] = word;
+    }
+}
+
+}  // namespace ref
+
+/// The VNNI residual kernel is compiled in: AVX512-VNNI (vpdpbusd) and AVX512-VBMI (the decode's vpermb and
+/// vpmultishiftqb), as on Zen 4/5 and Intel from Ice Lake.
+#if defined(__AVX512VNNI__) && defined(__AVX512VBMI__) && defined(__AVX512BW__)
+#define ALIGNER_RESIDUAL_VNNI 1
+#else
+#define ALIGNER_RESIDUAL_VNNI 0
+#endif
+
+/// The largest dim the VNNI kernel takes: its int32 sums stay below 2^31 (|bias| + dim * 127 * 255 < dim * 127 * 383).
+inline constexpr std::size_t residual_vnni_max_dim = 32768;
+
+/// True when residual panels of `codec` are scored by the VNNI kernel for this architecture (compile time: the
+/// instructions and panel width 16; run time: nbits <= 4 and dim <= residual_vnni_max_dim), where AMX does not run.
+template <class Arch = default_arch>
+bool residual_on_vnni(const residual_codec& codec) noexcept {
+  if constexpr (ALIGNER_RESIDUAL_VNNI && panel_width<Arch> == 16)
+    return codec.nbits() <= 4 && codec.dim() <= residual_vnni_max_dim;
+  else
+    return (void)codec, false;
+}
+
+/// The query as the VNNI kernel reads it, for one codec: row i's components scaled by the codec's value scales,
+/// x_c = q_ic * value_scale(c) (float), then the int8 token rule: s_i = max_c |x_c| / 127, q8_ic = round_even(x_c /
+/// s_i) in [-127, 127]. quads: ceil(dim / 4) words a row, component 4 c4 + j in byte j (0 past dim); bias_i = -128
+/// Σ_c q8_ic, which cancels the +128 of the documents' unsigned bytes. The residual part of S_ij is then
+/// s_i Σ_c q8_ic value_i8(c, code_jc), about q_i . residual_j.
+struct residual_i8_query {
+  std::vector<std::uint32_t> quads;
+  std::vector<float> scales;
+  std::vector<std::int32_t> bias;
+};
+
+/// Fills `out` for `query` and `codec` (nbits 1, 2, 4; query.cols == codec.dim()).
+inline void residual_query_to_i8(matrix_view<float> query, const residual_codec& codec, residual_i8_query& out) {
+  const std::size_t dim = query.cols, words = (dim + 3) / 4;
+  const float* scale_of = codec.value_scales();
+  out.quads.assign(query.rows * words, 0u);
+  out.scales.resize(query.rows);
+  out.bias.resize(query.rows);
+  std::vector<float> x(dim);
+  for (std::size_t i = 0; i != query.rows; ++i) {
+    for (std::size_t c = 0; c != dim; ++c) x[c] = query.row(i)[c] * scale_of[c];
+    const float s = i8_scale(x.data(), dim);
+    std::int64_t sum = 0;
+    for (std::size_t c = 0; c != dim; ++c) {
+      const double q = s > 0.f ? std::clamp(std::nearbyint(double(x[c]) / double(s)), -127.0, 127.0) : 0.0;
+      out.quads[i * words + c / 4] |= std::uint32_t(std::uint8_t(std::int8_t(q))) << (8 * (c % 4));
+      sum += std::int64_t(q);
+    }
+    out.scales[i] = s;
+    out.bias[i] = std::int32_t(-128 * sum);
+  }
+}
+
+/// `given` (a query's int8 form for `codec`, prepared by the caller), or the query converted into `buffer`.
+inline const residual_i8_query* residual_i8_or_convert(matrix_view<float> query, const residual_codec& codec, const residual_i8_query* given,
+                                                       residual_i8_query& buffer) {
+  if (given != nullptr) return given;
+  residual_query_to_i8(query, codec, buffer);
+  return &buffer;
+}
+
+/// The residual codes of one panel as the VNNI kernel's unsigned bytes (ref::residual_decode_u8, word for word):
+/// per component quad, one masked load of its codes (8 nbits bytes), a vpermb that brings the byte holding lanes 2p
+/// and 2p + 1's codes of component 4 c4 + j into byte j of qword p, a vpmultishiftqb that moves each lane's code to
+/// the bottom of its own byte, one vpternlogd (code & mask) | 16 j, and a vpermb of the quad's 64-byte value table.
+/// Returns false (nothing written) where the VNNI kernel is not compiled or nbits is 8.
+template <class Arch = default_arch>
+bool decode_residual_panel_u8(const residual_codec& codec, const std::uint32_t* panel, std::uint32_t* out) noexcept {
+#if ALIGNER_RESIDUAL_VNNI
+  if constexpr (panel_width<Arch> == 16) {
+    const std::uint32_t* tables = codec.quad_tables();
+    if (tables == nullptr) return false;
+    const std::size_t B = codec.nbits(), dim = codec.dim(), quads = (dim + 3) / 4;
+    // Byte 8p + 4h + j of a quad's output: lane 2p + h, component 4 c4 + j. Component j's 16 codes are the 2B bytes
+    // from 2B j, lane l's at bit B l: lanes 2p and 2p + 1 share byte 2B j + B p / 4, from bit 2B p mod 8.
+    struct controls {
+      alignas(64) std::uint8_t gather[64], shift[64], high[64];
+    };
+    static constexpr auto make = [](std::size_t b) {
+      controls k{};
+      for (std::size_t p = 0; p != 8; ++p)
+        for (std::size_t h = 0; h != 2; ++h)
+          for (std::size_t j = 0; j != 4; ++j) {
+            const std::size_t o = 8 * p + 4 * h + j;
+            k.gather[o] = std::uint8_t(h == 0 ? 2 * b * j + b * p / 4 : 0);
+            k.shift[o] = std::uint8_t(8 * j + (2 * b * p) % 8 + b * h);
+            k.high[o] = std::uint8_t(16 * j);
+          }
+      return k;
+    };
+    static constexpr controls by_bits[3] = {make(1), make(2), make(4)};
+    const controls& k = by_bits[B == 1 ? 0 : B == 2 ? 1 : 2];
+    const __m512i gather = _mm512_load_si512(k.gather), shift = _mm512_load_si512(k.shift), high = _mm512_load_si512(k.high);
+    const __m512i mask = _mm512_set1_epi8(char((1 << B) - 1));
+    const auto* words = reinterpret_cast<const unsigned char*>(panel + 8);
+    for (std::size_t c4 = 0; c4 != quads; ++c4) {
+      const std::size_t comps = std::min<std::size_t>(4, dim - 4 * c4), bytes = 2 * B * comps;
+      const __m512i codes = _mm512_maskz_loadu_epi8(__mmask64((std::uint64_t(1) << bytes) - 1), words + 8 * B * c4);
+      const __m512i at = _mm512_multishift_epi64_epi8(shift, _mm512_permutexvar_epi8(gather, codes));
+      const __m512i idx = _mm512_ternarylogic_epi32(at, mask, high, 0xEA);  // (at & mask) | high
+      _mm512_store_si512(out + c4 * 16, _mm512_permutexvar_epi8(idx, _mm512_load_si512(tables + c4 * 16)));
+    }
+    return true;
+  }
+#endif
+  (void)codec, (void)panel, (void)out;
+  return false;
+}
+
+/// Register tiles of the residual part of S over decoded u8 quad panels (decode_residual_panel_u8), by AVX512-VNNI
+/// vpdpbusd: per step of four components, acc_int32 += doc bytes x the query's int8 quad, from bias_i; then
+/// S = float(acc) * s_i. The interface of tile_engine (residual_engine's inner engine). Only where
+/// ALIGNER_RESIDUAL_VNNI (elsewhere it is never constructed).
+template <class Arch>
+struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
+  using base = tile_engine_base<vnni_quad_engine<Arch>, Arch, 4>;
+  using typename base::batch;
+  using base::width;
+  using base::block_panels;
+  static constexpr std::size_t block_rows = 4;
+  static constexpr std::size_t span_bytes = std::size_t(256) << 10;
+
+  const void* panels;
+  std::size_t dim, doc_rows, panel_total, quads;
+  matrix_view<float> query;
+  const residual_i8_query* q8;
+  prefetch_hint next{};
+
+  vnni_quad_engine(const void* panels_, std::size_t doc_rows_, matrix_view<float> query_, const residual_i8_query* q8_,
+                   prefetch_hint next_ = {}) noexcept
+      : panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)), quads((query_.cols + 3) / 4),
+        query(query_), q8(q8_), next(next_) {}
+
+  std::size_t panel_bytes() const noexcept { return quads * width * 4; }
+
+  template <std::size_t R, std::size_t V>
+  ALIGNER_NOINLINE void tile(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
+#if ALIGNER_RESIDUAL_VNNI
+    if constexpr (width == 16) {
+      __m512i a[R][V];
+      const std::uint32_t* q[R];
+      for (std::size_t r = 0; r != R; ++r) {
+        q[r] = q8->quads.data() + (i0 + r) * quads;
+        for (std::size_t v = 0; v != V; ++v) a[r][v] = _mm512_set1_epi32(q8->bias[i0 + r]);
+      }
+      const auto* base = static_cast<const std::uint32_t*>(panels) + p0 * quads * width;
+      for (std::size_t c4 = 0; c4 != quads; ++c4) {
+        if (c4 & 1) pf.tick();
+        __m512i d[V];
+        for (std::size_t v = 0; v != V; ++v) d[v] = _mm512_load_si512(base + (v * quads + c4) * width);
+        for (std::size_t r = 0; r != R; ++r) {
+          const __m512i qc = _mm512_set1_epi32(int(q[r][c4]));
+          for (std::size_t v = 0; v != V; ++v) a[r][v] = dpbusd(a[r][v], d[v], qc);
+        }
+      }
+      pf.rest();
+      for (std::size_t r = 0; r != R; ++r) {
+        const __m512 s = _mm512_set1_ps(q8->scales[i0 + r]);
+        for (std::size_t v = 0; v != V; ++v) out[r][v] = batch(_mm512_mul_ps(_mm512_cvtepi32_ps(a[r][v]), s));
+      }
+      return;
+    }
+#endif
+    (void)i0, (void)p0;
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) out[r][v] = batch(0.f);
+  }
+
+  template <class Visit>
+  void sweep(Visit&& visit) const {
+    sweep_tiles<block_rows, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit);
+  }
+
+ private:
+  tile_prefetch pf;
+#if ALIGNER_RESIDUAL_VNNI
+  /// acc + the four u8 x s8 products of each lane (vpdpbusd), written as the instruction: GCC 12 compiled
+  /// _mm512_dpbusd_epi32 in this tile into a register copy per accumulator and step, and spilled, at half the rate.
+  ALIGNER_ALWAYS_INLINE static __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) noexcept {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+    return acc;
+  }
+#endif
+};
+
 /// Row stride of centroid_scores: the centroid count rounded up to whole panels.
 template <class Arch = default_arch>
 std::size_t centroid_score_stride(const residual_codec& codec) noexcept {
@@ -651,25 +896,35 @@ void centroid_rows_of_panel(const float* scores, std::size_t rows, const std::ui
   }
 }
 
+/// How residual panels are swept (residual_engine): the vector tiles of the build (over float panels, or bf16 pairs
+/// where bf16_rounds_query), AMX-BF16 tiles, or the VNNI tiles over unsigned int8 quads (residual_on_vnni).
+enum class residual_path { vector, amx, vnni };
+
+namespace detail {
+template <class Arch, residual_path P>
+using residual_inner_t =
+    std::conditional_t<P == residual_path::amx, amx_bf16_engine<Arch>,
+                       std::conditional_t<P == residual_path::vnni, vnni_quad_engine<Arch>,
+                                          tile_engine<Arch, bf16_rounds_query<Arch> ? storage::bf16 : storage::f32>>>;
+}  // namespace detail
+
 /// A tile engine over residual panels (the interface of tile_engine that aligned_rows.hpp uses): S = centroid
 /// scores + a sweep over residual panels decoded a group at a time into `scratch` (>= scratch_floats(dim, rows)
 /// floats, 64-byte aligned). `qct` holds centroid_scores_by_centroid of the query; with each decoded group, the
 /// group's tokens' rows of it are laid out query-row-major in the scratch (centroid_rows_of_panel), so a tile adds
 /// them with aligned loads.
-/// Amx = true (amx_bf16_usable()): the residuals are decoded, rounded to bf16 pairs and swept by AMX-BF16 tiles.
-/// Amx = false: where bf16_rounds_query<Arch> (an AVX512-BF16 build: Zen 4/5, Intel without usable AMX) they are
-/// decoded to bf16 pairs the same way and swept by the vector bf16 tiles (vdpbf16ps, twice the float FMA's
-/// multiply-adds per instruction); otherwise decoded to float panels and swept by the float vector tiles.
+/// P = amx (amx_bf16_usable()): the residuals are decoded, rounded to bf16 pairs and swept by AMX-BF16 tiles.
+/// P = vnni (residual_on_vnni): decoded to the codec's int8 values as unsigned bytes and swept by vpdpbusd against
+/// the query's int8 form `query_i8` (residual_query_to_i8), four components per instruction.
+/// P = vector: where bf16_rounds_query<Arch> (an AVX512-BF16 build) they are decoded to bf16 pairs the same way and
+/// swept by the vector bf16 tiles (vdpbf16ps); otherwise decoded to float panels and swept by the float vector tiles.
 /// `query_bf16` holds query_to_bf16_pairs of the query wherever the residuals are rounded (`rounds`).
-template <class Arch, bool Amx = false>
-struct residual_engine
-    : tile_engine_base<residual_engine<Arch, Amx>, Arch,
-                       std::conditional_t<Amx, amx_bf16_engine<Arch>,
-                                          tile_engine<Arch, bf16_rounds_query<Arch> ? storage::bf16 : storage::f32>>::block_panels> {
+template <class Arch, residual_path P = residual_path::vector>
+struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail::residual_inner_t<Arch, P>::block_panels> {
   /// The residuals are rounded to bf16 pairs (AMX or vdpbf16ps) rather than kept in float.
-  static constexpr bool rounds = Amx || bf16_rounds_query<Arch>;
-  using inner_t = std::conditional_t<Amx, amx_bf16_engine<Arch>, tile_engine<Arch, rounds ? storage::bf16 : storage::f32>>;
-  using base = tile_engine_base<residual_engine<Arch, Amx>, Arch, inner_t::block_panels>;
+  static constexpr bool rounds = P == residual_path::amx || (P == residual_path::vector && bf16_rounds_query<Arch>);
+  using inner_t = detail::residual_inner_t<Arch, P>;
+  using base = tile_engine_base<residual_engine<Arch, P>, Arch, inner_t::block_panels>;
   using typename base::batch;
   using base::width;
   static constexpr std::size_t block_rows = inner_t::block_rows;
@@ -682,6 +937,7 @@ struct residual_engine
   const float* qct;
   float* scratch;
   const std::uint32_t* query_bf16;
+  const residual_i8_query* query_i8;
   std::size_t group_panels, score_rows;
   prefetch_hint next;   ///< what the caller scores next (prefetched during the last group)
   float* group_scores;  ///< the decoded group's centroid scores: score_rows rows of group_panels * W floats
@@ -689,7 +945,9 @@ struct residual_engine
   mutable inner_t inner;
 
   /// 32-bit words of one decoded panel.
-  static std::size_t decoded_words(std::size_t dim) noexcept { return rounds ? (dim + 1) / 2 * width : dim * width; }
+  static std::size_t decoded_words(std::size_t dim) noexcept {
+    return P == residual_path::vnni ? (dim + 3) / 4 * width : rounds ? (dim + 1) / 2 * width : dim * width;
+  }
   /// Scratch floats a document needs (one decoded group, one float panel on the way to bf16 where the residuals
   /// are rounded, the group's centroid scores for a query of `rows` tokens).
   static std::size_t scratch_floats(std::size_t dim, std::size_t rows) noexcept {
@@ -703,12 +961,21 @@ struct residual_engine
   }
 
   residual_engine(const residual_codec& codec_, const std::uint32_t* panels_, std::size_t doc_rows_, matrix_view<float> query_,
-                  const float* qct_, float* scratch_, const std::uint32_t* query_bf16_ = nullptr, prefetch_hint next_ = {}) noexcept
+                  const float* qct_, float* scratch_, const std::uint32_t* query_bf16_ = nullptr, prefetch_hint next_ = {},
+                  const residual_i8_query* query_i8_ = nullptr) noexcept
       : codec(codec_), panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)),
-        query(query_), qct(qct_), scratch(scratch_), query_bf16(query_bf16_), group_panels(group_of(query_.cols)),
+        query(query_), qct(qct_), scratch(scratch_), query_bf16(query_bf16_), query_i8(query_i8_), group_panels(group_of(query_.cols)),
         score_rows(centroid_score_rows<Arch>(query_.rows)), next(next_),
         group_scores(scratch_ + group_of(query_.cols) * decoded_words(query_.cols) + staging_floats(query_.cols)),
-        inner(scratch_, 0, query_, query_bf16_) {}
+        inner(make_inner(0, {})) {}
+
+  /// The inner engine over the decoded group in the scratch (rows: the group's tokens).
+  inner_t make_inner(std::size_t rows, prefetch_hint hint) const noexcept {
+    if constexpr (P == residual_path::vnni)
+      return inner_t(scratch, rows, query, query_i8, hint);
+    else
+      return inner_t(scratch, rows, query, query_bf16, hint);
+  }
 
   std::size_t panel_stride() const noexcept { return codec.panel_words(width); }
 
@@ -734,7 +1001,9 @@ struct residual_engine
                                      group_scores + (p - g0) * width, group_panels * width);
       for (std::size_t p = g0; p != g1; ++p) {
         float* out = scratch + (p - g0) * words;
-        if constexpr (rounds) {
+        if constexpr (P == residual_path::vnni) {
+          decode_residual_panel_u8<Arch>(codec, panels + p * panel_stride(), reinterpret_cast<std::uint32_t*>(out));
+        } else if constexpr (rounds) {
           if (decode_residual_panel_bf16<Arch>(codec, panels + p * panel_stride(), reinterpret_cast<std::uint32_t*>(out))) continue;
           decode_residual_panel<Arch>(codec, panels + p * panel_stride(), staging);
           float_panel_to_bf16_pairs<Arch>(staging, dim, reinterpret_cast<std::uint32_t*>(out));
@@ -744,33 +1013,41 @@ struct residual_engine
       }
       group_first = g0;
       const std::size_t rows_here = std::min(doc_rows, g1 * width) - g0 * width;
-      inner = inner_t(scratch, rows_here, query, query_bf16,
-                      g1 < panel_total ? prefetch_hint{panels + g1 * panel_stride(), (g1 - g0) * panel_stride() * 4} : next);
+      inner = make_inner(rows_here, g1 < panel_total ? prefetch_hint{panels + g1 * panel_stride(), (g1 - g0) * panel_stride() * 4} : next);
       inner.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { visit.template operator()<R>(i0, g0 + p0, here); });
     }
   }
 };
 
+/// Calls run(std::integral_constant<residual_path, P>{}) with the path that scores `codec`'s panels now: AMX where
+/// bf16_on_amx(), else VNNI where residual_on_vnni(codec), else the vector tiles.
+template <class Arch, class Run>
+decltype(auto) with_residual_path(const residual_codec& codec, Run&& run) {
+  if constexpr (amx_tiles_fit<Arch>)
+    if (bf16_on_amx<Arch>()) return run(std::integral_constant<residual_path, residual_path::amx>{});
+  if constexpr (ALIGNER_RESIDUAL_VNNI && panel_width<Arch> == 16)
+    if (residual_on_vnni<Arch>(codec)) return run(std::integral_constant<residual_path, residual_path::vnni>{});
+  return run(std::integral_constant<residual_path, residual_path::vector>{});
+}
+
 /// Every S_ij of one residual document into s_out (query.rows x panels * W, row stride s_stride; padding lanes hold
-/// the padding's score): the tiles the fused kernel folds (AMX where amx_bf16_usable(), as aligned_row_sums_residual),
-/// for explain. `qct`: centroid_scores_by_centroid of the query; `scratch` is resized as needed; `query_bf16` as
-/// aligned_row_sums_residual.
+/// the padding's score): the tiles the fused kernel folds (the path of with_residual_path, as
+/// aligned_row_sums_residual), for explain. `qct`: centroid_scores_by_centroid of the query; `scratch` is resized as
+/// needed; `query_bf16` and `query_i8` as aligned_row_sums_residual.
 template <class Arch = default_arch>
 void residual_similarity_rows(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels, std::size_t doc_rows,
                               float* s_out, std::size_t s_stride, const float* qct, aligned_vector<float>& scratch,
-                              const std::uint32_t* query_bf16 = nullptr) {
-  auto run = [&]<bool Amx>(std::bool_constant<Amx>) {
-    using engine_t = residual_engine<Arch, Amx>;
-    if (scratch.size() < engine_t::scratch_floats(query.cols, query.rows)) scratch.resize(engine_t::scratch_floats(query.cols, query.rows));
-    const engine_t engine(codec, panels, doc_rows, query, qct, scratch.data(), query_bf16);
-    engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });
-  };
-  const bool amx = bf16_on_amx<Arch>();
+                              const std::uint32_t* query_bf16 = nullptr, const residual_i8_query* query_i8 = nullptr) {
   std::vector<std::uint32_t> converted;
-  if (amx || bf16_rounds_query<Arch>) query_bf16 = bf16_pairs_or_convert(query, query_bf16, converted);
-  if constexpr (amx_tiles_fit<Arch>)
-    if (amx) return run(std::true_type{});
-  run(std::false_type{});
+  residual_i8_query converted_i8;
+  with_residual_path<Arch>(codec, [&]<residual_path P>(std::integral_constant<residual_path, P>) {
+    using engine_t = residual_engine<Arch, P>;
+    if constexpr (engine_t::rounds) query_bf16 = bf16_pairs_or_convert(query, query_bf16, converted);
+    if constexpr (P == residual_path::vnni) query_i8 = residual_i8_or_convert(query, codec, query_i8, converted_i8);
+    if (scratch.size() < engine_t::scratch_floats(query.cols, query.rows)) scratch.resize(engine_t::scratch_floats(query.cols, query.rows));
+    const engine_t engine(codec, panels, doc_rows, query, qct, scratch.data(), query_bf16, {}, query_i8);
+    engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });
+  });
 }
 
 }  // namespace aligner

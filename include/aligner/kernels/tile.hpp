@@ -132,6 +132,52 @@ void for_each_span(const void* panels, std::size_t panel_total, std::size_t pane
   }
 }
 
+/// The lines the current tile prefetches, [at, stop): a sweep sets them before each tile, the tile issues one every
+/// other component step (tick) and the rest at its end.
+struct tile_prefetch {
+  mutable const char* at = nullptr;
+  mutable const char* stop = nullptr;
+  ALIGNER_ALWAYS_INLINE void tick() const noexcept {
+    if (at < stop) {
+      prefetch_read<3>(at);
+      at += 64;
+    }
+  }
+  void rest() const noexcept {
+    for (; at < stop; at += 64) prefetch_read<3>(at);
+  }
+};
+
+/// The sweep order of the file comment for an engine of BlockRows (4) query rows x BlockPanels panels: every
+/// (query row block, panel group) tile once, visit.template operator()<R>(i0, p0, panels_here), each tile's
+/// prefetch slice set in `pf` first. n: the query's rows.
+template <std::size_t BlockRows, std::size_t BlockPanels, class Visit>
+void sweep_tiles(const void* panels, std::size_t panel_total, std::size_t panel_bytes, std::size_t span_bytes, std::size_t n,
+                 prefetch_hint next, const tile_prefetch& pf, Visit&& visit) {
+  static_assert(BlockRows == 4, "the row tail visits 1 to 3 rows");
+  for_each_span(panels, panel_total, panel_bytes, span_bytes, BlockPanels, (n + BlockRows - 1) / BlockRows, next,
+                [&](std::size_t s0, std::size_t s1, span_prefetch& plan) {
+    auto prefetch_slice = [&]() { std::tie(pf.at, pf.stop) = plan.slice(); };
+    std::size_t i0 = 0;
+    for (; i0 + BlockRows <= n; i0 += BlockRows)
+      for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) {
+        prefetch_slice();
+        visit.template operator()<BlockRows>(i0, p0, std::min(BlockPanels, s1 - p0));
+      }
+    if (i0 == n) return;
+    for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) {
+      prefetch_slice();
+      const std::size_t here = std::min(BlockPanels, s1 - p0);
+      switch (n - i0) {
+        case 1: visit.template operator()<1>(i0, p0, here); break;
+        case 2: visit.template operator()<2>(i0, p0, here); break;
+        case 3: visit.template operator()<3>(i0, p0, here); break;
+        default: break;
+      }
+    }
+  });
+}
+
 /// What every tile engine shares (CRTP over the engine `E`, which has `query`, `doc_rows` and a
 /// `tile<R, V>(i0, p0, acc)`): masking of padding lanes, lane indices, the run-time panel count dispatch and storing
 /// tiles as rows of S. `MaxV` is the engine's panels per tile (1 .. 4).
@@ -226,46 +272,13 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, (sizeof(xsimd
   /// in the span order of the file comment.
   template <class Visit>
   void sweep(Visit&& visit) const {
-    const std::size_t n = query.rows;
-    for_each_span(panels, panel_total, panel_bytes(), span_bytes, block_panels, (n + block_rows - 1) / block_rows, next,
-                  [&](std::size_t s0, std::size_t s1, span_prefetch& plan) {
-      auto prefetch_slice = [&]() { std::tie(pf_at, pf_stop) = plan.slice(); };
-      std::size_t i0 = 0;
-      for (; i0 + block_rows <= n; i0 += block_rows)
-        for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
-          prefetch_slice();
-          visit.template operator()<block_rows>(i0, p0, std::min(block_panels, s1 - p0));
-        }
-      if (i0 == n) return;
-      for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
-        prefetch_slice();
-        const std::size_t here = std::min(block_panels, s1 - p0);
-        switch (n - i0) {
-          case 1: visit.template operator()<1>(i0, p0, here); break;
-          case 2: visit.template operator()<2>(i0, p0, here); break;
-          case 3: visit.template operator()<3>(i0, p0, here); break;
-          default: break;
-        }
-      }
-    });
+    sweep_tiles<block_rows, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit);
   }
 
  private:
-  static void prefetch_line(const char* p) noexcept { prefetch_read<3>(p); }
-
-  /// The lines the current tile prefetches, [pf_at, pf_stop): sweep sets them before each tile, the tile issues one
-  /// every other component step (then the rest at its end).
-  mutable const char* pf_at = nullptr;
-  mutable const char* pf_stop = nullptr;
-  ALIGNER_ALWAYS_INLINE void prefetch_tick() const noexcept {
-    if (pf_at < pf_stop) {
-      prefetch_line(pf_at);
-      pf_at += 64;
-    }
-  }
-  void prefetch_rest() const noexcept {
-    for (; pf_at < pf_stop; pf_at += 64) prefetch_line(pf_at);
-  }
+  tile_prefetch pf;
+  ALIGNER_ALWAYS_INLINE void prefetch_tick() const noexcept { pf.tick(); }
+  void prefetch_rest() const noexcept { pf.rest(); }
 
   /// Storages whose words hold two components (bfloat16): vdpbf16ps where bf16_rounds_query, else both halves
   /// widened to float and two float FMAs with the float query.

@@ -51,8 +51,8 @@ inline explanation explain_packed(const prepared_query& q, const packed_sequence
   if (query.rows == 0 || m == 0) return out;
   score_workspace ws;
   const float* ud = use_doc_salience ? docs.salience_of(s) : nullptr;
-  const float* qc = detail::prepare_centroid_scores(q, docs, ws);
-  detail::score_one(q, {}, docs.precision, docs.panels(s), m, ud, &out.score, ws, {}, docs.codec, qc);
+  const residual_query rq = detail::prepare_residual_query(q, docs, ws);
+  detail::score_one(q, {}, docs.precision, docs.panels(s), m, ud, &out.score, ws, {}, docs.codec, rq);
   const bool dense = q.strategy().kind == alignment::kind_t::dense;
   const float* uq = q.salience();
   if (dense) {  // the pair (0, 0), with the dot product the dense score uses
@@ -66,7 +66,8 @@ inline explanation explain_packed(const prepared_query& q, const packed_sequence
   const std::size_t stride = panel_count(m) * panel_width<>;
   ws.similarities.resize(query.rows * stride);
   if (docs.precision == storage::residual)
-    residual_similarity_rows(query, *docs.codec, docs.panels(s), m, ws.similarities.data(), stride, qc, ws.rows.decoded, q.bf16_pairs());
+    residual_similarity_rows(query, *docs.codec, docs.panels(s), m, ws.similarities.data(), stride, rq.centroid_scores, ws.rows.decoded,
+                             q.bf16_pairs(), rq.i8);
   else
     packed_similarity_rows(query, docs.precision, docs.panels(s), m, ws.similarities.data(), stride, q.forms());
   const std::size_t budget = q.strategy().row_budget(m);

@@ -56,6 +56,14 @@ struct score_workspace {
   aligned_vector<float> similarities;    ///< explain's S
   aligned_vector<float> centroid_scores; ///< residual documents: q_i . centroid_k of the current query, centroid-major
   std::vector<float> query_major, extended_query;  ///< (its scratch)
+  residual_i8_query residual_i8;         ///< residual documents on the VNNI path: the current query's int8 form
+};
+
+/// What the residual kernels take of a query for one codec (detail::prepare_residual_query): its centroid scores,
+/// centroid-major, and its int8 form where the VNNI kernel runs (else null).
+struct residual_query {
+  const float* centroid_scores = nullptr;
+  const residual_i8_query* i8 = nullptr;
 };
 
 namespace detail {
@@ -157,22 +165,28 @@ inline const float* first_token(const void* panels, storage st, std::size_t dim,
   return ws.first_token.data();
 }
 
-/// Residual documents: the query's centroid scores (centroid_scores_by_centroid) into the workspace (once per query
-/// and call); null otherwise.
-inline const float* prepare_centroid_scores(const prepared_query& q, const packed_sequences& docs, score_workspace& ws) {
-  if (docs.precision != storage::residual || q.rows().rows == 0) return nullptr;
+/// Residual documents: what the kernels need of the query for the documents' codec, prepared into the workspace once
+/// per query and call: its centroid scores (centroid_scores_by_centroid) and, where residual_on_vnni(codec), its
+/// int8 form (residual_query_to_i8). Both null for other documents.
+inline residual_query prepare_residual_query(const prepared_query& q, const packed_sequences& docs, score_workspace& ws) {
+  if (docs.precision != storage::residual || q.rows().rows == 0) return {};
   ws.centroid_scores.resize(docs.codec->centroids() * centroid_score_rows(q.rows().rows));
   centroid_scores_by_centroid(q.rows(), *docs.codec, ws.centroid_scores.data(), ws.query_major, ws.extended_query);
-  return ws.centroid_scores.data();
+  residual_query out{ws.centroid_scores.data(), nullptr};
+  if (residual_on_vnni(*docs.codec) && !bf16_on_amx()) {
+    residual_query_to_i8(q.rows(), *docs.codec, ws.residual_i8);
+    out.i8 = &ws.residual_i8;
+  }
+  return out;
 }
 
 /// Scores of a prepared query against one packed document under several strategies at once (one pass over S);
 /// `strategies` empty means the query's own. No validation.
-/// Residual documents (st == storage::residual) need their codec and the query's centroid scores `qc`
-/// (prepare_centroid_scores).
+/// Residual documents (st == storage::residual) need their codec and what the kernels take of the query for it, `rq`
+/// (prepare_residual_query).
 inline void score_one(const prepared_query& q, std::span<const alignment> strategies, storage st, const void* panels,
                       std::size_t doc_rows, const float* doc_salience, float* out, score_workspace& ws, prefetch_hint next = {},
-                      const residual_codec* codec = nullptr, const float* qc = nullptr) {
+                      const residual_codec* codec = nullptr, residual_query rq = {}) {
   if (strategies.empty()) strategies = {&q.strategy(), 1};
   const matrix_view<float> query = q.rows();
   if (query.rows == 0 || doc_rows == 0) {
@@ -194,7 +208,7 @@ inline void score_one(const prepared_query& q, std::span<const alignment> strate
     ws.row_z.resize(query.rows * nb);
     if (st == storage::residual)
       aligned_row_sums_residual(query, *codec, static_cast<const std::uint32_t*>(panels), doc_rows, ws.budgets, doc_salience,
-                                ws.row_sum.data(), ws.row_z.data(), ws.rows, qc, q.bf16_pairs(), next);
+                                ws.row_sum.data(), ws.row_z.data(), ws.rows, rq.centroid_scores, q.bf16_pairs(), next, rq.i8);
     else
       aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
                        q.forms(), next);
@@ -239,19 +253,19 @@ namespace detail {
 
 /// The loop of score_packed / score_packed_multi: documents `which` in order, each scored under `strategies` (empty:
 /// the query's own) into out + t * per_doc, the next document's panels prefetched meanwhile. No validation.
-/// `qc`: residual documents' centroid scores of this query for docs.codec, prepared by the caller
-/// (prepare_centroid_scores; several stores sharing one codec share them), or null to prepare them here.
+/// `rq`: what residual documents' kernels take of this query for docs.codec, prepared by the caller
+/// (prepare_residual_query; several stores sharing one codec share it), or empty to prepare it here.
 inline void score_documents(const prepared_query& q, std::span<const alignment> strategies, const packed_sequences& docs,
                             std::span<const std::uint32_t> which, float* out, std::size_t per_doc, bool use_doc_salience,
-                            score_workspace* workspace, const float* qc = nullptr) {
+                            score_workspace* workspace, residual_query rq = {}) {
   score_workspace local;
   score_workspace& ws = workspace ? *workspace : local;
-  if (qc == nullptr && !which.empty()) qc = prepare_centroid_scores(q, docs, ws);
+  if (rq.centroid_scores == nullptr && !which.empty()) rq = prepare_residual_query(q, docs, ws);
   for (std::size_t t = 0; t != which.size(); ++t) {
     const std::size_t s = which[t];
     const prefetch_hint next = t + 1 < which.size() ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};
     score_one(q, strategies, docs.precision, docs.panels(s), docs.length(s), use_doc_salience ? docs.salience_of(s) : nullptr,
-              out + t * per_doc, ws, next, docs.codec, qc);
+              out + t * per_doc, ws, next, docs.codec, rq);
   }
 }
 
