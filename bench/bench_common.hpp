@@ -75,7 +75,7 @@ inline std::vector<float> query(std::size_t n, std::size_t dim, std::uint64_t se
 /// Sets docs_per_second, flops (2 n m dim per document) and tokens counters.
 /// The kernel that scores storage `st` in this process (the benchmark's label): "amx-bf16", "avx512-bf16" (vdpbf16ps),
 /// or the compiled architecture's vector tiles.
-inline std::string kernel_label(aligner::storage st) {
+inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits = 0) {
   const std::string arch = aligner::default_arch::name();
   switch (st) {
     case aligner::storage::bf16:
@@ -83,10 +83,11 @@ inline std::string kernel_label(aligner::storage st) {
       return aligner::bf16_rounds_query<> ? "avx512-bf16" : arch + "-widen";
     case aligner::storage::residual:
       if (aligner::kernel_info().amx_bf16) return "amx-bf16-residual-decode";
+      if (ALIGNER_HAVE_VNNI_VBMI && aligner::panel_width<> == 16 && residual_nbits <= 4) return "avx512-vnni-residual-decode";
       return aligner::bf16_rounds_query<> ? "avx512-bf16-residual-decode" : arch + "-residual-decode";
     case aligner::storage::i8:
       if (aligner::kernel_info().amx_int8) return "amx-int8";
-      return arch + "-widen";
+      return aligner::i8_on_vnni() ? "avx512-vnni-i8" : arch + "-widen";
     default: return arch;
   }
 }

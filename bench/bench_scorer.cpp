@@ -54,7 +54,7 @@ void hadamard_run(benchmark::State& state, aligner::storage st, bool cached = fa
     docs += batch;
   }
   set_counters(state, double(docs), flops);
-  state.SetLabel(kernel_label(st));
+  state.SetLabel(kernel_label(st, nbits));
 }
 
 using aligner::storage;

@@ -260,6 +260,15 @@ bool amx_int8_or_note() {
   return false;
 }
 
+/// The i8 store runs on integer tiles with AMX-INT8's arithmetic: AMX-INT8, or vpdpwssd (int8_vnni.hpp).
+bool int8_tiles_or_note() {
+  if (aligner::i8_on_amx<>() || aligner::i8_on_vnni<>()) return true;
+  std::printf("note: int8 tile tests skipped: no AMX-INT8 (%s) and no VNNI path in this build\n",
+              aligner::amx_int8_unavailable_reason().empty() ? "turned off, or the panel width does not fit a tile"
+                                                             : aligner::amx_int8_unavailable_reason().c_str());
+  return false;
+}
+
 aligner::aligned_vector<std::uint32_t> pack_i8(const std::vector<float>& d, std::size_t m, std::size_t dim, std::size_t shift_words = 0) {
   aligner::aligned_vector<std::uint32_t> packed(aligner::packed_words(aligner::storage::i8, m, dim) + shift_words + 1);
   aligner::pack_panels(aligner::storage::i8, {d.data(), m, dim}, packed.data() + shift_words);
@@ -367,8 +376,8 @@ TEST_CASE("amx-int8: the VBMI re-layout of int8 panels equals the byte-by-byte o
 #endif
 }
 
-TEST_CASE("amx-int8: S bit for bit the scalar formula (exact integer sums of both terms, then the two scales)", "[amx]") {
-  if (!amx_int8_or_note()) return;
+TEST_CASE("int8 tiles: S bit for bit the scalar formula (exact integer sums of both terms, then the two scales)", "[amx]") {
+  if (!int8_tiles_or_note()) return;
   for (std::size_t dim : {1u, 3u, 4u, 17u, 63u, 64u, 65u, 100u, 128u, 130u, 300u, 768u, 1100u})
     for (std::size_t n : {1u, 5u, 16u, 17u, 33u})
       for (std::size_t m : {std::size_t(1), W - 1, W + 1, 4 * W + 1, 9 * W + 3, std::size_t(300)}) {
@@ -396,8 +405,8 @@ TEST_CASE("amx-int8: S bit for bit the scalar formula (exact integer sums of bot
       }
 }
 
-TEST_CASE("amx-int8: row sums against the double reference of the quantised operands, budgets, weights, long documents", "[amx]") {
-  if (!amx_int8_or_note()) return;
+TEST_CASE("int8 tiles: row sums against the double reference of the quantised operands, budgets, weights, long documents", "[amx]") {
+  if (!int8_tiles_or_note()) return;
   for (std::size_t dim : {3u, 32u, 100u, 128u})
     for (std::size_t n : {1u, 17u, 32u})
       for (std::size_t m : {std::size_t(1), W + 1, 9 * W + 3, std::size_t(300), std::size_t(2100)}) {
@@ -434,4 +443,50 @@ TEST_CASE("amx-int8: an i8 store scores the same with AMX-INT8 on and off, withi
   if (!amx_int8_or_note()) return;
   // Unit rows in two int8 terms: each component moves by at most 1 / (127 * 2 * 254).
   amx_on_off_agree(aligner::storage::i8, 79, 1e-4, "AMX-INT8", &aligner::kernel_report::i8);
+}
+
+TEST_CASE("int8 vnni: the 16-bit query form holds a F + b of the int8 form, the widened panels equal the byte-by-byte ones", "[amx]") {
+  for (std::size_t dim : {1u, 2u, 3u, 5u, 64u, 100u, 131u, 768u})
+    for (std::size_t n : {1u, 3u, 17u}) {
+      auto q = aligner_test::random_matrix(n, dim, 800 + dim + n);
+      if (n > 1) std::fill(q.begin() + std::ptrdiff_t(dim), q.begin() + std::ptrdiff_t(2 * dim), 0.f);  // an all-zero row
+      std::vector<std::uint32_t> quads(aligner::i8_query_words(n, dim)), pairs(aligner::i16_query_words(n, dim), 0xdeadbeefu);
+      aligner::query_to_i8_quads({q.data(), n, dim}, quads.data());
+      aligner::query_to_i16_pairs({q.data(), n, dim}, pairs.data());
+      const std::size_t words = (dim + 1) / 2;
+      for (std::size_t i = 0; i != n; ++i) {
+        const auto row = read_query_i8(quads, n, dim, i);
+        INFO("dim " << dim << " n " << n << " row " << i);
+        for (std::size_t c = 0; c != 2 * words; ++c) {
+          const auto half = std::int16_t(std::uint16_t(pairs[i * words + c / 2] >> (16 * (c % 2))));
+          REQUIRE(std::int64_t(half) == (c < dim ? row.combined(c, dim) : 0));
+        }
+        float scale;
+        std::memcpy(&scale, pairs.data() + n * words + i, 4);
+        REQUIRE(scale == row.scale);
+      }
+    }
+  std::mt19937 gen(9);
+  for (std::size_t dim = 1; dim <= 133; ++dim)
+    for (std::size_t offset : {0u, 1u, 3u}) {
+      std::vector<unsigned char> bytes(dim * 16 + offset + 64);
+      for (auto& b : bytes) b = static_cast<unsigned char>(gen());
+      const std::size_t words = (dim + 1) / 2 * 16;
+      aligner::aligned_vector<std::uint32_t> fast(words + 16, 0xabababab);
+      std::vector<std::uint32_t> slow(words + 16, 0xabababab);
+      aligner::ref::relayout_i8_pairs(bytes.data() + offset, dim, 16, slow.data());
+      for (std::size_t c2 = 0; c2 != (dim + 1) / 2; ++c2)  // the specification, against the bytes
+        for (std::size_t l = 0; l != 16; ++l)
+          for (std::size_t h = 0; h != 2; ++h) {
+            const std::size_t c = 2 * c2 + h;
+            const int want = c < dim ? int(std::int8_t(bytes[offset + c * 16 + l])) : 0;
+            REQUIRE(int(std::int16_t(std::uint16_t(slow[c2 * 16 + l] >> (16 * h)))) == want);
+          }
+      if (!aligner::relayout_i8_pairs(bytes.data() + offset, dim, fast.data())) {
+        CHECK(!aligner::i8_on_vnni<>());
+        continue;
+      }
+      INFO("dim " << dim << " offset " << offset);
+      REQUIRE(std::equal(slow.begin(), slow.end(), fast.begin()));  // the words past the panel are untouched too
+    }
 }

@@ -330,7 +330,7 @@ TEST_CASE("hadamard rows f16 and i8: against the reference on the stored (rounde
           const float* wp = weighted ? w.data() : nullptr;
           rows(q, n, dim, st, packed.data(), m, budgets, wp, sum.data(), z.data());
           // On AMX-INT8 the query is held in two int8 terms (amx.hpp): the reference multiplies what the kernel multiplies.
-          const auto qr = st == aligner::storage::i8 && aligner::i8_on_amx<>() ? aligner_test::amx_i8_query_values(q, dim) : q;
+          const auto qr = st == aligner::storage::i8 && (aligner::i8_on_amx<>() || aligner::i8_on_vnni<>()) ? aligner_test::amx_i8_query_values(q, dim) : q;
           aligner::ref::aligned_row_sums({qr.data(), n, dim}, {stored.data(), m, dim}, k, wp, rs.data(), rz.data());
           for (std::size_t i = 0; i != n; ++i) {
             INFO(aligner::to_string(st) << " dim " << dim << " m " << m << " k " << k << " weighted " << weighted << " row " << i);

@@ -520,7 +520,7 @@ TEST_CASE("token store bf16, f16, i8: scores equal float scoring of the stored d
     auto q = aligner_test::random_matrix(6, dim, 92, true);
     if (st == aligner::storage::bf16 && aligner::bf16_query_rounded<>())
       for (auto& x : q) x = aligner::from_bf16(aligner::to_bf16(x));
-    if (st == aligner::storage::i8 && aligner::i8_on_amx<>()) q = aligner_test::amx_i8_query_values(q, dim);  // AMX-INT8's query values
+    if (st == aligner::storage::i8 && (aligner::i8_on_amx<>() || aligner::i8_on_vnni<>())) q = aligner_test::amx_i8_query_values(q, dim);  // the int8 tiles' query values
     for (std::size_t d = 0; d != low.size(); ++d) {
       const auto back = low.unpack(d);
       REQUIRE(std::equal(back.begin(), back.end(), stored.tokens.begin() + c.offsets[d] * std::int64_t(dim)));
@@ -567,7 +567,7 @@ TEST_CASE("storage precisions on real SciFact vectors: kernels against the doubl
       std::vector<float> q(qs.data, qs.data + qs.rows * dim);
       if (st == aligner::storage::bf16 && aligner::bf16_query_rounded<>())
         for (auto& x : q) x = aligner::from_bf16(aligner::to_bf16(x));
-      if (st == aligner::storage::i8 && aligner::i8_on_amx<>()) q = aligner_test::amx_i8_query_values(q, dim);  // AMX-INT8's query values
+      if (st == aligner::storage::i8 && (aligner::i8_on_amx<>() || aligner::i8_on_vnni<>())) q = aligner_test::amx_i8_query_values(q, dim);  // the int8 tiles' query values
       for (const auto& a : {alignment::top1(), alignment::top_k(2), alignment::top_k(8), alignment::top_p(0.02)}) {
         std::vector<float> got(docs);
         aligner::score_store(qs, store, got, {.strategy = a});

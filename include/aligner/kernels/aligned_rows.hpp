@@ -30,6 +30,7 @@
 #include "../core/config.hpp"
 #include "../core/types.hpp"
 #include "amx.hpp"
+#include "int8_vnni.hpp"
 #include "lane_topk.hpp"
 #include "layout.hpp"
 #include "residual.hpp"
@@ -78,6 +79,7 @@ struct rows_workspace {
   std::vector<std::pair<float, float>> candidates;
   std::vector<std::uint32_t> query_bf16;  ///< the query's bf16 pairs, when the caller did not supply them
   std::vector<std::uint32_t> query_i8;    ///< the query's int8 form (AMX-INT8), when the caller did not supply it
+  std::vector<std::uint32_t> query_i16;   ///< its 16-bit form (VNNI int8 path), when the caller did not supply it
   aligned_vector<std::uint32_t> relaid;   ///< int8 panels re-laid for AMX-INT8 a group at a time
   aligned_vector<float> decoded;          ///< residual panels decoded a group at a time
   residual_i8_query residual_i8;          ///< the query's int8 form for a residual codec (VNNI), when not supplied
@@ -242,13 +244,41 @@ struct aligned_rows_impl {
 
 }  // namespace detail
 
+/// Every q_i . d_j of a packed document into s_out (query.rows x panels * W, row stride s_stride; padding lanes
+/// get 0) by the engine the fused kernel uses now for storage `st`: AMX-BF16 tiles for bf16 where
+/// amx_bf16_usable(), AMX-INT8 for i8 where i8_on_amx(), vpdpwssd tiles for i8 where i8_on_vnni(), the vector tiles
+/// otherwise (so explain reproduces the kernel's values). `forms`: the query's prepared forms, or null ones to convert them here where needed.
+template <class Arch = default_arch>
+void packed_similarity_rows(matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows, float* s_out,
+                            std::size_t s_stride, query_forms forms = {}) {
+  std::vector<std::uint32_t> converted;
+  const std::uint32_t* query_bf16 = forms.bf16;
+  if (st == storage::bf16 && bf16_query_rounded<Arch>()) query_bf16 = bf16_pairs_or_convert(query, query_bf16, converted);
+  auto store_all = [&](const auto& engine) {
+    engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });
+  };
+  if constexpr (amx_tiles_fit<Arch>) {
+    if (st == storage::bf16 && amx_bf16_usable()) return store_all(amx_bf16_engine<Arch>(panels, doc_rows, query, query_bf16));
+    if (st == storage::i8 && i8_on_amx<Arch>()) {
+      aligned_vector<std::uint32_t> scratch(amx_i8_engine<Arch>::scratch_words(query.cols));
+      return store_all(amx_i8_engine<Arch>(panels, doc_rows, query, i8_quads_or_convert(query, forms.i8, converted), scratch.data()));
+    }
+  }
+  if (st == storage::i8 && i8_on_vnni<Arch>()) {
+    aligned_vector<std::uint32_t> scratch(vnni_i8_engine<Arch>::scratch_words(query.cols));
+    return store_all(vnni_i8_engine<Arch>(panels, doc_rows, query, i16_pairs_or_convert(query, forms.i16, converted), scratch.data()));
+  }
+  similarity_rows<Arch>(query, st, panels, doc_rows, s_out, s_stride, query_bf16);
+}
+
 /// The kernel over one packed document of storage `st` (layout.hpp). Writes row_sum[i * B + b], row_z[i * B + b]
 /// for query row i and budget b of the B = budgets.size() budgets. Preconditions (unchecked): every budget >= 1,
 /// query.cols == the panels' dim, doc_rows <= max_sequence_tokens, panels 64-byte aligned, values finite.
-/// bf16 panels run on AMX-BF16 tiles where amx_bf16_usable(), i8 panels on AMX-INT8 where i8_on_amx() (amx.hpp),
-/// else on the vector engine. `forms`: the query as query_to_bf16_pairs writes it, used for bf16 panels where
-/// bf16_query_rounded(), and as query_to_i8_quads writes it, used for i8 panels where i8_on_amx() (null: converted
-/// into the workspace on each call). `next`: what the caller scores next, prefetched meanwhile.
+/// bf16 panels run on AMX-BF16 tiles where amx_bf16_usable(), i8 panels on AMX-INT8 where i8_on_amx() (amx.hpp) or
+/// on vpdpwssd tiles where i8_on_vnni() (int8_vnni.hpp, the same arithmetic), else on the vector engine. `forms`:
+/// the query as query_to_bf16_pairs writes it, used for bf16 panels where bf16_query_rounded(), as
+/// query_to_i8_quads writes it, used for i8 panels where i8_on_amx(), and as query_to_i16_pairs writes it, used
+/// where i8_on_vnni() (null: converted into the workspace on each call). `next`: what the caller scores next, prefetched meanwhile.
 template <class Arch = default_arch>
 void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows,
                       std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z,
@@ -262,25 +292,23 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
   const std::uint32_t* query_bf16 = forms.bf16;
   const bool amx = st == storage::bf16 && bf16_on_amx<Arch>();
   if (st == storage::bf16 && (bf16_rounds_query<Arch> || amx)) query_bf16 = bf16_pairs_or_convert(query, query_bf16, ws.query_bf16);
+  auto run_on = [&](const auto& engine) {
+    detail::aligned_rows_impl<Arch, std::decay_t<decltype(engine)>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
+  };
+  auto relaid = [&](std::size_t words) {  // the int8 engines' scratch
+    if (ws.relaid.size() < words) ws.relaid.resize(words);
+    return ws.relaid.data();
+  };
   if constexpr (amx_tiles_fit<Arch>) {
-    if (amx) {
-      const amx_bf16_engine<Arch> engine(panels, doc_rows, query, query_bf16, next);
-      detail::aligned_rows_impl<Arch, amx_bf16_engine<Arch>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
-      return;
-    }
-    if (st == storage::i8 && i8_on_amx<Arch>()) {
-      const std::uint32_t* query_i8 = i8_quads_or_convert(query, forms.i8, ws.query_i8);
-      const std::size_t need = amx_i8_engine<Arch>::scratch_words(query.cols);
-      if (ws.relaid.size() < need) ws.relaid.resize(need);
-      const amx_i8_engine<Arch> engine(panels, doc_rows, query, query_i8, ws.relaid.data(), next);
-      detail::aligned_rows_impl<Arch, amx_i8_engine<Arch>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
-      return;
-    }
+    if (amx) return run_on(amx_bf16_engine<Arch>(panels, doc_rows, query, query_bf16, next));
+    if (st == storage::i8 && i8_on_amx<Arch>())
+      return run_on(amx_i8_engine<Arch>(panels, doc_rows, query, i8_quads_or_convert(query, forms.i8, ws.query_i8),
+                                        relaid(amx_i8_engine<Arch>::scratch_words(query.cols)), next));
   }
-  visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
-    const tile_engine<Arch, S> engine(panels, doc_rows, query, query_bf16, next);
-    detail::aligned_rows_impl<Arch, tile_engine<Arch, S>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
-  });
+  if (st == storage::i8 && i8_on_vnni<Arch>())
+    return run_on(vnni_i8_engine<Arch>(panels, doc_rows, query, i16_pairs_or_convert(query, forms.i16, ws.query_i16),
+                                       relaid(vnni_i8_engine<Arch>::scratch_words(query.cols)), next));
+  visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) { run_on(tile_engine<Arch, S>(panels, doc_rows, query, query_bf16, next)); });
 }
 
 /// The same over one document of residual codes (residual.hpp): `qct` holds centroid_scores_by_centroid of the

@@ -284,10 +284,7 @@ inline void query_to_i8_quads(matrix_view<float> query, std::uint32_t* out) noex
 /// `given` (a query's int8 form prepared by the caller), or the query converted into `buffer` when it is null.
 inline const std::uint32_t* i8_quads_or_convert(matrix_view<float> query, const std::uint32_t* given,
                                                 std::vector<std::uint32_t>& buffer) {
-  if (given != nullptr) return given;
-  buffer.resize(i8_query_words(query.rows, query.cols));
-  query_to_i8_quads(query, buffer.data());
-  return buffer.data();
+  return given_or_converted(given, buffer, i8_query_words(query.rows, query.cols), [&](std::uint32_t* out) { query_to_i8_quads(query, out); });
 }
 
 /// The combined scale s / F of row i of a query's int8 form.
@@ -299,15 +296,26 @@ inline float i8_query_scale(const std::uint32_t* query_i8, std::size_t rows, std
 
 namespace detail {
 
-/// relayout_i8_quads one byte at a time (the specification of the VBMI version, and the fallback).
-inline void relayout_i8_quads_scalar(const unsigned char* bytes, std::size_t dim, std::size_t width, std::uint32_t* out) noexcept {
-  for (std::size_t c4 = 0; c4 != (dim + 3) / 4; ++c4)
+/// The component bytes of an int8 panel (component c of lane l at bytes[c * width + l], dim rows) with G components
+/// of a lane per 32-bit word, one value at a time: word g * width + l holds components G g .. G g + G - 1 of lane l,
+/// each sign-extended to 32 / G bits, the lowest first, 0 past dim. G = 4: relayout_i8_quads' specification (and
+/// fallback); G = 2: relayout_i8_pairs' (int8_vnni.hpp).
+template <std::size_t G>
+void relayout_i8_scalar(const unsigned char* bytes, std::size_t dim, std::size_t width, std::uint32_t* out) noexcept {
+  constexpr std::size_t bits = 32 / G;
+  constexpr std::uint32_t mask = bits == 32 ? ~0u : (1u << bits) - 1;
+  for (std::size_t g = 0; g != (dim + G - 1) / G; ++g)
     for (std::size_t l = 0; l != width; ++l) {
       std::uint32_t word = 0;
-      for (std::size_t j = 0; j != 4; ++j)
-        if (4 * c4 + j < dim) word |= std::uint32_t(bytes[(4 * c4 + j) * width + l]) << (8 * j);
-      out[c4 * width + l] = word;
+      for (std::size_t j = 0; j != G; ++j)
+        if (G * g + j < dim) word |= (std::uint32_t(std::int32_t(std::int8_t(bytes[(G * g + j) * width + l]))) & mask) << (bits * j);
+      out[g * width + l] = word;
     }
+}
+
+/// relayout_i8_quads one byte at a time (the specification of the VBMI version, and the fallback).
+inline void relayout_i8_quads_scalar(const unsigned char* bytes, std::size_t dim, std::size_t width, std::uint32_t* out) noexcept {
+  relayout_i8_scalar<4>(bytes, dim, width, out);
 }
 
 #if ALIGNER_HAVE_AMX
@@ -379,9 +387,7 @@ struct amx_i8_engine : tile_engine_base<amx_i8_engine<Arch>, Arch, 4> {
   /// Words of one re-laid panel.
   static std::size_t relaid_words(std::size_t dim) noexcept { return (dim + 3) / 4 * width; }
   /// Panels re-laid at once: whole tiles' worth of panels filling 16 KB (at least one tile's).
-  static std::size_t group_of(std::size_t dim) noexcept {
-    return std::max<std::size_t>(1, (std::size_t(16) << 10) / (relaid_words(dim) * 4) / block_panels) * block_panels;
-  }
+  static std::size_t group_of(std::size_t dim) noexcept { return panels_per_group(relaid_words(dim), block_panels); }
   static std::size_t scratch_words(std::size_t dim) noexcept { return group_of(dim) * relaid_words(dim); }
 
   amx_i8_engine(const void* panels_, std::size_t doc_rows_, matrix_view<float> query_, const std::uint32_t* query_i8_,
@@ -430,13 +436,14 @@ struct amx_i8_engine : tile_engine_base<amx_i8_engine<Arch>, Arch, 4> {
 };
 
 /// The query in the forms the bf16 and int8 matrix paths read, prepared once per query (prepared_query) or null
-/// to be converted per call where a path needs it: bf16 pairs (query_to_bf16_pairs) and the int8 form
-/// (query_to_i8_quads).
+/// to be converted per call where a path needs it: bf16 pairs (query_to_bf16_pairs), the int8 form
+/// (query_to_i8_quads) and its 16-bit form (query_to_i16_pairs, int8_vnni.hpp).
 struct query_forms {
   const std::uint32_t* bf16 = nullptr;
   const std::uint32_t* i8 = nullptr;
-  query_forms(const std::uint32_t* bf16_pairs = nullptr, const std::uint32_t* i8_quads = nullptr) noexcept
-      : bf16(bf16_pairs), i8(i8_quads) {}
+  const std::uint32_t* i16 = nullptr;  ///< the 16-bit form of the VNNI int8 path (int8_vnni.hpp, query_to_i16_pairs)
+  query_forms(const std::uint32_t* bf16_pairs = nullptr, const std::uint32_t* i8_quads = nullptr, const std::uint32_t* i16_pairs = nullptr) noexcept
+      : bf16(bf16_pairs), i8(i8_quads), i16(i16_pairs) {}
 };
 
 /// True when int8 documents are scored on AMX-INT8 now for this architecture.
@@ -451,37 +458,6 @@ bool i8_on_amx() {
 template <class Arch = default_arch>
 bool bf16_query_rounded() {
   return bf16_rounds_query<Arch> || bf16_on_amx<Arch>();
-}
-
-/// Every q_i . d_j of a packed document into s_out (query.rows x panels * W, row stride s_stride; padding lanes
-/// get 0) by the engine the fused kernel uses now for storage `st`: AMX-BF16 tiles for bf16 where
-/// amx_bf16_usable(), AMX-INT8 for i8 where i8_on_amx(), the vector tiles otherwise (so explain reproduces the
-/// kernel's values). `forms`: the query's prepared forms, or null ones to convert them here where needed.
-template <class Arch = default_arch>
-void packed_similarity_rows(matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows, float* s_out,
-                            std::size_t s_stride, query_forms forms = {}) {
-  std::vector<std::uint32_t> converted;
-  const std::uint32_t* query_bf16 = forms.bf16;
-  if (st == storage::bf16 && bf16_query_rounded<Arch>()) query_bf16 = bf16_pairs_or_convert(query, query_bf16, converted);
-  if constexpr (amx_tiles_fit<Arch>) {
-    if (st == storage::bf16 && amx_bf16_usable()) {
-      const amx_bf16_engine<Arch> engine(panels, doc_rows, query, query_bf16);
-      engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
-        engine.template store_rows<R>(i0, p0, here, s_out, s_stride);
-      });
-      return;
-    }
-    if (st == storage::i8 && i8_on_amx<Arch>()) {
-      const std::uint32_t* query_i8 = i8_quads_or_convert(query, forms.i8, converted);
-      aligned_vector<std::uint32_t> scratch(amx_i8_engine<Arch>::scratch_words(query.cols));
-      const amx_i8_engine<Arch> engine(panels, doc_rows, query, query_i8, scratch.data());
-      engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
-        engine.template store_rows<R>(i0, p0, here, s_out, s_stride);
-      });
-      return;
-    }
-  }
-  similarity_rows<Arch>(query, st, panels, doc_rows, s_out, s_stride, query_bf16);
 }
 
 }  // namespace aligner

@@ -72,15 +72,19 @@ kernel_report kernel_info() {
   else
     r.bf16 = "bf16 widened to float, " + vec + "; AMX not used: " + r.amx_reason;
   r.f16 = "f16 widened to float, " + vec;
-  r.i8 = r.amx_int8 ? std::string("AMX-INT8 tdpbssd tiles over panels re-laid by AVX512-VBMI, query in two int8 terms (run time: "
-                                   "CPU, OS and permission allow it)")
-                    : "i8 widened to float and scaled, " + vec + "; AMX not used: " + r.amx_int8_reason;
+  if (r.amx_int8)
+    r.i8 = "AMX-INT8 tdpbssd tiles over panels re-laid by AVX512-VBMI, query in two int8 terms (run time: CPU, OS and permission allow it)";
+  else if (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
+    r.i8 = "AVX512-VNNI vpdpwssd register tiles over panels widened to int16 pairs, query in two int8 terms combined in 16 bits (compile "
+           "time; AMX-INT8's arithmetic); AMX not used: " + r.amx_int8_reason;
+  else
+    r.i8 = "i8 widened to float and scaled, " + vec + "; AMX not used: " + r.amx_int8_reason;
   const std::string residual_vector = bf16_rounds_query<Arch> ? std::string("residual panels decoded to bf16 a group at a time, AVX512-BF16 "
                                                                             "vdpbf16ps register tiles, query rounded to bf16 (compile time)")
                                                               : "residual panels decoded to float a group at a time, " + vec;
   if (r.amx_bf16)
     r.residual = "residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)";
-  else if (ALIGNER_RESIDUAL_VNNI && panel_width<Arch> == 16)
+  else if (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
     r.residual = "nbits 1-4: residual panels decoded to the codec's int8 values a group at a time (AVX512-VBMI), AVX512-VNNI vpdpbusd "
                  "register tiles, query in int8 (compile time); nbits 8: " + residual_vector;
   else

@@ -68,6 +68,7 @@
 #include "../core/error.hpp"
 #include "../core/types.hpp"
 #include "amx.hpp"
+#include "int8_vnni.hpp"
 #include "layout.hpp"
 #include "tile.hpp"
 #include "token_scan.hpp"
@@ -601,13 +602,6 @@ inline void residual_decode_u8(const residual_codec& codec, const void* panel, s
 
 }  // namespace ref
 
-/// The VNNI residual kernel is compiled in: AVX512-VNNI (vpdpbusd) and AVX512-VBMI (the decode's vpermb and
-/// vpmultishiftqb), as on Zen 4/5 and Intel from Ice Lake.
-#if defined(__AVX512VNNI__) && defined(__AVX512VBMI__) && defined(__AVX512BW__)
-#define ALIGNER_RESIDUAL_VNNI 1
-#else
-#define ALIGNER_RESIDUAL_VNNI 0
-#endif
 
 /// The largest dim the VNNI kernel takes: its int32 sums stay below 2^31 (|bias| + dim * 127 * 255 < dim * 127 * 383).
 inline constexpr std::size_t residual_vnni_max_dim = 32768;
@@ -616,7 +610,7 @@ inline constexpr std::size_t residual_vnni_max_dim = 32768;
 /// instructions and panel width 16; run time: nbits <= 4 and dim <= residual_vnni_max_dim), where AMX does not run.
 template <class Arch = default_arch>
 bool residual_on_vnni(const residual_codec& codec) noexcept {
-  if constexpr (ALIGNER_RESIDUAL_VNNI && panel_width<Arch> == 16)
+  if constexpr (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
     return codec.nbits() <= 4 && codec.dim() <= residual_vnni_max_dim;
   else
     return (void)codec, false;
@@ -670,7 +664,7 @@ inline const residual_i8_query* residual_i8_or_convert(matrix_view<float> query,
 /// Returns false (nothing written) where the VNNI kernel is not compiled or nbits is 8.
 template <class Arch = default_arch>
 bool decode_residual_panel_u8(const residual_codec& codec, const std::uint32_t* panel, std::uint32_t* out) noexcept {
-#if ALIGNER_RESIDUAL_VNNI
+#if ALIGNER_HAVE_VNNI_VBMI
   if constexpr (panel_width<Arch> == 16) {
     const std::uint32_t* tables = codec.quad_tables();
     if (tables == nullptr) return false;
@@ -714,7 +708,7 @@ bool decode_residual_panel_u8(const residual_codec& codec, const std::uint32_t* 
 /// Register tiles of the residual part of S over decoded u8 quad panels (decode_residual_panel_u8), by AVX512-VNNI
 /// vpdpbusd: per step of four components, acc_int32 += doc bytes x the query's int8 quad, from bias_i; then
 /// S = float(acc) * s_i. The interface of tile_engine (residual_engine's inner engine). Only where
-/// ALIGNER_RESIDUAL_VNNI (elsewhere it is never constructed).
+/// ALIGNER_HAVE_VNNI_VBMI (elsewhere it is never constructed).
 template <class Arch>
 struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
   using base = tile_engine_base<vnni_quad_engine<Arch>, Arch, 4>;
@@ -739,7 +733,7 @@ struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
 
   template <std::size_t R, std::size_t V>
   ALIGNER_NOINLINE void tile(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
-#if ALIGNER_RESIDUAL_VNNI
+#if ALIGNER_HAVE_VNNI_VBMI
     if constexpr (width == 16) {
       __m512i a[R][V];
       const std::uint32_t* q[R];
@@ -747,17 +741,7 @@ struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
         q[r] = q8->quads.data() + (i0 + r) * quads;
         for (std::size_t v = 0; v != V; ++v) a[r][v] = _mm512_set1_epi32(q8->bias[i0 + r]);
       }
-      const auto* base = static_cast<const std::uint32_t*>(panels) + p0 * quads * width;
-      for (std::size_t c4 = 0; c4 != quads; ++c4) {
-        if (c4 & 1) pf.tick();
-        __m512i d[V];
-        for (std::size_t v = 0; v != V; ++v) d[v] = _mm512_load_si512(base + (v * quads + c4) * width);
-        for (std::size_t r = 0; r != R; ++r) {
-          const __m512i qc = _mm512_set1_epi32(int(q[r][c4]));
-          for (std::size_t v = 0; v != V; ++v) a[r][v] = dpbusd(a[r][v], d[v], qc);
-        }
-      }
-      pf.rest();
+      detail::vnni_tile<detail::vnni_op::dpbusd, R, V>(a, static_cast<const std::uint32_t*>(panels) + p0 * quads * width, quads, q, pf, 2);
       for (std::size_t r = 0; r != R; ++r) {
         const __m512 s = _mm512_set1_ps(q8->scales[i0 + r]);
         for (std::size_t v = 0; v != V; ++v) out[r][v] = batch(_mm512_mul_ps(_mm512_cvtepi32_ps(a[r][v]), s));
@@ -766,8 +750,7 @@ struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
     }
 #endif
     (void)i0, (void)p0;
-    for (std::size_t r = 0; r != R; ++r)
-      for (std::size_t v = 0; v != V; ++v) out[r][v] = batch(0.f);
+    base::zero(out);
   }
 
   template <class Visit>
@@ -777,14 +760,6 @@ struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
 
  private:
   tile_prefetch pf;
-#if ALIGNER_RESIDUAL_VNNI
-  /// acc + the four u8 x s8 products of each lane (vpdpbusd), written as the instruction: GCC 12 compiled
-  /// _mm512_dpbusd_epi32 in this tile into a register copy per accumulator and step, and spilled, at half the rate.
-  ALIGNER_ALWAYS_INLINE static __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) noexcept {
-    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
-    return acc;
-  }
-#endif
 };
 
 /// Row stride of centroid_scores: the centroid count rounded up to whole panels.
@@ -956,9 +931,7 @@ struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail
   static std::size_t staging_floats(std::size_t dim) noexcept { return rounds ? dim * width : 0; }
   /// Panels decoded at once: as many block_panels groups as fit 16 KB (at least one), so that the decoded group, its
   /// centroid scores (8 KB at 32 query rows) and the query stay within a 32-48 KB L1 together.
-  static std::size_t group_of(std::size_t dim) noexcept {
-    return std::max<std::size_t>(1, (std::size_t(16) << 10) / (decoded_words(dim) * 4) / block_panels) * block_panels;
-  }
+  static std::size_t group_of(std::size_t dim) noexcept { return panels_per_group(decoded_words(dim), block_panels); }
 
   residual_engine(const residual_codec& codec_, const std::uint32_t* panels_, std::size_t doc_rows_, matrix_view<float> query_,
                   const float* qct_, float* scratch_, const std::uint32_t* query_bf16_ = nullptr, prefetch_hint next_ = {},
@@ -1025,7 +998,7 @@ template <class Arch, class Run>
 decltype(auto) with_residual_path(const residual_codec& codec, Run&& run) {
   if constexpr (amx_tiles_fit<Arch>)
     if (bf16_on_amx<Arch>()) return run(std::integral_constant<residual_path, residual_path::amx>{});
-  if constexpr (ALIGNER_RESIDUAL_VNNI && panel_width<Arch> == 16)
+  if constexpr (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
     if (residual_on_vnni<Arch>(codec)) return run(std::integral_constant<residual_path, residual_path::vnni>{});
   return run(std::integral_constant<residual_path, residual_path::vector>{});
 }

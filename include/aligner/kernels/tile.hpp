@@ -70,13 +70,20 @@ inline void query_to_bf16_pairs(matrix_view<float> query, std::uint32_t* out) no
     }
 }
 
+/// `given` (a form of the query prepared by the caller), or, when it is null, `words` words that convert(out)
+/// writes into `buffer`.
+template <class Convert>
+const std::uint32_t* given_or_converted(const std::uint32_t* given, std::vector<std::uint32_t>& buffer, std::size_t words, Convert&& convert) {
+  if (given != nullptr) return given;
+  buffer.resize(words);
+  convert(buffer.data());
+  return buffer.data();
+}
+
 /// `given` (a query's bf16 pairs prepared by the caller), or the query converted into `buffer` when it is null.
 inline const std::uint32_t* bf16_pairs_or_convert(matrix_view<float> query, const std::uint32_t* given,
                                                   std::vector<std::uint32_t>& buffer) {
-  if (given != nullptr) return given;
-  buffer.resize(bf16_query_words(query.rows, query.cols));
-  query_to_bf16_pairs(query, buffer.data());
-  return buffer.data();
+  return given_or_converted(given, buffer, bf16_query_words(query.rows, query.cols), [&](std::uint32_t* out) { query_to_bf16_pairs(query, out); });
 }
 
 /// What a caller scores after the current document: its packed bytes are prefetched while the current one is
@@ -130,6 +137,12 @@ void for_each_span(const void* panels, std::size_t panel_total, std::size_t pane
     span_prefetch plan(panels, panel_total, panel_bytes, s1, span, next, row_blocks * ((s1 - s0 + block_panels - 1) / block_panels));
     f(s0, s1, plan);
   }
+}
+
+/// Panels an engine decodes or re-lays at once: whole tiles' worth (block_panels) filling 16 KB at panel_words
+/// 32-bit words a panel, at least one tile's, so that the group, its tile inputs and the query stay in L1.
+inline std::size_t panels_per_group(std::size_t panel_words, std::size_t block_panels) noexcept {
+  return std::max<std::size_t>(1, (std::size_t(16) << 10) / (panel_words * 4) / block_panels) * block_panels;
 }
 
 /// The lines the current tile prefetches, [at, stop): a sweep sets them before each tile, the tile issues one every
@@ -194,6 +207,13 @@ struct tile_engine_base {
     alignas(64) float lane[width];
     for (std::size_t l = 0; l != width; ++l) lane[l] = float(l);
     return xsimd::select(batch::load_aligned(lane) < batch(float(valid)), s, batch(-std::numeric_limits<float>::infinity()));
+  }
+
+  /// Every entry of a tile 0 (the tile of an engine whose instructions are not compiled in; never run).
+  template <std::size_t R, std::size_t V>
+  static void zero(batch (&out)[R][V]) noexcept {
+    for (std::size_t r = 0; r != R; ++r)
+      for (std::size_t v = 0; v != V; ++v) out[r][v] = batch(0.f);
   }
 
   /// Token indices of panel p's lanes, as floats (exact below 2^24).

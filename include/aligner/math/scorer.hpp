@@ -125,6 +125,9 @@ class prepared_query {
     if (i8_on_amx<>()) {
       i8_.resize(i8_query_words(query.rows, query.cols));
       query_to_i8_quads(view_, i8_.data());
+    } else if (i8_on_vnni<>()) {
+      i16_.resize(i16_query_words(query.rows, query.cols));
+      query_to_i16_pairs(view_, i16_.data());
     }
   }
   prepared_query(const prepared_query& other) : prepared_query(other.view_, other.params()) {}
@@ -141,8 +144,10 @@ class prepared_query {
   const std::uint32_t* bf16_pairs() const noexcept { return bf16_.empty() ? nullptr : bf16_.data(); }
   /// The query's int8 form for the AMX-INT8 path (null where it did not run when the query was prepared).
   const std::uint32_t* i8_quads() const noexcept { return i8_.empty() ? nullptr : i8_.data(); }
-  /// Both forms, as the kernels take them.
-  query_forms forms() const noexcept { return {bf16_pairs(), i8_quads()}; }
+  /// The 16-bit form of the int8 query for the VNNI int8 path (null where it did not run when the query was prepared).
+  const std::uint32_t* i16_pairs() const noexcept { return i16_.empty() ? nullptr : i16_.data(); }
+  /// Every form, as the kernels take them.
+  query_forms forms() const noexcept { return {bf16_pairs(), i8_quads(), i16_pairs()}; }
   score_params params() const { return {.strategy = strategy_, .norm = norm_, .query_salience = salience_, .check_finite = false}; }
 
  private:
@@ -151,7 +156,7 @@ class prepared_query {
   alignment strategy_;
   normalization norm_;
   std::vector<float> salience_;
-  std::vector<std::uint32_t> bf16_, i8_;
+  std::vector<std::uint32_t> bf16_, i8_, i16_;
 };
 
 namespace detail {
