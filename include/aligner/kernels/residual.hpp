@@ -606,12 +606,12 @@ inline void residual_decode_u8(const residual_codec& codec, const void* panel, s
 /// The largest dim the VNNI kernel takes: its int32 sums stay below 2^31 (|bias| + dim * 127 * 255 < dim * 127 * 383).
 inline constexpr std::size_t residual_vnni_max_dim = 32768;
 
-/// True when residual panels of `codec` are scored by the VNNI kernel for this architecture (compile time: the
-/// instructions and panel width 16; run time: nbits <= 4 and dim <= residual_vnni_max_dim), where AMX does not run.
+/// True when residual panels of `codec` are scored by the VNNI kernel now for this architecture (compile time: the
+/// instructions and panel width 16; run time: nbits <= 4, dim <= residual_vnni_max_dim and AMX-BF16 not running).
 template <class Arch = default_arch>
 bool residual_on_vnni(const residual_codec& codec) noexcept {
   if constexpr (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
-    return codec.nbits() <= 4 && codec.dim() <= residual_vnni_max_dim;
+    return codec.nbits() <= 4 && codec.dim() <= residual_vnni_max_dim && !bf16_on_amx<Arch>();
   else
     return (void)codec, false;
 }

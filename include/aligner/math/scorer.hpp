@@ -178,7 +178,7 @@ inline residual_query prepare_residual_query(const prepared_query& q, const pack
   ws.centroid_scores.resize(docs.codec->centroids() * centroid_score_rows(q.rows().rows));
   centroid_scores_by_centroid(q.rows(), *docs.codec, ws.centroid_scores.data(), ws.query_major, ws.extended_query);
   residual_query out{ws.centroid_scores.data(), nullptr};
-  if (residual_on_vnni(*docs.codec) && !bf16_on_amx()) {
+  if (residual_on_vnni(*docs.codec)) {
     residual_query_to_i8(q.rows(), *docs.codec, ws.residual_i8);
     out.i8 = &ws.residual_i8;
   }
