@@ -128,22 +128,10 @@ int main(int argc, char** argv) try {
     const auto doc_ids = token_ids_of(c.docs, a.collection + "/" + a.vectors, "doc");
     if (!doc_ids.empty()) {
       const std::size_t vocab = c.vocab_size ? c.vocab_size : std::size_t(*std::max_element(doc_ids.begin(), doc_ids.end())) + 1;
-      const aligner::io::token_sequences with_ids = {{}, c.docs.dim, c.docs.offsets, {}, doc_ids};
-      const auto idf = aligner::token_idf(with_ids, vocab);
       // The FFN fitted to the IDF of a seeded sample of the document tokens (at most 200k).
-      const std::size_t tokens = c.docs.tokens(), sample = std::min<std::size_t>(tokens, 200000);
-      std::vector<std::size_t> pick(tokens);
-      std::iota(pick.begin(), pick.end(), std::size_t{0});
-      std::mt19937_64 rng(a.seed ^ 0x1df);
-      for (std::size_t i = 0; i != sample; ++i) std::swap(pick[i], pick[i + std::size_t(rng() % (tokens - i))]);
-      std::vector<float> x(sample * c.docs.dim), y(sample);
-      for (std::size_t i = 0; i != sample; ++i) {
-        std::copy_n(c.docs.vectors.data() + pick[i] * c.docs.dim, c.docs.dim, x.data() + i * c.docs.dim);
-        y[i] = idf[std::size_t(doc_ids[pick[i]])];
-      }
       double r2 = 0;
-      const auto fitted = aligner::fit_salience({x.data(), sample, c.docs.dim}, y, 1e-3, &r2);
-      std::printf("# idf-fit: R^2 = %.3f on %zu sampled document tokens\n", r2, sample);
+      const auto fitted = aligner::fit_idf_salience(c.docs.view(), doc_ids, vocab, 200000, a.seed ^ 0x1df, 1e-3, &r2);
+      std::printf("# idf-fit: R^2 = %.3f on %zu sampled document tokens\n", r2, std::min<std::size_t>(c.docs.tokens(), 200000));
       rules.push_back({"idf-fit", fitted(c.queries.view()), fitted(c.docs.view())});
     } else {
       std::printf("# idf-fit: no token ids in this form; skipped\n");

@@ -447,8 +447,26 @@ TEST_CASE("cli: train-salience writes heads that eval, index and search use, the
   CHECK(without_timing(unweighted.out) == without_timing(run_cli("eval" + coll + " --strategy top1").out));
   CHECK(run_cli("eval" + coll + " --strategy top1 --rerank-weights off").status == 2);  // no salience to switch off
 
-  // Bad input: exit 2, nothing written.
+  // --init idf-fit starts from the FFN fitted to the IDF (Cranfield has token ids) and records it; a heads file is a
+  // start too; a start that cannot be had exits 2 and writes nothing.
   std::filesystem::remove(again);
+  const std::string short_train = "train-salience" + coll + " --epochs 1 --hard-negatives 2 --alpha-query 1 --alpha-doc 0.5 --epsilon 0.1";
+  const auto from_idf = run_cli(short_train + " --init idf-fit --out " + again.string(), true);
+  REQUIRE(from_idf.status == 0);
+  CHECK(from_idf.out.find("start: the FFN fitted to the documents' IDF (R^2 = 0.") != std::string::npos);
+  CHECK(aligner::io::load_salience_heads(again).trained_with.find(" init=idf-fit") != std::string::npos);
+  std::filesystem::remove(again);
+  REQUIRE(run_cli(short_train + " --init " + heads.string() + " --out " + again.string()).status == 0);
+  CHECK(aligner::io::load_salience_heads(again).trained_with.find(" init=" + heads.string()) != std::string::npos);
+  std::filesystem::remove(again);
+  for (const std::string bad : {std::string(" --init /nonexistent/heads.txt"), " --init " + aligner_test::cranfield_dir().string() + "/qrels/test.tsv",
+                                std::string(" --init ")}) {
+    INFO(bad);
+    CHECK(run_cli(short_train + bad + " --out " + again.string()).status == 2);
+    CHECK(!std::filesystem::exists(again));
+  }
+
+  // Bad input: exit 2, nothing written.
   for (const std::string bad : {" --alpha-doc 0", " --alpha-query 1.5", " --epsilon 0", " --epsilon -1", " --temperature 0", " --holdout 1",
                                 " --epochs 0", " --strategy top1,topk:2", " --split nosuchsplit", " --vectors nosuchvectors"}) {
     INFO(bad);

@@ -1,6 +1,7 @@
 // Learned salience (SPEC section 12): finite-difference checks of the score, gate and loss gradients (float64), the
 // trainer on a problem where salience decides the ranking, determinism, bad input, and the heads file.
 #include <aligner/aligner.hpp>
+#include <aligner/eval/idf.hpp>
 #include <aligner/eval/salience_training.hpp>
 #include <aligner/io/salience_heads.hpp>
 
@@ -278,6 +279,88 @@ TEST_CASE("salience training: early stopping keeps the best held-out epoch, runs
   p.seed = 5;
   const auto c = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
   REQUIRE(c.epochs[0].holdout_loss != a.epochs[0].holdout_loss);  // another held-out split
+}
+
+TEST_CASE("salience training: IDF fitted from token ids, by hand", "[golden]") {
+  // One-hot token vectors (dim = vocabulary): w . e_t + b can equal any per-id target, so the fit (ridge ~0) gives
+  // every token the IDF of its id. Four documents over a vocabulary of 5 ids; id 4 never occurs.
+  const std::size_t vocab = 5;
+  const std::vector<std::int32_t> ids = {0, 1, 0, 2, 0, 3, 1, 0};  // documents {0,1,0}, {2}, {0,3}, {1,0}
+  const std::vector<std::int64_t> offsets = {0, 3, 4, 6, 8};
+  std::vector<float> vectors(ids.size() * vocab, 0.f);
+  for (std::size_t t = 0; t != ids.size(); ++t) vectors[t * vocab + std::size_t(ids[t])] = 1.f;
+  const aligner::sequence_set_view docs{{vectors.data(), ids.size(), vocab}, offsets};
+  // df: id 0 in 3 documents, id 1 in 2, ids 2 and 3 in 1, id 4 in none; N = 4.
+  auto idf = [](double df) { return std::log(1.0 + (4.0 - df + 0.5) / (df + 0.5)); };
+  const std::vector<double> want = {idf(3), idf(2), idf(1), idf(1), idf(0)};
+  const auto table = aligner::token_idf(offsets, ids, vocab);
+  for (std::size_t t = 0; t != vocab; ++t) REQUIRE_THAT(table[t], WithinAbs(want[t], 1e-6));
+  double r2 = 0;
+  const auto fitted = aligner::fit_idf_salience(docs, ids, vocab, 1000, 7, 1e-9, &r2);
+  REQUIRE_THAT(r2, WithinAbs(1.0, 1e-6));
+  const auto s = fitted(docs.tokens);
+  for (std::size_t t = 0; t != ids.size(); ++t) REQUIRE_THAT(s[t], WithinAbs(want[std::size_t(ids[t])], 1e-4));
+  // vocab 0: the largest id + 1 (id 4 then does not exist, which changes nothing for the tokens).
+  const auto auto_vocab = aligner::fit_idf_salience(docs, ids, 0, 1000, 7, 1e-9)(docs.tokens);
+  for (std::size_t t = 0; t != ids.size(); ++t) REQUIRE_THAT(auto_vocab[t], WithinAbs(s[t], 1e-4));
+  // A sample of 5 of the 8 tokens: the same seed draws the same sample.
+  const auto a = aligner::fit_idf_salience(docs, ids, vocab, 5, 3), b = aligner::fit_idf_salience(docs, ids, vocab, 5, 3);
+  REQUIRE(std::equal(a.weights().begin(), a.weights().end(), b.weights().begin()));
+  REQUIRE(a.bias() == b.bias());
+  // Bad input, by name.
+  REQUIRE_THROWS_WITH(aligner::fit_idf_salience(docs, std::span(ids).first(7), vocab), Catch::Contains("7 token ids for 8 tokens"));
+  auto negative = ids;
+  negative[5] = -2;
+  REQUIRE_THROWS_WITH(aligner::fit_idf_salience(docs, negative, vocab), Catch::Contains("token id -2 is outside the vocabulary"));
+  REQUIRE_THROWS_WITH(aligner::fit_idf_salience(docs, ids, 3), Catch::Contains("token id 3 is outside the vocabulary of 3"));
+  REQUIRE_THROWS_WITH(aligner::fit_idf_salience(docs, ids, vocab, 0), Catch::Contains("sample must be >= 1"));
+}
+
+TEST_CASE("salience training: starts from given heads and keeps them when no epoch beats them on the held-out queries",
+          "[property]") {
+  stopword_problem pb(41, 2);
+  auto examples = pb.examples;
+  aligner::mine_hard_negatives(pb.queries(), pb.docs(), examples, 6);
+  const auto wq = aligner_test::random_matrix(1, pb.dim, 80), wd = aligner_test::random_matrix(1, pb.dim, 81);
+  const aligner::salience_heads start(aligner::salience_scorer(wq, 0.7f), aligner::salience_scorer(wd, 1.3f));
+  aligner::salience_training_params p{.alpha_query = 1.0, .alpha_doc = 1.0, .temperature = 10.0, .batch_size = 5, .epochs = 3,
+                                      .learning_rate = 0.05, .holdout = 0.25, .patience = 3, .seed = 2};
+  p.start = start;
+  // The flat start is the heads' (w, b), and epoch 0 reports their held-out loss.
+  const aligner::salience_trainer tr(pb.queries(), pb.docs(), examples, p);
+  const auto x0 = tr.initial_parameters();
+  for (std::size_t c = 0; c != pb.dim; ++c) {
+    REQUIRE(x0[c] == double(wq[c]));
+    REQUIRE(x0[pb.dim + 1 + c] == double(wd[c]));
+  }
+  REQUIRE(x0[pb.dim] == 0.7f);
+  REQUIRE(x0.back() == 1.3f);
+  const auto r = tr.train();
+  REQUIRE(std::isfinite(r.epochs[0].holdout_loss));
+  for (std::size_t e = 0; e != r.epochs.size(); ++e) REQUIRE(r.epochs[r.best_epoch].holdout_loss <= r.epochs[e].holdout_loss);
+  // Heads trained from the default start (w = 0, b = 1) are a good start; a step size that wrecks them: no epoch
+  // beats them, and they come back unchanged (with the training's gates).
+  p.start.reset();
+  p.epochs = 12;
+  p.alpha_doc = 0.5;
+  p.epsilon = 0.1;
+  const auto trained = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+  REQUIRE(trained.epochs[trained.best_epoch].holdout_loss < trained.epochs[0].holdout_loss);
+  p.start = trained.heads;
+  p.epochs = 3;
+  p.learning_rate = 1e4;
+  const auto wrecked = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+  INFO("held-out loss at the start " << wrecked.epochs[0].holdout_loss << ", after epoch 1 " << wrecked.epochs[1].holdout_loss);
+  REQUIRE(wrecked.best_epoch == 0);
+  REQUIRE(std::equal(wrecked.heads.query.weights().begin(), wrecked.heads.query.weights().end(), trained.heads.query.weights().begin()));
+  REQUIRE(std::equal(wrecked.heads.doc.weights().begin(), wrecked.heads.doc.weights().end(), trained.heads.doc.weights().begin()));
+  REQUIRE(wrecked.heads.doc.bias() == trained.heads.doc.bias());
+  REQUIRE(!wrecked.heads.query.gate().has_value());
+  REQUIRE(wrecked.heads.doc.gate().has_value());
+  // Heads of another dim are refused by name.
+  p.start = aligner::salience_heads(aligner::salience_scorer(std::vector<float>(pb.dim + 1, 0.1f), 1.f),
+                                    aligner::salience_scorer(std::vector<float>(pb.dim + 1, 0.1f), 1.f));
+  REQUIRE_THROWS_WITH(aligner::salience_trainer(pb.queries(), pb.docs(), examples, p), Catch::Contains("start heads have dim 13"));
 }
 
 TEST_CASE("salience training: bad input is refused by name before anything runs", "[edge]") {

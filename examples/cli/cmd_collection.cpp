@@ -216,17 +216,6 @@ std::vector<std::string> words_of(const aligner::io::token_sequences& side, cons
   return out;
 }
 
-/// Token ids of one side: those the collection loaded (token-id form), else the dense form's <side>_token_ids.npy
-/// when the folder has one (checked against the side's token count), else none.
-std::vector<std::int32_t> token_ids_of(const aligner::io::token_sequences& side, const std::filesystem::path& vdir, const std::string& name) {
-  if (!side.token_ids.empty()) return side.token_ids;
-  const auto file = vdir / (name + "_token_ids.npy");
-  if (!std::filesystem::exists(file)) return {};
-  auto ids = aligner::io::load_npy<std::int32_t>(file);
-  if (ids.values.size() != side.tokens())
-    throw aligner::io_error(file.string() + ": " + std::to_string(ids.values.size()) + " token ids for " + std::to_string(side.tokens()) + " tokens");
-  return std::move(ids.values);
-}
 
 }  // namespace
 

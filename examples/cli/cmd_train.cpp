@@ -1,4 +1,5 @@
 // train-salience: learns the query and document salience heads from a collection's judged queries.
+#include <aligner/eval/idf.hpp>
 #include <aligner/eval/salience_training.hpp>
 #include <aligner/io/collection.hpp>
 #include <aligner/io/salience_heads.hpp>
@@ -7,6 +8,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "collection_run.hpp"
 #include "commands.hpp"
 #include "progress.hpp"
 
@@ -37,6 +39,28 @@ int run_train_salience(const options& o) {
   std::fprintf(stderr, "%zu training queries (split %s), %zu relevant pairs, %zu documents%s\n", examples.size(), split.c_str(), pairs,
                c.docs.size(), missing ? (", " + std::to_string(missing) + " judged documents not in the collection skipped").c_str() : "");
 
+  if (o.init == "idf-fit") {
+    // Fitted to the document tokens' IDF (a seeded sample of 200k tokens), for both heads.
+    auto ids = token_ids_of(c.docs, std::filesystem::path(o.collection) / o.vectors, "doc");
+    if (ids.empty())
+      throw usage_error("--init idf-fit needs token ids: the token-id vectors form (embeddings.npy) or " +
+                        (std::filesystem::path(o.collection) / o.vectors / "doc_token_ids.npy").string());
+    for (std::size_t t = 0; t != ids.size(); ++t)
+      if (ids[t] < 0 || (c.vocab_size && std::size_t(ids[t]) >= c.vocab_size))
+        throw aligner::io_error("--init idf-fit: document token id " + std::to_string(ids[t]) + " at index " + std::to_string(t) +
+                                " is outside the vocabulary");
+    double r2 = 0;
+    const auto fitted = aligner::fit_idf_salience(c.docs.view(), ids, c.vocab_size, 200000, p.seed ^ 0x1df, 1e-3, &r2);
+    std::fprintf(stderr, "start: the FFN fitted to the documents' IDF (R^2 = %.3f)\n", r2);
+    p.start.emplace(fitted, fitted);
+  } else if (o.init != "none") {
+    auto file = aligner::io::load_salience_heads(o.init);
+    if (file.heads.dim() != c.docs.dim)
+      throw usage_error("--init " + o.init + " holds heads of dim " + std::to_string(file.heads.dim()) + ", the vectors have dim " +
+                        std::to_string(c.docs.dim));
+    p.start.emplace(std::move(file.heads));
+  }
+
   const auto t0 = std::chrono::steady_clock::now();
   {
     progress bar("mining negatives", 1, o.progress);
@@ -59,8 +83,11 @@ int run_train_salience(const options& o) {
   const aligner::salience_trainer trainer(c.queries.view(), c.docs.view(), std::move(examples), p);
   const auto result = trainer.train();
   const std::string trained_with = p.strategy.name() + " " + aligner::to_string(p.norm) + " split=" + split + " epochs=" +
-                                   std::to_string(result.best_epoch) + " seed=" + std::to_string(p.seed);
-  if (result.holdout_queries && result.epochs[result.best_epoch].holdout_loss > result.epochs[0].holdout_loss)
+                                   std::to_string(result.best_epoch) + " seed=" + std::to_string(p.seed) + " init=" +
+                                   (o.init.find_first_of("\r\n") == std::string::npos ? o.init : std::string("file"));
+  if (p.start && result.best_epoch == 0)
+    std::fprintf(stderr, "note: no epoch scored the held-out queries better than the --init heads; they are written unchanged\n");
+  if (!p.start && result.holdout_queries && result.epochs[result.best_epoch].holdout_loss > result.epochs[0].holdout_loss)
     std::fprintf(stderr,
                  "note: the heads score the held-out queries worse than no salience (loss %.4f against %.4f): with a gate the score "
                  "keeps only a budget of each sequence's tokens; --alpha-query 1 --alpha-doc 1 trains weights without a gate\n",

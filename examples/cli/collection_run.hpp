@@ -6,11 +6,13 @@
 #include <aligner/eval/idf.hpp>
 #include <aligner/eval/metrics.hpp>
 #include <aligner/io/collection.hpp>
+#include <aligner/io/npy.hpp>
 #include <aligner/io/salience_heads.hpp>
 #include <aligner/io/trec.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,6 +30,18 @@ struct retrieval_setup {
   std::vector<float> uq, ud;        ///< salience per token (empty: none)
   std::vector<std::size_t> judged;  ///< query indices with judgments
 };
+
+/// Token ids of one side: those the collection loaded (token-id form), else the dense form's <side>_token_ids.npy
+/// when the folder has one (checked against the side's token count), else none.
+inline std::vector<std::int32_t> token_ids_of(const aligner::io::token_sequences& side, const std::filesystem::path& vdir, const std::string& name) {
+  if (!side.token_ids.empty()) return side.token_ids;
+  const auto file = vdir / (name + "_token_ids.npy");
+  if (!std::filesystem::exists(file)) return {};
+  auto ids = aligner::io::load_npy<std::int32_t>(file);
+  if (ids.values.size() != side.tokens())
+    throw aligner::io_error(file.string() + ": " + std::to_string(ids.values.size()) + " token ids for " + std::to_string(side.tokens()) + " tokens");
+  return std::move(ids.values);
+}
 
 /// Loads --collection with its --vectors and --split (`with_judgments` false: documents and queries only) and the
 /// --salience.

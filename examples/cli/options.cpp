@@ -203,6 +203,13 @@ const std::vector<flag>& flags() {
        [](options& o, const std::string& v) { o.alpha_doc = parse_fraction("--alpha-doc", v); }},
       {"--epsilon-start", "E0", train_salience, "anneal the gate's temperature from E0 down to --epsilon over the first half of training",
        [](options& o, const std::string& v) { o.epsilon_start = parse_double("--epsilon-start", v); }},
+      {"--init", "none|idf-fit|FILE", train_salience,
+       "start heads: none (every token alike, default), idf-fit (the FFN fitted to the IDF of the token ids: needs the token-id form "
+       "or <vectors>/doc_token_ids.npy; training keeps it when no epoch beats it on the held-out queries) or a heads FILE",
+       [](options& o, const std::string& v) {
+         if (v.empty()) throw usage_error("--init needs none, idf-fit or a heads file, got an empty value");
+         o.init = v;
+       }},
       {"--temperature", "T", train_salience, "softmax temperature tau of the loss (default 20)",
        [](options& o, const std::string& v) { o.temperature = parse_double("--temperature", v); }},
       {"--epochs", "N", train_salience, "at most N passes over the training queries (default 20)",

@@ -19,7 +19,10 @@
  *  a fixed order.
  *
  *  Start: w = 0, b = 1 for both heads, where every token has the same salience and the score is the unweighted one
- *  (with a gate λ is then k/m for every token, which the mean normalisation cancels). */
+ *  (with a gate λ is then k/m for every token, which the mean normalisation cancels); or the (w, b) of given heads
+ *  (`start`, e.g. fit_idf_salience: the IDF of the token ids, which the heads then learn to improve on from the
+ *  vectors alone). With given heads the start is a candidate for the best epoch, so the held-out loss of the result
+ *  is never above theirs. */
 #pragma once
 
 #include <algorithm>
@@ -96,6 +99,8 @@ struct salience_training_params {
   double holdout = 0.1;         ///< fraction of the training queries held out for early stopping, in [0, 1)
   std::size_t patience = 3;     ///< epochs without a better held-out loss before stopping (>= 1)
   std::uint64_t seed = 0;
+  /// Heads to start from (their w and b; gates ignored; dims must be the vectors'); none: w = 0, b = 1.
+  std::optional<salience_heads> start{};
   unsigned threads = 1;         ///< 0 = one per hardware thread
   bool check_finite = true;
   /// Called after every epoch (and once with epoch 0 for the start) on the calling thread.
@@ -135,7 +140,7 @@ inline void salience_training_params::validate() const {
 struct salience_training_result {
   salience_heads heads;
   std::vector<salience_training_epoch> epochs;  ///< epochs[0] is the start
-  std::size_t best_epoch = 0;                   ///< the epoch whose parameters `heads` holds (>= 1)
+  std::size_t best_epoch = 0;  ///< the epoch whose parameters `heads` holds (>= 1; 0 only for given start heads no epoch beat)
   bool stopped_early = false;
   std::size_t train_queries = 0, holdout_queries = 0;
 };
@@ -174,11 +179,15 @@ inline void forward_head(matrix_view<float> x, const head_params& h, double alph
   const double k = gate_budget(alpha, m);
   if (alpha < 1.0 && k > 0.0 && k < double(m)) {
     const auto sol = solve_gate_pivot(std::span<const double>(out.s), k, epsilon);
+    // λ below float's smallest normal number is 0 (as the float scorer sees it) and carries no derivative: far below
+    // the budget's edge exp(t) underflows, and saliences of 1e-300 made the mean's 1 / Z, and so the gradients, overflow.
+    constexpr double lambda_floor = double(std::numeric_limits<float>::min());
     for (std::size_t i = 0; i != m; ++i) {
       const double t = (out.s[i] - sol.pivot) / epsilon + sol.offset;
       if (t < 0.0) {
-        out.lambda[i] = std::exp(t);
-        out.free[i] = 1;
+        const double l = std::exp(t);
+        out.lambda[i] = l >= lambda_floor ? l : 0.0;
+        out.free[i] = l >= lambda_floor;
         out.free_sum += out.lambda[i];
       }
     }
@@ -293,6 +302,9 @@ class salience_trainer {
     ALIGNER_EXPECTS(queries_.tokens.cols == docs_.tokens.cols, "training queries have dim ", queries_.tokens.cols,
                     " but the documents have dim ", docs_.tokens.cols);
     ALIGNER_EXPECTS(docs_.tokens.cols >= 1, "training vectors must have dim >= 1");
+    if (p_.start)
+      ALIGNER_EXPECTS(p_.start->dim() == docs_.tokens.cols, "salience training start heads have dim ", p_.start->dim(),
+                      " but the vectors have dim ", docs_.tokens.cols);
     detail::check_matrix(queries_.tokens, "training query vectors", p_.check_finite);
     detail::check_matrix(docs_.tokens, "training document vectors", p_.check_finite);
     for (std::size_t e = 0; e != examples_.size(); ++e) {
@@ -333,9 +345,17 @@ class salience_trainer {
   std::size_t parameter_count() const noexcept { return 2 * dim() + 2; }
   const salience_training_params& params() const noexcept { return p_; }
 
-  /// The starting parameters: w = 0, b = 1 for both heads.
+  /// The starting parameters: those of params().start, else w = 0, b = 1 for both heads.
   std::vector<double> initial_parameters() const {
     std::vector<double> x(parameter_count(), 0.0);
+    if (p_.start) {
+      auto put = [&](std::size_t at, const salience_scorer& h) {
+        for (std::size_t c = 0; c != dim(); ++c) x[at + c] = double(h.weights()[c]);
+        x[at + dim()] = double(h.bias());
+      };
+      put(0, p_.start->query), put(dim() + 1, p_.start->doc);
+      return x;
+    }
     x[dim()] = 1.0;
     x.back() = 1.0;
     return x;
@@ -404,8 +424,11 @@ class salience_trainer {
       out.epochs.push_back(start);
       if (p_.on_epoch) p_.on_epoch(start);
     }
-    // The best epoch is chosen among trained epochs (epoch 0, where every token ties, is reported, never returned).
+    // The best epoch is chosen among trained epochs (epoch 0, where every token ties, is reported, never returned),
+    // and the given start heads, which are a result in their own right.
     double best_loss = std::numeric_limits<double>::infinity();
+    const bool start_counts = p_.start.has_value() && !holdout.empty();
+    if (start_counts) best_loss = out.epochs[0].holdout_loss;
     std::size_t since_best = 0;
     const bool annealing = p_.epsilon_start > p_.epsilon;
     const std::size_t anneal_steps = annealing ? std::size_t(std::ceil(total_steps / 2.0)) : 0;
@@ -446,7 +469,7 @@ class salience_trainer {
       if (p_.on_epoch) p_.on_epoch(ep);
       if (holdout.empty()) {
         best = x, out.best_epoch = epoch;
-      } else if (ep.holdout_loss < best_loss || out.best_epoch == 0) {
+      } else if (ep.holdout_loss < best_loss || (out.best_epoch == 0 && !start_counts)) {
         best_loss = ep.holdout_loss, best = x, out.best_epoch = epoch, since_best = 0;
       } else if (step >= anneal_steps && ++since_best >= p_.patience) {
         out.stopped_early = epoch < p_.epochs;
