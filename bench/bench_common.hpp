@@ -5,7 +5,10 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <map>
+#include <stdexcept>
+#include <string>
 #include <tuple>
 #include <memory>
 #include <random>
@@ -55,12 +58,24 @@ struct doc_pool {
   const float* doc(std::size_t d) const { return tokens.data() + offsets[d] * std::int64_t(dim); }
 };
 
-/// One pool per shape, built on first use: larger than the last-level cache (96 MB) by default, or 512 KB
-/// (L2-resident) when `cached`.
+/// Megabytes of float vectors in a streamed pool: ALIGNER_BENCH_POOL_MB (whole number >= 1), else 96. A machine whose
+/// last-level cache holds the compact stores' copies of 96 MB (bf16 48 MB, i8 24 MB) needs more to stream them from
+/// DRAM (bench/dram.sh uses 2048).
+inline std::size_t pool_megabytes() {
+  const char* v = std::getenv("ALIGNER_BENCH_POOL_MB");
+  if (!v || !*v) return 96;
+  char* end = nullptr;
+  const unsigned long long mb = std::strtoull(v, &end, 10);
+  if (*end != '\0' || mb == 0 || mb > (1ull << 20)) throw std::invalid_argument(std::string("ALIGNER_BENCH_POOL_MB must be a whole number of megabytes >= 1, got '") + v + "'");
+  return std::size_t(mb);
+}
+
+/// One pool per shape, built on first use: larger than the last-level cache (pool_megabytes(), 96 MB by default),
+/// or 512 KB (L2-resident) when `cached`.
 inline const doc_pool& pool(std::size_t m, std::size_t dim, bool cached = false) {
   static std::map<std::tuple<std::size_t, std::size_t, bool>, std::unique_ptr<doc_pool>> pools;
   auto& p = pools[{m, dim, cached}];
-  if (!p) p = std::make_unique<doc_pool>(m, dim, cached ? std::size_t(512) << 10 : std::size_t(96) << 20);
+  if (!p) p = std::make_unique<doc_pool>(m, dim, cached ? std::size_t(512) << 10 : pool_megabytes() << 20);
   return *p;
 }
 

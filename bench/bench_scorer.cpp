@@ -44,9 +44,17 @@ void hadamard_run(benchmark::State& state, aligner::storage st, bool cached = fa
   std::vector<std::uint32_t> which(batch);
   std::vector<float> out(batch);
   std::size_t next = 0, docs = 0;
-  double flops = 0;
+  double flops = 0, bytes = 0;
+  const auto starts = store.panel_offsets();  // each document's first word (no end entry)
+  auto doc_bytes = [&](std::size_t d) {
+    const auto end = d + 1 < starts.size() ? starts[d + 1] : std::int64_t(store.packed_elements());
+    return 4.0 * double(end - starts[d]);
+  };
   for (auto _ : state) {
-    for (std::size_t i = 0; i != batch; ++i) which[i] = std::uint32_t((next + i) % p.size());
+    for (std::size_t i = 0; i != batch; ++i) {
+      which[i] = std::uint32_t((next + i) % p.size());
+      bytes += doc_bytes(which[i]);
+    }
     aligner::score_store({q.data(), n, dim}, store, which, out, params);
     benchmark::DoNotOptimize(out.data());
     flops += flops_of(p, next, batch, n);
@@ -54,6 +62,7 @@ void hadamard_run(benchmark::State& state, aligner::storage st, bool cached = fa
     docs += batch;
   }
   set_counters(state, double(docs), flops);
+  state.SetBytesProcessed(std::int64_t(bytes));  // the documents' packed panels (bytes_per_second: against memory_read_bandwidth)
   state.SetLabel(kernel_label(st, nbits));
 }
 
