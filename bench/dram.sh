@@ -14,10 +14,8 @@ build=${1:-build-native}
 rounds=${2:-3}
 cpu=${3:-1}
 pool_mb=${POOL_MB:-2048}
-if [ ! -x "$build/bin/aligner_bench" ]; then
-  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DALIGNER_NATIVE=ON -DALIGNER_BUILD_TESTS=OFF >/dev/null
-  cmake --build "$build" --target aligner_bench -j"$(nproc)" >/dev/null
-fi
+source bench/bench_lib.sh
+ensure_native_bench "$build"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for r in $(seq 1 "$rounds"); do
@@ -30,13 +28,10 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 python3 - "$out" "$rounds" <<'PY'
-import csv, statistics, sys, os
+import statistics, sys, os
+sys.path.insert(0, "bench")
+from bench_csv import rows
 out, rounds = sys.argv[1], int(sys.argv[2])
-def rows(path):
-    with open(path) as f:
-        lines = f.read().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("name,"))
-    return list(csv.DictReader(lines[start:]))
 bw = statistics.median(float(rows(os.path.join(out, f"bw.{r}.csv"))[0]["bytes_per_second"]) for r in range(1, rounds + 1))
 print(f"memory_read_bandwidth: {bw / 1e9:.1f} GB/s (median of {rounds})")
 print("| kernel | label | docs/s | GB/s read | share of the bandwidth |")

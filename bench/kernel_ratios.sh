@@ -15,10 +15,8 @@ build=${1:-build-native}
 rounds=${2:-5}
 cpu=${3:-1}
 storages=${STORAGES:-"fp32 _bf16 _i8 _residual2 _residual4"}
-if [ ! -x "$build/bin/aligner_bench" ]; then
-  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DALIGNER_NATIVE=ON -DALIGNER_BUILD_TESTS=OFF >/dev/null
-  cmake --build "$build" --target aligner_bench -j"$(nproc)" >/dev/null
-fi
+source bench/bench_lib.sh
+ensure_native_bench "$build"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for r in $(seq 1 "$rounds"); do
@@ -29,15 +27,14 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 python3 - "$out" "$rounds" $storages <<'EOF'
-import csv, statistics, sys, os
+import statistics, sys, os
+sys.path.insert(0, "bench")
+from bench_csv import rows
 out, rounds, storages = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 runs = {}
 for s in storages:
     for r in range(1, rounds + 1):
-        with open(os.path.join(out, f"{s}.{r}.csv")) as f:
-            lines = f.read().splitlines()
-        start = next(i for i, line in enumerate(lines) if line.startswith("name,"))  # after the context lines
-        for row in csv.DictReader(lines[start:]):
+        for row in rows(os.path.join(out, f"{s}.{r}.csv")):
             k = row["name"].rsplit("k:", 1)[1]
             runs.setdefault((s, k), []).append(float(row["docs_per_second"]))
 names = {"1": "Top-1", "4": "Top-4", "8": "Top-8", "0": "Top-p 1%"}

@@ -127,11 +127,11 @@ int main(int argc, char** argv) try {
   {
     const auto doc_ids = token_ids_of(c.docs, a.collection + "/" + a.vectors, "doc");
     if (!doc_ids.empty()) {
-      const std::size_t vocab = c.vocab_size ? c.vocab_size : std::size_t(*std::max_element(doc_ids.begin(), doc_ids.end())) + 1;
-      // The FFN fitted to the IDF of a seeded sample of the document tokens (at most 200k).
+      // The FFN fitted to the IDF of a seeded sample of the document tokens (vocabulary 0: the largest id + 1).
+      constexpr std::size_t sample = 200000;
       double r2 = 0;
-      const auto fitted = aligner::fit_idf_salience(c.docs.view(), doc_ids, vocab, 200000, a.seed ^ 0x1df, 1e-3, &r2);
-      std::printf("# idf-fit: R^2 = %.3f on %zu sampled document tokens\n", r2, std::min<std::size_t>(c.docs.tokens(), 200000));
+      const auto fitted = aligner::fit_idf_salience(c.docs.view(), doc_ids, c.vocab_size, sample, a.seed ^ 0x1df, 1e-3, &r2);
+      std::printf("# idf-fit: R^2 = %.3f on %zu sampled document tokens\n", r2, std::min(c.docs.tokens(), sample));
       rules.push_back({"idf-fit", fitted(c.queries.view()), fitted(c.docs.view())});
     } else {
       std::printf("# idf-fit: no token ids in this form; skipped\n");

@@ -45,11 +45,7 @@ int run_train_salience(const options& o) {
     if (ids.empty())
       throw usage_error("--init idf-fit needs token ids: the token-id vectors form (embeddings.npy) or " +
                         (std::filesystem::path(o.collection) / o.vectors / "doc_token_ids.npy").string());
-    for (std::size_t t = 0; t != ids.size(); ++t)
-      if (ids[t] < 0 || (c.vocab_size && std::size_t(ids[t]) >= c.vocab_size))
-        throw aligner::io_error("--init idf-fit: document token id " + std::to_string(ids[t]) + " at index " + std::to_string(t) +
-                                " is outside the vocabulary");
-    double r2 = 0;
+    double r2 = 0;  // an id outside the vocabulary (c.vocab_size; 0: the largest id + 1) is refused by token_idf
     const auto fitted = aligner::fit_idf_salience(c.docs.view(), ids, c.vocab_size, 200000, p.seed ^ 0x1df, 1e-3, &r2);
     std::fprintf(stderr, "start: the FFN fitted to the documents' IDF (R^2 = %.3f)\n", r2);
     p.start.emplace(fitted, fitted);
