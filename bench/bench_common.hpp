@@ -11,51 +11,64 @@
 #include <string>
 #include <tuple>
 #include <memory>
+#include <cmath>
+#include <cstdint>
 #include <random>
 #include <vector>
 
 namespace aligner_bench {
 
-/// Documents of length `m` (or uniform in [32, 256] when m == 0), unit vectors, at least `min_bytes` of floats.
+/// Documents of length `m` (or uniform in [32, 256] when m == 0), unit vectors, at least `min_bytes` of floats. The
+/// components are drawn from a sum of four 16-bit uniforms (Irwin-Hall, close to normal; rows are normalised anyway)
+/// off splitmix64, about 1 ns each, so that a 2 GB pool (bench/dram.sh) is built in seconds. Each storage's packed
+/// copy is made when a benchmark first asks for it (`of`), so a process pays only for the stores it measures.
 struct doc_pool {
   std::size_t dim = 0;
   std::vector<float> tokens;
   std::vector<std::int64_t> offsets{0};
-  aligner::token_store store, store_bf16, store_f16, store_i8;
 
-  doc_pool(std::size_t m, std::size_t dim_, std::size_t min_bytes = 96u << 20)
-      : dim(dim_), store(dim_), store_bf16(dim_, aligner::storage::bf16), store_f16(dim_, aligner::storage::f16),
-        store_i8(dim_, aligner::storage::i8) {
-    std::mt19937_64 rng(42 + m + dim);
-    std::uniform_int_distribution<std::size_t> len(32, 256);
-    std::normal_distribution<float> nd;
+  doc_pool(std::size_t m, std::size_t dim_, std::size_t min_bytes = 96u << 20) : dim(dim_) {
+    std::uint64_t state = 42 + m + dim;
+    auto next = [&state] {  // splitmix64
+      std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      return z ^ (z >> 31);
+    };
+    auto component = [&next] {
+      const std::uint64_t r = next();
+      const double sum = double(r & 0xFFFF) + double((r >> 16) & 0xFFFF) + double((r >> 32) & 0xFFFF) + double(r >> 48);
+      return float(sum - 2.0 * 65535.0);
+    };
+    tokens.reserve(min_bytes / sizeof(float) + 256 * dim);
     while (tokens.size() * sizeof(float) < min_bytes) {
-      const std::size_t rows = m ? m : len(rng);
+      const std::size_t rows = m ? m : 32 + std::size_t(next() % 225);
       for (std::size_t r = 0; r != rows; ++r) {
         double norm = 0;
         const std::size_t at = tokens.size();
-        for (std::size_t c = 0; c != dim; ++c) tokens.push_back(nd(rng)), norm += double(tokens.back()) * tokens.back();
-        for (std::size_t c = 0; c != dim; ++c) tokens[at + c] = float(tokens[at + c] / std::sqrt(norm));
+        for (std::size_t c = 0; c != dim; ++c) tokens.push_back(component()), norm += double(tokens.back()) * tokens.back();
+        const double inv = 1.0 / std::sqrt(norm);
+        for (std::size_t c = 0; c != dim; ++c) tokens[at + c] = float(tokens[at + c] * inv);
       }
       offsets.push_back(offsets.back() + std::int64_t(rows));
     }
-    store.add(view(), {}, false);
-    store_bf16.add(view(), {}, false);
-    store_f16.add(view(), {}, false);
-    store_i8.add(view(), {}, false);
   }
   aligner::sequence_set_view view() const { return {{tokens.data(), std::size_t(offsets.back()), dim}, offsets}; }
   std::size_t size() const { return offsets.size() - 1; }
+  /// The pool packed in storage `st` (f32, bf16, f16 or i8), packed on first use.
   const aligner::token_store& of(aligner::storage st) const {
-    switch (st) {
-      case aligner::storage::bf16: return store_bf16;
-      case aligner::storage::f16: return store_f16;
-      case aligner::storage::i8: return store_i8;
-      default: return store;
+    auto& slot = stores_[int(st)];
+    if (!slot) {
+      slot = std::make_unique<aligner::token_store>(dim, st);
+      slot->add(view(), {}, false);
     }
+    return *slot;
   }
   std::size_t length(std::size_t d) const { return std::size_t(offsets[d + 1] - offsets[d]); }
   const float* doc(std::size_t d) const { return tokens.data() + offsets[d] * std::int64_t(dim); }
+
+ private:
+  mutable std::map<int, std::unique_ptr<aligner::token_store>> stores_;
 };
 
 /// Megabytes of float vectors in a streamed pool: ALIGNER_BENCH_POOL_MB (whole number >= 1), else 96. A machine whose

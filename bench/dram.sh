@@ -3,11 +3,13 @@
 # (`memory_read_bandwidth`, a 1 GiB buffer) and, for each storage, the packed bytes the kernel reads per second with
 # documents streamed from a pool of POOL_MB megabytes of float vectors (default 2048: the compact stores' copies
 # then exceed any last-level cache too), n = 32, m = 128, dim = 128, Top-1 and Top-p 1%. Prints, per storage and
-# strategy, the median over ROUNDS alternating invocations of docs/s, GB/s and GB/s as a share of the bandwidth.
+# strategy, the median over ROUNDS invocations (one per round, every storage in it) of docs/s, GB/s and GB/s as a
+# share of the bandwidth.
 #
 #   bench/dram.sh [BUILD_DIR] [ROUNDS] [CPU]   (defaults: build-native, 3, 1)
 #
-# BUILD_DIR is configured with -DALIGNER_NATIVE=ON if it does not exist. Memory: about 3 x POOL_MB. Not part of CI.
+# BUILD_DIR is configured with -DALIGNER_NATIVE=ON if it does not exist. Memory: about 3.5 x POOL_MB (the floats, their
+# packed f32 copy, then the bf16, i8 and residual copies). Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-native}
@@ -18,14 +20,12 @@ source bench/bench_lib.sh
 ensure_native_bench "$build"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+# One invocation per round measures every storage, so the pool (and each packed copy) is built once per round.
 for r in $(seq 1 "$rounds"); do
   taskset -c "$cpu" "$build/bin/aligner_bench" --benchmark_filter="^memory_read_bandwidth" --benchmark_format=csv 2>/dev/null >"$out/bw.$r.csv"
-  for s in fp32 _bf16 _i8 _residual2 _residual4; do
-    name=$([ "$s" = fp32 ] && echo "" || echo "$s")
-    ALIGNER_BENCH_POOL_MB=$pool_mb taskset -c "$cpu" "$build/bin/aligner_bench" \
-      --benchmark_filter="^hadamard_xsimd${name}/n:32/m:128/dim:128/k:(1|0)\$" --benchmark_min_time=0.3 --benchmark_format=csv \
-      2>/dev/null >"$out/$s.$r.csv"
-  done
+  ALIGNER_BENCH_POOL_MB=$pool_mb taskset -c "$cpu" "$build/bin/aligner_bench" \
+    --benchmark_filter="^hadamard_xsimd(|_bf16|_i8|_residual2|_residual4)/n:32/m:128/dim:128/k:(1|0)\$" --benchmark_min_time=0.3 \
+    --benchmark_format=csv 2>/dev/null >"$out/all.$r.csv"
 done
 python3 - "$out" "$rounds" <<'PY'
 import statistics, sys, os
@@ -36,13 +36,12 @@ bw = statistics.median(float(rows(os.path.join(out, f"bw.{r}.csv"))[0]["bytes_pe
 print(f"memory_read_bandwidth: {bw / 1e9:.1f} GB/s (median of {rounds})")
 print("| kernel | label | docs/s | GB/s read | share of the bandwidth |")
 print("|---|---|---|---|---|")
-for s in ["fp32", "_bf16", "_i8", "_residual2", "_residual4"]:
-    runs = {}
-    for r in range(1, rounds + 1):
-        for row in rows(os.path.join(out, f"{s}.{r}.csv")):
-            runs.setdefault(row["name"], []).append(row)
-    for name, rs in runs.items():
-        docs = statistics.median(float(x["docs_per_second"]) for x in rs)
-        gbs = statistics.median(float(x["bytes_per_second"]) for x in rs)
-        print(f"| {name} | {rs[0]['label']} | {docs / 1e3:.1f}k | {gbs / 1e9:.2f} | {gbs / bw:.0%} |")
+runs = {}
+for r in range(1, rounds + 1):
+    for row in rows(os.path.join(out, f"all.{r}.csv")):
+        runs.setdefault(row["name"], []).append(row)
+for name, rs in runs.items():
+    docs = statistics.median(float(x["docs_per_second"]) for x in rs)
+    gbs = statistics.median(float(x["bytes_per_second"]) for x in rs)
+    print(f"| {name} | {rs[0]['label']} | {docs / 1e3:.1f}k | {gbs / 1e9:.2f} | {gbs / bw:.0%} |", flush=True)
 PY

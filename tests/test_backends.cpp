@@ -321,18 +321,16 @@ TEST_CASE("hnswlib: with identical vectors indexed once, k' = 100 candidates on 
     return aligner::ndcg_at(10, run, judged).mean;
   };
   const aligner::aligner_retriever<aligner::hnswlib_backend> dedup(aligner::hnswlib_backend(c.docs.dim), c.docs.view());
-  std::size_t cand_dedup = 0, cand_plain = 0;
+  std::size_t cand_dedup = 0;
   const double all = ndcg(dedup, true, nullptr), d = ndcg(dedup, false, &cand_dedup);
   CHECK(std::abs(d - all) <= 0.01);
-#if defined(__SANITIZE_ADDRESS__)
-  return;  // the per-occurrence graph below (229k points) takes minutes to build under the sanitizers
-#endif
-  const aligner::aligner_retriever<aligner::hnswlib_backend> plain(aligner::hnswlib_backend(c.docs.dim), c.docs.view(),
-                                                                   {.dedup_tokens = false});
-  const double p = ndcg(plain, false, &cand_plain);
-  std::printf("Cranfield nDCG@10: exhaustive %.4f, hnswlib k'=100 deduplicated %.4f (%zu vectors, %zu candidates/query), "
-              "per occurrence %.4f (%zu vectors, %zu candidates/query)\n",
-              all, d, dedup.indexed_tokens(), cand_dedup, p, plain.indexed_tokens(), cand_plain);
+  // Indexed per occurrence the token index holds every token: 229k points. Their HNSW graph is no longer built here
+  // (with it this test took 39 s alone on a 2-core machine, 2026-12-03); its k' = 100 hits reached 543 documents a
+  // query instead of 1,397, nDCG@10 0.2406 against 0.2614.
+  const aligner::aligner_retriever<aligner::exact_backend> plain(aligner::exact_backend(c.docs.dim), c.docs.view(), {.dedup_tokens = false});
+  std::printf("Cranfield nDCG@10: exhaustive %.4f, hnswlib k'=100 deduplicated %.4f (%zu vectors, %zu candidates/query); per occurrence "
+              "%zu vectors\n",
+              all, d, dedup.indexed_tokens(), cand_dedup, plain.indexed_tokens());
   CHECK(dedup.indexed_tokens() * 10 < plain.indexed_tokens());
 }
 #endif

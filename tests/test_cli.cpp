@@ -67,7 +67,29 @@ TEST_CASE("cli: eval --candidates all top1 equals the library's brute-force scor
     REQUIRE(entries.size() == 1400);
     for (const auto& e : entries) REQUIRE_THAT(e.score, WithinAbs(scores[doc_index.at(e.doc_id)], 1e-6));
   }
+  // --query-limit 40: the first 40 judged queries exactly as in the full run, metrics over those 40 alone.
+  const auto limited_file = cli_temp("run40.txt");
+  const auto limited = run_cli("eval --collection " + aligner_test::cranfield_dir().string() + " --strategy top1 --top 1400 --query-limit 40 --run " +
+                               limited_file.string());
+  REQUIRE(limited.status == 0);
+  CHECK(limited.out.find("queries=40 ") != std::string::npos);
+  const auto run40 = aligner::io::load_run(limited_file);
+  REQUIRE(run40.size() == 40);
+  aligner::io::qrels judged40;
+  for (std::size_t q = 0; q != c.queries.size() && judged40.size() != 40; ++q)
+    if (c.judgments.count(c.queries.ids[q])) {
+      judged40[c.queries.ids[q]] = c.judgments.at(c.queries.ids[q]);
+      const auto &got = run40.at(c.queries.ids[q]), &want = run.at(c.queries.ids[q]);
+      REQUIRE(got.size() == want.size());
+      for (std::size_t k = 0; k != got.size(); ++k) CHECK((got[k].doc_id == want[k].doc_id && got[k].score == want[k].score));
+    }
+  char expect[64];
+  std::snprintf(expect, sizeof expect, "top1 ndcg@10=%.4f", aligner::ndcg_at(10, run40, judged40).mean);
+  CHECK(limited.out.find(expect) == 0);
+  for (const char* bad : {" --query-limit 0", " --query-limit -3", " --query-limit x"})
+    CHECK(run_cli("eval --collection " + aligner_test::cranfield_dir().string() + " --strategy top1" + bad).status == 2);
   std::filesystem::remove(run_file);
+  std::filesystem::remove(limited_file);
 }
 
 TEST_CASE("cli: adapt is deterministic for a seed", "[property]") {
@@ -151,7 +173,8 @@ TEST_CASE("cli: index then search equals eval, a corrupt index exits 2", "[oracl
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
   const auto idx = cli_temp("cran.idx");
   REQUIRE(run_cli("index" + coll + " --out " + idx.string() + " --salience idf --prune-doc 0.4").status == 0);
-  const std::string opts = " --strategy top1,topk:2 --candidates 500 --salience idf";
+  // --query-limit: the first 60 judged queries (what the comparison needs at a quarter of the time).
+  const std::string opts = " --strategy top1,topk:2 --candidates 500 --salience idf --query-limit 60";
   const auto searched = run_cli("search --index " + idx.string() + coll + opts);
   const auto evaluated = run_cli("eval" + coll + opts + " --prune-doc 0.4");
   REQUIRE(searched.status == 0);
@@ -188,7 +211,7 @@ TEST_CASE("cli: index --layout directory (streamed) then search equals eval, inf
   CHECK(info.out.find("documents=1400\nlive_documents=1400\ntokens=229380\ndim=100\nstorage=residual:2\n") != std::string::npos);
   CHECK(info.out.find("segments=6\n") != std::string::npos);
   // The same codec is trained (all tokens fit the default sample), so the directory ranks exactly as eval does.
-  for (const std::string opts : {" --strategy top1,topp:0.01", " --strategy top1,topk:2 --candidates postings --nprobe 6 --ndocs 300"}) {
+  for (const std::string opts : {" --strategy top1,topp:0.01 --query-limit 60", " --strategy top1,topk:2 --candidates postings --nprobe 6 --ndocs 300 --query-limit 60"}) {
     INFO(opts);
     const auto searched = run_cli("search --index " + dir.string() + coll + opts);
     REQUIRE(searched.status == 0);
@@ -389,7 +412,7 @@ TEST_CASE("cli: the bf16 exact backend indexes, saves under its own label and se
   REQUIRE(run_cli("index" + coll + " --backend exact-bf16 --out " + idx.string()).status == 0);
   const auto info = run_cli("info " + idx.string());
   CHECK(info.out.find("backend=exact-bf16") != std::string::npos);
-  const std::string opts = " --strategy top1 --candidates 50";
+  const std::string opts = " --strategy top1 --candidates 50 --query-limit 60";
   const auto searched = run_cli("search --index " + idx.string() + coll + opts);
   const auto evaluated = run_cli("eval" + coll + opts + " --backend exact-bf16");
   REQUIRE(searched.status == 0);
@@ -416,13 +439,15 @@ TEST_CASE("cli: train-salience writes heads that eval, index and search use, the
   REQUIRE(run_cli(train + " --threads 2 --out " + again.string()).status == 0);
   CHECK(aligner::io::read_file(heads) == aligner::io::read_file(again));
 
-  // eval with the heads equals the library: the heads' saliences on an exhaustive search.
+  // eval with the heads equals the library: the heads' saliences on an exhaustive search (the first 60 judged queries:
+  // --query-limit, here and below).
+  const std::string lim = " --query-limit 60";
   const auto c = aligner::io::load_collection(aligner_test::cranfield_dir(), "glove100", "test");
   const auto uq = file.heads.query(c.queries.view()), ud = file.heads.doc(c.docs.view());
   const aligner::aligner_retriever<aligner::exact_backend> index(aligner::exact_backend(c.docs.dim), c.docs.view(),
                                                                  aligner::index_params{.token_index = false}, ud);
   aligner::io::run run;
-  for (std::size_t q = 0; q != c.queries.size(); ++q) {
+  for (std::size_t q = 0; q != c.queries.size() && run.size() != 60; ++q) {
     if (!c.judgments.count(c.queries.ids[q])) continue;
     const auto res = index.search(c.queries.sequence(q), {.exhaustive = true, .query_salience = std::span<const float>(uq).subspan(
                                                                                   std::size_t(c.queries.offsets[q]), c.queries.view().length(q))});
@@ -430,21 +455,21 @@ TEST_CASE("cli: train-salience writes heads that eval, index and search use, the
   }
   char expect[64];
   std::snprintf(expect, sizeof expect, "top1 ndcg@10=%.4f", aligner::ndcg_at(10, run, c.judgments).mean);
-  const auto ev = run_cli("eval" + coll + " --strategy top1 --salience " + heads.string());
+  const auto ev = run_cli("eval" + coll + " --strategy top1 --salience " + heads.string() + lim);
   REQUIRE(ev.status == 0);
   CHECK(ev.out.find(expect) == 0);
   // Pruned by the learned heads: index, then search with the same heads equals eval.
-  const std::string pruned = " --prune-doc 0.4 --candidates 20 --prune-query 0.5 --strategy top1";
+  const std::string pruned = " --prune-doc 0.4 --candidates 20 --prune-query 0.5 --strategy top1" + lim;
   REQUIRE(run_cli("index" + coll.substr(0, coll.find(" --split")) + " --salience " + heads.string() + " --prune-doc 0.4 --out " + idx.string()).status == 0);
-  const auto searched = run_cli("search --index " + idx.string() + coll + " --salience " + heads.string() + " --candidates 20 --prune-query 0.5 --strategy top1");
+  const auto searched = run_cli("search --index " + idx.string() + coll + " --salience " + heads.string() + " --candidates 20 --prune-query 0.5 --strategy top1" + lim);
   const auto evaluated = run_cli("eval" + coll + " --salience " + heads.string() + pruned);
   REQUIRE(searched.status == 0);
   CHECK(without_timing(searched.out) == without_timing(evaluated.out));
   CHECK(run_cli("search --index " + idx.string() + coll + " --strategy top1").status == 2);  // built with a salience
   // --rerank-weights off: the heads choose no token here (nothing pruned), so the ranking is the unweighted one.
-  const auto unweighted = run_cli("eval" + coll + " --strategy top1 --salience " + heads.string() + " --rerank-weights off");
+  const auto unweighted = run_cli("eval" + coll + " --strategy top1 --salience " + heads.string() + " --rerank-weights off" + lim);
   REQUIRE(unweighted.status == 0);
-  CHECK(without_timing(unweighted.out) == without_timing(run_cli("eval" + coll + " --strategy top1").out));
+  CHECK(without_timing(unweighted.out) == without_timing(run_cli("eval" + coll + " --strategy top1" + lim).out));
   CHECK(run_cli("eval" + coll + " --strategy top1 --rerank-weights off").status == 2);  // no salience to switch off
 
   // --init idf-fit starts from the FFN fitted to the IDF (Cranfield has token ids) and records it; a heads file is a
@@ -607,20 +632,20 @@ TEST_CASE("cli: --backend faiss-ivf builds, saves and searches, --nlist and --iv
   REQUIRE(built.status == 0);
   CHECK(built.out.find("faiss-ivf: 64 inverted lists, 16 probed per query token") != std::string::npos);
   CHECK(run_cli("info " + idx.string()).out.find("backend=faiss-ivf") != std::string::npos);
-  const std::string opts = " --strategy top1 --candidates 100";
+  const std::string opts = " --strategy top1 --candidates 100 --query-limit 60", limit = " --query-limit 60";
   const auto searched = run_cli("search --index " + idx.string() + coll + opts);
   const auto evaluated = run_cli("eval" + coll + opts + " --backend faiss-ivf --nlist 64 --ivf-nprobe 16");
   REQUIRE(searched.status == 0);
   CHECK(without_timing(searched.out) == without_timing(evaluated.out));
   // Its quality is the exhaustive rerank's on Cranfield (identical vectors indexed once: k' reaches far).
-  const auto exhaustive = run_cli("eval" + coll + " --strategy top1");
+  const auto exhaustive = run_cli("eval" + coll + " --strategy top1" + limit);
   const auto ndcg = [](const std::string& out) { return std::stod(out.substr(out.find("ndcg@10=") + 8, 6)); };
   CHECK(ndcg(searched.out) >= ndcg(exhaustive.out) - 0.01);
   // Searching it without --candidates would leave the inverted file unused: refused, naming both choices.
   const auto unchosen = run_cli("search --index " + idx.string() + coll + " --strategy top1", true);
   CHECK(unchosen.status == 2);
   CHECK(unchosen.out.find("holds a faiss-ivf token index") != std::string::npos);
-  CHECK(without_timing(run_cli("search --index " + idx.string() + coll + " --strategy top1 --candidates all").out) == without_timing(exhaustive.out));
+  CHECK(without_timing(run_cli("search --index " + idx.string() + coll + " --strategy top1 --candidates all" + limit).out) == without_timing(exhaustive.out));
   const auto c = aligner::io::load_collection(aligner_test::cranfield_dir());
   const std::vector<float> qv(c.queries.vectors.begin(), c.queries.vectors.begin() + std::ptrdiff_t(c.queries.offsets[1]) * std::ptrdiff_t(c.queries.dim));
   aligner::io::save_npy(cli_temp("ivf_q.npy"), qv, {std::size_t(c.queries.offsets[1]), c.queries.dim});

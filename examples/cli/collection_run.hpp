@@ -64,6 +64,12 @@ inline retrieval_setup load_setup(const options& o, bool with_judgments = true, 
   }
   for (std::size_t q = 0; q != s.c.queries.size(); ++q)
     if (s.c.judgments.count(s.c.queries.ids[q])) s.judged.push_back(q);
+  if (o.query_limit != 0 && s.judged.size() > o.query_limit) {  // --query-limit: the first N, and only their judgments
+    s.judged.resize(o.query_limit);
+    aligner::io::qrels kept;
+    for (const std::size_t q : s.judged) kept.insert(s.c.judgments.extract(s.c.queries.ids[q]));
+    s.c.judgments = std::move(kept);
+  }
   return s;
 }
 

@@ -56,6 +56,7 @@ struct options {
   unsigned threads = 1;
   bool progress = false, no_mmap = false, dedup = true, postings = false, token_index = true, rerank_weights = true;
   std::size_t nprobe = 4, ndocs = 1000;  ///< --candidates postings
+  std::size_t query_limit = 0;            ///< --query-limit: rank only the first N judged queries (0: all)
   std::size_t nlist = 0, ivf_nprobe = 32;  ///< --backend faiss-ivf (0 lists: chosen from the vector count)
   std::string layout = "file";           ///< index: one file, or an index directory of segments (streamed build)
   std::size_t segment_tokens = std::size_t(1) << 22;

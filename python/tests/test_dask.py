@@ -69,7 +69,7 @@ def test_cranfield_sharded_equals_single_node(cluster4, shards, partition):
     sharded = adask.ShardedRetriever.from_collection(client, cran, shards=shards, partition=partition, storage="bf16")
     assert sharded.shards == shards and len(sharded) == len(col["docs"]["ids"])
     assert len({f["worker"] for f in sharded.describe()}) == shards
-    queries = judged_queries(col)
+    queries = judged_queries(col, 75)  # a third of the judged queries: every shard answers each of them
     check_equal(sharded, single, queries, top=20, strategy="topk:2", exhaustive=True)
     check_equal(sharded, single, queries[:40], top=5, strategy="top1", exhaustive=True, allowed_ids=np.arange(0, 1400, 3))
     check_equal(sharded, single, queries[:40], top=5, exhaustive=True, filter=lambda d: d % 7 != 0)
@@ -101,7 +101,7 @@ def test_scifact_sharded_equals_single_node(cluster4):
     path = os.path.join(SHARED, "scifact")
     col = aligner.load_collection(path)
     single = single_node(col, storage="bf16")
-    queries = judged_queries(col, 60)
+    queries = judged_queries(col, 24)
     for shards in (2, 4):
         sharded = adask.ShardedRetriever.from_collection(client, path, shards=shards, storage="bf16")
         check_equal(sharded, single, queries, top=10, strategy="top1", exhaustive=True)
