@@ -425,7 +425,7 @@ TEST_CASE("cli: train-salience writes heads that eval, index and search use, the
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string() + " --split test";
   const auto heads = cli_temp("heads.txt"), again = cli_temp("heads_again.txt"), idx = cli_temp("learned.idx");
   for (const auto& f : {heads, again, idx}) std::filesystem::remove(f);
-  const std::string train = "train-salience" + coll + " --epochs 2 --hard-negatives 4 --alpha-query 1 --alpha-doc 0.5 --epsilon 0.1 --seed 3";
+  const std::string train = "train-salience" + coll + " --epochs 1 --hard-negatives 4 --alpha-query 1 --alpha-doc 0.5 --epsilon 0.1 --seed 3";
   const auto r = run_cli(train + " --out " + heads.string());
   REQUIRE(r.status == 0);
   CHECK(r.out.find("epoch 0 train_loss=nan holdout_loss=") == 0);
@@ -484,7 +484,7 @@ TEST_CASE("cli: train-salience writes heads that eval, index and search use, the
   REQUIRE(run_cli(short_train + " --init " + heads.string() + " --out " + again.string()).status == 0);
   CHECK(aligner::io::load_salience_heads(again).trained_with.find(" init=" + heads.string()) != std::string::npos);
   std::filesystem::remove(again);
-  for (const std::string bad : {std::string(" --init /nonexistent/heads.txt"), " --init " + aligner_test::cranfield_dir().string() + "/qrels/test.tsv",
+  for (const std::string& bad : {std::string(" --init /nonexistent/heads.txt"), " --init " + aligner_test::cranfield_dir().string() + "/qrels/test.tsv",
                                 std::string(" --init ")}) {
     INFO(bad);
     CHECK(run_cli(short_train + bad + " --out " + again.string()).status == 2);
