@@ -138,7 +138,7 @@ class json_line {
           utf8(out, cp);
           break;
         }
-        default: fail(std::string("invalid escape \\") + e);
+        default: fail("invalid escape \\" + std::string(1, e));  // (string + char: a false -Wstringop-overflow in GCC 12 at -O2)
       }
     }
   }
