@@ -102,9 +102,13 @@ inline std::vector<float> query(std::size_t n, std::size_t dim, std::uint64_t se
 
 /// Sets docs_per_second, flops (2 n m dim per document) and tokens counters.
 /// The kernel that scores storage `st` in this process (the benchmark's label): "amx-bf16", "avx512-bf16" (vdpbf16ps),
-/// or the compiled architecture's vector tiles.
+/// "avx512-wide8..." (the run-time AVX-512 tiles of 8-wide panels, wide8.hpp), or the compiled architecture's vector
+/// tiles.
 inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits = 0) {
   const std::string arch = aligner::default_arch::name();
+  if (st != aligner::storage::residual && aligner::wide8_runs(st) && !(st == aligner::storage::bf16 && aligner::kernel_info().amx_bf16) &&
+      !(st == aligner::storage::i8 && aligner::kernel_info().amx_int8))
+    return st == aligner::storage::bf16 ? "avx512-bf16-wide8" : st == aligner::storage::f32 ? "avx512-wide8" : "avx512-wide8-widen";
   switch (st) {
     case aligner::storage::bf16:
       if (aligner::kernel_info().amx_bf16) return "amx-bf16";

@@ -35,7 +35,8 @@ namespace aligner {
 
 /// Features of the running CPU (CPUID) that the operating system also enables (XCR0).
 struct cpu_features {
-  bool avx2 = false, fma = false;
+  bool avx2 = false, fma = false, f16c = false;
+  bool avx512dq = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512vbmi = false, avx512_bf16 = false, avx512_fp16 = false;
   bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
   bool os_avx = false, os_avx512 = false, os_amx = false;  ///< XCR0 enables the registers' state
@@ -53,6 +54,7 @@ inline cpu_features read_cpu() noexcept {
   __cpuid_count(1, 0, a, b, c, d);
   const bool osxsave = (c >> 27) & 1u;
   f.fma = (c >> 12) & 1u;
+  f.f16c = (c >> 29) & 1u;
   std::uint64_t xcr0 = 0;
   if (osxsave) {
     unsigned lo = 0, hi = 0;
@@ -66,6 +68,7 @@ inline cpu_features read_cpu() noexcept {
     __cpuid_count(7, 0, a, b, c, d);
     f.avx2 = (b >> 5) & 1u;
     f.avx512f = (b >> 16) & 1u;
+    f.avx512dq = (b >> 17) & 1u;
     f.avx512bw = (b >> 30) & 1u;
     f.avx512vl = (b >> 31) & 1u;
     f.avx512vbmi = (c >> 1) & 1u;
@@ -110,6 +113,15 @@ inline long request_amx_permission() noexcept {
 #endif
 }
 
+inline std::atomic<int>& avx512_switch() noexcept {
+  // 1: allowed, 0: turned off; initialised from ALIGNER_NO_AVX512.
+  static std::atomic<int> on{[] {
+    const char* v = std::getenv("ALIGNER_NO_AVX512");
+    return (v && *v && std::string(v) != "0") ? 0 : 1;
+  }()};
+  return on;
+}
+
 inline std::atomic<int>& amx_switch() noexcept {
   // 1: allowed, 0: turned off; initialised from ALIGNER_NO_AMX.
   static std::atomic<int> on{[] {
@@ -133,6 +145,33 @@ inline bool avx512_vbmi_usable() noexcept {
   const cpu_features& f = cpu();
   return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vbmi && f.os_avx512;
 }
+
+/// Why the run-time AVX-512 engine of 8-wide panels (wide8.hpp) cannot run: "" when it can, else the first reason.
+/// It needs AVX-512 F/BW/VL/DQ with F16C and FMA, and the OS's AVX-512 state.
+inline const std::string& avx512_unavailable_reason() {
+  static const std::string reason = [] {
+    const cpu_features& f = cpu();
+    if (!ALIGNER_X86_64_ASM) return std::string("run-time AVX-512 not compiled (needs x86-64 with GCC or Clang)");
+    if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c)) return std::string("the CPU has no AVX-512 F/BW/VL/DQ");
+    if (!f.os_avx512) return std::string("the operating system does not enable the AVX-512 state (XCR0)");
+    return std::string();
+  }();
+  return reason;
+}
+
+/// Turns the run-time AVX-512 engine of 8-wide panels off (false) or back on (true, where usable). Process-wide;
+/// meant for tests and for comparing paths, not to be flipped while searches run.
+inline void set_avx512_enabled(bool on) noexcept { detail::avx512_switch().store(on ? 1 : 0, std::memory_order_relaxed); }
+
+/// True when code compiled for AVX-512 F/BW/VL/DQ (`__attribute__((target(...)))`) may run now: the CPU and the OS
+/// have it and neither ALIGNER_NO_AVX512 nor set_avx512_enabled(false) turned it off. (A build whose flags already
+/// include AVX-512 runs it everywhere regardless: this governs the run-time engines only.)
+inline bool avx512_usable() {
+  return detail::avx512_switch().load(std::memory_order_relaxed) != 0 && avx512_unavailable_reason().empty();
+}
+
+/// As avx512_usable, with AVX512-BF16's vdpbf16ps as well.
+inline bool avx512_bf16_usable() { return avx512_usable() && cpu().avx512_bf16; }
 
 namespace detail {
 

@@ -80,6 +80,7 @@ struct rows_workspace {
   std::vector<std::uint32_t> query_bf16;  ///< the query's bf16 pairs, when the caller did not supply them
   std::vector<std::uint32_t> query_i8;    ///< the query's int8 form (AMX-INT8), when the caller did not supply it
   std::vector<std::uint32_t> query_i16;   ///< its 16-bit form (VNNI int8 path), when the caller did not supply it
+  aligned_vector<std::uint32_t> query_wide;  ///< its expanded form (AVX-512 tiles of 8-wide panels), when not supplied
   aligned_vector<std::uint32_t> relaid;   ///< int8 panels re-laid for AMX-INT8 a group at a time
   aligned_vector<float> decoded;          ///< residual panels decoded a group at a time
   residual_i8_query residual_i8;          ///< the query's int8 form for a residual codec (VNNI), when not supplied
@@ -268,7 +269,7 @@ void packed_similarity_rows(matrix_view<float> query, storage st, const void* pa
     aligned_vector<std::uint32_t> scratch(vnni_i8_engine<Arch>::scratch_words(query.cols));
     return store_all(vnni_i8_engine<Arch>(panels, doc_rows, query, i16_pairs_or_convert(query, forms.i16, converted), scratch.data()));
   }
-  similarity_rows<Arch>(query, st, panels, doc_rows, s_out, s_stride, query_bf16);
+  similarity_rows<Arch>(query, st, panels, doc_rows, s_out, s_stride, query_bf16, forms.wide_for(st));
 }
 
 /// The kernel over one packed document of storage `st` (layout.hpp). Writes row_sum[i * B + b], row_z[i * B + b]
@@ -308,7 +309,10 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
   if (st == storage::i8 && i8_on_vnni<Arch>())
     return run_on(vnni_i8_engine<Arch>(panels, doc_rows, query, i16_pairs_or_convert(query, forms.i16, ws.query_i16),
                                        relaid(vnni_i8_engine<Arch>::scratch_words(query.cols)), next));
-  visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) { run_on(tile_engine<Arch, S>(panels, doc_rows, query, query_bf16, next)); });
+  const std::uint32_t* query_wide = wide8_query_or_convert<Arch>(st, query, forms.wide_for(st), ws.query_wide);
+  visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
+    run_on(tile_engine<Arch, S>(panels, doc_rows, query, query_bf16, next, query_wide));
+  });
 }
 
 /// The same over one document of residual codes (residual.hpp): `qct` holds centroid_scores_by_centroid of the

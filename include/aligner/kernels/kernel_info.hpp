@@ -24,6 +24,8 @@ struct kernel_report {
   std::string amx_reason;     ///< why not, when !amx_bf16
   bool amx_int8 = false;      ///< AMX-INT8 tiles score i8 panels now
   std::string amx_int8_reason;  ///< why not, when !amx_int8
+  bool avx512_wide8 = false;    ///< the run-time AVX-512 tiles of 8-wide panels (wide8.hpp) score f32/f16/i8 panels now
+  std::string avx512_wide8_reason;  ///< why not, when !avx512_wide8
   std::string f32, bf16, f16, i8, residual, token_search;
 
   /// key=value lines, one per fact (the CLI's `aligner kernels` prints them).
@@ -35,6 +37,7 @@ struct kernel_report {
     line("cpu", cpu.empty() ? std::string("unknown") : cpu);
     line("amx_bf16", amx_bf16 ? "yes" : "no (" + amx_reason + ")");
     line("amx_int8", amx_int8 ? "yes" : "no (" + amx_int8_reason + ")");
+    line("avx512_wide8", avx512_wide8 ? "yes" : "no (" + avx512_wide8_reason + ")");
     line("kernel_f32", f32);
     line("kernel_bf16", bf16);
     line("kernel_f16", f16);
@@ -63,14 +66,27 @@ kernel_report kernel_info() {
   if (!r.amx_bf16) r.amx_reason = why_not(amx_bf16_unavailable_reason());
   r.amx_int8 = fits && amx_int8_usable();
   if (!r.amx_int8) r.amx_int8_reason = why_not(amx_int8_unavailable_reason());
-  const std::string vec = std::string(Arch::name()) + " FMA register tiles (compile time)";
+  r.avx512_wide8 = wide8_runs<Arch>(storage::f32);
+  if (!r.avx512_wide8) {
+    if (!ALIGNER_HAVE_WIDE8) r.avx512_wide8_reason = "not compiled (needs x86-64 with GCC or Clang)";
+    else if (panel_width<Arch> != 8) r.avx512_wide8_reason = "the build's panel width is " + std::to_string(panel_width<Arch>) + ", not 8";
+    else if (!avx512_unavailable_reason().empty()) r.avx512_wide8_reason = avx512_unavailable_reason();
+    else r.avx512_wide8_reason = "turned off (ALIGNER_NO_AVX512 or set_avx512_enabled(false))";
+  }
+  const std::string vec = r.avx512_wide8 ? std::string("AVX-512 FMA register tiles over 8-wide panels, two components a 512-bit step (run time: the "
+                                                       "CPU and OS have AVX-512)")
+                                         : std::string(Arch::name()) + " FMA register tiles (compile time)";
+  const std::string build_vec = std::string(Arch::name()) + " FMA register tiles (compile time)";
   r.f32 = vec;
   if (r.amx_bf16)
     r.bf16 = "AMX-BF16 tdpbf16ps tiles, query rounded to bf16 (run time: CPU, OS and permission allow it)";
+  else if (wide8_runs<Arch>(storage::bf16))
+    r.bf16 = "AVX512-BF16 vdpbf16ps register tiles over 8-wide panels, query rounded to bf16 (run time: the CPU and OS have it); AMX not used: " +
+             r.amx_reason;
   else if (bf16_rounds_query<Arch>)
     r.bf16 = "AVX512-BF16 vdpbf16ps register tiles, query rounded to bf16 (compile time); AMX not used: " + r.amx_reason;
   else
-    r.bf16 = "bf16 widened to float, " + vec + "; AMX not used: " + r.amx_reason;
+    r.bf16 = "bf16 widened to float, " + build_vec + "; AMX not used: " + r.amx_reason;
   r.f16 = "f16 widened to float, " + vec;
   if (r.amx_int8)
     r.i8 = "AMX-INT8 tdpbssd tiles over panels re-laid by AVX512-VBMI, query in two int8 terms (run time: CPU, OS and permission allow it)";
@@ -81,7 +97,7 @@ kernel_report kernel_info() {
     r.i8 = "i8 widened to float and scaled, " + vec + "; AMX not used: " + r.amx_int8_reason;
   const std::string residual_vector = bf16_rounds_query<Arch> ? std::string("residual panels decoded to bf16 a group at a time, AVX512-BF16 "
                                                                             "vdpbf16ps register tiles, query rounded to bf16 (compile time)")
-                                                              : "residual panels decoded to float a group at a time, " + vec;
+                                                              : "residual panels decoded to float a group at a time, " + build_vec;
   if (r.amx_bf16)
     r.residual = "residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)";
   else if (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
@@ -89,7 +105,8 @@ kernel_report kernel_info() {
                  "register tiles, query in int8 (compile time); nbits 8: " + residual_vector;
   else
     r.residual = residual_vector;
-  r.token_search = "exact scan: " + vec;
+  r.token_search = "exact scan: f32 on " + vec + "; bf16 on " +
+                   (r.amx_bf16 ? std::string("AMX-BF16 tiles") : wide8_runs<Arch>(storage::bf16) ? std::string("AVX512-BF16 vdpbf16ps tiles over 8-wide panels") : build_vec);
   return r;
 }
 

@@ -32,6 +32,7 @@
 #include "../core/types.hpp"
 #include "layout.hpp"
 #include "storage.hpp"
+#include "wide8.hpp"
 
 ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
 
@@ -252,12 +253,21 @@ struct tile_engine_base {
   const E& self() const noexcept { return static_cast<const E&>(*this); }
 };
 
+/// Panels a tile of tile_engine<Arch> covers: 4 with 32 vector registers (AVX-512), and with 8-wide panels where the
+/// run-time AVX-512 tiles are compiled (wide8.hpp: 16 zmm accumulators; the 256-bit tiles then run as two of 2);
+/// else 2.
+template <class Arch>
+inline constexpr std::size_t tile_engine_panels =
+    (sizeof(xsimd::batch<float, Arch>) >= 64 || (ALIGNER_HAVE_WIDE8 && panel_width<Arch> == 8)) ? 4 : 2;
+
 /// Register tiles of S over one packed document (or any run of panels). Preconditions (unchecked): query.cols ==
 /// the panels' dim, panels 64-byte aligned, doc_rows <= max_sequence_tokens, values finite; for bf16 with
-/// bf16_rounds_query, `query_bf16` holds the query as query_to_bf16_pairs writes it.
+/// bf16_rounds_query, `query_bf16` holds the query as query_to_bf16_pairs writes it. `query_wide`: the query
+/// expanded for the run-time AVX-512 tiles of 8-wide panels (wide8_query_or_convert), used where wide8_runs(St); null
+/// keeps the build's tiles.
 template <class Arch, storage St>
-struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, (sizeof(xsimd::batch<float, Arch>) >= 64 ? 4 : 2)> {
-  using base = tile_engine_base<tile_engine<Arch, St>, Arch, (sizeof(xsimd::batch<float, Arch>) >= 64 ? 4 : 2)>;
+struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_panels<Arch>> {
+  using base = tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_panels<Arch>>;
   using typename base::batch;
   using traits = storage_traits<St>;
   using base::width;
@@ -271,21 +281,48 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, (sizeof(xsimd
   matrix_view<float> query;
   const std::uint32_t* query_bf16 = nullptr;
   prefetch_hint next{};
+  const std::uint32_t* query_wide = nullptr;  ///< the expanded query where the run-time AVX-512 tiles run, else null
 
   tile_engine(const void* panels_, std::size_t doc_rows_, matrix_view<float> query_, const std::uint32_t* query_bf16_ = nullptr,
-              prefetch_hint next_ = {}) noexcept
+              prefetch_hint next_ = {}, const std::uint32_t* query_wide_ = nullptr) noexcept
       : panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)), query(query_),
-        query_bf16(query_bf16_), next(next_) {}
+        query_bf16(query_bf16_), next(next_), query_wide(query_wide_) {}
 
   std::size_t panel_bytes() const noexcept { return traits::panel_words(dim, width) * 4; }
 
   /// acc[r][v] = S tile of rows i0 + r and panel p0 + v.
   template <std::size_t R, std::size_t V>
   void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
-    if constexpr (traits::pairs)
+#if ALIGNER_HAVE_WIDE8
+    if constexpr (width == 8) {
+      if (query_wide != nullptr) {
+        float* out = reinterpret_cast<float*>(&acc[0][0]);  // R x V batches of 8 floats, contiguous
+        if constexpr (traits::pairs) {
+          const std::size_t pairs = (dim + 1) / 2;
+          detail::wide8_tile_bf16<R, V>(static_cast<const std::uint32_t*>(panels) + p0 * pairs * 8, pairs * 8, pairs,
+                                        query_wide + i0 * ((pairs + 1) / 2) * 16, ((pairs + 1) / 2) * 16, pf, out);
+        } else {
+          const std::size_t stride = panel_bytes(), q_row = (dim + 1) / 2 * 16;
+          detail::wide8_tile_rows<St, R, V>(static_cast<const unsigned char*>(panels) + p0 * stride, stride, dim,
+                                            query_wide + i0 * q_row, q_row, pf, out);
+        }
+        return;
+      }
+    }
+#endif
+    if constexpr (V > 2 && width == 8) {  // the 256-bit tiles hold 2 panels: two of them
+      batch a[R][2], b[R][V - 2];
+      tile<R, 2>(i0, p0, a);
+      tile<R, V - 2>(i0, p0 + 2, b);
+      for (std::size_t r = 0; r != R; ++r) {
+        acc[r][0] = a[r][0], acc[r][1] = a[r][1];
+        for (std::size_t v = 2; v != V; ++v) acc[r][v] = b[r][v - 2];
+      }
+    } else if constexpr (traits::pairs) {
       tile_pairs<R, V>(i0, p0, acc);
-    else
+    } else {
       tile_rows<R, V>(i0, p0, acc);
+    }
   }
 
   /// Visits every (query row block, panel group) tile once: visit.template operator()<R>(i0, p0, panels_here),
@@ -391,9 +428,11 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, (sizeof(xsimd
 /// lanes get 0). Used by explain.
 template <class Arch = default_arch>
 void similarity_rows(matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows, float* s_out,
-                     std::size_t s_stride, const std::uint32_t* query_bf16 = nullptr) noexcept {
+                     std::size_t s_stride, const std::uint32_t* query_bf16 = nullptr, const std::uint32_t* query_wide = nullptr) {
+  aligned_vector<std::uint32_t> converted;
+  query_wide = wide8_query_or_convert<Arch>(st, query, query_wide, converted);
   visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
-    const tile_engine<Arch, S> engine(panels, doc_rows, query, query_bf16);
+    const tile_engine<Arch, S> engine(panels, doc_rows, query, query_bf16, {}, query_wide);
     engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
       engine.template store_rows<R>(i0, p0, here, s_out, s_stride);
     });

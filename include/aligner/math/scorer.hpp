@@ -122,6 +122,14 @@ class prepared_query {
       bf16_.resize(bf16_query_words(query.rows, query.cols));
       query_to_bf16_pairs(view_, bf16_.data());
     }
+    if (wide8_runs<>(storage::f32)) {
+      wide_.resize(wide8_query_words(query.rows, query.cols));
+      query_to_wide8(view_, wide_.data());
+    }
+    if (wide8_runs<>(storage::bf16)) {
+      wide_bf16_.resize(wide8_bf16_query_words(query.rows, query.cols));
+      query_to_wide8_bf16(view_, wide_bf16_.data());
+    }
     if (i8_on_amx<>()) {
       i8_.resize(i8_query_words(query.rows, query.cols));
       query_to_i8_quads(view_, i8_.data());
@@ -146,8 +154,12 @@ class prepared_query {
   const std::uint32_t* i8_quads() const noexcept { return i8_.empty() ? nullptr : i8_.data(); }
   /// The 16-bit form of the int8 query for the VNNI int8 path (null where it did not run when the query was prepared).
   const std::uint32_t* i16_pairs() const noexcept { return i16_.empty() ? nullptr : i16_.data(); }
+  /// The query expanded for the run-time AVX-512 tiles of 8-wide panels, f32/f16/i8 and bf16 (wide8.hpp; null where
+  /// they did not run when the query was prepared).
+  const std::uint32_t* wide8() const noexcept { return wide_.empty() ? nullptr : wide_.data(); }
+  const std::uint32_t* wide8_bf16() const noexcept { return wide_bf16_.empty() ? nullptr : wide_bf16_.data(); }
   /// Every form, as the kernels take them.
-  query_forms forms() const noexcept { return {bf16_pairs(), i8_quads(), i16_pairs()}; }
+  query_forms forms() const noexcept { return {bf16_pairs(), i8_quads(), i16_pairs(), wide8(), wide8_bf16()}; }
   score_params params() const { return {.strategy = strategy_, .norm = norm_, .query_salience = salience_, .check_finite = false}; }
 
  private:
@@ -157,6 +169,7 @@ class prepared_query {
   normalization norm_;
   std::vector<float> salience_;
   std::vector<std::uint32_t> bf16_, i8_, i16_;
+  aligned_vector<std::uint32_t> wide_, wide_bf16_;
 };
 
 namespace detail {

@@ -1,0 +1,244 @@
+// The run-time AVX-512 tiles of 8-wide panels (wide8.hpp) against the double reference and against the 256-bit tiles
+// of the same build. They run in a build whose panel width is 8 (test_kernels_avx2, -march=x86-64-v3) on a CPU with
+// AVX-512; elsewhere these tests print a note and check only that the switch and kernel_info agree.
+#include <aligner/backends/exact.hpp>
+#include <aligner/kernels/aligned_rows.hpp>
+#include <aligner/kernels/kernel_info.hpp>
+#include <aligner/kernels/layout.hpp>
+#include <aligner/kernels/token_scan.hpp>
+#include <aligner/kernels/wide8.hpp>
+#include <aligner/math/explain.hpp>
+#include <aligner/math/scorer.hpp>
+
+#include "test_common.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+using Catch::Matchers::WithinAbs;
+
+namespace wide8_test {
+
+/// Restores the AVX-512 switch at scope exit.
+struct avx512_switch_guard {
+  bool was = aligner::detail::avx512_switch().load() != 0;
+  ~avx512_switch_guard() { aligner::set_avx512_enabled(was); }
+};
+
+bool wide8_or_note(aligner::storage st = aligner::storage::f32) {
+  if (aligner::wide8_runs(st)) return true;
+  std::printf("note: AVX-512 tiles of 8-wide panels (%s) not tested here: %s\n", aligner::to_string(st),
+              aligner::kernel_info().avx512_wide8 ? "the CPU has no AVX512-BF16" : aligner::kernel_info().avx512_wide8_reason.c_str());
+  return false;
+}
+
+/// The document as the kernels see it (packed_value: bf16/f16 widened, i8 times its scale).
+std::vector<float> as_packed(aligner::storage st, const aligner::aligned_vector<std::uint32_t>& packed, std::size_t m, std::size_t dim) {
+  std::vector<float> out(m * dim);
+  for (std::size_t j = 0; j != m; ++j)
+    for (std::size_t c = 0; c != dim; ++c) out[j * dim + c] = aligner::packed_value(st, packed.data(), aligner_test::W, dim, j, c);
+  return out;
+}
+
+aligner::aligned_vector<std::uint32_t> pack_w8(aligner::storage st, const std::vector<float>& d, std::size_t m, std::size_t dim) {
+  aligner::aligned_vector<std::uint32_t> packed(aligner::packed_words(st, m, dim) + 16);
+  aligner::pack_panels(st, {d.data(), m, dim}, packed.data());
+  return packed;
+}
+
+std::vector<float> rounded_w8(std::vector<float> v) {
+  for (auto& x : v) x = aligner::from_bf16(aligner::to_bf16(x));
+  return v;
+}
+
+constexpr aligner::storage row_storages[] = {aligner::storage::f32, aligner::storage::f16, aligner::storage::i8, aligner::storage::bf16};
+
+}  // namespace wide8_test
+
+using namespace wide8_test;
+
+TEST_CASE("wide8: kernel_info and the switch", "[wide8]") {
+  const auto info = aligner::kernel_info();
+  std::printf("avx512_wide8: %s\n", info.avx512_wide8 ? "yes" : info.avx512_wide8_reason.c_str());
+  CHECK(info.avx512_wide8 == aligner::wide8_runs(aligner::storage::f32));
+  CHECK_FALSE(aligner::wide8_runs(aligner::storage::residual));
+  if (aligner::panel_width<> != 8) CHECK(info.avx512_wide8_reason.find("panel width") != std::string::npos);
+  avx512_switch_guard guard;
+  aligner::set_avx512_enabled(false);
+  CHECK_FALSE(aligner::wide8_runs(aligner::storage::f32));
+  CHECK_FALSE(aligner::kernel_info().avx512_wide8);
+  CHECK(aligner::kernel_info().f32.find("8-wide") == std::string::npos);
+  if (info.avx512_wide8) {
+    CHECK(aligner::kernel_info().avx512_wide8_reason.find("turned off") != std::string::npos);
+    aligner::set_avx512_enabled(true);
+    CHECK(aligner::kernel_info().f32.find("AVX-512 FMA register tiles over 8-wide panels") != std::string::npos);
+    CHECK(aligner::bf16_query_rounded() == (aligner::cpu().avx512_bf16 || aligner::bf16_on_amx()));
+  }
+}
+
+TEST_CASE("wide8: the expanded query forms follow their rule", "[wide8]") {
+  const std::size_t n = 3;
+  for (std::size_t dim : {1u, 2u, 3u, 4u, 5u, 7u}) {
+    const auto q = aligner_test::random_matrix(n, dim, 5 + dim);
+    aligner::aligned_vector<std::uint32_t> f(aligner::wide8_query_words(n, dim)), b(aligner::wide8_bf16_query_words(n, dim));
+    aligner::query_to_wide8({q.data(), n, dim}, f.data());
+    aligner::query_to_wide8_bf16({q.data(), n, dim}, b.data());
+    const std::size_t steps = (dim + 1) / 2, bsteps = (steps + 1) / 2;
+    for (std::size_t i = 0; i != n; ++i)
+      for (std::size_t l = 0; l != 16; ++l) {
+        for (std::size_t j = 0; j != steps; ++j) {
+          const std::size_t c = 2 * j + l / 8;
+          float x;
+          std::memcpy(&x, &f[(i * steps + j) * 16 + l], 4);
+          CHECK(x == (c < dim ? q[i * dim + c] : 0.f));
+        }
+        for (std::size_t j = 0; j != bsteps; ++j) {
+          const std::size_t c = 4 * j + 2 * (l / 8);  // low half of the pair word
+          const std::uint32_t w = b[(i * bsteps + j) * 16 + l];
+          CHECK((w & 0xffffu) == (c < dim ? aligner::to_bf16(q[i * dim + c]) : 0u));
+          CHECK((w >> 16) == (c + 1 < dim ? aligner::to_bf16(q[i * dim + c + 1]) : 0u));
+        }
+      }
+  }
+}
+
+TEST_CASE("wide8: row sums of every storage against the double reference and the 256-bit tiles", "[wide8]") {
+  if (!wide8_or_note()) return;
+  avx512_switch_guard guard;
+  const std::size_t W = aligner_test::W;
+  for (aligner::storage st : row_storages) {
+    if (st == aligner::storage::bf16 && !wide8_or_note(st)) continue;
+    for (std::size_t dim : {1u, 2u, 3u, 4u, 5u, 15u, 16u, 17u, 31u, 33u, 64u, 100u, 127u, 128u, 130u})
+      for (std::size_t n : {1u, 3u, 4u, 5u, 9u})
+        for (std::size_t m : {std::size_t(1), W - 1, W, W + 1, 3 * W, 4 * W + 1, 9 * W + 3}) {
+          const auto q = aligner_test::random_matrix(n, dim, 100 + dim * 7 + n), d = aligner_test::random_matrix(m, dim, 200 + m + dim);
+          const auto w = aligner_test::random_weights(m, m + dim, true);
+          const auto packed = pack_w8(st, d, m, dim);
+          const auto dv = as_packed(st, packed, m, dim);
+          const auto qv = st == aligner::storage::bf16 ? rounded_w8(q) : q;
+          for (std::size_t k : {1u, 2u, 3u, 8u, 17u})
+            for (bool weighted : {false, true}) {
+              const std::size_t budgets[] = {k};
+              const float* wp = weighted ? w.data() : nullptr;
+              std::vector<double> sum(n), z(n), narrow(n), nz(n), rs(n), rz(n);
+              aligner::rows_workspace ws;
+              aligner::set_avx512_enabled(true);
+              aligner::aligned_row_sums({q.data(), n, dim}, st, packed.data(), m, budgets, wp, sum.data(), z.data(), ws);
+              aligner::set_avx512_enabled(false);
+              aligner::aligned_row_sums({q.data(), n, dim}, st, packed.data(), m, budgets, wp, narrow.data(), nz.data(), ws);
+              aligner::set_avx512_enabled(true);
+              aligner::ref::aligned_row_sums({qv.data(), n, dim}, {dv.data(), m, dim}, k, wp, rs.data(), rz.data());
+              for (std::size_t i = 0; i != n; ++i) {
+                INFO(aligner::to_string(st) << " dim " << dim << " n " << n << " m " << m << " k " << k << " weighted " << weighted << " row " << i);
+                const double tol = 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim));
+                REQUIRE_THAT(sum[i], WithinAbs(rs[i], tol));
+                REQUIRE_THAT(z[i], WithinAbs(rz[i], 1e-5 * std::max(1.0, rz[i])));
+                if (st != aligner::storage::bf16) REQUIRE_THAT(sum[i], WithinAbs(narrow[i], tol));  // bf16: the 256-bit tiles keep the query in float
+              }
+            }
+        }
+  }
+}
+
+TEST_CASE("wide8: several budgets, documents longer than a span, the next document prefetched", "[wide8]") {
+  if (!wide8_or_note()) return;
+  const std::size_t dim = 128, n = 7;
+  for (aligner::storage st : row_storages) {
+    if (!aligner::wide8_runs(st)) continue;
+    for (std::size_t m : {511u, 1023u, 1025u, 2100u}) {
+      const auto q = aligner_test::random_matrix(n, dim, 31 + m), d = aligner_test::random_matrix(m, dim, 32 + m);
+      const auto nextd = aligner_test::random_matrix(64, dim, 33);
+      const auto w = aligner_test::random_weights(m, m + 9, true);
+      const auto packed = pack_w8(st, d, m, dim), packed_next = pack_w8(st, nextd, 64, dim);
+      const auto dv = as_packed(st, packed, m, dim);
+      const auto qv = st == aligner::storage::bf16 ? rounded_w8(q) : q;
+      const std::size_t budgets[] = {1, 4, 16, 40};
+      std::vector<double> sum(n * 4), z(n * 4);
+      aligner::rows_workspace ws;
+      aligner::aligned_row_sums({q.data(), n, dim}, st, packed.data(), m, budgets, w.data(), sum.data(), z.data(), ws, {},
+                                {packed_next.data(), aligner::packed_words(st, 64, dim) * 4});
+      for (std::size_t b = 0; b != 4; ++b) {
+        std::vector<double> rs(n), rz(n);
+        aligner::ref::aligned_row_sums({qv.data(), n, dim}, {dv.data(), m, dim}, budgets[b], w.data(), rs.data(), rz.data());
+        for (std::size_t i = 0; i != n; ++i) {
+          INFO(aligner::to_string(st) << " m " << m << " budget " << budgets[b] << " row " << i);
+          REQUIRE_THAT(sum[i * 4 + b], WithinAbs(rs[i], 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim))));
+          REQUIRE_THAT(z[i * 4 + b], WithinAbs(rz[i], 1e-5 * std::max(1.0, rz[i])));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("wide8: a prepared query scores as an unprepared one, and explain shows the kernel's values", "[wide8]") {
+  if (!wide8_or_note()) return;
+  const std::size_t dim = 33, n = 6, m = 41;
+  const auto q = aligner_test::random_matrix(n, dim, 71), d = aligner_test::random_matrix(m, dim, 72);
+  for (aligner::storage st : row_storages) {
+    if (!aligner::wide8_runs(st)) continue;
+    const auto packed = pack_w8(st, d, m, dim);
+    const aligner::prepared_query pq({q.data(), n, dim});
+    REQUIRE(pq.forms().wide_for(st) != nullptr);
+    const std::size_t budgets[] = {3};
+    std::vector<double> a(n), az(n), b(n), bz(n);
+    aligner::rows_workspace ws;
+    aligner::aligned_row_sums({q.data(), n, dim}, st, packed.data(), m, budgets, nullptr, a.data(), az.data(), ws, pq.forms());
+    aligner::aligned_row_sums({q.data(), n, dim}, st, packed.data(), m, budgets, nullptr, b.data(), bz.data(), ws);
+    for (std::size_t i = 0; i != n; ++i) {
+      CHECK(a[i] == b[i]);
+      CHECK(az[i] == bz[i]);
+    }
+    // packed_similarity_rows (explain's S) against the double reference; its row maxima are Top-1's terms exactly.
+    const std::size_t stride = aligner::panel_count(m) * aligner_test::W;
+    std::vector<float> s(n * stride);
+    aligner::packed_similarity_rows({q.data(), n, dim}, st, packed.data(), m, s.data(), stride, pq.forms());
+    const auto dv = as_packed(st, packed, m, dim);
+    const auto qv = st == aligner::storage::bf16 ? rounded_w8(q) : q;
+    const std::size_t top1[] = {1};
+    std::vector<double> t1(n), t1z(n);
+    aligner::aligned_row_sums({q.data(), n, dim}, st, packed.data(), m, top1, nullptr, t1.data(), t1z.data(), ws, pq.forms());
+    for (std::size_t i = 0; i != n; ++i) {
+      float best = -INFINITY;
+      for (std::size_t j = 0; j != m; ++j) {
+        INFO(aligner::to_string(st) << " row " << i << " token " << j);
+        REQUIRE_THAT(double(s[i * stride + j]), WithinAbs(aligner::ref::dot(qv.data() + i * dim, dv.data() + j * dim, dim), 1e-5 * std::sqrt(double(dim))));
+        best = std::max(best, s[i * stride + j]);
+      }
+      CHECK(double(best) == t1[i]);
+    }
+  }
+}
+
+TEST_CASE("wide8: exact token search in f32 and bf16 against brute force", "[wide8]") {
+  if (!wide8_or_note()) return;
+  for (aligner::storage st : {aligner::storage::f32, aligner::storage::bf16}) {
+    if (!aligner::wide8_runs(st)) continue;
+    for (std::size_t dim : {3u, 17u, 64u}) {
+      const std::size_t tokens = 1000 + dim, nq = 11, k = 20;
+      const auto t = aligner_test::random_matrix(tokens, dim, 91 + dim), q = aligner_test::random_matrix(nq, dim, 92 + dim);
+      const auto packed = pack_w8(st, t, tokens, dim);
+      const auto tv = as_packed(st, packed, tokens, dim);
+      const auto qv = st == aligner::storage::bf16 ? rounded_w8(q) : q;
+      aligner::topk_result out(nq, k);
+      aligner::scan_workspace ws;
+      if (st == aligner::storage::bf16)
+        aligner::token_topk<aligner::storage::bf16>({q.data(), nq, dim}, packed.data(), tokens, k, out, ws);
+      else
+        aligner::token_topk<aligner::storage::f32>({q.data(), nq, dim}, packed.data(), tokens, k, out, ws);
+      for (std::size_t i = 0; i != nq; ++i) {
+        std::vector<double> s(tokens);
+        for (std::size_t j = 0; j != tokens; ++j) s[j] = aligner::ref::dot(qv.data() + i * dim, tv.data() + j * dim, dim);
+        std::vector<double> sorted = s;
+        std::sort(sorted.begin(), sorted.end(), std::greater<>());
+        for (std::size_t r = 0; r != k; ++r) {
+          INFO(aligner::to_string(st) << " dim " << dim << " query " << i << " rank " << r);
+          const std::int64_t id = out.ids[i * k + r];
+          REQUIRE(id >= 0);
+          REQUIRE_THAT(double(out.scores[i * k + r]), WithinAbs(s[std::size_t(id)], 1e-5 * std::sqrt(double(dim))));
+          REQUIRE_THAT(double(out.scores[i * k + r]), WithinAbs(sorted[r], 1e-5 * std::sqrt(double(dim))));
+        }
+      }
+    }
+  }
+}
