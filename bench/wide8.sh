@@ -28,26 +28,25 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for r in $(seq 1 "$rounds"); do
   ALIGNER_NO_AVX512=1 taskset -c "$cpu" "$portable/bin/aligner_bench" --benchmark_filter="$filter" --benchmark_min_time=0.3 \
-    --benchmark_format=csv 2>/dev/null >"$out/narrow.$r.csv"
+    --benchmark_format=json 2>/dev/null >"$out/narrow.$r.json"
   taskset -c "$cpu" "$portable/bin/aligner_bench" --benchmark_filter="$filter" --benchmark_min_time=0.3 \
-    --benchmark_format=csv 2>/dev/null >"$out/wide8.$r.csv"
+    --benchmark_format=json 2>/dev/null >"$out/wide8.$r.json"
   taskset -c "$cpu" "$native/bin/aligner_bench" --benchmark_filter="$filter" --benchmark_min_time=0.3 \
-    --benchmark_format=csv 2>/dev/null >"$out/native.$r.csv"
+    --benchmark_format=json 2>/dev/null >"$out/native.$r.json"
 done
 python3 - "$out" "$rounds" <<'PY'
-import statistics, sys, os
-sys.path.insert(0, "bench")
-from bench_csv import rows
+import json, statistics, sys, os
 out, rounds = sys.argv[1], int(sys.argv[2])
 runs, labels = {}, {}
 for kind in ("narrow", "wide8", "native"):
     for r in range(1, rounds + 1):
-        for row in rows(os.path.join(out, f"{kind}.{r}.csv")):
-            rate = float(row["docs_per_second"]) if row.get("docs_per_second") else 1000.0 / float(row["real_time"])  # exact search: ms
-            runs.setdefault((kind, row["name"]), []).append(rate)
-            labels[(kind, row["name"])] = row.get("label", "")
+        with open(os.path.join(out, f"{kind}.{r}.json")) as f:
+            for row in json.load(f)["benchmarks"]:
+                rate = row.get("docs_per_second") or row["queries_per_second"]
+                runs.setdefault((kind, row["name"]), []).append(float(rate))
+                labels[(kind, row["name"])] = row.get("label", "")
 names = sorted({n for _, n in runs}, key=lambda n: (n.split("/")[0], n))
-print(f"{rounds} rounds; median rate (docs/s for the rerank kernels, searches/s for exact search); ratios are medians of per-round ratios")
+print(f"{rounds} rounds; median rate (docs/s for the rerank kernels, queries/s for the exact search of 32 query tokens); ratios are medians of per-round ratios")
 print("| benchmark | 256-bit tiles | run-time AVX-512 (kernel) | x 256-bit | native build (kernel) | share of native |")
 print("|---|---|---|---|---|---|")
 def med(k): return statistics.median(runs[k])

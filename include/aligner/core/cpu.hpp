@@ -8,7 +8,10 @@
  *  and, on Linux, the process's permission to use the tile data (arch_prctl(ARCH_REQ_XCOMP_PERM, 18), requested once
  *  per process). So a portable build (no -march, or -march=x86-64-v3) still scores bf16 documents on AMX where the
  *  CPU has it. `cpu()` reads CPUID and XCR0 once; `amx_bf16_usable()` adds the permission and the switch.
- *  `ALIGNER_NO_AMX=1` in the environment, or `set_amx_enabled(false)`, keeps AMX off (tests compare both paths). */
+ *  `ALIGNER_NO_AMX=1` in the environment, or `set_amx_enabled(false)`, keeps AMX off (tests compare both paths).
+ *  AVX-512 is the same for a build of 8-wide panels (-march=x86-64-v3): `avx512_usable()` says whether the tiles of
+ *  kernels/wide8.hpp, compiled for AVX-512 by target attributes, may run; `ALIGNER_NO_AVX512=1` or
+ *  `set_avx512_enabled(false)` keeps them off. */
 #pragma once
 
 #include <atomic>

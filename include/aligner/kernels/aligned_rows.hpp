@@ -320,13 +320,14 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
 /// with_residual_path: AMX-BF16 tiles where amx_bf16_usable(), VNNI int8 tiles where residual_on_vnni(codec), else
 /// the vector tiles (vdpbf16ps in an AVX512-BF16 build). `query_bf16`: the query's bf16 pairs (AMX, vdpbf16ps) and
 /// `query_i8`: its int8 form for this codec (VNNI, residual_query_to_i8), each null to convert it here. `next`: the
-/// caller's next document, prefetched during the last group.
+/// caller's next document, prefetched during the last group. `query_wide`: the query expanded for the run-time
+/// AVX-512 tiles of 8-wide float panels (query_to_wide8; null: converted here where they run).
 template <class Arch = default_arch>
 void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels,
                                std::size_t doc_rows, std::span<const std::size_t> budgets, const float* doc_weights,
                                double* row_sum, double* row_z, rows_workspace& ws, const float* qct,
                                const std::uint32_t* query_bf16 = nullptr, prefetch_hint next = {},
-                               const residual_i8_query* query_i8 = nullptr) {
+                               const residual_i8_query* query_i8 = nullptr, const std::uint32_t* query_wide = nullptr) {
   const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
   if (doc_rows == 0 || kmax == 0) {
     std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
@@ -337,9 +338,11 @@ void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& c
     using engine_t = residual_engine<Arch, P>;
     if constexpr (engine_t::rounds) query_bf16 = bf16_pairs_or_convert(query, query_bf16, ws.query_bf16);
     if constexpr (P == residual_path::vnni) query_i8 = residual_i8_or_convert(query, codec, query_i8, ws.residual_i8);
+    const std::uint32_t* wide = nullptr;
+    if constexpr (P == residual_path::vector && !engine_t::rounds) wide = wide8_query_or_convert<Arch>(storage::f32, query, query_wide, ws.query_wide);
     const std::size_t need = engine_t::scratch_floats(query.cols, query.rows);
     if (ws.decoded.size() < need) ws.decoded.resize(need);
-    const engine_t engine(codec, panels, doc_rows, query, qct, ws.decoded.data(), query_bf16, next, query_i8);
+    const engine_t engine(codec, panels, doc_rows, query, qct, ws.decoded.data(), query_bf16, next, query_i8, wide);
     detail::aligned_rows_impl<Arch, engine_t>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
   });
 }

@@ -97,7 +97,7 @@ kernel_report kernel_info() {
     r.i8 = "i8 widened to float and scaled, " + vec + "; AMX not used: " + r.amx_int8_reason;
   const std::string residual_vector = bf16_rounds_query<Arch> ? std::string("residual panels decoded to bf16 a group at a time, AVX512-BF16 "
                                                                             "vdpbf16ps register tiles, query rounded to bf16 (compile time)")
-                                                              : "residual panels decoded to float a group at a time, " + build_vec;
+                                                              : "residual panels decoded to float a group at a time, " + vec;
   if (r.amx_bf16)
     r.residual = "residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)";
   else if (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)

@@ -893,7 +893,9 @@ using residual_inner_t =
 /// the query's int8 form `query_i8` (residual_query_to_i8), four components per instruction.
 /// P = vector: where bf16_rounds_query<Arch> (an AVX512-BF16 build) they are decoded to bf16 pairs the same way and
 /// swept by the vector bf16 tiles (vdpbf16ps); otherwise decoded to float panels and swept by the float vector tiles.
-/// `query_bf16` holds query_to_bf16_pairs of the query wherever the residuals are rounded (`rounds`).
+/// `query_bf16` holds query_to_bf16_pairs of the query wherever the residuals are rounded (`rounds`). `query_wide`:
+/// on the vector path over float panels of width 8, the query expanded for the run-time AVX-512 tiles (wide8.hpp,
+/// where wide8_runs(storage::f32)), else null.
 template <class Arch, residual_path P = residual_path::vector>
 struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail::residual_inner_t<Arch, P>::block_panels> {
   /// The residuals are rounded to bf16 pairs (AMX or vdpbf16ps) rather than kept in float.
@@ -913,6 +915,7 @@ struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail
   float* scratch;
   const std::uint32_t* query_bf16;
   const residual_i8_query* query_i8;
+  const std::uint32_t* query_wide;
   std::size_t group_panels, score_rows;
   prefetch_hint next;   ///< what the caller scores next (prefetched during the last group)
   float* group_scores;  ///< the decoded group's centroid scores: score_rows rows of group_panels * W floats
@@ -935,9 +938,10 @@ struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail
 
   residual_engine(const residual_codec& codec_, const std::uint32_t* panels_, std::size_t doc_rows_, matrix_view<float> query_,
                   const float* qct_, float* scratch_, const std::uint32_t* query_bf16_ = nullptr, prefetch_hint next_ = {},
-                  const residual_i8_query* query_i8_ = nullptr) noexcept
+                  const residual_i8_query* query_i8_ = nullptr, const std::uint32_t* query_wide_ = nullptr) noexcept
       : codec(codec_), panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)),
-        query(query_), qct(qct_), scratch(scratch_), query_bf16(query_bf16_), query_i8(query_i8_), group_panels(group_of(query_.cols)),
+        query(query_), qct(qct_), scratch(scratch_), query_bf16(query_bf16_), query_i8(query_i8_), query_wide(query_wide_),
+        group_panels(group_of(query_.cols)),
         score_rows(centroid_score_rows<Arch>(query_.rows)), next(next_),
         group_scores(scratch_ + group_of(query_.cols) * decoded_words(query_.cols) + staging_floats(query_.cols)),
         inner(make_inner(0, {})) {}
@@ -946,6 +950,8 @@ struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail
   inner_t make_inner(std::size_t rows, prefetch_hint hint) const noexcept {
     if constexpr (P == residual_path::vnni)
       return inner_t(scratch, rows, query, query_i8, hint);
+    else if constexpr (P == residual_path::vector && !rounds)
+      return inner_t(scratch, rows, query, query_bf16, hint, query_wide);
     else
       return inner_t(scratch, rows, query, query_bf16, hint);
   }
@@ -1010,15 +1016,19 @@ decltype(auto) with_residual_path(const residual_codec& codec, Run&& run) {
 template <class Arch = default_arch>
 void residual_similarity_rows(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels, std::size_t doc_rows,
                               float* s_out, std::size_t s_stride, const float* qct, aligned_vector<float>& scratch,
-                              const std::uint32_t* query_bf16 = nullptr, const residual_i8_query* query_i8 = nullptr) {
+                              const std::uint32_t* query_bf16 = nullptr, const residual_i8_query* query_i8 = nullptr,
+                              const std::uint32_t* query_wide = nullptr) {
   std::vector<std::uint32_t> converted;
+  aligned_vector<std::uint32_t> converted_wide;
   residual_i8_query converted_i8;
   with_residual_path<Arch>(codec, [&]<residual_path P>(std::integral_constant<residual_path, P>) {
     using engine_t = residual_engine<Arch, P>;
     if constexpr (engine_t::rounds) query_bf16 = bf16_pairs_or_convert(query, query_bf16, converted);
     if constexpr (P == residual_path::vnni) query_i8 = residual_i8_or_convert(query, codec, query_i8, converted_i8);
+    const std::uint32_t* wide = nullptr;
+    if constexpr (P == residual_path::vector && !engine_t::rounds) wide = wide8_query_or_convert<Arch>(storage::f32, query, query_wide, converted_wide);
     if (scratch.size() < engine_t::scratch_floats(query.cols, query.rows)) scratch.resize(engine_t::scratch_floats(query.cols, query.rows));
-    const engine_t engine(codec, panels, doc_rows, query, qct, scratch.data(), query_bf16, {}, query_i8);
+    const engine_t engine(codec, panels, doc_rows, query, qct, scratch.data(), query_bf16, {}, query_i8, wide);
     engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });
   });
 }

@@ -126,7 +126,7 @@ class prepared_query {
       wide_.resize(wide8_query_words(query.rows, query.cols));
       query_to_wide8(view_, wide_.data());
     }
-    if (wide8_runs<>(storage::bf16)) {
+    if (wide8_runs<>(storage::bf16) && !bf16_on_amx<>()) {  // (AMX-BF16 scores bf16 where it runs)
       wide_bf16_.resize(wide8_bf16_query_words(query.rows, query.cols));
       query_to_wide8_bf16(view_, wide_bf16_.data());
     }
@@ -226,7 +226,7 @@ inline void score_one(const prepared_query& q, std::span<const alignment> strate
     ws.row_z.resize(query.rows * nb);
     if (st == storage::residual)
       aligned_row_sums_residual(query, *codec, static_cast<const std::uint32_t*>(panels), doc_rows, ws.budgets, doc_salience,
-                                ws.row_sum.data(), ws.row_z.data(), ws.rows, rq.centroid_scores, q.bf16_pairs(), next, rq.i8);
+                                ws.row_sum.data(), ws.row_z.data(), ws.rows, rq.centroid_scores, q.bf16_pairs(), next, rq.i8, q.wide8());
     else
       aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
                        q.forms(), next);
