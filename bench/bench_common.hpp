@@ -100,15 +100,15 @@ inline std::vector<float> query(std::size_t n, std::size_t dim, std::uint64_t se
   return q;
 }
 
-/// Sets docs_per_second, flops (2 n m dim per document) and tokens counters.
 /// The kernel that scores storage `st` in this process (the benchmark's label): "amx-bf16", "avx512-bf16" (vdpbf16ps),
-/// "avx512-wide8..." (the run-time AVX-512 tiles of 8-wide panels, wide8.hpp), or the compiled architecture's vector
+/// "avx512-wide..." (the run-time AVX-512 tiles of 4- and 8-wide panels, wide.hpp), or the compiled architecture's vector
 /// tiles.
 inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits = 0) {
   const std::string arch = aligner::default_arch::name();
-  if (st != aligner::storage::residual && aligner::wide8_runs(st) && !(st == aligner::storage::bf16 && aligner::kernel_info().amx_bf16) &&
+  if (st != aligner::storage::residual && aligner::wide_runs(st) && !(st == aligner::storage::bf16 && aligner::kernel_info().amx_bf16) &&
       !(st == aligner::storage::i8 && aligner::kernel_info().amx_int8))
-    return st == aligner::storage::bf16 ? "avx512-bf16-wide8" : st == aligner::storage::f32 ? "avx512-wide8" : "avx512-wide8-widen";
+    return std::string(st == aligner::storage::bf16 ? "avx512-bf16-wide" : "avx512-wide") + std::to_string(aligner::panel_width<>) +
+           (st == aligner::storage::f16 || st == aligner::storage::i8 ? "-widen" : "");
   switch (st) {
     case aligner::storage::bf16:
       if (aligner::kernel_info().amx_bf16) return "amx-bf16";
@@ -116,7 +116,7 @@ inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits 
     case aligner::storage::residual:
       if (aligner::kernel_info().amx_bf16) return "amx-bf16-residual-decode";
       if (ALIGNER_HAVE_VNNI_VBMI && aligner::panel_width<> == 16 && residual_nbits <= 4) return "avx512-vnni-residual-decode";
-      if (aligner::wide8_runs(aligner::storage::f32)) return "avx512-wide8-residual-decode";
+      if (aligner::wide_runs(aligner::storage::f32)) return "avx512-wide" + std::to_string(aligner::panel_width<>) + "-residual-decode";
       return aligner::bf16_rounds_query<> ? "avx512-bf16-residual-decode" : arch + "-residual-decode";
     case aligner::storage::i8:
       if (aligner::kernel_info().amx_int8) return "amx-int8";
@@ -125,6 +125,7 @@ inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits 
   }
 }
 
+/// Sets docs_per_second, flops (2 n m dim per document) and tokens counters.
 inline void set_counters(benchmark::State& state, double docs, double flops) {
   state.counters["docs_per_second"] = benchmark::Counter(docs, benchmark::Counter::kIsRate);
   state.counters["flops"] = benchmark::Counter(flops, benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);

@@ -9,8 +9,8 @@
  *  per process). So a portable build (no -march, or -march=x86-64-v3) still scores bf16 documents on AMX where the
  *  CPU has it. `cpu()` reads CPUID and XCR0 once; `amx_bf16_usable()` adds the permission and the switch.
  *  `ALIGNER_NO_AMX=1` in the environment, or `set_amx_enabled(false)`, keeps AMX off (tests compare both paths).
- *  AVX-512 is the same for a build of 8-wide panels (-march=x86-64-v3): `avx512_usable()` says whether the tiles of
- *  kernels/wide8.hpp, compiled for AVX-512 by target attributes, may run; `ALIGNER_NO_AVX512=1` or
+ *  AVX-512 is the same for a build of 4- or 8-wide panels (no -march, or -march=x86-64-v3): `avx512_usable()` says whether the tiles of
+ *  kernels/wide.hpp, compiled for AVX-512 by target attributes, may run; `ALIGNER_NO_AVX512=1` or
  *  `set_avx512_enabled(false)` keeps them off. */
 #pragma once
 
@@ -149,7 +149,7 @@ inline bool avx512_vbmi_usable() noexcept {
   return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vbmi && f.os_avx512;
 }
 
-/// Why the run-time AVX-512 engine of 8-wide panels (wide8.hpp) cannot run: "" when it can, else the first reason.
+/// Why the run-time AVX-512 engine of 4- and 8-wide panels (wide.hpp) cannot run: "" when it can, else the first reason.
 /// It needs AVX-512 F/BW/VL/DQ with F16C and FMA, and the OS's AVX-512 state.
 inline const std::string& avx512_unavailable_reason() {
   static const std::string reason = [] {
@@ -162,7 +162,7 @@ inline const std::string& avx512_unavailable_reason() {
   return reason;
 }
 
-/// Turns the run-time AVX-512 engine of 8-wide panels off (false) or back on (true, where usable). Process-wide;
+/// Turns the run-time AVX-512 engine of 4- and 8-wide panels off (false) or back on (true, where usable). Process-wide;
 /// meant for tests and for comparing paths, not to be flipped while searches run.
 inline void set_avx512_enabled(bool on) noexcept { detail::avx512_switch().store(on ? 1 : 0, std::memory_order_relaxed); }
 

@@ -76,7 +76,7 @@ inline alignment_view make_alignment_view(const prepared_query& q, const packed_
       score_workspace ws;
       const residual_query rq = detail::prepare_residual_query(q, docs, ws);
       residual_similarity_rows(query, *docs.codec, docs.panels(s), v.cols, full.data(), stride, rq.centroid_scores, ws.rows.decoded,
-                               q.bf16_pairs(), rq.i8, q.wide8());
+                               q.bf16_pairs(), rq.i8, q.wide());
     } else {
       packed_similarity_rows(query, docs.precision, docs.panels(s), v.cols, full.data(), stride, q.forms());
     }

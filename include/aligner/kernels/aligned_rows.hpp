@@ -80,7 +80,7 @@ struct rows_workspace {
   std::vector<std::uint32_t> query_bf16;  ///< the query's bf16 pairs, when the caller did not supply them
   std::vector<std::uint32_t> query_i8;    ///< the query's int8 form (AMX-INT8), when the caller did not supply it
   std::vector<std::uint32_t> query_i16;   ///< its 16-bit form (VNNI int8 path), when the caller did not supply it
-  aligned_vector<std::uint32_t> query_wide;  ///< its expanded form (AVX-512 tiles of 8-wide panels), when not supplied
+  aligned_vector<std::uint32_t> query_wide;  ///< its expanded form (AVX-512 tiles of 4- and 8-wide panels), when not supplied
   aligned_vector<std::uint32_t> relaid;   ///< int8 panels re-laid for AMX-INT8 a group at a time
   aligned_vector<float> decoded;          ///< residual panels decoded a group at a time
   residual_i8_query residual_i8;          ///< the query's int8 form for a residual codec (VNNI), when not supplied
@@ -309,7 +309,7 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
   if (st == storage::i8 && i8_on_vnni<Arch>())
     return run_on(vnni_i8_engine<Arch>(panels, doc_rows, query, i16_pairs_or_convert(query, forms.i16, ws.query_i16),
                                        relaid(vnni_i8_engine<Arch>::scratch_words(query.cols)), next));
-  const std::uint32_t* query_wide = wide8_query_or_convert<Arch>(st, query, forms.wide_for(st), ws.query_wide);
+  const std::uint32_t* query_wide = wide_query_or_convert<Arch>(st, query, forms.wide_for(st), ws.query_wide);
   visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
     run_on(tile_engine<Arch, S>(panels, doc_rows, query, query_bf16, next, query_wide));
   });
@@ -321,7 +321,7 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
 /// the vector tiles (vdpbf16ps in an AVX512-BF16 build). `query_bf16`: the query's bf16 pairs (AMX, vdpbf16ps) and
 /// `query_i8`: its int8 form for this codec (VNNI, residual_query_to_i8), each null to convert it here. `next`: the
 /// caller's next document, prefetched during the last group. `query_wide`: the query expanded for the run-time
-/// AVX-512 tiles of 8-wide float panels (query_to_wide8; null: converted here where they run).
+/// AVX-512 tiles of 8-wide float panels (query_to_wide; null: converted here where they run).
 template <class Arch = default_arch>
 void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels,
                                std::size_t doc_rows, std::span<const std::size_t> budgets, const float* doc_weights,
@@ -339,7 +339,7 @@ void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& c
     if constexpr (engine_t::rounds) query_bf16 = bf16_pairs_or_convert(query, query_bf16, ws.query_bf16);
     if constexpr (P == residual_path::vnni) query_i8 = residual_i8_or_convert(query, codec, query_i8, ws.residual_i8);
     const std::uint32_t* wide = nullptr;
-    if constexpr (P == residual_path::vector && !engine_t::rounds) wide = wide8_query_or_convert<Arch>(storage::f32, query, query_wide, ws.query_wide);
+    if constexpr (P == residual_path::vector && !engine_t::rounds) wide = wide_query_or_convert<Arch>(storage::f32, query, query_wide, ws.query_wide);
     const std::size_t need = engine_t::scratch_floats(query.cols, query.rows);
     if (ws.decoded.size() < need) ws.decoded.resize(need);
     const engine_t engine(codec, panels, doc_rows, query, qct, ws.decoded.data(), query_bf16, next, query_i8, wide);

@@ -442,12 +442,12 @@ struct query_forms {
   const std::uint32_t* bf16 = nullptr;
   const std::uint32_t* i8 = nullptr;
   const std::uint32_t* i16 = nullptr;  ///< the 16-bit form of the VNNI int8 path (int8_vnni.hpp, query_to_i16_pairs)
-  const std::uint32_t* wide = nullptr;       ///< expanded for the run-time AVX-512 tiles of 8-wide panels (wide8.hpp, query_to_wide8)
-  const std::uint32_t* wide_bf16 = nullptr;  ///< the same for bf16 panels (query_to_wide8_bf16)
+  const std::uint32_t* wide = nullptr;       ///< expanded for the run-time AVX-512 tiles of 4- and 8-wide panels (wide.hpp, query_to_wide)
+  const std::uint32_t* wide_bf16 = nullptr;  ///< the same for bf16 panels (query_to_wide_bf16)
   query_forms(const std::uint32_t* bf16_pairs = nullptr, const std::uint32_t* i8_quads = nullptr, const std::uint32_t* i16_pairs = nullptr,
-              const std::uint32_t* wide8 = nullptr, const std::uint32_t* wide8_bf16 = nullptr) noexcept
-      : bf16(bf16_pairs), i8(i8_quads), i16(i16_pairs), wide(wide8), wide_bf16(wide8_bf16) {}
-  /// The expanded form for panels of storage st (wide8.hpp).
+              const std::uint32_t* wide_rows = nullptr, const std::uint32_t* wide_pairs = nullptr) noexcept
+      : bf16(bf16_pairs), i8(i8_quads), i16(i16_pairs), wide(wide_rows), wide_bf16(wide_pairs) {}
+  /// The expanded form for panels of storage st (wide.hpp).
   const std::uint32_t* wide_for(storage st) const noexcept { return st == storage::bf16 ? wide_bf16 : wide; }
 };
 
@@ -458,11 +458,11 @@ bool i8_on_amx() {
 }
 
 /// True when bf16 documents are scored now with the query rounded to bfloat16 too (AVX512-BF16's vdpbf16ps in
-/// an AVX-512 build or at run time over 8-wide panels, or AMX-BF16 at run time); false when the vector path widens
+/// an AVX-512 build or at run time over 4- and 8-wide panels, or AMX-BF16 at run time); false when the vector path widens
 /// the documents and keeps the query in float.
 template <class Arch = default_arch>
 bool bf16_query_rounded() {
-  return bf16_rounds_query<Arch> || bf16_on_amx<Arch>() || wide8_runs<Arch>(storage::bf16);
+  return bf16_rounds_query<Arch> || bf16_on_amx<Arch>() || wide_runs<Arch>(storage::bf16);
 }
 
 }  // namespace aligner

@@ -24,8 +24,8 @@ struct kernel_report {
   std::string amx_reason;     ///< why not, when !amx_bf16
   bool amx_int8 = false;      ///< AMX-INT8 tiles score i8 panels now
   std::string amx_int8_reason;  ///< why not, when !amx_int8
-  bool avx512_wide8 = false;    ///< the run-time AVX-512 tiles of 8-wide panels (wide8.hpp) score f32/f16/i8 panels now
-  std::string avx512_wide8_reason;  ///< why not, when !avx512_wide8
+  bool avx512_wide = false;    ///< the run-time AVX-512 tiles of 4- and 8-wide panels (wide.hpp) score f32/f16/i8 panels now
+  std::string avx512_wide_reason;  ///< why not, when !avx512_wide
   std::string f32, bf16, f16, i8, residual, token_search;
 
   /// key=value lines, one per fact (the CLI's `aligner kernels` prints them).
@@ -37,7 +37,7 @@ struct kernel_report {
     line("cpu", cpu.empty() ? std::string("unknown") : cpu);
     line("amx_bf16", amx_bf16 ? "yes" : "no (" + amx_reason + ")");
     line("amx_int8", amx_int8 ? "yes" : "no (" + amx_int8_reason + ")");
-    line("avx512_wide8", avx512_wide8 ? "yes" : "no (" + avx512_wide8_reason + ")");
+    line("avx512_wide", avx512_wide ? "yes" : "no (" + avx512_wide_reason + ")");
     line("kernel_f32", f32);
     line("kernel_bf16", bf16);
     line("kernel_f16", f16);
@@ -66,22 +66,25 @@ kernel_report kernel_info() {
   if (!r.amx_bf16) r.amx_reason = why_not(amx_bf16_unavailable_reason());
   r.amx_int8 = fits && amx_int8_usable();
   if (!r.amx_int8) r.amx_int8_reason = why_not(amx_int8_unavailable_reason());
-  r.avx512_wide8 = wide8_runs<Arch>(storage::f32);
-  if (!r.avx512_wide8) {
-    if (!ALIGNER_HAVE_WIDE8) r.avx512_wide8_reason = "not compiled (needs x86-64 with GCC or Clang)";
-    else if (panel_width<Arch> != 8) r.avx512_wide8_reason = "the build's panel width is " + std::to_string(panel_width<Arch>) + ", not 8";
-    else if (!avx512_unavailable_reason().empty()) r.avx512_wide8_reason = avx512_unavailable_reason();
-    else r.avx512_wide8_reason = "turned off (ALIGNER_NO_AVX512 or set_avx512_enabled(false))";
+  r.avx512_wide = wide_runs<Arch>(storage::f32);
+  if (!r.avx512_wide) {
+    if (!ALIGNER_HAVE_WIDE) r.avx512_wide_reason = "not compiled (needs x86-64 with GCC or Clang)";
+    else if (panel_width<Arch> != 8 && panel_width<Arch> != 4)
+      r.avx512_wide_reason = "the build's panel width is " + std::to_string(panel_width<Arch>) + " (AVX-512 at compile time" +
+                             (panel_width<Arch> == 16 ? ")" : "? the run-time tiles take widths 4 and 8)");
+    else if (!avx512_unavailable_reason().empty()) r.avx512_wide_reason = avx512_unavailable_reason();
+    else r.avx512_wide_reason = "turned off (ALIGNER_NO_AVX512 or set_avx512_enabled(false))";
   }
-  const std::string vec = r.avx512_wide8 ? std::string("AVX-512 FMA register tiles over 8-wide panels, two components a 512-bit step (run time: the "
-                                                       "CPU and OS have AVX-512)")
-                                         : std::string(Arch::name()) + " FMA register tiles (compile time)";
+  const std::string wide_panels = std::to_string(panel_width<Arch>) + "-wide panels";
+  const std::string vec = r.avx512_wide ? "AVX-512 FMA register tiles over " + wide_panels + ", " + std::to_string(wide_group(panel_width<Arch>)) +
+                                              " components a 512-bit step (run time: the CPU and OS have AVX-512)"
+                                        : std::string(Arch::name()) + " FMA register tiles (compile time)";
   const std::string build_vec = std::string(Arch::name()) + " FMA register tiles (compile time)";
   r.f32 = vec;
   if (r.amx_bf16)
     r.bf16 = "AMX-BF16 tdpbf16ps tiles, query rounded to bf16 (run time: CPU, OS and permission allow it)";
-  else if (wide8_runs<Arch>(storage::bf16))
-    r.bf16 = "AVX512-BF16 vdpbf16ps register tiles over 8-wide panels, query rounded to bf16 (run time: the CPU and OS have it); AMX not used: " +
+  else if (wide_runs<Arch>(storage::bf16))
+    r.bf16 = "AVX512-BF16 vdpbf16ps register tiles over " + wide_panels + ", query rounded to bf16 (run time: the CPU and OS have it); AMX not used: " +
              r.amx_reason;
   else if (bf16_rounds_query<Arch>)
     r.bf16 = "AVX512-BF16 vdpbf16ps register tiles, query rounded to bf16 (compile time); AMX not used: " + r.amx_reason;
@@ -106,7 +109,7 @@ kernel_report kernel_info() {
   else
     r.residual = residual_vector;
   r.token_search = "exact scan: f32 on " + vec + "; bf16 on " +
-                   (r.amx_bf16 ? std::string("AMX-BF16 tiles") : wide8_runs<Arch>(storage::bf16) ? std::string("AVX512-BF16 vdpbf16ps tiles over 8-wide panels") : build_vec);
+                   (r.amx_bf16 ? std::string("AMX-BF16 tiles") : wide_runs<Arch>(storage::bf16) ? "AVX512-BF16 vdpbf16ps tiles over " + wide_panels : build_vec);
   return r;
 }
 

@@ -894,8 +894,8 @@ using residual_inner_t =
 /// P = vector: where bf16_rounds_query<Arch> (an AVX512-BF16 build) they are decoded to bf16 pairs the same way and
 /// swept by the vector bf16 tiles (vdpbf16ps); otherwise decoded to float panels and swept by the float vector tiles.
 /// `query_bf16` holds query_to_bf16_pairs of the query wherever the residuals are rounded (`rounds`). `query_wide`:
-/// on the vector path over float panels of width 8, the query expanded for the run-time AVX-512 tiles (wide8.hpp,
-/// where wide8_runs(storage::f32)), else null.
+/// on the vector path over float panels of width 8, the query expanded for the run-time AVX-512 tiles (wide.hpp,
+/// where wide_runs(storage::f32)), else null.
 template <class Arch, residual_path P = residual_path::vector>
 struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail::residual_inner_t<Arch, P>::block_panels> {
   /// The residuals are rounded to bf16 pairs (AMX or vdpbf16ps) rather than kept in float.
@@ -1026,7 +1026,7 @@ void residual_similarity_rows(matrix_view<float> query, const residual_codec& co
     if constexpr (engine_t::rounds) query_bf16 = bf16_pairs_or_convert(query, query_bf16, converted);
     if constexpr (P == residual_path::vnni) query_i8 = residual_i8_or_convert(query, codec, query_i8, converted_i8);
     const std::uint32_t* wide = nullptr;
-    if constexpr (P == residual_path::vector && !engine_t::rounds) wide = wide8_query_or_convert<Arch>(storage::f32, query, query_wide, converted_wide);
+    if constexpr (P == residual_path::vector && !engine_t::rounds) wide = wide_query_or_convert<Arch>(storage::f32, query, query_wide, converted_wide);
     if (scratch.size() < engine_t::scratch_floats(query.cols, query.rows)) scratch.resize(engine_t::scratch_floats(query.cols, query.rows));
     const engine_t engine(codec, panels, doc_rows, query, qct, scratch.data(), query_bf16, {}, query_i8, wide);
     engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { engine.template store_rows<R>(i0, p0, here, s_out, s_stride); });

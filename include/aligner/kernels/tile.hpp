@@ -32,7 +32,7 @@
 #include "../core/types.hpp"
 #include "layout.hpp"
 #include "storage.hpp"
-#include "wide8.hpp"
+#include "wide.hpp"
 
 ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
 
@@ -254,17 +254,17 @@ struct tile_engine_base {
 };
 
 /// Panels a tile of tile_engine<Arch> covers: 4 with 32 vector registers (AVX-512), and with 8-wide panels where the
-/// run-time AVX-512 tiles are compiled (wide8.hpp: 16 zmm accumulators; the 256-bit tiles then run as two of 2);
-/// else 2.
+/// run-time AVX-512 tiles are compiled (wide.hpp: 16 zmm accumulators; the 256-bit tiles then run as two of 2);
+/// else 2 (4-wide panels on the run-time tiles: 8 zmm accumulators).
 template <class Arch>
 inline constexpr std::size_t tile_engine_panels =
-    (sizeof(xsimd::batch<float, Arch>) >= 64 || (ALIGNER_HAVE_WIDE8 && panel_width<Arch> == 8)) ? 4 : 2;
+    (sizeof(xsimd::batch<float, Arch>) >= 64 || (ALIGNER_HAVE_WIDE && panel_width<Arch> == 8)) ? 4 : 2;
 
 /// Register tiles of S over one packed document (or any run of panels). Preconditions (unchecked): query.cols ==
 /// the panels' dim, panels 64-byte aligned, doc_rows <= max_sequence_tokens, values finite; for bf16 with
 /// bf16_rounds_query, `query_bf16` holds the query as query_to_bf16_pairs writes it. `query_wide`: the query
-/// expanded for the run-time AVX-512 tiles of 8-wide panels (wide8_query_or_convert), used where wide8_runs(St); null
-/// keeps the build's tiles.
+/// expanded for the run-time AVX-512 tiles of 4- and 8-wide panels (wide_query_or_convert), used where
+/// wide_runs(St); null keeps the build's tiles.
 template <class Arch, storage St>
 struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_panels<Arch>> {
   using base = tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_panels<Arch>>;
@@ -293,18 +293,19 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
   /// acc[r][v] = S tile of rows i0 + r and panel p0 + v.
   template <std::size_t R, std::size_t V>
   void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
-#if ALIGNER_HAVE_WIDE8
-    if constexpr (width == 8) {
-      if (query_wide != nullptr) {
-        float* out = reinterpret_cast<float*>(&acc[0][0]);  // R x V batches of 8 floats, contiguous
+#if ALIGNER_HAVE_WIDE
+    if constexpr (width == 8 || width == 4) {
+      if (query_wide != nullptr) {  // the run-time AVX-512 tiles (wide.hpp): G = 16 / W rows a 64-byte step
+        constexpr std::size_t group = wide_group(width);
+        float* out = reinterpret_cast<float*>(&acc[0][0]);  // R x V batches of W floats, contiguous
         if constexpr (traits::pairs) {
-          const std::size_t pairs = (dim + 1) / 2;
-          detail::wide8_tile_bf16<R, V>(static_cast<const std::uint32_t*>(panels) + p0 * pairs * 8, pairs * 8, pairs,
-                                        query_wide + i0 * ((pairs + 1) / 2) * 16, ((pairs + 1) / 2) * 16, pf, out);
+          const std::size_t pairs = (dim + 1) / 2, q_row = (pairs + group - 1) / group * 16;
+          detail::wide_tile_bf16<width, R, V>(static_cast<const std::uint32_t*>(panels) + p0 * pairs * width, pairs * width, pairs,
+                                              query_wide + i0 * q_row, q_row, pf, out);
         } else {
-          const std::size_t stride = panel_bytes(), q_row = (dim + 1) / 2 * 16;
-          detail::wide8_tile_rows<St, R, V>(static_cast<const unsigned char*>(panels) + p0 * stride, stride, dim,
-                                            query_wide + i0 * q_row, q_row, pf, out);
+          const std::size_t stride = panel_bytes(), q_row = (dim + group - 1) / group * 16;
+          detail::wide_tile_rows<St, width, R, V>(static_cast<const unsigned char*>(panels) + p0 * stride, stride, dim,
+                                                  query_wide + i0 * q_row, q_row, pf, out);
         }
         return;
       }
@@ -430,7 +431,7 @@ template <class Arch = default_arch>
 void similarity_rows(matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows, float* s_out,
                      std::size_t s_stride, const std::uint32_t* query_bf16 = nullptr, const std::uint32_t* query_wide = nullptr) {
   aligned_vector<std::uint32_t> converted;
-  query_wide = wide8_query_or_convert<Arch>(st, query, query_wide, converted);
+  query_wide = wide_query_or_convert<Arch>(st, query, query_wide, converted);
   visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
     const tile_engine<Arch, S> engine(panels, doc_rows, query, query_bf16, {}, query_wide);
     engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {

@@ -48,7 +48,7 @@ struct scan_workspace {
   };
   std::vector<row_state> rows;
   std::vector<std::uint32_t> query_bf16;  ///< a query block's bf16 pairs (bf16 tokens)
-  aligned_vector<std::uint32_t> query_wide;  ///< a query block expanded for the AVX-512 tiles of 8-wide panels (wide8.hpp)
+  aligned_vector<std::uint32_t> query_wide;  ///< a query block expanded for the AVX-512 tiles of 4- and 8-wide panels (wide.hpp)
   std::vector<std::uint16_t> bucket_of;
   std::vector<scan_candidate> boundary;
 };
@@ -143,7 +143,7 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
       if (St == storage::bf16 && (bf16_rounds_query<Arch> || amx)) block_bf16 = bf16_pairs_or_convert(block, nullptr, ws.query_bf16);
       const engine_t engine = [&] {
         if constexpr (std::is_same_v<engine_t, tile_engine<Arch, St>>)
-          return engine_t(panels, tokens, block, block_bf16, {}, wide8_query_or_convert<Arch>(St, block, nullptr, ws.query_wide));
+          return engine_t(panels, tokens, block, block_bf16, {}, wide_query_or_convert<Arch>(St, block, nullptr, ws.query_wide));
         else
           return engine_t(panels, tokens, block, block_bf16);
       }();

@@ -67,7 +67,7 @@ inline explanation explain_packed(const prepared_query& q, const packed_sequence
   ws.similarities.resize(query.rows * stride);
   if (docs.precision == storage::residual)
     residual_similarity_rows(query, *docs.codec, docs.panels(s), m, ws.similarities.data(), stride, rq.centroid_scores, ws.rows.decoded,
-                             q.bf16_pairs(), rq.i8, q.wide8());
+                             q.bf16_pairs(), rq.i8, q.wide());
   else
     packed_similarity_rows(query, docs.precision, docs.panels(s), m, ws.similarities.data(), stride, q.forms());
   const std::size_t budget = q.strategy().row_budget(m);

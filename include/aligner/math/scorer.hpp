@@ -122,13 +122,13 @@ class prepared_query {
       bf16_.resize(bf16_query_words(query.rows, query.cols));
       query_to_bf16_pairs(view_, bf16_.data());
     }
-    if (wide8_runs<>(storage::f32)) {
-      wide_.resize(wide8_query_words(query.rows, query.cols));
-      query_to_wide8(view_, wide_.data());
+    if (wide_runs<>(storage::f32)) {
+      wide_.resize(wide_query_words(query.rows, query.cols));
+      query_to_wide(view_, wide_.data());
     }
-    if (wide8_runs<>(storage::bf16) && !bf16_on_amx<>()) {  // (AMX-BF16 scores bf16 where it runs)
-      wide_bf16_.resize(wide8_bf16_query_words(query.rows, query.cols));
-      query_to_wide8_bf16(view_, wide_bf16_.data());
+    if (wide_runs<>(storage::bf16) && !bf16_on_amx<>()) {  // (AMX-BF16 scores bf16 where it runs)
+      wide_bf16_.resize(wide_bf16_query_words(query.rows, query.cols));
+      query_to_wide_bf16(view_, wide_bf16_.data());
     }
     if (i8_on_amx<>()) {
       i8_.resize(i8_query_words(query.rows, query.cols));
@@ -154,12 +154,12 @@ class prepared_query {
   const std::uint32_t* i8_quads() const noexcept { return i8_.empty() ? nullptr : i8_.data(); }
   /// The 16-bit form of the int8 query for the VNNI int8 path (null where it did not run when the query was prepared).
   const std::uint32_t* i16_pairs() const noexcept { return i16_.empty() ? nullptr : i16_.data(); }
-  /// The query expanded for the run-time AVX-512 tiles of 8-wide panels, f32/f16/i8 and bf16 (wide8.hpp; null where
+  /// The query expanded for the run-time AVX-512 tiles of 4- and 8-wide panels, f32/f16/i8 and bf16 (wide.hpp; null where
   /// they did not run when the query was prepared).
-  const std::uint32_t* wide8() const noexcept { return wide_.empty() ? nullptr : wide_.data(); }
-  const std::uint32_t* wide8_bf16() const noexcept { return wide_bf16_.empty() ? nullptr : wide_bf16_.data(); }
+  const std::uint32_t* wide() const noexcept { return wide_.empty() ? nullptr : wide_.data(); }
+  const std::uint32_t* wide_bf16() const noexcept { return wide_bf16_.empty() ? nullptr : wide_bf16_.data(); }
   /// Every form, as the kernels take them.
-  query_forms forms() const noexcept { return {bf16_pairs(), i8_quads(), i16_pairs(), wide8(), wide8_bf16()}; }
+  query_forms forms() const noexcept { return {bf16_pairs(), i8_quads(), i16_pairs(), wide(), wide_bf16()}; }
   score_params params() const { return {.strategy = strategy_, .norm = norm_, .query_salience = salience_, .check_finite = false}; }
 
  private:
@@ -226,7 +226,7 @@ inline void score_one(const prepared_query& q, std::span<const alignment> strate
     ws.row_z.resize(query.rows * nb);
     if (st == storage::residual)
       aligned_row_sums_residual(query, *codec, static_cast<const std::uint32_t*>(panels), doc_rows, ws.budgets, doc_salience,
-                                ws.row_sum.data(), ws.row_z.data(), ws.rows, rq.centroid_scores, q.bf16_pairs(), next, rq.i8, q.wide8());
+                                ws.row_sum.data(), ws.row_z.data(), ws.rows, rq.centroid_scores, q.bf16_pairs(), next, rq.i8, q.wide());
     else
       aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
                        q.forms(), next);

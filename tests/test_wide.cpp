@@ -1,12 +1,13 @@
-// The run-time AVX-512 tiles of 8-wide panels (wide8.hpp) against the double reference and against the 256-bit tiles
-// of the same build. They run in a build whose panel width is 8 (test_kernels_avx2, -march=x86-64-v3) on a CPU with
-// AVX-512; elsewhere these tests print a note and check only that the switch and kernel_info agree.
+// The run-time AVX-512 tiles of 4- and 8-wide panels (wide.hpp) against the double reference and against the build's
+// own tiles. They run in a build whose panel width is 4 (test_kernels: no -march) or 8 (test_kernels_avx2,
+// -march=x86-64-v3) on a CPU with AVX-512; elsewhere (test_kernels_avx512*) these tests print a note and check only
+// that the switch and kernel_info agree.
 #include <aligner/backends/exact.hpp>
 #include <aligner/kernels/aligned_rows.hpp>
 #include <aligner/kernels/kernel_info.hpp>
 #include <aligner/kernels/layout.hpp>
 #include <aligner/kernels/token_scan.hpp>
-#include <aligner/kernels/wide8.hpp>
+#include <aligner/kernels/wide.hpp>
 #include <aligner/math/explain.hpp>
 #include <aligner/math/scorer.hpp>
 
@@ -18,7 +19,7 @@
 
 using Catch::Matchers::WithinAbs;
 
-namespace wide8_test {
+namespace wide_test {
 
 /// Restores the AVX-512 switch at scope exit.
 struct avx512_switch_guard {
@@ -26,10 +27,10 @@ struct avx512_switch_guard {
   ~avx512_switch_guard() { aligner::set_avx512_enabled(was); }
 };
 
-bool wide8_or_note(aligner::storage st = aligner::storage::f32) {
-  if (aligner::wide8_runs(st)) return true;
-  std::printf("note: AVX-512 tiles of 8-wide panels (%s) not tested here: %s\n", aligner::to_string(st),
-              aligner::kernel_info().avx512_wide8 ? "the CPU has no AVX512-BF16" : aligner::kernel_info().avx512_wide8_reason.c_str());
+bool wide_or_note(aligner::storage st = aligner::storage::f32) {
+  if (aligner::wide_runs(st)) return true;
+  std::printf("note: run-time AVX-512 tiles (%s) not tested here: %s\n", aligner::to_string(st),
+              aligner::kernel_info().avx512_wide ? "the CPU has no AVX512-BF16" : aligner::kernel_info().avx512_wide_reason.c_str());
   return false;
 }
 
@@ -52,71 +53,75 @@ std::vector<float> rounded_w8(std::vector<float> v) {
   return v;
 }
 
-/// True when storage st is scored by the AVX-512 tiles of 8-wide panels here (not by AMX, whose tests are test_amx's).
-bool wide8_scores(aligner::storage st) {
+/// True when storage st is scored by the run-time AVX-512 tiles here (not by AMX, whose tests are test_amx's).
+bool wide_scores(aligner::storage st) {
   if (st == aligner::storage::bf16 && aligner::bf16_on_amx()) return false;
   if (st == aligner::storage::i8 && aligner::i8_on_amx()) return false;
-  return aligner::wide8_runs(st);
+  return aligner::wide_runs(st);
 }
 
 constexpr aligner::storage row_storages[] = {aligner::storage::f32, aligner::storage::f16, aligner::storage::i8, aligner::storage::bf16};
 
-}  // namespace wide8_test
+}  // namespace wide_test
 
-using namespace wide8_test;
+using namespace wide_test;
 
-TEST_CASE("wide8: kernel_info and the switch", "[wide8]") {
+TEST_CASE("wide: kernel_info and the switch", "[wide]") {
   const auto info = aligner::kernel_info();
-  std::printf("avx512_wide8: %s\n", info.avx512_wide8 ? "yes" : info.avx512_wide8_reason.c_str());
-  CHECK(info.avx512_wide8 == aligner::wide8_runs(aligner::storage::f32));
-  CHECK_FALSE(aligner::wide8_runs(aligner::storage::residual));
-  if (aligner::panel_width<> != 8) CHECK(info.avx512_wide8_reason.find("panel width") != std::string::npos);
+  std::printf("avx512_wide: %s\n", info.avx512_wide ? "yes" : info.avx512_wide_reason.c_str());
+  CHECK(info.avx512_wide == aligner::wide_runs(aligner::storage::f32));
+  CHECK_FALSE(aligner::wide_runs(aligner::storage::residual));
+  if (aligner::panel_width<> == 16) CHECK(info.avx512_wide_reason.find("panel width is 16") != std::string::npos);
   avx512_switch_guard guard;
   aligner::set_avx512_enabled(false);
-  CHECK_FALSE(aligner::wide8_runs(aligner::storage::f32));
-  CHECK_FALSE(aligner::kernel_info().avx512_wide8);
-  CHECK(aligner::kernel_info().f32.find("8-wide") == std::string::npos);
-  if (info.avx512_wide8) {
-    CHECK(aligner::kernel_info().avx512_wide8_reason.find("turned off") != std::string::npos);
+  CHECK_FALSE(aligner::wide_runs(aligner::storage::f32));
+  CHECK_FALSE(aligner::kernel_info().avx512_wide);
+  CHECK(aligner::kernel_info().f32.find("-wide panels") == std::string::npos);
+  if (info.avx512_wide) {
+    CHECK(aligner::kernel_info().avx512_wide_reason.find("turned off") != std::string::npos);
     aligner::set_avx512_enabled(true);
-    CHECK(aligner::kernel_info().f32.find("AVX-512 FMA register tiles over 8-wide panels") != std::string::npos);
+    CHECK(aligner::kernel_info().f32.find("AVX-512 FMA register tiles over " + std::to_string(aligner::panel_width<>) + "-wide panels") !=
+          std::string::npos);
     CHECK(aligner::bf16_query_rounded() == (aligner::cpu().avx512_bf16 || aligner::bf16_on_amx()));
   }
 }
 
-TEST_CASE("wide8: the expanded query forms follow their rule", "[wide8]") {
+TEST_CASE("wide: the expanded query forms follow their rule", "[wide]") {
   const std::size_t n = 3;
-  for (std::size_t dim : {1u, 2u, 3u, 4u, 5u, 7u}) {
-    const auto q = aligner_test::random_matrix(n, dim, 5 + dim);
-    aligner::aligned_vector<std::uint32_t> f(aligner::wide8_query_words(n, dim)), b(aligner::wide8_bf16_query_words(n, dim));
-    aligner::query_to_wide8({q.data(), n, dim}, f.data());
-    aligner::query_to_wide8_bf16({q.data(), n, dim}, b.data());
-    const std::size_t steps = (dim + 1) / 2, bsteps = (steps + 1) / 2;
-    for (std::size_t i = 0; i != n; ++i)
-      for (std::size_t l = 0; l != 16; ++l) {
-        for (std::size_t j = 0; j != steps; ++j) {
-          const std::size_t c = 2 * j + l / 8;
-          float x;
-          std::memcpy(&x, &f[(i * steps + j) * 16 + l], 4);
-          CHECK(x == (c < dim ? q[i * dim + c] : 0.f));
+  for (std::size_t width : {4u, 8u})
+    for (std::size_t dim : {1u, 2u, 3u, 4u, 5u, 7u, 9u}) {
+      const auto q = aligner_test::random_matrix(n, dim, 5 + dim);
+      aligner::aligned_vector<std::uint32_t> f(aligner::wide_query_words(n, dim, width)), b(aligner::wide_bf16_query_words(n, dim, width));
+      aligner::query_to_wide({q.data(), n, dim}, f.data(), width);
+      aligner::query_to_wide_bf16({q.data(), n, dim}, b.data(), width);
+      const std::size_t g = 16 / width, steps = (dim + g - 1) / g, pairs = (dim + 1) / 2, bsteps = (pairs + g - 1) / g;
+      CHECK(f.size() == n * steps * 16);
+      CHECK(b.size() == n * bsteps * 16);
+      for (std::size_t i = 0; i != n; ++i)
+        for (std::size_t l = 0; l != 16; ++l) {
+          for (std::size_t j = 0; j != steps; ++j) {
+            const std::size_t c = g * j + l / width;
+            float x;
+            std::memcpy(&x, &f[(i * steps + j) * 16 + l], 4);
+            CHECK(x == (c < dim ? q[i * dim + c] : 0.f));
+          }
+          for (std::size_t j = 0; j != bsteps; ++j) {
+            const std::size_t c = 2 * (g * j + l / width);  // the pair word's low half
+            const std::uint32_t w = b[(i * bsteps + j) * 16 + l];
+            CHECK((w & 0xffffu) == (c < dim ? aligner::to_bf16(q[i * dim + c]) : 0u));
+            CHECK((w >> 16) == (c + 1 < dim ? aligner::to_bf16(q[i * dim + c + 1]) : 0u));
+          }
         }
-        for (std::size_t j = 0; j != bsteps; ++j) {
-          const std::size_t c = 4 * j + 2 * (l / 8);  // low half of the pair word
-          const std::uint32_t w = b[(i * bsteps + j) * 16 + l];
-          CHECK((w & 0xffffu) == (c < dim ? aligner::to_bf16(q[i * dim + c]) : 0u));
-          CHECK((w >> 16) == (c + 1 < dim ? aligner::to_bf16(q[i * dim + c + 1]) : 0u));
-        }
-      }
-  }
+    }
 }
 
-TEST_CASE("wide8: row sums of every storage against the double reference and the 256-bit tiles", "[wide8]") {
-  if (!wide8_or_note()) return;
+TEST_CASE("wide: row sums of every storage against the double reference and the build's own tiles", "[wide]") {
+  if (!wide_or_note()) return;
   avx512_switch_guard guard;
   const std::size_t W = aligner_test::W;
   for (aligner::storage st : row_storages) {
-    if (!wide8_scores(st)) {
-      std::printf("note: %s documents are not scored by the AVX-512 tiles of 8-wide panels here\n", aligner::to_string(st));
+    if (!wide_scores(st)) {
+      std::printf("note: %s documents are not scored by the run-time AVX-512 tiles here\n", aligner::to_string(st));
       continue;
     }
     for (std::size_t dim : {1u, 2u, 3u, 4u, 5u, 15u, 16u, 17u, 31u, 33u, 64u, 100u, 127u, 128u, 130u})
@@ -144,18 +149,18 @@ TEST_CASE("wide8: row sums of every storage against the double reference and the
                 const double tol = 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim));
                 REQUIRE_THAT(sum[i], WithinAbs(rs[i], tol));
                 REQUIRE_THAT(z[i], WithinAbs(rz[i], 1e-5 * std::max(1.0, rz[i])));
-                if (st != aligner::storage::bf16) REQUIRE_THAT(sum[i], WithinAbs(narrow[i], tol));  // bf16: the 256-bit tiles keep the query in float
+                if (st != aligner::storage::bf16) REQUIRE_THAT(sum[i], WithinAbs(narrow[i], tol));  // bf16: the build's tiles keep the query in float
               }
             }
         }
   }
 }
 
-TEST_CASE("wide8: several budgets, documents longer than a span, the next document prefetched", "[wide8]") {
-  if (!wide8_or_note()) return;
+TEST_CASE("wide: several budgets, documents longer than a span, the next document prefetched", "[wide]") {
+  if (!wide_or_note()) return;
   const std::size_t dim = 128, n = 7;
   for (aligner::storage st : row_storages) {
-    if (!wide8_scores(st)) continue;
+    if (!wide_scores(st)) continue;
     for (std::size_t m : {511u, 1023u, 1025u, 2100u}) {
       const auto q = aligner_test::random_matrix(n, dim, 31 + m), d = aligner_test::random_matrix(m, dim, 32 + m);
       const auto nextd = aligner_test::random_matrix(64, dim, 33);
@@ -181,12 +186,12 @@ TEST_CASE("wide8: several budgets, documents longer than a span, the next docume
   }
 }
 
-TEST_CASE("wide8: a prepared query scores as an unprepared one, and explain shows the kernel's values", "[wide8]") {
-  if (!wide8_or_note()) return;
+TEST_CASE("wide: a prepared query scores as an unprepared one, and explain shows the kernel's values", "[wide]") {
+  if (!wide_or_note()) return;
   const std::size_t dim = 33, n = 6, m = 41;
   const auto q = aligner_test::random_matrix(n, dim, 71), d = aligner_test::random_matrix(m, dim, 72);
   for (aligner::storage st : row_storages) {
-    if (!wide8_scores(st)) continue;
+    if (!wide_scores(st)) continue;
     const auto packed = pack_w8(st, d, m, dim);
     const aligner::prepared_query pq({q.data(), n, dim});
     REQUIRE(pq.forms().wide_for(st) != nullptr);
@@ -220,10 +225,10 @@ TEST_CASE("wide8: a prepared query scores as an unprepared one, and explain show
   }
 }
 
-TEST_CASE("wide8: exact token search in f32 and bf16 against brute force", "[wide8]") {
-  if (!wide8_or_note()) return;
+TEST_CASE("wide: exact token search in f32 and bf16 against brute force", "[wide]") {
+  if (!wide_or_note()) return;
   for (aligner::storage st : {aligner::storage::f32, aligner::storage::bf16}) {
-    if (!wide8_scores(st)) continue;
+    if (!wide_scores(st)) continue;
     for (std::size_t dim : {3u, 17u, 64u}) {
       const std::size_t tokens = 1000 + dim, nq = 11, k = 20;
       const auto t = aligner_test::random_matrix(tokens, dim, 91 + dim), q = aligner_test::random_matrix(nq, dim, 92 + dim);
