@@ -333,9 +333,13 @@ TEST_CASE("cli: kernels prints the library's kernel_info, and AMX off when ALIGN
   const auto k = run_cli("kernels");
   REQUIRE(k.status == 0);
   CHECK(k.out.find("compiled_arch=") == 0);
-  for (const char* key : {"panel_width=", "cpu=", "amx_bf16=", "kernel_f32=", "kernel_bf16=", "kernel_f16=", "kernel_i8=",
+  for (const char* key : {"panel_width=", "cpu=", "amx_bf16=", "avx512_wide=", "kernel_f32=", "kernel_bf16=", "kernel_f16=", "kernel_i8=",
                           "kernel_residual=", "kernel_token_search="})
     CHECK(k.out.find(key) != std::string::npos);
+  // The run-time AVX-512 tiles follow ALIGNER_NO_AVX512 in the tool's process as well.
+  const auto no512 = run_cli("kernels", false, "ALIGNER_NO_AVX512=1");
+  REQUIRE(no512.status == 0);
+  CHECK(no512.out.find("avx512_wide=yes") == std::string::npos);
   // The tool is a separate build (its own flags): compare what both say about AMX, which depends on the machine only.
   const bool amx = aligner::amx_bf16_usable();
   CHECK((k.out.find("amx_bf16=yes") != std::string::npos) == amx);
