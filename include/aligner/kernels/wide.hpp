@@ -19,6 +19,8 @@
  *  rounding only. bf16 panels run here only where the CPU has AVX512-BF16 (vdpbf16ps, the query rounded to bf16 as
  *  the AVX512-BF16 build and AMX do); elsewhere they stay on the build's tiles. A dimension that is not a multiple
  *  of G components (pairs) ends with a masked load of its last rows, so nothing past a panel is read.
+ *  Memory: the expanded forms take G x W = 16 floats per G components, i.e. 4x (W = 4) or 8x (W = 8) the query's
+ *  floats, plus half that for the bf16 form; a prepared_query keeps them (128 KB + 64 KB for 32 x 128 at W = 8).
  *  `ALIGNER_NO_AVX512=1` or set_avx512_enabled(false) keeps this engine off (tests compare both). */
 #pragma once
 
