@@ -80,7 +80,9 @@ inline float half_to_float(std::uint16_t h) noexcept {
 inline std::string_view dict_value(std::string_view dict, std::string_view key, const std::string& file,
                                    std::size_t offset) {
   for (const char quote : {'\'', '"'}) {
-    const std::string needle = std::string(1, quote) + std::string(key) + std::string(1, quote);
+    std::string needle(1, quote);  // (built in place: GCC 12 warned falsely, -Wrestrict, on a sum of temporaries)
+    needle.append(key);
+    needle.push_back(quote);
     std::size_t pos = dict.find(needle);
     if (pos == std::string_view::npos) continue;
     pos = dict.find(':', pos + needle.size());
