@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -116,21 +117,20 @@ inline long request_amx_permission() noexcept {
 #endif
 }
 
+/// A run-time switch's first state: 0 (turned off) when the environment variable `off` is set to anything but
+/// "" or "0", else 1.
+inline int switch_from_env(const char* off) noexcept {
+  const char* v = std::getenv(off);
+  return (v && *v && std::string_view(v) != "0") ? 0 : 1;
+}
+
 inline std::atomic<int>& avx512_switch() noexcept {
-  // 1: allowed, 0: turned off; initialised from ALIGNER_NO_AVX512.
-  static std::atomic<int> on{[] {
-    const char* v = std::getenv("ALIGNER_NO_AVX512");
-    return (v && *v && std::string(v) != "0") ? 0 : 1;
-  }()};
+  static std::atomic<int> on{switch_from_env("ALIGNER_NO_AVX512")};  // 1: allowed, 0: turned off
   return on;
 }
 
 inline std::atomic<int>& amx_switch() noexcept {
-  // 1: allowed, 0: turned off; initialised from ALIGNER_NO_AMX.
-  static std::atomic<int> on{[] {
-    const char* v = std::getenv("ALIGNER_NO_AMX");
-    return (v && *v && std::string(v) != "0") ? 0 : 1;
-  }()};
+  static std::atomic<int> on{switch_from_env("ALIGNER_NO_AMX")};  // 1: allowed, 0: turned off
   return on;
 }
 

@@ -321,7 +321,7 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
 /// the vector tiles (vdpbf16ps in an AVX512-BF16 build). `query_bf16`: the query's bf16 pairs (AMX, vdpbf16ps) and
 /// `query_i8`: its int8 form for this codec (VNNI, residual_query_to_i8), each null to convert it here. `next`: the
 /// caller's next document, prefetched during the last group. `query_wide`: the query expanded for the run-time
-/// AVX-512 tiles of 8-wide float panels (query_to_wide; null: converted here where they run).
+/// AVX-512 tiles of 4- or 8-wide float panels (query_to_wide; null: converted here where they run).
 template <class Arch = default_arch>
 void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& codec, const std::uint32_t* panels,
                                std::size_t doc_rows, std::span<const std::size_t> budgets, const float* doc_weights,

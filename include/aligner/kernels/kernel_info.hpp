@@ -70,8 +70,8 @@ kernel_report kernel_info() {
   if (!r.avx512_wide) {
     if (!ALIGNER_HAVE_WIDE) r.avx512_wide_reason = "not compiled (needs x86-64 with GCC or Clang)";
     else if (panel_width<Arch> != 8 && panel_width<Arch> != 4)
-      r.avx512_wide_reason = "the build's panel width is " + std::to_string(panel_width<Arch>) + " (AVX-512 at compile time" +
-                             (panel_width<Arch> == 16 ? ")" : "? the run-time tiles take widths 4 and 8)");
+      r.avx512_wide_reason = "the build's panel width is " + std::to_string(panel_width<Arch>) +
+                             (panel_width<Arch> == 16 ? " (AVX-512 at compile time)" : " (the run-time tiles take widths 4 and 8)");
     else if (!avx512_unavailable_reason().empty()) r.avx512_wide_reason = avx512_unavailable_reason();
     else r.avx512_wide_reason = "turned off (ALIGNER_NO_AVX512 or set_avx512_enabled(false))";
   }

@@ -30,6 +30,16 @@ namespace aligner {
 template <class T>
 using aligned_vector = std::vector<T, xsimd::aligned_allocator<T, 64>>;
 
+/// `given` (a form of the query prepared by the caller), or, when it is null, `words` words that convert(out)
+/// writes into `buffer` (a vector of 32-bit words; aligned_vector where the form is read with aligned loads).
+template <class Buffer, class Convert>
+const std::uint32_t* given_or_converted(const std::uint32_t* given, Buffer& buffer, std::size_t words, Convert&& convert) {
+  if (given != nullptr) return given;
+  buffer.resize(words);
+  convert(buffer.data());
+  return buffer.data();
+}
+
 /// Panel width (tokens per panel) of an architecture.
 template <class Arch = default_arch>
 inline constexpr std::size_t panel_width = xsimd::batch<float, Arch>::size;

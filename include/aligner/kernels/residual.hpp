@@ -894,7 +894,7 @@ using residual_inner_t =
 /// P = vector: where bf16_rounds_query<Arch> (an AVX512-BF16 build) they are decoded to bf16 pairs the same way and
 /// swept by the vector bf16 tiles (vdpbf16ps); otherwise decoded to float panels and swept by the float vector tiles.
 /// `query_bf16` holds query_to_bf16_pairs of the query wherever the residuals are rounded (`rounds`). `query_wide`:
-/// on the vector path over float panels of width 8, the query expanded for the run-time AVX-512 tiles (wide.hpp,
+/// on the vector path over float panels of width 4 or 8, the query expanded for the run-time AVX-512 tiles (wide.hpp,
 /// where wide_runs(storage::f32)), else null.
 template <class Arch, residual_path P = residual_path::vector>
 struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail::residual_inner_t<Arch, P>::block_panels> {

@@ -71,16 +71,6 @@ inline void query_to_bf16_pairs(matrix_view<float> query, std::uint32_t* out) no
     }
 }
 
-/// `given` (a form of the query prepared by the caller), or, when it is null, `words` words that convert(out)
-/// writes into `buffer`.
-template <class Convert>
-const std::uint32_t* given_or_converted(const std::uint32_t* given, std::vector<std::uint32_t>& buffer, std::size_t words, Convert&& convert) {
-  if (given != nullptr) return given;
-  buffer.resize(words);
-  convert(buffer.data());
-  return buffer.data();
-}
-
 /// `given` (a query's bf16 pairs prepared by the caller), or the query converted into `buffer` when it is null.
 inline const std::uint32_t* bf16_pairs_or_convert(matrix_view<float> query, const std::uint32_t* given,
                                                   std::vector<std::uint32_t>& buffer) {
@@ -296,14 +286,13 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
 #if ALIGNER_HAVE_WIDE
     if constexpr (width == 8 || width == 4) {
       if (query_wide != nullptr) {  // the run-time AVX-512 tiles (wide.hpp): G = 16 / W rows a 64-byte step
-        constexpr std::size_t group = wide_group(width);
         float* out = reinterpret_cast<float*>(&acc[0][0]);  // R x V batches of W floats, contiguous
         if constexpr (traits::pairs) {
-          const std::size_t pairs = (dim + 1) / 2, q_row = (pairs + group - 1) / group * 16;
-          detail::wide_tile_bf16<width, R, V>(static_cast<const std::uint32_t*>(panels) + p0 * pairs * width, pairs * width, pairs,
+          const std::size_t words = traits::panel_words(dim, width), q_row = wide_bf16_query_words(1, dim, width);
+          detail::wide_tile_bf16<width, R, V>(static_cast<const std::uint32_t*>(panels) + p0 * words, words, (dim + 1) / 2,
                                               query_wide + i0 * q_row, q_row, pf, out);
         } else {
-          const std::size_t stride = panel_bytes(), q_row = (dim + group - 1) / group * 16;
+          const std::size_t stride = panel_bytes(), q_row = wide_query_words(1, dim, width);
           detail::wide_tile_rows<St, width, R, V>(static_cast<const unsigned char*>(panels) + p0 * stride, stride, dim,
                                                   query_wide + i0 * q_row, q_row, pf, out);
         }

@@ -114,15 +114,12 @@ inline void query_to_wide_bf16(matrix_view<float> query, std::uint32_t* out, std
 template <class Arch = default_arch, class Buffer>
 const std::uint32_t* wide_query_or_convert(storage st, matrix_view<float> query, const std::uint32_t* given, Buffer& buffer) {
   if (!wide_runs<Arch>(st)) return nullptr;
-  if (given != nullptr) return given;
-  const bool bf16 = st == storage::bf16;
   constexpr std::size_t width = panel_width<Arch>;
-  buffer.resize(bf16 ? wide_bf16_query_words(query.rows, query.cols, width) : wide_query_words(query.rows, query.cols, width));
-  if (bf16)
-    query_to_wide_bf16(query, buffer.data(), width);
-  else
-    query_to_wide(query, buffer.data(), width);
-  return buffer.data();
+  if (st == storage::bf16)
+    return given_or_converted(given, buffer, wide_bf16_query_words(query.rows, query.cols, width),
+                              [&](std::uint32_t* out) { query_to_wide_bf16(query, out, width); });
+  return given_or_converted(given, buffer, wide_query_words(query.rows, query.cols, width),
+                            [&](std::uint32_t* out) { query_to_wide(query, out, width); });
 }
 
 #if ALIGNER_HAVE_WIDE
