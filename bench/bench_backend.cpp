@@ -48,6 +48,9 @@ void exact_search_run(benchmark::State& state, aligner::storage st, bool reuse_w
 void exact_search_xsimd(benchmark::State& state) { exact_search_run(state, aligner::storage::f32, false); }
 /// The same over a bf16 exact backend (AMX-BF16 tiles where the CPU has them; the query rounded to bf16).
 void exact_search_xsimd_bf16(benchmark::State& state) { exact_search_run(state, aligner::storage::bf16, true); }
+/// The same over an int8 exact backend (a float scale per vector; AMX-INT8 tiles where the CPU has them, else
+/// AVX512-VNNI tiles, else the vector tiles with the values widened to float).
+void exact_search_xsimd_i8(benchmark::State& state) { exact_search_run(state, aligner::storage::i8, true); }
 /// The same with a caller-owned scan_workspace reused across searches (no per-call allocation).
 void exact_search_xsimd_workspace(benchmark::State& state) { exact_search_run(state, aligner::storage::f32, true); }
 
@@ -98,6 +101,7 @@ void exact_search_ref(benchmark::State& state) {
 
 BENCHMARK(exact_search_xsimd)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_xsimd_bf16)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
+BENCHMARK(exact_search_xsimd_i8)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_xsimd_workspace)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_eigen_naive)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_ref)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);

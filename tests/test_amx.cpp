@@ -209,7 +209,7 @@ void amx_on_off_agree(aligner::storage st, std::uint64_t seed, double rel, const
 TEST_CASE("amx: a prepared query scores a bf16 store the same with AMX on and off, within bf16 rounding", "[amx]") {
   if (!amx_or_note()) return;
   // AMX rounds the query to bf16 (the vector path of this build may not): relative error about 2^-8.
-  amx_on_off_agree(aligner::storage::bf16, 77, 1e-2, "AMX-BF16", &aligner::kernel_report::bf16);
+  amx_on_off_agree(aligner::storage::bf16, 77, 1e-2, "AMX-BF16 tdpbf16ps", &aligner::kernel_report::bf16);
 }
 
 TEST_CASE("amx: the bf16 exact backend's top-k against the double reference on rounded values, and its bytes", "[amx]") {
@@ -245,7 +245,7 @@ TEST_CASE("amx: the bf16 exact backend's top-k against the double reference on r
   CHECK(again.ids == res.ids);
   CHECK(again.scores == res.scores);
   CHECK_THROWS_AS(aligner::exact_backend::deserialize(bytes.substr(0, bytes.size() - 2)), aligner::io_error);
-  CHECK_THROWS_AS(aligner::exact_backend(dim, aligner::storage::i8), aligner::invalid_argument);
+  CHECK_THROWS_AS(aligner::exact_backend(dim, aligner::storage::f16), aligner::invalid_argument);
 }
 
 // ------------------------------------------------------------------------------------------ AMX-INT8 (i8 store)
@@ -442,7 +442,7 @@ TEST_CASE("int8 tiles: row sums against the double reference of the quantised op
 TEST_CASE("amx-int8: an i8 store scores the same with AMX-INT8 on and off, within the query's remainder", "[amx]") {
   if (!amx_int8_or_note()) return;
   // Unit rows in two int8 terms: each component moves by at most 1 / (127 * 2 * 254).
-  amx_on_off_agree(aligner::storage::i8, 79, 1e-4, "AMX-INT8", &aligner::kernel_report::i8);
+  amx_on_off_agree(aligner::storage::i8, 79, 1e-4, "AMX-INT8 tdpbssd", &aligner::kernel_report::i8);
 }
 
 TEST_CASE("int8 vnni: the 16-bit query form holds a F + b of the int8 form, the widened panels equal the byte-by-byte ones", "[amx]") {

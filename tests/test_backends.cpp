@@ -233,8 +233,10 @@ TEST_CASE("backends: every bundled adapter rejects NaN/Inf and bad shapes the sa
     CHECK_THROWS_WITH(backend.search({good.data(), 1, dim - 1}, 2), Catch::Contains("query dim 3"));
     CHECK_THROWS_WITH(backend.search({good.data(), 1, dim}, 0), Catch::Contains("k = 0"));
   };
-  aligner::exact_backend exact(dim);
+  aligner::exact_backend exact(dim), exact_bf16(dim, aligner::storage::bf16), exact_i8(dim, aligner::storage::i8);
   check(exact);
+  check(exact_bf16);
+  check(exact_i8);
 #ifdef ALIGNER_HAVE_FAISS
   aligner::faiss_backend flat(std::make_unique<faiss::IndexFlatIP>(dim));
   check(flat);
@@ -284,6 +286,8 @@ void filtered_search_returns_every_allowed_document(Backend backend) {
 
 TEST_CASE("backends: a filtered search returns min(top, allowed) documents on every backend", "[oracle]") {
   filtered_search_returns_every_allowed_document(aligner::exact_backend(cranfield().docs.dim));
+  filtered_search_returns_every_allowed_document(aligner::exact_backend(cranfield().docs.dim, aligner::storage::bf16));
+  filtered_search_returns_every_allowed_document(aligner::exact_backend(cranfield().docs.dim, aligner::storage::i8));
 #ifdef ALIGNER_HAVE_FAISS
   auto hnsw = std::make_unique<faiss::IndexHNSWFlat>(int(cranfield().docs.dim), 16, faiss::METRIC_INNER_PRODUCT);
   filtered_search_returns_every_allowed_document(aligner::faiss_backend(std::move(hnsw)));

@@ -410,18 +410,21 @@ TEST_CASE("cli: explain draws the library's view with words, from the collection
   for (const auto& f : {html, svg, idx}) std::filesystem::remove(f);
 }
 
-TEST_CASE("cli: the bf16 exact backend indexes, saves under its own label and searches like eval", "[oracle]") {
+TEST_CASE("cli: the bf16 and i8 exact backends index, save under their own labels and search like eval", "[oracle]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
-  const auto idx = cli_temp("exact_bf16.idx");
-  REQUIRE(run_cli("index" + coll + " --backend exact-bf16 --out " + idx.string()).status == 0);
-  const auto info = run_cli("info " + idx.string());
-  CHECK(info.out.find("backend=exact-bf16") != std::string::npos);
-  const std::string opts = " --strategy top1 --candidates 50 --query-limit 60";
-  const auto searched = run_cli("search --index " + idx.string() + coll + opts);
-  const auto evaluated = run_cli("eval" + coll + opts + " --backend exact-bf16");
-  REQUIRE(searched.status == 0);
-  CHECK(without_timing(searched.out) == without_timing(evaluated.out));
-  std::filesystem::remove(idx);
+  for (const std::string backend : {"exact-bf16", "exact-i8"}) {
+    INFO(backend);
+    const auto idx = cli_temp(backend + ".idx");
+    REQUIRE(run_cli("index" + coll + " --backend " + backend + " --out " + idx.string()).status == 0);
+    const auto info = run_cli("info " + idx.string());
+    CHECK(info.out.find("backend=" + backend) != std::string::npos);
+    const std::string opts = " --strategy top1 --candidates 50 --query-limit 60";
+    const auto searched = run_cli("search --index " + idx.string() + coll + opts);
+    const auto evaluated = run_cli("eval" + coll + opts + " --backend " + backend);
+    REQUIRE(searched.status == 0);
+    CHECK(without_timing(searched.out) == without_timing(evaluated.out));
+    std::filesystem::remove(idx);
+  }
 }
 
 TEST_CASE("cli: train-salience writes heads that eval, index and search use, the same seed writes the same file, bad input "

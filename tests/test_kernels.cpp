@@ -366,6 +366,41 @@ TEST_CASE("mask_bits: lane l of a comparison is bit l", "[kernel]") {
   }
 }
 
+namespace exact_topk_check {
+/// Every query row's top-k from the backend (k = 1, 3, n, n + 5, 2500) against a stable sort of the double inner
+/// products of x (the stored values exactly): the same ids in the same order, scores within rel * |score| (0: equal),
+/// padding past n as id -1 / score -inf.
+inline void stable_sort_order(const aligner::exact_backend& b, const std::vector<float>& x, const std::vector<float>& q,
+                              std::size_t rows, double rel, std::string_view label) {
+  const std::size_t dim = b.dim(), n = b.size();
+  std::vector<std::vector<std::pair<double, std::int64_t>>> sorted(rows);
+  for (std::size_t i = 0; i != rows; ++i) {
+    auto& all = sorted[i];
+    for (std::size_t t = 0; t != n; ++t) all.emplace_back(aligner::ref::dot(q.data() + i * dim, x.data() + t * dim, dim), t);
+    std::stable_sort(all.begin(), all.end(), [](auto& a, auto& c) { return a.first > c.first; });
+  }
+  for (std::size_t k : {std::size_t(1), std::size_t(3), n, n + 5, std::size_t(2500)}) {
+    INFO(label << " dim " << dim << " n " << n << " k " << k);
+    const auto res = b.search({q.data(), rows, dim}, k);
+    for (std::size_t i = 0; i != rows; ++i) {
+      const auto& all = sorted[i];
+      for (std::size_t r = 0; r != k; ++r) {
+        if (r < n) {
+          REQUIRE(res.ids_of(i)[r] == all[r].second);
+          if (rel == 0.0)
+            REQUIRE(double(res.scores_of(i)[r]) == all[r].first);
+          else
+            REQUIRE_THAT(double(res.scores_of(i)[r]), WithinAbs(all[r].first, rel * std::abs(all[r].first)));
+        } else {
+          REQUIRE(res.ids_of(i)[r] == -1);
+          REQUIRE(res.scores_of(i)[r] == -std::numeric_limits<float>::infinity());
+        }
+      }
+    }
+  }
+}
+}  // namespace exact_topk_check
+
 TEST_CASE("exact backend (this architecture): top-k equals a stable sort, exact ties, padding never returned", "[kernel]") {
   // Small integers: exact scores, ties everywhere; sizes around panel and span boundaries, several row blocks. The
   // values are exact in bfloat16 too, so the bf16 backend (AMX where it runs) must give the same bits.
@@ -379,30 +414,128 @@ TEST_CASE("exact backend (this architecture): top-k equals a stable sort, exact 
       for (std::size_t i = 0; i != q.size(); ++i) q[i] = float(int((i * 11 + 3) % 7) - 3);
       aligner::exact_backend b(dim, st);
       b.add({x.data(), n, dim});
-      std::vector<std::vector<std::pair<double, std::int64_t>>> sorted(rows);
-      for (std::size_t i = 0; i != rows; ++i) {
-        auto& all = sorted[i];
-        for (std::size_t t = 0; t != n; ++t) all.emplace_back(aligner::ref::dot(q.data() + i * dim, x.data() + t * dim, dim), t);
-        std::stable_sort(all.begin(), all.end(), [](auto& a, auto& c) { return a.first > c.first; });
-      }
-      for (std::size_t k : {std::size_t(1), std::size_t(3), n, n + 5, std::size_t(2500)}) {
-        INFO(aligner::to_string(st) << " dim " << dim << " n " << n << " k " << k);
-        const auto res = b.search({q.data(), rows, dim}, k);
-        for (std::size_t i = 0; i != rows; ++i) {
-          const auto& all = sorted[i];
-          for (std::size_t r = 0; r != k; ++r) {
-            if (r < n) {
-              REQUIRE(res.ids_of(i)[r] == all[r].second);
-              REQUIRE(double(res.scores_of(i)[r]) == all[r].first);
-            } else {
-              REQUIRE(res.ids_of(i)[r] == -1);
-              REQUIRE(res.scores_of(i)[r] == -std::numeric_limits<float>::infinity());
-            }
-          }
+      exact_topk_check::stable_sort_order(b, x, q, rows, 0.0, aligner::to_string(st));
+    }
+  }
+}
+
+TEST_CASE("exact backend i8 (this architecture): vectors at int8 scale 1 give the exact top-k, ties and padding included", "[kernel]") {
+  // Integer components in [-127, 127] with one of them +-127 in every vector and every query row: the int8 rule
+  // stores them exactly (scale 1) and the query's int8 terms are exact too (AMX-INT8, VNNI and the float query
+  // alike). The int8 paths scale the exact integer sum S by F and then by the float s / F, a monotone rounding that
+  // moves S by at most 2^-23 |S| and keeps distinct integers distinct while 254 |S| < 2^24 (here |S| <= 40,132):
+  // the order must be the stable sort's, ties included, as for f32. dim 64 fills whole AMX k-blocks (the paired tiles).
+  for (std::size_t dim : {1, 5, 16, 33, 64}) {
+    for (std::size_t n : {std::size_t(1), W - 1, 3 * W + 1, std::size_t(20000)}) {
+      const std::size_t rows = 70;  // more than one block of 64 rows, and of 16 (AMX)
+      auto integers = [&](std::size_t count, std::uint64_t seed, std::size_t levels) {
+        std::vector<float> v(count * dim);
+        for (std::size_t i = 0; i != v.size(); ++i) {
+          seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+          v[i] = float(std::int64_t((seed >> 33) % (2 * levels + 1)) - std::int64_t(levels));
         }
+        for (std::size_t t = 0; t != count; ++t) v[t * dim + t % dim] = (t / dim) % 2 ? 127.f : -127.f;
+        return v;
+      };
+      const auto x = integers(n, 5 + dim, 3), q = integers(rows, 9 + dim, 127);  // few levels in x: many ties
+      aligner::exact_backend b(dim, aligner::storage::i8);
+      b.add({x.data(), n, dim});
+      for (std::size_t t = 0; t != std::min<std::size_t>(n, 40); ++t) CHECK(b.vector(t) == std::vector<float>(x.begin() + std::ptrdiff_t(t * dim), x.begin() + std::ptrdiff_t((t + 1) * dim)));
+      exact_topk_check::stable_sort_order(b, x, q, rows, 2.4e-7, "i8");
+    }
+  }
+}
+
+TEST_CASE("exact backend i8 (this architecture): real-valued vectors against the double reference on the stored values", "[kernel]") {
+  // The returned scores are the query's dot products with the quantised vectors, up to the query's own rounding on
+  // the int8 paths (two int8 terms: at most max|q| / (127 * 508) a component); the ids a top-k of them up to that.
+  for (std::size_t dim : {3, 64, 100, 130}) {
+    const std::size_t n = 3000 + dim, rows = 37, k = 25;
+    const auto x = aligner_test::random_matrix(n, dim, 91 + dim, true), q = aligner_test::random_matrix(rows, dim, 92 + dim, false);
+    aligner::exact_backend b(dim, aligner::storage::i8);
+    b.add({x.data(), n, dim});
+    std::vector<float> stored(n * dim);
+    double abs_sum_max = 0;
+    for (std::size_t t = 0; t != n; ++t) {
+      const auto v = b.vector(t);
+      std::copy(v.begin(), v.end(), stored.begin() + std::ptrdiff_t(t * dim));
+      double sum = 0;
+      for (std::size_t c = 0; c != dim; ++c) {
+        CHECK(std::abs(double(v[c]) - double(x[t * dim + c])) <= double(aligner::i8_scale(x.data() + t * dim, dim)) * 0.5001);
+        sum += std::abs(double(v[c]));
+      }
+      abs_sum_max = std::max(abs_sum_max, sum);
+    }
+    for (int filtered = 0; filtered != 2; ++filtered) {
+      const aligner::id_filter odd = [](std::int64_t id) { return id % 2 == 1; };
+      const auto res = filtered ? b.search({q.data(), rows, dim}, k, odd) : b.search({q.data(), rows, dim}, k);
+      for (std::size_t i = 0; i != rows; ++i) {
+        double qmax = 0;
+        for (std::size_t c = 0; c != dim; ++c) qmax = std::max(qmax, std::abs(double(q[i * dim + c])));
+        const double tol = 1e-4 * qmax * abs_sum_max + 1e-5;
+        std::vector<double> ref(n), eligible;
+        for (std::size_t t = 0; t != n; ++t) {
+          ref[t] = aligner::ref::dot(q.data() + i * dim, stored.data() + t * dim, dim);
+          if (!filtered || t % 2 == 1) eligible.push_back(ref[t]);
+        }
+        std::sort(eligible.begin(), eligible.end(), std::greater<>());
+        std::vector<std::int64_t> seen;
+        for (std::size_t r = 0; r != k; ++r) {
+          const auto id = res.ids_of(i)[r];
+          INFO("dim " << dim << " filtered " << filtered << " row " << i << " rank " << r);
+          REQUIRE(id >= 0);
+          REQUIRE(std::size_t(id) < n);
+          if (filtered) REQUIRE(id % 2 == 1);
+          REQUIRE_THAT(double(res.scores_of(i)[r]), WithinAbs(ref[std::size_t(id)], tol));
+          REQUIRE(ref[std::size_t(id)] >= eligible[k - 1] - 2 * tol);
+          if (r > 0) REQUIRE(res.scores_of(i)[r] <= res.scores_of(i)[r - 1]);
+          seen.push_back(id);
+        }
+        std::sort(seen.begin(), seen.end());
+        REQUIRE(std::adjacent_find(seen.begin(), seen.end()) == seen.end());
       }
     }
   }
+}
+
+TEST_CASE("exact backend i8: bytes round-trip exactly and malformed bytes are refused", "[kernel]") {
+  const std::size_t dim = 37, n = 2 * W + 3;
+  auto x = aligner_test::random_matrix(n, dim, 17, false);
+  std::fill(x.begin() + 5 * dim, x.begin() + 6 * dim, 0.f);  // an all-zero vector: scale 0
+  aligner::exact_backend b(dim, aligner::storage::i8);
+  b.add({x.data(), n, dim});
+  const std::string bytes = b.serialize();
+  REQUIRE(bytes.size() == 16 + n * (4 + dim));
+  const auto back = aligner::exact_backend::deserialize(bytes);
+  CHECK(back.precision() == aligner::storage::i8);
+  CHECK(back.size() == n);
+  CHECK(back.serialize() == bytes);
+  for (std::size_t t = 0; t != n; ++t) CHECK(back.vector(t) == b.vector(t));
+  const auto q = aligner_test::random_matrix(5, dim, 18, false);
+  const auto a = b.search({q.data(), 5, dim}, 7), c = back.search({q.data(), 5, dim}, 7);
+  CHECK(a.ids == c.ids);
+  CHECK(a.scores == c.scores);
+  // The stored form: the scale, then the int8 values of the encode rule.
+  float scale;
+  std::memcpy(&scale, bytes.data() + 16, 4);
+  CHECK(scale == aligner::i8_scale(x.data(), dim));
+  CHECK(std::int8_t(bytes[16 + 4]) == std::int8_t(std::nearbyint(double(x[0]) / double(scale))));
+  auto broken = [&](std::size_t at, const void* what, std::size_t len) {
+    std::string copy = bytes;
+    std::memcpy(copy.data() + at, what, len);
+    return copy;
+  };
+  const float negative = -1.f, nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const char minus128 = char(-128);
+  CHECK_THROWS_WITH(aligner::exact_backend::deserialize(broken(16 + (4 + dim), &negative, 4)), Catch::Contains("vector 1") && Catch::Contains("scale"));
+  CHECK_THROWS_AS(aligner::exact_backend::deserialize(broken(16, &nan, 4)), aligner::io_error);
+  CHECK_THROWS_AS(aligner::exact_backend::deserialize(broken(16, &inf, 4)), aligner::io_error);
+  CHECK_THROWS_WITH(aligner::exact_backend::deserialize(broken(16 + 4 + 3, &minus128, 1)), Catch::Contains("-128"));
+  CHECK_THROWS_AS(aligner::exact_backend::deserialize(bytes.substr(0, bytes.size() - 1)), aligner::io_error);
+  CHECK_THROWS_AS(aligner::exact_backend::deserialize(bytes + "x"), aligner::io_error);
+  const std::uint64_t both = dim | (std::uint64_t(3) << 62);
+  CHECK_THROWS_WITH(aligner::exact_backend::deserialize(broken(0, &both, 8)), Catch::Contains("both"));
+  CHECK_THROWS_WITH(aligner::exact_backend(dim, aligner::storage::f16), Catch::Contains("f32, bf16 or i8") && Catch::Contains("f16"));
 }
 
 TEST_CASE("exact backend (this architecture): a few extreme scores do not coarsen the selection", "[kernel]") {

@@ -199,7 +199,7 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn, bool ranks
 /// through it only with --candidates K; without the flag the search would rerank every document and leave what the
 /// user built unused, so that is refused, naming both choices. `label`: the backend name the file records.
 inline void require_candidates_for_ann(const options& o, const std::string& label, bool has_token_index) {
-  if (o.has("--candidates") || !has_token_index || label.empty() || label == "exact" || label == "exact-bf16" || label == "faiss-flat") return;
+  if (o.has("--candidates") || !has_token_index || label.empty() || label == "exact" || label == "exact-bf16" || label == "exact-i8" || label == "faiss-flat") return;
   throw usage_error(o.index_file + " holds a " + label + " token index: give --candidates K to search through it (k' hits per query token), "
                     "or --candidates all to rerank every document without it");
 }

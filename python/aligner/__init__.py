@@ -97,7 +97,7 @@ def strategy_name(strategy: str) -> str:
 class Retriever:
     """ALIGNER retrieval: token search for candidates, then every candidate reranked with sim(Q, D).
 
-    backend: a token MIPS backend of this build (aligner.backends: "exact", "exact-bf16", and where built with them
+    backend: a token MIPS backend of this build (aligner.backends: "exact", "exact-bf16", "exact-i8", and where built with them
     "faiss-flat", "faiss-hnsw", "faiss-ivf", "hnswlib"). storage: the rerank store's precision: "f32", "bf16", "f16", "i8",
     "residual" (a centroid id plus residual_nbits per component; "residual:N" sets N; residual_anisotropy: the
     weight of a code's error along its token, 0 = 0.19 (dim - 1), 1 = nearest buckets). doc_prune: the fraction of

@@ -51,7 +51,7 @@ def test_search_equals_brute_force(backend, strategy):
         assert res.reranked_all_allowed
         # k' = every token: the token search finds every document, so the ranking is the exhaustive one
         got_ids, got_scores = r.search(q, top=10, strategy=strategy, candidates=2000)
-        if backend in ("exact", "exact-bf16", "faiss-flat"):
+        if backend in ("exact", "exact-bf16", "exact-i8", "faiss-flat"):
             np.testing.assert_array_equal(got_ids, want_ids)
             np.testing.assert_array_equal(got_scores, np.float32(want_scores))
         for i, s in zip(got_ids, got_scores):  # any backend: each hit carries its document's exact score

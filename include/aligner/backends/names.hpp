@@ -1,5 +1,5 @@
 /** @file names.hpp
- *  @brief The names of the token MIPS backends of this build ("exact", "exact-bf16", "faiss-flat", "faiss-hnsw",
+ *  @brief The names of the token MIPS backends of this build ("exact", "exact-bf16", "exact-i8", "faiss-flat", "faiss-hnsw",
  *  "faiss-ivf", "hnswlib"): the one list the CLI and the Python package offer and that saved indexes record as their label.
  *  The optional names are listed where the including translation unit defines ALIGNER_HAVE_FAISS or
  *  ALIGNER_HAVE_HNSWLIB; io/named_backends.hpp builds and loads backends by these names. */
@@ -12,7 +12,7 @@ namespace aligner {
 
 /// The backends of this build, in help order.
 inline constexpr std::string_view backend_list[] = {
-    "exact", "exact-bf16",
+    "exact", "exact-bf16", "exact-i8",
 #ifdef ALIGNER_HAVE_FAISS
     "faiss-flat", "faiss-hnsw", "faiss-ivf",
 #endif

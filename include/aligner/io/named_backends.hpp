@@ -1,5 +1,5 @@
 /** @file named_backends.hpp
- *  @brief Token MIPS backends by name ("exact", "exact-bf16", "faiss-flat", "faiss-hnsw", "faiss-ivf", "hnswlib"): the one list
+ *  @brief Token MIPS backends by name ("exact", "exact-bf16", "exact-i8", "faiss-flat", "faiss-hnsw", "faiss-ivf", "hnswlib"): the one list
  *  that the CLI and the Python package offer, a factory, and a loader that opens a saved index with the backend type
  *  its label names.
  *
@@ -46,6 +46,7 @@ template <class Fn>
 decltype(auto) with_backend(std::string_view name, std::size_t dim, Fn&& fn, graph_settings graph = {}) {
   if (name == "exact") return fn(exact_backend(dim));
   if (name == "exact-bf16") return fn(exact_backend(dim, storage::bf16));  // AMX-BF16 where the CPU has it
+  if (name == "exact-i8") return fn(exact_backend(dim, storage::i8));      // AMX-INT8 or AVX512-VNNI where the CPU has them
 #ifdef ALIGNER_HAVE_FAISS
   if (name == "faiss-flat") return fn(faiss_backend(std::make_unique<faiss::IndexFlatIP>(dim)));
   if (name == "faiss-hnsw") {
@@ -72,7 +73,7 @@ decltype(auto) with_backend(std::string_view name, std::size_t dim, Fn&& fn, gra
 template <class Fn>
 decltype(auto) with_saved_index(const std::filesystem::path& path, const load_options& options, Fn&& fn) {
   const std::string kind = read_index_label(path);
-  if (kind == "exact" || kind == "exact-bf16" || kind.empty()) return fn(load_index<exact_backend>(path, options));
+  if (kind == "exact" || kind == "exact-bf16" || kind == "exact-i8" || kind.empty()) return fn(load_index<exact_backend>(path, options));
 #ifdef ALIGNER_HAVE_FAISS
   if (kind == "faiss-flat" || kind == "faiss-hnsw" || kind == "faiss-ivf") return fn(load_index<faiss_backend>(path, options));
 #endif

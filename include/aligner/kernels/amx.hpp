@@ -7,9 +7,12 @@
  *  (query_to_bf16_pairs, zero-padded to 16 rows). One tile call computes 16 query rows x up to 4 panels into four
  *  accumulator tiles (tmm0..3), stores them into the caller's registers-sized array and leaves selection to the
  *  same folds as the vector engine (aligned_rows.hpp, token_scan.hpp): S is never held beyond 16 x 4W values.
- *  Register use: tmm4 = A, tmm5/tmm6 = B (alternating); a dimension that is not a multiple of 32 has a tail of
- *  t < 16 pairs, read by tmm7 (A, t pairs a row) and tmm6 (B, t rows), configured so (the tile shapes are fixed per
- *  configuration, and a configuration is loaded only when it differs from the thread's current one).
+ *  Register use: tmm4 = A; a dimension that fills whole k-blocks (16 pairs, or 16 int8 quads: no tail) has B in
+ *  tmm6 / tmm7 (alternating) and a second A shape in tmm5, where the int8 engine puts its second query term so that
+ *  both terms share each B load (tile_paired: per k-block two A loads, two B loads and four tdpbssd into tmm0..3).
+ *  A dimension with a tail of t < 16 words a row has B in tmm5 / tmm6 over the whole blocks and reads the tail with
+ *  tmm7 (A, t words a row) and tmm6 (B, t rows), configured so (the tile shapes are fixed per configuration, and a
+ *  configuration is loaded only when it differs from the thread's current one).
  *  Arithmetic: products of bf16 values are exact in float; tdpbf16ps sums each pair and accumulates in float32
  *  (round to nearest even; denormal inputs are flushed to zero, as the instruction specifies), so results differ
  *  from the vector bf16 path by float rounding only. The instructions are issued by inline assembly, so no compiler
@@ -133,6 +136,9 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
       : panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)), query(query_),
         query_words(query_words_), next(next_), pairs(words_of(query_.cols)), full_blocks(pairs / 16), tail(pairs % 16) {}
 
+  /// True when two A tiles can share each B load (no tail): tile_paired (the int8 engine's two query terms).
+  bool paired() const noexcept { return tail == 0; }
+
   std::size_t panel_bytes() const noexcept { return pairs * width * 4; }
 
   /// The configuration of this engine's shapes.
@@ -141,11 +147,13 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
     const auto cols = std::uint16_t(width * 4);
     for (int t = 0; t != 4; ++t) c.rows[t] = 16, c.colsb[t] = cols;  // accumulators: 16 rows x W floats
     c.rows[4] = 16, c.colsb[4] = 64;                                    // A: 16 rows x 16 words
-    c.rows[5] = 16, c.colsb[5] = cols;                                  // B: 16 words x W tokens
     if (tail == 0) {
-      c.rows[6] = 16, c.colsb[6] = cols;  // second B
+      c.rows[5] = 16, c.colsb[5] = 64;    // second A
+      c.rows[6] = 16, c.colsb[6] = cols;  // B: 16 words x W tokens
+      c.rows[7] = 16, c.colsb[7] = cols;  // second B
     } else {
-      c.rows[6] = std::uint8_t(tail), c.colsb[6] = cols;                  // tail B: t words x W tokens
+      c.rows[5] = 16, c.colsb[5] = cols;                                  // B: 16 words x W tokens
+      c.rows[6] = std::uint8_t(tail), c.colsb[6] = cols;                  // tail B: t words x W tokens (and B)
       c.rows[7] = 16, c.colsb[7] = std::uint16_t(tail * 4);               // tail A: 16 rows x t words
     }
     return c;
@@ -160,6 +168,20 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
       tile_amx<V, false>(i0, p0, &acc[0][0]);
     else
       tile_amx<V, true>(i0, p0, &acc[0][0]);
+  }
+
+  /// Where paired(): the tiles of query-form rows a0 .. a0 + 15 into out0 and a1 .. a1 + 15 into out1 (each
+  /// 16 rows x V batches, row stride V batches), panels p0 .. p0 + V - 1, every B load shared by both.
+  template <std::size_t V>
+  void tile_paired(std::size_t a0, std::size_t a1, std::size_t p0, batch* out0, batch* out1) const noexcept {
+    const char* q0 = reinterpret_cast<const char*>(query_words + a0 * pairs);
+    const char* q1 = reinterpret_cast<const char*>(query_words + a1 * pairs);
+    const char* b = static_cast<const char*>(panels) + p0 * panel_bytes();
+    constexpr std::size_t c_stride = V * sizeof(batch);
+    const std::size_t pb = panel_bytes();
+    paired_step<V >= 2>(q0, q1, b, reinterpret_cast<char*>(out0), reinterpret_cast<char*>(out1), c_stride);
+    if constexpr (V > 2)
+      paired_step<V == 4>(q0, q1, b + 2 * pb, reinterpret_cast<char*>(out0 + 2), reinterpret_cast<char*>(out1 + 2), c_stride);
   }
 
   /// Visits every (16-row block, group of up to 4 panels) tile once, a 256 KB span of panels at a time (the span
@@ -200,16 +222,21 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
     for (std::size_t kb = 0; kb != full_blocks; ++kb) {
       ALIGNER_TILE_LOAD(4, a + kb * 64, a_stride);
       const char* b = b0 + kb * b_block;
-      ALIGNER_TILE_LOAD(5, b, b_stride);
-      ALIGNER_TILE_DP(0, 4, 5);
+      if constexpr (Tail) {
+        ALIGNER_TILE_LOAD(5, b, b_stride);
+        ALIGNER_TILE_DP(0, 4, 5);
+      } else {
+        ALIGNER_TILE_LOAD(6, b, b_stride);
+        ALIGNER_TILE_DP(0, 4, 6);
+      }
       if constexpr (Tail) {
         if constexpr (V > 1) { ALIGNER_TILE_LOAD(5, b + pb, b_stride); ALIGNER_TILE_DP(1, 4, 5); }
         if constexpr (V > 2) { ALIGNER_TILE_LOAD(5, b + 2 * pb, b_stride); ALIGNER_TILE_DP(2, 4, 5); }
         if constexpr (V > 3) { ALIGNER_TILE_LOAD(5, b + 3 * pb, b_stride); ALIGNER_TILE_DP(3, 4, 5); }
-      } else {
-        if constexpr (V > 1) { ALIGNER_TILE_LOAD(6, b + pb, b_stride); ALIGNER_TILE_DP(1, 4, 6); }
-        if constexpr (V > 2) { ALIGNER_TILE_LOAD(5, b + 2 * pb, b_stride); ALIGNER_TILE_DP(2, 4, 5); }
-        if constexpr (V > 3) { ALIGNER_TILE_LOAD(6, b + 3 * pb, b_stride); ALIGNER_TILE_DP(3, 4, 6); }
+      } else {  // no tail: B in tmm6 / tmm7 (tmm5 holds the second A of the paired tiles)
+        if constexpr (V > 1) { ALIGNER_TILE_LOAD(7, b + pb, b_stride); ALIGNER_TILE_DP(1, 4, 7); }
+        if constexpr (V > 2) { ALIGNER_TILE_LOAD(6, b + 2 * pb, b_stride); ALIGNER_TILE_DP(2, 4, 6); }
+        if constexpr (V > 3) { ALIGNER_TILE_LOAD(7, b + 3 * pb, b_stride); ALIGNER_TILE_DP(3, 4, 7); }
       }
     }
     if constexpr (Tail) {
@@ -229,6 +256,44 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
 #undef ALIGNER_TILE_DP
 #else
     (void)i0, (void)p0, (void)out;
+#endif
+  }
+
+  /// One or two panels (Two) at b, b + panel_bytes() against A rows at q0 (into tmm0 / tmm1, stored at out0) and q1
+  /// (tmm2 / tmm3, stored at out1), every k-block: A0 -> tmm4, B0 -> tmm6, B1 -> tmm7, A1 -> tmm5. No tail.
+  template <bool Two>
+  ALIGNER_NOINLINE void paired_step(const char* q0, const char* q1, const char* b, char* out0, char* out1, std::size_t c_stride) const noexcept {
+#if ALIGNER_HAVE_AMX
+    const std::size_t a_stride = pairs * 4, b_stride = width * 4, b_block = 16 * width * 4, pb = panel_bytes();
+    ALIGNER_TILE_ZERO(0);
+    ALIGNER_TILE_ZERO(2);
+    if constexpr (Two) {
+      ALIGNER_TILE_ZERO(1);
+      ALIGNER_TILE_ZERO(3);
+    }
+    for (std::size_t kb = 0; kb != full_blocks; ++kb) {
+      const char* bk = b + kb * b_block;
+      ALIGNER_TILE_LOAD(4, q0 + kb * 64, a_stride);
+      ALIGNER_TILE_LOAD(6, bk, b_stride);
+      if constexpr (Op == amx_op::bf16) ALIGNER_TILE_DPBF16(0, 4, 6); else ALIGNER_TILE_DPBSSD(0, 4, 6);
+      if constexpr (Two) {
+        ALIGNER_TILE_LOAD(7, bk + pb, b_stride);
+        if constexpr (Op == amx_op::bf16) ALIGNER_TILE_DPBF16(1, 4, 7); else ALIGNER_TILE_DPBSSD(1, 4, 7);
+      }
+      ALIGNER_TILE_LOAD(5, q1 + kb * 64, a_stride);
+      if constexpr (Op == amx_op::bf16) ALIGNER_TILE_DPBF16(2, 5, 6); else ALIGNER_TILE_DPBSSD(2, 5, 6);
+      if constexpr (Two) {
+        if constexpr (Op == amx_op::bf16) ALIGNER_TILE_DPBF16(3, 5, 7); else ALIGNER_TILE_DPBSSD(3, 5, 7);
+      }
+    }
+    ALIGNER_TILE_STORE(0, out0, c_stride);
+    ALIGNER_TILE_STORE(2, out1, c_stride);
+    if constexpr (Two) {
+      ALIGNER_TILE_STORE(1, out0 + sizeof(batch), c_stride);
+      ALIGNER_TILE_STORE(3, out1 + sizeof(batch), c_stride);
+    }
+#else
+    (void)q0, (void)q1, (void)b, (void)out0, (void)out1, (void)c_stride;
 #endif
   }
 };
@@ -402,9 +467,14 @@ struct amx_i8_engine : tile_engine_base<amx_i8_engine<Arch>, Arch, 4> {
   /// tiles of both query terms, combined exactly in int32 as F Σ a d + Σ b d, then scaled (file comment).
   template <std::size_t R, std::size_t V>
   void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
+    static_assert(R == 16, "the int8 engine's tiles are 16 query rows");
     batch low[R][V];
-    inner.template tile<R, V>(i0, p0 - group_first, acc);
-    inner.template tile<R, V>(i0 + bf16_query_rows(query.rows), p0 - group_first, low);
+    if (inner.paired()) {  // both terms against each B load
+      inner.template tile_paired<V>(i0, i0 + bf16_query_rows(query.rows), p0 - group_first, &acc[0][0], &low[0][0]);
+    } else {
+      inner.template tile<R, V>(i0, p0 - group_first, acc);
+      inner.template tile<R, V>(i0 + bf16_query_rows(query.rows), p0 - group_first, low);
+    }
     const std::size_t rows = std::min(R, query.rows - i0), pb = panel_bytes();
     batch scale[V];
     for (std::size_t v = 0; v != V; ++v) scale[v] = traits::template load_scales<Arch>(panels + (p0 + v) * pb);

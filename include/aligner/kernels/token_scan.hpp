@@ -27,6 +27,7 @@
 #include "simd_compat.hpp"
 #include "storage.hpp"
 #include "amx.hpp"
+#include "int8_vnni.hpp"
 #include "tile.hpp"
 
 ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
@@ -48,7 +49,10 @@ struct scan_workspace {
   };
   std::vector<row_state> rows;
   std::vector<std::uint32_t> query_bf16;  ///< a query block's bf16 pairs (bf16 tokens)
+  std::vector<std::uint32_t> query_i8;    ///< a query block's int8 form (i8 tokens on AMX-INT8)
+  std::vector<std::uint32_t> query_i16;   ///< a query block's 16-bit form (i8 tokens on AVX512-VNNI)
   aligned_vector<std::uint32_t> query_wide;  ///< a query block expanded for the AVX-512 tiles of 4- and 8-wide panels (wide.hpp)
+  aligned_vector<std::uint32_t> relaid;   ///< i8 panels re-laid for AMX-INT8 or VNNI, a group at a time
   std::vector<std::uint16_t> bucket_of;
   std::vector<scan_candidate> boundary;
 };
@@ -110,8 +114,11 @@ inline void compact_candidates(scan_workspace::row_state& st, std::size_t keep, 
 /// rows [0, queries.rows) of `out` (out.k == k; slots past `tokens` keep id -1 / score -inf). `accept`, when given,
 /// restricts the result to the token ids it accepts (asked only for tokens that beat a row's running threshold).
 /// Preconditions (unchecked): k >= 1, queries.cols == the panels' dim, values finite, panels 64-byte aligned.
-/// The storage is a template argument (the exact backend scans float32 or bfloat16): each instantiation is a large
-/// function. bf16 tokens are scanned on AMX-BF16 tiles where amx_bf16_usable() (the query rounded to bf16 too).
+/// The storage is a template argument (the exact backend scans float32, bfloat16 or int8): each instantiation is a
+/// large function. bf16 tokens are scanned on AMX-BF16 tiles where amx_bf16_usable() (the query rounded to bf16
+/// too); i8 tokens on AMX-INT8 where i8_on_amx() (the query in its two int8 terms, amx.hpp), on vpdpwssd tiles where
+/// i8_on_vnni() (its 16-bit form, int8_vnni.hpp), else on the vector tiles with the float query: the scores are
+/// those engines' S values, as the rerank computes them for the same panels.
 template <storage St = storage::f32, class Arch = default_arch, class Accept = std::nullptr_t>
 void token_topk(matrix_view<float> queries, const void* panels, std::size_t tokens, std::size_t k, topk_result& out,
                 scan_workspace& ws, const Accept& accept = nullptr) {
@@ -120,15 +127,16 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
   const std::size_t keep = std::min(k, tokens);
   const std::size_t limit = 2 * keep + 1024;  // 3k + 1024 and 6k + 1024 measured no faster
   if (ws.rows.size() < std::min(row_block, queries.rows)) ws.rows.resize(std::min(row_block, queries.rows));
-  // bf16 tokens on AMX where it runs: the query block in bf16 pairs (zero rows to a multiple of 16).
-  [[maybe_unused]] const bool amx = St == storage::bf16 && bf16_on_amx<Arch>();
-  auto scan = [&]<class Engine>(std::type_identity<Engine>) {
-    using engine_t = Engine;
-    using batch = typename engine_t::batch;
-    constexpr std::size_t width = engine_t::width;
-    const std::size_t capacity = limit + engine_t::block_panels * width;
+  // make_engine(block) builds the engine of one block of query rows (its query forms converted into ws).
+  auto scan = [&](auto make_engine) {
     for (std::size_t r0 = 0; r0 < queries.rows; r0 += row_block) {
       const std::size_t rows = std::min(row_block, queries.rows - r0);
+      const matrix_view<float> block = queries.middle_rows(r0, rows);
+      const auto engine = make_engine(block);
+      using engine_t = std::decay_t<decltype(engine)>;
+      using batch = typename engine_t::batch;
+      constexpr std::size_t width = engine_t::width;
+      const std::size_t capacity = limit + engine_t::block_panels * width;
       for (std::size_t i = 0; i != rows; ++i) {
         auto& row = ws.rows[i];
         if (row.capacity < capacity) {
@@ -138,15 +146,6 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
         row.size = 0;
         row.threshold = -std::numeric_limits<float>::infinity();
       }
-      const matrix_view<float> block = queries.middle_rows(r0, rows);
-      const std::uint32_t* block_bf16 = nullptr;
-      if (St == storage::bf16 && (bf16_rounds_query<Arch> || amx)) block_bf16 = bf16_pairs_or_convert(block, nullptr, ws.query_bf16);
-      const engine_t engine = [&] {
-        if constexpr (std::is_same_v<engine_t, tile_engine<Arch, St>>)
-          return engine_t(panels, tokens, block, block_bf16, {}, wide_query_or_convert<Arch>(St, block, nullptr, ws.query_wide));
-        else
-          return engine_t(panels, tokens, block, block_bf16);
-      }();
       engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
         engine_t::with_panels(here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
           batch acc[R][V];
@@ -186,15 +185,35 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
       }
     }
   };
-  if constexpr (St == storage::bf16 && amx_tiles_fit<Arch>) {
-    if (amx) {
-      scan(std::type_identity<amx_bf16_engine<Arch>>{});
-    } else {
-      scan(std::type_identity<tile_engine<Arch, St>>{});
+  auto vector_tiles = [&](matrix_view<float> block) {
+    const std::uint32_t* block_bf16 = St == storage::bf16 && bf16_rounds_query<Arch> ? bf16_pairs_or_convert(block, nullptr, ws.query_bf16) : nullptr;
+    return tile_engine<Arch, St>(panels, tokens, block, block_bf16, {}, wide_query_or_convert<Arch>(St, block, nullptr, ws.query_wide));
+  };
+  auto relaid = [&](std::size_t words) {  // the int8 engines' scratch
+    if (ws.relaid.size() < words) ws.relaid.resize(words);
+    return ws.relaid.data();
+  };
+  [&] {  // the engine this storage runs on here
+    if constexpr (St == storage::bf16 && amx_tiles_fit<Arch>)
+      if (bf16_on_amx<Arch>())
+        return scan([&](matrix_view<float> block) {
+          return amx_bf16_engine<Arch>(panels, tokens, block, bf16_pairs_or_convert(block, nullptr, ws.query_bf16));
+        });
+    if constexpr (St == storage::i8) {
+      if constexpr (amx_tiles_fit<Arch>)
+        if (i8_on_amx<Arch>())
+          return scan([&](matrix_view<float> block) {
+            return amx_i8_engine<Arch>(panels, tokens, block, i8_quads_or_convert(block, nullptr, ws.query_i8),
+                                       relaid(amx_i8_engine<Arch>::scratch_words(block.cols)));
+          });
+      if (i8_on_vnni<Arch>())
+        return scan([&](matrix_view<float> block) {
+          return vnni_i8_engine<Arch>(panels, tokens, block, i16_pairs_or_convert(block, nullptr, ws.query_i16),
+                                      relaid(vnni_i8_engine<Arch>::scratch_words(block.cols)));
+        });
     }
-  } else {
-    scan(std::type_identity<tile_engine<Arch, St>>{});
-  }
+    scan(vector_tiles);
+  }();
   if (limit > (std::size_t(1) << 16))  // do not keep a large k's buffers alive in a long-lived workspace
     for (auto& row : ws.rows) row = {};
 }
