@@ -173,3 +173,30 @@ def test_salience_and_prune():
         aligner.salience(x, w[:5], 0.0)
     with pytest.raises(ValueError, match="beta"):
         aligner.prune(u, 0.0)
+
+
+def test_kernel_switches_turn_the_run_time_kernels_off_and_on():
+    # The switches change what kernel_info reports, the scores stay the kernels' (within the rounding of each path).
+    q = np.random.default_rng(3).standard_normal((5, 32)).astype(np.float32)
+    d = np.random.default_rng(4).standard_normal((40, 32)).astype(np.float32)
+    before = aligner.kernel_info()
+    avx512_was_on = "set_avx512_enabled(false)" not in before  # (ALIGNER_NO_AVX512 / ALIGNER_NO_AMX may be set)
+    amx_was_on = "set_amx_enabled(false)" not in before
+    try:
+        aligner.set_avx512_enabled(False)
+        aligner.set_amx_enabled(False)
+        off = aligner.kernel_info()
+        assert "avx512_wide=no" in off
+        assert "tdpbf16ps tiles" not in off and "tdpbssd tiles" not in off
+        s_off = aligner.score(q, d)
+    finally:
+        aligner.set_avx512_enabled(avx512_was_on)
+        aligner.set_amx_enabled(amx_was_on)
+    assert aligner.kernel_info() == before
+    assert aligner.score(q, d) == pytest.approx(s_off, rel=1e-5)
+    for bad in (0, 1, "no", None):
+        with pytest.raises(TypeError):
+            aligner.set_amx_enabled(bad)
+        with pytest.raises(TypeError):
+            aligner.set_avx512_enabled(bad)
+    assert aligner.kernel_info() == before
