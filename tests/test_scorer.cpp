@@ -1,6 +1,7 @@
 // The ALIGNER score against hand-computed values and the double reference. Built per x86 level.
 #include <aligner/math/explain.hpp>
 #include <aligner/math/scorer.hpp>
+#include <aligner/storage/token_store.hpp>
 
 #include "test_common.hpp"
 
@@ -207,4 +208,41 @@ TEST_CASE("scorer: prepared_query and score_batch over it reject bad input by na
   CHECK(out == std::vector<float>(2, -7.f));  // nothing written
   aligner::score_batch(pq, {{d.data(), 6, dim}, offsets}, out, ud);
   CHECK_THAT(out[1], WithinAbs(aligner::ref::score({q.data(), 3, dim}, {d.data() + 2 * dim, 4, dim}), 1e-5));
+}
+
+TEST_CASE("scorer: a query prepared for one storage scores every storage the same, bit for bit", "[property]") {
+  // prepared_query(q, p, st) holds only the forms st's kernels read; a store of another storage converts its own per
+  // call. Either way the kernels see the same operands, so every score is the same float.
+  const std::size_t dim = 48;
+  const aligner_test::random_corpus set(30, 70, dim, 17);
+  const auto q = aligner_test::random_matrix(9, dim, 18, true);
+  const aligner::score_params p{.strategy = alignment::parse("topk:3")};
+  const aligner::storage all[] = {aligner::storage::f32, aligner::storage::bf16, aligner::storage::f16, aligner::storage::i8};
+  for (aligner::storage st : all) {
+    aligner::token_store store(dim, st);
+    store.add(set.view(), {}, false);
+    std::vector<std::uint32_t> ids(store.size());
+    for (std::size_t i = 0; i != ids.size(); ++i) ids[i] = std::uint32_t(i);
+    std::vector<float> want(ids.size());
+    aligner::score_packed(aligner::prepared_query({q.data(), 9, dim}, p), store.view(), ids, want);
+    for (aligner::storage prepared_for : all) {
+      INFO("store " << aligner::to_string(st) << ", query prepared for " << aligner::to_string(prepared_for));
+      const aligner::prepared_query pq({q.data(), 9, dim}, p, prepared_for);
+      const aligner::prepared_query copy = pq;  // a copy prepares the same forms
+      CHECK((pq.bf16_pairs() == nullptr) == (copy.bf16_pairs() == nullptr));
+      CHECK((pq.i8_quads() == nullptr) == (copy.i8_quads() == nullptr));
+      CHECK((pq.i16_pairs() == nullptr) == (copy.i16_pairs() == nullptr));
+      CHECK((pq.wide() == nullptr) == (copy.wide() == nullptr));
+      if (prepared_for != aligner::storage::i8) CHECK(pq.i8_quads() == nullptr);
+      if (prepared_for != aligner::storage::i8) CHECK(pq.i16_pairs() == nullptr);
+      for (const auto* query : {&pq, &copy}) {
+        std::vector<float> got(ids.size(), -1.f);
+        aligner::score_packed(*query, store.view(), ids, got);
+        CHECK(got == want);
+      }
+      std::vector<float> via_store(ids.size());
+      aligner::score_store({q.data(), 9, dim}, store.view(), ids, via_store, p);
+      CHECK(via_store == want);
+    }
+  }
 }

@@ -66,7 +66,7 @@ int run_score(const options& o) {
     aligner::score_params p{.strategy = o.strategies[0], .norm = o.norm};
     if (!uq.empty()) p.query_salience = std::span<const float>(uq).subspan(std::size_t(qv.offsets[i]), qv.length(i));
     // Documents validated once (first query); each query prepared once.
-    aligner::score_batch(aligner::prepared_query(qv.sequence(i), p), dv, scores, ud, i == 0, &ws);
+    aligner::score_batch(aligner::prepared_query(qv.sequence(i), p, aligner::storage::f32), dv, scores, ud, i == 0, &ws);
     for (std::size_t j = 0; j != scores.size(); ++j) {
       const int n = std::snprintf(line, sizeof line, "%zu\t%zu\t%.9g\n", i, j, double(scores[j]));
       out.append(line, std::size_t(n));

@@ -96,7 +96,7 @@ inline explanation explain(matrix_view<float> query, matrix_view<float> doc, con
   score_params qp = params;
   qp.doc_salience = {};
   qp.check_finite = false;
-  const prepared_query q(query, qp);
+  const prepared_query q(query, qp, storage::f32);
   aligned_vector<std::uint32_t> packed(packed_words(storage::f32, doc.rows, doc.cols));
   pack_panels(storage::f32, doc, packed.data());
   const std::int64_t panel_offsets[] = {0}, offsets[] = {0, std::int64_t(doc.rows)};

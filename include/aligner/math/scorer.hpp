@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -106,39 +107,47 @@ inline void check_score_inputs(matrix_view<float> query, matrix_view<float> doc_
 }  // namespace detail
 
 /// A query validated and laid out once for scoring against many documents: its rows (copied, contiguous), its
-/// strategy, normalisation and salience (copied), and its bfloat16 form where the bf16 instruction reads one.
-/// Throws aligner::invalid_argument like aligner::score; params.doc_salience must be empty (documents bring theirs).
+/// strategy, normalisation and salience (copied), and the forms the kernels of this CPU read for each storage
+/// (bf16 pairs, the int8 forms, the expanded rows of the run-time AVX-512 tiles). `only`: prepare just the forms
+/// that documents of that storage use (the others are converted per call if such documents come after all);
+/// empty: every form. Throws aligner::invalid_argument like aligner::score; params.doc_salience must be empty
+/// (documents bring theirs).
 class prepared_query {
  public:
-  prepared_query(matrix_view<float> query, const score_params& params = {})
-      : strategy_(params.strategy), norm_(params.norm) {
+  prepared_query(matrix_view<float> query, const score_params& params = {}, std::optional<storage> only = std::nullopt)
+      : strategy_(params.strategy), norm_(params.norm), only_(only) {
     ALIGNER_EXPECTS(params.doc_salience.empty(), "a prepared query takes no doc_salience: documents bring their own");
     detail::check_score_inputs(query, matrix_view<float>(nullptr, 0, query.cols), params, 0);
     rows_.resize(query.rows * query.cols);
     for (std::size_t i = 0; i != query.rows; ++i) std::copy_n(query.row(i), query.cols, rows_.data() + i * query.cols);
     view_ = {rows_.data(), query.rows, query.cols};
     salience_.assign(params.query_salience.begin(), params.query_salience.end());
-    if (bf16_query_rounded<>()) {
+    auto for_any = [&](std::initializer_list<storage> users) {
+      return !only || std::find(users.begin(), users.end(), *only) != users.end();
+    };
+    if (bf16_query_rounded<>() && for_any({storage::bf16, storage::residual})) {
       bf16_.resize(bf16_query_words(query.rows, query.cols));
       query_to_bf16_pairs(view_, bf16_.data());
     }
-    if (wide_runs<>(storage::f32)) {
+    if (wide_runs<>(storage::f32) && for_any({storage::f32, storage::f16, storage::i8, storage::residual})) {
       wide_.resize(wide_query_words(query.rows, query.cols));
       query_to_wide(view_, wide_.data());
     }
-    if (wide_runs<>(storage::bf16) && !bf16_on_amx<>()) {  // (AMX-BF16 scores bf16 where it runs)
+    if (wide_runs<>(storage::bf16) && !bf16_on_amx<>() && for_any({storage::bf16})) {  // (AMX-BF16 scores bf16 where it runs)
       wide_bf16_.resize(wide_bf16_query_words(query.rows, query.cols));
       query_to_wide_bf16(view_, wide_bf16_.data());
     }
-    if (i8_on_amx<>()) {
-      i8_.resize(i8_query_words(query.rows, query.cols));
-      query_to_i8_quads(view_, i8_.data());
-    } else if (i8_on_vnni<>()) {
-      i16_.resize(i16_query_words(query.rows, query.cols));
-      query_to_i16_pairs(view_, i16_.data());
+    if (for_any({storage::i8})) {
+      if (i8_on_amx<>()) {
+        i8_.resize(i8_query_words(query.rows, query.cols));
+        query_to_i8_quads(view_, i8_.data());
+      } else if (i8_on_vnni<>()) {
+        i16_.resize(i16_query_words(query.rows, query.cols));
+        query_to_i16_pairs(view_, i16_.data());
+      }
     }
   }
-  prepared_query(const prepared_query& other) : prepared_query(other.view_, other.params()) {}
+  prepared_query(const prepared_query& other) : prepared_query(other.view_, other.params(), other.only_) {}
   prepared_query& operator=(const prepared_query& other) { return *this = prepared_query(other); }
   prepared_query(prepared_query&&) noexcept = default;
   prepared_query& operator=(prepared_query&&) noexcept = default;
@@ -167,6 +176,7 @@ class prepared_query {
   matrix_view<float> view_{};
   alignment strategy_;
   normalization norm_;
+  std::optional<storage> only_;
   std::vector<float> salience_;
   std::vector<std::uint32_t> bf16_, i8_, i16_;
   aligned_vector<std::uint32_t> wide_, wide_bf16_;
@@ -312,7 +322,7 @@ inline void score_packed_multi(const prepared_query& q, const packed_sequences& 
 /// params.doc_salience must be empty: the documents' own salience is used when `use_doc_salience`.
 inline void score_store(matrix_view<float> query, const packed_sequences& docs, std::span<const std::uint32_t> which,
                         std::span<float> out, const score_params& params = {}, bool use_doc_salience = true) {
-  score_packed(prepared_query(query, params), docs, which, out, use_doc_salience);
+  score_packed(prepared_query(query, params, docs.precision), docs, which, out, use_doc_salience);
 }
 
 /// One query against every packed document (out has docs.size() entries).
@@ -327,7 +337,7 @@ inline void score_store(matrix_view<float> query, const packed_sequences& docs, 
 inline void score_store_multi(matrix_view<float> query, const packed_sequences& docs, std::span<const std::uint32_t> which,
                               std::span<const alignment> strategies, std::span<float> out, const score_params& params = {},
                               bool use_doc_salience = true) {
-  score_packed_multi(prepared_query(query, params), docs, which, strategies, out, use_doc_salience);
+  score_packed_multi(prepared_query(query, params, docs.precision), docs, which, strategies, out, use_doc_salience);
 }
 
 /// sim(Q, D) of one query and one document (row-major token matrices of the same dim).
@@ -343,7 +353,7 @@ inline float score(matrix_view<float> query, matrix_view<float> doc, const score
   score_params qp = params;
   qp.doc_salience = {};
   qp.check_finite = false;
-  const prepared_query q(query, qp);
+  const prepared_query q(query, qp, storage::f32);
   score_workspace ws;
   float out = 0.f;
   detail::score_one(q, {}, storage::f32, detail::pack_into(doc, ws), doc.rows, detail::data_or_null(params.doc_salience), &out, ws);
@@ -384,7 +394,7 @@ inline void score_batch(matrix_view<float> query, const sequence_set_view& docs,
                         const score_params& params = {}) {
   score_params qp = params;
   qp.doc_salience = {};
-  score_batch(prepared_query(query, qp), docs, out, params.doc_salience, params.check_finite);
+  score_batch(prepared_query(query, qp, storage::f32), docs, out, params.doc_salience, params.check_finite);
 }
 
 /// score_batch returning a new vector.

@@ -306,7 +306,8 @@ class aligner_retriever {
     ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "explain: unknown document id ", id);
     ALIGNER_EXPECTS(!s_.removed[std::size_t(id)], "explain: document id ", id, " was removed");
     validate(query, p);
-    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
+    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false},
+                            s_.store.precision());
     return explain_packed(pq, s_.store, std::size_t(id), p.use_doc_salience);
   }
 
@@ -449,7 +450,8 @@ class aligner_retriever {
     search_result out;
     const auto candidates = gather(query, p, out);
     std::vector<float> scores(candidates.size());
-    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
+    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false},
+                            s_.store.precision());
     score_packed(pq, s_.store, candidates, scores, p.use_doc_salience);
     rank(candidates, scores.data(), 1, p.top, out);
     return out;
@@ -461,7 +463,8 @@ class aligner_retriever {
     search_result diag;
     const auto candidates = gather(query, p, diag);
     std::vector<float> scores(candidates.size() * strategies.size());
-    const prepared_query pq(query, {.norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
+    const prepared_query pq(query, {.norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false},
+                            s_.store.precision());
     score_packed_multi(pq, s_.store, candidates, strategies, scores, p.use_doc_salience);
     std::vector<search_result> out(strategies.size(), diag);
     for (std::size_t g = 0; g != strategies.size(); ++g) rank(candidates, scores.data() + g, strategies.size(), p.top, out[g]);
