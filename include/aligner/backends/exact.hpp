@@ -95,15 +95,12 @@ class exact_backend {
     std::string out(16 + size_ * row_bytes, '\0');
     const std::uint64_t header[2] = {dim_ | (precision_ == storage::bf16 ? bf16_flag : precision_ == storage::i8 ? i8_flag : 0), size_};
     std::memcpy(out.data(), header, 16);
-    constexpr std::size_t width = panel_width<>;
-    const std::size_t panel_bytes = panel_words(precision_, dim_, width) * 4;
     const auto* base = reinterpret_cast<const unsigned char*>(panels_.data());
     for (std::size_t t = 0; t != size_; ++t) {
       char* row = out.data() + 16 + t * row_bytes;
-      if (precision_ == storage::i8) {  // the scale and the int8 values as stored (panel header, then byte rows)
-        const unsigned char* panel = base + t / width * panel_bytes;
-        std::memcpy(row, panel + t % width * 4, 4);
-        for (std::size_t c = 0; c != dim_; ++c) row[4 + c] = char(panel[i8_bytes_at(width) + c * width + t % width]);
+      if (precision_ == storage::i8) {  // the scale and the int8 values as stored
+        std::memcpy(row, base + i8_scale_at(t), 4);
+        for (std::size_t c = 0; c != dim_; ++c) row[4 + c] = char(base[i8_value_at(t, c)]);
         continue;
       }
       for (std::size_t c = 0; c != dim_; ++c) {
@@ -136,8 +133,6 @@ class exact_backend {
     const std::size_t dim = header[0], n = header[1];
     if (precision == storage::i8) {  // placed as stored: quantising the decoded values again could move a value
       b.panels_.resize(packed_words(storage::i8, n, dim), 0u);
-      constexpr std::size_t width = panel_width<>;
-      const std::size_t panel_bytes = panel_words(storage::i8, dim, width) * 4;
       auto* base = reinterpret_cast<unsigned char*>(b.panels_.data());
       for (std::size_t t = 0; t != n; ++t) {
         const char* row = bytes.data() + 16 + t * row_bytes;
@@ -145,11 +140,10 @@ class exact_backend {
         std::memcpy(&scale, row, 4);
         if (!(scale >= 0.f) || !std::isfinite(scale))
           throw io_error("exact backend: vector " + std::to_string(t) + " has the int8 scale " + std::to_string(scale));
-        unsigned char* panel = base + t / width * panel_bytes;
-        std::memcpy(panel + t % width * 4, &scale, 4);
+        std::memcpy(base + b.i8_scale_at(t), &scale, 4);
         for (std::size_t c = 0; c != dim; ++c) {
           if (row[4 + c] == char(-128)) throw io_error("exact backend: vector " + std::to_string(t) + " holds the int8 value -128");
-          panel[i8_bytes_at(width) + c * width + t % width] = static_cast<unsigned char>(row[4 + c]);
+          base[b.i8_value_at(t, c)] = static_cast<unsigned char>(row[4 + c]);
         }
       }
       b.size_ = n;
@@ -184,8 +178,14 @@ class exact_backend {
  private:
   float at(std::size_t t, std::size_t c) const noexcept { return packed_value(precision_, panels_.data(), panel_width<>, dim_, t, c); }
 
-  /// Offset of an i8 panel's value bytes (after its header of scales).
-  static constexpr std::size_t i8_bytes_at(std::size_t width) noexcept { return storage_traits<storage::i8>::header_words(width) * 4; }
+  /// Byte offsets in an i8 index's panels of vector t's scale (its lane of the panel's header) and of its component c
+  /// (storage_traits<storage::i8>'s layout: W scales, then byte (c, l) at 4 W + c W + l).
+  std::size_t i8_scale_at(std::size_t t) const noexcept { return t / panel_width<> * i8_panel_bytes() + t % panel_width<> * 4; }
+  std::size_t i8_value_at(std::size_t t, std::size_t c) const noexcept {
+    constexpr std::size_t width = panel_width<>;
+    return t / width * i8_panel_bytes() + storage_traits<storage::i8>::header_words(width) * 4 + c * width + t % width;
+  }
+  std::size_t i8_panel_bytes() const noexcept { return storage_traits<storage::i8>::panel_words(dim_, panel_width<>) * 4; }
   /// Bytes of one vector in serialize's form.
   static std::size_t stored_row_bytes(storage precision, std::size_t dim) noexcept {
     return precision == storage::bf16 ? 2 * dim : precision == storage::i8 ? 4 + dim : 4 * dim;

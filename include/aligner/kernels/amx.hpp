@@ -201,9 +201,8 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
   }
 
  private:
-  template <std::size_t V, bool Tail>
-  ALIGNER_NOINLINE void tile_amx(std::size_t i0, std::size_t p0, batch* out) const noexcept {
 #if ALIGNER_HAVE_AMX
+// The engine's dot product (Op): tdpbf16ps or tdpbssd.
 #define ALIGNER_TILE_DP(c, a, b)             \
   do {                                       \
     if constexpr (Op == amx_op::bf16)        \
@@ -211,6 +210,10 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
     else                                     \
       ALIGNER_TILE_DPBSSD(c, a, b);          \
   } while (0)
+#endif
+  template <std::size_t V, bool Tail>
+  ALIGNER_NOINLINE void tile_amx(std::size_t i0, std::size_t p0, batch* out) const noexcept {
+#if ALIGNER_HAVE_AMX
     const std::size_t a_stride = pairs * 4, b_stride = width * 4, b_block = 16 * width * 4, c_stride = V * sizeof(batch);
     const char* a = reinterpret_cast<const char*>(query_words + i0 * pairs);
     const char* b0 = static_cast<const char*>(panels) + p0 * panel_bytes();
@@ -253,7 +256,6 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
     if constexpr (V > 1) ALIGNER_TILE_STORE(1, c + sizeof(batch), c_stride);
     if constexpr (V > 2) ALIGNER_TILE_STORE(2, c + 2 * sizeof(batch), c_stride);
     if constexpr (V > 3) ALIGNER_TILE_STORE(3, c + 3 * sizeof(batch), c_stride);
-#undef ALIGNER_TILE_DP
 #else
     (void)i0, (void)p0, (void)out;
 #endif
@@ -275,16 +277,14 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
       const char* bk = b + kb * b_block;
       ALIGNER_TILE_LOAD(4, q0 + kb * 64, a_stride);
       ALIGNER_TILE_LOAD(6, bk, b_stride);
-      if constexpr (Op == amx_op::bf16) ALIGNER_TILE_DPBF16(0, 4, 6); else ALIGNER_TILE_DPBSSD(0, 4, 6);
+      ALIGNER_TILE_DP(0, 4, 6);
       if constexpr (Two) {
         ALIGNER_TILE_LOAD(7, bk + pb, b_stride);
-        if constexpr (Op == amx_op::bf16) ALIGNER_TILE_DPBF16(1, 4, 7); else ALIGNER_TILE_DPBSSD(1, 4, 7);
+        ALIGNER_TILE_DP(1, 4, 7);
       }
       ALIGNER_TILE_LOAD(5, q1 + kb * 64, a_stride);
-      if constexpr (Op == amx_op::bf16) ALIGNER_TILE_DPBF16(2, 5, 6); else ALIGNER_TILE_DPBSSD(2, 5, 6);
-      if constexpr (Two) {
-        if constexpr (Op == amx_op::bf16) ALIGNER_TILE_DPBF16(3, 5, 7); else ALIGNER_TILE_DPBSSD(3, 5, 7);
-      }
+      ALIGNER_TILE_DP(2, 5, 6);
+      if constexpr (Two) ALIGNER_TILE_DP(3, 5, 7);
     }
     ALIGNER_TILE_STORE(0, out0, c_stride);
     ALIGNER_TILE_STORE(2, out1, c_stride);
@@ -296,6 +296,7 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
     (void)q0, (void)q1, (void)b, (void)out0, (void)out1, (void)c_stride;
 #endif
   }
+#undef ALIGNER_TILE_DP
 };
 
 /// The AMX-BF16 engine over bf16 panels read in place.

@@ -306,12 +306,18 @@ class aligner_retriever {
     ALIGNER_EXPECTS(id >= 0 && std::size_t(id) < size(), "explain: unknown document id ", id);
     ALIGNER_EXPECTS(!s_.removed[std::size_t(id)], "explain: document id ", id, " was removed");
     validate(query, p);
-    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false},
-                            s_.store.precision());
+    const prepared_query pq = rerank_query(query, p, p.strategy);
     return explain_packed(pq, s_.store, std::size_t(id), p.use_doc_salience);
   }
 
  private:
+  /// The query as the rerank scores it under p (its normalisation and rerank salience) and `strategy`, prepared for
+  /// the store's storage.
+  prepared_query rerank_query(matrix_view<float> query, const search_params& p, const alignment& strategy) const {
+    return prepared_query(query, {.strategy = strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false},
+                          s_.store.precision());
+  }
+
   void validate(matrix_view<float> query, const search_params& p) const {
     p.strategy.validate();
     ALIGNER_EXPECTS(query.rows == 0 || query.cols == dim(), "query dim ", query.cols, " does not match the index dim ", dim());
@@ -450,8 +456,7 @@ class aligner_retriever {
     search_result out;
     const auto candidates = gather(query, p, out);
     std::vector<float> scores(candidates.size());
-    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false},
-                            s_.store.precision());
+    const prepared_query pq = rerank_query(query, p, p.strategy);
     score_packed(pq, s_.store, candidates, scores, p.use_doc_salience);
     rank(candidates, scores.data(), 1, p.top, out);
     return out;
@@ -463,8 +468,7 @@ class aligner_retriever {
     search_result diag;
     const auto candidates = gather(query, p, diag);
     std::vector<float> scores(candidates.size() * strategies.size());
-    const prepared_query pq(query, {.norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false},
-                            s_.store.precision());
+    const prepared_query pq = rerank_query(query, p, {});
     score_packed_multi(pq, s_.store, candidates, strategies, scores, p.use_doc_salience);
     std::vector<search_result> out(strategies.size(), diag);
     for (std::size_t g = 0; g != strategies.size(); ++g) rank(candidates, scores.data() + g, strategies.size(), p.top, out[g]);
