@@ -54,6 +54,28 @@ void exact_search_xsimd_i8(benchmark::State& state) { exact_search_run(state, al
 /// The same with a caller-owned scan_workspace reused across searches (no per-call allocation).
 void exact_search_xsimd_workspace(benchmark::State& state) { exact_search_run(state, aligner::storage::f32, true); }
 
+/// Nearest-centroid assignment (residual_codec::assign, what k-means training and every residual encode run): 4096
+/// Gaussian tokens of dim 128 against K Gaussian centroids a call, the scan in float (scan:1) or bfloat16 (scan:2;
+/// AMX-BF16 tiles where the CPU has them), the candidates then chosen in double. flops: the scan's 2 * tokens * K *
+/// dim.
+void centroid_assign(benchmark::State& state) {
+  const std::size_t K = std::size_t(state.range(0)), n = 4096, dim = 128;
+  const auto how = state.range(1) == 2 ? aligner::residual_codec::centroid_scan::bf16 : aligner::residual_codec::centroid_scan::f32;
+  const aligner::residual_codec codec(dim, 1, query(K, dim, 5), std::vector<float>(dim, 0.f), std::vector<float>(2 * dim, 0.f));
+  const auto tokens = query(n, dim, 6);
+  std::vector<std::uint32_t> ids(n);
+  aligner::scan_workspace ws;
+  for (auto _ : state) {
+    codec.assign({tokens.data(), n, dim}, ids.data(), ws, how);
+    benchmark::DoNotOptimize(ids.data());
+  }
+  state.SetLabel(kernel_label(state.range(1) == 2 ? aligner::storage::bf16 : aligner::storage::f32));
+  const double it = double(state.iterations());
+  state.counters["tokens_per_second"] = benchmark::Counter(it * double(n), benchmark::Counter::kIsRate);
+  state.counters["flops"] = benchmark::Counter(it * 2.0 * double(n) * double(K) * double(dim), benchmark::Counter::kIsRate,
+                                               benchmark::Counter::kIs1000);
+}
+
 void exact_search_eigen_naive(benchmark::State& state) {
   using mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const std::size_t q = std::size_t(state.range(0)), t = std::size_t(state.range(1)), k = std::size_t(state.range(2));
@@ -103,5 +125,6 @@ BENCHMARK(exact_search_xsimd)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20
 BENCHMARK(exact_search_xsimd_bf16)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_xsimd_i8)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_xsimd_workspace)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
+BENCHMARK(centroid_assign)->ArgNames({"centroids", "scan"})->Args({16384, 1})->Args({16384, 2})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_eigen_naive)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_ref)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);

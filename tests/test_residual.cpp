@@ -92,6 +92,79 @@ TEST_CASE("residual: every stored code decodes to centroid + value of its bucket
   }
 }
 
+TEST_CASE("residual: assign picks the nearest centroid in double through float and bf16 candidate scans", "[oracle]") {
+  // Brute force in double here (ties toward the smaller id) against every candidate scan, for centroid counts below,
+  // at and above the candidates, duplicated centroids (exact ties), tokens equal to a centroid, and near ties far
+  // below float's resolution of the scan scores (|c|^2 ~ 1e4): only the exact choice among candidates gets those.
+  using scan = aligner::residual_codec::centroid_scan;
+  std::mt19937_64 rng(41);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (std::size_t dim : {1, 3, 16, 37, 100, 128}) {
+    for (std::size_t K : {1, 5, 8, 9, 300}) {
+      INFO("dim " << dim << " K " << K);
+      std::vector<float> centroids(K * dim);
+      for (auto& v : centroids) v = normal(rng);
+      if (K >= 5)  // centroid 4 duplicates centroid 2: a token nearest to them must get 2
+        std::copy_n(centroids.data() + 2 * dim, dim, centroids.data() + 4 * dim);
+      const std::size_t levels = 2;
+      const aligner::residual_codec codec(dim, 1, centroids, std::vector<float>(dim, 0.f), std::vector<float>(dim * levels, 0.f));
+      const std::size_t n = 700;
+      std::vector<float> x(n * dim);
+      for (std::size_t t = 0; t != n; ++t)
+        for (std::size_t c = 0; c != dim; ++c) {
+          const std::size_t near = t % K;
+          // a third are a centroid plus small noise, a third exactly a centroid, the rest anywhere
+          x[t * dim + c] = t % 3 == 0 ? centroids[near * dim + c] + 0.05f * normal(rng)
+                         : t % 3 == 1 ? centroids[near * dim + c]
+                                      : 1.5f * normal(rng);
+        }
+      std::vector<std::uint32_t> want(n);
+      for (std::size_t t = 0; t != n; ++t) {
+        double best = std::numeric_limits<double>::infinity();
+        for (std::size_t k = 0; k != K; ++k) {
+          double d2 = 0;
+          for (std::size_t c = 0; c != dim; ++c) d2 += std::pow(double(x[t * dim + c]) - double(centroids[k * dim + c]), 2);
+          if (d2 < best) best = d2, want[t] = std::uint32_t(k);
+        }
+      }
+      for (scan how : {scan::automatic, scan::f32, scan::bf16}) {
+        INFO("scan " << int(how));
+        std::vector<std::uint32_t> got(n, 99999);
+        aligner::scan_workspace ws;
+        codec.assign({x.data(), n, dim}, got.data(), ws, how);
+        CHECK(got == want);
+      }
+    }
+  }
+  // Near ties: two centroids at distances sqrt(2) * 1e-3 and sqrt(2) * 1.01e-3 of a token of norm 1e2 (scan scores
+  // near 5e3, float's step there 5e-4, the gap 2e-8), among 40 far ones; each order of the two in id.
+  for (std::size_t dim : {16, 100}) {
+    for (bool nearer_first : {true, false}) {
+      std::vector<float> token(dim);
+      for (auto& v : token) v = normal(rng);
+      double norm = 0;
+      for (float v : token) norm += double(v) * v;
+      for (auto& v : token) v = float(v * 100.0 / std::sqrt(norm));
+      std::vector<float> centroids(42 * dim);
+      for (std::size_t k = 0; k != 42; ++k)
+        for (std::size_t c = 0; c != dim; ++c) centroids[k * dim + c] = token[c] + 3.f * normal(rng);
+      std::size_t a = nearer_first ? 17 : 23, b = nearer_first ? 23 : 17;  // a is the nearer
+      std::copy(token.begin(), token.end(), centroids.begin() + std::ptrdiff_t(a * dim));
+      std::copy(token.begin(), token.end(), centroids.begin() + std::ptrdiff_t(b * dim));
+      centroids[a * dim + 0] += 1e-3f, centroids[a * dim + 1] -= 1e-3f;
+      centroids[b * dim + 2] += 1.01e-3f, centroids[b * dim + 3] -= 1.01e-3f;
+      const aligner::residual_codec codec(dim, 1, centroids, std::vector<float>(dim, 0.f), std::vector<float>(dim * 2, 0.f));
+      for (scan how : {scan::automatic, scan::f32, scan::bf16}) {
+        INFO("dim " << dim << " nearer first " << nearer_first << " scan " << int(how));
+        std::uint32_t got = 99999;
+        aligner::scan_workspace ws;
+        codec.assign({token.data(), 1, dim}, &got, ws, how);
+        CHECK(got == a);
+      }
+    }
+  }
+}
+
 TEST_CASE("residual: anisotropic codes follow the greedy specification and lower the score-aware loss", "[oracle]") {
   // The specification, recomputed from scratch here: from the nearest buckets, up to 8 times, the single move of one
   // component to a neighbouring bucket with the lowest loss (first in component order, down before up, on ties) is

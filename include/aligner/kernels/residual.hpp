@@ -54,6 +54,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <span>
 #include <string>
 #include <string_view>
@@ -122,9 +123,21 @@ class residual_codec {
         norm += double(centroids_[k * dim + c]) * centroids_[k * dim + c];
       }
       augmented[k * (dim + 1) + dim] = float(-0.5 * norm);
+      max_centroid_norm_ = std::max(max_centroid_norm_, std::sqrt(norm));
     }
     scan_panels_.resize(packed_words(storage::f32, k_, dim + 1));
     pack_panels(storage::f32, matrix_view<float>(augmented.data(), k_, dim + 1), scan_panels_.data());
+    // The same in bfloat16 for assign's candidate scan, with -|centroid|^2 / 2 as two bf16 terms (the value rounded,
+    // then its remainder) against two 1s of the token, so that the bias keeps about 16 bits.
+    std::vector<float> augmented2(k_ * (dim + 2));
+    for (std::size_t k = 0; k != k_; ++k) {
+      std::copy_n(augmented.data() + k * (dim + 1), dim, augmented2.data() + k * (dim + 2));
+      const float bias = augmented[k * (dim + 1) + dim], high = from_bf16(to_bf16(bias));
+      augmented2[k * (dim + 2) + dim] = high;
+      augmented2[k * (dim + 2) + dim + 1] = bias - high;
+    }
+    scan_panels_bf16_.resize(packed_words(storage::bf16, k_, dim + 2));
+    pack_panels(storage::bf16, matrix_view<float>(augmented2.data(), k_, dim + 2), scan_panels_bf16_.data());
     padded_values_.assign(values_.begin(), values_.end());
     padded_values_.resize(values_.size() + 16, 0.f);  // the AVX-512 decode loads 16 values from any component's table
     if (nbits <= 2) {  // bf16 pair tables: entry a + L b of pair c2 = bf16(value of 2c2, code a) | bf16(value of 2c2 + 1, code b) << 16
@@ -178,20 +191,37 @@ class residual_codec {
   /// Bytes per token of the codes proper (centroid id + residual bits), without panel padding.
   double bytes_per_token() const noexcept { return 2.0 + double(dim_ * nbits_) / 8.0; }
 
-  /// The nearest centroid (squared L2, ties toward the smaller id) of each token into ids[t].
-  void assign(matrix_view<float> tokens, std::uint32_t* ids, scan_workspace& ws) const {
+  /// How assign finds its candidates: `automatic` scans the bf16 copy of the centroids where bf16 tiles run with a
+  /// rounded query (AMX-BF16, AVX512-BF16: bf16_query_rounded(), about twice the float rate) and the float copy
+  /// elsewhere; `f32` and `bf16` choose one (tests, benchmarks). The choice never changes the result.
+  enum class centroid_scan { automatic, f32, bf16 };
+  /// Candidates of assign's scan per token: the float scan's rounding is small against the gaps between a token's
+  /// nearest centroids, bf16's 2^-8 of |token| |centroid| less so (Gaussian tokens, 16,384 centroids of dim 128: 4
+  /// candidates leave 1% of the tokens uncertified in bf16, 8 none; every candidate more costs the scan about 2%).
+  static constexpr std::size_t assign_candidates_f32 = 4, assign_candidates_bf16 = 8;
+
+  /// The nearest centroid of each token into ids[t]: the smallest squared L2 distance computed in double, ties toward
+  /// the smaller id, whatever `how` scans with. A scan (token_topk of [token, 1] against [centroid, -|centroid|^2 /
+  /// 2], in float or bfloat16) only proposes a few candidates (above), ranked by its rounded scores; the best of
+  /// them in double is certified when its exact score beats the last candidate's scan score by more than the scan's
+  /// rounding can move any score (a bound from the token's norm and the largest centroid norm). Tokens a bf16 scan
+  /// leaves uncertified are scanned again in float, and those a float scan leaves uncertified have every centroid
+  /// measured in double. Preconditions (unchecked): tokens.cols == dim(), values finite.
+  void assign(matrix_view<float> tokens, std::uint32_t* ids, scan_workspace& ws, centroid_scan how = centroid_scan::automatic) const {
+    const bool bf16 = how == centroid_scan::bf16 || (how == centroid_scan::automatic && bf16_query_rounded<>());
     constexpr std::size_t chunk = 1024;
-    std::vector<float> augmented(std::min(chunk, tokens.rows) * (dim_ + 1));
-    topk_result best;
+    std::vector<std::size_t> open;  // tokens of the chunk not certified yet
     for (std::size_t t0 = 0; t0 < tokens.rows; t0 += chunk) {
-      const std::size_t rows = std::min(chunk, tokens.rows - t0);
-      for (std::size_t r = 0; r != rows; ++r) {
-        std::copy_n(tokens.row(t0 + r), dim_, augmented.data() + r * (dim_ + 1));
-        augmented[r * (dim_ + 1) + dim_] = 1.f;
+      open.resize(std::min(chunk, tokens.rows - t0));
+      std::iota(open.begin(), open.end(), t0);
+      if (bf16) assign_pass(tokens, ids, ws, storage::bf16, open);
+      if (!open.empty()) assign_pass(tokens, ids, ws, storage::f32, open);
+      for (std::size_t t : open) {  // not certified: every centroid, in double
+        std::uint32_t pick = 0;
+        double nearest = std::numeric_limits<double>::infinity();
+        for (std::size_t id = 0; id != k_; ++id) nearest_of(tokens.row(t), id, nearest, pick);
+        ids[t] = pick;
       }
-      best = topk_result(rows, 1);
-      token_topk<storage::f32>(matrix_view<float>(augmented.data(), rows, dim_ + 1), scan_panels_.data(), k_, 1, best, ws);
-      for (std::size_t r = 0; r != rows; ++r) ids[t0 + r] = std::uint32_t(best.ids[r]);
     }
   }
 
@@ -372,6 +402,63 @@ class residual_codec {
     }
   }
 
+  /// Keeps centroid id as (nearest, pick) if it is nearer to x than pick, or as near with a smaller id.
+  void nearest_of(const float* x, std::size_t id, double& nearest, std::uint32_t& pick) const noexcept {
+    const float* c = centroid(id);
+    double d2 = 0;
+    for (std::size_t i = 0; i != dim_; ++i) {
+      const double e = double(x[i]) - double(c[i]);
+      d2 += e * e;
+    }
+    if (d2 < nearest || (d2 == nearest && id < pick)) nearest = d2, pick = std::uint32_t(id);
+  }
+
+  /// One scan of assign over the tokens `open` (storage f32 or bf16): writes the certified tokens' centroids and
+  /// leaves the others in `open`.
+  void assign_pass(matrix_view<float> tokens, std::uint32_t* ids, scan_workspace& ws, storage st, std::vector<std::size_t>& open) const {
+    const bool bf16 = st == storage::bf16;
+    const std::size_t cols = dim_ + (bf16 ? 2 : 1), k = std::min(k_, bf16 ? assign_candidates_bf16 : assign_candidates_f32);
+    // |scan score - exact score| <= rel * |x| * max|c| + bias_rel * max|bias| + acc * (|x| max|c| + max|bias|):
+    // bf16 rounds each factor (2^-9 each, so 2^-8 + 2^-18 a product) and the bias's remainder; float rounds the bias
+    // once; both sum dim + 2 terms in float: at most n = 2 (dim + 4) roundings (a product and a sum each, without
+    // FMA), so the sum is within gamma_n = n u / (1 - n u) of the sum of magnitudes (u = 2^-24).
+    const double nu = 2.0 * double(dim_ + 4) * 0x1p-24;
+    const double rel = bf16 ? 0x1p-8 + 0x1p-17 : 0.0, bias_rel = bf16 ? 0x1p-17 : 0x1p-24, acc = nu / (1.0 - nu);
+    const double max_bias = 0.5 * max_centroid_norm_ * max_centroid_norm_;
+    std::vector<float> augmented(open.size() * cols);
+    for (std::size_t r = 0; r != open.size(); ++r) {
+      std::copy_n(tokens.row(open[r]), dim_, augmented.data() + r * cols);
+      std::fill(augmented.data() + r * cols + dim_, augmented.data() + (r + 1) * cols, 1.f);
+    }
+    topk_result best(open.size(), k);
+    const matrix_view<float> scan_rows(augmented.data(), open.size(), cols);
+    if (bf16)
+      token_topk<storage::bf16>(scan_rows, scan_panels_bf16_.data(), k_, k, best, ws);
+    else
+      token_topk<storage::f32>(scan_rows, scan_panels_.data(), k_, k, best, ws);
+    std::size_t kept = 0;
+    for (std::size_t r = 0; r != open.size(); ++r) {
+      const float* x = tokens.row(open[r]);
+      std::uint32_t pick = 0;
+      double nearest = std::numeric_limits<double>::infinity();
+      for (std::size_t j = 0; j != k; ++j)
+        if (best.ids[r * k + j] >= 0) nearest_of(x, std::size_t(best.ids[r * k + j]), nearest, pick);
+      bool certified = k == k_;  // every centroid was a candidate
+      if (!certified) {  // a centroid outside the candidates scored at most the last one's scan score, up to rounding
+        double x2 = 0;
+        for (std::size_t i = 0; i != dim_; ++i) x2 += double(x[i]) * double(x[i]);
+        const double xc = std::sqrt(x2) * max_centroid_norm_;
+        const double bound = 1.0001 * (rel * xc + bias_rel * max_bias + acc * (xc + max_bias)) + 1e-30 * double(dim_ + 2);
+        certified = 0.5 * (x2 - nearest) - double(best.scores[r * k + k - 1]) > bound;
+      }
+      if (certified)
+        ids[open[r]] = pick;
+      else
+        open[kept++] = open[r];
+    }
+    open.resize(kept);
+  }
+
   std::size_t dim_ = 0, nbits_ = 0, k_ = 0;
   double anisotropy_ = 1.0;
   std::vector<float> centroids_, cutoffs_, values_, padded_values_;
@@ -381,6 +468,8 @@ class residual_codec {
   std::vector<std::int8_t> value_i8_;
   aligned_vector<std::uint32_t> quad_tables_;
   aligned_vector<std::uint32_t> scan_panels_;
+  aligned_vector<std::uint32_t> scan_panels_bf16_;
+  double max_centroid_norm_ = 0;  ///< the largest |centroid| (L2, in double): assign's rounding bound  ///< assign's bf16 candidate scan: [centroid, bias high, bias low]
 };
 
 namespace ref {

@@ -5,7 +5,8 @@
  *  One sweep (tile.hpp) over every token per block of 64 query rows: L2-sized spans, each scored by all row blocks
  *  of 4, the next span prefetched meanwhile. Each S tile is compared in registers with its rows' current k-th best
  *  score (mask_bits), so S never goes to memory; only survivors are appended to their row's candidate list, which
- *  is compacted to the best k whenever it reaches 2k + 1024 (bucket select, below). Amortised O(1) per survivor.
+ *  is compacted to the best k whenever it reaches 2k + tokens / 256 (that slack within 64 .. 1024; bucket select,
+ *  below). Amortised O(1) per survivor.
  *  Result order: score descending, ties toward the smaller token id (ranks_before). Tokens reach a row in increasing
  *  id order, so after a compaction a later token must beat the k-th best strictly.
  *  Complexity O(rows * tokens * dim). Scratch lives in a caller-owned `scan_workspace` (one per thread). */
@@ -125,7 +126,9 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
   if (tokens == 0 || queries.rows == 0) return;
   constexpr std::size_t row_block = 64;
   const std::size_t keep = std::min(k, tokens);
-  const std::size_t limit = 2 * keep + 1024;  // 3k + 1024 and 6k + 1024 measured no faster
+  // 3k + 1024 and 6k + 1024 measured no faster; until a row's first compaction every token is appended, so the
+  // slack shrinks with the scan (a nearest-centroid assignment over 16,384 centroids at k = 8: 64, not 1,024).
+  const std::size_t limit = 2 * keep + std::clamp<std::size_t>(tokens / 256, 64, 1024);
   if (ws.rows.size() < std::min(row_block, queries.rows)) ws.rows.resize(std::min(row_block, queries.rows));
   // make_engine(block) builds the engine of one block of query rows (its query forms converted into ws).
   auto scan = [&](auto make_engine) {

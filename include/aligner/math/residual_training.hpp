@@ -7,8 +7,9 @@
  *     piling them on the most frequent words of a static embedding (GloVe SciFact, residual:2: nDCG@10 0.485 with
  *     every occurrence counted, measured against the distinct sample in bench/RESULTS.md).
  *  2. k-means (Lloyd): the first K sample vectors are the initial centroids; each iteration assigns
- *     every sample vector to its nearest centroid (squared L2, through the exact scan kernel token_topk over
- *     [c, -|c|^2 / 2]: the same tiles that rerank, so assignment runs at the kernels' FLOP rate on every CPU) and
+ *     every sample vector to its nearest centroid (residual_codec::assign: squared L2 in double among candidates
+ *     from the exact scan kernel token_topk over [c, -|c|^2 / 2], in bf16 where AMX-BF16 or AVX512-BF16 runs, else in
+ *     float, with a certified fallback; the same tiles that rerank, so assignment runs at their rate on every CPU) and
  *     moves each centroid to its members' mean (accumulated in double). An empty cluster takes half of the largest
  *     one: both get its centroid nudged by +-1/1024 (as FAISS's Clustering does), and the next iteration splits
  *     them. Own Lloyd iterations rather than FAISS's `Clustering`: FAISS is an optional dependency, and its
