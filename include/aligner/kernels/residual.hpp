@@ -113,31 +113,27 @@ class residual_codec {
         ALIGNER_EXPECTS(std::isfinite(x) && (b == 0 || x >= cutoffs_[c * (levels - 1) + b - 1]), "residual codec: cutoff ", b,
                         " of component ", c, " is ", x, " (cutoffs must be finite and ascending)");
       }
-    // Scan form of the centroids: [centroid, -|centroid|^2 / 2] packed as float panels, so that the largest inner
-    // product with [x, 1] is the nearest centroid (token_topk finds it).
-    std::vector<float> augmented(k_ * (dim + 1));
+    // Scan forms of the centroids: [centroid, -|centroid|^2 / 2] packed as float panels, so that the largest inner
+    // product with [x, 1] is the nearest centroid (token_topk finds it); and for assign's bf16 candidate scan
+    // [centroid, bias high, bias low] packed as bf16 panels, the bias as two bf16 terms (the value rounded, then its
+    // remainder) against two 1s of the token, so that it keeps about 16 bits.
+    std::vector<float> augmented(k_ * (dim + 1)), split(k_ * (dim + 2));
     for (std::size_t k = 0; k != k_; ++k) {
+      const float* centroid = centroids_.data() + k * dim;
       double norm = 0;
-      for (std::size_t c = 0; c != dim; ++c) {
-        augmented[k * (dim + 1) + c] = centroids_[k * dim + c];
-        norm += double(centroids_[k * dim + c]) * centroids_[k * dim + c];
-      }
-      augmented[k * (dim + 1) + dim] = float(-0.5 * norm);
+      for (std::size_t c = 0; c != dim; ++c) norm += double(centroid[c]) * centroid[c];
+      std::copy_n(centroid, dim, augmented.data() + k * (dim + 1));
+      std::copy_n(centroid, dim, split.data() + k * (dim + 2));
+      const float bias = float(-0.5 * norm), high = from_bf16(to_bf16(bias));
+      augmented[k * (dim + 1) + dim] = bias;
+      split[k * (dim + 2) + dim] = high;
+      split[k * (dim + 2) + dim + 1] = bias - high;
       max_centroid_norm_ = std::max(max_centroid_norm_, std::sqrt(norm));
     }
     scan_panels_.resize(packed_words(storage::f32, k_, dim + 1));
     pack_panels(storage::f32, matrix_view<float>(augmented.data(), k_, dim + 1), scan_panels_.data());
-    // The same in bfloat16 for assign's candidate scan, with -|centroid|^2 / 2 as two bf16 terms (the value rounded,
-    // then its remainder) against two 1s of the token, so that the bias keeps about 16 bits.
-    std::vector<float> augmented2(k_ * (dim + 2));
-    for (std::size_t k = 0; k != k_; ++k) {
-      std::copy_n(augmented.data() + k * (dim + 1), dim, augmented2.data() + k * (dim + 2));
-      const float bias = augmented[k * (dim + 1) + dim], high = from_bf16(to_bf16(bias));
-      augmented2[k * (dim + 2) + dim] = high;
-      augmented2[k * (dim + 2) + dim + 1] = bias - high;
-    }
     scan_panels_bf16_.resize(packed_words(storage::bf16, k_, dim + 2));
-    pack_panels(storage::bf16, matrix_view<float>(augmented2.data(), k_, dim + 2), scan_panels_bf16_.data());
+    pack_panels(storage::bf16, matrix_view<float>(split.data(), k_, dim + 2), scan_panels_bf16_.data());
     padded_values_.assign(values_.begin(), values_.end());
     padded_values_.resize(values_.size() + 16, 0.f);  // the AVX-512 decode loads 16 values from any component's table
     if (nbits <= 2) {  // bf16 pair tables: entry a + L b of pair c2 = bf16(value of 2c2, code a) | bf16(value of 2c2 + 1, code b) << 16
@@ -468,8 +464,8 @@ class residual_codec {
   std::vector<std::int8_t> value_i8_;
   aligned_vector<std::uint32_t> quad_tables_;
   aligned_vector<std::uint32_t> scan_panels_;
-  aligned_vector<std::uint32_t> scan_panels_bf16_;
-  double max_centroid_norm_ = 0;  ///< the largest |centroid| (L2, in double): assign's rounding bound  ///< assign's bf16 candidate scan: [centroid, bias high, bias low]
+  aligned_vector<std::uint32_t> scan_panels_bf16_;  ///< assign's bf16 candidate scan: [centroid, bias high, bias low]
+  double max_centroid_norm_ = 0;                     ///< the largest |centroid| (L2, in double): assign's rounding bound
 };
 
 namespace ref {
