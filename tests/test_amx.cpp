@@ -78,6 +78,38 @@ TEST_CASE("amx: what the CPU has and why AMX runs or not", "[amx]") {
   if (aligner::amx_bf16_usable()) CHECK(aligner::kernel_info().bf16.find("AMX-BF16") != std::string::npos);
 }
 
+TEST_CASE("cpu: the vendor string is CPUID's, and the vector tiles prefetch into L2 exactly on Intel", "[amx]") {
+  const std::string& vendor = aligner::cpu().vendor;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  CHECK(vendor.size() == 12);
+#endif
+  // An independent reading where there is one: Linux's /proc/cpuinfo names the same vendor.
+  if (std::FILE* f = std::fopen("/proc/cpuinfo", "r")) {
+    char line[256];
+    std::string from_os;
+    while (from_os.empty() && std::fgets(line, sizeof line, f))
+      if (std::strncmp(line, "vendor_id", 9) == 0) {
+        std::string s(line);
+        const auto colon = s.find(':');
+        const auto first = s.find_first_not_of(" \t", colon + 1), last = s.find_last_not_of(" \t\r\n");
+        if (colon != std::string::npos && first != std::string::npos) from_os = s.substr(first, last + 1 - first);
+      }
+    std::fclose(f);
+    if (!from_os.empty()) CHECK(vendor == from_os);
+  }
+  CHECK(aligner::tile_prefetch_to_l2() == (vendor == "GenuineIntel"));
+  CHECK(aligner::tile_prefetch().to_l2 == aligner::tile_prefetch_to_l2());
+  int calls = 0;
+  bool level_l2 = false;
+  aligner::tile_prefetch().with_slice([&]<bool L2>(aligner::prefetch_slice<L2>) {
+    ++calls;
+    level_l2 = L2;
+  });
+  CHECK(calls == 1);
+  CHECK(level_l2 == aligner::tile_prefetch_to_l2());
+  CHECK(aligner::kernel_info().prefetch.rfind(aligner::tile_prefetch_to_l2() ? "L2" : "L1", 0) == 0);
+}
+
 TEST_CASE("amx: row sums against the double reference across dims, rows, lengths, budgets and weights", "[amx]") {
   if (!amx_or_note()) return;
   const std::vector<std::size_t> lengths = {1, W - 1, W, W + 1, 3 * W, 4 * W + 1, 9 * W + 3};

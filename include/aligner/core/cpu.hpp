@@ -45,6 +45,7 @@ struct cpu_features {
   bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
   bool os_avx = false, os_avx512 = false, os_amx = false;  ///< XCR0 enables the registers' state
   std::string brand;                                          ///< the CPU's brand string
+  std::string vendor;                                         ///< CPUID's vendor string ("GenuineIntel", "AuthenticAMD", ...)
 };
 
 namespace detail {
@@ -55,6 +56,8 @@ inline cpu_features read_cpu() noexcept {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid(0, &a, &b, &c, &d)) return f;
   const unsigned max_leaf = a;
+  for (unsigned word : {b, d, c})
+    for (int k = 0; k != 4; ++k) f.vendor += char((word >> (8 * k)) & 0xffu);
   __cpuid_count(1, 0, a, b, c, d);
   const bool osxsave = (c >> 27) & 1u;
   f.fma = (c >> 12) & 1u;

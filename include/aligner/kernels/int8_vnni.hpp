@@ -111,11 +111,11 @@ ALIGNER_ALWAYS_INLINE __m512i vnni_dp(__m512i acc, __m512i x, __m512i y) noexcep
 /// A register tile of R query rows x V panels of 16 tokens in int32: a[r][v] += Σ_k Op(panel v's word row k,
 /// q[r][k] broadcast), k < steps; panel v's row k is the 64 bytes at base + (v * steps + k) * 16 words. The
 /// prefetch slice ticks every `tick_every` steps.
-template <vnni_op Op, std::size_t R, std::size_t V>
+template <vnni_op Op, std::size_t R, std::size_t V, bool L2>
 ALIGNER_ALWAYS_INLINE void vnni_tile(__m512i (&a)[R][V], const std::uint32_t* base, std::size_t steps, const std::uint32_t* const (&q)[R],
-                                     const tile_prefetch& pf, std::size_t tick_every) noexcept {
+                                     prefetch_slice<L2> slice, std::size_t tick_every) noexcept {
   for (std::size_t k = 0; k != steps; ++k) {
-    if (k % tick_every == 0) pf.tick();
+    if (k % tick_every == 0) slice.tick();
     __m512i d[V];
     for (std::size_t v = 0; v != V; ++v) d[v] = _mm512_load_si512(base + (v * steps + k) * 16);
     for (std::size_t r = 0; r != R; ++r) {
@@ -123,7 +123,7 @@ ALIGNER_ALWAYS_INLINE void vnni_tile(__m512i (&a)[R][V], const std::uint32_t* ba
       for (std::size_t v = 0; v != V; ++v) a[r][v] = vnni_dp<Op>(a[r][v], d[v], qc);
     }
   }
-  pf.rest();
+  slice.rest();
 }
 
 }  // namespace detail
@@ -211,7 +211,9 @@ struct vnni_i8_engine : tile_engine_base<vnni_i8_engine<Arch>, Arch, 4> {
         q[r] = query_i16 + (i0 + r) * pairs;
         for (std::size_t v = 0; v != V; ++v) a[r][v] = _mm512_setzero_si512();
       }
-      detail::vnni_tile<detail::vnni_op::dpwssd, R, V>(a, scratch + (p0 - group_first) * pairs * width, pairs, q, pf, 1);
+      pf.with_slice([&](auto slice) {
+        detail::vnni_tile<detail::vnni_op::dpwssd, R, V>(a, scratch + (p0 - group_first) * pairs * width, pairs, q, slice, 1);
+      });
       for (std::size_t v = 0; v != V; ++v) {
         const __m512 scale = _mm512_loadu_ps(reinterpret_cast<const float*>(panels + (p0 + v) * panel_bytes()));
         for (std::size_t r = 0; r != R; ++r) {

@@ -27,6 +27,7 @@ struct kernel_report {
   bool avx512_wide = false;    ///< the run-time AVX-512 tiles of 4- and 8-wide panels (wide.hpp) score f32/f16/i8 panels now
   std::string avx512_wide_reason;  ///< why not, when !avx512_wide
   std::string f32, bf16, f16, i8, residual, token_search;
+  std::string prefetch;  ///< where the vector tiles prefetch the next panels (tile_prefetch_to_l2)
 
   /// key=value lines, one per fact (the CLI's `aligner kernels` prints them).
   std::string describe() const {
@@ -44,6 +45,7 @@ struct kernel_report {
     line("kernel_i8", i8);
     line("kernel_residual", residual);
     line("kernel_token_search", token_search);
+    line("tile_prefetch", prefetch);
     return s;
   }
 };
@@ -110,6 +112,7 @@ kernel_report kernel_info() {
     r.residual = residual_vector;
   r.token_search = "exact scan: f32 on " + vec + "; bf16 on " +
                    (r.amx_bf16 ? std::string("AMX-BF16 tiles") : wide_runs<Arch>(storage::bf16) ? "AVX512-BF16 vdpbf16ps tiles over " + wide_panels : build_vec);
+  r.prefetch = tile_prefetch_to_l2() ? "L2 (prefetcht1: an Intel CPU)" : "L1 (prefetcht0)";
   return r;
 }
 

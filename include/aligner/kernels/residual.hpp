@@ -826,7 +826,9 @@ struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
         q[r] = q8->quads.data() + (i0 + r) * quads;
         for (std::size_t v = 0; v != V; ++v) a[r][v] = _mm512_set1_epi32(q8->bias[i0 + r]);
       }
-      detail::vnni_tile<detail::vnni_op::dpbusd, R, V>(a, static_cast<const std::uint32_t*>(panels) + p0 * quads * width, quads, q, pf, 2);
+      pf.with_slice([&](auto slice) {
+        detail::vnni_tile<detail::vnni_op::dpbusd, R, V>(a, static_cast<const std::uint32_t*>(panels) + p0 * quads * width, quads, q, slice, 2);
+      });
       for (std::size_t r = 0; r != R; ++r) {
         const __m512 s = _mm512_set1_ps(q8->scales[i0 + r]);
         for (std::size_t v = 0; v != V; ++v) out[r][v] = batch(_mm512_mul_ps(_mm512_cvtepi32_ps(a[r][v]), s));

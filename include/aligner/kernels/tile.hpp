@@ -29,6 +29,7 @@
 #endif
 
 #include "../core/config.hpp"
+#include "../core/cpu.hpp"
 #include "../core/types.hpp"
 #include "layout.hpp"
 #include "storage.hpp"
@@ -136,19 +137,46 @@ inline std::size_t panels_per_group(std::size_t panel_words, std::size_t block_p
   return std::max<std::size_t>(1, (std::size_t(16) << 10) / (panel_words * 4) / block_panels) * block_panels;
 }
 
-/// The lines the current tile prefetches, [at, stop): a sweep sets them before each tile, the tile issues one every
-/// other component step (tick) and the rest at its end.
-struct tile_prefetch {
-  mutable const char* at = nullptr;
-  mutable const char* stop = nullptr;
-  ALIGNER_ALWAYS_INLINE void tick() const noexcept {
+/// Whether the vector tiles prefetch the next panels into L2 only (prefetcht1) rather than into L1 (prefetcht0): on
+/// Intel CPUs. On the Xeon with AMX, 10 alternating rounds: streamed fp32 Top-1 / 4 / 8 +8% / +1% / +3% and
+/// cache-resident +4% / +3% / +2% with prefetcht1; on Zen 5 prefetcht1 cost 2-7% streamed (bench/RESULTS.md, "The
+/// float tiles on Intel"). The AMX engines prefetch into L2 everywhere.
+inline bool tile_prefetch_to_l2() noexcept {
+  static const bool intel = cpu().vendor == "GenuineIntel";
+  return intel;
+}
+
+/// One tile's prefetch lines [at, stop) at a fixed level (L2: prefetcht1, else prefetcht0), as a tile's loop holds
+/// them: a local copy in registers, one line every other component step (tick) and the rest at the end.
+template <bool L2>
+struct prefetch_slice {
+  const char* at = nullptr;
+  const char* stop = nullptr;
+  ALIGNER_ALWAYS_INLINE void tick() noexcept {
     if (at < stop) {
-      prefetch_read<3>(at);
+      prefetch_read<L2 ? 2 : 3>(at);
       at += 64;
     }
   }
-  void rest() const noexcept {
-    for (; at < stop; at += 64) prefetch_read<3>(at);
+  void rest() noexcept {
+    for (; at < stop; at += 64) prefetch_read<L2 ? 2 : 3>(at);
+  }
+};
+
+/// The lines the current tile prefetches, [at, stop): a sweep sets them before each tile; the tile takes them as a
+/// prefetch_slice of this CPU's level (tile_prefetch_to_l2), chosen once a tile: with_slice(f) calls
+/// f(prefetch_slice<L2>), so the level is a constant of the tile's loop (a test of it at every step cost Zen 5 3-5%
+/// streamed fp32 Top-1).
+struct tile_prefetch {
+  mutable const char* at = nullptr;  ///< set by the sweep of a const engine
+  mutable const char* stop = nullptr;
+  bool to_l2 = tile_prefetch_to_l2();
+  template <class F>
+  ALIGNER_ALWAYS_INLINE void with_slice(F&& f) const {
+    if (to_l2)
+      f(prefetch_slice<true>{at, stop});
+    else
+      f(prefetch_slice<false>{at, stop});
   }
 };
 
@@ -289,12 +317,16 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
         float* out = reinterpret_cast<float*>(&acc[0][0]);  // R x V batches of W floats, contiguous
         if constexpr (traits::pairs) {
           const std::size_t words = traits::panel_words(dim, width), q_row = wide_bf16_query_words(1, dim, width);
-          detail::wide_tile_bf16<width, R, V>(static_cast<const std::uint32_t*>(panels) + p0 * words, words, (dim + 1) / 2,
-                                              query_wide + i0 * q_row, q_row, pf, out);
+          pf.with_slice([&](auto slice) {
+            detail::wide_tile_bf16<width, R, V>(static_cast<const std::uint32_t*>(panels) + p0 * words, words, (dim + 1) / 2,
+                                                query_wide + i0 * q_row, q_row, slice, out);
+          });
         } else {
           const std::size_t stride = panel_bytes(), q_row = wide_query_words(1, dim, width);
-          detail::wide_tile_rows<St, width, R, V>(static_cast<const unsigned char*>(panels) + p0 * stride, stride, dim,
-                                                  query_wide + i0 * q_row, q_row, pf, out);
+          pf.with_slice([&](auto slice) {
+            detail::wide_tile_rows<St, width, R, V>(static_cast<const unsigned char*>(panels) + p0 * stride, stride, dim,
+                                                    query_wide + i0 * q_row, q_row, slice, out);
+          });
         }
         return;
       }
@@ -303,15 +335,16 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
     if constexpr (V > 2 && width == 8) {  // the 256-bit tiles hold 2 panels: two of them
       batch a[R][2], b[R][V - 2];
       tile<R, 2>(i0, p0, a);
+      pf.at = pf.stop;  // the first half issued the tile's prefetch slice
       tile<R, V - 2>(i0, p0 + 2, b);
       for (std::size_t r = 0; r != R; ++r) {
         acc[r][0] = a[r][0], acc[r][1] = a[r][1];
         for (std::size_t v = 2; v != V; ++v) acc[r][v] = b[r][v - 2];
       }
     } else if constexpr (traits::pairs) {
-      tile_pairs<R, V>(i0, p0, acc);
+      pf.with_slice([&](auto slice) { tile_pairs<R, V>(i0, p0, acc, slice); });
     } else {
-      tile_rows<R, V>(i0, p0, acc);
+      pf.with_slice([&](auto slice) { tile_rows<R, V>(i0, p0, acc, slice); });
     }
   }
 
@@ -324,13 +357,11 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
 
  private:
   tile_prefetch pf;
-  ALIGNER_ALWAYS_INLINE void prefetch_tick() const noexcept { pf.tick(); }
-  void prefetch_rest() const noexcept { pf.rest(); }
 
   /// Storages whose words hold two components (bfloat16): vdpbf16ps where bf16_rounds_query, else both halves
   /// widened to float and two float FMAs with the float query.
-  template <std::size_t R, std::size_t V>
-  ALIGNER_NOINLINE void tile_pairs(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
+  template <std::size_t R, std::size_t V, bool L2>
+  ALIGNER_NOINLINE void tile_pairs(std::size_t i0, std::size_t p0, batch (&out)[R][V], prefetch_slice<L2> slice) const noexcept {
     const std::size_t pairs = (dim + 1) / 2, panel_stride = pairs * width;
     const auto* base = static_cast<const std::uint32_t*>(panels) + p0 * panel_stride;
 #if defined(__AVX512BF16__)
@@ -342,7 +373,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
       const std::uint32_t* q[R];
       for (std::size_t r = 0; r != R; ++r) q[r] = query_bf16 + (i0 + r) * pairs;
       for (std::size_t c2 = 0; c2 != pairs; ++c2) {
-        prefetch_tick();
+        slice.tick();
         __m512i d[V];
         for (std::size_t v = 0; v != V; ++v) d[v] = _mm512_load_si512(base + v * panel_stride + c2 * width);
         for (std::size_t r = 0; r != R; ++r) {
@@ -350,7 +381,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
           for (std::size_t v = 0; v != V; ++v) a[r][v] = _mm512_dpbf16_ps(a[r][v], (__m512bh)qc, (__m512bh)d[v]);
         }
       }
-      prefetch_rest();
+      slice.rest();
       for (std::size_t r = 0; r != R; ++r)
         for (std::size_t v = 0; v != V; ++v) out[r][v] = batch(a[r][v]);
       return;
@@ -362,7 +393,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
     const float* q[R];
     for (std::size_t r = 0; r != R; ++r) q[r] = query.row(i0 + r);
     for (std::size_t c2 = 0; c2 != pairs; ++c2) {
-      prefetch_tick();
+      slice.tick();
       batch lo[V], hi[V];
       for (std::size_t v = 0; v != V; ++v) traits::template load_pair<Arch>(base + v * panel_stride, c2, lo[v], hi[v]);
       const bool has_high = 2 * c2 + 1 < dim;
@@ -375,7 +406,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
         }
       }
     }
-    prefetch_rest();
+    slice.rest();
     for (std::size_t r = 0; r != R; ++r)
       for (std::size_t v = 0; v != V; ++v) out[r][v] = acc[r][v];
   }
@@ -384,8 +415,8 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
   /// float, then the per-token scale where the storage has one. Accumulates in locals and writes `out` once
   /// (accumulating straight into the output array made GCC store every accumulator on every step: it cannot prove
   /// the array does not alias the panels).
-  template <std::size_t R, std::size_t V>
-  ALIGNER_NOINLINE void tile_rows(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
+  template <std::size_t R, std::size_t V, bool L2>
+  ALIGNER_NOINLINE void tile_rows(std::size_t i0, std::size_t p0, batch (&out)[R][V], prefetch_slice<L2> slice) const noexcept {
     batch acc[R][V];
     for (std::size_t r = 0; r != R; ++r)
       for (std::size_t v = 0; v != V; ++v) acc[r][v] = batch(0.f);
@@ -394,7 +425,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
     const std::size_t stride = panel_bytes();
     const unsigned char* base = static_cast<const unsigned char*>(panels) + p0 * stride;
     for (std::size_t c = 0; c != dim; ++c) {
-      if (c & 1) prefetch_tick();
+      if (c & 1) slice.tick();
       batch d[V];
       for (std::size_t v = 0; v != V; ++v) d[v] = traits::template load_row<Arch>(base + v * stride, c);
       for (std::size_t r = 0; r != R; ++r) {
@@ -402,7 +433,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
         for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(qc, d[v], acc[r][v]);
       }
     }
-    prefetch_rest();
+    slice.rest();
     if constexpr (traits::scaled) {
       for (std::size_t v = 0; v != V; ++v) {
         const batch scale = traits::template load_scales<Arch>(base + v * stride);

@@ -177,7 +177,7 @@ ALIGNER_TARGET_WIDE __attribute__((always_inline)) inline void wide_step_rows(__
 /// panel p0; `panel_bytes` apart; `q`: the expanded query's row i0 (query_to_wide), `q_row` words a row.
 template <storage St, std::size_t W, std::size_t R, std::size_t V, class Prefetch>
 ALIGNER_NOINLINE ALIGNER_TARGET_WIDE void wide_tile_rows(const unsigned char* base, std::size_t panel_bytes, std::size_t dim,
-                                                         const std::uint32_t* q, std::size_t q_row, const Prefetch& pf,
+                                                         const std::uint32_t* q, std::size_t q_row, Prefetch pf,
                                                          float* out) noexcept {
   using traits = storage_traits<St>;
   constexpr std::size_t G = 16 / W;
@@ -219,7 +219,7 @@ ALIGNER_TARGET_WIDE_BF16 __attribute__((always_inline)) inline void wide_step_bf
 /// panel; `q` the row i0 of query_to_wide_bf16's form.
 template <std::size_t W, std::size_t R, std::size_t V, class Prefetch>
 ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_BF16 void wide_tile_bf16(const std::uint32_t* base, std::size_t panel_words, std::size_t pairs,
-                                                              const std::uint32_t* q, std::size_t q_row, const Prefetch& pf,
+                                                              const std::uint32_t* q, std::size_t q_row, Prefetch pf,
                                                               float* out) noexcept {
   constexpr std::size_t G = 16 / W;
   const std::size_t steps = pairs / G, rest = pairs % G;
