@@ -29,7 +29,9 @@ def score(q, d, strategy="top1", normalize="mean", uq=None, ud=None):
     ud = np.ones(len(d)) if ud is None else np.asarray(ud, dtype=np.float64)
     if strategy == "dense":
         q, d, uq, ud = q[:1], d[:1], uq[:1], ud[:1]
-    s = q @ d.T
+    # Each entry summed on its own (a BLAS product may sum two columns of identical tokens in different orders,
+    # and break their tie at random).
+    s = (q[:, None, :] * d[None, :, :]).sum(axis=2)
     k = row_budget(strategy, len(d))
     num = z = 0.0
     for i in range(len(q)):

@@ -46,6 +46,25 @@ def test_ties_break_toward_the_smaller_document_token():
     assert aligner.score(q, d, strategy="topk:2", normalize="none", doc_salience=ud) == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize("strategy", ["top1", "topk:3", "topk:8", "topk:22", "topp:0.2"])
+def test_repeated_document_tokens_tie_toward_the_first_copy(strategy):
+    # A token repeated across panels and lanes (as a phrase repeated in a passage) ties exactly in every row of S,
+    # so with distinct weights per copy the score depends on the tie rule: the kernels' lane-wise selection, the
+    # k > 16 path (topk:22) and the reference must all take the copies in document order.
+    rng = np.random.default_rng(7)
+    dim, m = 300, 179
+    q, d = rand(rng, 18, dim), rand(rng, m, dim)
+    copies = rng.choice(np.arange(1, m), 60, replace=False)
+    d[copies] = d[0]
+    ud = rng.uniform(0.1, 2.0, m).astype(np.float32)
+    for normalize in ("mean", "none"):
+        want = ref.score(q, d, strategy, normalize, None, ud)
+        spec = aligner.score(q, d, strategy=strategy, normalize=normalize, doc_salience=ud, reference=True)
+        got = aligner.score(q, d, strategy=strategy, normalize=normalize, doc_salience=ud)
+        assert spec == pytest.approx(want, rel=1e-9)
+        assert got == pytest.approx(want, rel=2e-5)
+
+
 def test_empty_sides_score_zero():
     assert aligner.score(np.zeros((0, 4), np.float32), np.ones((3, 4), np.float32)) == 0.0
     assert aligner.score(np.ones((2, 4), np.float32), np.zeros((0, 4), np.float32)) == 0.0
