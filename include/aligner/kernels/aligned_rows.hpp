@@ -10,7 +10,7 @@
  *  S comes tile by tile from the sweep of tile.hpp and each tile is folded straight into a lane-wise running top-K
  *  (lane_topk.hpp; K = the next of 1, 2, 4, 8, 16 at or above k; a row's first tile writes its state, nothing
  *  initialises it); the W*K survivors of a row hold its global top-k, which a final selection picks for W rows at
- *  once (merge_lanes_rows: the rows' lane butterflies packed into shared batches). Budgets k > 16 compute the rows
+ *  once (merge_lanes_rows: rows paired up level by level, width - 1 lane-wise merges per width rows). Budgets k > 16 compute the rows
  *  of S into a buffer and select with nth_element.
  *  Several budgets at once (a grid of Top-k / Top-p strategies) share one pass: their sums are prefix sums of one
  *  sorted top list. Complexity O(n * m * dim) FLOPs plus O(n * m * K) compare/blend operations.

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #include <xsimd/xsimd.hpp>
@@ -113,26 +114,20 @@ struct lane_topk {
 
   /// merge_lanes for `rows` states at once (state i at st + i * K * width, its indices at sid likewise): row i's best
   /// K entries, best first, go to out_v[k * out_stride + i] (and out_id) for k < K; out_stride >= rows rounded up to
-  /// a multiple of width. Rows go width at a time: after the first butterfly stage a row's list fills each half of
-  /// the batch twice over, so two rows' halves are blended into one batch and merged on together, then four rows'
-  /// quarters, ...; 2 * width - 2 stages per width rows instead of width * log2(width), and the same lists.
+  /// a multiple of width. Rows go width at a time, halving as they pair up: two rows' states give one batch set whose
+  /// first half holds, in each lane, the merge of row r's lanes l and l + width/2 and whose second half the same for
+  /// row r + 1 (two two-source lane permutes gather the halves, one lane-wise merge combines them); two such sets give
+  /// four rows in quarters, ...; after log2(width) levels lane i holds row r0 + i. width - 1 merges per width rows (the
+  /// butterfly of merge_lanes takes log2(width) per row), and the same lists.
   template <std::size_t K, bool Indexed>
   static void merge_lanes_rows(const float* st, const float* sid, std::size_t rows, float* out_v, float* out_id,
                                std::size_t out_stride) noexcept {
     for (std::size_t r0 = 0; r0 < rows; r0 += width) {
       batch a[K], ia[K];
-      merged_group<K, Indexed, width>(st, sid, r0, rows, a, ia);
-      // lane l now holds row r0 + bitreverse(l): reverse the lanes back into row order.
-      using index_batch = xsimd::batch<std::uint32_t, Arch>;
-      constexpr auto order = xsimd::make_batch_constant<index_batch, reversed_bits>();
+      packed_rows<K, Indexed, width>(st, sid, r0, rows, a, ia);
       for (std::size_t k = 0; k != K; ++k) {
-        if constexpr (width > 1) {
-          xsimd::swizzle(a[k], order).store_unaligned(out_v + k * out_stride + r0);
-          if constexpr (Indexed) xsimd::swizzle(ia[k], order).store_unaligned(out_id + k * out_stride + r0);
-        } else {
-          a[k].store_unaligned(out_v + k * out_stride + r0);
-          if constexpr (Indexed) ia[k].store_unaligned(out_id + k * out_stride + r0);
-        }
+        a[k].store_unaligned(out_v + k * out_stride + r0);
+        if constexpr (Indexed) ia[k].store_unaligned(out_id + k * out_stride + r0);
       }
     }
   }
@@ -152,12 +147,11 @@ struct lane_topk {
     bitonic_merge<K, Indexed>(a, ia);
   }
 
-  /// Rows r0 .. r0 + G - 1 merged through the stages width/2 .. width/(2G) and packed into one batch set: lane l
-  /// holds row r0 + (l's top log2(G) bits, reversed) in every lane of its width/G-lane group. Rows past `rows` are
-  /// empty (-inf).
+  /// Rows r0 .. r0 + G - 1, each merged down to width / G lanes, packed in row order: row r0 + t in lanes
+  /// [t * width / G, (t + 1) * width / G), each lane a sorted K-list. Rows past `rows` are empty (-inf).
   template <std::size_t K, bool Indexed, std::size_t G>
-  static void merged_group(const float* st, const float* sid, std::size_t r0, std::size_t rows, batch (&a)[K],
-                           batch (&ia)[K]) noexcept {
+  static void packed_rows(const float* st, const float* sid, std::size_t r0, std::size_t rows, batch (&a)[K],
+                          batch (&ia)[K]) noexcept {
     if constexpr (G == 1) {
       for (std::size_t k = 0; k != K; ++k) {
         if (r0 < rows) {
@@ -168,33 +162,97 @@ struct lane_topk {
           ia[k] = batch(0.f);
         }
       }
-      if constexpr (width > 1) lane_stage<K, Indexed, width / 2>(a, ia);
     } else {
+      batch p[K], ip[K], q[K], iq[K];
+      packed_rows<K, Indexed, G / 2>(st, sid, r0, rows, p, ip);
+      packed_rows<K, Indexed, G / 2>(st, sid, r0 + G / 2, rows, q, iq);
+      // Each row's 2 * width / G lanes of p (rows 0 .. G/2 - 1) and q (rows G/2 .. G - 1): the lower half of every
+      // row's lanes into a, the upper half into b in reverse list order, so that a lane-wise merge pairs them.
       batch b[K], ib[K];
-      merged_group<K, Indexed, G / 2>(st, sid, r0, rows, a, ia);
-      merged_group<K, Indexed, G / 2>(st, sid, r0 + G / 2, rows, b, ib);
-      // Both halves went through stage width / G: a lane equals its partner across bit width / G, so the lanes
-      // with that bit set can carry the second group.
-      constexpr auto second = xsimd::make_batch_bool_constant<batch, lanes_with_bit<width / G>>();
       for (std::size_t k = 0; k != K; ++k) {
-        a[k] = xsimd::select(second, b[k], a[k]);
-        if constexpr (Indexed) ia[k] = xsimd::select(second, ib[k], ia[k]);
+        a[k] = two_source<G, false>(p[k], q[k]);
+        b[K - 1 - k] = two_source<G, true>(p[k], q[k]);
+        if constexpr (Indexed) {
+          ia[k] = two_source<G, false>(ip[k], iq[k]);
+          ib[K - 1 - k] = two_source<G, true>(ip[k], iq[k]);
+        } else {
+          ia[k] = ib[K - 1 - k] = batch(0.f);
+        }
       }
-      if constexpr (width / G > 1) lane_stage<K, Indexed, width / (2 * G)>(a, ia);
+      for (std::size_t k = 0; k != K; ++k) exchange<Indexed>(a[k], ia[k], b[k], ib[k]);
+      bitonic_merge<K, Indexed>(a, ia);
     }
   }
 
-  template <std::size_t B>
-  struct lanes_with_bit {
-    static constexpr bool get(std::size_t i, std::size_t) { return (i & B) != 0; }
-  };
-  struct reversed_bits {
-    static constexpr std::uint32_t get(std::size_t i, std::size_t n) {
-      std::uint32_t r = 0;
-      for (std::size_t b = 1; b < n; b <<= 1) r = (r << 1) | ((i & b) ? 1u : 0u);
-      return r;
+  /// Lane j of the level that packs G rows (each in width / G lanes, from G / 2 rows of p and G / 2 of q, each in
+  /// 2 * width / G lanes): which lane of its source it takes (the lower or, when Upper, the upper half of its row's
+  /// lanes), and whether that source is q.
+  template <std::size_t G, bool Upper>
+  struct half_lane {
+    static constexpr std::uint32_t get(std::size_t j, std::size_t) {
+      const std::size_t c_out = width / G, row = j / c_out, i = j % c_out;
+      return std::uint32_t((row % (G / 2)) * 2 * c_out + i + (Upper ? c_out : 0));
     }
   };
+  template <std::size_t G>
+  struct from_q {
+    static constexpr bool get(std::size_t j, std::size_t) { return j / (width / G) >= G / 2; }
+  };
+
+  /// The lanes of half_lane<G, Upper> from p and q (the lower half of the lanes always from p, the upper from q): one
+  /// vpermt2ps with AVX-512, a vshufps of two vperm2f128 with 8 lanes, one shufps with 4, else two permutes and a blend.
+  template <std::size_t G, bool Upper>
+  ALIGNER_ALWAYS_INLINE static batch two_source(const batch& p, const batch& q) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (width == 16 && std::is_base_of_v<xsimd::avx512f, Arch>) {
+      alignas(64) static constexpr std::uint32_t index[16] = {
+          (half_lane<G, Upper>::get(0, 16) | (from_q<G>::get(0, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(1, 16) | (from_q<G>::get(1, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(2, 16) | (from_q<G>::get(2, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(3, 16) | (from_q<G>::get(3, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(4, 16) | (from_q<G>::get(4, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(5, 16) | (from_q<G>::get(5, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(6, 16) | (from_q<G>::get(6, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(7, 16) | (from_q<G>::get(7, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(8, 16) | (from_q<G>::get(8, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(9, 16) | (from_q<G>::get(9, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(10, 16) | (from_q<G>::get(10, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(11, 16) | (from_q<G>::get(11, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(12, 16) | (from_q<G>::get(12, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(13, 16) | (from_q<G>::get(13, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(14, 16) | (from_q<G>::get(14, 16) ? 16u : 0u)),
+          (half_lane<G, Upper>::get(15, 16) | (from_q<G>::get(15, 16) ? 16u : 0u))};
+      return batch(_mm512_permutex2var_ps(p, _mm512_load_si512(index), q));
+    } else
+#endif
+#if defined(__AVX__)
+    if constexpr (width == 8 && std::is_base_of_v<xsimd::avx, Arch>) {
+      // t = (p's lanes 0-3, q's 0-3), u = (p's 4-7, q's 4-7); each half of the result takes two lanes of t and two of u
+      // (the same two in both halves): one vshufps (the halves' permutes are shared by both calls of a level).
+      const __m256 t = _mm256_permute2f128_ps(p, q, 0x20), u = _mm256_permute2f128_ps(p, q, 0x31);
+      if constexpr (G == 2) {
+        return batch(Upper ? u : t);
+      } else {
+        constexpr int imm = int((half_lane<G, Upper>::get(0, 8) & 3) | ((half_lane<G, Upper>::get(1, 8) & 3) << 2) |
+                                ((half_lane<G, Upper>::get(2, 8) & 3) << 4) | ((half_lane<G, Upper>::get(3, 8) & 3) << 6));
+        return batch(_mm256_shuffle_ps(t, u, imm));
+      }
+    } else
+#endif
+#if defined(__SSE2__)
+    if constexpr (width == 4 && std::is_base_of_v<xsimd::sse2, Arch>) {  // lanes 0-1 from p, 2-3 from q: one shufps
+      constexpr int imm = int(half_lane<G, Upper>::get(0, 4) | (half_lane<G, Upper>::get(1, 4) << 2) |
+                              (half_lane<G, Upper>::get(2, 4) << 4) | (half_lane<G, Upper>::get(3, 4) << 6));
+      return batch(_mm_shuffle_ps(p, q, imm));
+    } else
+#endif
+    {
+      using index_batch = xsimd::batch<std::uint32_t, Arch>;
+      constexpr auto lanes = xsimd::make_batch_constant<index_batch, half_lane<G, Upper>>();
+      constexpr auto second = xsimd::make_batch_bool_constant<batch, from_q<G>>();
+      return xsimd::select(second, xsimd::swizzle(q, lanes), xsimd::swizzle(p, lanes));
+    }
+  }
 
   template <std::size_t S>
   struct xor_lanes {
