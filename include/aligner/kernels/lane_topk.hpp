@@ -57,7 +57,7 @@ struct lane_topk {
   /// Folds V <= 4 new batches (values s, indices id) into the state at st / sid. Fresh: the state is empty (not
   /// read; written as the fold into an all -inf state would leave it, its first V entries the sorted new batches).
   template <std::size_t K, bool Indexed, std::size_t V, bool Fresh = false>
-  ALIGNER_ALWAYS_INLINE static void fold(batch (&s)[V], batch (&id)[V], float* st, float* sid) noexcept {
+  ALIGNER_INLINE_WHEN_OPTIMIZING static void fold(batch (&s)[V], batch (&id)[V], float* st, float* sid) noexcept {
     static_assert(V >= 1 && V <= 4, "fold takes 1 to 4 batches");
     if constexpr (V == 2) exchange<Indexed>(s[0], id[0], s[1], id[1]);
     if constexpr (V == 3) {
