@@ -194,7 +194,8 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
                   [&](std::size_t s0, std::size_t s1, span_prefetch& plan) {
                     for (std::size_t i0 = 0; i0 < n; i0 += block_rows)
                       for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
-                        for (auto [line, stop] = plan.slice(); line < stop; line += 64) prefetch_read<2>(line);
+                        const auto [line, stop] = plan.slice();
+                        prefetch_slice<true>{line, stop}.rest();  // into L2
                         visit.template operator()<block_rows>(i0, p0, std::min(block_panels, s1 - p0));
                       }
                   });

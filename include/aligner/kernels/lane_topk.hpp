@@ -205,24 +205,15 @@ struct lane_topk {
   ALIGNER_ALWAYS_INLINE static batch two_source(const batch& p, const batch& q) noexcept {
 #if defined(__AVX512F__)
     if constexpr (width == 16 && std::is_base_of_v<xsimd::avx512f, Arch>) {
-      alignas(64) static constexpr std::uint32_t index[16] = {
-          (half_lane<G, Upper>::get(0, 16) | (from_q<G>::get(0, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(1, 16) | (from_q<G>::get(1, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(2, 16) | (from_q<G>::get(2, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(3, 16) | (from_q<G>::get(3, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(4, 16) | (from_q<G>::get(4, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(5, 16) | (from_q<G>::get(5, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(6, 16) | (from_q<G>::get(6, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(7, 16) | (from_q<G>::get(7, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(8, 16) | (from_q<G>::get(8, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(9, 16) | (from_q<G>::get(9, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(10, 16) | (from_q<G>::get(10, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(11, 16) | (from_q<G>::get(11, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(12, 16) | (from_q<G>::get(12, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(13, 16) | (from_q<G>::get(13, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(14, 16) | (from_q<G>::get(14, 16) ? 16u : 0u)),
-          (half_lane<G, Upper>::get(15, 16) | (from_q<G>::get(15, 16) ? 16u : 0u))};
-      return batch(_mm512_permutex2var_ps(p, _mm512_load_si512(index), q));
+      struct permute_index {
+        alignas(64) std::uint32_t lane[16];
+      };
+      static constexpr permute_index index = [] {  // bit 4 picks q
+        permute_index t{};
+        for (std::size_t j = 0; j != 16; ++j) t.lane[j] = half_lane<G, Upper>::get(j, 16) | (from_q<G>::get(j, 16) ? 16u : 0u);
+        return t;
+      }();
+      return batch(_mm512_permutex2var_ps(p, _mm512_load_si512(index.lane), q));
     } else
 #endif
 #if defined(__AVX__)
