@@ -245,7 +245,12 @@ struct storage_traits<storage::f16> : storage_defaults {
     const words em = h & words(0x7fffu), sign = (h & words(0x8000u)) << 16;
     const words finite = xsimd::bitwise_cast<words>(batch(xsimd::bitwise_cast<batch>(words(em << 13)) * batch(5.192296858534828e33f)));
     const words special = words(0x7f800000u) | words((em & words(0x3ffu)) << 13);
-    return xsimd::bitwise_cast<batch>(words(xsimd::select(em >= words(0x7c00u), special, finite) | sign));
+    // The choice is made on float batches: xsimd 8.1's select of 32-bit integer batches on AVX-512BW goes through
+    // _mm512_mask_blend_epi8/16, which an unoptimised (-O0) build rejects for these operand types. em < 2^15
+    // converts to float exactly, so the float compare is the integer one.
+    const auto is_special = xsimd::batch_cast<float>(xsimd::bitwise_cast<xsimd::batch<std::int32_t, Arch>>(em)) >= batch(float(0x7c00));
+    const batch value = xsimd::select(is_special, xsimd::bitwise_cast<batch>(special), xsimd::bitwise_cast<batch>(finite));
+    return xsimd::bitwise_cast<batch>(words(xsimd::bitwise_cast<words>(value) | sign));
   }
 };
 
