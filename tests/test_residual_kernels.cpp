@@ -100,8 +100,35 @@ TEST_CASE("residual: the vector decode of a panel equals the scalar specificatio
       aligner::aligned_vector<std::uint32_t> u8(quads * W, 0xdeadbeefu);
       if (aligner::decode_residual_panel_u8(*codec, panel.data(), u8.data())) {
         CHECK(std::equal(u8.begin(), u8.end(), spec.begin()));
-      } else {
-        CHECK(!aligner::residual_on_vnni(*codec));
+      } else if (aligner::residual_on_vnni(*codec)) {
+#if ALIGNER_HAVE_WIDE_VNNI
+        // The run-time VNNI path over 4- and 8-wide panels decodes 16 / W consecutive panels (or fewer, at a
+        // document's end) into one 16-token panel: lane P W + l is panel P's lane l, word for word the specification.
+        REQUIRE((W == 4 || W == 8));
+        const std::size_t per = 16 / W, words = codec->panel_words(W);
+        aligner::aligned_vector<std::uint32_t> several(per * words);
+        for (auto& w : several) w = std::uint32_t(rng());
+        for (std::size_t P = 0; P != per; ++P)
+          for (std::size_t l = 0; l != W; ++l)
+            reinterpret_cast<std::uint16_t*>(several.data() + P * words)[l] = std::uint16_t(rng() % codec->centroids());
+        for (std::size_t count = 1; count <= per; ++count) {
+          aligner::aligned_vector<std::uint32_t> wide(quads * 16, 0xdeadbeefu);
+          if (W == 4)
+            aligner::detail::decode_residual_panels_u8_wide<4>(codec->quad_tables(), nbits, dim, several.data(), words, count, wide.data());
+          else
+            aligner::detail::decode_residual_panels_u8_wide<8>(codec->quad_tables(), nbits, dim, several.data(), words, count, wide.data());
+          for (std::size_t P = 0; P != count; ++P) {
+            aligner::ref::residual_decode_u8(*codec, several.data() + P * words, W, spec.data());
+            for (std::size_t c4 = 0; c4 != quads; ++c4)
+              for (std::size_t l = 0; l != W; ++l) {
+                INFO("count " << count << " panel " << P << " quad " << c4 << " lane " << l);
+                REQUIRE(wide[c4 * 16 + P * W + l] == spec[c4 * W + l]);
+              }
+          }
+        }
+#else
+        FAIL("residual_on_vnni without a VNNI decode for this panel width");
+#endif
       }
     }
   }
@@ -158,11 +185,25 @@ TEST_CASE("residual: centroid-major query scores equal the query-major ones, a p
 }
 
 TEST_CASE("residual: the fused kernel equals decode-then-score in double, every strategy, salience, lengths", "[oracle]") {
-  const std::size_t dim = 24;
+  // dim 13: a last component quad of one component (partial code bytes at every panel width and nbits).
+  const std::size_t dim = GENERATE(24, 13);
   const auto x = aligner_test::clustered_tokens(4000, dim, 20, 77);
+  // A build without AVX-512 flags runs the VNNI path at run time where the CPU has AVX512-VNNI and VBMI; with the
+  // run-time AVX-512 engines off it takes the vector path. Both are checked.
+  const bool run_time_avx512 = GENERATE(true, false);
+  struct restore_avx512 {
+    bool was = aligner::detail::avx512_switch().load() != 0;
+    ~restore_avx512() { aligner::set_avx512_enabled(was); }
+  } restore_wide;
+  aligner::set_avx512_enabled(run_time_avx512);
+  std::printf("residual kernel, dim %zu, run-time AVX-512 %s: %s\n", dim, run_time_avx512 ? "on" : "off", aligner::kernel_info().residual.c_str());
   for (std::size_t nbits : {1, 2, 4, 8}) {
     const auto codec = aligner_test::trained_codec(x, dim, nbits, 32);
     const auto int8 = nbits <= 4 ? aligner_test::residual_int8_values(*codec) : aligner_test::int8_values{};
+    // kernel_info names the VNNI tiles exactly when they score this codec's panels (AMX off)
+    if (aligner::residual_on_vnni(*codec)) CHECK(aligner::kernel_info().residual.rfind("nbits 1-4: ", 0) == 0);
+    if (aligner::residual_on_vnni(*codec)) CHECK(aligner::kernel_info().residual.find("vpdpbusd") != std::string::npos);
+    if (!aligner::residual_on_vnni(*codec) && nbits <= 4 && !aligner::bf16_on_amx()) CHECK(aligner::kernel_info().residual.find("vpdpbusd") == std::string::npos);
     // Documents of lengths 0..70 (tails of every size), with salience.
     std::vector<std::int64_t> offsets{0};
     for (std::size_t d = 0; offsets.back() + std::int64_t(d % 71) <= 4000 && d != 90; ++d) offsets.push_back(offsets.back() + std::int64_t(d % 71));

@@ -41,7 +41,7 @@ namespace aligner {
 struct cpu_features {
   bool avx2 = false, fma = false, f16c = false;
   bool avx512dq = false;
-  bool avx512f = false, avx512bw = false, avx512vl = false, avx512vbmi = false, avx512_bf16 = false, avx512_fp16 = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512vbmi = false, avx512vnni = false, avx512_bf16 = false, avx512_fp16 = false;
   bool amx_tile = false, amx_bf16 = false, amx_int8 = false;
   bool os_avx = false, os_avx512 = false, os_amx = false;  ///< XCR0 enables the registers' state
   std::string brand;                                          ///< the CPU's brand string
@@ -79,6 +79,7 @@ inline cpu_features read_cpu() noexcept {
     f.avx512bw = (b >> 30) & 1u;
     f.avx512vl = (b >> 31) & 1u;
     f.avx512vbmi = (c >> 1) & 1u;
+    f.avx512vnni = (c >> 11) & 1u;
     f.avx512_fp16 = (d >> 23) & 1u;
     f.amx_bf16 = (d >> 22) & 1u;
     f.amx_tile = (d >> 24) & 1u;
@@ -178,6 +179,10 @@ inline bool avx512_usable() {
 
 /// As avx512_usable, with AVX512-BF16's vdpbf16ps as well.
 inline bool avx512_bf16_usable() { return avx512_usable() && cpu().avx512_bf16; }
+
+/// As avx512_usable, with AVX512-VNNI (vpdpbusd) and AVX512-VBMI (vpermb, vpmultishiftqb) as well: the run-time int8
+/// tiles of residual codes over 4- and 8-wide panels (residual.hpp).
+inline bool avx512_vnni_vbmi_usable() { return avx512_usable() && cpu().avx512vnni && cpu().avx512vbmi; }
 
 namespace detail {
 
