@@ -106,7 +106,7 @@ inline std::vector<float> query(std::size_t n, std::size_t dim, std::uint64_t se
 inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits = 0) {
   const std::string arch = aligner::default_arch::name();
   if (st != aligner::storage::residual && aligner::wide_runs(st) && !(st == aligner::storage::bf16 && aligner::kernel_info().amx_bf16) &&
-      !(st == aligner::storage::i8 && aligner::kernel_info().amx_int8))
+      !(st == aligner::storage::i8 && (aligner::kernel_info().amx_int8 || aligner::i8_on_vnni())))
     return std::string(st == aligner::storage::bf16 ? "avx512-bf16-wide" : "avx512-wide") + std::to_string(aligner::panel_width<>) +
            (st == aligner::storage::f16 || st == aligner::storage::i8 ? "-widen" : "");
   switch (st) {
@@ -122,6 +122,7 @@ inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits 
       return aligner::bf16_rounds_query<> ? "avx512-bf16-residual-decode" : arch + "-residual-decode";
     case aligner::storage::i8:
       if (aligner::kernel_info().amx_int8) return "amx-int8";
+      if (aligner::i8_on_vnni() && aligner::panel_width<> != 16) return "avx512-vnni-wide" + std::to_string(aligner::panel_width<>) + "-i8";
       return aligner::i8_on_vnni() ? "avx512-vnni-i8" : arch + "-widen";
     default: return arch;
   }

@@ -515,10 +515,43 @@ TEST_CASE("int8 vnni: the 16-bit query form holds a F + b of the int8 form, the 
             REQUIRE(int(std::int16_t(std::uint16_t(slow[c2 * 16 + l] >> (16 * h)))) == want);
           }
       if (!aligner::relayout_i8_pairs(bytes.data() + offset, dim, fast.data())) {
-        CHECK(!aligner::i8_on_vnni<>());
+        CHECK((!aligner::i8_on_vnni<>() || aligner::panel_width<> != 16));  // 4- and 8-wide panels: below
         continue;
       }
       INFO("dim " << dim << " offset " << offset);
       REQUIRE(std::equal(slow.begin(), slow.end(), fast.begin()));  // the words past the panel are untouched too
     }
+#if ALIGNER_HAVE_WIDE_VNNI
+  // The run-time path over 4- and 8-wide panels: 16 / W consecutive int8 panels (W scales, then dim rows of W
+  // bytes) re-laid into one 16-token panel, lane P W + l from panel P's lane l, for 1 .. 16 / W panels, as
+  // ref::relayout_i8_pairs lays out each panel; their scales copied after, 0 for missing panels.
+  if (aligner::i8_on_vnni<>() && aligner::panel_width<> != 16) {
+    constexpr std::size_t W = aligner::panel_width<>, per = 16 / W;
+    for (std::size_t dim = 1; dim <= 133; ++dim) {
+      const std::size_t panel_bytes = 4 * W + (dim * W + 3) / 4 * 4;
+      std::vector<unsigned char> bytes(per * panel_bytes);
+      for (auto& b : bytes) b = static_cast<unsigned char>(gen());
+      for (std::size_t count = 1; count <= per; ++count) {
+        const std::size_t words = (dim + 1) / 2 * 16;
+        aligner::aligned_vector<std::uint32_t> wide(words + 16, 0xabababab);
+        float scales[16];
+        aligner::detail::relayout_i8_pairs_wide<W>(bytes.data(), panel_bytes, dim, count, wide.data(), scales);
+        for (std::size_t P = 0; P != per; ++P) {
+          std::vector<std::uint32_t> slow((dim + 1) / 2 * W);
+          aligner::ref::relayout_i8_pairs(bytes.data() + P * panel_bytes + 4 * W, dim, W, slow.data());
+          for (std::size_t l = 0; l != W; ++l) {
+            INFO("dim " << dim << " count " << count << " panel " << P << " lane " << l);
+            float scale;
+            std::memcpy(&scale, bytes.data() + P * panel_bytes + 4 * l, 4);
+            if (P < count) REQUIRE(std::memcmp(&scales[P * W + l], &scale, 4) == 0);
+            else REQUIRE(scales[P * W + l] == 0.f);
+            for (std::size_t c2 = 0; c2 != (dim + 1) / 2; ++c2)
+              REQUIRE(wide[c2 * 16 + P * W + l] == (P < count ? slow[c2 * W + l] : 0u));
+          }
+        }
+        for (std::size_t t = words; t != words + 16; ++t) REQUIRE(wide[t] == 0xababababu);  // nothing past the panel
+      }
+    }
+  }
+#endif
 }

@@ -27,6 +27,14 @@ struct avx512_switch_guard {
   ~avx512_switch_guard() { aligner::set_avx512_enabled(was); }
 };
 
+/// The run-time VNNI tiles take the i8 store (and residual codes) where the CPU has AVX512-VNNI and VBMI; these
+/// tests are about the AVX-512 FMA tiles, so they turn them off (int8_vnni.hpp's tiles have tests of their own).
+struct vnni_off_guard {
+  bool was = aligner::detail::vnni_switch().load() != 0;
+  vnni_off_guard() { aligner::set_vnni_enabled(false); }
+  ~vnni_off_guard() { aligner::set_vnni_enabled(was); }
+};
+
 bool wide_or_note(aligner::storage st = aligner::storage::f32) {
   if (aligner::wide_runs(st)) return true;
   std::printf("note: run-time AVX-512 tiles (%s) not tested here: %s\n", aligner::to_string(st),
@@ -117,6 +125,7 @@ TEST_CASE("wide: the expanded query forms follow their rule", "[wide]") {
 
 TEST_CASE("wide: row sums of every storage against the double reference and the build's own tiles", "[wide]") {
   if (!wide_or_note()) return;
+  vnni_off_guard no_vnni;
   avx512_switch_guard guard;
   const std::size_t W = aligner_test::W;
   for (aligner::storage st : row_storages) {
@@ -158,6 +167,7 @@ TEST_CASE("wide: row sums of every storage against the double reference and the 
 
 TEST_CASE("wide: several budgets, documents longer than a span, the next document prefetched", "[wide]") {
   if (!wide_or_note()) return;
+  vnni_off_guard no_vnni;
   const std::size_t dim = 128, n = 7;
   for (aligner::storage st : row_storages) {
     if (!wide_scores(st)) continue;
@@ -188,6 +198,7 @@ TEST_CASE("wide: several budgets, documents longer than a span, the next documen
 
 TEST_CASE("wide: a prepared query scores as an unprepared one, and explain shows the kernel's values", "[wide]") {
   if (!wide_or_note()) return;
+  vnni_off_guard no_vnni;
   const std::size_t dim = 33, n = 6, m = 41;
   const auto q = aligner_test::random_matrix(n, dim, 71), d = aligner_test::random_matrix(m, dim, 72);
   for (aligner::storage st : row_storages) {
@@ -227,6 +238,7 @@ TEST_CASE("wide: a prepared query scores as an unprepared one, and explain shows
 
 TEST_CASE("wide: exact token search in f32 and bf16 against brute force", "[wide]") {
   if (!wide_or_note()) return;
+  vnni_off_guard no_vnni;
   for (aligner::storage st : {aligner::storage::f32, aligner::storage::bf16}) {
     if (!wide_scores(st)) continue;
     for (std::size_t dim : {3u, 17u, 64u}) {

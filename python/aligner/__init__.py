@@ -22,10 +22,10 @@ import os
 from typing import Any, Callable, Iterable, Optional
 
 from . import _aligner
-from ._aligner import SearchResult, backends, kernel_info, set_amx_enabled, set_avx512_enabled  # noqa: F401
+from ._aligner import SearchResult, backends, kernel_info, set_amx_enabled, set_avx512_enabled, set_vnni_enabled  # noqa: F401
 
 __all__ = [
-    "Retriever", "SearchResult", "backends", "kernel_info", "set_amx_enabled", "set_avx512_enabled", "score",
+    "Retriever", "SearchResult", "backends", "kernel_info", "set_amx_enabled", "set_avx512_enabled", "set_vnni_enabled", "score",
     "score_batch", "solve_gate", "gate_budget",
     "salience", "prune", "prune_keep_count", "strategy_name", "ndcg_at", "mrr_at", "recall_at", "map_at",
     "mean_average_precision", "precision_at", "load_collection", "load_qrels", "load_run", "save_run",

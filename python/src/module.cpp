@@ -270,6 +270,7 @@ PYBIND11_MODULE(_aligner, m) {
   // False only, so that a stray 0 / "no" is a TypeError rather than a silent choice.
   m.def("set_amx_enabled", [](bool on) { aligner::set_amx_enabled(on); }, py::arg("on").noconvert());
   m.def("set_avx512_enabled", [](bool on) { aligner::set_avx512_enabled(on); }, py::arg("on").noconvert());
+  m.def("set_vnni_enabled", [](bool on) { aligner::set_vnni_enabled(on); }, py::arg("on").noconvert());
 
   bind_retriever(m);
 }

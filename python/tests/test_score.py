@@ -218,4 +218,16 @@ def test_kernel_switches_turn_the_run_time_kernels_off_and_on():
             aligner.set_amx_enabled(bad)
         with pytest.raises(TypeError):
             aligner.set_avx512_enabled(bad)
+        with pytest.raises(TypeError):
+            aligner.set_vnni_enabled(bad)
+    # The run-time VNNI int8 tiles (4- and 8-wide panels; a native build runs its own): off and on again, the i8
+    # store's scores stay within the rounding of the float and the int8 query forms.
+    r = aligner.Retriever(32, storage="i8")
+    r.add([d])
+    try:
+        aligner.set_vnni_enabled(False)
+        s_float = r.search(q, top=1, exhaustive=True).scores[0]
+    finally:
+        aligner.set_vnni_enabled(True)
+    assert r.search(q, top=1, exhaustive=True).scores[0] == pytest.approx(s_float, rel=1e-3)
     assert aligner.kernel_info() == before

@@ -133,6 +133,11 @@ inline std::atomic<int>& avx512_switch() noexcept {
   return on;
 }
 
+inline std::atomic<int>& vnni_switch() noexcept {
+  static std::atomic<int> on{switch_from_env("ALIGNER_NO_VNNI")};  // 1: allowed, 0: turned off
+  return on;
+}
+
 inline std::atomic<int>& amx_switch() noexcept {
   static std::atomic<int> on{switch_from_env("ALIGNER_NO_AMX")};  // 1: allowed, 0: turned off
   return on;
@@ -180,9 +185,17 @@ inline bool avx512_usable() {
 /// As avx512_usable, with AVX512-BF16's vdpbf16ps as well.
 inline bool avx512_bf16_usable() { return avx512_usable() && cpu().avx512_bf16; }
 
-/// As avx512_usable, with AVX512-VNNI (vpdpbusd) and AVX512-VBMI (vpermb, vpmultishiftqb) as well: the run-time int8
-/// tiles of residual codes over 4- and 8-wide panels (residual.hpp).
-inline bool avx512_vnni_vbmi_usable() { return avx512_usable() && cpu().avx512vnni && cpu().avx512vbmi; }
+/// Turns the run-time VNNI int8 tiles of 4- and 8-wide panels off (false) or back on (true, where usable); those
+/// storages then take the run-time AVX-512 FMA tiles. Process-wide, for tests and comparisons, as set_avx512_enabled.
+inline void set_vnni_enabled(bool on) noexcept { detail::vnni_switch().store(on ? 1 : 0, std::memory_order_relaxed); }
+
+/// As avx512_usable, with AVX512-VNNI (vpdpbusd, vpdpwssd) and AVX512-VBMI (vpermb, vpmultishiftqb) as well, and
+/// neither ALIGNER_NO_VNNI nor set_vnni_enabled(false): the run-time int8 tiles of the i8 store (int8_vnni.hpp) and of
+/// residual codes (residual.hpp) over 4- and 8-wide panels. (A build with AVX512-VNNI and VBMI in its flags runs its
+/// own VNNI tiles regardless.)
+inline bool avx512_vnni_vbmi_usable() {
+  return avx512_usable() && detail::vnni_switch().load(std::memory_order_relaxed) != 0 && cpu().avx512vnni && cpu().avx512vbmi;
+}
 
 namespace detail {
 

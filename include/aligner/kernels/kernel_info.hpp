@@ -98,6 +98,10 @@ kernel_report kernel_info() {
   else if (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
     r.i8 = "AVX512-VNNI vpdpwssd register tiles over panels widened to int16 pairs, query in two int8 terms combined in 16 bits (compile "
            "time; AMX-INT8's arithmetic); AMX not used: " + r.amx_int8_reason;
+  else if (i8_on_vnni<Arch>())
+    r.i8 = "AVX512-VNNI vpdpwssd register tiles over " + wide_panels + " re-laid 16 tokens at a time to int16 pairs (AVX512-VBMI), query in "
+           "two int8 terms combined in 16 bits (run time: the CPU and OS have AVX512-VNNI and VBMI; AMX-INT8's arithmetic); AMX not used: " +
+           r.amx_int8_reason;
   else
     r.i8 = "i8 widened to float and scaled, " + vec + "; AMX not used: " + r.amx_int8_reason;
   const std::string residual_vector = bf16_rounds_query<Arch> ? std::string("residual panels decoded to bf16 a group at a time, AVX512-BF16 "
@@ -115,7 +119,11 @@ kernel_report kernel_info() {
   else
     r.residual = residual_vector;
   r.token_search = "exact scan: f32 on " + vec + "; bf16 on " +
-                   (r.amx_bf16 ? std::string("AMX-BF16 tiles") : wide_runs<Arch>(storage::bf16) ? "AVX512-BF16 vdpbf16ps tiles over " + wide_panels : build_vec);
+                   (r.amx_bf16 ? std::string("AMX-BF16 tiles") : wide_runs<Arch>(storage::bf16) ? "AVX512-BF16 vdpbf16ps tiles over " + wide_panels : build_vec) +
+                   "; i8 on " +
+                   (r.amx_int8 ? std::string("AMX-INT8 tiles")
+                    : i8_on_vnni<Arch>() ? "AVX512-VNNI vpdpwssd tiles" + (panel_width<Arch> == 16 ? std::string() : " over " + wide_panels)
+                                         : "the float tiles (" + vec + ")");
   r.prefetch = tile_prefetch_to_l2() ? "L2 (prefetcht1: an Intel CPU)" : "L1 (prefetcht0)";
   return r;
 }

@@ -34,7 +34,7 @@
  *  specification.
  *
  *  The VNNI path (nbits 1, 2, 4 in a build with AVX512-VNNI and AVX512-VBMI, or at run time over the 4- and 8-wide
- *  panels of a build without them where the CPU has both: wide_vnni_quad_engine; where AMX does not run): the residual
+ *  panels of a build without them where the CPU has both; where AMX does not run): the residual
  *  part is computed in integers. Each component's L reconstruction values are kept in int8 as well,
  *  value_c[b] ~ a_c t_c[b] (the int8 token rule on the L values), and each query row as
  *  q8_ic = round(q_ic a_c / s_i) with s_i = max_c |q_ic a_c| / 127 (`residual_query_to_i8`), so that
@@ -76,15 +76,6 @@
 #include "token_scan.hpp"
 
 ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
-
-/// The VNNI path of the residual codes compiled for 4- and 8-wide panels (a build without AVX-512 flags), run where
-/// the CPU has AVX512-VNNI and VBMI (residual_on_vnni): x86-64 with GCC or Clang.
-#if ALIGNER_HAVE_WIDE
-#define ALIGNER_HAVE_WIDE_VNNI 1
-#define ALIGNER_TARGET_WIDE_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi")))
-#else
-#define ALIGNER_HAVE_WIDE_VNNI 0
-#endif
 
 namespace aligner {
 
@@ -713,11 +704,9 @@ bool residual_on_vnni(const residual_codec& codec) noexcept {
     return (void)codec, false;
 }
 
-/// The VNNI path runs over this build's panels: compiled in (panel width 16 with AVX512-VNNI and VBMI in the flags),
-/// or at run time over 4- and 8-wide panels (wide_vnni_quad_engine).
+/// The VNNI path runs over this build's panels (int8_vnni.hpp's vnni_compiled).
 template <class Arch = default_arch>
-inline constexpr bool residual_vnni_compiled = (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16) ||
-                                               (ALIGNER_HAVE_WIDE_VNNI && (panel_width<Arch> == 4 || panel_width<Arch> == 8));
+inline constexpr bool residual_vnni_compiled = vnni_compiled<Arch>;
 
 /// The query as the VNNI kernel reads it, for one codec: row i's components scaled by the codec's value scales,
 /// x_c = q_ic * value_scale(c) (float), then the int8 token rule: s_i = max_c |x_c| / 127, q8_ic = round_even(x_c /
@@ -812,13 +801,18 @@ bool decode_residual_panel_u8(const residual_codec& codec, const std::uint32_t* 
 /// vpdpbusd: per step of four components, acc_int32 += doc bytes x the query's int8 quad, from bias_i; then
 /// S = float(acc) * s_i. The interface of tile_engine (residual_engine's inner engine). Only where
 /// ALIGNER_HAVE_VNNI_VBMI (elsewhere it is never constructed).
+/// 4- and 8-wide panels (at run time, a build without AVX-512 flags): the residual_engine decodes 16 / W of them into
+/// one 16-token panel (detail::decode_residual_panels_u8_wide), and a tile is 16 / Z query rows x 4 panels, Z = W / 4
+/// zmm accumulators a row (16 in all), handed to the folds as W-wide batches.
 template <class Arch>
 struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
   using base = tile_engine_base<vnni_quad_engine<Arch>, Arch, 4>;
   using typename base::batch;
   using base::width;
   using base::block_panels;
-  static constexpr std::size_t block_rows = 4;
+  static constexpr bool wide = width != 16;
+  static constexpr std::size_t zmm_per_row = (width * 4 + 15) / 16;
+  static constexpr std::size_t block_rows = wide ? 16 / zmm_per_row : 4;
   static constexpr std::size_t span_bytes = std::size_t(256) << 10;
 
   const void* panels;
@@ -854,13 +848,37 @@ struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
       return;
     }
 #endif
+#if ALIGNER_HAVE_WIDE_VNNI
+    if constexpr (wide) {
+      static_assert(R == block_rows, "the run-time VNNI tiles are block_rows query rows");
+      const std::uint32_t* q[R];
+      std::int32_t bias[R];
+      float scale[R];
+      for (std::size_t r = 0; r != R; ++r) {
+        const std::size_t i = std::min(i0 + r, query.rows - 1);  // rows past the query: any valid row, ignored
+        q[r] = q8->quads.data() + i * quads;
+        bias[r] = q8->bias[i];
+        scale[r] = q8->scales[i];
+      }
+      // p0 is a multiple of 4 panels: whole decoded 16-token panels
+      const auto* base_words = static_cast<const std::uint32_t*>(panels) + p0 * quads * width;
+      pf.with_slice([&](auto slice) {
+        detail::wide_vnni_tile<detail::vnni_op::dpbusd, R, zmm_per_row>(base_words, quads, q, bias, nullptr, scale, slice, 2,
+                                                                        reinterpret_cast<float*>(&out[0][0]), V * width);
+      });
+      return;
+    }
+#endif
     (void)i0, (void)p0;
     base::zero(out);
   }
 
   template <class Visit>
   void sweep(Visit&& visit) const {
-    sweep_tiles<block_rows, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit);
+    if constexpr (wide)
+      sweep_blocks<block_rows, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit);
+    else
+      sweep_tiles<block_rows, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit);
   }
 
  private:
@@ -894,12 +912,6 @@ inline constexpr u8_decode_controls make_u8_decode_controls(std::size_t W, std::
 }
 
 #if ALIGNER_HAVE_WIDE_VNNI
-/// acc + the u8 x s8 products of x and y, four a lane (vpdpbusd), as the instruction (see vnni_dp).
-ALIGNER_TARGET_WIDE_VNNI __attribute__((always_inline)) inline __m512i wide_dpbusd(__m512i acc, __m512i x, __m512i y) noexcept {
-  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(y));
-  return acc;
-}
-
 /// decode_residual_panel_u8 for `count` (1 .. 16 / W) consecutive W-wide panels (W = 4, 8; `panel_words` apart) as
 /// one 16-token panel of unsigned bytes (lane 4 P + l: panel P's lane l; lanes of missing panels decode code 0): per
 /// component quad, one masked load of each panel's chunk of codes into a 32-byte register, then the W = 16 steps with
@@ -931,112 +943,9 @@ ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_VNNI void decode_residual_panels_u8_wide(co
   }
 }
 
-/// A tile of R query rows x Z 16-token panels of decoded u8 quads (`base`: quads rows of 16 words a panel, the panels
-/// one after the other) by vpdpbusd against the rows' int8 quads q[r], from bias[r]; out row r (row_floats floats, the
-/// first row_floats of the Z x 16 lanes) = float(acc) * scale[r]. The prefetch slice ticks every other step.
-template <std::size_t R, std::size_t Z, class Prefetch>
-ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_VNNI void wide_vnni_quad_tile(const std::uint32_t* base, std::size_t quads, const std::uint32_t* const* q,
-                                                                   const std::int32_t* bias, const float* scale, Prefetch pf, float* out,
-                                                                   std::size_t row_floats) noexcept {
-  __m512i a[R][Z];
-  for (std::size_t r = 0; r != R; ++r)
-    for (std::size_t z = 0; z != Z; ++z) a[r][z] = _mm512_set1_epi32(bias[r]);
-  for (std::size_t k = 0; k != quads; ++k) {
-    if (k % 2 == 0) pf.tick();
-    __m512i d[Z];
-    for (std::size_t z = 0; z != Z; ++z) d[z] = _mm512_load_si512(base + (z * quads + k) * 16);
-    for (std::size_t r = 0; r != R; ++r) {
-      const __m512i qc = _mm512_set1_epi32(int(q[r][k]));
-      for (std::size_t z = 0; z != Z; ++z) a[r][z] = wide_dpbusd(a[r][z], d[z], qc);
-    }
-  }
-  pf.rest();
-  for (std::size_t r = 0; r != R; ++r) {
-    const __m512 s = _mm512_set1_ps(scale[r]);
-    for (std::size_t z = 0; z != Z && z * 16 < row_floats; ++z) {
-      const std::size_t lanes = std::min<std::size_t>(16, row_floats - z * 16);
-      _mm512_mask_storeu_ps(out + r * row_floats + z * 16, __mmask16((1u << lanes) - 1), _mm512_mul_ps(_mm512_cvtepi32_ps(a[r][z]), s));
-    }
-  }
-}
 #endif
 
 }  // namespace detail
-
-/// vnni_quad_engine for 4- and 8-wide panels at run time (residual_on_vnni in a build without AVX-512 flags): the
-/// residual_engine decodes each group's panels 16 tokens at a time (detail::decode_residual_panels_u8_wide) into
-/// 16-token panels of u8 quads, and a tile is 16 / Z query rows x 4 W-wide panels, i.e. Z = W / 4 zmm accumulators a
-/// row (16 in all), handed to the folds as W-wide batches. Rows past the query (the last row block) are computed
-/// from the query's last row and ignored by the folds, as the AMX engines' are. Only where ALIGNER_HAVE_WIDE_VNNI.
-template <class Arch>
-struct wide_vnni_quad_engine : tile_engine_base<wide_vnni_quad_engine<Arch>, Arch, 4> {
-  using base = tile_engine_base<wide_vnni_quad_engine<Arch>, Arch, 4>;
-  using typename base::batch;
-  using base::width;
-  using base::block_panels;
-  static constexpr std::size_t zmm_per_row = (width * 4 + 15) / 16;  // W = 4: 1, W = 8: 2
-  static constexpr std::size_t block_rows = 16 / zmm_per_row;
-  static constexpr std::size_t span_bytes = std::size_t(256) << 10;
-
-  const void* panels;
-  std::size_t dim, doc_rows, panel_total, quads;
-  matrix_view<float> query;
-  const residual_i8_query* q8;
-  prefetch_hint next{};
-
-  wide_vnni_quad_engine(const void* panels_, std::size_t doc_rows_, matrix_view<float> query_, const residual_i8_query* q8_,
-                        prefetch_hint next_ = {}) noexcept
-      : panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)), quads((query_.cols + 3) / 4),
-        query(query_), q8(q8_), next(next_) {}
-
-  /// Bytes of one W-wide panel's share of the decoded 16-token panels.
-  std::size_t panel_bytes() const noexcept { return quads * width * 4; }
-
-  /// acc[r][v] = S tile (residual part) of rows i0 + r and panel p0 + v; p0 is a multiple of 4 (16 / W panels make
-  /// one decoded 16-token panel).
-  template <std::size_t R, std::size_t V>
-  void tile(std::size_t i0, std::size_t p0, batch (&out)[R][V]) const noexcept {
-#if ALIGNER_HAVE_WIDE_VNNI
-    if constexpr (width == 4 || width == 8) {
-      static_assert(R == block_rows, "the wide VNNI tiles are block_rows query rows");
-      const std::uint32_t* q[R];
-      std::int32_t bias[R];
-      float scale[R];
-      for (std::size_t r = 0; r != R; ++r) {
-        const std::size_t i = std::min(i0 + r, query.rows - 1);  // rows past the query: any valid row, ignored
-        q[r] = q8->quads.data() + i * quads;
-        bias[r] = q8->bias[i];
-        scale[r] = q8->scales[i];
-      }
-      const auto* base = static_cast<const std::uint32_t*>(panels) + p0 * quads * width;
-      pf.with_slice([&](auto slice) {
-        detail::wide_vnni_quad_tile<R, zmm_per_row>(base, quads, q, bias, scale, slice, reinterpret_cast<float*>(&out[0][0]), V * width);
-      });
-      return;
-    }
-#endif
-    (void)i0, (void)p0;
-    base::zero(out);
-  }
-
-  /// Every (row block, group of 4 panels) tile once, a span of panels at a time, prefetching the caller's next
-  /// bytes in slices (the AMX engines' order).
-  template <class Visit>
-  void sweep(Visit&& visit) const {
-    const std::size_t n = query.rows;
-    for_each_span(panels, panel_total, panel_bytes(), span_bytes, block_panels, (n + block_rows - 1) / block_rows, next,
-                  [&](std::size_t s0, std::size_t s1, span_prefetch& plan) {
-                    for (std::size_t i0 = 0; i0 < n; i0 += block_rows)
-                      for (std::size_t p0 = s0; p0 < s1; p0 += block_panels) {
-                        std::tie(pf.at, pf.stop) = plan.slice();
-                        visit.template operator()<block_rows>(i0, p0, std::min(block_panels, s1 - p0));
-                      }
-                  });
-  }
-
- private:
-  tile_prefetch pf;
-};
 
 /// Row stride of centroid_scores: the centroid count rounded up to whole panels.
 template <class Arch = default_arch>
@@ -1156,7 +1065,7 @@ template <class Arch, residual_path P>
 using residual_inner_t =
     std::conditional_t<P == residual_path::amx, amx_bf16_engine<Arch>,
                        std::conditional_t<P == residual_path::vnni,
-                                          std::conditional_t<panel_width<Arch> == 16, vnni_quad_engine<Arch>, wide_vnni_quad_engine<Arch>>,
+                                          vnni_quad_engine<Arch>,
                                           tile_engine<Arch, bf16_rounds_query<Arch> ? storage::bf16 : storage::f32>>>;
 }  // namespace detail
 

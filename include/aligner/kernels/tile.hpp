@@ -210,6 +210,22 @@ void sweep_tiles(const void* panels, std::size_t panel_total, std::size_t panel_
   });
 }
 
+/// The same order for engines whose tiles always compute BlockRows query rows (the run-time VNNI tiles of 4- and
+/// 8-wide panels): rows past the query in the last block are computed from valid rows and ignored by the folds (as
+/// the AMX engines' are), so every tile is visit.template operator()<BlockRows>.
+template <std::size_t BlockRows, std::size_t BlockPanels, class Visit>
+void sweep_blocks(const void* panels, std::size_t panel_total, std::size_t panel_bytes, std::size_t span_bytes, std::size_t n,
+                  prefetch_hint next, const tile_prefetch& pf, Visit&& visit) {
+  for_each_span(panels, panel_total, panel_bytes, span_bytes, BlockPanels, (n + BlockRows - 1) / BlockRows, next,
+                [&](std::size_t s0, std::size_t s1, span_prefetch& plan) {
+                  for (std::size_t i0 = 0; i0 < n; i0 += BlockRows)
+                    for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) {
+                      std::tie(pf.at, pf.stop) = plan.slice();
+                      visit.template operator()<BlockRows>(i0, p0, std::min(BlockPanels, s1 - p0));
+                    }
+                });
+}
+
 /// What every tile engine shares (CRTP over the engine `E`, which has `query`, `doc_rows` and a
 /// `tile<R, V>(i0, p0, acc)`): masking of padding lanes, lane indices, the run-time panel count dispatch and storing
 /// tiles as rows of S. `MaxV` is the engine's panels per tile (1 .. 4).
