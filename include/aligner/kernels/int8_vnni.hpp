@@ -281,10 +281,11 @@ struct vnni_i8_engine : tile_engine_base<vnni_i8_engine<Arch>, Arch, 4> {
   using base::block_panels;
   using traits = storage_traits<storage::i8>;
   /// Panel width 16: 4 x 4 tiles. 4- and 8-wide panels (at run time): 16 / W of them are re-laid into one 16-token
-  /// panel, and a tile is 16 / Z query rows x 4 panels, Z = W / 4 zmm accumulators a row (16 in all).
+  /// panel, and a tile is 8 query rows x 4 panels, Z = W / 4 zmm accumulators a row (8 or 16 in all; 16-row tiles
+  /// were 3-8% slower at 32 query rows and computed up to 15 rows past a short query: bench/RESULTS.md).
   static constexpr bool wide = width != 16;
   static constexpr std::size_t zmm_per_row = (width * 4 + 15) / 16;
-  static constexpr std::size_t block_rows = wide ? 16 / zmm_per_row : 4;
+  static constexpr std::size_t block_rows = wide ? 8 : 4;
   static constexpr std::size_t span_bytes = std::size_t(256) << 10;
 
   const unsigned char* panels;

@@ -802,8 +802,8 @@ bool decode_residual_panel_u8(const residual_codec& codec, const std::uint32_t* 
 /// S = float(acc) * s_i. The interface of tile_engine (residual_engine's inner engine). Only where
 /// ALIGNER_HAVE_VNNI_VBMI (elsewhere it is never constructed).
 /// 4- and 8-wide panels (at run time, a build without AVX-512 flags): the residual_engine decodes 16 / W of them into
-/// one 16-token panel (detail::decode_residual_panels_u8_wide), and a tile is 16 / Z query rows x 4 panels, Z = W / 4
-/// zmm accumulators a row (16 in all), handed to the folds as W-wide batches.
+/// one 16-token panel (detail::decode_residual_panels_u8_wide), and a tile is 8 query rows x 4 panels, Z = W / 4
+/// zmm accumulators a row, handed to the folds as W-wide batches.
 template <class Arch>
 struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
   using base = tile_engine_base<vnni_quad_engine<Arch>, Arch, 4>;
@@ -812,7 +812,7 @@ struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
   using base::block_panels;
   static constexpr bool wide = width != 16;
   static constexpr std::size_t zmm_per_row = (width * 4 + 15) / 16;
-  static constexpr std::size_t block_rows = wide ? 16 / zmm_per_row : 4;
+  static constexpr std::size_t block_rows = wide ? 8 : 4;
   static constexpr std::size_t span_bytes = std::size_t(256) << 10;
 
   const void* panels;
