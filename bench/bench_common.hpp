@@ -116,7 +116,7 @@ inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits 
     case aligner::storage::residual:
       if (aligner::kernel_info().amx_bf16) return "amx-bf16-residual-decode";
       if (ALIGNER_HAVE_VNNI_VBMI && aligner::panel_width<> == 16 && residual_nbits <= 4) return "avx512-vnni-residual-decode";
-      if (aligner::residual_vnni_compiled<> && aligner::avx512_vnni_vbmi_usable() && residual_nbits <= 4)
+      if (aligner::vnni_runs() && residual_nbits <= 4)
         return "avx512-vnni-wide" + std::to_string(aligner::panel_width<>) + "-residual-decode";
       if (aligner::wide_runs(aligner::storage::f32)) return "avx512-wide" + std::to_string(aligner::panel_width<>) + "-residual-decode";
       return aligner::bf16_rounds_query<> ? "avx512-bf16-residual-decode" : arch + "-residual-decode";

@@ -56,23 +56,27 @@ ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
 
 namespace aligner {
 
-/// True when int8 documents are scored by the vpdpwssd tiles of this file now: compiled for Arch (panel width 16)
-/// and AMX-INT8 not running.
-template <class Arch = default_arch>
-bool i8_on_vnni() {
-  if constexpr (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
-    return !i8_on_amx<Arch>();
-  else if constexpr (ALIGNER_HAVE_WIDE_VNNI && (panel_width<Arch> == 4 || panel_width<Arch> == 8))
-    return !i8_on_amx<Arch>() && avx512_vnni_vbmi_usable();
-  else
-    return false;
-}
-
 /// The VNNI int8 tiles run over this build's panels: compiled in (panel width 16 with AVX512-VNNI and VBMI in the
 /// flags), or at run time over 4- and 8-wide panels (16 / W of them re-laid or decoded into one 16-token panel).
 template <class Arch = default_arch>
 inline constexpr bool vnni_compiled = (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16) ||
                                       (ALIGNER_HAVE_WIDE_VNNI && (panel_width<Arch> == 4 || panel_width<Arch> == 8));
+
+/// True where the VNNI int8 tiles can run now: compiled in (a 16-wide build), or where avx512_vnni_vbmi_usable() for
+/// the run-time tiles of 4- and 8-wide panels.
+template <class Arch = default_arch>
+bool vnni_runs() {
+  if constexpr (vnni_compiled<Arch>)
+    return panel_width<Arch> == 16 || avx512_vnni_vbmi_usable();
+  else
+    return false;
+}
+
+/// True when int8 documents are scored by the vpdpwssd tiles of this file now: vnni_runs() and AMX-INT8 not running.
+template <class Arch = default_arch>
+bool i8_on_vnni() {
+  return vnni_runs<Arch>() && !i8_on_amx<Arch>();
+}
 
 /// Words of a query's 16-bit form: ceil(cols / 2) a row, then one float a row.
 inline constexpr std::size_t i16_query_words(std::size_t rows, std::size_t cols) noexcept { return rows * ((cols + 1) / 2 + 1); }
@@ -368,19 +372,20 @@ struct vnni_i8_engine : tile_engine_base<vnni_i8_engine<Arch>, Arch, 4> {
       const std::size_t g1 = std::min(panel_total, g0 + group_panels);
       group_first = g0;
       const prefetch_hint hint = g1 < panel_total ? prefetch_hint{panels + g1 * pb, (g1 - g0) * pb} : next;
-      auto visit_group = [&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) { visit.template operator()<R>(i0, g0 + p0, here); };
       if constexpr (wide) {
 #if ALIGNER_HAVE_WIDE_VNNI
         constexpr std::size_t per = 16 / width;
         float* scales = reinterpret_cast<float*>(scratch + group_panels * words);
         for (std::size_t p = g0; p < g1; p += per)
           detail::relayout_i8_pairs_wide<width>(panels + p * pb, pb, dim, std::min(per, g1 - p), scratch + (p - g0) * words, scales + (p - g0) * width);
-        sweep_blocks<block_rows, block_panels>(scratch, g1 - g0, words * 4, span_bytes, query.rows, hint, pf, visit_group);
 #endif
       } else {
         for (std::size_t p = g0; p != g1; ++p) relayout_i8_pairs(panels + p * pb + traits::header_words(width) * 4, dim, scratch + (p - g0) * words);
-        sweep_tiles<block_rows, block_panels>(scratch, g1 - g0, words * 4, span_bytes, query.rows, hint, pf, visit_group);
       }
+      sweep_tiles<block_rows, block_panels, !wide>(scratch, g1 - g0, words * 4, span_bytes, query.rows, hint, pf,
+                                                   [&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
+                                                     visit.template operator()<R>(i0, g0 + p0, here);
+                                                   });
     }
   }
 

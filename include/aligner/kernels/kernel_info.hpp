@@ -112,7 +112,7 @@ kernel_report kernel_info() {
   else if (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
     r.residual = "nbits 1-4: residual panels decoded to the codec's int8 values a group at a time (AVX512-VBMI), AVX512-VNNI vpdpbusd "
                  "register tiles, query in int8 (compile time); nbits 8: " + residual_vector;
-  else if (residual_vnni_compiled<Arch> && avx512_vnni_vbmi_usable())
+  else if (vnni_runs<Arch>())
     r.residual = "nbits 1-4: residual panels decoded 16 tokens at a time to the codec's int8 values (AVX512-VBMI), AVX512-VNNI vpdpbusd "
                  "register tiles over " + wide_panels + ", query in int8 (run time: the CPU and OS have AVX512-VNNI and VBMI); nbits 8: " +
                  residual_vector;

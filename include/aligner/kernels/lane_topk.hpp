@@ -143,6 +143,13 @@ struct lane_topk {
       b[k] = xsimd::swizzle(a[K - 1 - k], mask);
       if constexpr (Indexed) ib[k] = xsimd::swizzle(ia[K - 1 - k], mask);
     }
+    merge_reversed<K, Indexed>(a, ia, b, ib);
+  }
+
+  /// a (sorted best first) becomes the best K of a and b (sorted worst first), sorted: the element-wise better of
+  /// a_k and b_k is a bitonic sequence holding them.
+  template <std::size_t K, bool Indexed>
+  ALIGNER_ALWAYS_INLINE static void merge_reversed(batch (&a)[K], batch (&ia)[K], batch (&b)[K], batch (&ib)[K]) noexcept {
     for (std::size_t k = 0; k != K; ++k) exchange<Indexed>(a[k], ia[k], b[k], ib[k]);
     bitonic_merge<K, Indexed>(a, ia);
   }
@@ -179,8 +186,7 @@ struct lane_topk {
           ia[k] = ib[K - 1 - k] = batch(0.f);
         }
       }
-      for (std::size_t k = 0; k != K; ++k) exchange<Indexed>(a[k], ia[k], b[k], ib[k]);
-      bitonic_merge<K, Indexed>(a, ia);
+      merge_reversed<K, Indexed>(a, ia, b, ib);
     }
   }
 

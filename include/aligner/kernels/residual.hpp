@@ -696,17 +696,8 @@ inline constexpr std::size_t residual_vnni_max_dim = 32768;
 /// instructions and panel width 16; run time: nbits <= 4, dim <= residual_vnni_max_dim and AMX-BF16 not running).
 template <class Arch = default_arch>
 bool residual_on_vnni(const residual_codec& codec) noexcept {
-  if constexpr (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
-    return codec.nbits() <= 4 && codec.dim() <= residual_vnni_max_dim && !bf16_on_amx<Arch>();
-  else if constexpr (ALIGNER_HAVE_WIDE_VNNI && (panel_width<Arch> == 4 || panel_width<Arch> == 8))
-    return codec.nbits() <= 4 && codec.dim() <= residual_vnni_max_dim && !bf16_on_amx<Arch>() && avx512_vnni_vbmi_usable();
-  else
-    return (void)codec, false;
+  return codec.nbits() <= 4 && codec.dim() <= residual_vnni_max_dim && vnni_runs<Arch>() && !bf16_on_amx<Arch>();
 }
-
-/// The VNNI path runs over this build's panels (int8_vnni.hpp's vnni_compiled).
-template <class Arch = default_arch>
-inline constexpr bool residual_vnni_compiled = vnni_compiled<Arch>;
 
 /// The query as the VNNI kernel reads it, for one codec: row i's components scaled by the codec's value scales,
 /// x_c = q_ic * value_scale(c) (float), then the int8 token rule: s_i = max_c |x_c| / 127, q8_ic = round_even(x_c /
@@ -749,6 +740,32 @@ inline const residual_i8_query* residual_i8_or_convert(matrix_view<float> query,
   return &buffer;
 }
 
+namespace detail {
+
+/// The byte controls of the u8 decode (decode_residual_panel_u8's vpermb gather and vpmultishiftqb shifts) for a
+/// quad's codes laid out as W-wide panels' chunks one after the other: the chunk of panel P (4 components of its W
+/// lanes, 4 W B bits) first for P = 0, then 1, ...; lane L of the 16 is lane L % W of panel L / W, its code of
+/// component j at bit (P 4 W + j W + L % W) B of the chunks. Output byte 8 p + 4 h + j (lane 2 p + h, component j):
+/// gather brings the byte holding lanes 2 p and 2 p + 1 (the same byte: both codes fit in one) to byte j of qword p,
+/// and shift is the bit of lane 2 p + h's code in that qword. W = 16 is decode_residual_panel_u8's own layout.
+struct u8_decode_controls {
+  alignas(64) std::uint8_t gather[64], shift[64], high[64];
+};
+inline constexpr u8_decode_controls make_u8_decode_controls(std::size_t W, std::size_t B) {
+  u8_decode_controls k{};
+  for (std::size_t p = 0; p != 8; ++p)
+    for (std::size_t h = 0; h != 2; ++h)
+      for (std::size_t j = 0; j != 4; ++j) {
+        const std::size_t o = 8 * p + 4 * h + j, lane = 2 * p, bit = ((lane / W) * 4 * W + j * W + lane % W) * B;
+        k.gather[o] = std::uint8_t(h == 0 ? bit / 8 : 0);
+        k.shift[o] = std::uint8_t(8 * j + bit % 8 + B * h);
+        k.high[o] = std::uint8_t(16 * j);
+      }
+  return k;
+}
+
+}  // namespace detail
+
 /// The residual codes of one panel as the VNNI kernel's unsigned bytes (ref::residual_decode_u8, word for word):
 /// per component quad, one masked load of its codes (8 nbits bytes), a vpermb that brings the byte holding lanes 2p
 /// and 2p + 1's codes of component 4 c4 + j into byte j of qword p, a vpmultishiftqb that moves each lane's code to
@@ -761,25 +778,11 @@ bool decode_residual_panel_u8(const residual_codec& codec, const std::uint32_t* 
     const std::uint32_t* tables = codec.quad_tables();
     if (tables == nullptr) return false;
     const std::size_t B = codec.nbits(), dim = codec.dim(), quads = (dim + 3) / 4;
-    // Byte 8p + 4h + j of a quad's output: lane 2p + h, component 4 c4 + j. Component j's 16 codes are the 2B bytes
-    // from 2B j, lane l's at bit B l: lanes 2p and 2p + 1 share byte 2B j + B p / 4, from bit 2B p mod 8.
-    struct controls {
-      alignas(64) std::uint8_t gather[64], shift[64], high[64];
-    };
-    static constexpr auto make = [](std::size_t b) {
-      controls k{};
-      for (std::size_t p = 0; p != 8; ++p)
-        for (std::size_t h = 0; h != 2; ++h)
-          for (std::size_t j = 0; j != 4; ++j) {
-            const std::size_t o = 8 * p + 4 * h + j;
-            k.gather[o] = std::uint8_t(h == 0 ? 2 * b * j + b * p / 4 : 0);
-            k.shift[o] = std::uint8_t(8 * j + (2 * b * p) % 8 + b * h);
-            k.high[o] = std::uint8_t(16 * j);
-          }
-      return k;
-    };
-    static constexpr controls by_bits[3] = {make(1), make(2), make(4)};
-    const controls& k = by_bits[B == 1 ? 0 : B == 2 ? 1 : 2];
+    // Component j's 16 codes are the 2B bytes from 2B j, lane l's at bit B l: lanes 2p and 2p + 1 share byte
+    // 2B j + B p / 4, from bit 2B p mod 8 (make_u8_decode_controls at W = 16).
+    static constexpr detail::u8_decode_controls by_bits[3] = {detail::make_u8_decode_controls(16, 1), detail::make_u8_decode_controls(16, 2),
+                                                              detail::make_u8_decode_controls(16, 4)};
+    const detail::u8_decode_controls& k = by_bits[B == 1 ? 0 : B == 2 ? 1 : 2];
     const __m512i gather = _mm512_load_si512(k.gather), shift = _mm512_load_si512(k.shift), high = _mm512_load_si512(k.high);
     const __m512i mask = _mm512_set1_epi8(char((1 << B) - 1));
     const auto* words = reinterpret_cast<const unsigned char*>(panel + 8);
@@ -875,10 +878,7 @@ struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
 
   template <class Visit>
   void sweep(Visit&& visit) const {
-    if constexpr (wide)
-      sweep_blocks<block_rows, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit);
-    else
-      sweep_tiles<block_rows, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit);
+    sweep_tiles<block_rows, block_panels, !wide>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit);
   }
 
  private:
@@ -888,28 +888,6 @@ struct vnni_quad_engine : tile_engine_base<vnni_quad_engine<Arch>, Arch, 4> {
 // ------------------------------------------------------------- the VNNI path over 4- and 8-wide panels, at run time
 
 namespace detail {
-
-/// The byte controls of the u8 decode (decode_residual_panel_u8's vpermb gather and vpmultishiftqb shifts) for a
-/// quad's codes laid out as W-wide panels' chunks one after the other: the chunk of panel P (4 components of its W
-/// lanes, 4 W B bits) first for P = 0, then 1, ...; lane L of the 16 is lane L % W of panel L / W, its code of
-/// component j at bit (P 4 W + j W + L % W) B of the chunks. Output byte 8 p + 4 h + j (lane 2 p + h, component j):
-/// gather brings the byte holding lanes 2 p and 2 p + 1 (the same byte: both codes fit in one) to byte j of qword p,
-/// and shift is the bit of lane 2 p + h's code in that qword. W = 16 is decode_residual_panel_u8's own layout.
-struct u8_decode_controls {
-  alignas(64) std::uint8_t gather[64], shift[64], high[64];
-};
-inline constexpr u8_decode_controls make_u8_decode_controls(std::size_t W, std::size_t B) {
-  u8_decode_controls k{};
-  for (std::size_t p = 0; p != 8; ++p)
-    for (std::size_t h = 0; h != 2; ++h)
-      for (std::size_t j = 0; j != 4; ++j) {
-        const std::size_t o = 8 * p + 4 * h + j, lane = 2 * p, bit = ((lane / W) * 4 * W + j * W + lane % W) * B;
-        k.gather[o] = std::uint8_t(h == 0 ? bit / 8 : 0);
-        k.shift[o] = std::uint8_t(8 * j + bit % 8 + B * h);
-        k.high[o] = std::uint8_t(16 * j);
-      }
-  return k;
-}
 
 #if ALIGNER_HAVE_WIDE_VNNI
 /// decode_residual_panel_u8 for `count` (1 .. 16 / W) consecutive W-wide panels (W = 4, 8; `panel_words` apart) as
@@ -1198,7 +1176,7 @@ template <class Arch, class Run>
 decltype(auto) with_residual_path(const residual_codec& codec, Run&& run) {
   if constexpr (amx_tiles_fit<Arch>)
     if (bf16_on_amx<Arch>()) return run(std::integral_constant<residual_path, residual_path::amx>{});
-  if constexpr (residual_vnni_compiled<Arch>)
+  if constexpr (vnni_compiled<Arch>)
     if (residual_on_vnni<Arch>(codec)) return run(std::integral_constant<residual_path, residual_path::vnni>{});
   return run(std::integral_constant<residual_path, residual_path::vector>{});
 }

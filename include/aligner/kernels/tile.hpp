@@ -180,50 +180,38 @@ struct tile_prefetch {
   }
 };
 
-/// The sweep order of the file comment for an engine of BlockRows (4) query rows x BlockPanels panels: every
+/// The sweep order of the file comment for an engine of BlockRows query rows x BlockPanels panels: every
 /// (query row block, panel group) tile once, visit.template operator()<R>(i0, p0, panels_here), each tile's
-/// prefetch slice set in `pf` first. n: the query's rows.
-template <std::size_t BlockRows, std::size_t BlockPanels, class Visit>
+/// prefetch slice set in `pf` first. n: the query's rows. RowTails: the last 1 to 3 rows (BlockRows 4) are visited
+/// as a tile of that many; without, every tile is BlockRows rows (the run-time VNNI tiles of 4- and 8-wide panels:
+/// rows past the query are computed from valid rows and ignored by the folds, as the AMX engines' are).
+template <std::size_t BlockRows, std::size_t BlockPanels, bool RowTails = true, class Visit>
 void sweep_tiles(const void* panels, std::size_t panel_total, std::size_t panel_bytes, std::size_t span_bytes, std::size_t n,
                  prefetch_hint next, const tile_prefetch& pf, Visit&& visit) {
-  static_assert(BlockRows == 4, "the row tail visits 1 to 3 rows");
+  static_assert(!RowTails || BlockRows == 4, "the row tail visits 1 to 3 rows");
   for_each_span(panels, panel_total, panel_bytes, span_bytes, BlockPanels, (n + BlockRows - 1) / BlockRows, next,
                 [&](std::size_t s0, std::size_t s1, span_prefetch& plan) {
     auto prefetch_slice = [&]() { std::tie(pf.at, pf.stop) = plan.slice(); };
     std::size_t i0 = 0;
-    for (; i0 + BlockRows <= n; i0 += BlockRows)
+    for (; RowTails ? i0 + BlockRows <= n : i0 < n; i0 += BlockRows)
       for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) {
         prefetch_slice();
         visit.template operator()<BlockRows>(i0, p0, std::min(BlockPanels, s1 - p0));
       }
-    if (i0 == n) return;
-    for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) {
-      prefetch_slice();
-      const std::size_t here = std::min(BlockPanels, s1 - p0);
-      switch (n - i0) {
-        case 1: visit.template operator()<1>(i0, p0, here); break;
-        case 2: visit.template operator()<2>(i0, p0, here); break;
-        case 3: visit.template operator()<3>(i0, p0, here); break;
-        default: break;
+    if constexpr (RowTails) {
+      if (i0 == n) return;
+      for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) {
+        prefetch_slice();
+        const std::size_t here = std::min(BlockPanels, s1 - p0);
+        switch (n - i0) {
+          case 1: visit.template operator()<1>(i0, p0, here); break;
+          case 2: visit.template operator()<2>(i0, p0, here); break;
+          case 3: visit.template operator()<3>(i0, p0, here); break;
+          default: break;
+        }
       }
     }
   });
-}
-
-/// The same order for engines whose tiles always compute BlockRows query rows (the run-time VNNI tiles of 4- and
-/// 8-wide panels): rows past the query in the last block are computed from valid rows and ignored by the folds (as
-/// the AMX engines' are), so every tile is visit.template operator()<BlockRows>.
-template <std::size_t BlockRows, std::size_t BlockPanels, class Visit>
-void sweep_blocks(const void* panels, std::size_t panel_total, std::size_t panel_bytes, std::size_t span_bytes, std::size_t n,
-                  prefetch_hint next, const tile_prefetch& pf, Visit&& visit) {
-  for_each_span(panels, panel_total, panel_bytes, span_bytes, BlockPanels, (n + BlockRows - 1) / BlockRows, next,
-                [&](std::size_t s0, std::size_t s1, span_prefetch& plan) {
-                  for (std::size_t i0 = 0; i0 < n; i0 += BlockRows)
-                    for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) {
-                      std::tie(pf.at, pf.stop) = plan.slice();
-                      visit.template operator()<BlockRows>(i0, p0, std::min(BlockPanels, s1 - p0));
-                    }
-                });
 }
 
 /// What every tile engine shares (CRTP over the engine `E`, which has `query`, `doc_rows` and a
