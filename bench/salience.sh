@@ -36,6 +36,6 @@ for form in glove100 ctx100; do
     /usr/bin/time -f "training: %e s wall, %M KB peak RSS" "$bin/aligner" train-salience --collection "$coll" --vectors "$form" \
         --split train --strategy top1 --alpha-query "$aq" --alpha-doc "$ad" --init "$init" --threads 2 --out "$heads"
     echo "== $form, $name: pruning report"
-    "$bin/salience_bench" --collection "$coll" --vectors "$form" --heads "$heads" --threads 2 | tee "$work/report_${form}_$name.md"
+    "$bin/salience_bench" --collection "$coll" --vectors "$form" --heads "$heads" --candidates 10,100 --threads 2 | tee "$work/report_${form}_$name.md"
   done
 done

@@ -7,8 +7,15 @@
 // against each other rule at the same (beta_d, beta_q), both with the unweighted rerank (so that only the choice of
 // tokens differs), with a paired bootstrap (95% interval, seeded) and a per-query sign test.
 //
-//   salience_bench --collection DIR --vectors NAME --heads FILE [--split test] [--candidates 100] [--threads 2]
-//                  [--strategy top1] [--seed 0]
+// Two columns say how far the keep rule's candidates are from the ceiling that the full rerank sets: the share of the
+// judged relevant documents that are among the candidates, and the share of the exhaustive rerank's top 10 that are
+// (with every one of those, the pruned run returns the exhaustive ranking's top 10 exactly, so no keep rule can score
+// higher there than the unpruned rerank, up to documents that pruning drops from above a relevant one).
+//
+//   salience_bench --collection DIR --vectors NAME --heads FILE [--split test] [--candidates 100[,K2,...]]
+//                  [--threads 2] [--strategy top1] [--seed 0]
+//
+// With several --candidates values (k' per kept query token) the pruned table and the margins are printed for each.
 #include <aligner/aligner.hpp>
 #include <aligner/eval/idf.hpp>
 #include <aligner/eval/metrics.hpp>
@@ -16,6 +23,7 @@
 #include <aligner/io/npy.hpp>
 #include <aligner/io/salience_heads.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -28,7 +36,7 @@ namespace {
 
 struct args {
   std::string collection, vectors = "glove100", heads, split = "test", strategy = "top1";
-  std::size_t candidates = 100;
+  std::vector<std::size_t> candidates{100};
   unsigned threads = 2;
   std::uint64_t seed = 0;
 };
@@ -42,7 +50,16 @@ args parse(int argc, char** argv) {
     else if (f == "--heads") a.heads = v;
     else if (f == "--split") a.split = v;
     else if (f == "--strategy") a.strategy = v;
-    else if (f == "--candidates") a.candidates = std::stoul(v);
+    else if (f == "--candidates") {
+      a.candidates.clear();
+      for (std::size_t at = 0; at <= v.size();) {
+        const std::size_t end = std::min(v.find(',', at), v.size());
+        const std::size_t k = std::stoul(v.substr(at, end - at));
+        if (k == 0) throw std::runtime_error("--candidates: every k' must be >= 1");
+        a.candidates.push_back(k);
+        at = end + 1;
+      }
+    }
     else if (f == "--threads") a.threads = unsigned(std::stoul(v));
     else if (f == "--seed") a.seed = std::stoull(v);
     else throw std::runtime_error("unknown flag " + f);
@@ -116,9 +133,8 @@ int main(int argc, char** argv) try {
   std::vector<std::size_t> judged;
   for (std::size_t q = 0; q != c.queries.size(); ++q)
     if (c.judgments.count(c.queries.ids[q])) judged.push_back(q);
-  std::printf("# %s/%s, split %s: %zu documents, %zu tokens, dim %zu, %zu judged queries; k' = %zu, %s\n", a.collection.c_str(),
-              a.vectors.c_str(), a.split.c_str(), c.docs.size(), c.docs.tokens(), c.docs.dim, judged.size(), a.candidates,
-              strategy.name().c_str());
+  std::printf("# %s/%s, split %s: %zu documents, %zu tokens, dim %zu, %zu judged queries; %s\n", a.collection.c_str(),
+              a.vectors.c_str(), a.split.c_str(), c.docs.size(), c.docs.tokens(), c.docs.dim, judged.size(), strategy.name().c_str());
 
   // The rules.
   std::vector<rule> rules;
@@ -166,7 +182,9 @@ int main(int argc, char** argv) try {
   for (std::size_t r = 0; r != rules.size(); ++r)
     if (rules[r].weights) weighted[r] = std::make_unique<retriever>(aligner::exact_backend(c.docs.dim), c.docs.view(), rerank_params, rules[r].ud);
 
-  auto ndcg_of = [&](const std::vector<std::vector<std::int64_t>>& cands, const retriever& index, const std::vector<float>* uq) {
+  // nDCG@10 of reranking each query's candidates; `top10` (optional) receives each query's ten best documents.
+  auto ndcg_of = [&](const std::vector<std::vector<std::int64_t>>& cands, const retriever& index, const std::vector<float>* uq,
+                     std::vector<std::vector<std::int64_t>>* top10 = nullptr) {
     std::vector<aligner::search_result> res(judged.size());
     aligner::parallel_for(judged.size(), a.threads, [&](std::size_t i) {
       const std::size_t q = judged[i];
@@ -178,6 +196,7 @@ int main(int argc, char** argv) try {
     for (std::size_t i = 0; i != judged.size(); ++i) {
       auto& entries = run[c.queries.ids[judged[i]]];
       for (std::size_t k = 0; k != res[i].ids.size(); ++k) entries.push_back({c.docs.ids[std::size_t(res[i].ids[k])], res[i].scores[k]});
+      if (top10) top10->emplace_back(res[i].ids.begin(), res[i].ids.begin() + std::ptrdiff_t(std::min<std::size_t>(10, res[i].ids.size())));
     }
     const auto m = aligner::ndcg_at(10, run, c.judgments);
     std::vector<double> per;
@@ -185,63 +204,98 @@ int main(int argc, char** argv) try {
     return std::make_pair(m.mean, per);
   };
 
+  // Each judged query's relevant documents (grade > 0), as document numbers.
+  std::map<std::string, std::size_t> doc_number;
+  for (std::size_t d = 0; d != c.docs.size(); ++d) doc_number.emplace(c.docs.ids[d], d);
+  std::vector<std::vector<std::int64_t>> relevant(judged.size());
+  for (std::size_t i = 0; i != judged.size(); ++i)
+    for (const auto& [doc, grade] : c.judgments.at(c.queries.ids[judged[i]]))
+      if (const auto it = doc_number.find(doc); grade > 0 && it != doc_number.end()) relevant[i].push_back(std::int64_t(it->second));
+  // Mean over queries (with at least one of them) of the share of `wanted` among the sorted `cands`.
+  auto recall = [&](const std::vector<std::vector<std::int64_t>>& cands, const std::vector<std::vector<std::int64_t>>& wanted) {
+    double sum = 0;
+    std::size_t n = 0;
+    for (std::size_t i = 0; i != judged.size(); ++i) {
+      if (wanted[i].empty()) continue;
+      std::size_t hit = 0;
+      for (const auto id : wanted[i]) hit += std::binary_search(cands[i].begin(), cands[i].end(), id);
+      sum += double(hit) / double(wanted[i].size()), ++n;
+    }
+    return n ? sum / double(n) : 0.0;
+  };
+
   // The unpruned references: every document reranked.
   std::vector<std::vector<std::int64_t>> everything(judged.size());
   for (auto& v : everything)
     for (std::size_t d = 0; d != c.docs.size(); ++d) v.push_back(std::int64_t(d));
+  std::vector<std::vector<std::int64_t>> exhaustive_top10;
   std::printf("\n## Exhaustive rerank of every document (no pruning, no token search)\n\n| weights | nDCG@10 |\n|---|---|\n");
-  std::printf("| none | %.4f |\n", ndcg_of(everything, plain, nullptr).first);
+  std::printf("| none | %.4f |\n", ndcg_of(everything, plain, nullptr, &exhaustive_top10).first);
   for (std::size_t r = 0; r != rules.size(); ++r)
     if (rules[r].weights) std::printf("| %s | %.4f |\n", rules[r].name.c_str(), ndcg_of(everything, *weighted[r], &rules[r].uq).first);
   std::fflush(stdout);
 
   const double betas_d[] = {1.0, 0.4, 0.2, 0.1}, betas_q[] = {1.0, 0.5};
-  // per (rule, beta_d, beta_q): nDCG per query with the unweighted rerank
-  std::map<std::tuple<std::size_t, double, double>, std::vector<double>> own;
+  // per (k', rule, beta_d, beta_q): nDCG per query with the unweighted rerank
+  std::map<std::tuple<std::size_t, std::size_t, double, double>, std::vector<double>> own;
+  std::vector<std::string> rows(a.candidates.size());
   std::printf("\n## Pruned retrieval: token search over the kept tokens, full rerank\n\n");
-  std::printf("| keep rule | beta_d | beta_q | indexed vectors | token index MB | candidates | nDCG@10 unweighted rerank | nDCG@10 rule-weighted rerank |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+  std::printf("(relevant recall: the share of the judged relevant documents among the candidates; top-10 recall: the share of the\n"
+              "exhaustive unweighted rerank's top 10 among them; both means over the queries)\n");
   for (std::size_t r = 0; r != rules.size(); ++r)
     for (double bd : betas_d) {
       const retriever pruned(aligner::exact_backend(c.docs.dim), c.docs.view(), aligner::index_params{.doc_prune = bd}, rules[r].ud);
-      for (double bq : betas_q) {
-        std::vector<std::vector<std::int64_t>> cands(judged.size());
-        aligner::parallel_for(judged.size(), a.threads, [&](std::size_t i) {
-          const std::size_t q = judged[i];
-          const auto uq = std::span<const float>(rules[r].uq).subspan(std::size_t(c.queries.offsets[q]), c.queries.view().length(q));
-          const auto res = pruned.search(c.queries.sequence(q), {.strategy = strategy, .candidates_per_token = a.candidates,
-                                                                 .top = c.docs.size(), .query_prune = bq, .query_salience = uq,
-                                                                 .use_doc_salience = false});
-          cands[i] = res.ids;
-          std::sort(cands[i].begin(), cands[i].end());
-        });
-        double mean_cands = 0;
-        for (const auto& v : cands) mean_cands += double(v.size()) / double(judged.size());
-        const auto unweighted = ndcg_of(cands, plain, nullptr);
-        std::string weighted_text = "-";
-        if (rules[r].weights) {
-          const auto w = ndcg_of(cands, *weighted[r], &rules[r].uq);
-          char buf[32];
-          std::snprintf(buf, sizeof buf, "%.4f", w.first);
-          weighted_text = buf;
+      for (double bq : betas_q)
+        for (std::size_t ki = 0; ki != a.candidates.size(); ++ki) {
+          std::vector<std::vector<std::int64_t>> cands(judged.size());
+          aligner::parallel_for(judged.size(), a.threads, [&](std::size_t i) {
+            const std::size_t q = judged[i];
+            const auto uq = std::span<const float>(rules[r].uq).subspan(std::size_t(c.queries.offsets[q]), c.queries.view().length(q));
+            const auto res = pruned.search(c.queries.sequence(q), {.strategy = strategy, .candidates_per_token = a.candidates[ki],
+                                                                   .top = c.docs.size(), .query_prune = bq, .query_salience = uq,
+                                                                   .use_doc_salience = false});
+            cands[i] = res.ids;
+            std::sort(cands[i].begin(), cands[i].end());
+          });
+          double mean_cands = 0;
+          for (const auto& v : cands) mean_cands += double(v.size()) / double(judged.size());
+          const auto unweighted = ndcg_of(cands, plain, nullptr);
+          std::string weighted_text = "-";
+          if (rules[r].weights) {
+            const auto w = ndcg_of(cands, *weighted[r], &rules[r].uq);
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "%.4f", w.first);
+            weighted_text = buf;
+          }
+          own[{ki, r, bd, bq}] = unweighted.second;
+          const double mb = double(pruned.indexed_tokens() * c.docs.dim * sizeof(float) + pruned.indexed_postings() * 8) / 1e6;
+          char line[512];
+          std::snprintf(line, sizeof line, "| %s | %.1f | %.1f | %zu | %.1f | %.0f | %.3f | %.3f | %.4f | %s |\n", rules[r].name.c_str(), bd, bq,
+                        pruned.indexed_tokens(), mb, mean_cands, recall(cands, relevant), recall(cands, exhaustive_top10),
+                        unweighted.first, weighted_text.c_str());
+          rows[ki] += line;
+          std::fprintf(stderr, "k' = %zu %s", a.candidates[ki], line);
         }
-        own[{r, bd, bq}] = unweighted.second;
-        const double mb = double(pruned.indexed_tokens() * c.docs.dim * sizeof(float) + pruned.indexed_postings() * 8) / 1e6;
-        std::printf("| %s | %.1f | %.1f | %zu | %.1f | %.0f | %.4f | %s |\n", rules[r].name.c_str(), bd, bq, pruned.indexed_tokens(), mb,
-                    mean_cands, unweighted.first, weighted_text.c_str());
-        std::fflush(stdout);
-      }
     }
+  for (std::size_t ki = 0; ki != a.candidates.size(); ++ki) {
+    std::printf("\n### k' = %zu\n\n", a.candidates[ki]);
+    std::printf("| keep rule | beta_d | beta_q | indexed vectors | token index MB | candidates | relevant recall | top-10 recall | "
+                "nDCG@10 unweighted rerank | nDCG@10 rule-weighted rerank |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|\n%s", rows[ki].c_str());
+  }
 
-  std::printf("\n## Learned keep against each other keep rule (unweighted rerank): nDCG@10 difference\n\n");
-  std::printf("| other rule | beta_d | beta_q | learned - other | 95%% bootstrap | queries better / worse | sign test p |\n|---|---|---|---|---|---|---|\n");
-  for (std::size_t r = 1; r != rules.size(); ++r)
-    for (double bd : betas_d)
-      for (double bq : betas_q) {
-        const auto m = compare(own[{0, bd, bq}], own[{r, bd, bq}], a.seed + 7);
-        std::printf("| %s | %.1f | %.1f | %+.4f | [%+.4f, %+.4f] | %zu / %zu | %.3g |\n", rules[r].name.c_str(), bd, bq, m.mean, m.lo, m.hi,
-                    m.wins, m.losses, sign_test(m.wins, m.losses));
-      }
+  for (std::size_t ki = 0; ki != a.candidates.size(); ++ki) {
+    std::printf("\n## Learned keep against each other keep rule (unweighted rerank, k' = %zu): nDCG@10 difference\n\n", a.candidates[ki]);
+    std::printf("| other rule | beta_d | beta_q | learned - other | 95%% bootstrap | queries better / worse | sign test p |\n"
+                "|---|---|---|---|---|---|---|\n");
+    for (std::size_t r = 1; r != rules.size(); ++r)
+      for (double bd : betas_d)
+        for (double bq : betas_q) {
+          const auto m = compare(own[{ki, 0, bd, bq}], own[{ki, r, bd, bq}], a.seed + 7);
+          std::printf("| %s | %.1f | %.1f | %+.4f | [%+.4f, %+.4f] | %zu / %zu | %.3g |\n", rules[r].name.c_str(), bd, bq, m.mean, m.lo, m.hi,
+                      m.wins, m.losses, sign_test(m.wins, m.losses));
+        }
+  }
   std::printf("\n# %.0f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
   return 0;
 } catch (const std::exception& e) {
