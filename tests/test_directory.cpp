@@ -359,6 +359,11 @@ TEST_CASE("directory: a corrupt, truncated, missing or newer file is refused nam
   CHECK_THROWS_WITH(aligner::index_directory_reader(dir), Catch::Contains("MANIFEST") && Catch::Contains("newer aligner") &&
                                                              Catch::Contains("directory format 2"));
   CHECK_THROWS_WITH(aligner::index_directory_reader(dir / "nope"), Catch::Contains("not an index directory"));
+  // a writer opening a folder that holds no index says so, and leaves nothing in it (no LOCK file)
+  CHECK_THROWS_WITH(aligner::index_directory_writer::open(dir / "nope"), Catch::Contains("not an index directory"));
+  fs::create_directories(dir / "plain");
+  CHECK_THROWS_WITH(aligner::index_directory_writer::open(dir / "plain"), Catch::Contains("not an index directory"));
+  CHECK(fs::is_empty(dir / "plain"));
   fs::remove_all(dir);
 }
 

@@ -30,6 +30,7 @@ __all__ = [
     "salience", "prune", "prune_keep_count", "strategy_name", "ndcg_at", "mrr_at", "recall_at", "map_at",
     "mean_average_precision", "precision_at", "load_collection", "load_qrels", "load_run", "save_run",
     "load_beir_jsonl", "load_npy", "run_from_results", "load_salience_heads",
+    "IndexDirectoryWriter", "IndexDirectoryReader", "build_directory",
 ]
 
 __version__ = _aligner.__version__
@@ -211,12 +212,24 @@ class Retriever:
         return self._r.search_batch(queries, offsets, query_salience, threads, args)
 
     def explain(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,
-                use_doc_salience: bool = True) -> dict:
+                use_doc_salience: bool = True, use_query_salience: bool = True) -> dict:
         """The aligned pairs behind document `id`'s score: a dict of arrays query_token, doc_token, similarity,
         weight (grouped by query token, best first) and numerator, z and score; pass the search's strategy,
         normalisation and salience and `score` equals the search's score of that document."""
-        args = _aligner._SearchArgs(1, strategy, normalize, 1, True, 0, 0, 1.0, use_doc_salience, None, None)
+        args = _aligner._SearchArgs(1, strategy, normalize, 1, True, 0, 0, 1.0, use_doc_salience, None, None,
+                                    use_query_salience)
         return self._r.explain(query, id, query_salience, args)
+
+    def view(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,
+             use_doc_salience: bool = True, use_query_salience: bool = True, query_words=None, doc_words=None,
+             title: str = "", html: bool = True) -> str:
+        """The picture of document `id`'s alignment with `query`: S as a heatmap (query tokens as rows), the aligned
+        cells outlined, the salience as bars, the score and its parts; a self-contained HTML page (html=True, no
+        script, no network) or an SVG. query_words / doc_words label the tokens (one str each; None: positions).
+        Write it to a file, or show it in a notebook with IPython.display.HTML / SVG."""
+        args = _aligner._SearchArgs(1, strategy, normalize, 1, True, 0, 0, 1.0, use_doc_salience, None, None,
+                                    use_query_salience)
+        return self._r.view(query, id, query_salience, args, query_words, doc_words, title, html)
 
     # ---- files ----
     def save(self, path) -> None:
@@ -228,6 +241,230 @@ class Retriever:
         """Opens an index file written by save() or by the CLI (`aligner index`), with the backend it was built
         with; mmap=True maps the token store read-only instead of reading it."""
         return cls(0, _impl=_aligner._Retriever.load(str(path), mmap))
+
+
+class _DirectoryFacts:
+    """Facts of an index directory's commit, shared by its writer and reader."""
+
+    _d: Any
+
+    def _facts(self) -> dict:
+        return self._d.facts()
+
+    @property
+    def path(self) -> str:
+        return self._facts()["path"]
+
+    @property
+    def dim(self) -> int:
+        return self._facts()["dim"]
+
+    @property
+    def generation(self) -> int:
+        """The commit's number: every add, remove and compact commits once."""
+        return self._facts()["generation"]
+
+    @property
+    def size(self) -> int:
+        """Document ids ever assigned (removed ones included: ids are never reused)."""
+        return self._facts()["size"]
+
+    def __len__(self) -> int:
+        """Live documents."""
+        return self._facts()["live_size"]
+
+    @property
+    def tokens(self) -> int:
+        """Tokens held by the segments (removed documents' included until compact())."""
+        return self._facts()["tokens"]
+
+    @property
+    def segments(self) -> int:
+        return self._facts()["segments"]
+
+    @property
+    def storage(self) -> str:
+        """"f32", "bf16", "f16", "i8" or "residual:N"."""
+        return self._facts()["storage"]
+
+    @property
+    def centroids(self) -> int:
+        """Centroids of the residual codec (0: none yet, or not a residual store)."""
+        return self._facts()["centroids"]
+
+    @property
+    def closed(self) -> bool:
+        return self._d.closed
+
+    def close(self) -> None:
+        """Releases the directory (a writer's LOCK, a reader's mapped segments); later calls raise ValueError."""
+        self._d.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"{type(self).__name__}(closed)"
+        f = self._facts()
+        return (f"{type(self).__name__}({f['path']!r}, dim={f['dim']}, storage={f['storage']!r}, "
+                f"documents={f['live_size']}, segments={f['segments']}, generation={f['generation']})")
+
+
+class IndexDirectoryWriter(_DirectoryFacts):
+    """The one writer of an index directory: a folder of immutable segments in which every add, remove and compact
+    is one atomic commit (a crash at any moment leaves the last commit; readers, also in other processes, see a
+    commit once they refresh). Made by create() or open(); holds the directory's LOCK until close() (or the end of
+    a `with` block), so a second writer is refused with OSError. The C++ index_directory_writer.
+
+        with aligner.IndexDirectoryWriter.create("idx", dim=128) as w:   # residual:2 codes by default
+            w.add(docs, names=[...])          # one segment, one commit; the codec is trained on the first add
+            w.remove([3, 7])
+            w.compact()
+    """
+
+    def __init__(self, _impl):
+        self._d = _impl
+
+    @classmethod
+    def create(cls, path, dim: int, *, storage: str = "residual:2", residual_centroids: int = 0,
+               residual_iterations: int = 10, residual_anisotropy: float = 0.0, seed: int = 0, threads: int = 1,
+               check_finite: bool = True) -> "IndexDirectoryWriter":
+        """Creates a new index directory at `path` (a new or empty folder) for vectors of `dim` components.
+
+        storage: "residual:N" (a centroid id plus N bits a component, N in 1, 2, 4, 8; the codec is trained on the
+        first add's tokens with residual_centroids (0: PLAID's rule), residual_iterations, residual_anisotropy (0:
+        0.19 (dim - 1)), seed and threads), or "f32", "bf16", "f16", "i8". check_finite: refuse NaN/Inf in added
+        documents. OSError when `path` already holds an index directory."""
+        _check_int("dim", dim, 1)
+        return cls(_aligner._DirectoryWriter.create(os.fspath(path), dim, storage, residual_centroids,
+                                                     residual_iterations, float(residual_anisotropy), seed, threads,
+                                                     check_finite))
+
+    @classmethod
+    def open(cls, path) -> "IndexDirectoryWriter":
+        """Opens an existing index directory for writing (checked as a reader checks it)."""
+        return cls(_aligner._DirectoryWriter.open(os.fspath(path)))
+
+    def add(self, docs, offsets=None, *, salience=None, names=None):
+        """Adds documents as one new segment and commits; returns their ids (int64, consecutive, never reused).
+        `docs`: a list of [tokens, dim] arrays, or one [tokens, dim] array (one document; or all documents back to
+        back with `offsets`). salience: one value per token or None (every add of a directory must match the
+        first). names: one str per document (no line breaks) or None (again as the first add). All or nothing."""
+        return self._d.add(docs, offsets, salience, names)
+
+    def remove(self, ids) -> None:
+        """Removes one id or an array of ids and commits (all or nothing: every id must be live and listed once)."""
+        self._d.remove(ids)
+
+    def compact(self) -> None:
+        """Merges every segment into one without the removed documents (codes copied, ids kept) and commits."""
+        self._d.compact()
+
+
+class IndexDirectoryReader(_DirectoryFacts):
+    """Searches an index directory: the commit it opened (or last refreshed to), while a writer, in this process or
+    another, goes on changing the directory. Results equal those of one Retriever holding the same documents with
+    the same removals (ids, scores, order). Searches may run from many Python threads at once (the GIL is
+    released). The C++ index_directory_reader.
+
+        r = aligner.IndexDirectoryReader("idx")
+        ids, scores = r.search(query, top=10)        # centroid postings (nprobe 4, ndocs 1000), exact rerank
+        r.refresh()                                  # pick up the writer's newer commits
+    """
+
+    def __init__(self, path):
+        self._d = _aligner._DirectoryReader(os.fspath(path))
+
+    def refresh(self) -> bool:
+        """Moves to the newest commit (mapped segments are reused); True when it changed."""
+        return self._d.refresh()
+
+    def name(self, id: int) -> str:
+        """The name document `id` was added with ("" when the directory stores none); ValueError for an id that is
+        not live."""
+        return self._d.name(id)
+
+    def is_live(self, id: int) -> bool:
+        """True when `id` names a document that was added and not removed."""
+        return self._d.is_live(id)
+
+    def _args(self, top, strategy, normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience, allowed_ids,
+              filter, use_query_salience):
+        residual = self.storage.startswith("residual")
+        if exhaustive is None:
+            exhaustive = not residual
+        if nprobe is None:
+            nprobe = 4 if residual and not exhaustive else 0
+        if ndocs is None:
+            ndocs = 1000 if nprobe > 0 else 0
+        return _aligner._SearchArgs(top, strategy, normalize, 4000, exhaustive, nprobe, ndocs, query_prune,
+                                    use_doc_salience, allowed_ids, filter, use_query_salience)
+
+    def search(self, query, *, top: int = 10, strategy: str = "top1", normalize: str = "mean",
+               exhaustive: Optional[bool] = None, nprobe: Optional[int] = None, ndocs: Optional[int] = None,
+               query_salience=None, query_prune: float = 1.0, use_doc_salience: bool = True, allowed_ids=None,
+               filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True) -> SearchResult:
+        """The top documents of one query [tokens, dim], best first (score descending, ties to the smaller id).
+
+        Candidates: a residual directory's centroid postings (nprobe best centroids per kept query token, default
+        4; ndocs, default 1000, keeps the best by the centroid-only score; 0: all), or every live document
+        (exhaustive; the default, and the only way, for a directory of another storage). Then the exact rerank
+        of every candidate. The other keywords as in Retriever.search."""
+        args = self._args(top, strategy, normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
+                          allowed_ids, filter, use_query_salience)
+        return self._d.search(query, query_salience, args)
+
+    def search_batch(self, queries, offsets=None, *, threads: int = 0, top: int = 10, strategy: str = "top1",
+                     normalize: str = "mean", exhaustive: Optional[bool] = None, nprobe: Optional[int] = None,
+                     ndocs: Optional[int] = None, query_salience=None, query_prune: float = 1.0,
+                     use_doc_salience: bool = True, allowed_ids=None, filter: Optional[Callable[[int], bool]] = None,
+                     use_query_salience: bool = True) -> list:
+        """search() for many queries (a list of arrays, or one array with offsets) on `threads` threads (0: all
+        cores), all on one commit; results equal serial searches."""
+        args = self._args(top, strategy, normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
+                          allowed_ids, filter, use_query_salience)
+        return self._d.search_batch(queries, offsets, query_salience, threads, args)
+
+    def explain(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,
+                use_doc_salience: bool = True, use_query_salience: bool = True) -> dict:
+        """As Retriever.explain: the aligned pairs behind document `id`'s score (equal to its search score)."""
+        args = _aligner._SearchArgs(1, strategy, normalize, 1, True, 0, 0, 1.0, use_doc_salience, None, None,
+                                    use_query_salience)
+        return self._d.explain(query, id, query_salience, args)
+
+    def view(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,
+             use_doc_salience: bool = True, use_query_salience: bool = True, query_words=None, doc_words=None,
+             title: str = "", html: bool = True) -> str:
+        """As Retriever.view: the picture of document `id`'s alignment, HTML (html=True) or SVG."""
+        args = _aligner._SearchArgs(1, strategy, normalize, 1, True, 0, 0, 1.0, use_doc_salience, None, None,
+                                    use_query_salience)
+        return self._d.view(query, id, query_salience, args, query_words, doc_words, title, html)
+
+
+def build_directory(path, vectors, offsets, *, names=None, storage: str = "residual:2", residual_centroids: int = 0,
+                    residual_iterations: int = 10, residual_anisotropy: float = 0.0, seed: int = 0,
+                    segment_tokens: int = 1 << 22, chunk_tokens: int = 1 << 18, training_tokens: int = 0,
+                    threads: int = 1, progress: Optional[Callable[[int, int], Any]] = None) -> dict:
+    """Builds a new index directory at `path` from token vectors that need not fit in memory, and returns a report
+    (documents, tokens, segments, centroids, train_seconds, encode_seconds).
+
+    vectors: the path of a .npy file [tokens, dim] of float32 or float16 (memory-mapped and read chunk by chunk;
+    the pages read are dropped again, so the resident set never holds the collection), or an array (a float32
+    C-contiguous one, np.memmap included, is read in place; any other is converted a chunk at a time). offsets:
+    documents + 1 integers from 0 to tokens (document d is rows offsets[d]..offsets[d+1]). names: one str per
+    document or None. A residual codec is trained first on training_tokens tokens drawn from the whole collection
+    (0: max(64 K, 65536)); every segment_tokens tokens (whole documents) are committed as a segment, so a build that
+    stops leaves a readable directory of the segments so far. threads: encoding threads (0: all cores).
+    progress(done_tokens, total_tokens) is called before the first chunk and after each. The codes do not depend on
+    the chunking or the threads: the directory searches exactly as one built by IndexDirectoryWriter.add with the
+    same codec."""
+    return _aligner._build_directory(os.fspath(path), vectors, offsets, names, storage, residual_centroids,
+                                     residual_iterations, float(residual_anisotropy), seed, segment_tokens,
+                                     chunk_tokens, training_tokens, threads, progress)
 
 
 def _check_int(name: str, value: Any, low: int) -> None:

@@ -1,5 +1,5 @@
-// The Python module aligner._aligner: scoring, the gate, salience, pruning, metrics and readers (this file) and the
-// Retriever (retriever.cpp). The Python package (python/aligner/__init__.py) re-exports it with docstrings and
+// The Python module aligner._aligner: scoring, the gate, salience, pruning, metrics and readers (this file), the
+// Retriever (retriever.cpp) and the index directory (directory.cpp). The Python package (python/aligner/__init__.py) re-exports it with docstrings and
 // type stubs.
 #include <aligner/aligner.hpp>
 #include <aligner/eval/idf.hpp>
@@ -19,6 +19,7 @@
 namespace aligner_py {
 
 void bind_retriever(py::module_& m);
+void bind_directory(py::module_& m);
 
 namespace {
 
@@ -273,4 +274,5 @@ PYBIND11_MODULE(_aligner, m) {
   m.def("set_vnni_enabled", [](bool on) { aligner::set_vnni_enabled(on); }, py::arg("on").noconvert());
 
   bind_retriever(m);
+  bind_directory(m);
 }

@@ -12,7 +12,7 @@
 #include <shared_mutex>
 #include <variant>
 
-#include "common.hpp"
+#include "search.hpp"
 
 namespace aligner_py {
 
@@ -26,70 +26,6 @@ using any_retriever = std::variant<aligner::aligner_retriever<aligner::exact_bac
                                    , aligner::aligner_retriever<aligner::hnswlib_backend>
 #endif
                                    >;
-
-/// Ranked documents of one query, with the search's diagnostics. Unpacks as (ids, scores).
-struct py_result {
-  py::array_t<std::int64_t> ids;
-  py::array_t<float> scores;
-  std::size_t candidates_scored = 0, tokens_searched = 0, query_tokens_pruned = 0, backend_hits = 0;
-  bool reranked_all_allowed = false, empty_query = false;
-
-  static py_result from(aligner::search_result&& r) {
-    py_result out;
-    out.ids = to_numpy(std::move(r.ids));
-    out.scores = to_numpy(std::move(r.scores));
-    out.candidates_scored = r.candidates_scored;
-    out.tokens_searched = r.tokens_searched;
-    out.query_tokens_pruned = r.query_tokens_pruned;
-    out.backend_hits = r.backend_hits;
-    out.reranked_all_allowed = r.reranked_all_allowed;
-    out.empty_query = r.empty_query;
-    return out;
-  }
-};
-
-/// The knobs of one search, read from Python keywords; owns what the C++ search_params views.
-struct py_search_args {
-  aligner::search_params p;
-  std::optional<f32_array> query_salience;
-  std::vector<std::int64_t> allowed;
-  py::object filter;  ///< kept alive for the std::function
-
-  /// One query's salience (None: none), owned here and viewed by the search parameters.
-  void set_query_salience(py::handle values, std::size_t rows) {
-    if (values.is_none()) return;
-    query_salience = as_vector(values, "query_salience", rows);
-    p.query_salience = span_of(query_salience);
-  }
-
-  py_search_args(std::size_t top, const std::string& strategy, const std::string& normalize, std::size_t candidates, bool exhaustive,
-                 std::size_t nprobe, std::size_t ndocs, double query_prune, bool use_doc_salience, py::handle allowed_ids,
-                 py::handle filter_fn, bool use_query_salience) {
-    p.strategy = aligner::alignment::parse(strategy);
-    p.norm = aligner::parse_normalization(normalize);
-    p.top = top;
-    p.candidates_per_token = candidates;
-    p.exhaustive = exhaustive;
-    p.nprobe = nprobe;
-    p.ndocs = ndocs;
-    p.query_prune = query_prune;
-    p.use_doc_salience = use_doc_salience;
-    p.use_query_salience = use_query_salience;
-    if (!allowed_ids.is_none()) {
-      allowed = as_int64(allowed_ids, "allowed_ids");
-      p.allowed_ids = allowed;
-    }
-    if (!filter_fn.is_none()) {
-      if (!PyCallable_Check(filter_fn.ptr())) throw py::type_error("filter must be callable (document id -> bool)");
-      filter = py::reinterpret_borrow<py::object>(filter_fn);
-      py::object* f = &filter;  // lives as long as this object, which outlives the search
-      p.filter = [f](std::int64_t id) {
-        py::gil_scoped_acquire gil;
-        return py::cast<bool>((*f)(id));
-      };
-    }
-  }
-};
 
 class py_retriever {
  public:
@@ -106,29 +42,12 @@ class py_retriever {
                             std::size_t residual_iterations, double residual_anisotropy, std::uint64_t seed, unsigned threads,
                             aligner::graph_settings graph) {
     if (dim == 0) throw py::value_error("dim must be >= 1, got 0");
-    if (!aligner::anisotropy_setting_valid(residual_anisotropy))
-      throw py::value_error("residual_anisotropy must be 0 (default) or in [1, 1e6], got " + std::to_string(residual_anisotropy));
     aligner::index_params params;
-    if (storage == "residual" || storage.rfind("residual:", 0) == 0) {
-      params.precision = aligner::storage::residual;
-      if (storage.size() > 9) {
-        const std::string bits = storage.substr(9);
-        if (bits != "1" && bits != "2" && bits != "4" && bits != "8")
-          throw py::value_error("storage 'residual:N' needs N in 1, 2, 4 or 8, got '" + storage + "'");
-        residual_nbits = std::size_t(std::stoi(bits));
-      }
-    } else if (!aligner::parse_storage(storage, params.precision)) {
-      throw py::value_error("storage must be one of " + aligner::storage_names(", ") + ", residual or residual:N, got '" + storage + "'");
-    }
+    params.precision = storage_arg(storage, residual_nbits);
+    params.residual = residual_arg(residual_nbits, residual_centroids, residual_iterations, residual_anisotropy, seed, threads);
     params.doc_prune = doc_prune;
     params.dedup_tokens = dedup_tokens;
     params.token_index = token_index;
-    params.residual.nbits = residual_nbits;
-    params.residual.centroids = residual_centroids;
-    params.residual.iterations = residual_iterations;
-    params.residual.anisotropy = residual_anisotropy;
-    params.residual.seed = seed;
-    params.residual.threads = threads;
     params.threads = threads;  // hnswlib inserts on these threads too
     return aligner::with_backend(
         backend, dim,
@@ -225,23 +144,21 @@ class py_retriever {
       std::shared_lock lock(mu_);
       e = visit([&](const auto& ret) { return ret.explain(q.view(), id, a.p); });
     }
-    std::vector<std::uint32_t> qi(e.pairs.size()), dj(e.pairs.size());
-    std::vector<float> sim(e.pairs.size()), w(e.pairs.size());
-    for (std::size_t n = 0; n != e.pairs.size(); ++n) {
-      qi[n] = e.pairs[n].query_token;
-      dj[n] = e.pairs[n].doc_token;
-      sim[n] = e.pairs[n].similarity;
-      w[n] = e.pairs[n].weight;
+    return explanation_dict(std::move(e));
+  }
+
+  /// The alignment picture of document `id` (S from the scorer's kernel, the aligned cells of the explanation).
+  std::string view(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a, py::handle query_words,
+                   py::handle doc_words, const std::string& title, bool html) const {
+    const f32_matrix q = as_matrix(query, "query", dim());
+    a.set_query_salience(query_salience, q.view().rows);
+    aligner::alignment_view v;
+    {
+      py::gil_scoped_release release;
+      std::shared_lock lock(mu_);
+      v = visit([&](const auto& ret) { return aligner::make_alignment_view(ret, q.view(), id, a.p); });
     }
-    py::dict out;
-    out["query_token"] = to_numpy(std::move(qi));
-    out["doc_token"] = to_numpy(std::move(dj));
-    out["similarity"] = to_numpy(std::move(sim));
-    out["weight"] = to_numpy(std::move(w));
-    out["numerator"] = e.numerator;
-    out["z"] = e.z;
-    out["score"] = e.score;
-    return out;
+    return render_view(std::move(v), query_words, doc_words, title, html);
   }
 
   /// For the binding-overhead benchmark: seconds of `repeats` passes of C++ search calls over the queries (one call
@@ -329,6 +246,8 @@ void bind_retriever(py::module_& m) {
       .def("search_batch", &py_retriever::search_batch, py::arg("queries"), py::arg("offsets"), py::arg("query_salience"),
            py::arg("threads"), py::arg("args"))
       .def("explain", &py_retriever::explain, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"))
+      .def("view", &py_retriever::view, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"), py::arg("query_words"),
+           py::arg("doc_words"), py::arg("title"), py::arg("html"))
       .def("_bench_search", &py_retriever::bench_search, py::arg("queries"), py::arg("repeats"), py::arg("args"))
       .def("save", &py_retriever::save, py::arg("path"))
       .def_static("load", &py_retriever::load, py::arg("path"), py::arg("mmap"));

@@ -1,8 +1,15 @@
 """NumPy references, written from SPEC.md independently of the C++ code: S in float64, a stable sort per row (ties
 toward the smaller document token), the gate by bisection, trec_eval's measures."""
 import math
+import os
 
 import numpy as np
+import pytest
+
+# The aligner tool of this build (tests that compare with it skip without it) and the bundled collections.
+CLI = os.environ.get("ALIGNER_CLI")
+DATA = os.environ.get("ALIGNER_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "data"))
+needs_cli = pytest.mark.skipif(not CLI or not os.path.exists(CLI), reason="ALIGNER_CLI (the aligner tool of this build) not set")
 
 
 def row_budget(strategy: str, m: int) -> int:

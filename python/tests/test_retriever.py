@@ -263,11 +263,10 @@ def test_bad_arguments_change_nothing():
         aligner.Retriever(DIM, doc_prune=1.5)
 
 
-CLI = os.environ.get("ALIGNER_CLI")
-DATA = os.environ.get("ALIGNER_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "data"))
+CLI, DATA = ref.CLI, ref.DATA
 
 
-@pytest.mark.skipif(not CLI or not os.path.exists(CLI), reason="ALIGNER_CLI (the aligner tool of this build) not set")
+@ref.needs_cli
 def test_same_results_as_the_cli_on_cranfield(tmp_path):
     cran = os.path.join(DATA, "cranfield")
     col = aligner.load_collection(cran)

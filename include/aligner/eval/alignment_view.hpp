@@ -96,7 +96,7 @@ alignment_view make_alignment_view(const aligner_retriever<Backend>& index, matr
   ALIGNER_EXPECTS(!index.is_removed(id), "alignment view: document id ", id, " was removed");
   ALIGNER_EXPECTS(query.rows == 0 || query.cols == index.dim(), "query dim ", query.cols, " does not match the index dim ", index.dim());
   p.strategy.validate();
-  const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.query_salience});
+  const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience()}, index.params().precision);
   return make_alignment_view(pq, index.store(), std::size_t(id), p.use_doc_salience);
 }
 

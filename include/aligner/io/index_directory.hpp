@@ -678,6 +678,9 @@ class index_directory_writer {
 
   /// Opens an existing directory for writing (verifies it as a reader does). A second writer is refused.
   static index_directory_writer open(const std::filesystem::path& dir) {
+    // Checked before the LOCK is taken, so that opening a folder that holds no index leaves no LOCK file in it.
+    if (!std::filesystem::exists(dir / detail::manifest_name()))
+      throw io_error((dir / detail::manifest_name()).string() + ": not an index directory (no MANIFEST)");
     index_directory_writer w(dir);
     w.snap_ = detail::open_snapshot(dir, nullptr);
     w.collect_garbage();

@@ -1,0 +1,157 @@
+// What the Retriever and the index directory share: the storage and residual-codec arguments, the search knobs read
+// from Python keywords, the result type (SearchResult), an explanation as a dict and the alignment picture.
+#pragma once
+
+#include <aligner/eval/alignment_view.hpp>
+#include <aligner/kernels/storage.hpp>
+#include <aligner/math/explain.hpp>
+#include <aligner/math/residual_training.hpp>
+#include <aligner/pipeline/search_params.hpp>
+
+#include "common.hpp"
+
+namespace aligner_py {
+
+/// A storage argument: "f32", "bf16", "f16", "i8", "residual" or "residual:N" (N in 1, 2, 4, 8: sets residual_nbits).
+inline aligner::storage storage_arg(const std::string& storage, std::size_t& residual_nbits) {
+  aligner::storage out = aligner::storage::f32;
+  if (storage == "residual" || storage.rfind("residual:", 0) == 0) {
+    if (storage.size() > 9) {
+      const std::string bits = storage.substr(9);
+      if (bits != "1" && bits != "2" && bits != "4" && bits != "8")
+        throw py::value_error("storage 'residual:N' needs N in 1, 2, 4 or 8, got '" + storage + "'");
+      residual_nbits = std::size_t(std::stoi(bits));
+    }
+    return aligner::storage::residual;
+  }
+  if (!aligner::parse_storage(storage, out))
+    throw py::value_error("storage must be one of " + aligner::storage_names(", ") + ", residual or residual:N, got '" + storage + "'");
+  return out;
+}
+
+/// The residual codec's training settings from keyword arguments (the anisotropy checked here, the rest by the library).
+inline aligner::residual_params residual_arg(std::size_t nbits, std::size_t centroids, std::size_t iterations, double anisotropy,
+                                             std::uint64_t seed, unsigned threads) {
+  if (!aligner::anisotropy_setting_valid(anisotropy))
+    throw py::value_error("residual_anisotropy must be 0 (default) or in [1, 1e6], got " + std::to_string(anisotropy));
+  return {.nbits = nbits, .centroids = centroids, .iterations = iterations, .anisotropy = anisotropy, .seed = seed, .threads = threads};
+}
+
+/// Ranked documents of one query, with the search's diagnostics. Unpacks as (ids, scores).
+struct py_result {
+  py::array_t<std::int64_t> ids;
+  py::array_t<float> scores;
+  std::size_t candidates_scored = 0, tokens_searched = 0, query_tokens_pruned = 0, backend_hits = 0;
+  bool reranked_all_allowed = false, empty_query = false;
+
+  static py_result from(aligner::search_result&& r) {
+    py_result out;
+    out.ids = to_numpy(std::move(r.ids));
+    out.scores = to_numpy(std::move(r.scores));
+    out.candidates_scored = r.candidates_scored;
+    out.tokens_searched = r.tokens_searched;
+    out.query_tokens_pruned = r.query_tokens_pruned;
+    out.backend_hits = r.backend_hits;
+    out.reranked_all_allowed = r.reranked_all_allowed;
+    out.empty_query = r.empty_query;
+    return out;
+  }
+};
+
+/// The knobs of one search, read from Python keywords; owns what the C++ search_params views.
+struct py_search_args {
+  aligner::search_params p;
+  std::optional<f32_array> query_salience;
+  std::vector<std::int64_t> allowed;
+  py::object filter;  ///< kept alive for the std::function
+
+  /// One query's salience (None: none), owned here and viewed by the search parameters.
+  void set_query_salience(py::handle values, std::size_t rows) {
+    if (values.is_none()) return;
+    query_salience = as_vector(values, "query_salience", rows);
+    p.query_salience = span_of(query_salience);
+  }
+
+  py_search_args(std::size_t top, const std::string& strategy, const std::string& normalize, std::size_t candidates, bool exhaustive,
+                 std::size_t nprobe, std::size_t ndocs, double query_prune, bool use_doc_salience, py::handle allowed_ids,
+                 py::handle filter_fn, bool use_query_salience) {
+    p.strategy = aligner::alignment::parse(strategy);
+    p.norm = aligner::parse_normalization(normalize);
+    p.top = top;
+    p.candidates_per_token = candidates;
+    p.exhaustive = exhaustive;
+    p.nprobe = nprobe;
+    p.ndocs = ndocs;
+    p.query_prune = query_prune;
+    p.use_doc_salience = use_doc_salience;
+    p.use_query_salience = use_query_salience;
+    if (!allowed_ids.is_none()) {
+      allowed = as_int64(allowed_ids, "allowed_ids");
+      p.allowed_ids = allowed;
+    }
+    if (!filter_fn.is_none()) {
+      if (!PyCallable_Check(filter_fn.ptr())) throw py::type_error("filter must be callable (document id -> bool)");
+      filter = py::reinterpret_borrow<py::object>(filter_fn);
+      py::object* f = &filter;  // lives as long as this object, which outlives the search
+      p.filter = [f](std::int64_t id) {
+        py::gil_scoped_acquire gil;
+        return py::cast<bool>((*f)(id));
+      };
+    }
+  }
+};
+
+/// An explanation as the dict Retriever.explain returns: arrays query_token, doc_token, similarity, weight (one entry
+/// per aligned pair) and the floats numerator, z, score.
+inline py::dict explanation_dict(aligner::explanation&& e) {
+  std::vector<std::uint32_t> qi(e.pairs.size()), dj(e.pairs.size());
+  std::vector<float> sim(e.pairs.size()), w(e.pairs.size());
+  for (std::size_t n = 0; n != e.pairs.size(); ++n) {
+    qi[n] = e.pairs[n].query_token;
+    dj[n] = e.pairs[n].doc_token;
+    sim[n] = e.pairs[n].similarity;
+    w[n] = e.pairs[n].weight;
+  }
+  py::dict out;
+  out["query_token"] = to_numpy(std::move(qi));
+  out["doc_token"] = to_numpy(std::move(dj));
+  out["similarity"] = to_numpy(std::move(sim));
+  out["weight"] = to_numpy(std::move(w));
+  out["numerator"] = e.numerator;
+  out["z"] = e.z;
+  out["score"] = e.score;
+  return out;
+}
+
+/// Strings from Python: None (none) or a sequence of str with one entry per `what` (`name` in the messages).
+inline std::vector<std::string> strings_arg(py::handle obj, std::size_t expected, const char* name, const char* what) {
+  std::vector<std::string> out;
+  if (obj.is_none()) return out;
+  if (py::isinstance<py::str>(obj) || !py::isinstance<py::sequence>(obj))
+    throw py::type_error(std::string(name) + " must be a sequence of str (one per " + what + ") or None, got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+  const auto seq = py::reinterpret_borrow<py::sequence>(obj);
+  if (seq.size() != expected)
+    throw py::value_error(std::string(name) + " has " + std::to_string(seq.size()) + " entries for " + std::to_string(expected) + " " + what);
+  out.reserve(expected);
+  for (std::size_t i = 0; i != expected; ++i) {
+    const py::handle item = seq[i];
+    if (!py::isinstance<py::str>(item))
+      throw py::type_error(std::string(name) + "[" + std::to_string(i) + "] must be str, got " +
+                           std::string(py::str(py::type::of(item).attr("__name__"))));
+    out.push_back(py::cast<std::string>(item));
+  }
+  return out;
+}
+
+/// The picture of an alignment (eval/alignment_view.hpp) as SVG or a self-contained HTML page, with the tokens
+/// labelled by `query_words` / `doc_words` (None: by position) and a title.
+inline std::string render_view(aligner::alignment_view&& v, py::handle query_words, py::handle doc_words, const std::string& title, bool html) {
+  v.query_words = strings_arg(query_words, v.rows, "query_words", "query token");
+  v.doc_words = strings_arg(doc_words, v.cols, "doc_words", "document token");
+  v.title = title;
+  v.validate();
+  return html ? aligner::alignment_html(v) : aligner::alignment_svg(v);
+}
+
+}  // namespace aligner_py
