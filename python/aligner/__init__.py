@@ -30,7 +30,7 @@ __all__ = [
     "salience", "prune", "prune_keep_count", "strategy_name", "ndcg_at", "mrr_at", "recall_at", "map_at",
     "mean_average_precision", "precision_at", "load_collection", "load_qrels", "load_run", "save_run",
     "load_beir_jsonl", "load_npy", "run_from_results", "load_salience_heads",
-    "IndexDirectoryWriter", "IndexDirectoryReader", "build_directory",
+    "IndexDirectoryWriter", "IndexDirectoryReader", "build_directory", "train_salience",
 ]
 
 __version__ = _aligner.__version__
@@ -465,6 +465,38 @@ def build_directory(path, vectors, offsets, *, names=None, storage: str = "resid
     return _aligner._build_directory(os.fspath(path), vectors, offsets, names, storage, residual_centroids,
                                      residual_iterations, float(residual_anisotropy), seed, segment_tokens,
                                      chunk_tokens, training_tokens, threads, progress)
+
+
+def train_salience(queries, docs, examples, *, query_offsets=None, doc_offsets=None, strategy: str = "top1",
+                   normalize: str = "mean", alpha_query: float = 0.5, alpha_doc: float = 0.4, epsilon: float = 0.002,
+                   epsilon_start: float = 0.0, temperature: float = 20.0, in_batch_negatives: bool = True,
+                   batch_size: int = 32, epochs: int = 20, learning_rate: float = 0.01,
+                   final_learning_rate: float = 0.1, holdout: float = 0.1, patience: int = 3, seed: int = 0,
+                   hard_negatives: int = 16, start=None, threads: int = 1,
+                   on_epoch: Optional[Callable[[dict], Any]] = None, out=None) -> dict:
+    """Learns the query and document salience heads u = lambda * ReLU(w . x + b) on frozen token vectors, from
+    labelled pairs (the C++ salience_trainer; `aligner train-salience` does the same for a collection folder).
+
+    queries, docs: lists of [tokens, dim] arrays, or one array each with query_offsets / doc_offsets. examples: a
+    sequence of (query index, relevant document indices) or (query index, relevant, negatives). hard_negatives > 0
+    replaces every example's negatives by its best-scoring non-relevant documents (an exhaustive search under the
+    strategy, without salience); 0 keeps the given ones. The loss is the softmax cross-entropy of tau * sim over
+    the relevant document, the negatives and (in_batch_negatives) the batch's other documents, with the
+    entropy-regularised gate at the budgets alpha_query, alpha_doc (1: no gate, the heads are weights) and
+    temperature epsilon (annealed from epsilon_start when it is larger). Adam with a cosine decay to
+    final_learning_rate, early stopping on a seeded holdout (patience epochs); deterministic for a seed at any
+    thread count. start: None (w = 0, b = 1), a heads file's path, or a dict as returned here.
+
+    Returns a dict: "query" and "doc" heads (each the keyword arguments of aligner.salience: weights, bias,
+    gate_alpha, gate_epsilon), "dim", "best_epoch", "stopped_early", "train_queries", "holdout_queries" and
+    "epochs" (one dict per epoch, the start first: train_loss, holdout_loss, holdout_accuracy, learning_rate,
+    epsilon, seconds). on_epoch(dict) is called after each epoch. out: also write the heads file there (atomically;
+    the CLI's --salience FILE and load_salience_heads read it); nothing is written when anything is refused."""
+    return _aligner._train_salience(queries, docs, examples, query_offsets, doc_offsets, strategy, normalize,
+                                    float(alpha_query), float(alpha_doc), float(epsilon), float(epsilon_start),
+                                    float(temperature), in_batch_negatives, batch_size, epochs, float(learning_rate),
+                                    float(final_learning_rate), float(holdout), patience, seed, hard_negatives, start,
+                                    threads, on_epoch, out)
 
 
 def _check_int(name: str, value: Any, low: int) -> None:

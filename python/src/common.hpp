@@ -117,10 +117,12 @@ inline std::span<const float> span_of(const std::optional<f32_array>& v) {
   return v ? std::span<const float>(v->data(), v->size()) : std::span<const float>();
 }
 
-/// Integers (offsets, ids) as int64, converted once; refuses float arrays (TypeError) and uint64 values above 2^63 - 1.
+/// Integers (offsets, ids) as int64, converted once; refuses float arrays (TypeError; an empty one is an empty list) and
+/// uint64 values above 2^63 - 1.
 inline std::vector<std::int64_t> as_int64(py::handle obj, const char* name) {
   py::array a = real_array(obj, name);
   if (a.ndim() != 1) throw py::value_error(std::string(name) + " must be a 1-d array, got shape " + shape_text(a));
+  if (a.size() == 0) return {};  // an empty list reaches here as float64: it holds no number of the wrong kind
   if (a.dtype().kind() == 'f') throw py::type_error(std::string(name) + " must hold integers, got dtype " + std::string(py::str(a.dtype())));
   auto ints = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
   if (a.dtype().kind() == 'u') {  // uint64 above 2^63 would wrap

@@ -1,5 +1,5 @@
 // The Python module aligner._aligner: scoring, the gate, salience, pruning, metrics and readers (this file), the
-// Retriever (retriever.cpp) and the index directory (directory.cpp). The Python package (python/aligner/__init__.py) re-exports it with docstrings and
+// Retriever (retriever.cpp), the index directory (directory.cpp) and salience training (training.cpp). The Python package (python/aligner/__init__.py) re-exports it with docstrings and
 // type stubs.
 #include <aligner/aligner.hpp>
 #include <aligner/eval/idf.hpp>
@@ -14,12 +14,13 @@
 #include <map>
 #include <string>
 
-#include "common.hpp"
+#include "search.hpp"
 
 namespace aligner_py {
 
 void bind_retriever(py::module_& m);
 void bind_directory(py::module_& m);
+void bind_training(py::module_& m);
 
 namespace {
 
@@ -98,14 +99,8 @@ py::dict load_salience_heads(const std::string& path) {
   py::dict out;
   out["dim"] = file.heads.dim();
   out["trained_with"] = file.trained_with;
-  for (const auto* head : {&file.heads.query, &file.heads.doc}) {
-    py::dict h;
-    h["weights"] = to_numpy(std::vector<float>(head->weights().begin(), head->weights().end()));
-    h["bias"] = double(head->bias());
-    h["gate_alpha"] = head->gate() ? py::object(py::float_(head->gate()->alpha)) : py::object(py::none());
-    h["gate_epsilon"] = head->gate() ? head->gate()->epsilon : 0.002;
-    out[head == &file.heads.query ? "query" : "doc"] = h;
-  }
+  out["query"] = head_dict(file.heads.query);
+  out["doc"] = head_dict(file.heads.doc);
   return out;
 }
 
@@ -275,4 +270,5 @@ PYBIND11_MODULE(_aligner, m) {
 
   bind_retriever(m);
   bind_directory(m);
+  bind_training(m);
 }

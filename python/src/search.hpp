@@ -6,6 +6,7 @@
 #include <aligner/kernels/storage.hpp>
 #include <aligner/math/explain.hpp>
 #include <aligner/math/residual_training.hpp>
+#include <aligner/math/salience.hpp>
 #include <aligner/pipeline/search_params.hpp>
 
 #include "common.hpp"
@@ -121,6 +122,16 @@ inline py::dict explanation_dict(aligner::explanation&& e) {
   out["z"] = e.z;
   out["score"] = e.score;
   return out;
+}
+
+/// A salience head as the dict salience() takes: weights, bias, gate_alpha (None: no gate), gate_epsilon.
+inline py::dict head_dict(const aligner::salience_scorer& head) {
+  py::dict h;
+  h["weights"] = to_numpy(std::vector<float>(head.weights().begin(), head.weights().end()));
+  h["bias"] = double(head.bias());
+  h["gate_alpha"] = head.gate() ? py::object(py::float_(head.gate()->alpha)) : py::object(py::none());
+  h["gate_epsilon"] = head.gate() ? head.gate()->epsilon : 0.002;
+  return h;
 }
 
 /// Strings from Python: None (none) or a sequence of str with one entry per `what` (`name` in the messages).

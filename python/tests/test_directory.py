@@ -341,6 +341,8 @@ def test_bad_input_is_refused_and_changes_nothing(tmp_path):
     with pytest.raises(TypeError, match="integers"):
         w.remove(np.array([1.0]))
     assert w.generation == gen and len(w) == 5
+    w.remove([])  # nothing to remove: no commit
+    assert w.generation == gen
     w.remove(2)
     with pytest.raises(ValueError, match="already removed"):
         w.remove(2)
