@@ -79,20 +79,19 @@ class py_directory_writer {
 
   /// Releases the directory's LOCK (the writer is unusable afterwards); a second close does nothing.
   void close() {
-    py::gil_scoped_release release;
-    const std::lock_guard lock(mu_);
+    const auto lock = locked();
     w_.reset();
   }
   bool closed() const {
-    const std::lock_guard lock(mu_);
+    const auto lock = locked();
     return !w_;
   }
 
   /// The writer's last commit, as a dict of facts.
   py::dict facts() const {
-    std::shared_ptr<const aligner::directory_snapshot> s;
-    with([&](const aligner::index_directory_writer& w) { s = std::make_shared<const aligner::directory_snapshot>(w.snapshot()); });
-    return snapshot_facts(*s);
+    py::dict out;
+    with([&](const aligner::index_directory_writer& w) { out = snapshot_facts(w.snapshot()); });
+    return out;
   }
 
   static py::dict snapshot_facts(const aligner::directory_snapshot& s) {
@@ -110,15 +109,27 @@ class py_directory_writer {
   }
 
  private:
+  /// The writer's mutex, waited for without the GIL (a Python thread holding the GIL must not block the others while
+  /// another thread's add runs).
+  std::unique_lock<std::mutex> locked() const {
+    std::unique_lock lock(mu_, std::defer_lock);
+    if (PyGILState_Check()) {
+      py::gil_scoped_release release;
+      lock.lock();
+    } else {
+      lock.lock();
+    }
+    return lock;
+  }
   template <class Fn>
   void with(Fn&& fn) const {
-    const std::lock_guard lock(mu_);
+    const auto lock = locked();
     if (!w_) throw py::value_error("the index directory writer is closed");
     fn(*w_);
   }
   template <class Fn>
   void with(Fn&& fn) {
-    const std::lock_guard lock(mu_);
+    const auto lock = locked();
     if (!w_) throw py::value_error("the index directory writer is closed");
     fn(*w_);
   }

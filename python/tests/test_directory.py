@@ -214,6 +214,32 @@ def test_readers_search_from_threads_while_the_writer_commits(tmp_path):
         np.testing.assert_array_equal(d.search(q, top=5).ids, brute_force(docs, q, top=5)[0])
 
 
+def test_a_writer_shared_by_python_threads(tmp_path):
+    docs = collection(seed=14, docs=40)
+    w = aligner.IndexDirectoryWriter.create(tmp_path / "d", DIM, storage="f32")
+    got, errors = [], []
+
+    def add(part):
+        try:
+            got.append((part, w.add([docs[i] for i in part])))
+            assert len(w) >= len(part) and w.generation >= 2  # facts read while other threads commit
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=add, args=(list(range(k, 40, 4)),)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(w) == 40 and w.segments == 4
+    assert sorted(np.concatenate([ids for _, ids in got]).tolist()) == list(range(40))  # each add its own ids
+    w.close()
+    d = aligner.IndexDirectoryReader(tmp_path / "d")
+    order = [docs[i] for part, _ in sorted(got, key=lambda pi: pi[1][0]) for i in part]  # the documents in id order
+    for q in queries(seed=15, n=3):
+        np.testing.assert_array_equal(d.search(q, top=8).ids, brute_force(order, q, top=8)[0])
+
+
 def write_npy(path, array):
     np.save(path, array)
     return path
