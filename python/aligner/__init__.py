@@ -22,7 +22,8 @@ import os
 from typing import Any, Callable, Iterable, Optional
 
 from . import _aligner
-from ._aligner import SearchResult, backends, kernel_info, set_amx_enabled, set_avx512_enabled, set_vnni_enabled  # noqa: F401
+from ._aligner import (SearchResult, backends, kernel_info, paper_grid, set_amx_enabled, set_avx512_enabled,  # noqa: F401
+                       set_vnni_enabled, token_idf)
 
 __all__ = [
     "Retriever", "SearchResult", "backends", "kernel_info", "set_amx_enabled", "set_avx512_enabled", "set_vnni_enabled", "score",
@@ -30,7 +31,8 @@ __all__ = [
     "salience", "prune", "prune_keep_count", "strategy_name", "ndcg_at", "mrr_at", "recall_at", "map_at",
     "mean_average_precision", "precision_at", "load_collection", "load_qrels", "load_run", "save_run",
     "load_beir_jsonl", "load_npy", "run_from_results", "load_salience_heads",
-    "IndexDirectoryWriter", "IndexDirectoryReader", "build_directory", "train_salience",
+    "IndexDirectoryWriter", "IndexDirectoryReader", "build_directory", "train_salience", "token_idf", "fit_salience",
+    "fit_idf_salience", "paper_grid", "adapt", "fold_protocol",
 ]
 
 __version__ = _aligner.__version__
@@ -210,6 +212,17 @@ class Retriever:
         args = _aligner._SearchArgs(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
                                     use_doc_salience, allowed_ids, filter, use_query_salience)
         return self._r.search_batch(queries, offsets, query_salience, threads, args)
+
+    def search_multi(self, query, strategies, *, top: int = 10, normalize: str = "mean", candidates: int = 4000,
+                     exhaustive: bool = False, nprobe: int = 0, ndocs: int = 0, query_salience=None,
+                     query_prune: float = 1.0, use_doc_salience: bool = True, allowed_ids=None,
+                     filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True) -> list:
+        """One query under several strategies at once (a list of strategy strings, a comma-separated string or
+        "paper" for paper_grid()): the candidates are gathered and S computed once; result g equals
+        search(query, strategy=strategies[g], ...). What few-shot adaptation needs (adapt, fold_protocol)."""
+        args = _aligner._SearchArgs(top, "top1", normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
+                                    use_doc_salience, allowed_ids, filter, use_query_salience)
+        return self._r.search_multi(query, strategies, query_salience, args)
 
     def explain(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,
                 use_doc_salience: bool = True, use_query_salience: bool = True) -> dict:
@@ -429,6 +442,15 @@ class IndexDirectoryReader(_DirectoryFacts):
                           allowed_ids, filter, use_query_salience)
         return self._d.search_batch(queries, offsets, query_salience, threads, args)
 
+    def search_multi(self, query, strategies, *, top: int = 10, normalize: str = "mean",
+                     exhaustive: Optional[bool] = None, nprobe: Optional[int] = None, ndocs: Optional[int] = None,
+                     query_salience=None, query_prune: float = 1.0, use_doc_salience: bool = True, allowed_ids=None,
+                     filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True) -> list:
+        """As Retriever.search_multi: one query under several strategies, candidates and S computed once."""
+        args = self._args(top, "top1", normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
+                          allowed_ids, filter, use_query_salience)
+        return self._d.search_multi(query, strategies, query_salience, args)
+
     def explain(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,
                 use_doc_salience: bool = True, use_query_salience: bool = True) -> dict:
         """As Retriever.explain: the aligned pairs behind document `id`'s score (equal to its search score)."""
@@ -497,6 +519,42 @@ def train_salience(queries, docs, examples, *, query_offsets=None, doc_offsets=N
                                     float(temperature), in_batch_negatives, batch_size, epochs, float(learning_rate),
                                     float(final_learning_rate), float(holdout), patience, seed, hard_negatives, start,
                                     threads, on_epoch, out)
+
+
+def fit_salience(vectors, targets, *, ridge: float = 1e-3, gate_alpha: Optional[float] = None,
+                 gate_epsilon: float = 0.002):
+    """Fits one salience head w . x + b to `targets` (one per row of `vectors` [tokens, dim]) by ridge least
+    squares (`ridge` on w); returns (head, r_squared), the head as salience()'s keyword arguments (with the gate
+    of gate_alpha / gate_epsilon, or none)."""
+    return _aligner._fit_salience(vectors, targets, float(ridge), gate_alpha, float(gate_epsilon))
+
+
+def fit_idf_salience(docs, token_ids, offsets=None, *, vocab_size: int = 0, sample: int = 200000, seed: int = 0,
+                     ridge: float = 1e-3, gate_alpha: Optional[float] = None, gate_epsilon: float = 0.002):
+    """The head fitted to the IDF of the documents' token ids (token_idf; vocab_size 0: the largest id + 1) on a
+    seeded sample of at most `sample` document tokens: (head, r_squared). `docs` as Retriever.add takes them,
+    `token_ids` one vocabulary id per token. The `--init idf-fit` start of train_salience (pass
+    start={"query": head, "doc": head}) and the CLI's --salience idf when used as weights."""
+    return _aligner._fit_idf_salience(docs, token_ids, offsets, vocab_size, sample, seed, float(ridge), gate_alpha,
+                                      float(gate_epsilon))
+
+
+def adapt(values, queries=None, *, grid=None, choices: Optional[int] = None) -> dict:
+    """Few-shot alignment adaptation (SPEC section 7): `values` [queries, strategies] holds a metric (e.g. nDCG@10)
+    of each labelled query under each strategy of `grid` (default paper_grid(); a list of strategy strings, a
+    comma-separated string or "paper"). Picks the strategy with the best mean over `queries` (row indices; None:
+    all) among the first `choices` columns (ties go to the earlier one). Returns {"means", "best", "strategy"}."""
+    return _aligner._adapt(values, queries, grid, choices)
+
+
+def fold_protocol(values, *, grid=None, shots: int = 8, seed: int = 0, baseline: Optional[int] = None,
+                  choices: Optional[int] = None) -> dict:
+    """The paper's protocol on a table as adapt() takes it: the rows shuffled (seeded), folds of `shots` rows,
+    adapt on each fold and evaluate the choice on every other row. Returns "mean" and "std" over folds (population
+    standard deviation), the same for the `baseline` column ("baseline_mean", "baseline_std"; default the grid's
+    top1, else column 0) and "folds" (each: shots, means, best, strategy, held_out, baseline_held_out). The CLI's
+    `aligner adapt` is this over the judged queries in query-id order."""
+    return _aligner._fold_protocol(values, grid, shots, seed, baseline, choices)
 
 
 def _check_int(name: str, value: Any, low: int) -> None:

@@ -191,6 +191,21 @@ class py_directory_reader {
     return out;
   }
 
+  py::list search_multi(py::handle query, py::handle strategies, py::handle query_salience, py_search_args& a) const {
+    const auto r = reader();
+    const f32_matrix q = as_matrix(query, "query", r->dim());
+    a.set_query_salience(query_salience, q.view().rows);
+    const auto grid = grid_arg(strategies, "strategies");
+    std::vector<aligner::search_result> rs;
+    {
+      py::gil_scoped_release release;
+      rs = r->search_multi(q.view(), grid, a.p);
+    }
+    py::list out;
+    for (auto& x : rs) out.append(py_result::from(std::move(x)));
+    return out;
+  }
+
   py::dict explain(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a) const {
     const auto r = reader();
     const f32_matrix q = as_matrix(query, "query", r->dim());
@@ -319,6 +334,8 @@ void bind_directory(py::module_& m) {
       .def("search", &py_directory_reader::search, py::arg("query"), py::arg("query_salience"), py::arg("args"))
       .def("search_batch", &py_directory_reader::search_batch, py::arg("queries"), py::arg("offsets"), py::arg("query_salience"),
            py::arg("threads"), py::arg("args"))
+      .def("search_multi", &py_directory_reader::search_multi, py::arg("query"), py::arg("strategies"), py::arg("query_salience"),
+           py::arg("args"))
       .def("explain", &py_directory_reader::explain, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"))
       .def("view", &py_directory_reader::view, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"),
            py::arg("query_words"), py::arg("doc_words"), py::arg("title"), py::arg("html"));

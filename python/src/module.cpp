@@ -1,5 +1,6 @@
 // The Python module aligner._aligner: scoring, the gate, salience, pruning, metrics and readers (this file), the
-// Retriever (retriever.cpp), the index directory (directory.cpp) and salience training (training.cpp). The Python package (python/aligner/__init__.py) re-exports it with docstrings and
+// Retriever (retriever.cpp), the index directory (directory.cpp), salience training (training.cpp), salience fitting
+// and few-shot adaptation (eval.cpp). The Python package (python/aligner/__init__.py) re-exports it with docstrings and
 // type stubs.
 #include <aligner/aligner.hpp>
 #include <aligner/eval/idf.hpp>
@@ -21,6 +22,7 @@ namespace aligner_py {
 void bind_retriever(py::module_& m);
 void bind_directory(py::module_& m);
 void bind_training(py::module_& m);
+void bind_eval(py::module_& m);
 
 namespace {
 
@@ -271,4 +273,5 @@ PYBIND11_MODULE(_aligner, m) {
   bind_retriever(m);
   bind_directory(m);
   bind_training(m);
+  bind_eval(m);
 }

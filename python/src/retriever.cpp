@@ -135,6 +135,21 @@ class py_retriever {
     return out;
   }
 
+  py::list search_multi(py::handle query, py::handle strategies, py::handle query_salience, py_search_args& a) const {
+    const f32_matrix q = as_matrix(query, "query", dim());
+    a.set_query_salience(query_salience, q.view().rows);
+    const auto grid = grid_arg(strategies, "strategies");
+    std::vector<aligner::search_result> rs;
+    {
+      py::gil_scoped_release release;
+      std::shared_lock lock(mu_);
+      rs = visit([&](const auto& ret) { return ret.search_multi(q.view(), grid, a.p); });
+    }
+    py::list out;
+    for (auto& r : rs) out.append(py_result::from(std::move(r)));
+    return out;
+  }
+
   py::dict explain(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a) const {
     const f32_matrix q = as_matrix(query, "query", dim());
     a.set_query_salience(query_salience, q.view().rows);
@@ -245,6 +260,7 @@ void bind_retriever(py::module_& m) {
       .def("search", &py_retriever::search, py::arg("query"), py::arg("query_salience"), py::arg("args"))
       .def("search_batch", &py_retriever::search_batch, py::arg("queries"), py::arg("offsets"), py::arg("query_salience"),
            py::arg("threads"), py::arg("args"))
+      .def("search_multi", &py_retriever::search_multi, py::arg("query"), py::arg("strategies"), py::arg("query_salience"), py::arg("args"))
       .def("explain", &py_retriever::explain, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"))
       .def("view", &py_retriever::view, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"), py::arg("query_words"),
            py::arg("doc_words"), py::arg("title"), py::arg("html"))

@@ -2,6 +2,7 @@
 // from Python keywords, the result type (SearchResult), an explanation as a dict and the alignment picture.
 #pragma once
 
+#include <aligner/eval/adapt.hpp>
 #include <aligner/eval/alignment_view.hpp>
 #include <aligner/kernels/storage.hpp>
 #include <aligner/math/explain.hpp>
@@ -152,6 +153,18 @@ inline std::vector<std::string> strings_arg(py::handle obj, std::size_t expected
                            std::string(py::str(py::type::of(item).attr("__name__"))));
     out.push_back(py::cast<std::string>(item));
   }
+  return out;
+}
+
+/// A grid of strategies: "paper", a comma-separated string ("top1,topk:2") or a sequence of strategy strings.
+inline std::vector<aligner::alignment> grid_arg(py::handle grid, const char* name) {
+  if (py::isinstance<py::str>(grid)) return aligner::parse_grid(py::cast<std::string>(grid));
+  if (!py::isinstance<py::sequence>(grid))
+    throw py::type_error(std::string(name) + " must be a sequence of strategy strings or one string, got " +
+                         std::string(py::str(py::type::of(grid).attr("__name__"))));
+  std::vector<aligner::alignment> out;
+  for (const auto& s : strings_arg(grid, py::len(grid), name, "strategy")) out.push_back(aligner::alignment::parse(s));
+  if (out.empty()) throw py::value_error(std::string(name) + " is empty");
   return out;
 }
 
