@@ -428,12 +428,21 @@ def test_the_alignment_picture(tmp_path):
         assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
         # the score the picture prints is the search's
         e = source.explain(q, doc, strategy="topk:2")
-        assert f"{e['score']:.4f}" in page
+        assert f"score {e['score']:.6g}" in page  # printed with 6 significant digits
         with pytest.raises(ValueError, match="query_words has 1 entries"):
             source.view(q, doc, query_words=["a"])
         with pytest.raises(TypeError, match="doc_words"):
             source.view(q, doc, doc_words=[1] * len(docs[doc]))
     assert r.view(q, doc, title="t") == d.view(q, doc, title="t")
+    for storage in ("residual:2", "i8", "bf16"):  # the same picture from a Retriever and a directory of each store
+        rs = aligner.Retriever(DIM, storage=storage, residual_centroids=16)
+        rs.add(docs)
+        with aligner.IndexDirectoryWriter.create(tmp_path / storage, DIM, storage=storage, residual_centroids=16) as w:
+            w.add(docs)
+        ds = aligner.IndexDirectoryReader(tmp_path / storage)
+        page = ds.view(q, doc, strategy="topp:0.2")
+        assert page == rs.view(q, doc, strategy="topp:0.2")
+        assert f"score {ds.explain(q, doc, strategy='topp:0.2')['score']:.6g}" in page
 
 
 CLI, DATA = ref.CLI, ref.DATA
