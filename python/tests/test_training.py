@@ -152,3 +152,29 @@ def test_the_same_heads_as_the_cli_on_cranfield(tmp_path):
         np.testing.assert_array_equal(result[side]["weights"], cli[side]["weights"])
         assert np.float32(result[side]["bias"]) == np.float32(cli[side]["bias"])
         assert result[side]["gate_alpha"] == cli[side]["gate_alpha"]
+
+
+@ref.needs_cli
+def test_a_start_from_the_idf_fit_as_the_cli_init(tmp_path):
+    import os
+    import subprocess
+    cran = os.path.join(ref.DATA, "cranfield")
+    subprocess.run([ref.CLI, "train-salience", "--collection", cran, "--split", "test", "--epochs", "1",
+                    "--hard-negatives", "2", "--init", "idf-fit", "--out", str(tmp_path / "cli.txt")], check=True,
+                   capture_output=True)
+    col = aligner.load_collection(cran)
+    docs, queries, qrels = col["docs"], col["queries"], col["qrels"]
+    # the CLI's start: the FFN fitted to the IDF of 200,000 sampled document tokens, seed 0 ^ 0x1df
+    head, r2 = aligner.fit_idf_salience(docs["vectors"], docs["token_ids"], docs["offsets"], vocab_size=col["vocab_size"],
+                                        seed=0x1DF)
+    assert 0.5 < r2 < 1
+    index = {d: i for i, d in enumerate(docs["ids"])}
+    examples = [(q, [index[d] for d in sorted(qrels[qid]) if qrels[qid][d] > 0 and d in index])
+                for q, qid in enumerate(queries["ids"]) if qid in qrels]
+    examples = [e for e in examples if e[1]]
+    result = aligner.train_salience(queries["vectors"], docs["vectors"], examples, query_offsets=queries["offsets"],
+                                    doc_offsets=docs["offsets"], epochs=1, hard_negatives=2,
+                                    start={"query": head, "doc": head})
+    cli = aligner.load_salience_heads(tmp_path / "cli.txt")
+    for side in ("query", "doc"):
+        np.testing.assert_array_equal(result[side]["weights"], cli[side]["weights"])
