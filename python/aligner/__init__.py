@@ -391,6 +391,7 @@ class IndexDirectoryReader(_DirectoryFacts):
 
     def __init__(self, path):
         self._d = _aligner._DirectoryReader(os.fspath(path))
+        self._residual = self.storage.startswith("residual")  # fixed when the directory was created
 
     def refresh(self) -> bool:
         """Moves to the newest commit (mapped segments are reused); True when it changed."""
@@ -407,7 +408,7 @@ class IndexDirectoryReader(_DirectoryFacts):
 
     def _args(self, top, strategy, normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience, allowed_ids,
               filter, use_query_salience):
-        residual = self.storage.startswith("residual")
+        residual = self._residual
         if exhaustive is None:
             exhaustive = not residual
         if nprobe is None:
