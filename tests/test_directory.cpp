@@ -1,6 +1,7 @@
 // The index directory: segments committed atomically, search equal to one retriever, snapshots under a writer,
 // crash safety (kill -9 at random moments, disk full), corruption refused by name, one writer.
 #include <aligner/aligner.hpp>
+#include <aligner/eval/alignment_view.hpp>
 #include <aligner/io/index_directory.hpp>
 #include <aligner/io/npy.hpp>
 #include <aligner/io/streamed_build.hpp>
@@ -197,6 +198,33 @@ TEST_CASE("directory: searches over several segments equal one retriever, before
     CHECK(files == 5);  // MANIFEST, LOCK, seg .aidx + .ids, one tombstone
     fs::remove_all(dir);
   }
+}
+
+TEST_CASE("directory: the alignment view of a document equals a retriever's with the same documents and removals", "[oracle]") {
+  const aligner_test::random_corpus corpus(30, 40, 16, 7);
+  const auto dir = fresh_dir("view");
+  {
+    auto w = aligner::index_directory_writer::create(dir, 16, {.precision = aligner::storage::bf16});
+    w.add(corpus.view(), corpus.salience);
+    w.remove(std::int64_t(4));
+  }
+  aligner::aligner_retriever<aligner::exact_backend> index(aligner::exact_backend(16), aligner::index_params{.precision = aligner::storage::bf16});
+  index.add(corpus.view(), corpus.salience);
+  index.remove(4);
+  const aligner::index_directory_reader reader(dir);
+  const auto q = aligner_test::random_matrix(5, 16, 8, true);
+  const aligner::search_params p{.strategy = aligner::alignment::top_p(0.2), .top = 3, .exhaustive = true};
+  const auto hits = reader.search({q.data(), 5, 16}, p);
+  REQUIRE(!hits.ids.empty());
+  const auto v = aligner::make_alignment_view(reader, {q.data(), 5, 16}, hits.ids[0], p);
+  CHECK(v.why.score == hits.scores[0]);
+  CHECK(aligner::alignment_svg(v) == aligner::alignment_svg(aligner::make_alignment_view(index, {q.data(), 5, 16}, hits.ids[0], p)));
+  CHECK(v.why.score == reader.explain({q.data(), 5, 16}, hits.ids[0], p).score);
+  CHECK_THROWS_WITH(aligner::make_alignment_view(reader, {q.data(), 5, 16}, 4, p), Catch::Contains("not a live document"));
+  CHECK_THROWS_WITH(aligner::make_alignment_view(reader, {q.data(), 5, 16}, 999, p), Catch::Contains("not a live document"));
+  const auto wide = aligner_test::random_matrix(2, 17, 9, true);
+  CHECK_THROWS_WITH(aligner::make_alignment_view(reader, {wide.data(), 2, 17}, 0, p), Catch::Contains("does not match the index dim"));
+  fs::remove_all(dir);
 }
 
 TEST_CASE("directory: the codec's training settings, anisotropy included, survive a reopen until the first add trains it", "[property]") {

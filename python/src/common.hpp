@@ -134,6 +134,12 @@ inline std::vector<std::int64_t> as_int64(py::handle obj, const char* name) {
   return std::vector<std::int64_t>(ints.data(), ints.data() + ints.size());
 }
 
+/// One Python int, or integers as as_int64 reads them (ids to remove, an example's documents).
+inline std::vector<std::int64_t> int_or_int64s(py::handle obj, const char* name) {
+  if (py::isinstance<py::int_>(obj)) return {py::cast<std::int64_t>(obj)};
+  return as_int64(obj, name);
+}
+
 /// Sequences stored back to back: either a list of 2-d arrays (one per sequence), or one 2-d array with `offsets`
 /// (sequence s is rows offsets[s]..offsets[s+1]), or one 2-d array alone (one sequence).
 struct f32_sequences {

@@ -16,14 +16,24 @@ namespace aligner_py {
 
 namespace {
 
-std::vector<std::int64_t> ids_arg(py::handle ids) {
-  if (py::isinstance<py::int_>(ids)) return {py::cast<std::int64_t>(ids)};
-  return as_int64(ids, "ids");
-}
-
 std::string storage_text(const aligner::directory_snapshot& s) {
   std::string out = aligner::to_string(s.precision);
   if (s.precision == aligner::storage::residual) out += ":" + std::to_string(s.codec ? s.codec->nbits() : s.residual.nbits);
+  return out;
+}
+
+/// The facts of a commit that both Python classes expose as properties.
+py::dict snapshot_facts(const aligner::directory_snapshot& s) {
+  py::dict out;
+  out["path"] = s.dir.string();
+  out["dim"] = s.dim;
+  out["generation"] = s.generation;
+  out["size"] = std::size_t(s.next_id);
+  out["live_size"] = s.live_documents();
+  out["tokens"] = s.tokens();
+  out["segments"] = s.segments.size();
+  out["storage"] = storage_text(s);
+  out["centroids"] = s.codec ? s.codec->centroids() : std::size_t(0);
   return out;
 }
 
@@ -67,7 +77,7 @@ class py_directory_writer {
   }
 
   void remove(py::handle ids) {
-    const auto list = ids_arg(ids);
+    const auto list = int_or_int64s(ids, "ids");
     py::gil_scoped_release release;
     with([&](aligner::index_directory_writer& w) { w.remove(list); });
   }
@@ -91,20 +101,6 @@ class py_directory_writer {
   py::dict facts() const {
     py::dict out;
     with([&](const aligner::index_directory_writer& w) { out = snapshot_facts(w.snapshot()); });
-    return out;
-  }
-
-  static py::dict snapshot_facts(const aligner::directory_snapshot& s) {
-    py::dict out;
-    out["path"] = s.dir.string();
-    out["dim"] = s.dim;
-    out["generation"] = s.generation;
-    out["size"] = std::size_t(s.next_id);
-    out["live_size"] = s.live_documents();
-    out["tokens"] = s.tokens();
-    out["segments"] = s.segments.size();
-    out["storage"] = storage_text(s);
-    out["centroids"] = s.codec ? s.codec->centroids() : std::size_t(0);
     return out;
   }
 
@@ -160,7 +156,7 @@ class py_directory_reader {
     const std::lock_guard lock(mu_);
     return !r_;
   }
-  py::dict facts() const { return py_directory_writer::snapshot_facts(*reader()->snapshot()); }
+  py::dict facts() const { return snapshot_facts(*reader()->snapshot()); }
   std::string name(std::int64_t id) const { return reader()->name(id); }
   bool is_live(std::int64_t id) const { return reader()->snapshot()->is_live(id); }
 
@@ -186,9 +182,7 @@ class py_directory_reader {
       py::gil_scoped_release release;
       rs = r->search_batch(q.view(), a.p, span_of(u), threads);
     }
-    py::list out;
-    for (auto& x : rs) out.append(py_result::from(std::move(x)));
-    return out;
+    return results_list(std::move(rs));
   }
 
   py::list search_multi(py::handle query, py::handle strategies, py::handle query_salience, py_search_args& a) const {
@@ -201,9 +195,7 @@ class py_directory_reader {
       py::gil_scoped_release release;
       rs = r->search_multi(q.view(), grid, a.p);
     }
-    py::list out;
-    for (auto& x : rs) out.append(py_result::from(std::move(x)));
-    return out;
+    return results_list(std::move(rs));
   }
 
   py::dict explain(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a) const {
@@ -227,13 +219,7 @@ class py_directory_reader {
     aligner::alignment_view v;
     {
       py::gil_scoped_release release;
-      const auto s = r->snapshot();
-      const auto where = s->locate(id);
-      ALIGNER_EXPECTS(where && !s->deleted[where->first][where->second], "view: document id ", id, " is not a live document");
-      a.p.strategy.validate();
-      const aligner::prepared_query pq(q.view(), {.strategy = a.p.strategy, .norm = a.p.norm, .query_salience = a.p.rerank_query_salience()},
-                                       s->precision);
-      v = aligner::make_alignment_view(pq, s->segments[where->first]->store(), where->second, a.p.use_doc_salience);
+      v = aligner::make_alignment_view(*r, q.view(), id, a.p);
     }
     return render_view(std::move(v), query_words, doc_words, title, html);
   }

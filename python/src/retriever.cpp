@@ -87,11 +87,7 @@ class py_retriever {
   }
 
   void remove(py::handle ids) {
-    std::vector<std::int64_t> list;
-    if (py::isinstance<py::int_>(ids))
-      list.push_back(py::cast<std::int64_t>(ids));
-    else
-      list = as_int64(ids, "ids");
+    const std::vector<std::int64_t> list = int_or_int64s(ids, "ids");
     py::gil_scoped_release release;
     std::unique_lock lock(mu_);
     // All or nothing: every id is checked (known, not removed, not repeated) before the first removal.
@@ -130,9 +126,7 @@ class py_retriever {
       std::shared_lock lock(mu_);
       rs = visit([&](const auto& ret) { return ret.search_batch(q.view(), a.p, span_of(u), threads); });
     }
-    py::list out;
-    for (auto& r : rs) out.append(py_result::from(std::move(r)));
-    return out;
+    return results_list(std::move(rs));
   }
 
   py::list search_multi(py::handle query, py::handle strategies, py::handle query_salience, py_search_args& a) const {
@@ -145,9 +139,7 @@ class py_retriever {
       std::shared_lock lock(mu_);
       rs = visit([&](const auto& ret) { return ret.search_multi(q.view(), grid, a.p); });
     }
-    py::list out;
-    for (auto& r : rs) out.append(py_result::from(std::move(r)));
-    return out;
+    return results_list(std::move(rs));
   }
 
   py::dict explain(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a) const {

@@ -103,6 +103,13 @@ struct py_search_args {
   }
 };
 
+/// Search results as a list of SearchResult.
+inline py::list results_list(std::vector<aligner::search_result>&& results) {
+  py::list out;
+  for (auto& r : results) out.append(py_result::from(std::move(r)));
+  return out;
+}
+
 /// An explanation as the dict Retriever.explain returns: arrays query_token, doc_token, similarity, weight (one entry
 /// per aligned pair) and the floats numerator, z, score.
 inline py::dict explanation_dict(aligner::explanation&& e) {

@@ -12,11 +12,7 @@ namespace {
 
 /// Document indices of one example's list (ints, or an array of ints).
 std::vector<std::uint32_t> index_list(py::handle obj, const std::string& name) {
-  std::vector<std::int64_t> raw;
-  if (py::isinstance<py::int_>(obj))
-    raw.push_back(py::cast<std::int64_t>(obj));
-  else
-    raw = as_int64(obj, name.c_str());
+  const std::vector<std::int64_t> raw = int_or_int64s(obj, name.c_str());
   std::vector<std::uint32_t> out;
   out.reserve(raw.size());
   for (std::size_t i = 0; i != raw.size(); ++i) {

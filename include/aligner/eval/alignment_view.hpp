@@ -20,6 +20,7 @@
 #include "../core/error.hpp"
 #include "../core/file.hpp"
 #include "../core/types.hpp"
+#include "../io/index_directory.hpp"
 #include "../kernels/amx.hpp"
 #include "../kernels/residual.hpp"
 #include "../math/explain.hpp"
@@ -98,6 +99,19 @@ alignment_view make_alignment_view(const aligner_retriever<Backend>& index, matr
   p.strategy.validate();
   const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience()}, index.params().precision);
   return make_alignment_view(pq, index.store(), std::size_t(id), p.use_doc_salience);
+}
+
+/// The view of live document `id` of an index directory's current snapshot (as index_directory_reader::explain:
+/// its score equals the document's score in a search with the same parameters).
+inline alignment_view make_alignment_view(const index_directory_reader& reader, matrix_view<float> query, std::int64_t id,
+                                          const search_params& p = {}) {
+  const auto s = reader.snapshot();
+  const auto where = s->locate(id);
+  ALIGNER_EXPECTS(where && !s->deleted[where->first][where->second], "alignment view: document id ", id, " is not a live document");
+  ALIGNER_EXPECTS(query.rows == 0 || query.cols == s->dim, "query dim ", query.cols, " does not match the index dim ", s->dim);
+  p.strategy.validate();
+  const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience()}, s->precision);
+  return make_alignment_view(pq, s->segments[where->first]->store(), where->second, p.use_doc_salience);
 }
 
 namespace detail {
