@@ -399,6 +399,36 @@ TEST_CASE("cli: explain draws the library's view with words, from the collection
   const auto ri = run_cli("explain" + coll + " --index " + idx.string() + " --salience idf --query 1 --doc 184 --strategy topk:2 --svg " + svg.string());
   REQUIRE(ri.status == 0);
   CHECK(ri.out.find("score=") == 0);
+  // From an index directory (found by the document's name): the same picture as from an index file of that storage.
+  const auto dir = cli_temp("explain.dir"), idx8 = cli_temp("explain8.idx");
+  std::filesystem::remove_all(dir);
+  REQUIRE(run_cli("index" + coll + " --storage i8 --out " + idx8.string()).status == 0);
+  REQUIRE(run_cli("index" + coll + " --storage i8 --layout directory --segment-tokens 30000 --out " + dir.string()).status == 0);
+  const auto from_file = run_cli("explain" + coll + " --index " + idx8.string() + " --query 1 --doc 184 --strategy topp:0.02 --svg " + svg.string());
+  REQUIRE(from_file.status == 0);
+  const std::string file_picture = aligner::io::read_file(svg);
+  const auto from_dir = run_cli("explain" + coll + " --index " + dir.string() + " --query 1 --doc 184 --strategy topp:0.02 --svg " + svg.string());
+  REQUIRE(from_dir.status == 0);
+  CHECK(from_dir.out == from_file.out);
+  CHECK(aligner::io::read_file(svg) == file_picture);
+  {
+    const aligner::index_directory_reader reader(dir);
+    std::int64_t id = -1;
+    for (const auto& seg : reader.snapshot()->segments)
+      for (std::size_t k = 0; k != seg->names.size(); ++k)
+        if (seg->names[k] == "184") id = seg->ids[k];
+    REQUIRE(id >= 0);
+    const auto dv = aligner::make_alignment_view(reader, query, id, {.strategy = aligner::alignment::top_p(0.02)});
+    std::snprintf(line, sizeof line, "score=%.9g ", double(dv.why.score));
+    CHECK(from_dir.out.find(line) == 0);
+    // Removed documents are not drawn.
+    aligner::index_directory_writer::open(dir).remove(std::vector<std::int64_t>{id});
+  }
+  CHECK(run_cli("explain" + coll + " --index " + dir.string() + " --query 1 --doc 184 --svg " + svg.string()).status == 2);
+  CHECK(run_cli("explain" + coll + " --index " + dir.string() + " --query 1 --doc 185 --salience idf --svg " + svg.string()).status == 2);
+  CHECK(run_cli("explain" + coll + " --index " + dir.string() + " --query 1 --doc 185 --svg " + svg.string()).status == 0);
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove(idx8);
   // Misuse
   CHECK(run_cli("explain" + coll + " --query 1 --doc 184").status == 2);                                     // no output
   CHECK(run_cli("explain" + coll + " --query nope --doc 184 --svg " + svg.string()).status == 2);            // unknown id

@@ -245,7 +245,28 @@ int run_explain(const options& o) {
   const std::span<const float> uq =
       s.uq.empty() ? std::span<const float>() : std::span<const float>(s.uq).subspan(std::size_t(s.c.queries.offsets[q]), query.rows);
   aligner::alignment_view view;
-  if (o.has("--index")) {
+  if (o.has("--index") && fs::is_directory(o.index_file)) {
+    // An index directory: the document is found by the name it was added under (aligner index --layout directory
+    // stores the collection's ids), and drawn from the directory's own store.
+    if (o.salience != "none") throw usage_error("--salience " + o.salience + ": an index directory stores no salience");
+    const aligner::index_directory_reader reader(o.index_file);
+    if (reader.dim() != s.c.docs.dim)
+      throw usage_error("the index directory has dim " + std::to_string(reader.dim()) + ", the collection " + std::to_string(s.c.docs.dim));
+    const auto snap = reader.snapshot();
+    std::int64_t id = -1;
+    for (std::size_t g = 0; g != snap->segments.size(); ++g) {
+      const auto& seg = *snap->segments[g];
+      if (seg.names.empty()) throw usage_error(o.index_file + " stores no document names (it was not built by aligner index)");
+      for (std::size_t k = 0; k != seg.names.size(); ++k)
+        if (seg.names[k] == o.doc_id && !snap->deleted[g][k]) id = seg.ids[k];
+    }
+    if (id < 0) throw usage_error("--doc: no live document '" + o.doc_id + "' in the index directory " + o.index_file);
+    const aligner::search_params p{.strategy = strategy, .norm = o.norm, .query_salience = uq};
+    view = aligner::make_alignment_view(reader, query, id, p);
+    if (view.cols != s.c.docs.view().length(d))
+      throw usage_error("document '" + o.doc_id + "' has " + std::to_string(view.cols) + " tokens in the index directory and " +
+                        std::to_string(s.c.docs.view().length(d)) + " in the collection: not the same collection");
+  } else if (o.has("--index")) {
     const aligner::search_params p{.strategy = strategy, .norm = o.norm, .query_salience = uq};
     with_saved_index(o.index_file, {.mmap = true, .expected_dim = s.c.docs.dim}, [&](const auto& index) {
       if (index.size() != s.c.docs.size())

@@ -119,9 +119,10 @@ kernel of every storage (f32, bf16, f16, i8, residual) and of the exact token se
 Writes a picture of one alignment (atomically): the similarity matrix of the query's tokens (rows) and the
 document's tokens (columns) as a heatmap, the cells the strategy aligns outlined, query and document salience
 as bars, the score and its parts; hovering a cell shows S_ij and its weight. Words come from --vocab or the
-vectors folder's vocab.txt with the token ids (positions otherwise). With --index the index's token store,
-storage and salience are used (its score equals the search's); without it the document is packed in --storage
-(default f32). Prints score, numerator, z and the number of aligned pairs.
+vectors folder's vocab.txt with the token ids (positions otherwise). With --index (an index file, or a
+directory from aligner index --layout directory, where --doc is the name the document was added under) the
+index's token store, storage and salience are used (its score equals the search's); without it the document
+is packed in --storage (default f32). Prints score, numerator, z and the number of aligned pairs.
 )",
      cli::run_explain},
 };
