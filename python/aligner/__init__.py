@@ -32,7 +32,7 @@ __all__ = [
     "mean_average_precision", "precision_at", "load_collection", "load_qrels", "load_run", "save_run",
     "load_beir_jsonl", "load_npy", "run_from_results", "load_salience_heads",
     "IndexDirectoryWriter", "IndexDirectoryReader", "build_directory", "train_salience", "token_idf", "fit_salience",
-    "fit_idf_salience", "paper_grid", "adapt", "fold_protocol",
+    "fit_idf_salience", "paper_grid", "adapt", "fold_protocol", "ResidualCodec", "train_codec",
 ]
 
 __version__ = _aligner.__version__
@@ -98,6 +98,121 @@ def strategy_name(strategy: str) -> str:
     return _aligner.strategy_name(strategy)
 
 
+class ResidualCodec:
+    """A trained residual codec (SPEC section 10): K centroids and, per component, 2^nbits buckets (cutoffs and a
+    reconstruction value each). A token is stored as its nearest centroid's id plus the bucket of every component
+    of its residual, about 2 + dim * nbits / 8 bytes.
+
+    One codec can be given to several indexes (Retriever, IndexDirectoryWriter.create, build_directory, the shards
+    of aligner.dask.ShardedRetriever): they then code every token alike, so their scores agree and the codec is
+    trained once. Made by aligner.train_codec, taken from an index (Retriever.codec, IndexDirectoryReader.codec),
+    or read back with ResidualCodec.from_bytes; it pickles as its bytes. Immutable."""
+
+    def __init__(self, _impl):
+        if not isinstance(_impl, _aligner._ResidualCodec):
+            raise TypeError("make a ResidualCodec with aligner.train_codec or ResidualCodec.from_bytes")
+        self._c = _impl
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ResidualCodec":
+        """The codec of to_bytes(); OSError naming what is wrong for anything else."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        return cls(_aligner._ResidualCodec.from_bytes(bytes(data)))
+
+    def to_bytes(self) -> bytes:
+        """The codec's bytes (the form an index file embeds)."""
+        return self._c.to_bytes()
+
+    def __reduce__(self):
+        return (ResidualCodec.from_bytes, (self.to_bytes(),))
+
+    @property
+    def dim(self) -> int:
+        return self._c.dim
+
+    @property
+    def nbits(self) -> int:
+        """Bits a residual component: 1, 2, 4 or 8."""
+        return self._c.nbits
+
+    @property
+    def centroids(self) -> int:
+        """K, the number of centroids."""
+        return self._c.centroids
+
+    @property
+    def anisotropy(self) -> float:
+        """eta of the anisotropic codes (1: nearest buckets)."""
+        return self._c.anisotropy
+
+    @property
+    def bytes_per_token(self) -> float:
+        """2 + dim * nbits / 8: a stored token's centroid id and codes."""
+        return self._c.bytes_per_token
+
+    @property
+    def storage(self) -> str:
+        """The storage name of an index with this codec: "residual:N"."""
+        return f"residual:{self.nbits}"
+
+    def centroid_vectors(self):
+        """The centroids, float32 [centroids, dim] (a copy)."""
+        return self._c.centroid_vectors()
+
+    def assign(self, tokens):
+        """The nearest centroid of every token [tokens, dim] (smallest L2 distance, ties to the smaller id), uint32."""
+        return self._c.assign(tokens)
+
+    def reconstruct(self, tokens):
+        """Every token [tokens, dim] as an index with this codec stores it (its centroid plus its decoded residual
+        codes), float32 [tokens, dim]: what the rerank scores instead of the token."""
+        return self._c.reconstruct(tokens)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ResidualCodec) and self._c.same(other._c)
+
+    def __hash__(self) -> int:
+        return hash(self.to_bytes())
+
+    def __repr__(self) -> str:
+        return (f"ResidualCodec(dim={self.dim}, nbits={self.nbits}, centroids={self.centroids}, "
+                f"anisotropy={self.anisotropy:.6g})")
+
+
+def train_codec(tokens, *, nbits: int = 2, centroids: int = 0, sample: int = 0, iterations: int = 10,
+                anisotropy: float = 0.0, seed: int = 0, threads: int = 1) -> ResidualCodec:
+    """Trains a residual codec on token vectors [tokens, dim] (finite): k-means (Lloyd, `iterations`, seeded) for
+    the centroids on `sample` tokens drawn from them (0: max(64 K, 65536), at most all), then each component's
+    bucket cutoffs and values from the residuals' quantiles. centroids: K (0: PLAID's rule 2^floor(log2(16
+    sqrt(tokens))), at most the distinct vectors and 65536); anisotropy: eta of the anisotropic codes (0: 0.19 (dim -
+    1), 1: nearest buckets); threads: the assignment's threads (0: all cores). The same as the codec a residual
+    Retriever trains on its first add with the same settings."""
+    _check_int("nbits", nbits, 1)
+    _check_int("centroids", centroids, 0)
+    _check_int("sample", sample, 0)
+    _check_int("iterations", iterations, 1)
+    _check_int("seed", seed, 0)
+    _check_int("threads", threads, 0)
+    return ResidualCodec(_aligner._ResidualCodec.train(tokens, nbits, centroids, sample, iterations, float(anisotropy), seed,
+                                                       threads))
+
+
+def _codec_arg(codec, residual_centroids=0, residual_iterations=10, residual_anisotropy=0.0):
+    """The C++ codec of a `codec` keyword (None or a ResidualCodec); with a codec, the codec-training settings must
+    keep their defaults (they would not be used)."""
+    if codec is None:
+        return None
+    if not isinstance(codec, ResidualCodec):
+        raise TypeError(f"codec must be an aligner.ResidualCodec or None, got {type(codec).__name__}")
+    for name, value, default in (("residual_centroids", residual_centroids, 0),
+                                 ("residual_iterations", residual_iterations, 10),
+                                 ("residual_anisotropy", residual_anisotropy, 0.0)):
+        if value != default:
+            raise ValueError(f"{name}={value!r} trains a codec, but codec is given (it is already trained)")
+    return codec._c
+
+
 class Retriever:
     """ALIGNER retrieval: token search for candidates, then every candidate reranked with sim(Q, D).
 
@@ -110,7 +225,8 @@ class Retriever:
     exhaustive=True or, on a residual store, nprobe > 0 (centroid postings). threads: threads of an add's residual
     training and of the hnswlib graph's insertion (0 = all cores; hnswlib's graph then depends on the timing). nlist,
     ivf_nprobe: the "faiss-ivf" backend's inverted lists (0: 4 sqrt(vectors) rounded down to a power of two, at most
-    vectors / 39, chosen at the first add) and lists probed per query token.
+    vectors / 39, chosen at the first add) and lists probed per query token. codec: a trained ResidualCodec (storage
+    "residual" or its "residual:N") instead of one trained on the first add.
 
     Searches may run from many Python threads at once (the GIL is released); add and remove wait for them."""
 
@@ -119,14 +235,19 @@ class Retriever:
                  residual_centroids: int = 0, residual_iterations: int = 10, residual_anisotropy: float = 0.0,
                  seed: int = 0, threads: int = 1,
                  graph_m: int = 16, ef_construction: int = 80, ef_search: int = 128,
-                 nlist: int = 0, ivf_nprobe: int = 32, _impl=None):
+                 nlist: int = 0, ivf_nprobe: int = 32, codec: Optional["ResidualCodec"] = None, _impl=None):
         if _impl is not None:
             self._r = _impl
             return
         _check_int("dim", dim, 1)
+        c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
+        if codec is not None:
+            if residual_nbits not in (2, codec.nbits):
+                raise ValueError(f"residual_nbits={residual_nbits} does not match the codec's {codec.nbits} bits")
+            residual_nbits = codec.nbits
         self._r = _aligner._Retriever(dim, backend, storage, doc_prune, dedup_tokens, token_index, residual_nbits,
                                       residual_centroids, residual_iterations, float(residual_anisotropy), seed, threads,
-                                      graph_m, ef_construction, ef_search, nlist, ivf_nprobe)
+                                      graph_m, ef_construction, ef_search, nlist, ivf_nprobe, c)
 
     # ---- facts ----
     @property
@@ -164,6 +285,12 @@ class Retriever:
     @property
     def backend(self) -> str:
         return self._r.backend
+
+    @property
+    def codec(self) -> Optional["ResidualCodec"]:
+        """The residual store's codec (given, trained by the first add, or loaded with the index), else None."""
+        c = self._r.codec
+        return None if c is None else ResidualCodec(c)
 
     def is_removed(self, id: int) -> bool:
         return self._r.is_removed(id)
@@ -306,6 +433,12 @@ class _DirectoryFacts:
         return self._facts()["centroids"]
 
     @property
+    def codec(self) -> Optional["ResidualCodec"]:
+        """The residual codec (given at create, or trained by the first add), else None."""
+        c = self._d.codec()
+        return None if c is None else ResidualCodec(c)
+
+    @property
     def closed(self) -> bool:
         return self._d.closed
 
@@ -345,17 +478,19 @@ class IndexDirectoryWriter(_DirectoryFacts):
     @classmethod
     def create(cls, path, dim: int, *, storage: str = "residual:2", residual_centroids: int = 0,
                residual_iterations: int = 10, residual_anisotropy: float = 0.0, seed: int = 0, threads: int = 1,
-               check_finite: bool = True) -> "IndexDirectoryWriter":
+               check_finite: bool = True, codec: Optional["ResidualCodec"] = None) -> "IndexDirectoryWriter":
         """Creates a new index directory at `path` (a new or empty folder) for vectors of `dim` components.
 
         storage: "residual:N" (a centroid id plus N bits a component, N in 1, 2, 4, 8; the codec is trained on the
         first add's tokens with residual_centroids (0: PLAID's rule), residual_iterations, residual_anisotropy (0:
-        0.19 (dim - 1)), seed and threads), or "f32", "bf16", "f16", "i8". check_finite: refuse NaN/Inf in added
-        documents. OSError when `path` already holds an index directory."""
+        0.19 (dim - 1)), seed and threads, unless `codec` gives a trained ResidualCodec; storage "residual" then takes
+        its bits), or "f32", "bf16", "f16", "i8". check_finite: refuse NaN/Inf in added documents. OSError when
+        `path` already holds an index directory."""
         _check_int("dim", dim, 1)
+        c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
         return cls(_aligner._DirectoryWriter.create(os.fspath(path), dim, storage, residual_centroids,
                                                      residual_iterations, float(residual_anisotropy), seed, threads,
-                                                     check_finite))
+                                                     check_finite, c))
 
     @classmethod
     def open(cls, path) -> "IndexDirectoryWriter":
@@ -471,7 +606,8 @@ class IndexDirectoryReader(_DirectoryFacts):
 def build_directory(path, vectors, offsets, *, names=None, storage: str = "residual:2", residual_centroids: int = 0,
                     residual_iterations: int = 10, residual_anisotropy: float = 0.0, seed: int = 0,
                     segment_tokens: int = 1 << 22, chunk_tokens: int = 1 << 18, training_tokens: int = 0,
-                    threads: int = 1, progress: Optional[Callable[[int, int], Any]] = None) -> dict:
+                    threads: int = 1, progress: Optional[Callable[[int, int], Any]] = None,
+                    codec: Optional["ResidualCodec"] = None) -> dict:
     """Builds a new index directory at `path` from token vectors that need not fit in memory, and returns a report
     (documents, tokens, segments, centroids, train_seconds, encode_seconds).
 
@@ -480,14 +616,17 @@ def build_directory(path, vectors, offsets, *, names=None, storage: str = "resid
     C-contiguous one, np.memmap included, is read in place; any other is converted a chunk at a time). offsets:
     documents + 1 integers from 0 to tokens (document d is rows offsets[d]..offsets[d+1]). names: one str per
     document or None. A residual codec is trained first on training_tokens tokens drawn from the whole collection
-    (0: max(64 K, 65536)); every segment_tokens tokens (whole documents) are committed as a segment, so a build that
+    (0: max(64 K, 65536)), unless `codec` gives a trained ResidualCodec; every segment_tokens tokens (whole documents) are committed as a segment, so a build that
     stops leaves a readable directory of the segments so far. threads: encoding threads (0: all cores).
     progress(done_tokens, total_tokens) is called before the first chunk and after each. The codes do not depend on
     the chunking or the threads: the directory searches exactly as one built by IndexDirectoryWriter.add with the
     same codec."""
+    c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
+    if codec is not None and training_tokens != 0:
+        raise ValueError(f"training_tokens={training_tokens!r} trains a codec, but codec is given (it is already trained)")
     return _aligner._build_directory(os.fspath(path), vectors, offsets, names, storage, residual_centroids,
                                      residual_iterations, float(residual_anisotropy), seed, segment_tokens,
-                                     chunk_tokens, training_tokens, threads, progress)
+                                     chunk_tokens, training_tokens, threads, progress, c)
 
 
 def train_salience(queries, docs, examples, *, query_offsets=None, doc_offsets=None, strategy: str = "top1",

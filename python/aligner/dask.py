@@ -9,7 +9,11 @@ order, so their own tie order agrees with the global one.
 Exactly equal to one retriever (ids, scores, order): exhaustive search, and centroid postings without an ndocs
 cut, for the f32, bf16, f16 and i8 stores. A token search with k' candidates per query token finds a superset of
 one retriever's candidates (every shard contributes its own k' nearest tokens), so its results can only be as good
-or better; a residual store trains one codec per shard unless one is trained first (not offered here).
+or better. A residual store ("residual" / "residual:N") is coded with one codec for all shards: the codec given as
+`codec=`, or else one trained before the shards are built (on this process's arrays for from_arrays, by a task on
+the first worker for from_collection) with the residual_* settings, exactly the codec one Retriever would train on
+its first add of the same documents; so residual shards too merge exactly as one retriever (shared_codec=False
+trains one per shard instead).
 
     from distributed import Client, LocalCluster
     import aligner, aligner.dask
@@ -119,6 +123,37 @@ def _build_from_collection(path: str, vectors: str, global_ids: np.ndarray, kwar
     return _Shard(r, global_ids)
 
 
+def _codec_settings(kwargs: dict) -> Optional[dict]:
+    """aligner.train_codec's keywords for the residual Retriever keywords `kwargs`; None when the store is not
+    residual or a codec is given."""
+    storage = kwargs.get("storage", "f32")
+    if not isinstance(storage, str) or not storage.startswith("residual") or kwargs.get("codec") is not None:
+        return None
+    nbits = kwargs.get("residual_nbits", 2)
+    if storage.startswith("residual:"):
+        try:
+            nbits = int(storage[len("residual:"):])
+        except ValueError:
+            return None  # the shards' Retriever names the bad storage
+    if nbits not in (1, 2, 4, 8):
+        return None  # the same
+    return {"nbits": nbits, "centroids": kwargs.get("residual_centroids", 0),
+            "iterations": kwargs.get("residual_iterations", 10), "anisotropy": kwargs.get("residual_anisotropy", 0.0),
+            "seed": kwargs.get("seed", 0), "threads": kwargs.get("threads", 1)}
+
+
+def _shared_codec_kwargs(kwargs: dict, codec: aligner.ResidualCodec) -> dict:
+    """The Retriever keywords with the codec given in place of its training settings."""
+    out = {k: v for k, v in kwargs.items() if k not in ("residual_centroids", "residual_iterations", "residual_anisotropy")}
+    out["codec"] = codec
+    return out
+
+
+def _train_collection_codec(path: str, vectors: str, settings: dict) -> aligner.ResidualCodec:
+    docs = aligner.load_collection(path, vectors, split="")["docs"]
+    return aligner.train_codec(docs["vectors"], **settings)
+
+
 def _search_shard(shard: _Shard, queries, offsets, query_salience, params: dict, filter_fn, allowed_global):
     params = dict(params)
     gids = shard.global_ids
@@ -182,10 +217,12 @@ class ShardedRetriever:
 
     @classmethod
     def from_arrays(cls, client, docs, offsets=None, *, salience=None, shards: Optional[int] = None,
-                    partition: str = "range", **retriever_kwargs) -> "ShardedRetriever":
+                    partition: str = "range", shared_codec: bool = True, **retriever_kwargs) -> "ShardedRetriever":
         """Shards documents held by this process: `docs` is a list of [tokens, dim] arrays, or one array of all
         tokens with `offsets`. Each shard's documents are sent to its worker, which builds its retriever;
-        retriever_kwargs are aligner.Retriever's (backend, storage, ...). One shard per worker by default."""
+        retriever_kwargs are aligner.Retriever's (backend, storage, codec, ...). One shard per worker by default.
+        A residual store without a `codec` gets one trained here on all the documents' tokens first
+        (shared_codec=False: each shard trains its own)."""
         if isinstance(docs, (list, tuple)):
             if offsets is not None:
                 raise ValueError("docs is a list of arrays: pass offsets only with one array of all tokens")
@@ -204,6 +241,9 @@ class ShardedRetriever:
         workers = cls._pick_workers(client, shards)
         parts = partition_ids(len(offsets) - 1, len(workers), partition)
         dim = vectors.shape[1]
+        settings = _codec_settings(retriever_kwargs) if shared_codec else None
+        if settings is not None and len(vectors):
+            retriever_kwargs = _shared_codec_kwargs(retriever_kwargs, aligner.train_codec(vectors, **settings))
         futures = []
         for s, (worker, ids) in enumerate(zip(workers, parts)):
             part, part_offsets, part_salience = _slice_docs(vectors, offsets, ids, salience)
@@ -218,15 +258,24 @@ class ShardedRetriever:
 
     @classmethod
     def from_collection(cls, client, path, vectors: str = "glove100", *, shards: Optional[int] = None,
-                        partition: str = "range", **retriever_kwargs) -> "ShardedRetriever":
+                        partition: str = "range", shared_codec: bool = True, **retriever_kwargs) -> "ShardedRetriever":
         """Each worker reads the collection folder at `path` itself (a path every worker can read: on one
-        machine, or on shared storage) and builds its shard from its part of the documents."""
+        machine, or on shared storage) and builds its shard from its part of the documents. A residual store
+        without a `codec` gets one trained first by a task on the first worker, on all the collection's document
+        tokens (shared_codec=False: each shard trains its own)."""
         path = str(path)
         col = aligner.load_collection(path, vectors, split="", documents=False)  # the queries only: the dim
         dim = col["queries"]["vectors"].shape[1]
         n_docs = len(np.load(os.path.join(path, vectors, "doc_offsets.npy"), mmap_mode="r")) - 1
         workers = cls._pick_workers(client, shards)
         parts = partition_ids(n_docs, len(workers), partition)
+        settings = _codec_settings(retriever_kwargs) if shared_codec else None
+        if settings is not None:
+            training = client.submit(_train_collection_codec, path, vectors, settings, workers=[workers[0]],
+                                     allow_other_workers=False, pure=False, key=f"aligner-codec-{uuid.uuid4().hex}")
+            index = cls(client, [training], workers[:1], parts[:1], dim)
+            codec = index._gather([training], "codec training")[0]  # ShardError if it fails
+            retriever_kwargs = _shared_codec_kwargs(retriever_kwargs, codec)
         futures = [client.submit(_build_from_collection, path, vectors, ids, retriever_kwargs, workers=[worker],
                                  allow_other_workers=False, pure=False, key=f"aligner-shard-{s}-{uuid.uuid4().hex}")
                    for s, (worker, ids) in enumerate(zip(workers, parts))]

@@ -10,6 +10,7 @@
 
 #include <mutex>
 
+#include "codec.hpp"
 #include "search.hpp"
 
 namespace aligner_py {
@@ -43,12 +44,14 @@ class py_directory_writer {
 
   static std::unique_ptr<py_directory_writer> create(const std::string& path, std::size_t dim, const std::string& storage, std::size_t residual_centroids,
                                                      std::size_t residual_iterations, double residual_anisotropy, std::uint64_t seed,
-                                                     unsigned threads, bool check_finite) {
+                                                     unsigned threads, bool check_finite, py::handle codec) {
     std::size_t nbits = 2;
     aligner::directory_params params;
     params.precision = storage_arg(storage, nbits);
     params.residual = residual_arg(nbits, residual_centroids, residual_iterations, residual_anisotropy, seed, threads);
     params.check_finite = check_finite;
+    params.codec = codec_arg(codec);
+    check_codec_storage(params.codec, storage, nbits);
     py::gil_scoped_release release;
     return std::make_unique<py_directory_writer>(aligner::index_directory_writer::create(path, dim, params));
   }
@@ -95,6 +98,13 @@ class py_directory_writer {
   bool closed() const {
     const auto lock = locked();
     return !w_;
+  }
+
+  /// The directory's residual codec (given, or trained by the first add), or None.
+  py::object codec() const {
+    std::shared_ptr<const aligner::residual_codec> c;
+    with([&](const aligner::index_directory_writer& w) { c = w.snapshot().codec; });
+    return c ? py::cast(py_codec{std::move(c)}) : py::object(py::none());
   }
 
   /// The writer's last commit, as a dict of facts.
@@ -157,6 +167,10 @@ class py_directory_reader {
     return !r_;
   }
   py::dict facts() const { return snapshot_facts(*reader()->snapshot()); }
+  py::object codec() const {
+    auto c = reader()->snapshot()->codec;
+    return c ? py::cast(py_codec{std::move(c)}) : py::object(py::none());
+  }
   std::string name(std::int64_t id) const { return reader()->name(id); }
   bool is_live(std::int64_t id) const { return reader()->snapshot()->is_live(id); }
 
@@ -241,11 +255,13 @@ class py_directory_reader {
 py::dict build_directory(const std::string& path, py::handle vectors, py::handle offsets, py::handle names, const std::string& storage,
                          std::size_t residual_centroids, std::size_t residual_iterations, double residual_anisotropy, std::uint64_t seed,
                          std::size_t segment_tokens, std::size_t chunk_tokens, std::size_t training_tokens, unsigned threads,
-                         py::handle progress) {
+                         py::handle progress, py::handle codec) {
   std::size_t nbits = 2;
   aligner::directory_params params;
   params.precision = storage_arg(storage, nbits);
   params.residual = residual_arg(nbits, residual_centroids, residual_iterations, residual_anisotropy, seed, threads);
+  params.codec = codec_arg(codec);
+  check_codec_storage(params.codec, storage, nbits);
   if (!progress.is_none() && !PyCallable_Check(progress.ptr())) throw py::type_error("progress must be callable (done, total) or None");
   const std::vector<std::int64_t> off = as_int64(offsets, "offsets");
   if (off.empty()) throw py::value_error("offsets must hold documents + 1 values, from 0 to the number of tokens; got an empty array");
@@ -300,14 +316,15 @@ py::dict build_directory(const std::string& path, py::handle vectors, py::handle
 void bind_directory(py::module_& m) {
   py::class_<py_directory_writer>(m, "_DirectoryWriter")
       .def_static("create", &py_directory_writer::create, py::arg("path"), py::arg("dim"), py::arg("storage"), py::arg("residual_centroids"),
-                  py::arg("residual_iterations"), py::arg("residual_anisotropy"), py::arg("seed"), py::arg("threads"), py::arg("check_finite"))
+                  py::arg("residual_iterations"), py::arg("residual_anisotropy"), py::arg("seed"), py::arg("threads"), py::arg("check_finite"), py::arg("codec"))
       .def_static("open", &py_directory_writer::open, py::arg("path"))
       .def("add", &py_directory_writer::add, py::arg("docs"), py::arg("offsets"), py::arg("salience"), py::arg("names"))
       .def("remove", &py_directory_writer::remove, py::arg("ids"))
       .def("compact", &py_directory_writer::compact)
       .def("close", &py_directory_writer::close)
       .def_property_readonly("closed", &py_directory_writer::closed)
-      .def("facts", &py_directory_writer::facts);
+      .def("facts", &py_directory_writer::facts)
+      .def("codec", &py_directory_writer::codec);
 
   py::class_<py_directory_reader>(m, "_DirectoryReader")
       .def(py::init<const std::string&>(), py::arg("path"))
@@ -315,6 +332,7 @@ void bind_directory(py::module_& m) {
       .def("close", &py_directory_reader::close)
       .def_property_readonly("closed", &py_directory_reader::closed)
       .def("facts", &py_directory_reader::facts)
+      .def("codec", &py_directory_reader::codec)
       .def("name", &py_directory_reader::name, py::arg("id"))
       .def("is_live", &py_directory_reader::is_live, py::arg("id"))
       .def("search", &py_directory_reader::search, py::arg("query"), py::arg("query_salience"), py::arg("args"))
@@ -328,7 +346,7 @@ void bind_directory(py::module_& m) {
 
   m.def("_build_directory", &build_directory, py::arg("path"), py::arg("vectors"), py::arg("offsets"), py::arg("names"), py::arg("storage"),
         py::arg("residual_centroids"), py::arg("residual_iterations"), py::arg("residual_anisotropy"), py::arg("seed"),
-        py::arg("segment_tokens"), py::arg("chunk_tokens"), py::arg("training_tokens"), py::arg("threads"), py::arg("progress"));
+        py::arg("segment_tokens"), py::arg("chunk_tokens"), py::arg("training_tokens"), py::arg("threads"), py::arg("progress"), py::arg("codec"));
 }
 
 }  // namespace aligner_py

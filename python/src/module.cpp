@@ -23,6 +23,7 @@ void bind_retriever(py::module_& m);
 void bind_directory(py::module_& m);
 void bind_training(py::module_& m);
 void bind_eval(py::module_& m);
+void bind_codec(py::module_& m);
 
 namespace {
 
@@ -270,6 +271,7 @@ PYBIND11_MODULE(_aligner, m) {
   m.def("set_avx512_enabled", [](bool on) { aligner::set_avx512_enabled(on); }, py::arg("on").noconvert());
   m.def("set_vnni_enabled", [](bool on) { aligner::set_vnni_enabled(on); }, py::arg("on").noconvert());
 
+  bind_codec(m);
   bind_retriever(m);
   bind_directory(m);
   bind_training(m);

@@ -12,6 +12,7 @@
 #include <shared_mutex>
 #include <variant>
 
+#include "codec.hpp"
 #include "search.hpp"
 
 namespace aligner_py {
@@ -32,18 +33,23 @@ class py_retriever {
   py_retriever(std::size_t dim, const std::string& backend, const std::string& storage, double doc_prune, bool dedup_tokens,
                bool token_index, std::size_t residual_nbits, std::size_t residual_centroids, std::size_t residual_iterations,
                double residual_anisotropy, std::uint64_t seed, unsigned threads, std::size_t graph_m, std::size_t ef_construction, std::size_t ef_search,
-               std::size_t nlist, std::size_t ivf_nprobe)
+               std::size_t nlist, std::size_t ivf_nprobe, py::handle codec)
       : r_(make(dim, backend, storage, doc_prune, dedup_tokens, token_index, residual_nbits, residual_centroids, residual_iterations,
-                residual_anisotropy, seed, threads, {.m = graph_m, .ef_construction = ef_construction, .ef_search = ef_search, .nlist = nlist, .nprobe = ivf_nprobe})),
+                residual_anisotropy, seed, threads, {.m = graph_m, .ef_construction = ef_construction, .ef_search = ef_search, .nlist = nlist, .nprobe = ivf_nprobe},
+                codec_arg(codec))),
         backend_(backend) {}
 
   static any_retriever make(std::size_t dim, const std::string& backend, const std::string& storage, double doc_prune,
                             bool dedup_tokens, bool token_index, std::size_t residual_nbits, std::size_t residual_centroids,
                             std::size_t residual_iterations, double residual_anisotropy, std::uint64_t seed, unsigned threads,
-                            aligner::graph_settings graph) {
+                            aligner::graph_settings graph, std::shared_ptr<const aligner::residual_codec> codec) {
     if (dim == 0) throw py::value_error("dim must be >= 1, got 0");
     aligner::index_params params;
     params.precision = storage_arg(storage, residual_nbits);
+    check_codec_storage(codec, storage, residual_nbits);
+    if (codec && codec->dim() != dim)
+      throw py::value_error("codec has dim " + std::to_string(codec->dim()) + " but the retriever has dim " + std::to_string(dim));
+    params.codec = std::move(codec);
     params.residual = residual_arg(residual_nbits, residual_centroids, residual_iterations, residual_anisotropy, seed, threads);
     params.doc_prune = doc_prune;
     params.dedup_tokens = dedup_tokens;
@@ -68,6 +74,12 @@ class py_retriever {
   std::size_t store_bytes() const { return visit([](const auto& r) { return r.store().memory_bytes(); }); }
   std::size_t store_tokens() const { return visit([](const auto& r) { return r.store().tokens(); }); }
   std::string storage() const { return visit([](const auto& r) { return std::string(aligner::to_string(r.params().precision)); }); }
+  /// The residual store's codec (trained by the first add, given, or loaded), or None.
+  py::object codec() const {
+    auto c = visit([](const auto& r) { return r.store().codec(); });
+    if (!c) return py::none();
+    return py::cast(py_codec{std::move(c)});
+  }
   const std::string& backend() const { return backend_; }
   bool is_removed(std::int64_t id) const { return visit([&](const auto& r) { return r.is_removed(id); }); }
 
@@ -234,10 +246,10 @@ void bind_retriever(py::module_& m) {
 
   py::class_<py_retriever>(m, "_Retriever")
       .def(py::init<std::size_t, const std::string&, const std::string&, double, bool, bool, std::size_t, std::size_t, std::size_t,
-                    double, std::uint64_t, unsigned, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t>(),
+                    double, std::uint64_t, unsigned, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t, py::handle>(),
            py::arg("dim"), py::arg("backend"), py::arg("storage"), py::arg("doc_prune"), py::arg("dedup_tokens"), py::arg("token_index"),
            py::arg("residual_nbits"), py::arg("residual_centroids"), py::arg("residual_iterations"), py::arg("residual_anisotropy"), py::arg("seed"), py::arg("threads"),
-           py::arg("graph_m"), py::arg("ef_construction"), py::arg("ef_search"), py::arg("nlist"), py::arg("ivf_nprobe"))
+           py::arg("graph_m"), py::arg("ef_construction"), py::arg("ef_search"), py::arg("nlist"), py::arg("ivf_nprobe"), py::arg("codec"))
       .def_property_readonly("dim", &py_retriever::dim)
       .def_property_readonly("size", &py_retriever::size)
       .def_property_readonly("live_size", &py_retriever::live_size)
@@ -245,6 +257,7 @@ void bind_retriever(py::module_& m) {
       .def_property_readonly("store_bytes", &py_retriever::store_bytes)
       .def_property_readonly("store_tokens", &py_retriever::store_tokens)
       .def_property_readonly("storage", &py_retriever::storage)
+      .def_property_readonly("codec", &py_retriever::codec)
       .def_property_readonly("backend", &py_retriever::backend)
       .def("is_removed", &py_retriever::is_removed, py::arg("id"))
       .def("add", &py_retriever::add, py::arg("docs"), py::arg("offsets"), py::arg("salience"))

@@ -95,6 +95,40 @@ def test_from_arrays_equals_single_node_on_2_workers():
                                                shards=2, backend="exact", storage="residual:3")
 
 
+def test_residual_shards_share_one_codec_and_equal_single_node(cluster4):
+    _, client = cluster4
+    cran = os.path.join(DATA, "cranfield")
+    col = aligner.load_collection(cran)
+    docs = col["docs"]
+    settings = dict(storage="residual:2", residual_centroids=256, seed=5)
+    single = single_node(col, **settings)
+    queries = judged_queries(col, 40)
+    # from_collection: the codec is trained once, by a task on a worker, on every document token: the one a single
+    # Retriever trains on its first add of the same documents, so the shards score exactly as it does.
+    sharded = adask.ShardedRetriever.from_collection(client, cran, shards=3, **settings)
+    check_equal(sharded, single, queries, top=10, strategy="top1", exhaustive=True)
+    check_equal(sharded, single, queries, top=10, strategy="topk:2", nprobe=8)  # postings without an ndocs cut
+    sharded.close()
+    # from_arrays trains it here; or takes a given one (then it is every shard's, and the single node's too).
+    sharded = adask.ShardedRetriever.from_arrays(client, docs["vectors"], docs["offsets"], shards=4, partition="hash",
+                                                 **settings)
+    check_equal(sharded, single, queries, top=10, strategy="topp:0.02", exhaustive=True)
+    sharded.close()
+    codec = aligner.train_codec(docs["vectors"][::3], nbits=4, centroids=64)
+    given = aligner.Retriever(docs["vectors"].shape[1], storage="residual", codec=codec)
+    given.add(docs["vectors"], docs["offsets"])
+    sharded = adask.ShardedRetriever.from_collection(client, cran, shards=2, storage="residual", codec=codec)
+    check_equal(sharded, given, queries, top=10, strategy="top1", exhaustive=True)
+    sharded.close()
+    # shared_codec=False: every shard trains its own on its part (scores then differ from the single node's).
+    sharded = adask.ShardedRetriever.from_arrays(client, docs["vectors"], docs["offsets"], shards=2, shared_codec=False,
+                                                 **settings)
+    got = sharded.search_batch(queries, top=10, exhaustive=True)
+    want = single.search_batch(queries, top=10, exhaustive=True)
+    assert any(not np.array_equal(g.scores, w.scores) for g, w in zip(got, want))
+    sharded.close()
+
+
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "scifact")), reason="../shared/data/scifact not present")
 def test_scifact_sharded_equals_single_node(cluster4):
     _, client = cluster4
