@@ -440,6 +440,58 @@ TEST_CASE("cli: explain draws the library's view with words, from the collection
   for (const auto& f : {html, svg, idx}) std::filesystem::remove(f);
 }
 
+TEST_CASE("cli: --codec builds with another index's residual codec (file and directory), misuse exits 2", "[oracle]") {
+  const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
+  const auto a = cli_temp("codec_a.idx"), b = cli_temp("codec_b.idx"), c = cli_temp("codec_c.idx"), f32 = cli_temp("codec_f32.idx");
+  const auto dir = cli_temp("codec.dir"), dir2 = cli_temp("codec2.dir");
+  for (const auto& d : {dir, dir2}) std::filesystem::remove_all(d);
+  REQUIRE(run_cli("index" + coll + " --storage residual:2 --centroids 64 --anisotropy 3 --out " + a.string()).status == 0);
+  // The same build with A's codec instead of training one writes the same file, byte for byte.
+  REQUIRE(run_cli("index" + coll + " --storage residual:2 --codec " + a.string() + " --out " + b.string()).status == 0);
+  CHECK(aligner::io::read_file(a) == aligner::io::read_file(b));
+  // Another build (no token index) and a directory with A's codec: the same codec, and the same rankings.
+  REQUIRE(run_cli("index" + coll + " --storage residual:2 --token-index off --codec " + a.string() + " --out " + c.string()).status == 0);
+  REQUIRE(run_cli("index" + coll + " --storage residual:2 --layout directory --segment-tokens 50000 --codec " + a.string() + " --out " +
+                  dir.string()).status == 0);
+  const auto codec_a = aligner::load_index<aligner::exact_backend>(a.string(), {.mmap = true}).store().codec();
+  REQUIRE(codec_a);
+  CHECK(codec_a->centroids() == 64);
+  CHECK(aligner::load_index<aligner::exact_backend>(c.string(), {.mmap = true}).store().codec()->serialize() == codec_a->serialize());
+  CHECK(aligner::index_directory_reader(dir).snapshot()->codec->serialize() == codec_a->serialize());
+  const auto run_a = run_cli("search" + coll + " --index " + a.string() + " --strategy top1,topk:2 --candidates postings --ndocs 0 --top 20");
+  const auto run_dir = run_cli("search" + coll + " --index " + dir.string() + " --strategy top1,topk:2 --candidates postings --ndocs 0 --top 20");
+  REQUIRE(run_a.status == 0);
+  REQUIRE(run_dir.status == 0);
+  const auto metrics = [](const std::string& out) {  // every line without its timing
+    std::string kept;
+    for (std::size_t at = 0; at < out.size();) {
+      const std::size_t end = std::min(out.find('\n', at), out.size());
+      const std::string line = out.substr(at, end - at);
+      kept += line.substr(0, line.find(" ms_per_query")) + "\n";
+      at = end + 1;
+    }
+    return kept;
+  };
+  CHECK(metrics(run_dir.out) == metrics(run_a.out));
+  CHECK(std::count(run_a.out.begin(), run_a.out.end(), '\n') == 2);
+  // A directory's codec serves too.
+  REQUIRE(run_cli("index" + coll + " --storage residual:2 --layout directory --codec " + dir.string() + " --out " + dir2.string()).status == 0);
+  CHECK(aligner::index_directory_reader(dir2).snapshot()->codec->serialize() == codec_a->serialize());
+  // Misuse: no residual storage, other bits, flags that train a codec, an index without a codec, no such file.
+  REQUIRE(run_cli("index" + coll + " --storage bf16 --out " + f32.string()).status == 0);
+  const auto out = " --out " + cli_temp("codec_x.idx").string();
+  CHECK(run_cli("index" + coll + " --codec " + a.string() + out).status == 2);
+  CHECK(run_cli("index" + coll + " --storage residual:4 --codec " + a.string() + out).status == 2);
+  CHECK(run_cli("index" + coll + " --storage residual:2 --centroids 32 --codec " + a.string() + out).status == 2);
+  CHECK(run_cli("index" + coll + " --storage residual:2 --anisotropy 2 --codec " + a.string() + out).status == 2);
+  CHECK(run_cli("index" + coll + " --storage residual:2 --codec " + f32.string() + out).status == 2);
+  CHECK(run_cli("index" + coll + " --storage residual:2 --codec /nonexistent/x.idx" + out).status == 2);
+  CHECK(run_cli("search" + coll + " --index " + a.string() + " --strategy top1 --codec " + a.string()).status == 2);  // not a search flag
+  CHECK(!std::filesystem::exists(cli_temp("codec_x.idx")));
+  for (const auto& f : {a, b, c, f32}) std::filesystem::remove(f);
+  for (const auto& d : {dir, dir2}) std::filesystem::remove_all(d);
+}
+
 TEST_CASE("cli: the bf16 and i8 exact backends index, save under their own labels and search like eval", "[oracle]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
   for (const std::string backend : {"exact-bf16", "exact-i8"}) {

@@ -44,12 +44,15 @@ int run_index_directory(const options& o) {
   else aligner::parse_storage(o.storage, precision);
   if (o.centroids && !o.residual_bits) throw usage_error("--centroids needs --storage residual:N");
   if (o.has("--anisotropy") && !o.residual_bits) throw usage_error("--anisotropy needs --storage residual:N");
+  const fs::path vdir = fs::path(o.collection) / o.vectors;
+  const auto codec = codec_from(o, 0);  // its dim is checked against the vectors' by the build
   const aligner::directory_params params{
       .precision = precision,
+      .codec = codec,
       .residual = {.nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .anisotropy = o.anisotropy, .threads = o.threads}};
-  const fs::path vdir = fs::path(o.collection) / o.vectors;
   if (precision == aligner::storage::residual)
-    std::fprintf(stderr, "training the residual codec on a sample of the collection, then encoding chunk by chunk\n");
+    std::fprintf(stderr, codec ? "encoding chunk by chunk with the codec of --codec\n"
+                               : "training the residual codec on a sample of the collection, then encoding chunk by chunk\n");
   std::optional<progress> bar;
   const aligner::io::build_options build{.segment_tokens = o.segment_tokens, .threads = o.threads, .progress = [&](std::size_t done, std::size_t total) {
     if (!bar) bar.emplace("indexing tokens", total, o.progress);

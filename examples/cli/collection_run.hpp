@@ -6,6 +6,7 @@
 #include <aligner/eval/idf.hpp>
 #include <aligner/eval/metrics.hpp>
 #include <aligner/io/collection.hpp>
+#include <aligner/io/index_directory.hpp>
 #include <aligner/io/npy.hpp>
 #include <aligner/io/salience_heads.hpp>
 #include <aligner/io/trec.hpp>
@@ -140,6 +141,26 @@ ranking rank_with(const options& o, const Index& index, const retrieval_setup& s
   return out;
 }
 
+/// --codec INDEX: the residual codec of an index file or index directory, checked against the build (--storage
+/// residual:N with its N, the collection's dim unless 0, no flag that would train one); null without the flag.
+inline std::shared_ptr<const aligner::residual_codec> codec_from(const options& o, std::size_t dim) {
+  if (o.codec_from.empty()) return nullptr;
+  if (!o.residual_bits) throw usage_error("--codec needs --storage residual:N (the codec's N)");
+  if (o.centroids || o.has("--anisotropy")) throw usage_error("--codec gives a trained codec: --centroids and --anisotropy would train one");
+  std::shared_ptr<const aligner::residual_codec> codec;
+  if (std::filesystem::is_directory(o.codec_from))
+    codec = aligner::index_directory_reader(o.codec_from).snapshot()->codec;
+  else
+    aligner::with_saved_index(o.codec_from, {.mmap = true}, [&](const auto& index) { codec = index.store().codec(); });
+  if (!codec) throw usage_error("--codec " + o.codec_from + ": not a residual index (it holds no codec)");
+  if (dim && codec->dim() != dim)
+    throw usage_error("--codec " + o.codec_from + ": the codec has dim " + std::to_string(codec->dim()) + ", the collection " + std::to_string(dim));
+  if (codec->nbits() != o.residual_bits)
+    throw usage_error("--codec " + o.codec_from + " codes " + std::to_string(codec->nbits()) + " bits a component, --storage residual:" +
+                      std::to_string(o.residual_bits) + " asks for " + std::to_string(o.residual_bits));
+  return codec;
+}
+
 /// Builds a retriever over the collection's documents with --backend, --storage, --prune-doc and --dedup; calls fn(retriever).
 /// `ranks_now` (eval, adapt): the index is only ranked with now, so its token index is built only for --candidates K
 /// (token candidates), and the flags that shape a token index are refused without it instead of being ignored.
@@ -161,6 +182,7 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn, bool ranks
   if ((o.has("--nlist") || o.has("--ivf-nprobe")) && o.backend != "faiss-ivf") throw usage_error("--nlist and --ivf-nprobe need --backend faiss-ivf");
   aligner::residual_params residual{
       .nbits = o.residual_bits ? o.residual_bits : 2, .centroids = o.centroids, .anisotropy = o.anisotropy, .threads = o.threads};
+  const auto codec = codec_from(o, s.c.docs.dim);
 
   with_backend(o.backend, s.c.docs.dim, [&](auto backend) {
     using backend_t = decltype(backend);
@@ -179,7 +201,7 @@ void build_index(const options& o, const retrieval_setup& s, Fn&& fn, bool ranks
       };
       index = std::make_unique<aligner::aligner_retriever<backend_t>>(
           std::move(backend), s.c.docs.view(),
-          aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .residual = residual, .dedup_tokens = o.dedup,
+          aligner::index_params{.doc_prune = o.prune_doc, .precision = precision, .codec = codec, .residual = residual, .dedup_tokens = o.dedup,
                                 .token_index = o.token_index && (!ranks_now || token_candidates), .threads = o.threads, .progress = report},
           s.ud);
     }

@@ -71,7 +71,8 @@ verifies it and memory-maps the token store). With --layout directory, INDEX is 
 built streaming: the documents' vectors are memory-mapped and encoded chunk by chunk (the codec trained first on
 a sample), each segment of --segment-tokens committed atomically, so memory stays bounded by a segment and a
 killed build leaves the segments committed so far. A directory has no token index: search it with
---candidates postings (residual storage) or all.
+--candidates postings (residual storage) or all. --codec OTHER (a residual index file or directory) codes the
+documents with OTHER's codec instead of training one, so that indexes built apart code every token alike.
 )",
      cli::run_index},
     {"search", cli::search, "load a saved index and rank a collection's judged queries",

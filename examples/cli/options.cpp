@@ -147,6 +147,9 @@ const std::vector<flag>& flags() {
            throw usage_error("--anisotropy must be in [1, 1e6], got " + v);
          o.anisotropy = x;
        }},
+      {"--codec", "INDEX", building_cmds,
+       "residual storage: code with the codec of this residual index file or directory instead of training one (so that several indexes code alike)",
+       [](options& o, const std::string& v) { o.codec_from = v; }},
       {"--nprobe", "P", ranking_cmds, "--candidates postings: centroids probed per query token (default 4)",
        [](options& o, const std::string& v) { o.nprobe = parse_positive("--nprobe", v); }},
       {"--ndocs", "N", ranking_cmds, "--candidates postings: documents kept by the centroid-only score for the rerank (default 1000; 0: all)",

@@ -51,6 +51,7 @@ struct options {
   double prune_query = 1.0, prune_doc = 1.0;
   std::size_t residual_bits = 0, centroids = 0;  ///< --storage residual:N, --centroids K
   double anisotropy = 0;                         ///< --anisotropy ETA (0: the codec default)
+  std::string codec_from;                        ///< --codec INDEX: the residual codec of that index file or directory
   std::size_t top = 1000, shots = 8;
   std::uint64_t seed = 0;
   unsigned threads = 1;
