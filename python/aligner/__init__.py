@@ -371,6 +371,16 @@ class Retriever:
                                     use_query_salience)
         return self._r.view(query, id, query_salience, args, query_words, doc_words, title, html)
 
+    def alignment(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,
+                  use_doc_salience: bool = True, use_query_salience: bool = True) -> dict:
+        """The data behind view(): explain()'s dict (the aligned pairs, numerator, z, score) plus "similarity_matrix"
+        (float32 [query tokens, document tokens]: every S_ij as the scorer's kernel computes it over the stored
+        document), "query_salience" / "doc_salience" (the weights of the rerank, or None) and "strategy"; for
+        plotting an alignment your own way."""
+        args = _aligner._SearchArgs(1, strategy, normalize, 1, True, 0, 0, 1.0, use_doc_salience, None, None,
+                                    use_query_salience)
+        return self._r.alignment(query, id, query_salience, args)
+
     # ---- files ----
     def save(self, path) -> None:
         """Writes the whole index to one file, atomically (the CLI's `aligner search --index` reads it)."""
@@ -601,6 +611,14 @@ class IndexDirectoryReader(_DirectoryFacts):
         args = _aligner._SearchArgs(1, strategy, normalize, 1, True, 0, 0, 1.0, use_doc_salience, None, None,
                                     use_query_salience)
         return self._d.view(query, id, query_salience, args, query_words, doc_words, title, html)
+
+    def alignment(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,
+                  use_doc_salience: bool = True, use_query_salience: bool = True) -> dict:
+        """As Retriever.alignment: the aligned pairs, the score's parts and the whole similarity matrix of document
+        `id` (a live one)."""
+        args = _aligner._SearchArgs(1, strategy, normalize, 1, True, 0, 0, 1.0, use_doc_salience, None, None,
+                                    use_query_salience)
+        return self._d.alignment(query, id, query_salience, args)
 
 
 def build_directory(path, vectors, offsets, *, names=None, storage: str = "residual:2", residual_centroids: int = 0,

@@ -124,6 +124,9 @@ class Retriever:
              query_salience: Optional[ArrayLike] = None, use_doc_salience: bool = True, use_query_salience: bool = True,
              query_words: Optional[Sequence[str]] = None, doc_words: Optional[Sequence[str]] = None, title: str = "",
              html: bool = True) -> str: ...
+    def alignment(self, query: ArrayLike, id: int, *, strategy: str = "top1", normalize: str = "mean",
+                  query_salience: Optional[ArrayLike] = None, use_doc_salience: bool = True,
+                  use_query_salience: bool = True) -> dict[str, Any]: ...
     def save(self, path: PathType) -> None: ...
     @classmethod
     def load(cls, path: PathType, *, mmap: bool = True) -> "Retriever": ...
@@ -195,6 +198,9 @@ class IndexDirectoryReader(_DirectoryFacts):
              query_salience: Optional[ArrayLike] = None, use_doc_salience: bool = True, use_query_salience: bool = True,
              query_words: Optional[Sequence[str]] = None, doc_words: Optional[Sequence[str]] = None, title: str = "",
              html: bool = True) -> str: ...
+    def alignment(self, query: ArrayLike, id: int, *, strategy: str = "top1", normalize: str = "mean",
+                  query_salience: Optional[ArrayLike] = None, use_doc_salience: bool = True,
+                  use_query_salience: bool = True) -> dict[str, Any]: ...
 
 def build_directory(path: PathType, vectors: Union[PathType, ArrayLike], offsets: ArrayLike, *,
                     names: Optional[Sequence[str]] = None, storage: str = "residual:2", residual_centroids: int = 0,

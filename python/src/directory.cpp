@@ -238,6 +238,18 @@ class py_directory_reader {
     return render_view(std::move(v), query_words, doc_words, title, html);
   }
 
+  py::dict alignment(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a) const {
+    const auto r = reader();
+    const f32_matrix q = as_matrix(query, "query", r->dim());
+    a.set_query_salience(query_salience, q.view().rows);
+    aligner::alignment_view v;
+    {
+      py::gil_scoped_release release;
+      v = aligner::make_alignment_view(*r, q.view(), id, a.p);
+    }
+    return view_dict(std::move(v));
+  }
+
  private:
   std::shared_ptr<aligner::index_directory_reader> reader() const {
     const std::lock_guard lock(mu_);
@@ -342,7 +354,8 @@ void bind_directory(py::module_& m) {
            py::arg("args"))
       .def("explain", &py_directory_reader::explain, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"))
       .def("view", &py_directory_reader::view, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"),
-           py::arg("query_words"), py::arg("doc_words"), py::arg("title"), py::arg("html"));
+           py::arg("query_words"), py::arg("doc_words"), py::arg("title"), py::arg("html"))
+      .def("alignment", &py_directory_reader::alignment, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"));
 
   m.def("_build_directory", &build_directory, py::arg("path"), py::arg("vectors"), py::arg("offsets"), py::arg("names"), py::arg("storage"),
         py::arg("residual_centroids"), py::arg("residual_iterations"), py::arg("residual_anisotropy"), py::arg("seed"),

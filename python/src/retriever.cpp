@@ -180,6 +180,18 @@ class py_retriever {
     return render_view(std::move(v), query_words, doc_words, title, html);
   }
 
+  py::dict alignment(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a) const {
+    const f32_matrix q = as_matrix(query, "query", dim());
+    a.set_query_salience(query_salience, q.view().rows);
+    aligner::alignment_view v;
+    {
+      py::gil_scoped_release release;
+      std::shared_lock lock(mu_);
+      v = visit([&](const auto& ret) { return aligner::make_alignment_view(ret, q.view(), id, a.p); });
+    }
+    return view_dict(std::move(v));
+  }
+
   /// For the binding-overhead benchmark: seconds of `repeats` passes of C++ search calls over the queries (one call
   /// per query, no Python in between), the same calls search() makes.
   double bench_search(py::handle queries, std::size_t repeats, py_search_args& a) const {
@@ -269,6 +281,7 @@ void bind_retriever(py::module_& m) {
       .def("explain", &py_retriever::explain, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"))
       .def("view", &py_retriever::view, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"), py::arg("query_words"),
            py::arg("doc_words"), py::arg("title"), py::arg("html"))
+      .def("alignment", &py_retriever::alignment, py::arg("query"), py::arg("id"), py::arg("query_salience"), py::arg("args"))
       .def("_bench_search", &py_retriever::bench_search, py::arg("queries"), py::arg("repeats"), py::arg("args"))
       .def("save", &py_retriever::save, py::arg("path"))
       .def_static("load", &py_retriever::load, py::arg("path"), py::arg("mmap"));

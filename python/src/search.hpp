@@ -185,4 +185,18 @@ inline std::string render_view(aligner::alignment_view&& v, py::handle query_wor
   return html ? aligner::alignment_html(v) : aligner::alignment_svg(v);
 }
 
+/// The data of an alignment picture: explain's dict plus the whole similarity matrix S (float32 [query tokens,
+/// document tokens], the scorer kernel's values), the salience the rerank weighs with (None when there is none) and
+/// the strategy's name.
+inline py::dict view_dict(aligner::alignment_view&& v) {
+  v.validate();
+  const auto rows = py::ssize_t(v.rows), cols = py::ssize_t(v.cols);
+  py::dict out = explanation_dict(std::move(v.why));
+  out["similarity_matrix"] = to_numpy(std::move(v.similarity), {rows, cols});
+  out["query_salience"] = v.query_salience.empty() ? py::object(py::none()) : py::object(to_numpy(std::move(v.query_salience)));
+  out["doc_salience"] = v.doc_salience.empty() ? py::object(py::none()) : py::object(to_numpy(std::move(v.doc_salience)));
+  out["strategy"] = v.strategy;
+  return out;
+}
+
 }  // namespace aligner_py

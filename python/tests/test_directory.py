@@ -445,6 +445,61 @@ def test_the_alignment_picture(tmp_path):
         assert f"score {ds.explain(q, doc, strategy='topp:0.2')['score']:.6g}" in page
 
 
+def test_the_alignment_data(tmp_path):
+    docs = collection(seed=17, docs=10)
+    qs = queries(seed=3)
+    uq = [np.random.default_rng(i).uniform(0.1, 2, len(q)).astype(np.float32) for i, q in enumerate(qs)]
+    ud = np.random.default_rng(9).uniform(0.1, 2, sum(len(d) for d in docs)).astype(np.float32)
+    starts = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
+    r = aligner.Retriever(DIM)
+    r.add(docs, salience=ud)
+    for q, u in zip(qs, uq):
+        for doc in (0, 7):
+            for strategy in ("top1", "topk:3", "topp:0.2", "dense"):
+                a = r.alignment(q, doc, strategy=strategy, query_salience=u)
+                S = a["similarity_matrix"]
+                assert S.dtype == np.float32 and S.shape == (len(q), len(docs[doc]))
+                np.testing.assert_allclose(S, q.astype(np.float64) @ docs[doc].T.astype(np.float64), rtol=1e-5, atol=1e-5)
+                np.testing.assert_array_equal(a["query_salience"], u)
+                np.testing.assert_array_equal(a["doc_salience"], ud[starts[doc]:starts[doc + 1]])
+                assert a["strategy"] == aligner.strategy_name(strategy)
+                # explain's pairs, each with its cell of S, and the score the search gives the document
+                e = r.explain(q, doc, strategy=strategy, query_salience=u)
+                for key in ("query_token", "doc_token", "similarity", "weight"):
+                    np.testing.assert_array_equal(a[key], e[key])
+                assert a["score"] == e["score"]
+                if strategy == "dense":  # its one pair (0, 0) is the dense score's own dot product
+                    np.testing.assert_allclose(a["similarity"], S[0, :1], rtol=1e-6)
+                else:
+                    np.testing.assert_array_equal(a["similarity"], S[a["query_token"], a["doc_token"]])
+                # the score from S and the weights, independently of the scorer
+                weights = u[a["query_token"]] * a["doc_salience"][a["doc_token"]]
+                assert a["score"] == pytest.approx(float((weights * S[a["query_token"], a["doc_token"]]).sum() / weights.sum()),
+                                                   rel=1e-5, abs=1e-6)
+                if strategy == "top1":  # one aligned cell per row: its maximum
+                    np.testing.assert_array_equal(a["similarity"], S.max(1))
+    plain = aligner.Retriever(DIM, storage="bf16")
+    plain.add(docs)
+    a = plain.alignment(qs[0], 3)
+    assert a["query_salience"] is None and a["doc_salience"] is None
+    np.testing.assert_allclose(a["similarity_matrix"], qs[0] @ docs[3].T, rtol=2e-2, atol=2e-2)
+    assert a["score"] == plain.search(qs[0], top=10, exhaustive=True, allowed_ids=[3]).scores[0]
+    with aligner.IndexDirectoryWriter.create(tmp_path / "d", DIM, storage="bf16") as w:
+        w.add(docs)
+        w.remove(5)
+    with aligner.IndexDirectoryReader(tmp_path / "d") as d:
+        b = d.alignment(qs[0], 3)
+        for key in ("similarity_matrix", "query_token", "doc_token", "similarity", "weight"):
+            np.testing.assert_array_equal(a[key], b[key])
+        assert a["score"] == b["score"]
+        with pytest.raises(ValueError, match="not a live document"):
+            d.alignment(qs[0], 5)
+    with pytest.raises(ValueError, match="columns"):
+        plain.alignment(np.ones((2, DIM + 1), np.float32), 0)
+    with pytest.raises(ValueError):
+        plain.alignment(qs[0], 99)
+
+
 CLI, DATA = ref.CLI, ref.DATA
 
 
