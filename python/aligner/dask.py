@@ -144,7 +144,8 @@ def _codec_settings(kwargs: dict) -> Optional[dict]:
 
 def _shared_codec_kwargs(kwargs: dict, codec: aligner.ResidualCodec) -> dict:
     """The Retriever keywords with the codec given in place of its training settings."""
-    out = {k: v for k, v in kwargs.items() if k not in ("residual_centroids", "residual_iterations", "residual_anisotropy")}
+    out = {k: v for k, v in kwargs.items()
+           if k not in ("residual_nbits", "residual_centroids", "residual_iterations", "residual_anisotropy")}
     out["codec"] = codec
     return out
 
