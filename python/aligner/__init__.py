@@ -32,7 +32,7 @@ __all__ = [
     "mean_average_precision", "precision_at", "load_collection", "load_qrels", "load_run", "save_run",
     "load_beir_jsonl", "load_npy", "run_from_results", "load_salience_heads",
     "IndexDirectoryWriter", "IndexDirectoryReader", "build_directory", "train_salience", "token_idf", "fit_salience",
-    "fit_idf_salience", "paper_grid", "adapt", "fold_protocol", "ResidualCodec", "train_codec",
+    "fit_idf_salience", "paper_grid", "adapt", "fold_protocol", "ResidualCodec", "train_codec", "default_centroids",
 ]
 
 __version__ = _aligner.__version__
@@ -196,6 +196,13 @@ def train_codec(tokens, *, nbits: int = 2, centroids: int = 0, sample: int = 0, 
     _check_int("threads", threads, 0)
     return ResidualCodec(_aligner._ResidualCodec.train(tokens, nbits, centroids, sample, iterations, float(anisotropy), seed,
                                                        threads))
+
+
+def default_centroids(tokens: int) -> int:
+    """PLAID's number of centroids for a collection of `tokens` tokens: 2^floor(log2(16 sqrt(tokens))), at most
+    65536 and at most `tokens` (what centroids=0 chooses)."""
+    _check_int("tokens", tokens, 0)
+    return _aligner.default_centroids(tokens)
 
 
 def _codec_arg(codec, residual_centroids=0, residual_iterations=10, residual_anisotropy=0.0):

@@ -72,6 +72,8 @@ class ResidualCodec:
 def train_codec(tokens: ArrayLike, *, nbits: int = 2, centroids: int = 0, sample: int = 0, iterations: int = 10,
                 anisotropy: float = 0.0, seed: int = 0, threads: int = 1) -> ResidualCodec: ...
 
+def default_centroids(tokens: int) -> int: ...
+
 class Retriever:
     def __init__(self, dim: int, *, backend: str = "exact", storage: str = "f32", doc_prune: float = 1.0,
                  dedup_tokens: bool = True, token_index: bool = True, residual_nbits: int = 2,

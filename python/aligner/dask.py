@@ -21,6 +21,14 @@ trains one per shard instead).
     index = aligner.dask.ShardedRetriever.from_collection(client, "data/cranfield", storage="bf16")
     ids, scores = index.search(query, top=10, exhaustive=True)
 
+Collections too large for one machine's memory are sharded as index directories instead: build_directories runs
+the streamed build of one contiguous range of documents on each worker (a .npy file every worker can read, one
+codec for all shards), and from_directories serves directories built before (each worker opens its own, mapped,
+searching its centroid postings); global ids follow the order of the directories.
+
+    index = aligner.dask.ShardedRetriever.build_directories(client, "/shared/idx", "/shared/docs.npy", offsets)
+    ids, scores = index.search(query, top=10)            # nprobe 4, ndocs 1000 per shard; exhaustive=True exact
+
 Failures are never silent: a shard whose task fails, or whose worker leaves the cluster (it died, or was
 retired), raises ShardError naming the shard and the worker; the index must then be rebuilt.
 """
@@ -176,8 +184,60 @@ def _search_shard(shard: _Shard, queries, offsets, query_salience, params: dict,
 
 def _shard_facts(shard: _Shard) -> dict:
     r = shard.retriever
+    if isinstance(r, aligner.IndexDirectoryReader):
+        return {"documents": len(r), "tokens": r.tokens, "storage": r.storage, "path": r.path, "segments": r.segments,
+                "first_id": int(shard.global_ids[0]) if len(shard.global_ids) else None}
     return {"documents": len(r), "tokens": r.tokens, "store_bytes": r.store_bytes, "storage": r.storage,
             "backend": r.backend}
+
+
+# ---- index directories as shards ----------------------------------------------------------------------------------
+
+def _open_directory_shard(path: str) -> _Shard:
+    """A shard over the index directory at `path` (its global ids are set once every shard's size is known)."""
+    return _Shard(aligner.IndexDirectoryReader(path), np.zeros(0, np.int64))
+
+
+def _directory_shard_size(shard: _Shard) -> tuple:
+    return shard.retriever.size, shard.retriever.dim
+
+
+def _number_directory_shard(shard: _Shard, first: int) -> None:
+    """Global id = first + the directory's own id (run on the shard's worker, on the object it holds)."""
+    shard.global_ids = np.arange(first, first + shard.retriever.size, dtype=np.int64)
+
+
+def _npy_rows(path: str):
+    """The .npy file at `path` mapped read-only, [tokens, dim]."""
+    a = np.load(path, mmap_mode="r")
+    if a.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-d array [tokens, dim], got shape {a.shape}")
+    return a
+
+
+def _train_npy_codec(path: str, tokens: int, settings: dict, training_tokens: int) -> aligner.ResidualCodec:
+    """The shared codec of build_directories: trained on a seeded uniform sample of the tokens of `path` (read in
+    ascending order from the mapping), with PLAID's centroid count for the whole collection by default."""
+    rows = _npy_rows(path)
+    settings = dict(settings)
+    default_k = settings["centroids"] == 0
+    if default_k:
+        settings["centroids"] = aligner.default_centroids(tokens)
+    want = training_tokens or max(64 * settings["centroids"], 65536)
+    want = min(want, tokens)
+    picks = np.sort(np.random.default_rng(settings["seed"]).choice(tokens, want, replace=False)) if want < tokens \
+        else np.arange(tokens)
+    sample = np.ascontiguousarray(rows[picks], dtype=np.float32)
+    if default_k:  # as the default of one build: at most the distinct vectors there are to train on
+        settings["centroids"] = min(settings["centroids"], len(np.unique(sample, axis=0)))
+    return aligner.train_codec(sample, **settings)
+
+
+def _build_directory_shard(path: str, npy: str, first_token: int, offsets: np.ndarray, names, build: dict) -> _Shard:
+    """Builds the index directory of one shard from its rows of the mapped .npy (the streamed build), then opens it."""
+    rows = _npy_rows(npy)[first_token:first_token + int(offsets[-1])]
+    aligner.build_directory(path, rows, offsets, names=names, **build)
+    return _open_directory_shard(path)
 
 
 def _worker_addresses(dask_scheduler=None) -> list:
@@ -204,6 +264,7 @@ class ShardedRetriever:
         self.global_ids = global_ids
         self.dim = dim
         self.poll_seconds = poll_seconds
+        self._directories = False  # shards are index directories (from_directories, build_directories)
 
     # ---- building ----
     @staticmethod
@@ -284,6 +345,113 @@ class ShardedRetriever:
         index._gather(futures, "build", fetch=False)
         return index
 
+    @classmethod
+    def from_directories(cls, client, paths: Sequence, *, workers: Optional[Sequence[str]] = None) -> "ShardedRetriever":
+        """Serves index directories (aligner.IndexDirectoryWriter / build_directory / `aligner index --layout
+        directory`, one per shard, each at a path its worker can read: one machine, or shared storage) from the
+        workers of the cluster: shard s opens paths[s] on its worker (workers: one address per path; default the
+        cluster's, in turn). Global ids follow the order of `paths`: shard s's documents are numbered after all
+        the documents ever added to the directories before it (id = that count + the directory's own id), so
+        directories built from consecutive ranges of one collection keep the collection's ids. Each shard
+        searches the commit it opened. Search keywords are IndexDirectoryReader.search's (a residual directory
+        uses its centroid postings, nprobe 4 and ndocs 1000 by default, the cut applied per shard; give
+        exhaustive=True or ndocs=0 for results that equal one directory holding every document, when the
+        directories share one codec)."""
+        paths = [os.fspath(p) for p in paths]
+        if not paths:
+            raise ValueError("paths must name at least one index directory")
+        if workers is None:
+            live = sorted(_live_workers(client))
+            if not live:
+                raise ValueError("the Dask cluster has no workers")
+            workers = [live[s % len(live)] for s in range(len(paths))]
+        workers = list(workers)
+        if len(workers) != len(paths):
+            raise ValueError(f"workers must name one worker per path: {len(workers)} workers for {len(paths)} paths")
+        futures = [client.submit(_open_directory_shard, path, workers=[worker], allow_other_workers=False, pure=False,
+                                 key=f"aligner-dir-shard-{s}-{uuid.uuid4().hex}")
+                   for s, (path, worker) in enumerate(zip(paths, workers))]
+        index = cls(client, futures, workers, [], 0)
+        index._directories = True
+        index._gather(futures, "open", fetch=False)
+        index._number_directories()
+        return index
+
+    @classmethod
+    def build_directories(cls, client, folder, vectors, offsets, *, names=None, shards: Optional[int] = None,
+                          storage: str = "residual:2", codec: Optional[aligner.ResidualCodec] = None,
+                          shared_codec: bool = True, residual_centroids: int = 0, residual_iterations: int = 10,
+                          residual_anisotropy: float = 0.0, seed: int = 0, training_tokens: int = 0,
+                          segment_tokens: int = 1 << 22, chunk_tokens: int = 1 << 18,
+                          threads: int = 1) -> "ShardedRetriever":
+        """The streamed build of a collection too large for one machine's memory, one index directory a shard,
+        each built by its worker, then served (from_directories). vectors: the path of a .npy file [tokens, dim]
+        (float32 or float16) that every worker can read; offsets: documents + 1 integers; names: one str per
+        document or None. Shard s holds a contiguous range of documents (ids as in the collection), built into
+        `folder`/shard-NNN with build_directory (segment_tokens, chunk_tokens, threads per worker). A residual
+        storage is coded with one codec: `codec`, or one trained first by a task on the first worker on a seeded
+        sample of training_tokens tokens (0: max(64 K, 65536)) of the whole collection, K = residual_centroids or
+        PLAID's rule for the whole collection (shared_codec=False: each shard trains its own)."""
+        folder = os.fspath(folder)
+        vectors = os.fspath(vectors)
+        head = _npy_rows(vectors)
+        tokens, dim = head.shape
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if offsets.ndim != 1 or len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != tokens or np.any(np.diff(offsets) < 0):
+            raise ValueError(f"offsets must start at 0, never decrease and end at the number of tokens ({tokens})")
+        n_docs = len(offsets) - 1
+        if names is not None:
+            names = [str(n) for n in names]
+            if len(names) != n_docs:
+                raise ValueError(f"names must hold one name per document: {len(names)} names for {n_docs} documents")
+        workers = cls._pick_workers(client, shards)
+        parts = partition_ids(n_docs, len(workers), "range")
+        build = {"storage": storage, "residual_centroids": residual_centroids, "residual_iterations": residual_iterations,
+                 "residual_anisotropy": residual_anisotropy, "seed": seed, "training_tokens": training_tokens,
+                 "segment_tokens": segment_tokens, "chunk_tokens": chunk_tokens, "threads": threads, "codec": codec}
+        settings = _codec_settings({"storage": storage, "codec": codec, "residual_centroids": residual_centroids,
+                                    "residual_iterations": residual_iterations, "residual_anisotropy": residual_anisotropy,
+                                    "seed": seed, "threads": threads}) if shared_codec else None
+        if settings is not None and tokens:
+            training = client.submit(_train_npy_codec, vectors, tokens, settings, training_tokens, workers=[workers[0]],
+                                     allow_other_workers=False, pure=False, key=f"aligner-codec-{uuid.uuid4().hex}")
+            codec = cls(client, [training], workers[:1], [], dim)._gather([training], "codec training")[0]
+        if codec is not None:
+            build = {k: v for k, v in build.items()
+                     if k not in ("residual_centroids", "residual_iterations", "residual_anisotropy", "training_tokens")}
+            build["codec"] = codec
+            if storage.startswith("residual"):
+                build["storage"] = "residual"  # the codec's bits
+        os.makedirs(folder, exist_ok=True)
+        futures = []
+        for s, (worker, ids) in enumerate(zip(workers, parts)):
+            first, last = (int(ids[0]), int(ids[-1]) + 1) if len(ids) else (0, 0)
+            local = offsets[first:last + 1] - offsets[first] if len(ids) else np.zeros(1, np.int64)
+            part_names = None if names is None else names[first:last]
+            futures.append(client.submit(_build_directory_shard, os.path.join(folder, f"shard-{s:03d}"), vectors,
+                                         int(offsets[first]) if len(ids) else 0, local, part_names, build,
+                                         workers=[worker], allow_other_workers=False, pure=False,
+                                         key=f"aligner-dir-build-{s}-{uuid.uuid4().hex}"))
+        index = cls(client, futures, workers, [], dim)
+        index._directories = True
+        index._gather(futures, "build", fetch=False)
+        index._number_directories()
+        return index
+
+    def _number_directories(self) -> None:
+        facts = self._gather([self.client.submit(_directory_shard_size, f, workers=[w], allow_other_workers=False,
+                                                 pure=False) for f, w in zip(self._shards, self.workers)], "open")
+        dims = {dim for _, dim in facts}
+        if len(dims) != 1 or (self.dim and self.dim not in dims):
+            self.close()
+            raise ValueError(f"the index directories have different dims: {[dim for _, dim in facts]}")
+        self.dim = dims.pop()
+        firsts = np.concatenate([[0], np.cumsum([size for size, _ in facts])]).astype(np.int64)
+        self._gather([self.client.submit(_number_directory_shard, f, int(first), workers=[w], allow_other_workers=False,
+                                         pure=False) for f, w, first in zip(self._shards, self.workers, firsts)],
+                     "open")
+        self.global_ids = [np.arange(a, b, dtype=np.int64) for a, b in zip(firsts[:-1], firsts[1:])]
+
     # ---- facts ----
     @property
     def shards(self) -> int:
@@ -293,7 +461,8 @@ class ShardedRetriever:
         return sum(f["documents"] for f in self.describe())
 
     def describe(self) -> list[dict]:
-        """Per shard: its worker, documents, tokens, store bytes, storage and backend."""
+        """Per shard: its worker, documents, tokens, storage and store bytes and backend (retrievers) or path,
+        segments and first global id (index directories)."""
         facts = self._gather([self.client.submit(_shard_facts, f, workers=[w], allow_other_workers=False, pure=False)
                               for f, w in zip(self._shards, self.workers)], "describe")
         for fact, worker in zip(facts, self.workers):
@@ -345,6 +514,9 @@ class ShardedRetriever:
             {"exhaustive": True}
 
     def _fan_out(self, queries, offsets, top, query_salience, filter_fn, allowed_ids, params) -> list[Hits]:
+        if self._directories and "candidates" in params:
+            raise TypeError("candidates: index directories have no token index; search them with nprobe / ndocs "
+                            "(residual storage) or exhaustive=True")
         allowed = None if allowed_ids is None else np.unique(np.asarray(allowed_ids, dtype=np.int64))
         params = dict(params, top=int(top))
         # The queries travel inside each shard's task (not scattered: a broadcast to a worker that died blocks).

@@ -67,6 +67,7 @@ py::array_t<float> codec_reconstruct(const py_codec& c, py::handle tokens) {
 }  // namespace
 
 void bind_codec(py::module_& m) {
+  m.def("default_centroids", &aligner::default_centroids, py::arg("tokens"));
   py::class_<py_codec>(m, "_ResidualCodec")
       .def_static("train", &train_codec, py::arg("tokens"), py::arg("nbits"), py::arg("centroids"), py::arg("sample"), py::arg("iterations"),
                   py::arg("anisotropy"), py::arg("seed"), py::arg("threads"))

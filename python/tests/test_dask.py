@@ -129,6 +129,67 @@ def test_residual_shards_share_one_codec_and_equal_single_node(cluster4):
     sharded.close()
 
 
+def test_index_directories_as_shards(cluster4, tmp_path):
+    _, client = cluster4
+    col = aligner.load_collection(os.path.join(DATA, "cranfield"))
+    docs = col["docs"]
+    n = 700  # the first 700 documents, as one .npy every worker reads
+    offsets = docs["offsets"][:n + 1]
+    vectors = docs["vectors"][:offsets[-1]]
+    npy = tmp_path / "docs.npy"
+    np.save(npy, vectors)
+    names = [str(x) for x in docs["ids"][:n]]
+    queries = judged_queries(col, 30)
+    codec = aligner.train_codec(vectors, centroids=64, seed=1)
+    aligner.build_directory(tmp_path / "single", npy, offsets, names=names, storage="residual", codec=codec)
+    single = aligner.IndexDirectoryReader(tmp_path / "single")
+    # Built by three workers with the given codec: the global ids are the collection's, and with the cut off (or an
+    # exhaustive rerank) the results are one directory's exactly.
+    sharded = adask.ShardedRetriever.build_directories(client, tmp_path / "shards", npy, offsets, names=names, shards=3,
+                                                       codec=codec, segment_tokens=20000)
+    assert sharded.shards == 3 and len(sharded) == n and sharded.dim == 100
+    facts = sharded.describe()
+    assert [f["first_id"] for f in facts] == [0, 234, 467] and all(f["storage"] == "residual:2" for f in facts)
+    check_equal(sharded, single, queries, top=10, strategy="top1", exhaustive=True)
+    check_equal(sharded, single, queries, top=10, strategy="topk:2", nprobe=8, ndocs=0)
+    for f in facts:
+        with aligner.IndexDirectoryReader(f["path"]) as r:
+            assert r.codec == codec and r.name(0) == names[f["first_id"]]
+    sharded.close()
+    # The same directories served again (their order gives the ids), from other workers.
+    paths = [f["path"] for f in facts]
+    served = adask.ShardedRetriever.from_directories(client, paths, workers=sorted(sharded.workers)[::-1])
+    check_equal(served, single, queries, top=10, strategy="topp:0.02", exhaustive=True)
+    one = served.search(queries[0], top=5, nprobe=4, ndocs=0)
+    np.testing.assert_array_equal(one.ids, single.search(queries[0], top=5, nprobe=4, ndocs=0).ids)
+    with pytest.raises(TypeError, match="no token index"):
+        served.search(queries[0], candidates=100)
+    served.close()
+    # Without a codec, one is trained by a task for all shards; float storage needs none.
+    trained = adask.ShardedRetriever.build_directories(client, tmp_path / "trained", npy, offsets, shards=2,
+                                                       residual_centroids=32)
+    codecs = []
+    for f in trained.describe():
+        with aligner.IndexDirectoryReader(f["path"]) as r:
+            codecs.append(r.codec)
+    assert codecs[0] == codecs[1] and codecs[0].centroids == 32
+    trained.close()
+    flat = adask.ShardedRetriever.build_directories(client, tmp_path / "flat", npy, offsets, shards=4, storage="bf16")
+    reference = aligner.Retriever(100, storage="bf16")
+    reference.add(vectors, offsets)
+    check_equal(flat, reference, queries, top=10, strategy="topk:2", exhaustive=True)
+    flat.close()
+    # Misuse
+    with pytest.raises(ValueError, match="one worker per path"):
+        adask.ShardedRetriever.from_directories(client, paths, workers=sharded.workers[:1])
+    with pytest.raises(adask.ShardError, match="failed during open"):
+        adask.ShardedRetriever.from_directories(client, paths + [str(tmp_path / "nothing")])
+    with pytest.raises(ValueError, match="offsets"):
+        adask.ShardedRetriever.build_directories(client, tmp_path / "bad", npy, offsets[:-1])
+    with pytest.raises(ValueError, match="one name per document"):
+        adask.ShardedRetriever.build_directories(client, tmp_path / "bad", npy, offsets, names=names[:3])
+
+
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "scifact")), reason="../shared/data/scifact not present")
 def test_scifact_sharded_equals_single_node(cluster4):
     _, client = cluster4
