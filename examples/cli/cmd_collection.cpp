@@ -108,6 +108,13 @@ std::vector<std::string> directory_names(const aligner::directory_snapshot& snap
   return names;
 }
 
+/// directory_names of a directory built by aligner index: a usage error naming `path` when a segment stores no names.
+std::vector<std::string> stored_names(const std::string& path, const aligner::directory_snapshot& snap) {
+  for (const auto& seg : snap.segments)
+    if (seg->names.empty()) throw usage_error(path + " stores no document names (it was not built by aligner index)");
+  return directory_names(snap);
+}
+
 /// aligner search --index DIR: the judged queries against an index directory (the collection's documents are not read).
 int run_search_directory(const options& o) {
   if (o.has("--no-mmap")) throw usage_error("--no-mmap: an index directory is always memory-mapped");
@@ -118,10 +125,7 @@ int run_search_directory(const options& o) {
   const aligner::index_directory_reader reader(o.index_file);
   if (s.c.queries.dim != reader.dim())
     throw usage_error("the queries have dim " + std::to_string(s.c.queries.dim) + ", the index directory " + std::to_string(reader.dim()));
-  const auto snap = reader.snapshot();
-  for (const auto& seg : snap->segments)
-    if (seg->names.empty()) throw usage_error(o.index_file + " stores no document names (it was not built by aligner index)");
-  const std::vector<std::string> names = directory_names(*snap);
+  const std::vector<std::string> names = stored_names(o.index_file, *reader.snapshot());
   report(o, s, o.strategies, rank_with(o, reader, s, o.strategies, &names));
   return 0;
 }
@@ -256,13 +260,10 @@ int run_explain(const options& o) {
     if (reader.dim() != s.c.docs.dim)
       throw usage_error("the index directory has dim " + std::to_string(reader.dim()) + ", the collection " + std::to_string(s.c.docs.dim));
     const auto snap = reader.snapshot();
+    const std::vector<std::string> names = stored_names(o.index_file, *snap);
     std::int64_t id = -1;
-    for (std::size_t g = 0; g != snap->segments.size(); ++g) {
-      const auto& seg = *snap->segments[g];
-      if (seg.names.empty()) throw usage_error(o.index_file + " stores no document names (it was not built by aligner index)");
-      for (std::size_t k = 0; k != seg.names.size(); ++k)
-        if (seg.names[k] == o.doc_id && !snap->deleted[g][k]) id = seg.ids[k];
-    }
+    for (std::size_t k = 0; k != names.size(); ++k)
+      if (names[k] == o.doc_id && snap->is_live(std::int64_t(k))) id = std::int64_t(k);
     if (id < 0) throw usage_error("--doc: no live document '" + o.doc_id + "' in the index directory " + o.index_file);
     const aligner::search_params p{.strategy = strategy, .norm = o.norm, .query_salience = uq};
     view = aligner::make_alignment_view(reader, query, id, p);

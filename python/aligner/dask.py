@@ -333,10 +333,7 @@ class ShardedRetriever:
         parts = partition_ids(n_docs, len(workers), partition)
         settings = _codec_settings(retriever_kwargs) if shared_codec else None
         if settings is not None:
-            training = client.submit(_train_collection_codec, path, vectors, settings, workers=[workers[0]],
-                                     allow_other_workers=False, pure=False, key=f"aligner-codec-{uuid.uuid4().hex}")
-            index = cls(client, [training], workers[:1], parts[:1], dim)
-            codec = index._gather([training], "codec training")[0]  # ShardError if it fails
+            codec = cls._train_on(client, workers[0], _train_collection_codec, path, vectors, settings)
             retriever_kwargs = _shared_codec_kwargs(retriever_kwargs, codec)
         futures = [client.submit(_build_from_collection, path, vectors, ids, retriever_kwargs, workers=[worker],
                                  allow_other_workers=False, pure=False, key=f"aligner-shard-{s}-{uuid.uuid4().hex}")
@@ -413,9 +410,7 @@ class ShardedRetriever:
                                     "residual_iterations": residual_iterations, "residual_anisotropy": residual_anisotropy,
                                     "seed": seed, "threads": threads}) if shared_codec else None
         if settings is not None and tokens:
-            training = client.submit(_train_npy_codec, vectors, tokens, settings, training_tokens, workers=[workers[0]],
-                                     allow_other_workers=False, pure=False, key=f"aligner-codec-{uuid.uuid4().hex}")
-            codec = cls(client, [training], workers[:1], [], dim)._gather([training], "codec training")[0]
+            codec = cls._train_on(client, workers[0], _train_npy_codec, vectors, tokens, settings, training_tokens)
         if codec is not None:
             build = {k: v for k, v in build.items()
                      if k not in ("residual_centroids", "residual_iterations", "residual_anisotropy", "training_tokens")}
@@ -437,6 +432,14 @@ class ShardedRetriever:
         index._gather(futures, "build", fetch=False)
         index._number_directories()
         return index
+
+    @classmethod
+    def _train_on(cls, client, worker: str, train: Callable, *args) -> aligner.ResidualCodec:
+        """The shared codec, trained by `train(*args)` as one task on `worker` (waited for as a one-shard index
+        waits: ShardError naming the worker if the task fails or the worker leaves)."""
+        training = client.submit(train, *args, workers=[worker], allow_other_workers=False, pure=False,
+                                 key=f"aligner-codec-{uuid.uuid4().hex}")
+        return cls(client, [training], [worker], [], 0)._gather([training], "codec training")[0]
 
     def _number_directories(self) -> None:
         facts = self._gather([self.client.submit(_directory_shard_size, f, workers=[w], allow_other_workers=False,

@@ -21,6 +21,11 @@ inline std::shared_ptr<const aligner::residual_codec> codec_arg(py::handle obj) 
   return py::cast<const py_codec&>(obj).codec;
 }
 
+/// An index's codec as Python sees it: a _ResidualCodec, or None when the index has none.
+inline py::object codec_object(std::shared_ptr<const aligner::residual_codec> codec) {
+  return codec ? py::cast(py_codec{std::move(codec)}) : py::object(py::none());
+}
+
 /// A residual storage given with a codec: "residual" takes the codec's bits, "residual:N" must name them.
 inline void check_codec_storage(const std::shared_ptr<const aligner::residual_codec>& codec, const std::string& storage, std::size_t nbits) {
   if (!codec) return;

@@ -104,7 +104,7 @@ class py_directory_writer {
   py::object codec() const {
     std::shared_ptr<const aligner::residual_codec> c;
     with([&](const aligner::index_directory_writer& w) { c = w.snapshot().codec; });
-    return c ? py::cast(py_codec{std::move(c)}) : py::object(py::none());
+    return codec_object(std::move(c));
   }
 
   /// The writer's last commit, as a dict of facts.
@@ -167,10 +167,7 @@ class py_directory_reader {
     return !r_;
   }
   py::dict facts() const { return snapshot_facts(*reader()->snapshot()); }
-  py::object codec() const {
-    auto c = reader()->snapshot()->codec;
-    return c ? py::cast(py_codec{std::move(c)}) : py::object(py::none());
-  }
+  py::object codec() const { return codec_object(reader()->snapshot()->codec); }
   std::string name(std::int64_t id) const { return reader()->name(id); }
   bool is_live(std::int64_t id) const { return reader()->snapshot()->is_live(id); }
 
@@ -227,30 +224,23 @@ class py_directory_reader {
   /// The alignment picture of document `id` (as explain: S from the scorer's kernel, its aligned cells outlined).
   std::string view(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a, py::handle query_words,
                    py::handle doc_words, const std::string& title, bool html) const {
-    const auto r = reader();
-    const f32_matrix q = as_matrix(query, "query", r->dim());
-    a.set_query_salience(query_salience, q.view().rows);
-    aligner::alignment_view v;
-    {
-      py::gil_scoped_release release;
-      v = aligner::make_alignment_view(*r, q.view(), id, a.p);
-    }
-    return render_view(std::move(v), query_words, doc_words, title, html);
+    return render_view(alignment_of(query, id, query_salience, a), query_words, doc_words, title, html);
   }
 
   py::dict alignment(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a) const {
-    const auto r = reader();
-    const f32_matrix q = as_matrix(query, "query", r->dim());
-    a.set_query_salience(query_salience, q.view().rows);
-    aligner::alignment_view v;
-    {
-      py::gil_scoped_release release;
-      v = aligner::make_alignment_view(*r, q.view(), id, a.p);
-    }
-    return view_dict(std::move(v));
+    return view_dict(alignment_of(query, id, query_salience, a));
   }
 
  private:
+  /// The view() / alignment() data of live document `id` (the query and its salience checked first).
+  aligner::alignment_view alignment_of(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a) const {
+    const auto r = reader();
+    const f32_matrix q = as_matrix(query, "query", r->dim());
+    a.set_query_salience(query_salience, q.view().rows);
+    py::gil_scoped_release release;
+    return aligner::make_alignment_view(*r, q.view(), id, a.p);
+  }
+
   std::shared_ptr<aligner::index_directory_reader> reader() const {
     const std::lock_guard lock(mu_);
     if (!r_) throw py::value_error("the index directory reader is closed");

@@ -75,11 +75,7 @@ class py_retriever {
   std::size_t store_tokens() const { return visit([](const auto& r) { return r.store().tokens(); }); }
   std::string storage() const { return visit([](const auto& r) { return std::string(aligner::to_string(r.params().precision)); }); }
   /// The residual store's codec (trained by the first add, given, or loaded), or None.
-  py::object codec() const {
-    auto c = visit([](const auto& r) { return r.store().codec(); });
-    if (!c) return py::none();
-    return py::cast(py_codec{std::move(c)});
-  }
+  py::object codec() const { return codec_object(visit([](const auto& r) { return r.store().codec(); })); }
   const std::string& backend() const { return backend_; }
   bool is_removed(std::int64_t id) const { return visit([&](const auto& r) { return r.is_removed(id); }); }
 
@@ -169,27 +165,11 @@ class py_retriever {
   /// The alignment picture of document `id` (S from the scorer's kernel, the aligned cells of the explanation).
   std::string view(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a, py::handle query_words,
                    py::handle doc_words, const std::string& title, bool html) const {
-    const f32_matrix q = as_matrix(query, "query", dim());
-    a.set_query_salience(query_salience, q.view().rows);
-    aligner::alignment_view v;
-    {
-      py::gil_scoped_release release;
-      std::shared_lock lock(mu_);
-      v = visit([&](const auto& ret) { return aligner::make_alignment_view(ret, q.view(), id, a.p); });
-    }
-    return render_view(std::move(v), query_words, doc_words, title, html);
+    return render_view(alignment_of(query, id, query_salience, a), query_words, doc_words, title, html);
   }
 
   py::dict alignment(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a) const {
-    const f32_matrix q = as_matrix(query, "query", dim());
-    a.set_query_salience(query_salience, q.view().rows);
-    aligner::alignment_view v;
-    {
-      py::gil_scoped_release release;
-      std::shared_lock lock(mu_);
-      v = visit([&](const auto& ret) { return aligner::make_alignment_view(ret, q.view(), id, a.p); });
-    }
-    return view_dict(std::move(v));
+    return view_dict(alignment_of(query, id, query_salience, a));
   }
 
   /// For the binding-overhead benchmark: seconds of `repeats` passes of C++ search calls over the queries (one call
@@ -226,6 +206,15 @@ class py_retriever {
   }
 
  private:
+  /// The view() / alignment() data of document `id` (the query and its salience checked first).
+  aligner::alignment_view alignment_of(py::handle query, std::int64_t id, py::handle query_salience, py_search_args& a) const {
+    const f32_matrix q = as_matrix(query, "query", dim());
+    a.set_query_salience(query_salience, q.view().rows);
+    py::gil_scoped_release release;
+    std::shared_lock lock(mu_);
+    return visit([&](const auto& ret) { return aligner::make_alignment_view(ret, q.view(), id, a.p); });
+  }
+
   any_retriever r_;
   std::string backend_;
   mutable std::shared_mutex mu_;

@@ -405,21 +405,25 @@ class residual_codec {
     if (d2 < nearest || (d2 == nearest && id < pick)) nearest = d2, pick = std::uint32_t(id);
   }
 
-  /// |x - c|^2 in double, in four interleaved partial sums (components i, i + 4, ... each), added at the end: one
-  /// fixed order for any inputs (so equal vectors tie exactly), without one long chain of dependent additions.
-  static double squared_distance(const float* x, const float* c, std::size_t dim) noexcept {
+  /// Sum of term(i) for i < dim in double, in four interleaved partial sums (components i, i + 4, ... each) added at
+  /// the end: one fixed order for any inputs (so equal vectors tie exactly), without one long chain of dependent
+  /// additions.
+  template <class Term>
+  static double interleaved_sum(std::size_t dim, Term term) noexcept {
     double part[4] = {0, 0, 0, 0};
     std::size_t i = 0;
     for (; i + 4 <= dim; i += 4)
-      for (std::size_t l = 0; l != 4; ++l) {
-        const double e = double(x[i + l]) - double(c[i + l]);
-        part[l] += e * e;
-      }
-    for (std::size_t l = 0; i != dim; ++i, ++l) {
-      const double e = double(x[i]) - double(c[i]);
-      part[l] += e * e;
-    }
+      for (std::size_t l = 0; l != 4; ++l) part[l] += term(i + l);
+    for (std::size_t l = 0; i != dim; ++i, ++l) part[l] += term(i);
     return (part[0] + part[1]) + (part[2] + part[3]);
+  }
+
+  /// |x - c|^2 in double (interleaved_sum).
+  static double squared_distance(const float* x, const float* c, std::size_t dim) noexcept {
+    return interleaved_sum(dim, [&](std::size_t i) {
+      const double e = double(x[i]) - double(c[i]);
+      return e * e;
+    });
   }
 
   /// One scan of assign over the tokens `open` (storage f32 or bf16): writes the certified tokens' centroids and
@@ -454,15 +458,7 @@ class residual_codec {
         if (best.ids[r * k + j] >= 0) nearest_of(x, std::size_t(best.ids[r * k + j]), nearest, pick);
       bool certified = k == k_;  // every centroid was a candidate
       if (!certified) {  // a centroid outside the candidates scored at most the last one's scan score, up to rounding
-        double x2 = 0;
-        {
-          double part[4] = {0, 0, 0, 0};
-          std::size_t i = 0;
-          for (; i + 4 <= dim_; i += 4)
-            for (std::size_t l = 0; l != 4; ++l) part[l] += double(x[i + l]) * double(x[i + l]);
-          for (std::size_t l = 0; i != dim_; ++i, ++l) part[l] += double(x[i]) * double(x[i]);
-          x2 = (part[0] + part[1]) + (part[2] + part[3]);
-        }
+        const double x2 = interleaved_sum(dim_, [&](std::size_t i) { return double(x[i]) * double(x[i]); });
         const double xc = std::sqrt(x2) * max_centroid_norm_;
         const double bound = 1.0001 * (rel * xc + bias_rel * max_bias + acc * (xc + max_bias)) + 1e-30 * double(dim_ + 2);
         certified = 0.5 * (x2 - nearest) - double(best.scores[r * k + k - 1]) > bound;
