@@ -125,6 +125,6 @@ BENCHMARK(exact_search_xsimd)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20
 BENCHMARK(exact_search_xsimd_bf16)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_xsimd_i8)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_xsimd_workspace)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
-BENCHMARK(centroid_assign)->ArgNames({"centroids", "scan"})->Args({16384, 1})->Args({16384, 2})->Unit(benchmark::kMillisecond);
+BENCHMARK(centroid_assign)->ArgNames({"centroids", "scan"})->Args({1024, 1})->Args({1024, 2})->Args({2048, 1})->Args({2048, 2})->Args({16384, 1})->Args({16384, 2})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_eigen_naive)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);
 BENCHMARK(exact_search_ref)->ArgNames({"q", "tokens", "k"})->Args({32, 1 << 20, 100})->Args({32, 1 << 20, 4000})->Unit(benchmark::kMillisecond);

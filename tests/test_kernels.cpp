@@ -403,7 +403,7 @@ inline void stable_sort_order(const aligner::exact_backend& b, const std::vector
     for (std::size_t t = 0; t != n; ++t) all.emplace_back(aligner::ref::dot(q.data() + i * dim, x.data() + t * dim, dim), t);
     std::stable_sort(all.begin(), all.end(), [](auto& a, auto& c) { return a.first > c.first; });
   }
-  for (std::size_t k : {std::size_t(1), std::size_t(3), n, n + 5, std::size_t(2500)}) {
+  for (std::size_t k : {std::size_t(1), std::size_t(3), std::size_t(8), std::size_t(16), std::size_t(17), n, n + 5, std::size_t(2500)}) {
     INFO(label << " dim " << dim << " n " << n << " k " << k);
     const auto res = b.search({q.data(), rows, dim}, k);
     for (std::size_t i = 0; i != rows; ++i) {

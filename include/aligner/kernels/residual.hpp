@@ -438,12 +438,17 @@ class residual_codec {
     const double nu = 2.0 * double(dim_ + 4) * 0x1p-24;
     const double rel = bf16 ? 0x1p-8 + 0x1p-17 : 0.0, bias_rel = bf16 ? 0x1p-17 : 0x1p-24, acc = nu / (1.0 - nu);
     const double max_bias = 0.5 * max_centroid_norm_ * max_centroid_norm_;
-    std::vector<float> augmented(open.size() * cols);
+    std::vector<float>& augmented = ws.rows_in;  // the workspace's: no fresh pages for every chunk
+    augmented.resize(open.size() * cols);
     for (std::size_t r = 0; r != open.size(); ++r) {
       std::copy_n(tokens.row(open[r]), dim_, augmented.data() + r * cols);
       std::fill(augmented.data() + r * cols + dim_, augmented.data() + (r + 1) * cols, 1.f);
     }
-    topk_result best(open.size(), k);
+    topk_result& best = ws.rows_out;  // reset as a fresh topk_result would be, in the buffers of the last chunk
+    best.rows = open.size();
+    best.k = k;
+    best.ids.assign(open.size() * k, topk_result::invalid_id);
+    best.scores.assign(open.size() * k, -std::numeric_limits<float>::infinity());
     const matrix_view<float> scan_rows(augmented.data(), open.size(), cols);
     if (bf16)
       token_topk<storage::bf16>(scan_rows, scan_panels_bf16_.data(), k_, k, best, ws);

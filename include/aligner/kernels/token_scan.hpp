@@ -56,6 +56,8 @@ struct scan_workspace {
   aligned_vector<std::uint32_t> relaid;   ///< i8 panels re-laid for AMX-INT8 or VNNI, a group at a time
   std::vector<std::uint16_t> bucket_of;
   std::vector<scan_candidate> boundary;
+  std::vector<float> rows_in;  ///< a caller's own scan rows (residual_codec::assign: tokens augmented with a 1)
+  topk_result rows_out;        ///< and their candidates
 };
 
 namespace detail {
@@ -65,10 +67,12 @@ inline bool candidate_before(const scan_candidate& a, const scan_candidate& b) n
 }
 
 /// Keeps the best `keep` (score desc, id asc) of a row's candidates by a bucket select: one pass finds the score
-/// range, one counts the scores in 1024 equal buckets of it, the bucket holding the keep-th score is found from the
+/// range, one counts the scores in B equal buckets of it, the bucket holding the keep-th score is found from the
 /// top, everything above it is kept (a branch-free filter) and only that bucket's entries are ordered (nth_element).
 /// The bucket index is a monotone function of the score, so "above" is exact and ties share a bucket.
-/// (nth_element over all candidates was 3-5x slower at k' = 4000.)
+/// B is the power of two at or above the candidate count, from 64 to 1024: a few dozen candidates (a nearest-centroid
+/// scan keeps 8 of about 80) would otherwise pay for clearing and walking 1024 buckets, which took a fifth of
+/// assign's time against 1,024 centroids. (nth_element over all candidates was 3-5x slower at k' = 4000.)
 inline void compact_candidates(scan_workspace::row_state& st, std::size_t keep, scan_workspace& ws) {
   scan_candidate* c = st.cand.get();
   const std::size_t size = st.size;
@@ -77,7 +81,8 @@ inline void compact_candidates(scan_workspace::row_state& st, std::size_t keep, 
     lo = std::min(lo, c[i].score);
     hi = std::max(hi, c[i].score);
   }
-  constexpr std::size_t buckets = 1024;
+  constexpr std::size_t max_buckets = 1024;
+  const std::size_t buckets = std::clamp<std::size_t>(std::bit_ceil(size), 64, max_buckets);
   const float scale = float(buckets) / (hi - lo);
   if (!(hi > lo) || !(scale > 0.f) || !std::isfinite(scale)) {  // all equal, or a range beyond float
     std::nth_element(c, c + (keep - 1), c + size, candidate_before);
@@ -85,7 +90,8 @@ inline void compact_candidates(scan_workspace::row_state& st, std::size_t keep, 
     st.threshold = c[keep - 1].score;
     return;
   }
-  std::uint32_t hist[buckets] = {};
+  std::uint32_t hist[max_buckets];
+  std::fill_n(hist, buckets, 0u);
   ws.bucket_of.resize(size);
   for (std::size_t i = 0; i != size; ++i) {
     const std::size_t b = std::min(buckets - 1, std::size_t((c[i].score - lo) * scale));
@@ -109,6 +115,27 @@ inline void compact_candidates(scan_workspace::row_state& st, std::size_t keep, 
   st.threshold = ws.boundary[need - 1].score;  // the keep-th best score
 }
 
+/// Budgets up to this many candidates keep each row's list sorted as it fills (insert_candidate) instead of
+/// appending and compacting: a survivor past the first `keep` then costs an insertion into `keep` entries, and the
+/// threshold rises with every insertion instead of once a compaction.
+inline constexpr std::size_t insertion_keep = 16;
+
+/// Inserts `c` into a row's sorted list of at most `keep` candidates (best first); when the list is full, `c`
+/// replaces its last entry if it ranks before it, and the threshold becomes the new keep-th score.
+inline void insert_candidate(scan_workspace::row_state& st, std::size_t keep, scan_candidate c) noexcept {
+  scan_candidate* a = st.cand.get();
+  std::size_t n = st.size;
+  if (n == keep) {
+    if (!candidate_before(c, a[n - 1])) return;
+    --n;
+  }
+  std::size_t pos = n;
+  for (; pos != 0 && candidate_before(c, a[pos - 1]); --pos) a[pos] = a[pos - 1];
+  a[pos] = c;
+  st.size = n + 1;
+  if (st.size == keep) st.threshold = a[keep - 1].score;
+}
+
 }  // namespace detail
 
 /// Exact top-k of every query row against the `tokens` tokens packed (storage St) at `panels`, best first, into
@@ -129,6 +156,7 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
   // 3k + 1024 and 6k + 1024 measured no faster; until a row's first compaction every token is appended, so the
   // slack shrinks with the scan (a nearest-centroid assignment over 16,384 centroids at k = 8: 64, not 1,024).
   const std::size_t limit = 2 * keep + std::clamp<std::size_t>(tokens / 256, 64, 1024);
+  const bool sorted_rows = keep <= detail::insertion_keep;  // small budgets: sorted lists, no compactions
   if (ws.rows.size() < std::min(row_block, queries.rows)) ws.rows.resize(std::min(row_block, queries.rows));
   // make_engine(block) builds the engine of one block of query rows (its query forms converted into ws).
   auto scan = [&](auto make_engine) {
@@ -156,8 +184,8 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
           const std::size_t live = std::min(R, rows - i0);  // AMX tiles: 16 rows, maybe past the block
           for (std::size_t r = 0; r != live; ++r) {
             auto& row = ws.rows[i0 + r];
-            const batch threshold(row.threshold);
             for (std::size_t v = 0; v != V; ++v) {
+              const batch threshold(row.threshold);  // sorted rows raise it with every insertion
               const batch s = engine.mask_tail(acc[r][v], p0 + v);  // padding lanes: -inf, never a candidate
               std::uint64_t survivors = detail::mask_bits(s > threshold);
               if (survivors == 0) continue;
@@ -169,10 +197,13 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
                 const int l = std::countr_zero(survivors);
                 if constexpr (!std::is_same_v<Accept, std::nullptr_t>)
                   if (!accept(first + l)) continue;
-                cand[row.size++] = {lane[l], first + l};
+                if (sorted_rows)
+                  detail::insert_candidate(row, keep, {lane[l], first + l});
+                else
+                  cand[row.size++] = {lane[l], first + l};
               }
             }
-            if (row.size >= limit) detail::compact_candidates(row, keep, ws);
+            if (row.size >= limit) detail::compact_candidates(row, keep, ws);  // never with sorted rows (size <= keep)
           }
         });
       });
