@@ -24,7 +24,9 @@ trains one per shard instead).
 Collections too large for one machine's memory are sharded as index directories instead: build_directories runs
 the streamed build of one contiguous range of documents on each worker (a .npy file every worker can read, one
 codec for all shards), and from_directories serves directories built before (each worker opens its own, mapped,
-searching its centroid postings); global ids follow the order of the directories.
+searching its centroid postings); global ids follow the order of the directories. Writers keep working on the
+directories (aligner.IndexDirectoryWriter, one per directory); refresh() moves every shard to its directory's
+newest commit at once, all shards or none.
 
     index = aligner.dask.ShardedRetriever.build_directories(client, "/shared/idx", "/shared/docs.npy", offsets)
     ids, scores = index.search(query, top=10)            # nprobe 4, ndocs 1000 per shard; exhaustive=True exact
@@ -36,6 +38,7 @@ retired), raises ShardError naming the shard and the worker; the index must then
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -98,6 +101,12 @@ class _Shard:
     def __init__(self, retriever: aligner.Retriever, global_ids: np.ndarray):
         self.retriever = retriever
         self.global_ids = global_ids
+        self.staged = None  # a directory shard's newer commit, opened by refresh's first phase
+        self.lock = threading.Lock()  # a search reads (retriever, global_ids) as one pair; refresh replaces both
+
+    def current(self) -> tuple:
+        with self.lock:
+            return self.retriever, self.global_ids
 
     def __reduce__(self):  # a shard never leaves its worker: moving it would copy the whole index
         raise TypeError("an aligner.dask shard cannot be pickled: it lives on its worker (the cluster tried to move or "
@@ -165,7 +174,7 @@ def _train_collection_codec(path: str, vectors: str, settings: dict) -> aligner.
 
 def _search_shard(shard: _Shard, queries, offsets, query_salience, params: dict, filter_fn, allowed_global):
     params = dict(params)
-    gids = shard.global_ids
+    retriever, gids = shard.current()
     if allowed_global is not None:  # global ids -> this shard's local ids (absent ones dropped)
         local = np.flatnonzero(np.isin(gids, allowed_global))
         if len(local) == 0:
@@ -178,15 +187,15 @@ def _search_shard(shard: _Shard, queries, offsets, query_salience, params: dict,
         threads = distributed.get_worker().state.nthreads
     except (ValueError, AttributeError):
         threads = 0
-    results = shard.retriever.search_batch(queries, offsets, query_salience=query_salience, threads=threads, **params)
+    results = retriever.search_batch(queries, offsets, query_salience=query_salience, threads=threads, **params)
     return [(gids[r.ids], r.scores) for r in results]
 
 
 def _shard_facts(shard: _Shard) -> dict:
-    r = shard.retriever
+    r, gids = shard.current()
     if isinstance(r, aligner.IndexDirectoryReader):
         return {"documents": len(r), "tokens": r.tokens, "storage": r.storage, "path": r.path, "segments": r.segments,
-                "first_id": int(shard.global_ids[0]) if len(shard.global_ids) else None}
+                "generation": r.generation, "first_id": int(gids[0]) if len(gids) else None}
     return {"documents": len(r), "tokens": r.tokens, "store_bytes": r.store_bytes, "storage": r.storage,
             "backend": r.backend}
 
@@ -204,7 +213,35 @@ def _directory_shard_size(shard: _Shard) -> tuple:
 
 def _number_directory_shard(shard: _Shard, first: int) -> None:
     """Global id = first + the directory's own id (run on the shard's worker, on the object it holds)."""
-    shard.global_ids = np.arange(first, first + shard.retriever.size, dtype=np.int64)
+    with shard.lock:
+        shard.global_ids = np.arange(first, first + shard.retriever.size, dtype=np.int64)
+
+
+def _stage_directory_refresh(shard: _Shard) -> tuple:
+    """refresh, first phase (on the shard's worker): opens the directory's newest commit beside the one searched,
+    which stays in service; returns that commit's (size, dim, generation)."""
+    if shard.staged is not None:
+        shard.staged.close()
+    shard.staged = aligner.IndexDirectoryReader(shard.retriever.path)
+    return shard.staged.size, shard.staged.dim, shard.staged.generation
+
+
+def _finish_directory_refresh(shard: _Shard, first: Optional[int]) -> None:
+    """refresh, second phase: serves the staged commit with global ids from `first`, or (first None) drops it.
+    Searches running on the old commit finish on it (the reader is released when the last of them ends)."""
+    staged, shard.staged = shard.staged, None
+    if staged is None:
+        return
+    if first is None:
+        staged.close()
+        return
+    retriever, gids = shard.current()
+    if staged.generation == retriever.generation and len(gids) == staged.size and (not len(gids) or gids[0] == first):
+        staged.close()  # the commit and the numbering it is served with already
+        return
+    with shard.lock:
+        shard.retriever = staged
+        shard.global_ids = np.arange(first, first + staged.size, dtype=np.int64)
 
 
 def _npy_rows(path: str):
@@ -454,6 +491,63 @@ class ShardedRetriever:
                                          pure=False) for f, w, first in zip(self._shards, self.workers, firsts)],
                      "open")
         self.global_ids = [np.arange(a, b, dtype=np.int64) for a, b in zip(firsts[:-1], firsts[1:])]
+        self._firsts = [int(a) for a in firsts[:-1]]
+
+    def refresh(self, *, renumber: bool = False) -> bool:
+        """Moves every shard of index directories (from_directories, build_directories) to its directory's newest
+        commit, all shards or none: each worker first opens the newest commit beside the one it searches, and
+        only when every shard has opened one and the ids still fit are they put in service together. Returns
+        whether any shard moved to a newer commit.
+
+        Removed documents keep everyone's ids, and so does a compaction. New documents take the next ids of their
+        directory, so only the last shard can take them without reaching the ids of the shard after it: a shard
+        before the last that holds more documents than when it was numbered raises ValueError naming it, and
+        every shard keeps its commit. renumber=True numbers the shards again by the rule of from_directories
+        (shard s's ids start after every document ever added to the directories before it), which moves the ids
+        of every shard after the one that grew. Searches under way finish on the commits they started with."""
+        if not self._directories:
+            raise TypeError("refresh: only shards that are index directories (from_directories, build_directories) "
+                            "have newer commits to move to; an in-memory shard changes only when it is rebuilt")
+        stage = [self.client.submit(_stage_directory_refresh, f, workers=[w], allow_other_workers=False, pure=False)
+                 for f, w in zip(self._shards, self.workers)]
+        try:
+            facts = self._gather(stage, "refresh")
+        except ShardError:
+            self._finish_refresh([None] * len(self._shards), quiet=True)
+            raise
+        sizes = [size for size, _, _ in facts]
+        problem = None
+        if {dim for _, dim, _ in facts} != {self.dim}:
+            problem = f"refresh: the index directories' dims changed to {[dim for _, dim, _ in facts]} (was {self.dim})"
+        elif not renumber:
+            for s in range(len(sizes) - 1):
+                room = self._firsts[s + 1] - self._firsts[s]
+                if sizes[s] > room:
+                    problem = (f"refresh: shard {s} ({self.workers[s]}) now holds {sizes[s]} document ids, past the "
+                               f"{room} it was numbered with: its new ids would be those of shard {s + 1}. Add new "
+                               "documents to the last shard, or call refresh(renumber=True) to number the shards "
+                               "again (the ids of the shards after it move)")
+                    break
+        if problem is not None:
+            self._finish_refresh([None] * len(self._shards), quiet=True)
+            raise ValueError(problem)
+        firsts = list(self._firsts)
+        if renumber:
+            firsts = [int(x) for x in np.concatenate([[0], np.cumsum(sizes[:-1])])] if sizes else []
+        old = [f.get("generation") for f in self.describe()]
+        self._finish_refresh(firsts)
+        self._firsts = firsts
+        self.global_ids = [np.arange(a, a + size, dtype=np.int64) for a, size in zip(firsts, sizes)]
+        return any(g != gen for g, (_, _, gen) in zip(old, facts))
+
+    def _finish_refresh(self, firsts: list, quiet: bool = False) -> None:
+        futures = [self.client.submit(_finish_directory_refresh, f, first, workers=[w], allow_other_workers=False,
+                                      pure=False) for f, w, first in zip(self._shards, self.workers, firsts)]
+        try:
+            self._gather(futures, "refresh", fetch=False)
+        except ShardError:
+            if not quiet:
+                raise
 
     # ---- facts ----
     @property

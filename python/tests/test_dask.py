@@ -190,6 +190,69 @@ def test_index_directories_as_shards(cluster4, tmp_path):
         adask.ShardedRetriever.build_directories(client, tmp_path / "bad", npy, offsets, names=names[:3])
 
 
+def test_directory_shards_refresh_to_the_newest_commits(cluster4, tmp_path):
+    _, client = cluster4
+    col = aligner.load_collection(os.path.join(DATA, "cranfield"))
+    docs = col["docs"]
+    vectors, offsets = docs["vectors"], docs["offsets"]
+    queries = judged_queries(col, 20)
+    codec = aligner.train_codec(vectors[:offsets[600]], centroids=64, seed=1)
+
+    def part(a, b):  # documents [a, b) as (tokens, offsets from 0)
+        return vectors[offsets[a]:offsets[b]], offsets[a:b + 1] - offsets[a]
+
+    def directory(path, ranges, removed=()):  # one directory holding `ranges` in order: the reference
+        with aligner.IndexDirectoryWriter.create(path, 100, storage="residual", codec=codec) as w:
+            for a, b in ranges:
+                w.add(*part(a, b))
+            if removed:
+                w.remove(list(removed))
+        return aligner.IndexDirectoryReader(path)
+
+    # Three shards: documents [0, 200), [200, 400), [400, 500); [500, 600) are added to the last one later.
+    paths = [str(tmp_path / f"d{s}") for s in range(3)]
+    for path, (a, b) in zip(paths, [(0, 200), (200, 400), (400, 500)]):
+        directory(path, [(a, b)]).close()
+    sharded = adask.ShardedRetriever.from_directories(client, paths)
+    before = directory(tmp_path / "ref500", [(0, 500)])
+    check_equal(sharded, before, queries, top=10, strategy="top1", exhaustive=True)
+    assert sharded.refresh() is False  # nothing committed since the shards opened
+    # Writers change the directories under the served shards: the shards keep their commits until refresh().
+    with aligner.IndexDirectoryWriter.open(paths[2]) as w:
+        ids = w.add(*part(500, 600))
+        assert ids[0] == 100 and ids[-1] == 199
+    with aligner.IndexDirectoryWriter.open(paths[0]) as w:
+        w.remove([3, 50])
+    check_equal(sharded, before, queries, top=10, strategy="top1", exhaustive=True)
+    assert len(sharded) == 500
+    assert sharded.refresh() is True
+    after = directory(tmp_path / "ref600", [(0, 600)], removed=[3, 50])
+    assert len(sharded) == 598
+    assert [f["first_id"] for f in sharded.describe()] == [0, 200, 400]
+    check_equal(sharded, after, queries, top=10, strategy="top1", exhaustive=True)
+    check_equal(sharded, after, queries, top=10, strategy="topk:2", nprobe=8, ndocs=0)
+    assert sharded.refresh() is False
+    # A shard before the last that grows would reach the next shard's ids: refused, every shard keeps its commit.
+    with aligner.IndexDirectoryWriter.open(paths[0]) as w:
+        w.add(*part(600, 601))
+    generations = [f["generation"] for f in sharded.describe()]
+    with pytest.raises(ValueError, match="shard 0 .* 201 document ids, past the 200"):
+        sharded.refresh()
+    assert [f["generation"] for f in sharded.describe()] == generations
+    check_equal(sharded, after, queries, top=10, strategy="top1", exhaustive=True)
+    # renumber=True numbers the shards again: shard 0 now has ids 0..200, the others move up by one.
+    assert sharded.refresh(renumber=True) is True
+    assert [f["first_id"] for f in sharded.describe()] == [0, 201, 401]
+    renumbered = directory(tmp_path / "ref601", [(0, 200), (600, 601), (200, 600)], removed=[3, 50])
+    check_equal(sharded, renumbered, queries, top=10, strategy="topp:0.02", exhaustive=True)
+    sharded.close()
+    # Shards held in memory have no commits to move to.
+    small = adask.ShardedRetriever.from_arrays(client, vectors[:offsets[20]], offsets[:21], shards=2)
+    with pytest.raises(TypeError, match="only shards that are index directories"):
+        small.refresh()
+    small.close()
+
+
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "scifact")), reason="../shared/data/scifact not present")
 def test_scifact_sharded_equals_single_node(cluster4):
     _, client = cluster4
