@@ -691,6 +691,46 @@ TEST_CASE("streamed build: from mapped .npy (float32, float16), any chunking and
   fs::remove_all(work);
 }
 
+TEST_CASE("streamed build: a contiguous range of a .npy file's rows builds that range's documents (a shard)", "[property]") {
+  const fixture f;
+  const auto work = fresh_dir("stream_range");
+  const npy_files files(f, work / "npy");
+  const std::size_t a = 100, b = 200, dim = f.corpus.dim;  // documents [a, b)
+  const auto first_row = std::size_t(f.corpus.offsets[a]);
+  std::vector<std::int64_t> local(f.corpus.offsets.begin() + std::ptrdiff_t(a), f.corpus.offsets.begin() + std::ptrdiff_t(b + 1));
+  for (auto& o : local) o -= std::int64_t(first_row);
+  const std::vector<std::string> names(f.names.begin() + std::ptrdiff_t(a), f.names.begin() + std::ptrdiff_t(b));
+  {
+    auto w = aligner::index_directory_writer::create(work / "ref", dim, {.codec = f.codec});
+    w.add(aligner::sequence_set_view{{files.rounded.data() + first_row * dim, std::size_t(local.back()), dim}, local}, {}, names);
+  }
+  const aligner::index_directory_reader ref(work / "ref");
+  const auto q = aligner_test::random_matrix(4, dim, 19, true);
+  for (const auto& file : {files.f32, files.f16}) {
+    INFO("file " << file);
+    const auto dir = work / file.stem();
+    const auto report = aligner::io::build_directory(dir, file, first_row, local, names, {.codec = f.codec},
+                                                     {.segment_tokens = 300, .chunk_tokens = 50, .threads = 2});
+    CHECK(report.documents == b - a);
+    CHECK(report.tokens == std::size_t(local.back()));
+    const aligner::index_directory_reader built(dir);
+    CHECK(built.name(0) == "doc-100");
+    CHECK(built.name(99) == "doc-199");
+    for (const aligner::search_params& p : {aligner::search_params{.top = 30, .nprobe = 3, .ndocs = 20},
+                                            aligner::search_params{.strategy = aligner::alignment::top_k(2), .top = 300, .exhaustive = true}})
+      require_same(built.search({q.data(), 4, dim}, p), ref.search({q.data(), 4, dim}, p));
+  }
+  // A range past the file's end, or no offsets: refused by name, nothing written.
+  const std::size_t rows = std::size_t(f.corpus.offsets.back());
+  CHECK_THROWS_WITH(aligner::io::build_directory(work / "bad", files.f32, rows - 5, local, {}, {.codec = f.codec}),
+                    Catch::Contains("rows [" + std::to_string(rows - 5)) && Catch::Contains("v32.npy") && Catch::Contains("holds " + std::to_string(rows)));
+  CHECK_FALSE(fs::exists(work / "bad" / "MANIFEST"));
+  CHECK_THROWS_WITH(aligner::io::build_directory(work / "bad2", files.f32, 0, std::span<const std::int64_t>{}, {}, {.codec = f.codec}),
+                    Catch::Contains("offsets"));
+  CHECK_FALSE(fs::exists(work / "bad2" / "MANIFEST"));
+  fs::remove_all(work);
+}
+
 TEST_CASE("streamed build: bad input is refused by name", "[error]") {
   const fixture f;
   const auto work = fresh_dir("stream_bad");

@@ -18,6 +18,7 @@ paper's: divide by the number of aligned pairs) or "none" (the sum: ColBERT's sc
 
 from __future__ import annotations
 
+import operator
 import os
 from typing import Any, Callable, Iterable, Optional
 
@@ -632,7 +633,7 @@ def build_directory(path, vectors, offsets, *, names=None, storage: str = "resid
                     residual_iterations: int = 10, residual_anisotropy: float = 0.0, seed: int = 0,
                     segment_tokens: int = 1 << 22, chunk_tokens: int = 1 << 18, training_tokens: int = 0,
                     threads: int = 1, progress: Optional[Callable[[int, int], Any]] = None,
-                    codec: Optional["ResidualCodec"] = None) -> dict:
+                    codec: Optional["ResidualCodec"] = None, first_token: Optional[int] = None) -> dict:
     """Builds a new index directory at `path` from token vectors that need not fit in memory, and returns a report
     (documents, tokens, segments, centroids, train_seconds, encode_seconds).
 
@@ -645,13 +646,23 @@ def build_directory(path, vectors, offsets, *, names=None, storage: str = "resid
     stops leaves a readable directory of the segments so far. threads: encoding threads (0: all cores).
     progress(done_tokens, total_tokens) is called before the first chunk and after each. The codes do not depend on
     the chunking or the threads: the directory searches exactly as one built by IndexDirectoryWriter.add with the
-    same codec."""
+    same codec. first_token (with a .npy path only): build from the file's rows [first_token, first_token +
+    offsets[-1]), one contiguous part of a larger collection (a shard of it), with offsets from 0 for that part;
+    its pages are dropped as the whole file's are (slicing an np.memmap instead would keep them resident)."""
+    if first_token is not None:
+        try:
+            value = None if isinstance(first_token, bool) else operator.index(first_token)
+        except TypeError:
+            value = None
+        if value is None or value < 0:
+            raise ValueError(f"first_token must be an int >= 0 or None, got {first_token!r}")
+        first_token = value
     c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
     if codec is not None and training_tokens != 0:
         raise ValueError(f"training_tokens={training_tokens!r} trains a codec, but codec is given (it is already trained)")
     return _aligner._build_directory(os.fspath(path), vectors, offsets, names, storage, residual_centroids,
                                      residual_iterations, float(residual_anisotropy), seed, segment_tokens,
-                                     chunk_tokens, training_tokens, threads, progress, c)
+                                     chunk_tokens, training_tokens, threads, progress, c, first_token)
 
 
 def train_salience(queries, docs, examples, *, query_offsets=None, doc_offsets=None, strategy: str = "top1",

@@ -252,6 +252,38 @@ def _npy_rows(path: str):
     return a
 
 
+def _npy_sample(path: str, picks: np.ndarray, mapped: np.ndarray) -> np.ndarray:
+    """Rows `picks` (ascending) of the .npy at `path` as float32, read with ordinary reads about 64 MB at a time, not
+    through the mapping: a uniform sample touches nearly every page of the file, and pages read through a mapping
+    would stay in the worker's resident set (what Dask's memory limits watch). `mapped`: the same file, mapped (used
+    for the rare .npy header versions numpy's public readers do not parse)."""
+    out = np.empty((len(picks), mapped.shape[1]), np.float32)
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            out[:] = mapped[picks]
+            return out
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if fortran or tuple(shape) != tuple(mapped.shape):
+            out[:] = mapped[picks]
+            return out
+        start, dim = f.tell(), shape[1]
+        block = max(1, (64 << 20) // max(1, dim * dtype.itemsize))
+        i = 0
+        while i < len(picks):
+            first = int(picks[i])
+            j = int(np.searchsorted(picks, first + block, "left"))
+            count = int(picks[j - 1]) + 1 - first
+            f.seek(start + first * dim * dtype.itemsize)
+            rows = np.fromfile(f, dtype=dtype, count=count * dim)
+            if rows.size != count * dim:
+                raise ValueError(f"{path}: the file ends before row {first + count} of its {shape[0]} rows")
+            out[i:j] = rows.reshape(count, dim)[picks[i:j] - first]
+            i = j
+    return out
+
+
 def _train_npy_codec(path: str, tokens: int, settings: dict, training_tokens: int) -> aligner.ResidualCodec:
     """The shared codec of build_directories: trained on a seeded uniform sample of the tokens of `path` (read in
     ascending order from the mapping), with PLAID's centroid count for the whole collection by default."""
@@ -264,16 +296,16 @@ def _train_npy_codec(path: str, tokens: int, settings: dict, training_tokens: in
     want = min(want, tokens)
     picks = np.sort(np.random.default_rng(settings["seed"]).choice(tokens, want, replace=False)) if want < tokens \
         else np.arange(tokens)
-    sample = np.ascontiguousarray(rows[picks], dtype=np.float32)
+    sample = _npy_sample(path, picks, rows)
     if default_k:  # as the default of one build: at most the distinct vectors there are to train on
         settings["centroids"] = min(settings["centroids"], len(np.unique(sample, axis=0)))
     return aligner.train_codec(sample, **settings)
 
 
 def _build_directory_shard(path: str, npy: str, first_token: int, offsets: np.ndarray, names, build: dict) -> _Shard:
-    """Builds the index directory of one shard from its rows of the mapped .npy (the streamed build), then opens it."""
-    rows = _npy_rows(npy)[first_token:first_token + int(offsets[-1])]
-    aligner.build_directory(path, rows, offsets, names=names, **build)
+    """Builds the index directory of one shard from its range of the .npy's rows (the streamed build, which drops
+    the pages it has read: the worker's resident set never holds its part of the collection), then opens it."""
+    aligner.build_directory(path, npy, offsets, names=names, first_token=first_token, **build)
     return _open_directory_shard(path)
 
 

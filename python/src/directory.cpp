@@ -257,7 +257,7 @@ class py_directory_reader {
 py::dict build_directory(const std::string& path, py::handle vectors, py::handle offsets, py::handle names, const std::string& storage,
                          std::size_t residual_centroids, std::size_t residual_iterations, double residual_anisotropy, std::uint64_t seed,
                          std::size_t segment_tokens, std::size_t chunk_tokens, std::size_t training_tokens, unsigned threads,
-                         py::handle progress, py::handle codec) {
+                         py::handle progress, py::handle codec, py::handle first_token) {
   std::size_t nbits = 2;
   aligner::directory_params params;
   params.precision = storage_arg(storage, nbits);
@@ -278,9 +278,14 @@ py::dict build_directory(const std::string& path, py::handle vectors, py::handle
   aligner::io::build_report report;
   if (py::isinstance<py::str>(vectors) || py::hasattr(vectors, "__fspath__")) {
     const std::string file = py::cast<std::string>(py::module_::import("os").attr("fspath")(vectors));
+    const bool range = !first_token.is_none();
+    const std::size_t first_row = range ? py::cast<std::size_t>(first_token) : 0;
     py::gil_scoped_release release;
-    report = aligner::io::build_directory(path, file, off, n, params, opt);
+    report = range ? aligner::io::build_directory(path, file, first_row, off, n, params, opt) : aligner::io::build_directory(path, file, off, n, params, opt);
   } else {
+    if (!first_token.is_none())
+      throw py::value_error("first_token reads a range of a .npy file's rows: give vectors as the file's path (or pass the rows of an "
+                            "array, vectors[first:last], with first_token=None)");
     py::array a = real_array(vectors, "vectors");
     if (a.ndim() != 2) throw py::value_error("vectors must be a 2-d array [tokens, dim], got shape " + shape_text(a));
     const std::size_t rows = std::size_t(a.shape(0)), dim = std::size_t(a.shape(1));
@@ -349,7 +354,7 @@ void bind_directory(py::module_& m) {
 
   m.def("_build_directory", &build_directory, py::arg("path"), py::arg("vectors"), py::arg("offsets"), py::arg("names"), py::arg("storage"),
         py::arg("residual_centroids"), py::arg("residual_iterations"), py::arg("residual_anisotropy"), py::arg("seed"),
-        py::arg("segment_tokens"), py::arg("chunk_tokens"), py::arg("training_tokens"), py::arg("threads"), py::arg("progress"), py::arg("codec"));
+        py::arg("segment_tokens"), py::arg("chunk_tokens"), py::arg("training_tokens"), py::arg("threads"), py::arg("progress"), py::arg("codec"), py::arg("first_token"));
 }
 
 }  // namespace aligner_py

@@ -287,6 +287,39 @@ def test_streamed_build_is_the_same_from_every_input_form(tmp_path, storage):
                                           readers["npy32"].search(q, top=10).scores)
 
 
+def test_a_range_of_a_npy_files_rows_builds_that_part(tmp_path):
+    docs = collection(seed=11, docs=150)
+    tokens, offsets = joined(docs)
+    names = [f"n{i}" for i in range(len(docs))]
+    npy = write_npy(tmp_path / "v16.npy", tokens.astype(np.float16))
+    codec = aligner.train_codec(tokens.astype(np.float16).astype(np.float32), centroids=32, seed=3)
+    a, b = 40, 110  # documents [a, b), as a shard of the file
+    first = int(offsets[a])
+    local = offsets[a:b + 1] - first
+    part = tokens.astype(np.float16)[first:int(offsets[b])]
+    rep = aligner.build_directory(tmp_path / "range", npy, local, names=names[a:b], storage="residual", codec=codec,
+                                  first_token=np.int64(first), segment_tokens=300, chunk_tokens=70, threads=2)
+    assert rep["documents"] == b - a and rep["tokens"] == len(part)
+    aligner.build_directory(tmp_path / "slice", part, local, names=names[a:b], storage="residual", codec=codec)
+    ranged, sliced = aligner.IndexDirectoryReader(tmp_path / "range"), aligner.IndexDirectoryReader(tmp_path / "slice")
+    assert ranged.name(0) == "n40" and ranged.name(69) == "n109"
+    for q in queries(seed=12):
+        for params in ({"top": 10}, {"top": 70, "exhaustive": True, "strategy": "topk:2"}):
+            got, want = ranged.search(q, **params), sliced.search(q, **params)
+            np.testing.assert_array_equal(got.ids, want.ids)
+            np.testing.assert_array_equal(got.scores, want.scores)
+    # Bad ranges and arguments are refused by name, nothing written.
+    with pytest.raises(ValueError, match=r"rows \[\d+"):
+        aligner.build_directory(tmp_path / "past", npy, local, codec=codec, storage="residual", first_token=len(tokens) - 3)
+    for bad in (-1, 2.0, "3", True):
+        with pytest.raises(ValueError, match="first_token must be an int >= 0"):
+            aligner.build_directory(tmp_path / "bad", npy, local, codec=codec, storage="residual", first_token=bad)
+    with pytest.raises(ValueError, match="first_token reads a range of a .npy file"):
+        aligner.build_directory(tmp_path / "arr", tokens, local, codec=codec, storage="residual", first_token=0)
+    for p in ("past", "bad", "arr"):
+        assert not (tmp_path / p / "MANIFEST").exists()
+
+
 def test_a_killed_build_leaves_the_segments_committed_so_far(tmp_path):
     docs = collection(seed=9, docs=100)
     tokens, offsets = joined(docs)

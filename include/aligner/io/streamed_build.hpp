@@ -229,4 +229,19 @@ inline build_report build_directory(const std::filesystem::path& dir, const std:
       params, opt);
 }
 
+/// The same from one contiguous range of the file's rows, [first_row, first_row + offsets.back()): a part of a
+/// larger collection (a shard of it), read and released from the mapping as the whole file's build reads it, so
+/// that the process's resident set never holds the range's pages. `offsets` start at 0 for the range's first row.
+inline build_report build_directory(const std::filesystem::path& dir, const std::filesystem::path& vectors_npy, std::size_t first_row,
+                                    std::span<const std::int64_t> offsets, std::span<const std::string> names,
+                                    const directory_params& params = {}, const build_options& opt = {}) {
+  const mapped_npy_matrix m(vectors_npy);
+  ALIGNER_EXPECTS(!offsets.empty(), "document offsets must hold documents + 1 values; got none");
+  ALIGNER_EXPECTS(first_row <= m.rows() && offsets.back() >= 0 && std::size_t(offsets.back()) <= m.rows() - first_row, "rows [", first_row,
+                  ", ", first_row, " + ", offsets.back(), ") of ", m.path(), ", which holds ", m.rows(), " rows");
+  return build_directory(
+      dir, m.cols(), std::size_t(offsets.back()),
+      [&](std::size_t first, std::size_t count, float* out) { m.read_rows(first_row + first, count, out); }, offsets, names, params, opt);
+}
+
 }  // namespace aligner::io
