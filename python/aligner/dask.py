@@ -219,11 +219,11 @@ def _number_directory_shard(shard: _Shard, first: int) -> None:
 
 def _stage_directory_refresh(shard: _Shard) -> tuple:
     """refresh, first phase (on the shard's worker): opens the directory's newest commit beside the one searched,
-    which stays in service; returns that commit's (size, dim, generation)."""
+    which stays in service; returns that commit's (size, dim) and whether it is newer than the one searched."""
     if shard.staged is not None:
         shard.staged.close()
     shard.staged = aligner.IndexDirectoryReader(shard.retriever.path)
-    return shard.staged.size, shard.staged.dim, shard.staged.generation
+    return shard.staged.size, shard.staged.dim, shard.staged.generation != shard.current()[0].generation
 
 
 def _finish_directory_refresh(shard: _Shard, first: Optional[int]) -> None:
@@ -242,6 +242,12 @@ def _finish_directory_refresh(shard: _Shard, first: Optional[int]) -> None:
     with shard.lock:
         shard.retriever = staged
         shard.global_ids = np.arange(first, first + staged.size, dtype=np.int64)
+
+
+def _first_ids(sizes) -> list[int]:
+    """The numbering of from_directories: shard s's first global id is the count of document ids of the shards
+    before it."""
+    return [int(x) for x in np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)[:-1]])] if len(sizes) else []
 
 
 def _npy_rows(path: str):
@@ -286,7 +292,7 @@ def _npy_sample(path: str, picks: np.ndarray, mapped: np.ndarray) -> np.ndarray:
 
 def _train_npy_codec(path: str, tokens: int, settings: dict, training_tokens: int) -> aligner.ResidualCodec:
     """The shared codec of build_directories: trained on a seeded uniform sample of the tokens of `path` (read in
-    ascending order from the mapping), with PLAID's centroid count for the whole collection by default."""
+    ascending order, _npy_sample), with PLAID's centroid count for the whole collection by default."""
     rows = _npy_rows(path)
     settings = dict(settings)
     default_k = settings["centroids"] == 0
@@ -518,12 +524,13 @@ class ShardedRetriever:
             self.close()
             raise ValueError(f"the index directories have different dims: {[dim for _, dim in facts]}")
         self.dim = dims.pop()
-        firsts = np.concatenate([[0], np.cumsum([size for size, _ in facts])]).astype(np.int64)
-        self._gather([self.client.submit(_number_directory_shard, f, int(first), workers=[w], allow_other_workers=False,
+        sizes = [size for size, _ in facts]
+        firsts = _first_ids(sizes)
+        self._gather([self.client.submit(_number_directory_shard, f, first, workers=[w], allow_other_workers=False,
                                          pure=False) for f, w, first in zip(self._shards, self.workers, firsts)],
                      "open")
-        self.global_ids = [np.arange(a, b, dtype=np.int64) for a, b in zip(firsts[:-1], firsts[1:])]
-        self._firsts = [int(a) for a in firsts[:-1]]
+        self.global_ids = [np.arange(a, a + size, dtype=np.int64) for a, size in zip(firsts, sizes)]
+        self._firsts = firsts
 
     def refresh(self, *, renumber: bool = False) -> bool:
         """Moves every shard of index directories (from_directories, build_directories) to its directory's newest
@@ -563,14 +570,11 @@ class ShardedRetriever:
         if problem is not None:
             self._finish_refresh([None] * len(self._shards), quiet=True)
             raise ValueError(problem)
-        firsts = list(self._firsts)
-        if renumber:
-            firsts = [int(x) for x in np.concatenate([[0], np.cumsum(sizes[:-1])])] if sizes else []
-        old = [f.get("generation") for f in self.describe()]
+        firsts = _first_ids(sizes) if renumber else list(self._firsts)
         self._finish_refresh(firsts)
         self._firsts = firsts
         self.global_ids = [np.arange(a, a + size, dtype=np.int64) for a, size in zip(firsts, sizes)]
-        return any(g != gen for g, (_, _, gen) in zip(old, facts))
+        return any(newer for _, _, newer in facts)
 
     def _finish_refresh(self, firsts: list, quiet: bool = False) -> None:
         futures = [self.client.submit(_finish_directory_refresh, f, first, workers=[w], allow_other_workers=False,

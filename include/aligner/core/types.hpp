@@ -72,9 +72,14 @@ struct topk_result {
   std::vector<float> scores;
 
   topk_result() = default;
-  topk_result(std::size_t rows_, std::size_t k_)
-      : rows(rows_), k(k_), ids(rows_ * k_, invalid_id),
-        scores(rows_ * k_, -std::numeric_limits<float>::infinity()) {}
+  topk_result(std::size_t rows_, std::size_t k_) { reset(rows_, k_); }
+  /// rows_ x k_ empty slots (id -1, score -inf), in the buffers already held.
+  void reset(std::size_t rows_, std::size_t k_) {
+    rows = rows_;
+    k = k_;
+    ids.assign(rows_ * k_, invalid_id);
+    scores.assign(rows_ * k_, -std::numeric_limits<float>::infinity());
+  }
   std::span<const std::int64_t> ids_of(std::size_t r) const { return {ids.data() + r * k, k}; }
   std::span<const float> scores_of(std::size_t r) const { return {scores.data() + r * k, k}; }
   std::span<std::int64_t> ids_of(std::size_t r) { return {ids.data() + r * k, k}; }

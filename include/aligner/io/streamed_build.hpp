@@ -218,15 +218,26 @@ inline build_report build_directory(const std::filesystem::path& dir, std::size_
   return report;
 }
 
+namespace detail {
+
+/// The build of `tokens` rows of the mapped file `m` from row `first_row` on (read and released through it).
+inline build_report build_from_rows(const std::filesystem::path& dir, const mapped_npy_matrix& m, std::size_t first_row, std::size_t tokens,
+                                    std::span<const std::int64_t> offsets, std::span<const std::string> names, const directory_params& params,
+                                    const build_options& opt) {
+  return build_directory(
+      dir, m.cols(), tokens, [&](std::size_t first, std::size_t count, float* out) { m.read_rows(first_row + first, count, out); }, offsets,
+      names, params, opt);
+}
+
+}  // namespace detail
+
 /// Builds a new index directory from a `.npy` file of token vectors (float32 or float16, memory-mapped) split
 /// into documents by `offsets`.
 inline build_report build_directory(const std::filesystem::path& dir, const std::filesystem::path& vectors_npy,
                                     std::span<const std::int64_t> offsets, std::span<const std::string> names,
                                     const directory_params& params = {}, const build_options& opt = {}) {
   const mapped_npy_matrix m(vectors_npy);
-  return build_directory(
-      dir, m.cols(), m.rows(), [&](std::size_t first, std::size_t count, float* out) { m.read_rows(first, count, out); }, offsets, names,
-      params, opt);
+  return detail::build_from_rows(dir, m, 0, m.rows(), offsets, names, params, opt);
 }
 
 /// The same from one contiguous range of the file's rows, [first_row, first_row + offsets.back()): a part of a
@@ -239,9 +250,7 @@ inline build_report build_directory(const std::filesystem::path& dir, const std:
   ALIGNER_EXPECTS(!offsets.empty(), "document offsets must hold documents + 1 values; got none");
   ALIGNER_EXPECTS(first_row <= m.rows() && offsets.back() >= 0 && std::size_t(offsets.back()) <= m.rows() - first_row, "rows [", first_row,
                   ", ", first_row, " + ", offsets.back(), ") of ", m.path(), ", which holds ", m.rows(), " rows");
-  return build_directory(
-      dir, m.cols(), std::size_t(offsets.back()),
-      [&](std::size_t first, std::size_t count, float* out) { m.read_rows(first_row + first, count, out); }, offsets, names, params, opt);
+  return detail::build_from_rows(dir, m, first_row, std::size_t(offsets.back()), offsets, names, params, opt);
 }
 
 }  // namespace aligner::io

@@ -444,11 +444,8 @@ class residual_codec {
       std::copy_n(tokens.row(open[r]), dim_, augmented.data() + r * cols);
       std::fill(augmented.data() + r * cols + dim_, augmented.data() + (r + 1) * cols, 1.f);
     }
-    topk_result& best = ws.rows_out;  // reset as a fresh topk_result would be, in the buffers of the last chunk
-    best.rows = open.size();
-    best.k = k;
-    best.ids.assign(open.size() * k, topk_result::invalid_id);
-    best.scores.assign(open.size() * k, -std::numeric_limits<float>::infinity());
+    topk_result& best = ws.rows_out;  // in the buffers of the last chunk
+    best.reset(open.size(), k);
     const matrix_view<float> scan_rows(augmented.data(), open.size(), cols);
     if (bf16)
       token_topk<storage::bf16>(scan_rows, scan_panels_bf16_.data(), k_, k, best, ws);
