@@ -6,7 +6,7 @@
 #   bench/salience.sh [WORK_DIR]      (default /tmp/aligner-salience)
 #
 # For each form and each training setting (the gate with the budgets of the target, --alpha-query 0.5 --alpha-doc 0.2,
-# from w = 0, b = 1 and from the IDF fit, --init idf-fit; no gate: 1 and 1):
+# from w = 0, b = 1 and from the IDF fit, --init idf-fit; no gate: 1 and 1; and the tokens objective from w = 0):
 # `aligner train-salience` on 2 threads under /usr/bin/time (training time, peak RSS), then salience_bench with the
 # heads. The ctx100 form is made with ../shared/tools/make_scale_collection.py --copies 1 (numpy; $PYTHON) unless it
 # exists. Not part of CI (about 90 minutes on two cores).
@@ -29,12 +29,13 @@ fi
 for form in glove100 ctx100; do
   coll=$scifact
   [[ $form == ctx100 ]] && coll=$work/scifact_ctx
-  for setting in "gate 0.5 0.2 none" "gate_idf 0.5 0.2 idf-fit" "nogate 1 1 none"; do
-    read -r name aq ad init <<<"$setting"
+  for setting in "gate 0.5 0.2 none score 3" "gate_idf 0.5 0.2 idf-fit score 3" "nogate 1 1 none score 3" "tokens 0.5 0.2 none tokens 5"; do
+    read -r name aq ad init objective patience <<<"$setting"
     heads=$work/heads_${form}_$name.txt
-    echo "== $form, $name: train-salience --alpha-query $aq --alpha-doc $ad --init $init"
+    echo "== $form, $name: train-salience --alpha-query $aq --alpha-doc $ad --init $init --objective $objective --patience $patience"
     /usr/bin/time -f "training: %e s wall, %M KB peak RSS" "$bin/aligner" train-salience --collection "$coll" --vectors "$form" \
-        --split train --strategy top1 --alpha-query "$aq" --alpha-doc "$ad" --init "$init" --threads 2 --out "$heads"
+        --split train --strategy top1 --alpha-query "$aq" --alpha-doc "$ad" --init "$init" --objective "$objective" \
+        --patience "$patience" --threads 2 --out "$heads"
     echo "== $form, $name: pruning report"
     "$bin/salience_bench" --collection "$coll" --vectors "$form" --heads "$heads" --candidates 10,100 --threads 2 | tee "$work/report_${form}_$name.md"
   done

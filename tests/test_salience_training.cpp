@@ -212,6 +212,141 @@ TEST_CASE("salience training: the loss gradient in (w, b) of both heads equals f
   }
 }
 
+TEST_CASE("salience training: the gate-only derivative of the tokens objective equals finite differences", "[gradient]") {
+  // z = s as in the test above; the objective reads λ alone: Σ c_i λ_i(s).
+  for (const auto& [mi, alpha, epsilon, seed] : {std::tuple{7, 0.4, 0.3, 11}, std::tuple{12, 0.25, 0.05, 12}, std::tuple{9, 0.6, 0.02, 13}}) {
+    const std::size_t m = std::size_t(mi);
+    std::mt19937_64 rng{static_cast<std::uint64_t>(seed)};
+    std::vector<float> eye(m * m, 0.f);
+    for (std::size_t i = 0; i != m; ++i) eye[i * m + i] = 1.f;
+    std::vector<double> s0(m), c(m);
+    for (auto& v : s0) v = 0.1 + double(rng() % 1000) / 1000.0;
+    for (auto& v : c) v = double(int(rng() % 2001) - 1000) / 1000.0;
+    auto objective = [&](const std::vector<double>& s) {
+      head_forward f;
+      aligner::detail::forward_head({eye.data(), m, m}, head_params{s, 0.0}, alpha, epsilon, f);
+      double acc = 0;
+      for (std::size_t i = 0; i != m; ++i) acc += c[i] * f.lambda[i];
+      return acc;
+    };
+    head_forward f;
+    aligner::detail::forward_head({eye.data(), m, m}, head_params{s0, 0.0}, alpha, epsilon, f);
+    std::vector<double> g = c;
+    aligner::detail::backward_gate(f, epsilon, g);
+    for (std::size_t j = 0; j != m; ++j)
+      require_gradient_close(g[j], central_difference(objective, s0, j, 1e-7), "m " + std::to_string(m) + " d/ds[" + std::to_string(j) + "]");
+  }
+}
+
+/// The tokens objective's loss over every example (no in-batch negatives), written out from its definition: for each
+/// relevant document D+, r_i = Σ_{j∈D+} λ_j e^{τ S_ij} / Σ_{D ∈ {D+} ∪ negatives} Σ_{j∈D} λ_j e^{τ S_ij} and the loss is
+/// -log(Σ λ^q_i r_i / Σ λ^q_i); the mean over the relevant pairs. S in double (the trainer's is float: a 1e-6 match).
+double tokens_loss_by_hand(const stopword_problem& pb, const std::vector<aligner::training_query>& examples, const std::vector<double>& x,
+                           double alpha_q, double alpha_d, double epsilon, double tau) {
+  const std::size_t dim = pb.dim;
+  const head_params hq{{x.begin(), x.begin() + std::ptrdiff_t(dim)}, x[dim]};
+  const head_params hd{{x.begin() + std::ptrdiff_t(dim + 1), x.begin() + std::ptrdiff_t(2 * dim + 1)}, x[2 * dim + 1]};
+  const auto q = pb.queries(), d = pb.docs();
+  double total = 0;
+  std::size_t rows = 0;
+  for (const auto& ex : examples) {
+    head_forward fq;
+    aligner::detail::forward_head(q.sequence(ex.query), hq, alpha_q, epsilon, fq);
+    for (auto pos : ex.positives) {
+      std::vector<std::uint32_t> members{pos};
+      members.insert(members.end(), ex.negatives.begin(), ex.negatives.end());
+      double found = 0, qsum = 0;
+      for (std::size_t i = 0; i != q.length(ex.query); ++i) {
+        double mine = 0, all = 0;
+        for (auto doc : members) {
+          head_forward fd;
+          aligner::detail::forward_head(d.sequence(doc), hd, alpha_d, epsilon, fd);
+          for (std::size_t j = 0; j != d.length(doc); ++j) {
+            double sij = 0;
+            for (std::size_t c = 0; c != dim; ++c) sij += double(q.sequence(ex.query).row(i)[c]) * double(d.sequence(doc).row(j)[c]);
+            const double e = fd.lambda[j] * std::exp(tau * sij);
+            all += e;
+            if (doc == pos) mine += e;
+          }
+        }
+        found += fq.lambda[i] * mine / all;
+        qsum += fq.lambda[i];
+      }
+      total += -std::log(found / qsum);
+      ++rows;
+    }
+  }
+  return total / double(rows);
+}
+
+TEST_CASE("salience training: the tokens objective's loss is its definition and its gradient equals finite differences", "[gradient]") {
+  stopword_problem pb(5);
+  std::vector<aligner::training_query> examples = pb.examples;
+  aligner::mine_hard_negatives(pb.queries(), pb.docs(), examples, 4);
+  for (const auto& [alpha_q, alpha_d, epsilon, tau] :
+       {std::tuple{0.5, 0.4, 0.5, 5.0}, std::tuple{1.0, 0.6, 0.2, 3.0}, std::tuple{0.5, 1.0, 0.3, 8.0}}) {
+    const aligner::salience_trainer tr(pb.queries(), pb.docs(), examples,
+                                       {.alpha_query = alpha_q, .alpha_doc = alpha_d, .epsilon = epsilon,
+                                        .objective = aligner::salience_objective::tokens, .token_temperature = tau});
+    std::vector<double> x = tr.initial_parameters();
+    std::mt19937_64 rng(19);
+    for (auto& v : x) v += double(int(rng() % 2001) - 1000) / 5000.0;
+    std::vector<double> g(tr.parameter_count());
+    const double loss = tr.loss(x, g);
+    INFO("alpha " << alpha_q << " / " << alpha_d << ", epsilon " << epsilon << ", tau " << tau);
+    REQUIRE(std::isfinite(loss));
+    REQUIRE(loss > 0);
+    REQUIRE_THAT(loss, WithinAbs(tokens_loss_by_hand(pb, examples, x, alpha_q, alpha_d, epsilon, tau), 1e-5));
+    auto f = [&](const std::vector<double>& p) { return tr.loss(p); };
+    std::size_t nonzero = 0;
+    for (std::size_t i = 0; i != x.size(); ++i) {
+      require_gradient_close(g[i], central_difference(f, x, i, 1e-6), "d loss / d parameter " + std::to_string(i));
+      nonzero += g[i] != 0.0;
+    }
+    // A side without a gate gets no gradient (its λ is 1 whatever w and b are); a gated side does.
+    const std::size_t half = pb.dim + 1;
+    REQUIRE((nonzero > 0));
+    for (std::size_t i = 0; i != half; ++i) {
+      if (alpha_q == 1.0) REQUIRE(g[i] == 0.0);
+      if (alpha_d == 1.0) REQUIRE(g[half + i] == 0.0);
+    }
+  }
+}
+
+TEST_CASE("salience training: the tokens objective learns which query tokens find the relevant document", "[property]") {
+  // The stopword problem: half of every sequence are stopwords (shared vectors, exact matches in every document), half
+  // topic tokens. A query stopword's search finds every document's stopwords alike (r_i = D+'s share of them), a topic
+  // token's finds the relevant document's topic tokens, so the objective asks the query gate to keep the topic tokens.
+  // (The document side gets no signal here: raising the λ of every token of one kind in every document leaves each
+  // softmax unchanged, and no query token's candidates mix stopwords with topic tokens; so α_d = 1.)
+  stopword_problem pb(31);
+  auto examples = pb.examples;
+  aligner::mine_hard_negatives(pb.queries(), pb.docs(), examples, 8);
+  const aligner::salience_trainer tr(pb.queries(), pb.docs(), examples,
+                                     {.alpha_query = 0.5, .alpha_doc = 1.0, .epsilon = 0.05, .objective = aligner::salience_objective::tokens,
+                                      .token_temperature = 2.0, .batch_size = 8, .epochs = 40, .learning_rate = 0.05, .holdout = 0.0});
+  const auto r = tr.train();
+  REQUIRE(r.epochs.back().train_loss < 0.9 * r.epochs[1].train_loss);
+  // Kept = the top half of each query by the head (the pruner's rule); topic tokens are the odd positions. The share is
+  // of the most topic tokens the budget can hold (ceil(m / 2) kept, floor(m / 2) topic tokens).
+  auto topic_share = [&](const std::vector<float>& u) {
+    const auto q = pb.queries();
+    std::size_t topic = 0, ideal = 0;
+    for (std::size_t sq = 0; sq != q.size(); ++sq) {
+      const std::size_t m = q.length(sq);
+      const auto keep = aligner::prune(std::span<const float>(u).subspan(std::size_t(q.offsets[sq]), m), 0.5);
+      for (auto j : keep) topic += j % 2 == 1;
+      ideal += std::min(keep.size(), m / 2);
+    }
+    return double(topic) / double(ideal);
+  };
+  const double learned = topic_share(r.heads.query(pb.queries()));
+  const double untrained = topic_share(std::vector<float>(pb.queries().tokens.rows, 1.f));  // ties: the first tokens
+  INFO("topic tokens kept, share of the most the budget holds: learned " << learned << ", untrained " << untrained);
+  REQUIRE(learned >= 0.75);
+  REQUIRE(learned >= untrained + 0.2);
+}
+
 TEST_CASE("salience training: learns to silence tokens that match everywhere and beats the unweighted score", "[property]") {
   // Stopwords in queries and documents.
   {
@@ -279,6 +414,17 @@ TEST_CASE("salience training: early stopping keeps the best held-out epoch, runs
   p.seed = 5;
   const auto c = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
   REQUIRE(c.epochs[0].holdout_loss != a.epochs[0].holdout_loss);  // another held-out split
+  // The tokens objective reduces its gradients in the same fixed order: 1 and 3 threads give the same heads.
+  p.seed = 4, p.objective = aligner::salience_objective::tokens, p.token_temperature = 5.0, p.threads = 1;
+  const auto t1 = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+  p.threads = 3;
+  const auto t3 = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+  REQUIRE(t1.best_epoch == t3.best_epoch);
+  REQUIRE(t1.epochs.size() == t3.epochs.size());
+  for (std::size_t e = 0; e != t1.epochs.size(); ++e) REQUIRE(t1.epochs[e].holdout_loss == t3.epochs[e].holdout_loss);
+  REQUIRE(std::equal(t1.heads.doc.weights().begin(), t1.heads.doc.weights().end(), t3.heads.doc.weights().begin()));
+  REQUIRE(std::equal(t1.heads.query.weights().begin(), t1.heads.query.weights().end(), t3.heads.query.weights().begin()));
+  REQUIRE(!std::equal(t1.heads.query.weights().begin(), t1.heads.query.weights().end(), a.heads.query.weights().begin()));
 }
 
 TEST_CASE("salience training: IDF fitted from token ids, by hand", "[golden]") {
@@ -383,6 +529,11 @@ TEST_CASE("salience training: bad input is refused by name before anything runs"
   }
   for (double eps : {0.0, -1.0, std::nan("")}) REQUIRE_THROWS_WITH(trainer(ok, {.epsilon = eps}), Catch::Contains("epsilon"));
   REQUIRE_THROWS_WITH(trainer(ok, {.temperature = 0.0}), Catch::Contains("temperature"));
+  for (double t : {0.0, -2.0, std::nan("")})
+    REQUIRE_THROWS_WITH(trainer(ok, {.objective = aligner::salience_objective::tokens, .token_temperature = t}),
+                        Catch::Contains("token_temperature must be finite and > 0"));
+  REQUIRE_THROWS_WITH(trainer(ok, {.alpha_query = 1.0, .alpha_doc = 1.0, .objective = aligner::salience_objective::tokens}),
+                      Catch::Contains("the tokens objective trains the gates"));
   REQUIRE_THROWS_WITH(trainer(ok, {.batch_size = 0}), Catch::Contains("batch_size"));
   REQUIRE_THROWS_WITH(trainer(ok, {.epochs = 0}), Catch::Contains("epochs"));
   REQUIRE_THROWS_WITH(trainer(ok, {.learning_rate = -1}), Catch::Contains("learning_rate"));

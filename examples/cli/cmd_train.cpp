@@ -26,6 +26,10 @@ int run_train_salience(const options& o) {
   if (o.has("--epsilon")) p.epsilon = o.epsilon;
   p.epsilon_start = o.epsilon_start;
   p.temperature = o.temperature, p.learning_rate = o.learning_rate, p.holdout = o.holdout;
+  p.objective = o.objective == "tokens" ? aligner::salience_objective::tokens : aligner::salience_objective::score;
+  p.token_temperature = o.token_temperature;
+  if (o.has("--token-temperature") && o.objective != "tokens")
+    throw usage_error("--token-temperature sets the tokens objective's temperature; it needs --objective tokens");
   p.epochs = o.epochs, p.batch_size = o.batch, p.patience = o.patience;
   p.seed = o.seed, p.threads = o.threads;
   p.validate();  // every setting, before the collection is read
@@ -78,12 +82,20 @@ int run_train_salience(const options& o) {
   };
   const aligner::salience_trainer trainer(c.queries.view(), c.docs.view(), std::move(examples), p);
   const auto result = trainer.train();
+  char token_temperature[32];
+  std::snprintf(token_temperature, sizeof token_temperature, "%g", p.token_temperature);
   const std::string trained_with = p.strategy.name() + " " + aligner::to_string(p.norm) + " split=" + split + " epochs=" +
                                    std::to_string(result.best_epoch) + " seed=" + std::to_string(p.seed) + " init=" +
-                                   (o.init.find_first_of("\r\n") == std::string::npos ? o.init : std::string("file"));
+                                   (o.init.find_first_of("\r\n") == std::string::npos ? o.init : std::string("file")) +
+                                   (p.objective == aligner::salience_objective::tokens
+                                        ? " objective=tokens token_temperature=" + std::string(token_temperature)
+                                        : std::string());
   if (p.start && result.best_epoch == 0)
     std::fprintf(stderr, "note: no epoch scored the held-out queries better than the --init heads; they are written unchanged\n");
-  if (!p.start && result.holdout_queries && result.epochs[result.best_epoch].holdout_loss > result.epochs[0].holdout_loss)
+  // (Not for the tokens objective: its start, every token alike, keeps each at λ = k / m, a share of every token and
+  // no keep rule, so its loss is no baseline.)
+  if (!p.start && p.objective == aligner::salience_objective::score && result.holdout_queries &&
+      result.epochs[result.best_epoch].holdout_loss > result.epochs[0].holdout_loss)
     std::fprintf(stderr,
                  "note: the heads score the held-out queries worse than no salience (loss %.4f against %.4f): with a gate the score "
                  "keeps only a budget of each sequence's tokens; --alpha-query 1 --alpha-doc 1 trains weights without a gate\n",

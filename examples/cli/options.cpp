@@ -217,6 +217,12 @@ const std::vector<flag>& flags() {
        }},
       {"--temperature", "T", train_salience, "softmax temperature tau of the loss (default 20)",
        [](options& o, const std::string& v) { o.temperature = parse_double("--temperature", v); }},
+      {"--objective", "score|tokens", train_salience,
+       "score: cross-entropy of the salience-weighted score (SPEC 12, default); tokens: the kept query tokens' search should find the "
+       "relevant document among the kept document tokens (for heads used to prune; trains the gates, so --alpha-query or --alpha-doc < 1)",
+       [](options& o, const std::string& v) { o.objective = one_of("--objective", v, {"score", "tokens"}); }},
+      {"--token-temperature", "T", train_salience, "--objective tokens: the softmax temperature of a query token's search (default 50)",
+       [](options& o, const std::string& v) { o.token_temperature = parse_double("--token-temperature", v); }},
       {"--epochs", "N", train_salience, "at most N passes over the training queries (default 20)",
        [](options& o, const std::string& v) { o.epochs = parse_count("--epochs", v); }},
       {"--batch", "N", train_salience, "training queries per step (default 32)",

@@ -65,6 +65,8 @@ struct options {
   std::string offsets, doc_ids;                    ///< query: --offsets O.npy, --doc-ids FILE
   // train-salience (defaults: aligner::salience_training_params)
   double alpha_query = 0.5, alpha_doc = 0.4, temperature = 20.0, learning_rate = 0.01, holdout = 0.1, epsilon_start = 0.0;
+  std::string objective = "score";
+  double token_temperature = 50.0;
   std::size_t epochs = 20, batch = 32, hard_negatives = 16, patience = 3;
   std::string init = "none";  ///< start heads: none (w = 0, b = 1), idf-fit, or a heads file
   // .npy tools

@@ -671,7 +671,8 @@ def train_salience(queries, docs, examples, *, query_offsets=None, doc_offsets=N
                    batch_size: int = 32, epochs: int = 20, learning_rate: float = 0.01,
                    final_learning_rate: float = 0.1, holdout: float = 0.1, patience: int = 3, seed: int = 0,
                    hard_negatives: int = 16, start=None, threads: int = 1,
-                   on_epoch: Optional[Callable[[dict], Any]] = None, out=None) -> dict:
+                   on_epoch: Optional[Callable[[dict], Any]] = None, out=None, objective: str = "score",
+                   token_temperature: float = 50.0) -> dict:
     """Learns the query and document salience heads u = lambda * ReLU(w . x + b) on frozen token vectors, from
     labelled pairs (the C++ salience_trainer; `aligner train-salience` does the same for a collection folder).
 
@@ -681,7 +682,10 @@ def train_salience(queries, docs, examples, *, query_offsets=None, doc_offsets=N
     strategy, without salience); 0 keeps the given ones. The loss is the softmax cross-entropy of tau * sim over
     the relevant document, the negatives and (in_batch_negatives) the batch's other documents, with the
     entropy-regularised gate at the budgets alpha_query, alpha_doc (1: no gate, the heads are weights) and
-    temperature epsilon (annealed from epsilon_start when it is larger). Adam with a cosine decay to
+    temperature epsilon (annealed from epsilon_start when it is larger). objective="tokens" (for heads used to prune)
+    trains the gates on the token search instead: each kept query token's softmax (token_temperature) over the kept
+    document tokens of the candidates should find the relevant document; it needs alpha_query or alpha_doc < 1. Adam
+    with a cosine decay to
     final_learning_rate, early stopping on a seeded holdout (patience epochs); deterministic for a seed at any
     thread count. start: None (w = 0, b = 1), a heads file's path, or a dict as returned here.
 
@@ -694,7 +698,7 @@ def train_salience(queries, docs, examples, *, query_offsets=None, doc_offsets=N
                                     float(alpha_query), float(alpha_doc), float(epsilon), float(epsilon_start),
                                     float(temperature), in_batch_negatives, batch_size, epochs, float(learning_rate),
                                     float(final_learning_rate), float(holdout), patience, seed, hard_negatives, start,
-                                    threads, on_epoch, out)
+                                    threads, on_epoch, out, objective, float(token_temperature))
 
 
 def fit_salience(vectors, targets, *, ridge: float = 1e-3, gate_alpha: Optional[float] = None,

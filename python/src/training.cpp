@@ -78,7 +78,8 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
                         const std::string& strategy, const std::string& normalize, double alpha_query, double alpha_doc, double epsilon,
                         double epsilon_start, double temperature, bool in_batch_negatives, std::size_t batch_size, std::size_t epochs,
                         double learning_rate, double final_learning_rate, double holdout, std::size_t patience, std::uint64_t seed,
-                        std::size_t hard_negatives, py::handle start, unsigned threads, py::handle on_epoch, py::handle out) {
+                        std::size_t hard_negatives, py::handle start, unsigned threads, py::handle on_epoch, py::handle out,
+                        const std::string& objective, double token_temperature) {
   aligner::salience_training_params p;
   p.strategy = aligner::alignment::parse(strategy);
   p.norm = aligner::parse_normalization(normalize);
@@ -86,6 +87,10 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
   p.temperature = temperature, p.in_batch_negatives = in_batch_negatives, p.batch_size = batch_size, p.epochs = epochs;
   p.learning_rate = learning_rate, p.final_learning_rate = final_learning_rate, p.holdout = holdout, p.patience = patience;
   p.seed = seed, p.threads = threads;
+  if (objective != "score" && objective != "tokens")
+    throw aligner::invalid_argument("objective must be 'score' or 'tokens', got '" + objective + "'");
+  p.objective = objective == "tokens" ? aligner::salience_objective::tokens : aligner::salience_objective::score;
+  p.token_temperature = token_temperature;
   p.validate();  // every setting before anything is read or trained
   if (!on_epoch.is_none() && !PyCallable_Check(on_epoch.ptr())) throw py::type_error("on_epoch must be callable (a dict per epoch) or None");
   std::string out_path;
@@ -121,6 +126,7 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
     if (!out_path.empty())
       aligner::io::save_salience_heads(out_path, trained->heads, p.strategy.name() + " " + aligner::to_string(p.norm) + " epochs=" +
                                                                    std::to_string(trained->best_epoch) + " seed=" + std::to_string(seed) +
+                                                                   (p.objective == aligner::salience_objective::tokens ? " objective=tokens" : "") +
                                                                    " (python)");
   }
   const auto& result = *trained;
@@ -145,7 +151,8 @@ void bind_training(py::module_& m) {
         py::arg("doc_offsets"), py::arg("strategy"), py::arg("normalize"), py::arg("alpha_query"), py::arg("alpha_doc"), py::arg("epsilon"),
         py::arg("epsilon_start"), py::arg("temperature"), py::arg("in_batch_negatives"), py::arg("batch_size"), py::arg("epochs"),
         py::arg("learning_rate"), py::arg("final_learning_rate"), py::arg("holdout"), py::arg("patience"), py::arg("seed"),
-        py::arg("hard_negatives"), py::arg("start"), py::arg("threads"), py::arg("on_epoch"), py::arg("out"));
+        py::arg("hard_negatives"), py::arg("start"), py::arg("threads"), py::arg("on_epoch"), py::arg("out"), py::arg("objective"),
+        py::arg("token_temperature"));
 }
 
 }  // namespace aligner_py

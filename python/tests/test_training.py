@@ -125,16 +125,23 @@ def test_bad_input_is_refused_and_writes_nothing(tmp_path):
     refused(ValueError, "start heads have dim 3", queries, docs, examples,
             start={"query": {"weights": np.ones(3), "bias": 0.0}, "doc": {"weights": np.ones(3), "bias": 0.0}})
     refused(OSError, "missing.txt", queries, docs, examples, start=tmp_path / "missing.txt")
+    refused(ValueError, "objective must be 'score' or 'tokens', got 'nope'", queries, docs, examples, objective="nope")
+    refused(TypeError, "incompatible function arguments", queries, docs, examples, objective=3)
+    refused(ValueError, "token_temperature must be finite and > 0, got 0", queries, docs, examples, objective="tokens",
+            token_temperature=0.0)
+    refused(ValueError, "the tokens objective trains the gates", queries, docs, examples, objective="tokens",
+            alpha_query=1.0, alpha_doc=1.0)
 
 
 @ref.needs_cli
-def test_the_same_heads_as_the_cli_on_cranfield(tmp_path):
+@pytest.mark.parametrize("objective", ["score", "tokens"])
+def test_the_same_heads_as_the_cli_on_cranfield(tmp_path, objective):
     import os
     import subprocess
     cran = os.path.join(ref.DATA, "cranfield")
     subprocess.run([ref.CLI, "train-salience", "--collection", cran, "--split", "test", "--epochs", "2",
                     "--hard-negatives", "4", "--alpha-query", "0.5", "--alpha-doc", "0.4", "--threads", "2",
-                    "--out", str(tmp_path / "cli.txt")], check=True, capture_output=True)
+                    "--objective", objective, "--out", str(tmp_path / "cli.txt")], check=True, capture_output=True)
     col = aligner.load_collection(cran)
     docs, queries, qrels = col["docs"], col["queries"], col["qrels"]
     index = {d: i for i, d in enumerate(docs["ids"])}
@@ -146,7 +153,7 @@ def test_the_same_heads_as_the_cli_on_cranfield(tmp_path):
             examples.append((q, pos))
     result = aligner.train_salience(queries["vectors"], docs["vectors"], examples, query_offsets=queries["offsets"],
                                     doc_offsets=docs["offsets"], epochs=2, hard_negatives=4, alpha_query=0.5,
-                                    alpha_doc=0.4, threads=2)
+                                    alpha_doc=0.4, threads=2, objective=objective)
     cli = aligner.load_salience_heads(tmp_path / "cli.txt")
     for side in ("query", "doc"):
         np.testing.assert_array_equal(result[side]["weights"], cli[side]["weights"])

@@ -18,6 +18,9 @@
  *  Deterministic for a seed at any thread count: gradients are reduced in
  *  a fixed order.
  *
+ *  Objective `salience_objective::tokens` (a library extension, for heads used to prune) replaces the loss by one on
+ *  the token search: the kept query tokens' softmax over the kept document tokens should find D+ (see the enum).
+ *
  *  Start: w = 0, b = 1 for both heads, where every token has the same salience and the score is the unweighted one
  *  (with a gate λ is then k/m for every token, which the mean normalisation cancels); or the (w, b) of given heads
  *  (`start`, e.g. fit_idf_salience: the IDF of the token ids, which the heads then learn to improve on from the
@@ -63,6 +66,21 @@ struct training_query {
   std::vector<std::uint32_t> negatives;
 };
 
+/// What salience training minimises.
+enum class salience_objective {
+  /// SPEC section 12: softmax cross-entropy of τ sim(Q, D) over the relevant document and the negatives, sim weighted
+  /// by the saliences u = λ ReLU(w . x + b).
+  score,
+  /// Library extension, for heads used to prune (SPEC section 5), where only which tokens are kept matters: the token
+  /// search of pruned retrieval. For a relevant document D+ and its candidates C (D+, the negatives, the in-batch
+  /// documents), query token i's search is a softmax over every kept document token of C:
+  ///     r_i = Σ_{j ∈ D+} λ^d_j exp(τ_t S_ij) / Σ_{D ∈ C} Σ_{j ∈ D} λ^d_j exp(τ_t S_ij)
+  /// (the chance that i's nearest kept token is one of D+'s), and the loss is -log(Σ_i λ^q_i r_i / Σ_i λ^q_i): the
+  /// kept query tokens should find D+. λ are the gates' keep weights (ReLU(w . x + b) only ranks the tokens), so the
+  /// gradient flows through the gates alone, and a side without a gate (α = 1) gets none. τ_t is token_temperature.
+  tokens,
+};
+
 /// What one epoch did.
 struct salience_training_epoch {
   std::size_t epoch = 0;      ///< 0: the starting parameters (no step taken)
@@ -91,6 +109,10 @@ struct salience_training_params {
   /// are always measured at `epsilon`, the temperature the heads are used with.
   double epsilon_start = 0.0;
   double temperature = 20.0;   ///< τ of the softmax (> 0)
+  salience_objective objective = salience_objective::score;
+  /// τ_t of the tokens objective (> 0): a cosine S_ij spans 2 τ_t logits, so 50 makes a token's softmax close to its
+  /// nearest few tokens, as a token search with a small k' is.
+  double token_temperature = 50.0;
   bool in_batch_negatives = true;
   std::size_t batch_size = 32;  ///< training queries per step (>= 1)
   std::size_t epochs = 20;      ///< at most this many passes (>= 1)
@@ -124,6 +146,11 @@ inline void salience_training_params::validate() const {
                   "salience training epsilon_start must be finite and >= 0, got ", p.epsilon_start);
   ALIGNER_EXPECTS(std::isfinite(p.temperature) && p.temperature > 0.0, "salience training temperature must be finite and > 0, got ",
                   p.temperature);
+  ALIGNER_EXPECTS(std::isfinite(p.token_temperature) && p.token_temperature > 0.0,
+                  "salience training token_temperature must be finite and > 0, got ", p.token_temperature);
+  ALIGNER_EXPECTS(p.objective != salience_objective::tokens || p.alpha_query < 1.0 || p.alpha_doc < 1.0,
+                  "the tokens objective trains the gates (which tokens are kept): alpha_query or alpha_doc must be < 1, got ",
+                  p.alpha_query, " and ", p.alpha_doc);
   ALIGNER_EXPECTS(p.batch_size >= 1, "salience training batch_size must be >= 1, got ", p.batch_size);
   ALIGNER_EXPECTS(p.epochs >= 1, "salience training epochs must be >= 1, got ", p.epochs);
   ALIGNER_EXPECTS(std::isfinite(p.learning_rate) && p.learning_rate > 0.0, "salience training learning_rate must be finite and > 0, got ",
@@ -210,6 +237,32 @@ inline void backward_head(const head_forward& f, double epsilon, std::span<doubl
   for (std::size_t j = 0; j != m; ++j) {
     double gs = g[j] * f.lambda[j];
     if (f.free[j]) gs += f.lambda[j] / epsilon * (g[j] * f.s[j] - t);
+    g[j] = f.z[j] > 0.0 ? gs : 0.0;
+  }
+}
+
+/// One training query's part of a batch: its loss over its relevant rows, how many rows had the relevant document
+/// first, and the gradient in its query's and its candidates' saliences (dL/du for the score objective, dL/dλ for
+/// the tokens objective).
+struct salience_item_out {
+  double loss = 0.0;
+  std::size_t first = 0;
+  std::vector<double> g_uq;
+  std::vector<std::pair<std::size_t, std::vector<double>>> g_ud;  // (document slot, its gradient)
+};
+
+/// dL/dz from dL/dλ (the tokens objective reads the gate's output alone): dL/ds_j = (λ_j/ε)(g_j - Σ_uncapped g_i λ_i /
+/// Σ_uncapped λ) for uncapped j, 0 for capped ones; then the ReLU. `g` holds dL/dλ and receives dL/dz.
+inline void backward_gate(const head_forward& f, double epsilon, std::span<double> g) {
+  const std::size_t m = f.u.size();
+  double t = 0.0;
+  if (f.free_sum > 0.0) {
+    for (std::size_t i = 0; i != m; ++i)
+      if (f.free[i]) t += g[i] * f.lambda[i];
+    t /= f.free_sum;
+  }
+  for (std::size_t j = 0; j != m; ++j) {
+    const double gs = f.free[j] ? f.lambda[j] / epsilon * (g[j] - t) : 0.0;
     g[j] = f.z[j] > 0.0 ? gs : 0.0;
   }
 }
@@ -326,7 +379,8 @@ class salience_trainer {
     if (p_.holdout > 0.0)
       ALIGNER_EXPECTS(examples_.size() >= 2, "a holdout needs at least 2 labelled queries, got ", examples_.size(),
                       " (set holdout to 0)");
-    // The masks of every fixed pair, computed once.
+    // The masks of every fixed pair, computed once (the tokens objective reads S whole instead).
+    if (p_.objective == salience_objective::tokens) return;
     masks_.resize(examples_.size());
     parallel_for(examples_.size(), p_.threads, [&](std::size_t e) {
       const auto& ex = examples_[e];
@@ -522,13 +576,7 @@ class salience_trainer {
     const double row_weight = 1.0 / double(total_rows);
     const bool want_grad = !grad.empty();
 
-    struct item_out {
-      double loss = 0.0;
-      std::size_t first = 0;
-      std::vector<double> g_uq;
-      std::vector<std::pair<std::size_t, std::vector<double>>> g_ud;  // (slot, dL/du^d)
-    };
-    std::vector<item_out> outs(items.size());
+    std::vector<detail::salience_item_out> outs(items.size());
     parallel_for(items.size(), p_.threads, [&](std::size_t b) {
       const auto& ex = examples_[items[b]];
       const auto& qf = query_f[b];
@@ -536,22 +584,28 @@ class salience_trainer {
       std::vector<std::uint32_t> cand(ex.positives);
       cand.insert(cand.end(), ex.negatives.begin(), ex.negatives.end());
       std::vector<const detail::pair_mask*> mk;
-      for (const auto& m : masks_[items[b]]) mk.push_back(&m);
+      if (!masks_.empty())
+        for (const auto& m : masks_[items[b]]) mk.push_back(&m);
       std::vector<detail::pair_mask> extra;
+      const bool by_tokens = p_.objective == salience_objective::tokens;
       if (in_batch) {
         std::unordered_set<std::uint32_t> seen(cand.begin(), cand.end());
         std::vector<std::uint32_t> added;
         for (auto d : batch_positives)
           if (seen.insert(d).second) added.push_back(d);
-        extra.resize(added.size());
+        extra.resize(by_tokens ? 0 : added.size());
         std::vector<float> scratch;
         for (std::size_t a = 0; a != added.size(); ++a) {
-          detail::align_pair(queries_.sequence(ex.query), docs_.sequence(added[a]), p_.strategy, extra[a], scratch);
+          if (!by_tokens) detail::align_pair(queries_.sequence(ex.query), docs_.sequence(added[a]), p_.strategy, extra[a], scratch);
           cand.push_back(added[a]);
         }
         for (const auto& m : extra) mk.push_back(&m);
       }
       const std::size_t nc = cand.size(), np = ex.positives.size();
+      if (by_tokens) {
+        token_search_item(queries_.sequence(ex.query), qf, cand, np, doc_f, slot_of, row_weight, want_grad, outs[b]);
+        return;
+      }
       std::vector<double> sim(nc), z(nc), gsim(nc, 0.0);
       for (std::size_t c = 0; c != nc; ++c) sim[c] = detail::masked_score(*mk[c], qf.u.data(), doc_f[slot_of.at(cand[c])].u.data(), p_.norm, z[c]);
       auto& o = outs[b];
@@ -602,7 +656,10 @@ class salience_trainer {
       const detail::head_forward& f = is_doc ? doc_f[i] : query_f[i - slot_doc.size()];
       std::vector<double> g = is_doc ? std::move(g_doc[i]) : std::move(outs[i - slot_doc.size()].g_uq);
       if (g.empty()) return;
-      detail::backward_head(f, epsilon, g);
+      if (p_.objective == salience_objective::tokens)
+        detail::backward_gate(f, epsilon, g);
+      else
+        detail::backward_head(f, epsilon, g);
       const matrix_view<float> xs = is_doc ? docs_.sequence(slot_doc[i]) : queries_.sequence(examples_[items[i - slot_doc.size()]].query);
       auto& acc = g_head[i];
       for (std::size_t t = 0; t != xs.rows; ++t) {
@@ -617,6 +674,100 @@ class salience_trainer {
       for (std::size_t c = 0; c <= dim; ++c) grad[at + c] += g_head[i][c];
     }
     return res;
+  }
+
+  /// The tokens objective (salience_objective::tokens) of one training query: candidates `cand` (its np relevant
+  /// documents first), their documents' gates in doc_f at slot_of's slots; adds to `o`. A row counts as first when
+  /// some kept query token (λ^q >= 1/2) scores a kept token (λ^d >= 1/2) of the relevant document strictly above every
+  /// kept token of the other candidates.
+  void token_search_item(matrix_view<float> q, const detail::head_forward& qf, const std::vector<std::uint32_t>& cand, std::size_t np,
+                         const std::vector<detail::head_forward>& doc_f, const std::unordered_map<std::uint32_t, std::size_t>& slot_of,
+                         double row_weight, bool want_grad, detail::salience_item_out& o) const {
+    const std::size_t n = q.rows, nc = cand.size();
+    const double tau = p_.token_temperature;
+    // S of every candidate, in float with the library's dot (as align_pair computes it); each candidate's gate.
+    std::vector<std::vector<float>> s(nc);
+    std::vector<const detail::head_forward*> f(nc);
+    for (std::size_t c = 0; c != nc; ++c) {
+      const matrix_view<float> d = docs_.sequence(cand[c]);
+      f[c] = &doc_f[slot_of.at(cand[c])];
+      s[c].resize(n * d.rows);
+      for (std::size_t i = 0; i != n; ++i)
+        for (std::size_t j = 0; j != d.rows; ++j) s[c][i * d.rows + j] = dot(q.row(i), d.row(j), q.cols);
+    }
+    std::vector<std::vector<double>> g_d;
+    if (want_grad) {
+      o.g_uq.assign(n, 0.0);
+      g_d.resize(nc);
+      for (std::size_t c = 0; c != nc; ++c) g_d[c].assign(f[c]->lambda.size(), 0.0);
+    }
+    std::vector<double> mx(n), total(n), r(n);
+    auto members = [&](std::size_t row, auto&& visit) {  // the relevant document `row`, then every non-relevant candidate
+      visit(row);
+      for (std::size_t c = np; c != nc; ++c) visit(c);
+    };
+    double qsum = 0.0;
+    for (std::size_t i = 0; i != n; ++i) qsum += qf.lambda[i];
+    for (std::size_t row = 0; row != np; ++row) {
+      // Per query token: the largest logit (for a stable exp), the kept mass of D+ and of all members.
+      std::fill(mx.begin(), mx.end(), -std::numeric_limits<double>::infinity());
+      members(row, [&](std::size_t c) {
+        const std::size_t m = f[c]->lambda.size();
+        for (std::size_t i = 0; i != n; ++i)
+          for (std::size_t j = 0; j != m; ++j)
+            if (f[c]->lambda[j] > 0.0) mx[i] = std::max(mx[i], tau * double(s[c][i * m + j]));
+      });
+      std::fill(total.begin(), total.end(), 0.0);
+      std::fill(r.begin(), r.end(), 0.0);
+      members(row, [&](std::size_t c) {
+        const std::size_t m = f[c]->lambda.size();
+        for (std::size_t i = 0; i != n; ++i) {
+          double mass = 0.0;
+          for (std::size_t j = 0; j != m; ++j)
+            if (f[c]->lambda[j] > 0.0) mass += f[c]->lambda[j] * std::exp(tau * double(s[c][i * m + j]) - mx[i]);
+          total[i] += mass;
+          if (c == row) r[i] = mass;
+        }
+      });
+      double found = 0.0;
+      for (std::size_t i = 0; i != n; ++i) {
+        r[i] = total[i] > 0.0 ? r[i] / total[i] : 0.0;
+        found += qf.lambda[i] * r[i];
+      }
+      // found / qsum is a mean of chances in [0, 1]; floored so that a relevant document whose kept tokens all
+      // underflow gives a large finite loss.
+      const double a = std::max(found, 1e-300 * qsum);
+      if (!(qsum > 0.0)) continue;  // no kept query token: nothing to learn from this row
+      o.loss += std::log(qsum) - std::log(a);
+      // First: a kept query token whose best kept token of D+ beats every other member's kept tokens.
+      bool first = false;
+      for (std::size_t i = 0; i != n && !first; ++i) {
+        if (qf.lambda[i] < 0.5) continue;
+        float best_pos = -std::numeric_limits<float>::infinity(), best_other = best_pos;
+        members(row, [&](std::size_t c) {
+          const std::size_t m = f[c]->lambda.size();
+          for (std::size_t j = 0; j != m; ++j)
+            if (f[c]->lambda[j] >= 0.5) (c == row ? best_pos : best_other) = std::max(c == row ? best_pos : best_other, s[c][i * m + j]);
+        });
+        first = best_pos > best_other;
+      }
+      o.first += first;
+      if (!want_grad || !(found > 1e-300 * qsum)) continue;
+      // dL/dλ^q_i = -r_i / found + 1 / qsum; dL/dλ^d_j = -(1/found) Σ_i λ^q_i (e_ij / total_i) ([j ∈ D+] - r_i).
+      for (std::size_t i = 0; i != n; ++i) o.g_uq[i] += row_weight * (1.0 / qsum - r[i] / found);
+      members(row, [&](std::size_t c) {
+        const std::size_t m = f[c]->lambda.size();
+        const double in_pos = c == row ? 1.0 : 0.0;
+        for (std::size_t i = 0; i != n; ++i) {
+          if (!(total[i] > 0.0) || qf.lambda[i] == 0.0) continue;
+          const double coef = -row_weight * qf.lambda[i] * (in_pos - r[i]) / (found * total[i]);
+          for (std::size_t j = 0; j != m; ++j)
+            if (f[c]->lambda[j] > 0.0) g_d[c][j] += coef * std::exp(tau * double(s[c][i * m + j]) - mx[i]);
+        }
+      });
+    }
+    if (!want_grad) return;
+    for (std::size_t c = 0; c != nc; ++c) o.g_ud.emplace_back(slot_of.at(cand[c]), std::move(g_d[c]));
   }
 
   sequence_set_view queries_, docs_;
