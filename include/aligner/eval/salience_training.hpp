@@ -685,89 +685,98 @@ class salience_trainer {
                          double row_weight, bool want_grad, detail::salience_item_out& o) const {
     const std::size_t n = q.rows, nc = cand.size();
     const double tau = p_.token_temperature;
-    // S of every candidate, in float with the library's dot (as align_pair computes it); each candidate's gate.
-    std::vector<std::vector<float>> s(nc);
+    constexpr double none = -std::numeric_limits<double>::infinity();
+    // Per candidate c, once for all rows: S in float with the library's dot (as align_pair computes it), and per query
+    // token i the kept mass in its own scale, mass[c][i] = Σ_j λ_j e^{τ S_ij - top[c][i]} with top[c][i] the largest
+    // τ S_ij over c's tokens of λ_j > 0 (e[c] keeps those exponentials for the gradient), and the best S_ij over
+    // c's tokens of λ_j >= 1/2 (the kept ones, for `first`). A row combines its members' masses on a common scale.
     std::vector<const detail::head_forward*> f(nc);
+    std::vector<std::vector<double>> e(nc), mass(nc), top(nc), kept_best(nc);
     for (std::size_t c = 0; c != nc; ++c) {
       const matrix_view<float> d = docs_.sequence(cand[c]);
+      const std::size_t m = d.rows;
       f[c] = &doc_f[slot_of.at(cand[c])];
-      s[c].resize(n * d.rows);
-      for (std::size_t i = 0; i != n; ++i)
-        for (std::size_t j = 0; j != d.rows; ++j) s[c][i * d.rows + j] = dot(q.row(i), d.row(j), q.cols);
+      const std::vector<double>& lambda = f[c]->lambda;
+      e[c].assign(n * m, 0.0), mass[c].assign(n, 0.0), top[c].assign(n, none), kept_best[c].assign(n, none);
+      for (std::size_t i = 0; i != n; ++i) {
+        double* ei = e[c].data() + i * m;
+        for (std::size_t j = 0; j != m; ++j) {
+          const float sij = dot(q.row(i), d.row(j), q.cols);
+          ei[j] = tau * double(sij);
+          if (lambda[j] > 0.0) top[c][i] = std::max(top[c][i], ei[j]);
+          if (lambda[j] >= 0.5) kept_best[c][i] = std::max(kept_best[c][i], double(sij));
+        }
+        for (std::size_t j = 0; j != m; ++j) {
+          ei[j] = lambda[j] > 0.0 ? std::exp(ei[j] - top[c][i]) : 0.0;
+          mass[c][i] += lambda[j] * ei[j];
+        }
+      }
     }
-    std::vector<std::vector<double>> g_d;
+    // coef[c][i]: dL/dλ_j = Σ_i coef[c][i] e[c][i][j] for j of c (summed over the rows c is a member of).
+    std::vector<std::vector<double>> coef;
     if (want_grad) {
       o.g_uq.assign(n, 0.0);
-      g_d.resize(nc);
-      for (std::size_t c = 0; c != nc; ++c) g_d[c].assign(f[c]->lambda.size(), 0.0);
+      coef.assign(nc, std::vector<double>(n, 0.0));
     }
-    std::vector<double> mx(n), total(n), r(n);
-    auto members = [&](std::size_t row, auto&& visit) {  // the relevant document `row`, then every non-relevant candidate
-      visit(row);
-      for (std::size_t c = np; c != nc; ++c) visit(c);
-    };
+    std::vector<double> scale(n), total(n), r(n);
     double qsum = 0.0;
     for (std::size_t i = 0; i != n; ++i) qsum += qf.lambda[i];
     for (std::size_t row = 0; row != np; ++row) {
-      // Per query token: the largest logit (for a stable exp), the kept mass of D+ and of all members.
-      std::fill(mx.begin(), mx.end(), -std::numeric_limits<double>::infinity());
-      members(row, [&](std::size_t c) {
-        const std::size_t m = f[c]->lambda.size();
-        for (std::size_t i = 0; i != n; ++i)
-          for (std::size_t j = 0; j != m; ++j)
-            if (f[c]->lambda[j] > 0.0) mx[i] = std::max(mx[i], tau * double(s[c][i * m + j]));
+      // Members: the relevant document `row`, then every non-relevant candidate.
+      auto members = [&](auto&& visit) {
+        visit(row);
+        for (std::size_t c = np; c != nc; ++c) visit(c);
+      };
+      std::fill(scale.begin(), scale.end(), none);
+      members([&](std::size_t c) {
+        for (std::size_t i = 0; i != n; ++i) scale[i] = std::max(scale[i], top[c][i]);
       });
       std::fill(total.begin(), total.end(), 0.0);
-      std::fill(r.begin(), r.end(), 0.0);
-      members(row, [&](std::size_t c) {
-        const std::size_t m = f[c]->lambda.size();
-        for (std::size_t i = 0; i != n; ++i) {
-          double mass = 0.0;
-          for (std::size_t j = 0; j != m; ++j)
-            if (f[c]->lambda[j] > 0.0) mass += f[c]->lambda[j] * std::exp(tau * double(s[c][i * m + j]) - mx[i]);
-          total[i] += mass;
-          if (c == row) r[i] = mass;
-        }
+      members([&](std::size_t c) {
+        for (std::size_t i = 0; i != n; ++i)
+          if (mass[c][i] > 0.0) total[i] += mass[c][i] * std::exp(top[c][i] - scale[i]);
       });
       double found = 0.0;
       for (std::size_t i = 0; i != n; ++i) {
-        r[i] = total[i] > 0.0 ? r[i] / total[i] : 0.0;
+        r[i] = total[i] > 0.0 && mass[row][i] > 0.0 ? mass[row][i] * std::exp(top[row][i] - scale[i]) / total[i] : 0.0;
         found += qf.lambda[i] * r[i];
       }
-      // found / qsum is a mean of chances in [0, 1]; floored so that a relevant document whose kept tokens all
-      // underflow gives a large finite loss.
-      const double a = std::max(found, 1e-300 * qsum);
       if (!(qsum > 0.0)) continue;  // no kept query token: nothing to learn from this row
-      o.loss += std::log(qsum) - std::log(a);
+      // found / qsum is a mean of chances in [0, 1]; floored so that a relevant document whose kept tokens all
+      // underflow gives a large finite loss (and no gradient).
+      o.loss += std::log(qsum) - std::log(std::max(found, 1e-300 * qsum));
       // First: a kept query token whose best kept token of D+ beats every other member's kept tokens.
       bool first = false;
       for (std::size_t i = 0; i != n && !first; ++i) {
         if (qf.lambda[i] < 0.5) continue;
-        float best_pos = -std::numeric_limits<float>::infinity(), best_other = best_pos;
-        members(row, [&](std::size_t c) {
-          const std::size_t m = f[c]->lambda.size();
-          for (std::size_t j = 0; j != m; ++j)
-            if (f[c]->lambda[j] >= 0.5) (c == row ? best_pos : best_other) = std::max(c == row ? best_pos : best_other, s[c][i * m + j]);
-        });
-        first = best_pos > best_other;
+        double other = none;
+        for (std::size_t c = np; c != nc; ++c) other = std::max(other, kept_best[c][i]);
+        first = kept_best[row][i] > other;
       }
       o.first += first;
       if (!want_grad || !(found > 1e-300 * qsum)) continue;
-      // dL/dλ^q_i = -r_i / found + 1 / qsum; dL/dλ^d_j = -(1/found) Σ_i λ^q_i (e_ij / total_i) ([j ∈ D+] - r_i).
+      // dL/dλ^q_i = 1 / qsum - r_i / found; dL/dλ^d_j = -(1/found) Σ_i λ^q_i (w_ij / total_i) ([j ∈ D+] - r_i), where
+      // w_ij = e^{τ S_ij - scale_i} = e[c][i][j] e^{top[c][i] - scale_i}.
       for (std::size_t i = 0; i != n; ++i) o.g_uq[i] += row_weight * (1.0 / qsum - r[i] / found);
-      members(row, [&](std::size_t c) {
-        const std::size_t m = f[c]->lambda.size();
+      members([&](std::size_t c) {
         const double in_pos = c == row ? 1.0 : 0.0;
         for (std::size_t i = 0; i != n; ++i) {
-          if (!(total[i] > 0.0) || qf.lambda[i] == 0.0) continue;
-          const double coef = -row_weight * qf.lambda[i] * (in_pos - r[i]) / (found * total[i]);
-          for (std::size_t j = 0; j != m; ++j)
-            if (f[c]->lambda[j] > 0.0) g_d[c][j] += coef * std::exp(tau * double(s[c][i * m + j]) - mx[i]);
+          if (!(total[i] > 0.0) || qf.lambda[i] == 0.0 || !(mass[c][i] > 0.0)) continue;
+          coef[c][i] += -row_weight * qf.lambda[i] * (in_pos - r[i]) * std::exp(top[c][i] - scale[i]) / (found * total[i]);
         }
       });
     }
     if (!want_grad) return;
-    for (std::size_t c = 0; c != nc; ++c) o.g_ud.emplace_back(slot_of.at(cand[c]), std::move(g_d[c]));
+    for (std::size_t c = 0; c != nc; ++c) {
+      const std::size_t m = f[c]->lambda.size();
+      std::vector<double> g(m, 0.0);
+      for (std::size_t i = 0; i != n; ++i) {
+        if (coef[c][i] == 0.0) continue;
+        const double* ei = e[c].data() + i * m;
+        for (std::size_t j = 0; j != m; ++j) g[j] += coef[c][i] * ei[j];
+      }
+      o.g_ud.emplace_back(slot_of.at(cand[c]), std::move(g));
+    }
   }
 
   sequence_set_view queries_, docs_;
