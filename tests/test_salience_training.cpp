@@ -534,6 +534,9 @@ TEST_CASE("salience training: bad input is refused by name before anything runs"
                         Catch::Contains("token_temperature must be finite and > 0"));
   REQUIRE_THROWS_WITH(trainer(ok, {.alpha_query = 1.0, .alpha_doc = 1.0, .objective = aligner::salience_objective::tokens}),
                       Catch::Contains("the tokens objective trains the gates"));
+  for (auto o : {aligner::salience_objective::score, aligner::salience_objective::tokens})
+    REQUIRE(aligner::parse_salience_objective(aligner::to_string(o)) == o);
+  REQUIRE_THROWS_WITH(aligner::parse_salience_objective("Tokens"), Catch::Contains("objective must be 'score' or 'tokens', got 'Tokens'"));
   REQUIRE_THROWS_WITH(trainer(ok, {.batch_size = 0}), Catch::Contains("batch_size"));
   REQUIRE_THROWS_WITH(trainer(ok, {.epochs = 0}), Catch::Contains("epochs"));
   REQUIRE_THROWS_WITH(trainer(ok, {.learning_rate = -1}), Catch::Contains("learning_rate"));

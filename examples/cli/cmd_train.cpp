@@ -26,9 +26,9 @@ int run_train_salience(const options& o) {
   if (o.has("--epsilon")) p.epsilon = o.epsilon;
   p.epsilon_start = o.epsilon_start;
   p.temperature = o.temperature, p.learning_rate = o.learning_rate, p.holdout = o.holdout;
-  p.objective = o.objective == "tokens" ? aligner::salience_objective::tokens : aligner::salience_objective::score;
+  p.objective = aligner::parse_salience_objective(o.objective);
   p.token_temperature = o.token_temperature;
-  if (o.has("--token-temperature") && o.objective != "tokens")
+  if (o.has("--token-temperature") && p.objective != aligner::salience_objective::tokens)
     throw usage_error("--token-temperature sets the tokens objective's temperature; it needs --objective tokens");
   p.epochs = o.epochs, p.batch_size = o.batch, p.patience = o.patience;
   p.seed = o.seed, p.threads = o.threads;

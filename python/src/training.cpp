@@ -87,9 +87,7 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
   p.temperature = temperature, p.in_batch_negatives = in_batch_negatives, p.batch_size = batch_size, p.epochs = epochs;
   p.learning_rate = learning_rate, p.final_learning_rate = final_learning_rate, p.holdout = holdout, p.patience = patience;
   p.seed = seed, p.threads = threads;
-  if (objective != "score" && objective != "tokens")
-    throw aligner::invalid_argument("objective must be 'score' or 'tokens', got '" + objective + "'");
-  p.objective = objective == "tokens" ? aligner::salience_objective::tokens : aligner::salience_objective::score;
+  p.objective = aligner::parse_salience_objective(objective);
   p.token_temperature = token_temperature;
   p.validate();  // every setting before anything is read or trained
   if (!on_epoch.is_none() && !PyCallable_Check(on_epoch.ptr())) throw py::type_error("on_epoch must be callable (a dict per epoch) or None");

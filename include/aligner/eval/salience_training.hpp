@@ -40,6 +40,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -80,6 +81,16 @@ enum class salience_objective {
   /// gradient flows through the gates alone, and a side without a gate (α = 1) gets none. τ_t is token_temperature.
   tokens,
 };
+
+inline const char* to_string(salience_objective o) noexcept { return o == salience_objective::tokens ? "tokens" : "score"; }
+
+/// Parses "score" or "tokens".
+inline salience_objective parse_salience_objective(std::string_view text) {
+  if (text == "score") return salience_objective::score;
+  if (text == "tokens") return salience_objective::tokens;
+  ALIGNER_EXPECTS(false, "objective must be 'score' or 'tokens', got '", text, "'");
+  return salience_objective::score;
+}
 
 /// What one epoch did.
 struct salience_training_epoch {
@@ -224,21 +235,28 @@ inline void forward_head(matrix_view<float> x, const head_params& h, double alph
   for (std::size_t i = 0; i != m; ++i) out.u[i] = out.lambda[i] * out.s[i];
 }
 
-/// dL/dz from dL/du: through u = λ s (λ's own derivative on the uncapped entries: dλ_i/ds_j =
-/// (λ_i/ε)(δ_ij - λ_j / Σ_uncapped λ)) and through the ReLU (0 at and below 0). `g` holds dL/du and receives dL/dz.
-inline void backward_head(const head_forward& f, double epsilon, std::span<double> g) {
+/// Adds dL/ds through the gate alone to out: for uncapped j, (λ_j/ε)(h_j - Σ_uncapped h_i λ_i / Σ_uncapped λ), where h
+/// is dL/dλ (capped entries have no derivative).
+inline void add_gate_backward(const head_forward& f, double epsilon, std::span<const double> h, std::span<double> out) {
   const std::size_t m = f.u.size();
-  double t = 0.0;  // Σ_uncapped g_i s_i λ_i / Σ_uncapped λ
+  double t = 0.0;
   if (f.free_sum > 0.0) {
     for (std::size_t i = 0; i != m; ++i)
-      if (f.free[i]) t += g[i] * f.s[i] * f.lambda[i];
+      if (f.free[i]) t += h[i] * f.lambda[i];
     t /= f.free_sum;
   }
-  for (std::size_t j = 0; j != m; ++j) {
-    double gs = g[j] * f.lambda[j];
-    if (f.free[j]) gs += f.lambda[j] / epsilon * (g[j] * f.s[j] - t);
-    g[j] = f.z[j] > 0.0 ? gs : 0.0;
-  }
+  for (std::size_t j = 0; j != m; ++j)
+    if (f.free[j]) out[j] += f.lambda[j] / epsilon * (h[j] - t);
+}
+
+/// dL/dz from dL/du: through u = λ s (dL/dλ_i = g_i s_i, carried by the gate: add_gate_backward) and through the ReLU
+/// (0 at and below 0). `g` holds dL/du and receives dL/dz.
+inline void backward_head(const head_forward& f, double epsilon, std::span<double> g) {
+  const std::size_t m = f.u.size();
+  std::vector<double> h(m), ds(m);
+  for (std::size_t j = 0; j != m; ++j) h[j] = g[j] * f.s[j], ds[j] = g[j] * f.lambda[j];
+  add_gate_backward(f, epsilon, h, ds);
+  for (std::size_t j = 0; j != m; ++j) g[j] = f.z[j] > 0.0 ? ds[j] : 0.0;
 }
 
 /// One training query's part of a batch: its loss over its relevant rows, how many rows had the relevant document
@@ -251,20 +269,13 @@ struct salience_item_out {
   std::vector<std::pair<std::size_t, std::vector<double>>> g_ud;  // (document slot, its gradient)
 };
 
-/// dL/dz from dL/dλ (the tokens objective reads the gate's output alone): dL/ds_j = (λ_j/ε)(g_j - Σ_uncapped g_i λ_i /
-/// Σ_uncapped λ) for uncapped j, 0 for capped ones; then the ReLU. `g` holds dL/dλ and receives dL/dz.
+/// dL/dz from dL/dλ (the tokens objective reads the gate's output alone): add_gate_backward, then the ReLU. `g` holds
+/// dL/dλ and receives dL/dz.
 inline void backward_gate(const head_forward& f, double epsilon, std::span<double> g) {
   const std::size_t m = f.u.size();
-  double t = 0.0;
-  if (f.free_sum > 0.0) {
-    for (std::size_t i = 0; i != m; ++i)
-      if (f.free[i]) t += g[i] * f.lambda[i];
-    t /= f.free_sum;
-  }
-  for (std::size_t j = 0; j != m; ++j) {
-    const double gs = f.free[j] ? f.lambda[j] / epsilon * (g[j] - t) : 0.0;
-    g[j] = f.z[j] > 0.0 ? gs : 0.0;
-  }
+  std::vector<double> ds(m, 0.0);
+  add_gate_backward(f, epsilon, g, ds);
+  for (std::size_t j = 0; j != m; ++j) g[j] = f.z[j] > 0.0 ? ds[j] : 0.0;
 }
 
 /// The aligned pairs of one (query, document) under a strategy: entry e aligns query token qi[e] with document token
@@ -379,19 +390,20 @@ class salience_trainer {
     if (p_.holdout > 0.0)
       ALIGNER_EXPECTS(examples_.size() >= 2, "a holdout needs at least 2 labelled queries, got ", examples_.size(),
                       " (set holdout to 0)");
-    // The masks of every fixed pair, computed once (the tokens objective reads S whole instead).
-    if (p_.objective == salience_objective::tokens) return;
-    masks_.resize(examples_.size());
-    parallel_for(examples_.size(), p_.threads, [&](std::size_t e) {
-      const auto& ex = examples_[e];
-      std::vector<float> scratch;
-      auto& ms = masks_[e];
-      ms.resize(ex.positives.size() + ex.negatives.size());
-      for (std::size_t c = 0; c != ms.size(); ++c) {
-        const std::uint32_t d = c < ex.positives.size() ? ex.positives[c] : ex.negatives[c - ex.positives.size()];
-        detail::align_pair(queries_.sequence(ex.query), docs_.sequence(d), p_.strategy, ms[c], scratch);
-      }
-    });
+    // The masks of every fixed pair, computed once (the score objective's; the tokens objective reads S whole).
+    if (p_.objective == salience_objective::score) {
+      masks_.resize(examples_.size());
+      parallel_for(examples_.size(), p_.threads, [&](std::size_t e) {
+        const auto& ex = examples_[e];
+        std::vector<float> scratch;
+        auto& ms = masks_[e];
+        ms.resize(ex.positives.size() + ex.negatives.size());
+        for (std::size_t c = 0; c != ms.size(); ++c) {
+          const std::uint32_t d = c < ex.positives.size() ? ex.positives[c] : ex.negatives[c - ex.positives.size()];
+          detail::align_pair(queries_.sequence(ex.query), docs_.sequence(d), p_.strategy, ms[c], scratch);
+        }
+      });
+    }
   }
 
   std::size_t dim() const noexcept { return docs_.tokens.cols; }
@@ -580,31 +592,28 @@ class salience_trainer {
     parallel_for(items.size(), p_.threads, [&](std::size_t b) {
       const auto& ex = examples_[items[b]];
       const auto& qf = query_f[b];
-      // Candidates: positives, negatives (cached masks), then in-batch positives of other queries.
+      // Candidates: positives, negatives, then in-batch positives of other queries.
       std::vector<std::uint32_t> cand(ex.positives);
       cand.insert(cand.end(), ex.negatives.begin(), ex.negatives.end());
-      std::vector<const detail::pair_mask*> mk;
-      if (!masks_.empty())
-        for (const auto& m : masks_[items[b]]) mk.push_back(&m);
-      std::vector<detail::pair_mask> extra;
-      const bool by_tokens = p_.objective == salience_objective::tokens;
+      const std::size_t fixed = cand.size(), np = ex.positives.size();
       if (in_batch) {
         std::unordered_set<std::uint32_t> seen(cand.begin(), cand.end());
-        std::vector<std::uint32_t> added;
         for (auto d : batch_positives)
-          if (seen.insert(d).second) added.push_back(d);
-        extra.resize(by_tokens ? 0 : added.size());
-        std::vector<float> scratch;
-        for (std::size_t a = 0; a != added.size(); ++a) {
-          if (!by_tokens) detail::align_pair(queries_.sequence(ex.query), docs_.sequence(added[a]), p_.strategy, extra[a], scratch);
-          cand.push_back(added[a]);
-        }
-        for (const auto& m : extra) mk.push_back(&m);
+          if (seen.insert(d).second) cand.push_back(d);
       }
-      const std::size_t nc = cand.size(), np = ex.positives.size();
-      if (by_tokens) {
+      const std::size_t nc = cand.size();
+      if (p_.objective == salience_objective::tokens) {
         token_search_item(queries_.sequence(ex.query), qf, cand, np, doc_f, slot_of, row_weight, want_grad, outs[b]);
         return;
+      }
+      // The masks: cached for the fixed candidates, aligned here for the in-batch ones.
+      std::vector<const detail::pair_mask*> mk;
+      for (const auto& m : masks_[items[b]]) mk.push_back(&m);
+      std::vector<detail::pair_mask> extra(nc - fixed);
+      std::vector<float> scratch;
+      for (std::size_t a = 0; a != extra.size(); ++a) {
+        detail::align_pair(queries_.sequence(ex.query), docs_.sequence(cand[fixed + a]), p_.strategy, extra[a], scratch);
+        mk.push_back(&extra[a]);
       }
       std::vector<double> sim(nc), z(nc), gsim(nc, 0.0);
       for (std::size_t c = 0; c != nc; ++c) sim[c] = detail::masked_score(*mk[c], qf.u.data(), doc_f[slot_of.at(cand[c])].u.data(), p_.norm, z[c]);
