@@ -13,7 +13,11 @@
 // higher there than the unpruned rerank, up to documents that pruning drops from above a relevant one).
 //
 //   salience_bench --collection DIR --vectors NAME --heads FILE [--split test] [--candidates 100[,K2,...]]
-//                  [--threads 2] [--strategy top1] [--seed 0]
+//                  [--threads 2] [--strategy top1] [--seed 0] [--ndocs 0]
+//
+// --ndocs N > 0 keeps each query's best N candidates by the token search's own score (search_params.ndocs: per kept
+// query token, the best hit similarity through which it found the document) before the rerank: keep rules then
+// compare at one rerank cost, instead of at one k' whose candidate counts differ from rule to rule.
 //
 // With several --candidates values (k' per kept query token) the pruned table and the margins are printed for each.
 #include <aligner/aligner.hpp>
@@ -39,6 +43,7 @@ struct args {
   std::vector<std::size_t> candidates{100};
   unsigned threads = 2;
   std::uint64_t seed = 0;
+  std::size_t ndocs = 0;
 };
 
 args parse(int argc, char** argv) {
@@ -62,6 +67,7 @@ args parse(int argc, char** argv) {
     }
     else if (f == "--threads") a.threads = unsigned(std::stoul(v));
     else if (f == "--seed") a.seed = std::stoull(v);
+    else if (f == "--ndocs") a.ndocs = std::stoul(v);
     else throw std::runtime_error("unknown flag " + f);
   }
   if ((argc - 1) % 2) throw std::runtime_error("every flag takes a value");
@@ -239,7 +245,8 @@ int main(int argc, char** argv) try {
   // per (k', rule, beta_d, beta_q): nDCG per query with the unweighted rerank
   std::map<std::tuple<std::size_t, std::size_t, double, double>, std::vector<double>> own;
   std::vector<std::string> rows(a.candidates.size());
-  std::printf("\n## Pruned retrieval: token search over the kept tokens, full rerank\n\n");
+  std::printf("\n## Pruned retrieval: token search over the kept tokens, full rerank%s\n\n",
+              a.ndocs ? (" of each query's best " + std::to_string(a.ndocs) + " candidates by the hits' score (ndocs)").c_str() : "");
   std::printf("(relevant recall: the share of the judged relevant documents among the candidates; top-10 recall: the share of the\n"
               "exhaustive unweighted rerank's top 10 among them; both means over the queries)\n");
   for (std::size_t r = 0; r != rules.size(); ++r)
@@ -252,7 +259,8 @@ int main(int argc, char** argv) try {
             const std::size_t q = judged[i];
             const auto uq = std::span<const float>(rules[r].uq).subspan(std::size_t(c.queries.offsets[q]), c.queries.view().length(q));
             const auto res = pruned.search(c.queries.sequence(q), {.strategy = strategy, .candidates_per_token = a.candidates[ki],
-                                                                   .top = c.docs.size(), .query_prune = bq, .query_salience = uq,
+                                                                   .top = c.docs.size(), .ndocs = a.ndocs, .query_prune = bq,
+                                                                   .query_salience = uq,
                                                                    .use_doc_salience = false});
             cands[i] = res.ids;
             std::sort(cands[i].begin(), cands[i].end());

@@ -4,6 +4,7 @@
 
 #include "test_common.hpp"
 
+#include <map>
 #include <set>
 
 using aligner::alignment;
@@ -703,4 +704,90 @@ TEST_CASE("token_store: adding documents one at a time grows the panels geometri
   }
   CHECK(store.size() == 2000);
   CHECK(moves < 40);  // about log_1.5(2000) = 19; one per add before the fix
+}
+
+TEST_CASE("retriever: ndocs cuts the token search's candidates by their hits' similarities, as a brute force of the hits",
+          "[oracle]") {
+  // Documents drawn from a vocabulary of 50 vectors, so identical vectors sit in many documents (one index entry each).
+  const std::size_t dim = 8, vocab = 50;
+  const auto words = aligner_test::random_matrix(vocab, dim, 17);
+  std::mt19937_64 rng(5);
+  std::vector<float> x;
+  std::vector<std::int64_t> offsets{0};
+  std::vector<std::size_t> word_of;
+  for (std::size_t d = 0; d != 90; ++d) {
+    const std::size_t len = d % 7 == 3 ? 0 : 1 + rng() % 12;
+    for (std::size_t j = 0; j != len; ++j) {
+      const std::size_t w = rng() % vocab;
+      word_of.push_back(w);
+      x.insert(x.end(), words.begin() + std::ptrdiff_t(w * dim), words.begin() + std::ptrdiff_t((w + 1) * dim));
+    }
+    offsets.push_back(std::int64_t(word_of.size()));
+  }
+  const aligner::sequence_set_view docs{{x.data(), word_of.size(), dim}, offsets};
+  aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), docs);
+  // The backend's vector ids: distinct vectors in order of first occurrence; each reaches every document holding it.
+  std::vector<std::size_t> first_word;
+  std::vector<std::set<std::uint32_t>> holders;
+  std::map<std::size_t, std::size_t> id_of_word;
+  for (std::size_t d = 0; d + 1 != offsets.size(); ++d)
+    for (auto t = offsets[d]; t != offsets[d + 1]; ++t) {
+      const std::size_t w = word_of[std::size_t(t)];
+      if (!id_of_word.count(w)) {
+        id_of_word[w] = holders.size();
+        holders.emplace_back();
+      }
+      holders[id_of_word[w]].insert(std::uint32_t(d));
+    }
+  REQUIRE(r.indexed_tokens() == holders.size());
+  const auto q = aligner_test::random_matrix(6, dim, 23);
+  const aligner::matrix_view<float> qv{q.data(), 6, dim};
+  auto brute = [&](std::size_t k, std::size_t ndocs, const std::function<bool(std::uint32_t)>& ok) {
+    const auto hits = r.backend().search(qv, k);
+    std::map<std::uint32_t, double> approx;
+    for (std::size_t i = 0; i != 6; ++i) {
+      double low = 0;
+      for (std::size_t t = 0; t != k; ++t)
+        if (hits.ids[i * k + t] >= 0) low = hits.scores[i * k + t];
+      std::map<std::uint32_t, double> best;  // hits come best first: a document's first is its best
+      for (std::size_t t = 0; t != k; ++t)
+        if (hits.ids[i * k + t] >= 0)
+          for (std::uint32_t d : holders[std::size_t(hits.ids[i * k + t])]) best.try_emplace(d, double(hits.scores[i * k + t]) - low);
+      for (auto [d, g] : best) approx[d] += g;  // missing rows add 0 (their lowest hit, relative)
+    }
+    std::vector<std::pair<double, std::uint32_t>> ranked;
+    for (auto [d, s] : approx)
+      if (ok(d)) ranked.emplace_back(-s, d);
+    std::sort(ranked.begin(), ranked.end());
+    if (ndocs && ranked.size() > ndocs) ranked.resize(ndocs);
+    std::set<std::int64_t> out;
+    for (auto [s, d] : ranked) out.insert(d);
+    return out;
+  };
+  auto ids_of = [](const aligner::search_result& res) { return std::set<std::int64_t>(res.ids.begin(), res.ids.end()); };
+  for (std::size_t k : {1, 3, 10, 50})
+    for (std::size_t ndocs : {0, 1, 5, 20, 1000}) {
+      INFO("k' " << k << " ndocs " << ndocs);
+      const auto res = r.search(qv, {.candidates_per_token = k, .top = 1000, .ndocs = ndocs});
+      const auto want = brute(k, ndocs, [](std::uint32_t) { return true; });
+      CHECK(res.candidates_scored == want.size());
+      CHECK(ids_of(res) == want);
+      // The cut keeps the candidates' exact scores: the result is the uncut search's, restricted to the kept ones.
+      const auto uncut = r.search(qv, {.candidates_per_token = k, .top = 1000});
+      std::vector<std::int64_t> restricted;
+      for (auto id : uncut.ids)
+        if (want.count(id)) restricted.push_back(id);
+      CHECK(res.ids == restricted);
+    }
+  // Filtered and removed documents are never candidates: the cut ranks the returnable ones only.
+  auto odd = [](std::uint32_t d) { return d % 2 == 1; };
+  const auto filtered = r.search(qv, {.candidates_per_token = 10, .top = 8, .ndocs = 8, .filter = [](std::int64_t d) { return d % 2 == 1; }});
+  CHECK(ids_of(filtered) == brute(10, 8, odd));
+  const auto before = brute(10, 6, [](std::uint32_t) { return true; });
+  r.remove(*before.begin());
+  const auto removed = *before.begin();
+  CHECK(ids_of(r.search(qv, {.candidates_per_token = 10, .top = 1000, .ndocs = 6})) ==
+        brute(10, 6, [&](std::uint32_t d) { return d != removed; }));
+  // An exhaustive search reranks every document; with ndocs it still does.
+  CHECK(r.search(qv, {.top = 1000, .exhaustive = true, .ndocs = 3}).candidates_scored == r.size() - 1);
 }

@@ -78,14 +78,16 @@ inline retrieval_setup load_setup(const options& o, bool with_judgments = true, 
 /// (aligner query), so --rerank-weights off means something without a query salience.
 inline aligner::search_params search_params_of(const options& o, const retrieval_setup& s, bool index_salience = false) {
   if (o.prune_query != 1.0 && s.uq.empty()) throw usage_error("--prune-query below 1 needs a salience (--salience idf or FILE)");
-  if (!o.postings && (o.has("--nprobe") || o.has("--ndocs"))) throw usage_error("--nprobe and --ndocs need --candidates postings");
+  if (!o.postings && o.has("--nprobe")) throw usage_error("--nprobe needs --candidates postings");
+  if (!o.postings && !o.candidates && o.has("--ndocs"))
+    throw usage_error("--ndocs needs candidates to cut (--candidates K or --candidates postings); --candidates all reranks every document");
   if (o.has("--rerank-weights") && o.salience == "none" && s.uq.empty() && !index_salience) throw usage_error("--rerank-weights needs a salience (--salience idf or FILE)");
   return {.norm = o.norm,
           .candidates_per_token = o.candidates.value_or(1),
           .top = o.top,
           .exhaustive = !o.candidates.has_value() && !o.postings,
           .nprobe = o.postings ? o.nprobe : 0,
-          .ndocs = o.postings ? o.ndocs : 0,
+          .ndocs = o.postings || o.has("--ndocs") ? o.ndocs : 0,  // the token search's default: no cut
           .query_prune = o.prune_query,
           .use_doc_salience = o.rerank_weights,
           .use_query_salience = o.rerank_weights};

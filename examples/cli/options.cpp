@@ -152,7 +152,8 @@ const std::vector<flag>& flags() {
        [](options& o, const std::string& v) { o.codec_from = v; }},
       {"--nprobe", "P", ranking_cmds, "--candidates postings: centroids probed per query token (default 4)",
        [](options& o, const std::string& v) { o.nprobe = parse_positive("--nprobe", v); }},
-      {"--ndocs", "N", ranking_cmds, "--candidates postings: documents kept by the centroid-only score for the rerank (default 1000; 0: all)",
+      {"--ndocs", "N", ranking_cmds, "documents kept for the rerank by the approximate score of their candidates' similarities: with --candidates postings "
+       "the probed centroids' (default 1000), with --candidates K the token hits' (default 0: all); 0 keeps all",
        [](options& o, const std::string& v) { o.ndocs = parse_count("--ndocs", v); }},
       {"--nlist", "L", building_cmds, "--backend faiss-ivf: inverted lists (default: 4 sqrt(vectors) rounded down to a power of two, at most vectors/39)",
        [](options& o, const std::string& v) { o.nlist = parse_positive("--nlist", v); }},

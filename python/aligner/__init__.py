@@ -326,8 +326,10 @@ class Retriever:
         """The top documents of one query [tokens, dim], best first (score descending, ties to the smaller id).
 
         candidates: k', backend hits per kept query token; exhaustive: rerank every live document; nprobe > 0:
-        centroid-posting candidates of a residual store (ndocs > 0 keeps the best ndocs by the centroid-only
-        score); query_prune < 1 keeps that fraction of query tokens by query_salience for the token search.
+        centroid-posting candidates of a residual store; ndocs > 0 keeps the best ndocs candidates by an approximate
+        score (per kept query token, the best similarity through which it found the document, else its lowest one:
+        the probed centroids' with nprobe, the token hits' without) before the exact rerank; query_prune < 1 keeps
+        that fraction of query tokens by query_salience for the token search.
         allowed_ids / filter restrict the results (min(top, allowed documents) are returned).
         use_query_salience=False (with use_doc_salience=False): salience only chooses the searched tokens and the
         rerank is unweighted (learned gated heads are keep rules). Returns a SearchResult: `ids, scores = result`,

@@ -340,3 +340,42 @@ def test_faiss_ivf_probing_every_list_is_exhaustive_and_threads_build_hnswlib():
         g.add(docs)
         got, _ = g.search(q, top=10, exhaustive=True)
         np.testing.assert_array_equal(got, want_ids)
+
+
+def test_ndocs_cuts_token_search_candidates_by_their_hits():
+    # Documents drawn from a vocabulary (identical vectors indexed once, each reaching every document holding it).
+    rng = np.random.default_rng(8)
+    words = rng.standard_normal((40, 12)).astype(np.float32)
+    docs = [words[rng.integers(0, 40, size=int(rng.integers(1, 10)))] for _ in range(60)]
+    q = rng.standard_normal((5, 12)).astype(np.float32)
+    r = aligner.Retriever(dim=12)
+    r.add(docs)
+    assert r.indexed_tokens == len({w.tobytes() for d in docs for w in d})
+    for k in (3, 10):
+        # NumPy: each row's k best distinct vectors, every document holding one, the score of the row's best hit
+        # reaching it minus the row's lowest hit score, summed over the rows; the best ndocs by (score desc, id asc).
+        held = sorted({int(w) for d in docs for w in np.unique(np.nonzero((words[:, None, :] == d[None]).all(2))[0])})
+        s = q.astype(np.float64) @ words[held].T.astype(np.float64)
+        approx = {}
+        for i in range(len(q)):
+            order = np.argsort(-s[i], kind="stable")[:k]
+            low = s[i, order[-1]]
+            best = {}
+            for t in order:
+                w = words[held[t]]
+                for d, doc in enumerate(docs):
+                    if (doc == w).all(1).any() and d not in best:
+                        best[d] = s[i, t] - low
+            for d, g in best.items():
+                approx[d] = approx.get(d, 0.0) + g
+        ranked = sorted(approx, key=lambda d: (-approx[d], d))
+        uncut = r.search(q, top=100, candidates=k)
+        assert uncut.candidates_scored == len(ranked)
+        for ndocs in (5, 20):
+            got = r.search(q, top=100, candidates=k, ndocs=ndocs)
+            assert set(got.ids.tolist()) == set(ranked[:ndocs]), (k, ndocs)
+            assert got.candidates_scored == min(ndocs, len(ranked))
+            # The kept candidates keep their exact scores: the uncut ranking restricted to them.
+            keep = [i for i in uncut.ids.tolist() if i in set(ranked[:ndocs])]
+            np.testing.assert_array_equal(got.ids, keep)
+        np.testing.assert_array_equal(r.search(q, top=100, candidates=k, ndocs=0).ids, uncut.ids)

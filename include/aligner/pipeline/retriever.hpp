@@ -6,7 +6,8 @@
  *     every token goes into a packed token_store.
  *  2. Search: each kept query token (β^q) asks the backend for its top k' vectors.
  *  3. Gather: each hit expands to every document holding that vector; their union (minus removed and filtered
- *     documents) are the candidates.
+ *     documents) are the candidates; search_params.ndocs > 0 keeps the best ndocs of them by the hits' similarities
+ *     (cut_token_hits).
  *  4. Rerank: each candidate gets sim(Q, D) over all tokens of both sides (scorer.hpp), the top N are returned,
  *     best first, ties toward the smaller document id. `exhaustive` skips 2-3 and reranks every document.
  *  5. Explain: the aligned pairs behind one document's score.
@@ -326,7 +327,6 @@ class aligner_retriever {
                     p.candidates_per_token);
     ALIGNER_EXPECTS(p.nprobe == 0 || s_.store.codec() || (s_.params.precision == storage::residual && size() == 0),
                     "search_params.nprobe = ", p.nprobe, " needs a residual token store (index_params.precision = storage::residual)");
-    ALIGNER_EXPECTS(p.ndocs == 0 || p.nprobe > 0, "search_params.ndocs = ", p.ndocs, " needs search_params.nprobe > 0");
     ALIGNER_EXPECTS(p.exhaustive || p.nprobe > 0 || s_.params.token_index,
                     "this retriever has no token index (index_params.token_index = false): search with nprobe or exhaustive");
     detail::check_beta(p.query_prune, "search_params.query_prune");
@@ -421,14 +421,19 @@ class aligner_retriever {
     } else {
       hits = s_.backend.search(rows, p.candidates_per_token);
     }
-    for (std::int64_t id : hits.ids) {
-      if (id < 0 || std::size_t(id) >= s_.tokens.size()) continue;
-      ++diag.backend_hits;
-      s_.tokens.for_each_doc(std::size_t(id), [&](std::uint32_t d) { candidates.push_back(d); });
+    auto valid = [&](std::int64_t id) { return id >= 0 && std::size_t(id) < s_.tokens.size(); };
+    if (p.ndocs == 0) {
+      for (std::int64_t id : hits.ids) {
+        if (!valid(id)) continue;
+        ++diag.backend_hits;
+        s_.tokens.for_each_doc(std::size_t(id), [&](std::uint32_t d) { candidates.push_back(d); });
+      }
+      std::sort(candidates.begin(), candidates.end());
+      candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+      std::erase_if(candidates, [&](std::uint32_t d) { return !returnable(d); });
+    } else {
+      candidates = cut_token_hits(hits, p.ndocs, valid, returnable, diag);
     }
-    std::sort(candidates.begin(), candidates.end());
-    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
-    std::erase_if(candidates, [&](std::uint32_t d) { return !returnable(d); });
     if (restricted && candidates.size() < std::min(p.top, allowed_with_tokens)) return every_allowed();
     return candidates;
   }
@@ -473,6 +478,44 @@ class aligner_retriever {
     std::vector<search_result> out(strategies.size(), diag);
     for (std::size_t g = 0; g != strategies.size(); ++g) rank(candidates, scores.data() + g, strategies.size(), p.top, out[g]);
     return out;
+  }
+
+  /// Token-search candidates (sorted ids) cut to the best `ndocs` by the token-search score: per searched query row,
+  /// the score of the row's best hit whose vector a document holds (hits come best first) minus the row's lowest
+  /// valid hit score, summed over the rows (a row that reaches no hit of the document adds 0: its lowest hit score,
+  /// XTR's imputation, relative to that lowest). Ties toward the smaller id. Sums in double, in row order.
+  template <class Valid, class Returnable>
+  std::vector<std::uint32_t> cut_token_hits(const topk_result& hits, std::size_t ndocs, Valid&& valid, Returnable&& returnable,
+                                            search_result& diag) const {
+    std::vector<std::uint32_t> candidates, last_row(size(), std::uint32_t(-1));
+    std::vector<double> approx(size(), 0.0);
+    for (std::size_t i = 0; i != hits.rows; ++i) {
+      const std::int64_t* ids = hits.ids.data() + i * hits.k;
+      const float* scores = hits.scores.data() + i * hits.k;
+      double low = 0.0;
+      bool any = false;
+      for (std::size_t t = 0; t != hits.k; ++t)
+        if (valid(ids[t])) low = double(scores[t]), any = true;
+      if (!any) continue;
+      for (std::size_t t = 0; t != hits.k; ++t) {
+        if (!valid(ids[t])) continue;
+        ++diag.backend_hits;
+        const double gain = double(scores[t]) - low;
+        s_.tokens.for_each_doc(std::size_t(ids[t]), [&](std::uint32_t d) {
+          if (last_row[d] == std::uint32_t(i)) return;  // the row's best hit of d came first
+          if (last_row[d] == std::uint32_t(-1) && returnable(d)) candidates.push_back(d);
+          last_row[d] = std::uint32_t(i);
+          approx[d] += gain;
+        });
+      }
+    }
+    if (candidates.size() > ndocs) {
+      std::nth_element(candidates.begin(), candidates.begin() + std::ptrdiff_t(ndocs), candidates.end(),
+                       [&](std::uint32_t a, std::uint32_t b) { return ranks_before(approx[a], a, approx[b], b); });
+      candidates.resize(ndocs);
+    }
+    std::sort(candidates.begin(), candidates.end());
+    return candidates;
   }
 
   /// Adds documents first.. size() - 1 of a residual store to the centroid postings.

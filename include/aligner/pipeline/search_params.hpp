@@ -64,10 +64,12 @@ struct search_params {
   /// > 0: centroid-posting candidates instead of the token search (residual stores): each kept query token probes
   /// its nprobe best centroids (by q . centroid) and every document holding a token of one is a candidate.
   std::size_t nprobe = 0;
-  /// with nprobe: keep the best ndocs candidates by the centroid-only score before the exact rerank; 0 keeps them
-  /// all. The score sums, per kept query token, the best probed centroid the document holds (PLAID's centroid
-  /// interaction) or, when it holds none, the token's lowest probed centroid score (XTR's imputation of a missing
-  /// similarity: without it a document missing one token's probes loses that token's whole score).
+  /// > 0: keep the best ndocs candidates by an approximate score before the exact rerank (a bound on the rerank's
+  /// cost); 0 keeps them all. The score sums, per kept query token, the best similarity through which the candidate
+  /// was found or, when that token did not find it, the token's lowest one (XTR's imputation of a missing
+  /// similarity: without it a document missing one token's hits loses that token's whole score). With nprobe the
+  /// similarities are the probed centroids' (PLAID's centroid interaction); with the token search, its hits' (a hit
+  /// on a vector reaches every document holding it). Ties toward the smaller id. Exhaustive searches rerank all.
   std::size_t ndocs = 0;
   double query_prune = 1.0;                 ///< β^q in (0, 1]; < 1 needs query_salience
   std::span<const float> query_salience{};  ///< u^q (one per query token) or empty
