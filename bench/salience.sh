@@ -9,7 +9,8 @@
 # from w = 0, b = 1 and from the IDF fit, --init idf-fit; no gate: 1 and 1; and the tokens objective from w = 0):
 # `aligner train-salience` on 2 threads under /usr/bin/time (training time, peak RSS), then salience_bench with the
 # heads. The ctx100 form is made with ../shared/tools/make_scale_collection.py --copies 1 (numpy; $PYTHON) unless it
-# exists. Not part of CI (about 90 minutes on two cores).
+# exists. The tokens heads are also reported at one rerank cost (--ndocs 300). Not part of CI (about 95 minutes on
+# two cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/aligner-salience}
@@ -38,5 +39,10 @@ for form in glove100 ctx100; do
         --patience "$patience" --threads 2 --out "$heads"
     echo "== $form, $name: pruning report"
     "$bin/salience_bench" --collection "$coll" --vectors "$form" --heads "$heads" --candidates 10,100 --threads 2 | tee "$work/report_${form}_$name.md"
+    if [[ $name == tokens ]]; then  # the rules at one rerank cost: each query's best 300 candidates (RESULTS, fifth pass)
+      echo "== $form, $name: pruning report at one rerank cost (--ndocs 300)"
+      "$bin/salience_bench" --collection "$coll" --vectors "$form" --heads "$heads" --candidates 10,100 --ndocs 300 --threads 2 |
+          tee "$work/report_${form}_${name}_ndocs300.md"
+    fi
   done
 done
