@@ -334,7 +334,7 @@ class Retriever:
         use_query_salience=False (with use_doc_salience=False): salience only chooses the searched tokens and the
         rerank is unweighted (learned gated heads are keep rules). Returns a SearchResult: `ids, scores = result`,
         plus its diagnostics."""
-        args = _aligner._SearchArgs(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
+        args = _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
                                     use_doc_salience, allowed_ids, filter, use_query_salience)
         return self._r.search(query, query_salience, args)
 
@@ -346,7 +346,7 @@ class Retriever:
         """search() for many queries (a list of arrays, or one array with offsets) on `threads` threads (0: all
         cores), the GIL released; results equal serial searches. query_salience: one value per token of all
         queries."""
-        args = _aligner._SearchArgs(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
+        args = _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
                                     use_doc_salience, allowed_ids, filter, use_query_salience)
         return self._r.search_batch(queries, offsets, query_salience, threads, args)
 
@@ -357,7 +357,7 @@ class Retriever:
         """One query under several strategies at once (a list of strategy strings, a comma-separated string or
         "paper" for paper_grid()): the candidates are gathered and S computed once; result g equals
         search(query, strategy=strategies[g], ...). What few-shot adaptation needs (adapt, fold_protocol)."""
-        args = _aligner._SearchArgs(top, "top1", normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
+        args = _search_args(top, "top1", normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
                                     use_doc_salience, allowed_ids, filter, use_query_salience)
         return self._r.search_multi(query, strategies, query_salience, args)
 
@@ -569,8 +569,8 @@ class IndexDirectoryReader(_DirectoryFacts):
         if nprobe is None:
             nprobe = 4 if residual and not exhaustive else 0
         if ndocs is None:
-            ndocs = 1000 if nprobe > 0 else 0
-        return _aligner._SearchArgs(top, strategy, normalize, 4000, exhaustive, nprobe, ndocs, query_prune,
+            ndocs = 1000 if isinstance(nprobe, int) and nprobe > 0 else 0
+        return _search_args(top, strategy, normalize, 4000, exhaustive, nprobe, ndocs, query_prune,
                                     use_doc_salience, allowed_ids, filter, use_query_salience)
 
     def search(self, query, *, top: int = 10, strategy: str = "top1", normalize: str = "mean",
@@ -744,6 +744,29 @@ def _check_int(name: str, value: Any, low: int) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _count_arg(name: str, value: Any, low: int) -> int:
+    """An integer argument (a Python or NumPy integer, not a bool) of at least `low`, refused by name otherwise."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if v < low:
+        raise ValueError(f"{name} must be >= {low}, got {v}")
+    return v
+
+
+def _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
+                 allowed_ids, filter, use_query_salience):
+    """The search arguments for the C++ side, their integers checked here so that a wrong one is refused by name
+    (the binding's own message only lists the types it takes)."""
+    top, candidates, nprobe, ndocs = (_count_arg(n, v, low) for n, v, low in (("top", top, 1), ("candidates", candidates, 0),
+                                                                              ("nprobe", nprobe, 0), ("ndocs", ndocs, 0)))
+    return _aligner._SearchArgs(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
+                                use_doc_salience, allowed_ids, filter, use_query_salience)
 
 
 # ---- evaluation (trec_eval's measures; run and qrels as pytrec_eval takes them) ----

@@ -249,6 +249,16 @@ def test_bad_arguments_change_nothing():
         r.search(np.ones((2, 3), np.float32))
     with pytest.raises(ValueError, match="top must be >= 1"):
         r.search(docs[0], top=0)
+    # Integer arguments are refused by name with the value (NumPy integers are taken).
+    for kw, err, msg in ((dict(ndocs=-1), ValueError, "ndocs must be >= 0, got -1"),
+                         (dict(candidates=-5), ValueError, "candidates must be >= 0, got -5"),
+                         (dict(nprobe=1.5), TypeError, "nprobe must be an int, got float"),
+                         (dict(top=True), TypeError, "top must be an int, got bool")):
+        for call in (lambda: r.search(docs[0], **kw), lambda: r.search_batch([docs[0]], **kw),
+                     lambda: r.search_multi(docs[0], "top1", **kw)):
+            with pytest.raises(err, match=msg):
+                call()
+    assert r.search(docs[0], top=np.int64(2), ndocs=np.uint32(3), candidates=np.int32(50)).ids.size == 2
     with pytest.raises(ValueError, match="backend must be one of"):
         aligner.Retriever(DIM, backend="annoy")
     with pytest.raises(ValueError, match="storage must be one of"):
