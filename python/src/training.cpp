@@ -93,8 +93,11 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
   if (!on_epoch.is_none() && !PyCallable_Check(on_epoch.ptr())) throw py::type_error("on_epoch must be callable (a dict per epoch) or None");
   std::string out_path;
   if (!out.is_none()) out_path = py::cast<std::string>(py::module_::import("os").attr("fspath")(out));
+  std::string init = "none";  // the start, for the heads file's provenance line (as the CLI's init=)
   if (!start.is_none()) {
+    init = "dict";
     if (py::isinstance<py::str>(start) || py::hasattr(start, "__fspath__")) {
+      init = "file";
       p.start = aligner::io::load_salience_heads(py::cast<std::string>(py::module_::import("os").attr("fspath")(start))).heads;
     } else {
       if (!py::isinstance<py::dict>(start) || !py::reinterpret_borrow<py::dict>(start).contains("query") ||
@@ -121,11 +124,17 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
     if (hard_negatives > 0) aligner::mine_hard_negatives(q.view(), d.view(), ex, hard_negatives, p.strategy, p.norm, threads);
     const aligner::salience_trainer trainer(q.view(), d.view(), std::move(ex), p);
     trained.emplace(trainer.train());
-    if (!out_path.empty())
-      aligner::io::save_salience_heads(out_path, trained->heads, p.strategy.name() + " " + aligner::to_string(p.norm) + " epochs=" +
-                                                                   std::to_string(trained->best_epoch) + " seed=" + std::to_string(seed) +
-                                                                   (p.objective == aligner::salience_objective::tokens ? " objective=tokens" : "") +
-                                                                   " (python)");
+    if (!out_path.empty()) {  // the CLI's provenance fields (examples/cli/cmd_train.cpp), but no split: examples are given
+      char token_temperature_text[32];
+      std::snprintf(token_temperature_text, sizeof token_temperature_text, "%g", p.token_temperature);
+      aligner::io::save_salience_heads(
+          out_path, trained->heads,
+          p.strategy.name() + " " + aligner::to_string(p.norm) + " epochs=" + std::to_string(trained->best_epoch) + " seed=" +
+              std::to_string(seed) + " init=" + init +
+              (p.objective == aligner::salience_objective::tokens ? " objective=tokens token_temperature=" + std::string(token_temperature_text)
+                                                                  : std::string()) +
+              " (python)");
+    }
   }
   const auto& result = *trained;
   py::dict r;

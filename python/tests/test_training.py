@@ -50,6 +50,8 @@ def test_training_learns_which_tokens_matter_and_is_deterministic(tmp_path):
     assert better >= 0.9 * len(docs)
     # the file holds the same heads; a second run with the same seed, and one on 2 threads, give the same heads
     saved = aligner.load_salience_heads(tmp_path / "h.txt")
+    # the provenance line names the settings as the CLI's does (the score objective has no token temperature)
+    assert saved["trained_with"] == f"top1 mean epochs={result['best_epoch']} seed=4 init=none (python)"
     for side in ("query", "doc"):
         np.testing.assert_array_equal(saved[side]["weights"], result[side]["weights"])
         assert saved[side]["bias"] == result[side]["bias"]
@@ -83,8 +85,10 @@ def test_gated_heads_starts_and_given_negatives(tmp_path):
     tiny = dict(epochs=1, learning_rate=1e-12, hard_negatives=2, alpha_query=1.0, alpha_doc=1.0)
     r = aligner.train_salience(queries, docs, examples, start=start, out=tmp_path / "s.txt", **tiny)
     np.testing.assert_allclose(r["doc"]["weights"], start["doc"]["weights"], atol=1e-6)
-    r2 = aligner.train_salience(queries, docs, examples, start=tmp_path / "s.txt", **tiny)
+    assert " init=dict " in aligner.load_salience_heads(tmp_path / "s.txt")["trained_with"]
+    r2 = aligner.train_salience(queries, docs, examples, start=tmp_path / "s.txt", out=tmp_path / "s2.txt", **tiny)
     np.testing.assert_allclose(r2["doc"]["weights"], start["doc"]["weights"], atol=1e-6)
+    assert " init=file " in aligner.load_salience_heads(tmp_path / "s2.txt")["trained_with"]
     # given negatives are kept with hard_negatives=0 (the loss then differs from mined ones)
     with_negatives = [(q, pos, [(pos[0] + 1) % len(docs), (pos[0] + 2) % len(docs)]) for q, pos in examples]
     a = aligner.train_salience(queries, docs, with_negatives, hard_negatives=0, epochs=1, holdout=0)
@@ -154,8 +158,12 @@ def test_the_same_heads_as_the_cli_on_cranfield(tmp_path, objective):
             examples.append((q, pos))
     result = aligner.train_salience(queries["vectors"], docs["vectors"], examples, query_offsets=queries["offsets"],
                                     doc_offsets=docs["offsets"], epochs=epochs, hard_negatives=4, alpha_query=0.5,
-                                    alpha_doc=0.4, threads=2, objective=objective)
+                                    alpha_doc=0.4, threads=2, objective=objective, out=tmp_path / "py.txt")
     cli = aligner.load_salience_heads(tmp_path / "cli.txt")
+    # the provenance lines hold the same fields but the CLI's split (Python is given its examples)
+    py_line = aligner.load_salience_heads(tmp_path / "py.txt")["trained_with"]
+    assert py_line == cli["trained_with"].replace(" split=test", "") + " (python)"
+    assert ("objective=tokens token_temperature=50" in py_line) == (objective == "tokens")
     for side in ("query", "doc"):
         np.testing.assert_array_equal(result[side]["weights"], cli[side]["weights"])
         assert np.float32(result[side]["bias"]) == np.float32(cli[side]["bias"])
