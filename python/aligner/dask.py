@@ -79,9 +79,11 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def partition_ids(n_docs: int, shards: int, partition: str = "range") -> list[np.ndarray]:
+def partition_ids(n_docs: int, shards: int, partition: str = "range", offsets=None) -> list[np.ndarray]:
     """The global document ids of each shard, ascending: `range` cuts 0..n_docs-1 into contiguous ranges of
-    (almost) equal size, `hash` puts id d into shard splitmix64(d) mod shards."""
+    (almost) equal size, `tokens` into contiguous ranges of about equal token counts (offsets: the documents'
+    n_docs + 1 token offsets; each cut is the document boundary nearest to an equal share, ties to the earlier one,
+    and every shard gets a document while documents remain), `hash` puts id d into shard splitmix64(d) mod shards."""
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     ids = np.arange(n_docs, dtype=np.int64)
@@ -90,7 +92,26 @@ def partition_ids(n_docs: int, shards: int, partition: str = "range") -> list[np
     if partition == "hash":
         owner = (_mix(ids) % np.uint64(shards)).astype(np.int64)
         return [ids[owner == s] for s in range(shards)]
-    raise ValueError(f"partition must be 'range' or 'hash', got {partition!r}")
+    if partition == "tokens":
+        if offsets is None:
+            raise ValueError("partition='tokens' needs the documents' offsets")
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if offsets.shape != (n_docs + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+            raise ValueError(f"offsets must hold n_docs + 1 = {n_docs + 1} values from 0, never decreasing")
+        tokens = int(offsets[-1]) if n_docs else 0
+        cuts = [0]
+        for k in range(1, shards):
+            target = tokens * k / shards
+            i = int(np.searchsorted(offsets, target))  # offsets[i - 1] < target <= offsets[i]
+            if 0 < i <= n_docs and target - offsets[i - 1] <= offsets[i] - target:
+                i -= 1
+            low = min(cuts[-1] + 1, n_docs)            # a document for the shard before, while any remain
+            high = max(low, n_docs - (shards - k))     # and one for each shard after
+            i = min(max(i, low), high)
+            cuts.append(max(low, int(np.searchsorted(offsets, offsets[i]))))  # the first such boundary at that count
+        cuts.append(n_docs)
+        return [ids[a:b].copy() for a, b in zip(cuts, cuts[1:])]
+    raise ValueError(f"partition must be 'range', 'tokens' or 'hash', got {partition!r}")
 
 
 # ---- what runs on the workers -----------------------------------------------------------------------------------
@@ -359,7 +380,8 @@ class ShardedRetriever:
         tokens with `offsets`. Each shard's documents are sent to its worker, which builds its retriever;
         retriever_kwargs are aligner.Retriever's (backend, storage, codec, ...). One shard per worker by default.
         A residual store without a `codec` gets one trained here on all the documents' tokens first
-        (shared_codec=False: each shard trains its own)."""
+        (shared_codec=False: each shard trains its own). partition: which documents each shard gets
+        (partition_ids: "range", "tokens" or "hash")."""
         if isinstance(docs, (list, tuple)):
             if offsets is not None:
                 raise ValueError("docs is a list of arrays: pass offsets only with one array of all tokens")
@@ -376,7 +398,7 @@ class ShardedRetriever:
                 np.any(np.diff(offsets) < 0):
             raise ValueError("offsets must start at 0, never decrease and end at the number of tokens")
         workers = cls._pick_workers(client, shards)
-        parts = partition_ids(len(offsets) - 1, len(workers), partition)
+        parts = partition_ids(len(offsets) - 1, len(workers), partition, offsets)
         dim = vectors.shape[1]
         settings = _codec_settings(retriever_kwargs) if shared_codec else None
         if settings is not None and len(vectors):
@@ -399,13 +421,14 @@ class ShardedRetriever:
         """Each worker reads the collection folder at `path` itself (a path every worker can read: on one
         machine, or on shared storage) and builds its shard from its part of the documents. A residual store
         without a `codec` gets one trained first by a task on the first worker, on all the collection's document
-        tokens (shared_codec=False: each shard trains its own)."""
+        tokens (shared_codec=False: each shard trains its own). partition: as from_arrays'."""
         path = str(path)
         col = aligner.load_collection(path, vectors, split="", documents=False)  # the queries only: the dim
         dim = col["queries"]["vectors"].shape[1]
-        n_docs = len(np.load(os.path.join(path, vectors, "doc_offsets.npy"), mmap_mode="r")) - 1
+        doc_offsets = np.load(os.path.join(path, vectors, "doc_offsets.npy"), mmap_mode="r")
+        n_docs = len(doc_offsets) - 1
         workers = cls._pick_workers(client, shards)
-        parts = partition_ids(n_docs, len(workers), partition)
+        parts = partition_ids(n_docs, len(workers), partition, doc_offsets if partition == "tokens" else None)
         settings = _codec_settings(retriever_kwargs) if shared_codec else None
         if settings is not None:
             codec = cls._train_on(client, workers[0], _train_collection_codec, path, vectors, settings)
@@ -455,11 +478,13 @@ class ShardedRetriever:
                           shared_codec: bool = True, residual_centroids: int = 0, residual_iterations: int = 10,
                           residual_anisotropy: float = 0.0, seed: int = 0, training_tokens: int = 0,
                           segment_tokens: int = 1 << 22, chunk_tokens: int = 1 << 18,
-                          threads: int = 1) -> "ShardedRetriever":
+                          threads: int = 1, partition: str = "tokens") -> "ShardedRetriever":
         """The streamed build of a collection too large for one machine's memory, one index directory a shard,
         each built by its worker, then served (from_directories). vectors: the path of a .npy file [tokens, dim]
         (float32 or float16) that every worker can read; offsets: documents + 1 integers; names: one str per
-        document or None. Shard s holds a contiguous range of documents (ids as in the collection), built into
+        document or None. Shard s holds a contiguous range of documents (ids as in the collection): of about equal
+        token counts (partition="tokens", so that each worker builds, holds and searches a like share) or of equal
+        document counts ("range"), built into
         `folder`/shard-NNN with build_directory (segment_tokens, chunk_tokens, threads per worker). A residual
         storage is coded with one codec: `codec`, or one trained first by a task on the first worker on a seeded
         sample of training_tokens tokens (0: max(64 K, 65536)) of the whole collection, K = residual_centroids or
@@ -476,8 +501,11 @@ class ShardedRetriever:
             names = [str(n) for n in names]
             if len(names) != n_docs:
                 raise ValueError(f"names must hold one name per document: {len(names)} names for {n_docs} documents")
+        if partition not in ("tokens", "range"):
+            raise ValueError(f"partition must be 'tokens' or 'range' (a shard's directory holds a contiguous range of "
+                             f"documents), got {partition!r}")
         workers = cls._pick_workers(client, shards)
-        parts = partition_ids(n_docs, len(workers), "range")
+        parts = partition_ids(n_docs, len(workers), partition, offsets)
         build = {"storage": storage, "residual_centroids": residual_centroids, "residual_iterations": residual_iterations,
                  "residual_anisotropy": residual_anisotropy, "seed": seed, "training_tokens": training_tokens,
                  "segment_tokens": segment_tokens, "chunk_tokens": chunk_tokens, "threads": threads, "codec": codec}

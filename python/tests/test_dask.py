@@ -60,7 +60,46 @@ def test_partitions():
         adask.partition_ids(10, 2, "random")
 
 
-@pytest.mark.parametrize("shards,partition", [(2, "range"), (4, "hash"), (4, "range")])
+def token_cuts_reference(offsets, shards):
+    """partition='tokens' written out: cut k is the boundary i nearest to k / shards of the tokens among those that
+    leave a document for every shard before and after it (while documents remain), ties to the smaller i."""
+    n = len(offsets) - 1
+    cuts = [0]
+    for k in range(1, shards):
+        target = offsets[-1] * k / shards
+        low = min(cuts[-1] + 1, n)
+        high = max(low, n - (shards - k))
+        cuts.append(min(range(low, high + 1), key=lambda i: (abs(offsets[i] - target), i)))
+    return cuts + [n]
+
+
+def test_token_partitions_balance_tokens():
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n = int(rng.integers(0, 40))
+        lengths = rng.integers(0, 3, size=n) * rng.integers(1, 200, size=n)  # empty, short and long documents
+        if n and trial % 3 == 0:
+            lengths[int(rng.integers(0, n))] = 5000  # one document longer than all the rest
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        shards = int(rng.integers(1, 7))
+        parts = adask.partition_ids(n, shards, "tokens", offsets)
+        assert len(parts) == shards
+        np.testing.assert_array_equal(np.concatenate(parts), np.arange(n))  # contiguous, in order, every id once
+        cuts = [0] + list(np.cumsum([len(p) for p in parts]))
+        assert cuts == token_cuts_reference(offsets, shards), (offsets.tolist(), shards)
+        assert all(len(p) for p in parts) or n < shards
+    # equal document counts but very unequal tokens: the token cut evens the shards out
+    offsets = np.concatenate([[0], np.cumsum([1000] * 10 + [10] * 90)])
+    by_docs = [offsets[p[-1] + 1] - offsets[p[0]] for p in adask.partition_ids(100, 2, "range")]
+    by_tokens = [offsets[p[-1] + 1] - offsets[p[0]] for p in adask.partition_ids(100, 2, "tokens", offsets)]
+    assert by_docs == [10400, 500] and by_tokens == [5000, 5900]
+    with pytest.raises(ValueError, match="needs the documents' offsets"):
+        adask.partition_ids(10, 2, "tokens")
+    with pytest.raises(ValueError, match="n_docs \\+ 1 = 11"):
+        adask.partition_ids(10, 2, "tokens", np.arange(10))
+
+
+@pytest.mark.parametrize("shards,partition", [(2, "range"), (4, "hash"), (4, "tokens")])
 def test_cranfield_sharded_equals_single_node(cluster4, shards, partition):
     _, client = cluster4
     cran = os.path.join(DATA, "cranfield")
@@ -122,7 +161,7 @@ def test_residual_shards_share_one_codec_and_equal_single_node(cluster4):
     sharded.close()
     # shared_codec=False: every shard trains its own on its part (scores then differ from the single node's).
     sharded = adask.ShardedRetriever.from_arrays(client, docs["vectors"], docs["offsets"], shards=2, shared_codec=False,
-                                                 **settings)
+                                                 partition="tokens", **settings)
     got = sharded.search_batch(queries, top=10, exhaustive=True)
     want = single.search_batch(queries, top=10, exhaustive=True)
     assert any(not np.array_equal(g.scores, w.scores) for g, w in zip(got, want))
@@ -149,7 +188,11 @@ def test_index_directories_as_shards(cluster4, tmp_path):
                                                        codec=codec, segment_tokens=20000)
     assert sharded.shards == 3 and len(sharded) == n and sharded.dim == 100
     facts = sharded.describe()
-    assert [f["first_id"] for f in facts] == [0, 234, 467] and all(f["storage"] == "residual:2" for f in facts)
+    # contiguous ranges of about a third of the tokens each (partition="tokens", the default)
+    firsts = [int(p[0]) for p in adask.partition_ids(n, 3, "tokens", offsets)]
+    assert [f["first_id"] for f in facts] == firsts and all(f["storage"] == "residual:2" for f in facts)
+    shard_tokens = np.diff(offsets[firsts + [n]])
+    assert np.abs(shard_tokens - offsets[-1] / 3).max() <= np.diff(offsets).max()
     check_equal(sharded, single, queries, top=10, strategy="top1", exhaustive=True)
     check_equal(sharded, single, queries, top=10, strategy="topk:2", nprobe=8, ndocs=0)
     for f in facts:
@@ -174,7 +217,9 @@ def test_index_directories_as_shards(cluster4, tmp_path):
             codecs.append(r.codec)
     assert codecs[0] == codecs[1] and codecs[0].centroids == 32
     trained.close()
-    flat = adask.ShardedRetriever.build_directories(client, tmp_path / "flat", npy, offsets, shards=4, storage="bf16")
+    flat = adask.ShardedRetriever.build_directories(client, tmp_path / "flat", npy, offsets, shards=4, storage="bf16",
+                                                    partition="range")
+    assert [f["first_id"] for f in flat.describe()] == [0, 175, 350, 525]  # equal document counts
     reference = aligner.Retriever(100, storage="bf16")
     reference.add(vectors, offsets)
     check_equal(flat, reference, queries, top=10, strategy="topk:2", exhaustive=True)
@@ -188,6 +233,9 @@ def test_index_directories_as_shards(cluster4, tmp_path):
         adask.ShardedRetriever.build_directories(client, tmp_path / "bad", npy, offsets[:-1])
     with pytest.raises(ValueError, match="one name per document"):
         adask.ShardedRetriever.build_directories(client, tmp_path / "bad", npy, offsets, names=names[:3])
+    with pytest.raises(ValueError, match="partition must be 'tokens' or 'range'.*got 'hash'"):
+        adask.ShardedRetriever.build_directories(client, tmp_path / "bad", npy, offsets, partition="hash")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_directory_shards_refresh_to_the_newest_commits(cluster4, tmp_path):
