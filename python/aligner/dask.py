@@ -375,13 +375,14 @@ class ShardedRetriever:
 
     @classmethod
     def from_arrays(cls, client, docs, offsets=None, *, salience=None, shards: Optional[int] = None,
-                    partition: str = "range", shared_codec: bool = True, **retriever_kwargs) -> "ShardedRetriever":
+                    partition: str = "tokens", shared_codec: bool = True, **retriever_kwargs) -> "ShardedRetriever":
         """Shards documents held by this process: `docs` is a list of [tokens, dim] arrays, or one array of all
         tokens with `offsets`. Each shard's documents are sent to its worker, which builds its retriever;
         retriever_kwargs are aligner.Retriever's (backend, storage, codec, ...). One shard per worker by default.
         A residual store without a `codec` gets one trained here on all the documents' tokens first
         (shared_codec=False: each shard trains its own). partition: which documents each shard gets
-        (partition_ids: "range", "tokens" or "hash")."""
+        (partition_ids: "tokens", the default, for contiguous ranges of about equal token counts; "range" or
+        "hash")."""
         if isinstance(docs, (list, tuple)):
             if offsets is not None:
                 raise ValueError("docs is a list of arrays: pass offsets only with one array of all tokens")
@@ -417,7 +418,7 @@ class ShardedRetriever:
 
     @classmethod
     def from_collection(cls, client, path, vectors: str = "glove100", *, shards: Optional[int] = None,
-                        partition: str = "range", shared_codec: bool = True, **retriever_kwargs) -> "ShardedRetriever":
+                        partition: str = "tokens", shared_codec: bool = True, **retriever_kwargs) -> "ShardedRetriever":
         """Each worker reads the collection folder at `path` itself (a path every worker can read: on one
         machine, or on shared storage) and builds its shard from its part of the documents. A residual store
         without a `codec` gets one trained first by a task on the first worker, on all the collection's document
