@@ -33,8 +33,43 @@ struct cranfield_fixture {
 const cranfield_fixture& fixture(aligner::storage st) {
   static const cranfield_fixture f32(aligner::storage::f32);
   if (st == aligner::storage::f32) return f32;
+  if (st == aligner::storage::i8) {
+    static const cranfield_fixture i8(aligner::storage::i8);
+    return i8;
+  }
+  if (st == aligner::storage::residual) {
+    static const cranfield_fixture residual(aligner::storage::residual);
+    return residual;
+  }
   static const cranfield_fixture bf16(aligner::storage::bf16);
   return bf16;
+}
+
+/// Exhaustive search of every Cranfield query on one thread, Top-1, each storage (0 f32, 1 bf16, 2 i8,
+/// 3 residual:2): blocks = 1 is search_batch (queries in blocks of 8, each document swept once a block), blocks = 0
+/// the same searches one query at a time (search in a loop: the baseline, in the same run). The results are equal.
+void retriever_exhaustive_blocks(benchmark::State& state) {
+  constexpr aligner::storage storages[] = {aligner::storage::f32, aligner::storage::bf16, aligner::storage::i8, aligner::storage::residual};
+  const auto st = storages[state.range(0)];
+  const auto& f = fixture(st);
+  state.SetLabel(aligner_bench::kernel_label(st, st == aligner::storage::residual ? 2 : 0));
+  const bool blocks = state.range(1) == 1;
+  const aligner::search_params p{.top = 10, .exhaustive = true, .use_doc_salience = false};
+  const auto queries = f.c.queries.view();
+  std::vector<aligner::search_result> out(queries.size());
+  for (auto _ : state) {
+    if (blocks) {
+      out = f.index.search_batch(queries, p, {}, 1);
+    } else {
+      for (std::size_t q = 0; q != queries.size(); ++q) out[q] = f.index.search(queries.sequence(q), p);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["queries_per_second"] =
+      benchmark::Counter(double(state.iterations()) * double(queries.size()), benchmark::Counter::kIsRate);
+  double flops = 0;
+  for (std::size_t q = 0; q != queries.size(); ++q) flops += 2.0 * double(queries.length(q)) * double(f.c.docs.tokens()) * double(f.c.docs.dim);
+  state.counters["flops"] = benchmark::Counter(double(state.iterations()) * flops, benchmark::Counter::kIsRate);
 }
 
 /// Arguments: threads, exhaustive (0: token search, 1: rerank every document), bf16 (1: the rerank store in
@@ -101,4 +136,5 @@ void crc32c_pass(benchmark::State& state) {
 
 BENCHMARK(index_open)->ArgNames({"mmap"})->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(crc32c_pass)->ArgNames({"table"})->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(retriever_exhaustive_blocks)->ArgNames({"storage", "blocks"})->ArgsProduct({{0, 1, 2, 3}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(retriever_batch)->ArgNames({"threads", "exhaustive", "bf16"})->ArgsProduct({{1, 2, 4, 8, 16}, {0, 1}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();

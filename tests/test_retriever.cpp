@@ -225,6 +225,80 @@ TEST_CASE("retriever: batch search equals serial search", "[property]") {
   }
 }
 
+TEST_CASE("retriever: exhaustive batches sweep each document once for a block of queries, equal bit for bit to serial searches",
+          "[oracle]") {
+  // Queries of 0 to 40 rows (an empty one, and one of 600 rows: longer than a block's 512, reranked alone), every
+  // storage, strategies with and without weights, a filter, removed documents, query salience given or not.
+  const std::size_t dim = 19;  // a tail after whole panels of pairs and quads
+  const auto c = make_corpus(90, 40, dim, 41);
+  const auto long_query = aligner_test::random_matrix(600, dim, 43, true);
+  auto qs = make_corpus(21, 40, dim, 42);
+  std::vector<float> rows;
+  std::vector<std::int64_t> offsets{0};
+  auto push = [&](aligner::matrix_view<float> q) {
+    for (std::size_t i = 0; i != q.rows; ++i) rows.insert(rows.end(), q.row(i), q.row(i) + dim);
+    offsets.push_back(offsets.back() + std::int64_t(q.rows));
+  };
+  for (std::size_t q = 0; q != 21; ++q) {
+    if (q == 5) offsets.push_back(offsets.back());  // an empty query
+    if (q == 11) push({long_query.data(), 600, dim});
+    push(qs.view().sequence(q));
+  }
+  const aligner::sequence_set_view queries{{rows.data(), rows.size() / dim, dim}, offsets};
+  std::vector<float> uq(rows.size() / dim);
+  for (std::size_t i = 0; i != uq.size(); ++i) uq[i] = float((i * 7919) % 13) / 12.f;
+  const alignment grid[] = {alignment::top1(), alignment::top_k(3), alignment::top_p(0.3), alignment::top_k(40), alignment::dense()};
+  for (auto st : {aligner::storage::f32, aligner::storage::bf16, aligner::storage::f16, aligner::storage::i8, aligner::storage::residual}) {
+    INFO("storage " << aligner::to_string(st));
+    aligner::index_params ip{.precision = st};
+    ip.residual.centroids = 16;
+    aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view(), ip, c.salience);
+    r.remove(7), r.remove(30);
+    for (const auto& strategy : grid)
+      for (int variant = 0; variant != 3; ++variant) {
+        INFO("strategy " << strategy.name() << ", variant " << variant);
+        aligner::search_params p{.strategy = strategy, .norm = variant == 1 ? aligner::normalization::none : aligner::normalization::mean,
+                                 .top = 25, .exhaustive = true};
+        if (variant == 2) p.filter = [](std::int64_t id) { return id % 3 != 1; };
+        const std::span<const float> u = variant == 0 ? std::span<const float>() : std::span<const float>(uq);
+        for (unsigned threads : {1u, 2u, 3u}) {
+          const auto batch = r.search_batch(queries, p, u, threads);
+          REQUIRE(batch.size() == queries.size());
+          for (std::size_t q = 0; q != queries.size(); ++q) {
+            INFO("query " << q << ", threads " << threads);
+            aligner::search_params one_p = p;
+            if (!u.empty()) one_p.query_salience = u.subspan(std::size_t(offsets[q]), queries.length(q));
+            const auto one = r.search(queries.sequence(q), one_p);
+            REQUIRE(batch[q].ids == one.ids);
+            REQUIRE(batch[q].scores == one.scores);
+            REQUIRE(batch[q].candidates_scored == one.candidates_scored);
+            REQUIRE(batch[q].empty_query == one.empty_query);
+            REQUIRE(batch[q].reranked_all_allowed == one.reranked_all_allowed);
+          }
+        }
+      }
+    // Several strategies at once, with and without the dense one.
+    for (bool with_dense : {false, true}) {
+      std::vector<alignment> strategies(std::begin(grid), std::end(grid) - 1);
+      if (with_dense) strategies.insert(strategies.begin() + 1, alignment::dense());
+      const aligner::search_params p{.top = 12, .exhaustive = true};
+      const auto batch = r.search_batch_multi(queries, strategies, p, uq, 2);
+      REQUIRE(batch.size() == queries.size());
+      for (std::size_t q = 0; q != queries.size(); ++q) {
+        aligner::search_params one_p = p;
+        one_p.query_salience = std::span<const float>(uq).subspan(std::size_t(offsets[q]), queries.length(q));
+        const auto one = r.search_multi(queries.sequence(q), strategies, one_p);
+        REQUIRE(batch[q].size() == one.size());
+        for (std::size_t g = 0; g != one.size(); ++g) {
+          INFO("query " << q << ", strategy " << strategies[g].name());
+          REQUIRE(batch[q][g].ids == one[g].ids);
+          REQUIRE(batch[q][g].scores == one[g].scores);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("retriever: edge cases and bad input leave the index untouched", "[edge]") {
   const std::size_t dim = 8;
   const auto c = make_corpus(20, 10, dim, 31);

@@ -111,7 +111,46 @@ ranking rank_with(const options& o, const Index& index, const retrieval_setup& s
   const std::vector<std::string>& names = doc_names ? *doc_names : s.c.docs.ids;
   std::vector<std::vector<aligner::search_result>> results(s.judged.size());
   std::vector<double> seconds(s.judged.size());
-  {
+  constexpr bool batches = requires(const Index& i, aligner::sequence_set_view v, std::span<const aligner::alignment> g,
+                                    std::span<const float> u) { i.search_batch_multi(v, g, aligner::search_params{}, u, 1u); };
+  if constexpr (batches) {
+    if (p.exhaustive) {
+      // Every document reranked: the judged queries go to search_batch_multi in chunks (a progress tick each), which
+      // sweeps each document once for a block of queries. A query's time is its share of the chunk's wall time
+      // times the threads (its time on one thread, as the loop below measures it).
+      const std::size_t n = s.judged.size(), dim = s.c.queries.dim;
+      std::vector<float> rows, uq;
+      std::vector<std::int64_t> offsets{0};
+      for (const std::size_t q : s.judged) {
+        const auto seq = s.c.queries.sequence(q);
+        for (std::size_t r = 0; r != seq.rows; ++r) rows.insert(rows.end(), seq.row(r), seq.row(r) + dim);
+        offsets.push_back(offsets.back() + std::int64_t(seq.rows));
+        if (!s.uq.empty()) {
+          const auto* u = s.uq.data() + s.c.queries.offsets[q];
+          uq.insert(uq.end(), u, u + seq.rows);
+        }
+      }
+      const unsigned workers = aligner::worker_count(n, o.threads);
+      const std::size_t chunk = 16 * std::size_t(workers);
+      progress bar("ranking queries", n, o.progress);
+      for (std::size_t c0 = 0; c0 < n; c0 += chunk) {
+        const std::size_t c1 = std::min(n, c0 + chunk);
+        std::vector<std::int64_t> part(offsets.begin() + std::ptrdiff_t(c0), offsets.begin() + std::ptrdiff_t(c1) + 1);
+        for (auto& v : part) v -= offsets[c0];
+        const aligner::sequence_set_view view{{rows.data() + std::size_t(offsets[c0]) * dim, std::size_t(part.back()), dim}, part};
+        const std::span<const float> u = uq.empty() ? std::span<const float>() : std::span<const float>(uq).subspan(std::size_t(offsets[c0]), std::size_t(part.back()));
+        const auto t0 = std::chrono::steady_clock::now();
+        auto got = index.search_batch_multi(view, strategies, p, u, o.threads);
+        const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        for (std::size_t i = c0; i != c1; ++i) {
+          results[i] = std::move(got[i - c0]);
+          seconds[i] = wall * double(aligner::worker_count(c1 - c0, o.threads)) / double(c1 - c0);
+          bar.tick();
+        }
+      }
+    }
+  }
+  if (!batches || !p.exhaustive) {
     progress bar("ranking queries", s.judged.size(), o.progress);
     aligner::parallel_for(s.judged.size(), o.threads, [&](std::size_t i) {
       const std::size_t q = s.judged[i];

@@ -155,6 +155,17 @@ def test_search_batch_equals_serial_searches_on_threads():
             one = r.search(q, top=7, strategy="topk:2", candidates=50)
             np.testing.assert_array_equal(res.ids, one.ids)
             np.testing.assert_array_equal(res.scores, one.scores)
+        # exhaustive: blocks of queries sweep each document once; the same results bit for bit, with salience and
+        # a Python filter too
+        uq = rng.random(sum(len(q) for q in queries)).astype(np.float32)
+        kw = dict(top=9, strategy="topp:0.2", exhaustive=True, filter=lambda d: d % 4 != 2)
+        batch = r.search_batch(queries, threads=threads, query_salience=uq, **kw)
+        at = 0
+        for q, res in zip(queries, batch):
+            one = r.search(q, query_salience=uq[at:at + len(q)], **kw)
+            at += len(q)
+            np.testing.assert_array_equal(res.ids, one.ids)
+            np.testing.assert_array_equal(res.scores, one.scores)
     offsets = np.cumsum([0] + [len(q) for q in queries])
     joined = r.search_batch(np.concatenate(queries), offsets, top=7)
     assert [list(x.ids) for x in joined] == [list(r.search(q, top=7).ids) for q in queries]

@@ -208,6 +208,52 @@ inline residual_query prepare_residual_query(const prepared_query& q, const pack
   return out;
 }
 
+/// The row budgets of `strategies` for a document of doc_rows tokens into ws.budgets (distinct, in first-use order)
+/// and ws.budget_of (per strategy; -1 for dense). Returns the number of budgets.
+inline std::size_t plan_budgets(std::span<const alignment> strategies, std::size_t doc_rows, score_workspace& ws) {
+  ws.budgets.clear();
+  ws.budget_of.assign(strategies.size(), std::size_t(-1));
+  for (std::size_t t = 0; t != strategies.size(); ++t) {
+    if (strategies[t].kind == alignment::kind_t::dense) continue;
+    const std::size_t b = strategies[t].row_budget(doc_rows);
+    const auto it = std::find(ws.budgets.begin(), ws.budgets.end(), b);
+    ws.budget_of[t] = std::size_t(it - ws.budgets.begin());
+    if (it == ws.budgets.end()) ws.budgets.push_back(b);
+  }
+  return ws.budgets.size();
+}
+
+/// Every query row's aligned sums against one packed document at each of ws.budgets (nb of them, nb > 0):
+/// ws.row_sum / ws.row_z, query.rows x nb. Rows are scored independently of each other.
+inline void row_sums_one(const prepared_query& q, storage st, const void* panels, std::size_t doc_rows, const float* doc_salience,
+                         std::size_t nb, score_workspace& ws, prefetch_hint next, const residual_codec* codec, residual_query rq) {
+  const matrix_view<float> query = q.rows();
+  ws.row_sum.resize(query.rows * nb);
+  ws.row_z.resize(query.rows * nb);
+  if (st == storage::residual)
+    aligned_row_sums_residual(query, *codec, static_cast<const std::uint32_t*>(panels), doc_rows, ws.budgets, doc_salience,
+                              ws.row_sum.data(), ws.row_z.data(), ws.rows, rq.centroid_scores, q.bf16_pairs(), next, rq.i8, q.wide());
+  else
+    aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
+                     q.forms(), next);
+}
+
+/// The score of query rows r0 .. r1 - 1 at budget b of nb (the row sums of row_sums_one): `query_salience` holds
+/// row r0's weight first (null: all ones).
+inline float combine_rows(score_workspace& ws, std::size_t nb, std::size_t b, std::size_t r0, std::size_t r1,
+                          const float* query_salience, normalization norm) {
+  if (nb == 1)
+    return float(combine(std::span<const double>(ws.row_sum).subspan(r0, r1 - r0), std::span<const double>(ws.row_z).subspan(r0, r1 - r0),
+                         query_salience, norm));
+  ws.column_sum.resize(r1 - r0);
+  ws.column_z.resize(r1 - r0);
+  for (std::size_t i = r0; i != r1; ++i) {
+    ws.column_sum[i - r0] = ws.row_sum[i * nb + b];
+    ws.column_z[i - r0] = ws.row_z[i * nb + b];
+  }
+  return float(combine(ws.column_sum, ws.column_z, query_salience, norm));
+}
+
 /// Scores of a prepared query against one packed document under several strategies at once (one pass over S);
 /// `strategies` empty means the query's own. No validation.
 /// Residual documents (st == storage::residual) need their codec and what the kernels take of the query for it, `rq`
@@ -221,39 +267,51 @@ inline void score_one(const prepared_query& q, std::span<const alignment> strate
     std::fill(out, out + strategies.size(), 0.f);
     return;
   }
-  ws.budgets.clear();
-  ws.budget_of.assign(strategies.size(), std::size_t(-1));
+  const std::size_t nb = plan_budgets(strategies, doc_rows, ws);
+  if (nb) row_sums_one(q, st, panels, doc_rows, doc_salience, nb, ws, next, codec, rq);
   for (std::size_t t = 0; t != strategies.size(); ++t) {
-    if (strategies[t].kind == alignment::kind_t::dense) continue;
-    const std::size_t b = strategies[t].row_budget(doc_rows);
-    const auto it = std::find(ws.budgets.begin(), ws.budgets.end(), b);
-    ws.budget_of[t] = std::size_t(it - ws.budgets.begin());
-    if (it == ws.budgets.end()) ws.budgets.push_back(b);
-  }
-  const std::size_t nb = ws.budgets.size();
-  if (nb) {
-    ws.row_sum.resize(query.rows * nb);
-    ws.row_z.resize(query.rows * nb);
-    if (st == storage::residual)
-      aligned_row_sums_residual(query, *codec, static_cast<const std::uint32_t*>(panels), doc_rows, ws.budgets, doc_salience,
-                                ws.row_sum.data(), ws.row_z.data(), ws.rows, rq.centroid_scores, q.bf16_pairs(), next, rq.i8, q.wide());
-    else
-      aligned_row_sums(query, st, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows,
-                       q.forms(), next);
-  }
-  for (std::size_t t = 0; t != strategies.size(); ++t) {
-    if (ws.budget_of[t] == std::size_t(-1)) {
+    if (ws.budget_of[t] == std::size_t(-1))
       out[t] = dense_score(query.row(0), first_token(panels, st, query.cols, ws, codec), query.cols, q.salience(), doc_salience, q.norm());
-    } else if (nb == 1) {
-      out[t] = float(combine(ws.row_sum, ws.row_z, q.salience(), q.norm()));
-    } else {
-      ws.column_sum.resize(query.rows);
-      ws.column_z.resize(query.rows);
-      for (std::size_t i = 0; i != query.rows; ++i) {
-        ws.column_sum[i] = ws.row_sum[i * nb + ws.budget_of[t]];
-        ws.column_z[i] = ws.row_z[i * nb + ws.budget_of[t]];
+    else
+      out[t] = combine_rows(ws, nb, ws.budget_of[t], 0, query.rows, q.salience(), q.norm());
+  }
+}
+
+/// Several queries at once: `stacked` holds their rows back to back (query g's rows are row_offsets[g] ..
+/// row_offsets[g + 1] - 1, none empty; its salience and normalisation are every query's) and each document of
+/// `which` is swept once for all of them: out[(g * which.size() + t) * per_doc + s] is query g's score of document
+/// which[t] under strategies[s] (empty: the stacked query's own). Equal, bit for bit, to scoring each query alone
+/// (score_documents): every row's sums are computed as they would be alone, each query's score combines its own
+/// rows in the same order, and the dense strategy reads its own first row. No validation.
+inline void score_documents_stacked(const prepared_query& stacked, std::span<const std::size_t> row_offsets,
+                                    std::span<const alignment> strategies, const packed_sequences& docs,
+                                    std::span<const std::uint32_t> which, float* out, std::size_t per_doc, bool use_doc_salience,
+                                    score_workspace& ws) {
+  if (strategies.empty()) strategies = {&stacked.strategy(), 1};
+  const std::size_t queries = row_offsets.size() - 1, n = which.size();
+  const residual_query rq = n ? prepare_residual_query(stacked, docs, ws) : residual_query{};
+  for (std::size_t t = 0; t != n; ++t) {
+    const std::size_t s = which[t], doc_rows = docs.length(s);
+    const prefetch_hint next = t + 1 < n ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};
+    if (doc_rows == 0 || stacked.rows().rows == 0) {
+      for (std::size_t g = 0; g != queries; ++g) std::fill_n(out + (g * n + t) * per_doc, strategies.size(), 0.f);
+      continue;
+    }
+    const float* doc_salience = use_doc_salience ? docs.salience_of(s) : nullptr;
+    const std::size_t nb = plan_budgets(strategies, doc_rows, ws);
+    if (nb) row_sums_one(stacked, docs.precision, docs.panels(s), doc_rows, doc_salience, nb, ws, next, docs.codec, rq);
+    const float* first = nullptr;  // d_0, for a dense strategy
+    for (std::size_t g = 0; g != queries; ++g) {
+      const float* u = stacked.salience() ? stacked.salience() + row_offsets[g] : nullptr;
+      for (std::size_t k = 0; k != strategies.size(); ++k) {
+        float& score = out[(g * n + t) * per_doc + k];
+        if (ws.budget_of[k] != std::size_t(-1)) {
+          score = combine_rows(ws, nb, ws.budget_of[k], row_offsets[g], row_offsets[g + 1], u, stacked.norm());
+        } else {
+          if (!first) first = first_token(docs.panels(s), docs.precision, docs.dim, ws, docs.codec);
+          score = dense_score(stacked.rows().row(row_offsets[g]), first, docs.dim, u, doc_salience, stacked.norm());
+        }
       }
-      out[t] = float(combine(ws.column_sum, ws.column_z, q.salience(), q.norm()));
     }
   }
 }

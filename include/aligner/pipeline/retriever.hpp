@@ -273,21 +273,27 @@ class aligner_retriever {
   /// Searches many queries stored back to back on `threads` threads (0 = hardware concurrency); results are
   /// identical to serial searches. `query_salience`: empty or one value per token of the whole set (it
   /// replaces p.query_salience per query).
+  /// Exhaustive searches (p.exhaustive) go in blocks of up to 8 consecutive queries: each
+  /// document is swept once for all the rows of a block (score_documents_stacked), which reads the store once per
+  /// block instead of once per query; the results are the same bit for bit.
   std::vector<search_result> search_batch(const sequence_set_view& queries, const search_params& p = {},
                                           std::span<const float> query_salience = {}, unsigned threads = 0) const {
-    detail::check_offsets(queries.offsets, queries.tokens.rows, "query offsets");
-    detail::check_weights(query_salience, queries.tokens.rows, "query_salience");
-    ALIGNER_EXPECTS(p.query_salience.empty(), "search_batch takes query salience as its own argument, not in search_params");
-    std::vector<search_params> per(queries.size(), p);
-    for (std::size_t q = 0; q != queries.size(); ++q) {
-      if (!query_salience.empty())
-        per[q].query_salience = query_salience.subspan(std::size_t(queries.offsets[q]), queries.length(q));
-      validate(queries.sequence(q), per[q]);
-    }
+    const auto per = batch_params(queries, p, query_salience, "search_batch");
+    auto all = run_batch(queries, per, {}, threads);
     std::vector<search_result> out(queries.size());
-    // An exception in any search (a throwing filter, a concurrency_error) stops the batch and reaches the caller.
-    parallel_for(queries.size(), threads, [&](std::size_t q) { out[q] = search_unchecked(queries.sequence(q), per[q]); });
+    for (std::size_t q = 0; q != queries.size(); ++q) out[q] = std::move(all[q][0]);
     return out;
+  }
+
+  /// search_multi for many queries stored back to back, on `threads` threads (as search_batch, exhaustive searches
+  /// in blocks): result[q][g] equals search_multi of query q (with its part of `query_salience`) under strategies[g].
+  std::vector<std::vector<search_result>> search_batch_multi(const sequence_set_view& queries, std::span<const alignment> strategies,
+                                                             const search_params& p = {}, std::span<const float> query_salience = {},
+                                                             unsigned threads = 0) const {
+    for (const auto& a : strategies) a.validate();
+    const auto per = batch_params(queries, p, query_salience, "search_batch_multi");
+    if (strategies.empty()) return std::vector<std::vector<search_result>>(queries.size());
+    return run_batch(queries, per, strategies, threads);
   }
 
   /// Searches one query under several strategies at once: candidates are gathered once (with p's k', β^q,
@@ -460,11 +466,17 @@ class aligner_retriever {
     const access_guard::reading guard(access_);
     search_result out;
     const auto candidates = gather(query, p, out);
+    rerank_one(query, p, candidates, out);
+    return out;
+  }
+
+  /// The rerank of search_unchecked: `candidates` (gathered with p) scored and ranked into `out` (which holds the
+  /// gathering's diagnostics).
+  void rerank_one(matrix_view<float> query, const search_params& p, const std::vector<std::uint32_t>& candidates, search_result& out) const {
     std::vector<float> scores(candidates.size());
     const prepared_query pq = rerank_query(query, p, p.strategy);
     score_packed(pq, s_.store, candidates, scores, p.use_doc_salience);
     rank(candidates, scores.data(), 1, p.top, out);
-    return out;
   }
 
   std::vector<search_result> search_unchecked_multi(matrix_view<float> query, std::span<const alignment> strategies,
@@ -472,12 +484,133 @@ class aligner_retriever {
     const access_guard::reading guard(access_);
     search_result diag;
     const auto candidates = gather(query, p, diag);
+    return rerank_multi(query, strategies, p, candidates, diag);
+  }
+
+  std::vector<search_result> rerank_multi(matrix_view<float> query, std::span<const alignment> strategies, const search_params& p,
+                                          const std::vector<std::uint32_t>& candidates, const search_result& diag) const {
     std::vector<float> scores(candidates.size() * strategies.size());
     const prepared_query pq = rerank_query(query, p, {});
     score_packed_multi(pq, s_.store, candidates, strategies, scores, p.use_doc_salience);
     std::vector<search_result> out(strategies.size(), diag);
     for (std::size_t g = 0; g != strategies.size(); ++g) rank(candidates, scores.data() + g, strategies.size(), p.top, out[g]);
     return out;
+  }
+
+  /// Each query's search_params of a batch (p with the query's part of query_salience), validated.
+  std::vector<search_params> batch_params(const sequence_set_view& queries, const search_params& p, std::span<const float> query_salience,
+                                          const char* what) const {
+    detail::check_offsets(queries.offsets, queries.tokens.rows, "query offsets");
+    detail::check_weights(query_salience, queries.tokens.rows, "query_salience");
+    ALIGNER_EXPECTS(p.query_salience.empty(), what, " takes query salience as its own argument, not in search_params");
+    std::vector<search_params> per(queries.size(), p);
+    for (std::size_t q = 0; q != queries.size(); ++q) {
+      if (!query_salience.empty())
+        per[q].query_salience = query_salience.subspan(std::size_t(queries.offsets[q]), queries.length(q));
+      validate(queries.sequence(q), per[q]);
+    }
+    return per;
+  }
+
+  static constexpr std::size_t stack_queries = 8;  ///< queries a block of a batch's exhaustive searches holds at most
+  static constexpr std::size_t stack_rows = 512;   ///< and their rows (a longer query goes alone)
+
+  /// The searches of a batch: result[q] holds one result per strategy (strategies empty: p.strategy's search alone,
+  /// as search_unchecked). Exhaustive searches run in blocks of consecutive queries whose
+  /// candidates are the same (every allowed document), scored by score_documents_stacked; a query whose candidates
+  /// differ from its block's first, or that has no rows, is reranked alone. An exception in any search (a throwing
+  /// filter, a concurrency_error) stops the batch and reaches the caller.
+  std::vector<std::vector<search_result>> run_batch(const sequence_set_view& queries, const std::vector<search_params>& per,
+                                                    std::span<const alignment> strategies, unsigned threads) const {
+    const std::size_t nq = queries.size();
+    std::vector<std::vector<search_result>> out(nq);
+    auto alone = [&](std::size_t q) {
+      if (strategies.empty())
+        out[q] = {search_unchecked(queries.sequence(q), per[q])};
+      else
+        out[q] = search_unchecked_multi(queries.sequence(q), strategies, per[q]);
+    };
+    const unsigned workers = worker_count(nq, threads);
+    const std::size_t per_block = std::min(stack_queries, (nq + workers - 1) / std::max(1u, workers));
+    if (nq == 0 || !per[0].exhaustive || per_block < 2) {
+      parallel_for(nq, threads, alone);
+      return out;
+    }
+    std::vector<std::pair<std::size_t, std::size_t>> blocks;  // [first, last) query
+    for (std::size_t q = 0; q != nq;) {
+      std::size_t end = q + 1, rows = queries.length(q);
+      while (end != nq && end - q < per_block && rows + queries.length(end) <= stack_rows) rows += queries.length(end++);
+      blocks.emplace_back(q, end);
+      q = end;
+    }
+    parallel_for(blocks.size(), threads, [&](std::size_t b) { rerank_block(queries, per, strategies, blocks[b].first, blocks[b].second, out); });
+    return out;
+  }
+
+  /// One block of run_batch: queries q0 .. q1 - 1.
+  void rerank_block(const sequence_set_view& queries, const std::vector<search_params>& per, std::span<const alignment> strategies,
+                    std::size_t q0, std::size_t q1, std::vector<std::vector<search_result>>& out) const {
+    const access_guard::reading guard(access_);
+    const std::size_t count = q1 - q0;
+    std::vector<search_result> diag(count);
+    std::vector<std::vector<std::uint32_t>> candidates(count);
+    for (std::size_t g = 0; g != count; ++g) candidates[g] = gather(queries.sequence(q0 + g), per[q0 + g], diag[g]);
+    // The block's stack: queries with rows, the candidates of the first of them, and query salience all or none.
+    std::vector<std::size_t> members;
+    for (std::size_t g = 0; g != count; ++g) {
+      const std::size_t q = q0 + g;
+      if (queries.length(q) == 0) continue;
+      if (!members.empty()) {
+        const std::size_t first = members.front();
+        if (candidates[g] != candidates[first] ||
+            per[q].rerank_query_salience().empty() != per[q0 + first].rerank_query_salience().empty())
+          continue;
+      }
+      members.push_back(g);
+    }
+    auto finish_alone = [&](std::size_t g) {
+      const std::size_t q = q0 + g;
+      if (strategies.empty()) {
+        out[q] = {diag[g]};
+        rerank_one(queries.sequence(q), per[q], candidates[g], out[q][0]);
+      } else {
+        out[q] = rerank_multi(queries.sequence(q), strategies, per[q], candidates[g], diag[g]);
+      }
+    };
+    if (members.size() < 2) {
+      for (std::size_t g = 0; g != count; ++g) finish_alone(g);
+      return;
+    }
+    std::vector<char> stacked(count, 0);
+    std::vector<float> rows, salience;
+    std::vector<std::size_t> row_offsets{0};
+    for (std::size_t g : members) {
+      const std::size_t q = q0 + g;
+      const matrix_view<float> query = queries.sequence(q);
+      for (std::size_t i = 0; i != query.rows; ++i) rows.insert(rows.end(), query.row(i), query.row(i) + dim());
+      const auto u = per[q].rerank_query_salience();
+      salience.insert(salience.end(), u.begin(), u.end());
+      row_offsets.push_back(row_offsets.back() + query.rows);
+      stacked[g] = 1;
+    }
+    const search_params& p = per[q0 + members.front()];
+    const std::vector<std::uint32_t>& which = candidates[members.front()];
+    const std::size_t per_doc = strategies.empty() ? 1 : strategies.size();
+    const prepared_query pq(matrix_view<float>(rows.data(), row_offsets.back(), dim()),
+                            {.strategy = strategies.empty() ? p.strategy : alignment{}, .norm = p.norm, .query_salience = salience,
+                             .check_finite = false},
+                            s_.store.precision());
+    std::vector<float> scores(members.size() * which.size() * per_doc);
+    score_workspace ws;
+    detail::score_documents_stacked(pq, row_offsets, strategies, s_.store, which, scores.data(), per_doc, p.use_doc_salience, ws);
+    for (std::size_t m = 0; m != members.size(); ++m) {
+      const std::size_t g = members[m], q = q0 + g;
+      out[q].assign(per_doc, diag[g]);
+      for (std::size_t k = 0; k != per_doc; ++k)
+        rank(which, scores.data() + m * which.size() * per_doc + k, per_doc, per[q].top, out[q][k]);
+    }
+    for (std::size_t g = 0; g != count; ++g)
+      if (!stacked[g]) finish_alone(g);
   }
 
   /// Token-search candidates (sorted ids) cut to the best `ndocs` by the token-search score: per searched query row,
