@@ -114,6 +114,35 @@ void require_equal_searches(const aligner::index_directory_reader& dir, const re
   const auto hit = batch[0];
   REQUIRE(!hit.ids.empty());
   CHECK(dir.explain({q.data(), 3, dim}, hit.ids[0], p).score == hit.scores[0]);
+  // Exhaustive batches go in blocks of queries that sweep each document once, segment by segment: equal bit for bit
+  // to serial searches (an empty query among them, query salience, Top-1 / Top-p / dense, several strategies at once).
+  {
+    const auto many = aligner_test::random_matrix(40, dim, 97, true);
+    const auto weights = aligner_test::random_weights(40, 96, true);
+    const std::vector<std::int64_t> cuts = {0, 3, 9, 9, 14, 15, 22, 30, 31, 36, 40};
+    const aligner::sequence_set_view queries{{many.data(), 40, dim}, cuts};
+    const aligner::alignment all[] = {aligner::alignment::top1(), aligner::alignment::dense(), aligner::alignment::top_p(0.3)};
+    for (const auto& strategy : all)
+      for (unsigned threads : {1u, 2u}) {
+        const aligner::search_params bp{.strategy = strategy, .top = 12, .exhaustive = true};
+        const auto got = dir.search_batch(queries, bp, weights, threads);
+        REQUIRE(got.size() == 10);
+        for (std::size_t k = 0; k != 10; ++k) {
+          aligner::search_params op = bp;
+          op.query_salience = std::span<const float>(weights).subspan(std::size_t(cuts[k]), queries.length(k));
+          INFO("query " << k << ", " << strategy.name() << ", threads " << threads);
+          require_same(got[k], dir.search(queries.sequence(k), op));
+          require_same(got[k], one.search(queries.sequence(k), op));
+        }
+      }
+    const auto multi = dir.search_batch_multi(queries, all, {.top = 9, .exhaustive = true}, {}, 2);
+    for (std::size_t k = 0; k != 10; ++k) {
+      const auto ref = dir.search_multi(queries.sequence(k), all, {.top = 9, .exhaustive = true});
+      REQUIRE(multi[k].size() == 3);
+      for (std::size_t g = 0; g != 3; ++g) require_same(multi[k][g], ref[g]);
+    }
+    CHECK_THROWS_WITH(dir.search_batch_multi(queries, {}, {.exhaustive = true}), Catch::Contains("needs at least one strategy"));
+  }
   // A query without tokens: no results, and the result says so.
   const auto empty = dir.search(aligner::matrix_view<float>(q.data(), 0, dim), p);
   CHECK(empty.ids.empty());

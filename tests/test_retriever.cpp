@@ -277,6 +277,7 @@ TEST_CASE("retriever: exhaustive batches sweep each document once for a block of
           }
         }
       }
+    CHECK_THROWS_WITH(r.search_batch_multi(queries, {}, {.exhaustive = true}), Catch::Contains("needs at least one strategy"));
     // Several strategies at once, with and without the dense one.
     for (bool with_dense : {false, true}) {
       std::vector<alignment> strategies(std::begin(grid), std::end(grid) - 1);

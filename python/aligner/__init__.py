@@ -594,7 +594,8 @@ class IndexDirectoryReader(_DirectoryFacts):
                      use_doc_salience: bool = True, allowed_ids=None, filter: Optional[Callable[[int], bool]] = None,
                      use_query_salience: bool = True) -> list:
         """search() for many queries (a list of arrays, or one array with offsets) on `threads` threads (0: all
-        cores), all on one commit; results equal serial searches."""
+        cores), all on one commit; results equal serial searches. With exhaustive=True the queries go in blocks of
+        up to 8 that sweep each document once."""
         args = self._args(top, strategy, normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
                           allowed_ids, filter, use_query_salience)
         return self._d.search_batch(queries, offsets, query_salience, threads, args)

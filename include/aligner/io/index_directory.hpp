@@ -407,21 +407,28 @@ class index_directory_reader {
   }
 
   /// Searches queries stored back to back on `threads` threads (0 = all), all on one snapshot; identical to serial
-  /// searches.
+  /// searches. Exhaustive searches go in blocks of consecutive queries that sweep each document once (as
+  /// aligner_retriever::search_batch), with the same results bit for bit.
   std::vector<search_result> search_batch(const sequence_set_view& queries, const search_params& p = {},
                                           std::span<const float> query_salience = {}, unsigned threads = 0) const {
     const auto s = snapshot();
-    detail::check_offsets(queries.offsets, queries.tokens.rows, "query offsets");
-    detail::check_weights(query_salience, queries.tokens.rows, "query_salience");
-    ALIGNER_EXPECTS(p.query_salience.empty(), "search_batch takes query salience as its own argument, not in search_params");
-    std::vector<search_params> per(queries.size(), p);
-    for (std::size_t q = 0; q != queries.size(); ++q) {
-      if (!query_salience.empty()) per[q].query_salience = query_salience.subspan(std::size_t(queries.offsets[q]), queries.length(q));
-      validate(*s, queries.sequence(q), per[q]);
-    }
+    const auto per = batch_params(*s, queries, p, query_salience, "search_batch");
+    auto all = run_batch(*s, queries, per, {}, threads);
     std::vector<search_result> out(queries.size());
-    parallel_for(queries.size(), threads, [&](std::size_t q) { out[q] = search_on(*s, queries.sequence(q), per[q]); });
+    for (std::size_t q = 0; q != queries.size(); ++q) out[q] = std::move(all[q][0]);
     return out;
+  }
+
+  /// search_multi for many queries (as search_batch, on one snapshot): result[q][g] equals search_multi of query q
+  /// (with its part of `query_salience`) under strategies[g].
+  std::vector<std::vector<search_result>> search_batch_multi(const sequence_set_view& queries, std::span<const alignment> strategies,
+                                                             const search_params& p = {}, std::span<const float> query_salience = {},
+                                                             unsigned threads = 0) const {
+    const auto s = snapshot();
+    for (const auto& a : strategies) a.validate();
+    ALIGNER_EXPECTS(!strategies.empty(), "search_batch_multi needs at least one strategy");
+    const auto per = batch_params(*s, queries, p, query_salience, "search_batch_multi");
+    return run_batch(*s, queries, per, strategies, threads);
   }
 
   /// Searches one query under several strategies at once (candidates gathered and S computed once; p.strategy is
@@ -430,17 +437,7 @@ class index_directory_reader {
     const auto s = snapshot();
     validate(*s, query, p);
     for (const auto& a : strategies) a.validate();
-    search_result diag;
-    const auto cands = gather(*s, query, p, diag);
-    const prepared_query pq(query, {.norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
-    const std::size_t G = strategies.size();
-    ALIGNER_EXPECTS(G != 0 || cands.count() == 0, "score_packed_multi needs at least one strategy");  // (as score_packed_multi)
-    std::vector<float> scores;
-    std::vector<std::int64_t> ids;
-    score_segments(*s, cands, pq, strategies, p.use_doc_salience, scores, ids);
-    std::vector<search_result> out(G, diag);
-    for (std::size_t g = 0; g != G; ++g) rank(ids, scores.data() + g, G, p.top, out[g]);
-    return out;
+    return multi_on(*s, query, strategies, p);
   }
 
   /// The aligned pairs behind document `id`'s score (equal to its score in a search with the same parameters).
@@ -582,12 +579,135 @@ class index_directory_reader {
   static search_result search_on(const directory_snapshot& s, matrix_view<float> query, const search_params& p) {
     search_result out;
     const auto cands = gather(s, query, p, out);
+    rerank_one(s, query, p, cands, out);
+    return out;
+  }
+
+  /// The rerank of search_on: `cands` (gathered with p) scored and ranked into `out` (holding the gathering's
+  /// diagnostics).
+  static void rerank_one(const directory_snapshot& s, matrix_view<float> query, const search_params& p,
+                         const detail::directory_candidates& cands, search_result& out) {
     const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
     std::vector<float> scores;
     std::vector<std::int64_t> ids;
     score_segments(s, cands, pq, {}, p.use_doc_salience, scores, ids);
     rank(ids, scores.data(), 1, p.top, out);
+  }
+
+  static std::vector<search_result> multi_on(const directory_snapshot& s, matrix_view<float> query, std::span<const alignment> strategies,
+                                             const search_params& p) {
+    search_result diag;
+    const auto cands = gather(s, query, p, diag);
+    return rerank_multi(s, query, strategies, p, cands, diag);
+  }
+
+  static std::vector<search_result> rerank_multi(const directory_snapshot& s, matrix_view<float> query, std::span<const alignment> strategies,
+                                                 const search_params& p, const detail::directory_candidates& cands, const search_result& diag) {
+    const prepared_query pq(query, {.norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
+    const std::size_t G = strategies.size();
+    ALIGNER_EXPECTS(G != 0 || cands.count() == 0, "score_packed_multi needs at least one strategy");  // (as score_packed_multi)
+    std::vector<float> scores;
+    std::vector<std::int64_t> ids;
+    score_segments(s, cands, pq, strategies, p.use_doc_salience, scores, ids);
+    std::vector<search_result> out(G, diag);
+    for (std::size_t g = 0; g != G; ++g) rank(ids, scores.data() + g, G, p.top, out[g]);
     return out;
+  }
+
+  /// Each query's search_params of a batch (p with the query's part of query_salience), validated.
+  static std::vector<search_params> batch_params(const directory_snapshot& s, const sequence_set_view& queries, const search_params& p,
+                                                 std::span<const float> query_salience, const char* what) {
+    detail::check_offsets(queries.offsets, queries.tokens.rows, "query offsets");
+    detail::check_weights(query_salience, queries.tokens.rows, "query_salience");
+    ALIGNER_EXPECTS(p.query_salience.empty(), what, " takes query salience as its own argument, not in search_params");
+    std::vector<search_params> per(queries.size(), p);
+    for (std::size_t q = 0; q != queries.size(); ++q) {
+      if (!query_salience.empty()) per[q].query_salience = query_salience.subspan(std::size_t(queries.offsets[q]), queries.length(q));
+      validate(s, queries.sequence(q), per[q]);
+    }
+    return per;
+  }
+
+  /// The searches of a batch on one snapshot (as aligner_retriever's): result[q] holds one result per strategy
+  /// (strategies empty: p.strategy's alone); exhaustive ones in blocks (detail::query_blocks) of queries whose
+  /// candidates are the same, scored by score_documents_stacked segment by segment.
+  static std::vector<std::vector<search_result>> run_batch(const directory_snapshot& s, const sequence_set_view& queries,
+                                                           const std::vector<search_params>& per, std::span<const alignment> strategies,
+                                                           unsigned threads) {
+    const std::size_t nq = queries.size();
+    std::vector<std::vector<search_result>> out(nq);
+    const auto blocks = detail::query_blocks(queries, per, threads);
+    if (blocks.empty()) {
+      parallel_for(nq, threads, [&](std::size_t q) {
+        if (strategies.empty())
+          out[q] = {search_on(s, queries.sequence(q), per[q])};
+        else
+          out[q] = multi_on(s, queries.sequence(q), strategies, per[q]);
+      });
+      return out;
+    }
+    parallel_for(blocks.size(), threads, [&](std::size_t b) { rerank_block(s, queries, per, strategies, blocks[b].first, blocks[b].second, out); });
+    return out;
+  }
+
+  /// One block of run_batch: queries q0 .. q1 - 1.
+  static void rerank_block(const directory_snapshot& s, const sequence_set_view& queries, const std::vector<search_params>& per,
+                           std::span<const alignment> strategies, std::size_t q0, std::size_t q1,
+                           std::vector<std::vector<search_result>>& out) {
+    const std::size_t count = q1 - q0;
+    std::vector<search_result> diag(count);
+    std::vector<detail::directory_candidates> cands(count);
+    for (std::size_t g = 0; g != count; ++g) cands[g] = gather(s, queries.sequence(q0 + g), per[q0 + g], diag[g]);
+    const auto st = detail::stack_queries_of(queries, per, q0, q1, [&](std::size_t g, std::size_t first) { return cands[g].local == cands[first].local; });
+    const auto& members = st.members;
+    auto finish_alone = [&](std::size_t g) {
+      const std::size_t q = q0 + g;
+      if (strategies.empty()) {
+        out[q] = {diag[g]};
+        rerank_one(s, queries.sequence(q), per[q], cands[g], out[q][0]);
+      } else {
+        out[q] = rerank_multi(s, queries.sequence(q), strategies, per[q], cands[g], diag[g]);
+      }
+    };
+    if (members.size() < 2) {
+      for (std::size_t g = 0; g != count; ++g) finish_alone(g);
+      return;
+    }
+    const search_params& p = per[q0 + members.front()];
+    const auto& which = cands[members.front()];
+    const std::size_t per_doc = strategies.empty() ? 1 : strategies.size(), m_count = members.size();
+    const prepared_query pq(matrix_view<float>(st.rows.data(), st.row_offsets.back(), queries.tokens.cols),
+                            {.strategy = strategies.empty() ? p.strategy : alignment{}, .norm = p.norm, .query_salience = st.salience,
+                             .check_finite = false});
+    std::vector<std::vector<float>> scores(m_count);
+    std::vector<std::int64_t> ids;
+    std::vector<float> part;
+    score_workspace ws;
+    const residual_codec* prepared_for = nullptr;
+    residual_query rq;
+    for (std::size_t g = 0; g != which.local.size(); ++g) {  // segment by segment, as score_segments
+      const auto& local = which.local[g];
+      if (local.empty()) continue;
+      const packed_sequences& store = s.segments[g]->store();
+      if (store.precision == storage::residual && store.codec != prepared_for) {
+        rq = detail::prepare_residual_query(pq, store, ws);
+        prepared_for = store.codec;
+      }
+      const std::size_t n = local.size();
+      part.assign(m_count * n * per_doc, 0.f);
+      detail::score_documents_stacked(pq, st.row_offsets, strategies, store, local, part.data(), per_doc, p.use_doc_salience, ws,
+                                      store.precision == storage::residual ? rq : residual_query{});
+      for (std::size_t m = 0; m != m_count; ++m)
+        scores[m].insert(scores[m].end(), part.begin() + std::ptrdiff_t(m * n * per_doc), part.begin() + std::ptrdiff_t((m + 1) * n * per_doc));
+      for (std::uint32_t d : local) ids.push_back(s.segments[g]->ids[d]);
+    }
+    for (std::size_t m = 0; m != m_count; ++m) {
+      const std::size_t g = members[m], q = q0 + g;
+      out[q].assign(per_doc, diag[g]);
+      for (std::size_t k = 0; k != per_doc; ++k) rank(ids, scores[m].data() + k, per_doc, per[q].top, out[q][k]);
+    }
+    for (std::size_t g = 0; g != count; ++g)
+      if (!st.stacked(g)) finish_alone(g);
   }
 
   /// Scores the candidates segment by segment, as score_packed_multi (strategies empty: the query's own, one score a

@@ -282,14 +282,14 @@ inline void score_one(const prepared_query& q, std::span<const alignment> strate
 /// `which` is swept once for all of them: out[(g * which.size() + t) * per_doc + s] is query g's score of document
 /// which[t] under strategies[s] (empty: the stacked query's own). Equal, bit for bit, to scoring each query alone
 /// (score_documents): every row's sums are computed as they would be alone, each query's score combines its own
-/// rows in the same order, and the dense strategy reads its own first row. No validation.
+/// rows in the same order, and the dense strategy reads its own first row. `rq` as score_documents. No validation.
 inline void score_documents_stacked(const prepared_query& stacked, std::span<const std::size_t> row_offsets,
                                     std::span<const alignment> strategies, const packed_sequences& docs,
                                     std::span<const std::uint32_t> which, float* out, std::size_t per_doc, bool use_doc_salience,
-                                    score_workspace& ws) {
+                                    score_workspace& ws, residual_query rq = {}) {
   if (strategies.empty()) strategies = {&stacked.strategy(), 1};
   const std::size_t queries = row_offsets.size() - 1, n = which.size();
-  const residual_query rq = n ? prepare_residual_query(stacked, docs, ws) : residual_query{};
+  if (rq.centroid_scores == nullptr && n) rq = prepare_residual_query(stacked, docs, ws);
   for (std::size_t t = 0; t != n; ++t) {
     const std::size_t s = which[t], doc_rows = docs.length(s);
     const prefetch_hint next = t + 1 < n ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};

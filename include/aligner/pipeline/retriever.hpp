@@ -61,6 +61,70 @@ struct retriever_state {
   std::size_t removed_count = 0;
 };
 
+namespace detail {
+
+inline constexpr std::size_t stack_queries = 8;  ///< queries a block of a batch's exhaustive searches holds at most
+inline constexpr std::size_t stack_rows = 512;   ///< and their rows (a longer query goes alone)
+
+/// The blocks ([first, last) queries) of a batch's exhaustive searches: consecutive queries, up to stack_queries
+/// and stack_rows rows a block (a longer query alone), and no more a block than spreads the batch over every
+/// thread. Empty where blocks would not help: searches that are not exhaustive, or one query a thread.
+inline std::vector<std::pair<std::size_t, std::size_t>> query_blocks(const sequence_set_view& queries, const std::vector<search_params>& per,
+                                                                   unsigned threads) {
+  const std::size_t nq = queries.size();
+  std::vector<std::pair<std::size_t, std::size_t>> blocks;
+  if (nq == 0 || !per[0].exhaustive) return blocks;
+  const unsigned workers = worker_count(nq, threads);
+  const std::size_t per_block = std::min(stack_queries, (nq + workers - 1) / workers);
+  if (per_block < 2) return blocks;
+  for (std::size_t q = 0; q != nq;) {
+    std::size_t end = q + 1, rows = queries.length(q);
+    while (end != nq && end - q < per_block && rows + queries.length(end) <= stack_rows) rows += queries.length(end++);
+    blocks.emplace_back(q, end);
+    q = end;
+  }
+  return blocks;
+}
+
+/// The stack of one block of queries q0 .. q1 - 1 (query_blocks): `members` (indices from q0) are the queries
+/// with rows whose candidates are the first such query's (same_candidates(g, first)) and whose query salience is
+/// given as that one's is (all or none); with two or more, `rows` holds their rows back to back, `salience` their
+/// rerank salience and `row_offsets` where each member's rows start (and the end).
+struct query_stack {
+  std::vector<std::size_t> members;
+  std::vector<float> rows, salience;
+  std::vector<std::size_t> row_offsets{0};
+  bool stacked(std::size_t g) const { return members.size() >= 2 && std::find(members.begin(), members.end(), g) != members.end(); }
+};
+
+template <class SameCandidates>
+query_stack stack_queries_of(const sequence_set_view& queries, const std::vector<search_params>& per, std::size_t q0, std::size_t q1,
+                             SameCandidates&& same_candidates) {
+  query_stack st;
+  for (std::size_t g = 0; g != q1 - q0; ++g) {
+    const std::size_t q = q0 + g;
+    if (queries.length(q) == 0) continue;
+    if (!st.members.empty()) {
+      const std::size_t first = st.members.front();
+      if (!same_candidates(g, first) || per[q].rerank_query_salience().empty() != per[q0 + first].rerank_query_salience().empty())
+        continue;
+    }
+    st.members.push_back(g);
+  }
+  if (st.members.size() < 2) return st;
+  const std::size_t dim = queries.tokens.cols;
+  for (std::size_t g : st.members) {
+    const matrix_view<float> query = queries.sequence(q0 + g);
+    for (std::size_t i = 0; i != query.rows; ++i) st.rows.insert(st.rows.end(), query.row(i), query.row(i) + dim);
+    const auto u = per[q0 + g].rerank_query_salience();
+    st.salience.insert(st.salience.end(), u.begin(), u.end());
+    st.row_offsets.push_back(st.row_offsets.back() + query.rows);
+  }
+  return st;
+}
+
+}  // namespace detail
+
 template <mips_backend Backend>
 class aligner_retriever {
  public:
@@ -291,8 +355,8 @@ class aligner_retriever {
                                                              const search_params& p = {}, std::span<const float> query_salience = {},
                                                              unsigned threads = 0) const {
     for (const auto& a : strategies) a.validate();
+    ALIGNER_EXPECTS(!strategies.empty(), "search_batch_multi needs at least one strategy");
     const auto per = batch_params(queries, p, query_salience, "search_batch_multi");
-    if (strategies.empty()) return std::vector<std::vector<search_result>>(queries.size());
     return run_batch(queries, per, strategies, threads);
   }
 
@@ -512,9 +576,6 @@ class aligner_retriever {
     return per;
   }
 
-  static constexpr std::size_t stack_queries = 8;  ///< queries a block of a batch's exhaustive searches holds at most
-  static constexpr std::size_t stack_rows = 512;   ///< and their rows (a longer query goes alone)
-
   /// The searches of a batch: result[q] holds one result per strategy (strategies empty: p.strategy's search alone,
   /// as search_unchecked). Exhaustive searches run in blocks of consecutive queries whose
   /// candidates are the same (every allowed document), scored by score_documents_stacked; a query whose candidates
@@ -530,18 +591,10 @@ class aligner_retriever {
       else
         out[q] = search_unchecked_multi(queries.sequence(q), strategies, per[q]);
     };
-    const unsigned workers = worker_count(nq, threads);
-    const std::size_t per_block = std::min(stack_queries, (nq + workers - 1) / std::max(1u, workers));
-    if (nq == 0 || !per[0].exhaustive || per_block < 2) {
+    const auto blocks = detail::query_blocks(queries, per, threads);
+    if (blocks.empty()) {
       parallel_for(nq, threads, alone);
       return out;
-    }
-    std::vector<std::pair<std::size_t, std::size_t>> blocks;  // [first, last) query
-    for (std::size_t q = 0; q != nq;) {
-      std::size_t end = q + 1, rows = queries.length(q);
-      while (end != nq && end - q < per_block && rows + queries.length(end) <= stack_rows) rows += queries.length(end++);
-      blocks.emplace_back(q, end);
-      q = end;
     }
     parallel_for(blocks.size(), threads, [&](std::size_t b) { rerank_block(queries, per, strategies, blocks[b].first, blocks[b].second, out); });
     return out;
@@ -555,19 +608,8 @@ class aligner_retriever {
     std::vector<search_result> diag(count);
     std::vector<std::vector<std::uint32_t>> candidates(count);
     for (std::size_t g = 0; g != count; ++g) candidates[g] = gather(queries.sequence(q0 + g), per[q0 + g], diag[g]);
-    // The block's stack: queries with rows, the candidates of the first of them, and query salience all or none.
-    std::vector<std::size_t> members;
-    for (std::size_t g = 0; g != count; ++g) {
-      const std::size_t q = q0 + g;
-      if (queries.length(q) == 0) continue;
-      if (!members.empty()) {
-        const std::size_t first = members.front();
-        if (candidates[g] != candidates[first] ||
-            per[q].rerank_query_salience().empty() != per[q0 + first].rerank_query_salience().empty())
-          continue;
-      }
-      members.push_back(g);
-    }
+    const auto st = detail::stack_queries_of(queries, per, q0, q1, [&](std::size_t g, std::size_t first) { return candidates[g] == candidates[first]; });
+    const auto& members = st.members;
     auto finish_alone = [&](std::size_t g) {
       const std::size_t q = q0 + g;
       if (strategies.empty()) {
@@ -581,28 +623,16 @@ class aligner_retriever {
       for (std::size_t g = 0; g != count; ++g) finish_alone(g);
       return;
     }
-    std::vector<char> stacked(count, 0);
-    std::vector<float> rows, salience;
-    std::vector<std::size_t> row_offsets{0};
-    for (std::size_t g : members) {
-      const std::size_t q = q0 + g;
-      const matrix_view<float> query = queries.sequence(q);
-      for (std::size_t i = 0; i != query.rows; ++i) rows.insert(rows.end(), query.row(i), query.row(i) + dim());
-      const auto u = per[q].rerank_query_salience();
-      salience.insert(salience.end(), u.begin(), u.end());
-      row_offsets.push_back(row_offsets.back() + query.rows);
-      stacked[g] = 1;
-    }
     const search_params& p = per[q0 + members.front()];
     const std::vector<std::uint32_t>& which = candidates[members.front()];
     const std::size_t per_doc = strategies.empty() ? 1 : strategies.size();
-    const prepared_query pq(matrix_view<float>(rows.data(), row_offsets.back(), dim()),
-                            {.strategy = strategies.empty() ? p.strategy : alignment{}, .norm = p.norm, .query_salience = salience,
+    const prepared_query pq(matrix_view<float>(st.rows.data(), st.row_offsets.back(), dim()),
+                            {.strategy = strategies.empty() ? p.strategy : alignment{}, .norm = p.norm, .query_salience = st.salience,
                              .check_finite = false},
                             s_.store.precision());
     std::vector<float> scores(members.size() * which.size() * per_doc);
     score_workspace ws;
-    detail::score_documents_stacked(pq, row_offsets, strategies, s_.store, which, scores.data(), per_doc, p.use_doc_salience, ws);
+    detail::score_documents_stacked(pq, st.row_offsets, strategies, s_.store, which, scores.data(), per_doc, p.use_doc_salience, ws);
     for (std::size_t m = 0; m != members.size(); ++m) {
       const std::size_t g = members[m], q = q0 + g;
       out[q].assign(per_doc, diag[g]);
@@ -610,7 +640,7 @@ class aligner_retriever {
         rank(which, scores.data() + m * which.size() * per_doc + k, per_doc, per[q].top, out[q][k]);
     }
     for (std::size_t g = 0; g != count; ++g)
-      if (!stacked[g]) finish_alone(g);
+      if (!st.stacked(g)) finish_alone(g);
   }
 
   /// Token-search candidates (sorted ids) cut to the best `ndocs` by the token-search score: per searched query row,
