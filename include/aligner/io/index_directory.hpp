@@ -446,7 +446,7 @@ class index_directory_reader {
     const auto where = s->locate(id);
     ALIGNER_EXPECTS(where && !s->deleted[where->first][where->second], "explain: document id ", id, " is not a live document");
     validate(*s, query, p, false);
-    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
+    const prepared_query pq = rerank_query(query, p, p.strategy, p.rerank_query_salience());
     return explain_packed(pq, s->segments[where->first]->store(), where->second, p.use_doc_salience);
   }
 
@@ -576,6 +576,12 @@ class index_directory_reader {
     return out;
   }
 
+  /// The query (or a stack of queries) as the rerank scores it under p's normalisation, `strategy` and the rows'
+  /// rerank salience (p.rerank_query_salience() for one query), prepared without a storage hint.
+  static prepared_query rerank_query(matrix_view<float> rows, const search_params& p, const alignment& strategy, std::span<const float> salience) {
+    return prepared_query(rows, {.strategy = strategy, .norm = p.norm, .query_salience = salience, .check_finite = false});
+  }
+
   static search_result search_on(const directory_snapshot& s, matrix_view<float> query, const search_params& p) {
     search_result out;
     const auto cands = gather(s, query, p, out);
@@ -587,10 +593,11 @@ class index_directory_reader {
   /// diagnostics).
   static void rerank_one(const directory_snapshot& s, matrix_view<float> query, const search_params& p,
                          const detail::directory_candidates& cands, search_result& out) {
-    const prepared_query pq(query, {.strategy = p.strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
+    const prepared_query pq = rerank_query(query, p, p.strategy, p.rerank_query_salience());
     std::vector<float> scores;
     std::vector<std::int64_t> ids;
-    score_segments(s, cands, pq, {}, p.use_doc_salience, scores, ids);
+    const std::size_t rows[2] = {0, query.rows};
+    score_segments(s, cands, pq, rows, {}, p.use_doc_salience, scores, ids);
     rank(ids, scores.data(), 1, p.top, out);
   }
 
@@ -603,12 +610,13 @@ class index_directory_reader {
 
   static std::vector<search_result> rerank_multi(const directory_snapshot& s, matrix_view<float> query, std::span<const alignment> strategies,
                                                  const search_params& p, const detail::directory_candidates& cands, const search_result& diag) {
-    const prepared_query pq(query, {.norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false});
+    const prepared_query pq = rerank_query(query, p, {}, p.rerank_query_salience());
     const std::size_t G = strategies.size();
     ALIGNER_EXPECTS(G != 0 || cands.count() == 0, "score_packed_multi needs at least one strategy");  // (as score_packed_multi)
     std::vector<float> scores;
     std::vector<std::int64_t> ids;
-    score_segments(s, cands, pq, strategies, p.use_doc_salience, scores, ids);
+    const std::size_t rows[2] = {0, query.rows};
+    score_segments(s, cands, pq, rows, strategies, p.use_doc_salience, scores, ids);
     std::vector<search_result> out(G, diag);
     for (std::size_t g = 0; g != G; ++g) rank(ids, scores.data() + g, G, p.top, out[g]);
     return out;
@@ -676,52 +684,34 @@ class index_directory_reader {
     const search_params& p = per[q0 + members.front()];
     const auto& which = cands[members.front()];
     const std::size_t per_doc = strategies.empty() ? 1 : strategies.size(), m_count = members.size();
-    const prepared_query pq(matrix_view<float>(st.rows.data(), st.row_offsets.back(), queries.tokens.cols),
-                            {.strategy = strategies.empty() ? p.strategy : alignment{}, .norm = p.norm, .query_salience = st.salience,
-                             .check_finite = false});
-    std::vector<std::vector<float>> scores(m_count);
+    const prepared_query pq = rerank_query(matrix_view<float>(st.rows.data(), st.row_offsets.back(), queries.tokens.cols), p,
+                                           strategies.empty() ? p.strategy : alignment{}, st.salience);
+    std::vector<float> scores;
     std::vector<std::int64_t> ids;
-    std::vector<float> part;
-    score_workspace ws;
-    const residual_codec* prepared_for = nullptr;
-    residual_query rq;
-    for (std::size_t g = 0; g != which.local.size(); ++g) {  // segment by segment, as score_segments
-      const auto& local = which.local[g];
-      if (local.empty()) continue;
-      const packed_sequences& store = s.segments[g]->store();
-      if (store.precision == storage::residual && store.codec != prepared_for) {
-        rq = detail::prepare_residual_query(pq, store, ws);
-        prepared_for = store.codec;
-      }
-      const std::size_t n = local.size();
-      part.assign(m_count * n * per_doc, 0.f);
-      detail::score_documents_stacked(pq, st.row_offsets, strategies, store, local, part.data(), per_doc, p.use_doc_salience, ws,
-                                      store.precision == storage::residual ? rq : residual_query{});
-      for (std::size_t m = 0; m != m_count; ++m)
-        scores[m].insert(scores[m].end(), part.begin() + std::ptrdiff_t(m * n * per_doc), part.begin() + std::ptrdiff_t((m + 1) * n * per_doc));
-      for (std::uint32_t d : local) ids.push_back(s.segments[g]->ids[d]);
-    }
+    score_segments(s, which, pq, st.row_offsets, strategies, p.use_doc_salience, scores, ids);
     for (std::size_t m = 0; m != m_count; ++m) {
       const std::size_t g = members[m], q = q0 + g;
       out[q].assign(per_doc, diag[g]);
-      for (std::size_t k = 0; k != per_doc; ++k) rank(ids, scores[m].data() + k, per_doc, per[q].top, out[q][k]);
+      for (std::size_t k = 0; k != per_doc; ++k) rank(ids, scores.data() + m * ids.size() * per_doc + k, per_doc, per[q].top, out[q][k]);
     }
     for (std::size_t g = 0; g != count; ++g)
       if (!st.stacked(g)) finish_alone(g);
   }
 
-  /// Scores the candidates segment by segment, as score_packed_multi (strategies empty: the query's own, one score a
-  /// document) into scores, their ids into ids. Residual segments share the snapshot's codec object, so the query's
-  /// centroid scores are computed once per codec, not once per segment (13 times at 52M tokens; the saving has not
-  /// been measured on a quiet machine yet).
+  /// Scores the candidates segment by segment for the queries stacked in pq (query g: its rows row_offsets[g] ..
+  /// row_offsets[g + 1] - 1; one query: {0, rows}), as score_documents_stacked (strategies empty: the query's own,
+  /// one score a document): query g's scores into scores[g * cands.count() * per_doc ...], in the order of `ids`
+  /// (their global ids). Residual segments share the snapshot's codec object, so the query's centroid scores are
+  /// computed once per codec, not once per segment (13 times at 52M tokens; the saving has not been measured on a
+  /// quiet machine yet).
   static void score_segments(const directory_snapshot& s, const detail::directory_candidates& cands, const prepared_query& pq,
-                             std::span<const alignment> strategies, bool use_doc_salience, std::vector<float>& scores,
-                             std::vector<std::int64_t>& ids) {
-    const std::size_t per_doc = std::max<std::size_t>(1, strategies.size());
+                             std::span<const std::size_t> row_offsets, std::span<const alignment> strategies, bool use_doc_salience,
+                             std::vector<float>& scores, std::vector<std::int64_t>& ids) {
+    const std::size_t per_doc = std::max<std::size_t>(1, strategies.size()), count = cands.count();
     for (const auto& a : strategies) a.validate();
-    scores.assign(cands.count() * per_doc, 0.f);
+    scores.assign((row_offsets.size() - 1) * count * per_doc, 0.f);
     ids.clear();
-    ids.reserve(cands.count());
+    ids.reserve(count);
     score_workspace ws;
     const residual_codec* prepared_for = nullptr;
     residual_query rq;
@@ -734,8 +724,8 @@ class index_directory_reader {
         rq = detail::prepare_residual_query(pq, store, ws);
         prepared_for = store.codec;
       }
-      detail::score_documents(pq, strategies, store, local, scores.data() + ids.size() * per_doc, per_doc, use_doc_salience, &ws,
-                              store.precision == storage::residual ? rq : residual_query{});
+      detail::score_documents_stacked(pq, row_offsets, strategies, store, local, scores.data() + ids.size() * per_doc, per_doc,
+                                      count * per_doc, use_doc_salience, ws, store.precision == storage::residual ? rq : residual_query{});
       for (std::uint32_t d : local) ids.push_back(s.segments[g]->ids[d]);
     }
   }

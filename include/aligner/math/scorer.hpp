@@ -254,65 +254,68 @@ inline float combine_rows(score_workspace& ws, std::size_t nb, std::size_t b, st
   return float(combine(ws.column_sum, ws.column_z, query_salience, norm));
 }
 
-/// Scores of a prepared query against one packed document under several strategies at once (one pass over S);
-/// `strategies` empty means the query's own. No validation.
+/// Scores of the queries stacked in `q` against one packed document under several strategies at once (one pass over
+/// S): query g holds rows row_offsets[g] .. row_offsets[g + 1] - 1 (its salience and normalisation are q's) and its
+/// score under strategies[k] goes to out[g * query_stride + k]. Every row's sums are computed as they would be for
+/// the query alone, each query's score combines its own rows in order, and the dense strategy reads the query's own
+/// first row, so a stack scores each query bit for bit as alone. No validation.
 /// Residual documents (st == storage::residual) need their codec and what the kernels take of the query for it, `rq`
 /// (prepare_residual_query).
-inline void score_one(const prepared_query& q, std::span<const alignment> strategies, storage st, const void* panels,
-                      std::size_t doc_rows, const float* doc_salience, float* out, score_workspace& ws, prefetch_hint next = {},
-                      const residual_codec* codec = nullptr, residual_query rq = {}) {
-  if (strategies.empty()) strategies = {&q.strategy(), 1};
-  const matrix_view<float> query = q.rows();
-  if (query.rows == 0 || doc_rows == 0) {
-    std::fill(out, out + strategies.size(), 0.f);
+inline void score_one_stacked(const prepared_query& q, std::span<const std::size_t> row_offsets, std::span<const alignment> strategies,
+                              storage st, const void* panels, std::size_t doc_rows, const float* doc_salience, float* out,
+                              std::size_t query_stride, score_workspace& ws, prefetch_hint next, const residual_codec* codec,
+                              residual_query rq) {
+  const std::size_t queries = row_offsets.size() - 1;
+  const matrix_view<float> rows = q.rows();
+  if (rows.rows == 0 || doc_rows == 0) {
+    for (std::size_t g = 0; g != queries; ++g) std::fill_n(out + g * query_stride, strategies.size(), 0.f);
     return;
   }
   const std::size_t nb = plan_budgets(strategies, doc_rows, ws);
   if (nb) row_sums_one(q, st, panels, doc_rows, doc_salience, nb, ws, next, codec, rq);
-  for (std::size_t t = 0; t != strategies.size(); ++t) {
-    if (ws.budget_of[t] == std::size_t(-1))
-      out[t] = dense_score(query.row(0), first_token(panels, st, query.cols, ws, codec), query.cols, q.salience(), doc_salience, q.norm());
-    else
-      out[t] = combine_rows(ws, nb, ws.budget_of[t], 0, query.rows, q.salience(), q.norm());
+  const float* first = nullptr;  // d_0, for a dense strategy
+  for (std::size_t g = 0; g != queries; ++g) {
+    const float* u = q.salience() ? q.salience() + row_offsets[g] : nullptr;
+    for (std::size_t k = 0; k != strategies.size(); ++k) {
+      if (ws.budget_of[k] != std::size_t(-1)) {
+        out[g * query_stride + k] = combine_rows(ws, nb, ws.budget_of[k], row_offsets[g], row_offsets[g + 1], u, q.norm());
+      } else {
+        if (!first) first = first_token(panels, st, rows.cols, ws, codec);
+        out[g * query_stride + k] = dense_score(rows.row(row_offsets[g]), first, rows.cols, u, doc_salience, q.norm());
+      }
+    }
   }
 }
 
+/// Scores of a prepared query against one packed document under several strategies at once (one pass over S);
+/// `strategies` empty means the query's own. No validation. Residual documents as score_one_stacked.
+inline void score_one(const prepared_query& q, std::span<const alignment> strategies, storage st, const void* panels,
+                      std::size_t doc_rows, const float* doc_salience, float* out, score_workspace& ws, prefetch_hint next = {},
+                      const residual_codec* codec = nullptr, residual_query rq = {}) {
+  if (strategies.empty()) strategies = {&q.strategy(), 1};
+  const std::size_t rows[2] = {0, q.rows().rows};
+  score_one_stacked(q, rows, strategies, st, panels, doc_rows, doc_salience, out, 0, ws, next, codec, rq);
+}
+
 /// Several queries at once: `stacked` holds their rows back to back (query g's rows are row_offsets[g] ..
-/// row_offsets[g + 1] - 1, none empty; its salience and normalisation are every query's) and each document of
-/// `which` is swept once for all of them: out[(g * which.size() + t) * per_doc + s] is query g's score of document
-/// which[t] under strategies[s] (empty: the stacked query's own). Equal, bit for bit, to scoring each query alone
-/// (score_documents): every row's sums are computed as they would be alone, each query's score combines its own
-/// rows in the same order, and the dense strategy reads its own first row. `rq` as score_documents. No validation.
+/// row_offsets[g + 1] - 1; its salience and normalisation are every query's) and each document of `which` is swept
+/// once for all of them: out[g * query_stride + t * per_doc + k] is query g's score of document which[t] under
+/// strategies[k] (empty: the stacked query's own), equal bit for bit to scoring each query alone
+/// (score_one_stacked); the next document's panels are prefetched meanwhile. `rq`: what residual documents' kernels
+/// take of the stacked query for docs.codec, prepared by the caller (prepare_residual_query; several stores sharing
+/// one codec share it), or empty to prepare it here. No validation.
 inline void score_documents_stacked(const prepared_query& stacked, std::span<const std::size_t> row_offsets,
                                     std::span<const alignment> strategies, const packed_sequences& docs,
-                                    std::span<const std::uint32_t> which, float* out, std::size_t per_doc, bool use_doc_salience,
-                                    score_workspace& ws, residual_query rq = {}) {
+                                    std::span<const std::uint32_t> which, float* out, std::size_t per_doc, std::size_t query_stride,
+                                    bool use_doc_salience, score_workspace& ws, residual_query rq = {}) {
   if (strategies.empty()) strategies = {&stacked.strategy(), 1};
-  const std::size_t queries = row_offsets.size() - 1, n = which.size();
+  const std::size_t n = which.size();
   if (rq.centroid_scores == nullptr && n) rq = prepare_residual_query(stacked, docs, ws);
   for (std::size_t t = 0; t != n; ++t) {
-    const std::size_t s = which[t], doc_rows = docs.length(s);
+    const std::size_t s = which[t];
     const prefetch_hint next = t + 1 < n ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};
-    if (doc_rows == 0 || stacked.rows().rows == 0) {
-      for (std::size_t g = 0; g != queries; ++g) std::fill_n(out + (g * n + t) * per_doc, strategies.size(), 0.f);
-      continue;
-    }
-    const float* doc_salience = use_doc_salience ? docs.salience_of(s) : nullptr;
-    const std::size_t nb = plan_budgets(strategies, doc_rows, ws);
-    if (nb) row_sums_one(stacked, docs.precision, docs.panels(s), doc_rows, doc_salience, nb, ws, next, docs.codec, rq);
-    const float* first = nullptr;  // d_0, for a dense strategy
-    for (std::size_t g = 0; g != queries; ++g) {
-      const float* u = stacked.salience() ? stacked.salience() + row_offsets[g] : nullptr;
-      for (std::size_t k = 0; k != strategies.size(); ++k) {
-        float& score = out[(g * n + t) * per_doc + k];
-        if (ws.budget_of[k] != std::size_t(-1)) {
-          score = combine_rows(ws, nb, ws.budget_of[k], row_offsets[g], row_offsets[g + 1], u, stacked.norm());
-        } else {
-          if (!first) first = first_token(docs.panels(s), docs.precision, docs.dim, ws, docs.codec);
-          score = dense_score(stacked.rows().row(row_offsets[g]), first, docs.dim, u, doc_salience, stacked.norm());
-        }
-      }
-    }
+    score_one_stacked(stacked, row_offsets, strategies, docs.precision, docs.panels(s), docs.length(s),
+                      use_doc_salience ? docs.salience_of(s) : nullptr, out + t * per_doc, query_stride, ws, next, docs.codec, rq);
   }
 }
 
@@ -338,21 +341,14 @@ inline void check_packed_call(const prepared_query& q, const packed_sequences& d
 namespace detail {
 
 /// The loop of score_packed / score_packed_multi: documents `which` in order, each scored under `strategies` (empty:
-/// the query's own) into out + t * per_doc, the next document's panels prefetched meanwhile. No validation.
-/// `rq`: what residual documents' kernels take of this query for docs.codec, prepared by the caller
-/// (prepare_residual_query; several stores sharing one codec share it), or empty to prepare it here.
+/// the query's own) into out + t * per_doc, the next document's panels prefetched meanwhile (score_documents_stacked
+/// of the one query). No validation. `rq` as score_documents_stacked.
 inline void score_documents(const prepared_query& q, std::span<const alignment> strategies, const packed_sequences& docs,
                             std::span<const std::uint32_t> which, float* out, std::size_t per_doc, bool use_doc_salience,
                             score_workspace* workspace, residual_query rq = {}) {
   score_workspace local;
-  score_workspace& ws = workspace ? *workspace : local;
-  if (rq.centroid_scores == nullptr && !which.empty()) rq = prepare_residual_query(q, docs, ws);
-  for (std::size_t t = 0; t != which.size(); ++t) {
-    const std::size_t s = which[t];
-    const prefetch_hint next = t + 1 < which.size() ? prefetch_hint{docs.panels(which[t + 1]), docs.bytes_of(which[t + 1])} : prefetch_hint{};
-    score_one(q, strategies, docs.precision, docs.panels(s), docs.length(s), use_doc_salience ? docs.salience_of(s) : nullptr,
-              out + t * per_doc, ws, next, docs.codec, rq);
-  }
+  const std::size_t rows[2] = {0, q.rows().rows};
+  score_documents_stacked(q, rows, strategies, docs, which, out, per_doc, 0, use_doc_salience, workspace ? *workspace : local, rq);
 }
 
 }  // namespace detail

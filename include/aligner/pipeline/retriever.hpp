@@ -385,8 +385,12 @@ class aligner_retriever {
   /// The query as the rerank scores it under p (its normalisation and rerank salience) and `strategy`, prepared for
   /// the store's storage.
   prepared_query rerank_query(matrix_view<float> query, const search_params& p, const alignment& strategy) const {
-    return prepared_query(query, {.strategy = strategy, .norm = p.norm, .query_salience = p.rerank_query_salience(), .check_finite = false},
-                          s_.store.precision());
+    return rerank_query(query, p, strategy, p.rerank_query_salience());
+  }
+
+  /// The same with the rows' rerank salience given (a stack of queries: theirs back to back).
+  prepared_query rerank_query(matrix_view<float> query, const search_params& p, const alignment& strategy, std::span<const float> salience) const {
+    return prepared_query(query, {.strategy = strategy, .norm = p.norm, .query_salience = salience, .check_finite = false}, s_.store.precision());
   }
 
   void validate(matrix_view<float> query, const search_params& p) const {
@@ -626,13 +630,12 @@ class aligner_retriever {
     const search_params& p = per[q0 + members.front()];
     const std::vector<std::uint32_t>& which = candidates[members.front()];
     const std::size_t per_doc = strategies.empty() ? 1 : strategies.size();
-    const prepared_query pq(matrix_view<float>(st.rows.data(), st.row_offsets.back(), dim()),
-                            {.strategy = strategies.empty() ? p.strategy : alignment{}, .norm = p.norm, .query_salience = st.salience,
-                             .check_finite = false},
-                            s_.store.precision());
+    const prepared_query pq =
+        rerank_query(matrix_view<float>(st.rows.data(), st.row_offsets.back(), dim()), p, strategies.empty() ? p.strategy : alignment{}, st.salience);
     std::vector<float> scores(members.size() * which.size() * per_doc);
     score_workspace ws;
-    detail::score_documents_stacked(pq, st.row_offsets, strategies, s_.store, which, scores.data(), per_doc, p.use_doc_salience, ws);
+    detail::score_documents_stacked(pq, st.row_offsets, strategies, s_.store, which, scores.data(), per_doc, which.size() * per_doc,
+                                    p.use_doc_salience, ws);
     for (std::size_t m = 0; m != members.size(); ++m) {
       const std::size_t g = members[m], q = q0 + g;
       out[q].assign(per_doc, diag[g]);
