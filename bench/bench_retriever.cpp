@@ -9,6 +9,8 @@
 #include <aligner/io/index_file.hpp>
 
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <random>
 
 #include <set>
@@ -45,6 +47,23 @@ const cranfield_fixture& fixture(aligner::storage st) {
   return bf16;
 }
 
+/// Every query of `queries` on one thread, as search_batch (blocks) or one search at a time (the baseline), with a
+/// queries_per_second counter.
+void search_all(benchmark::State& state, const aligner::aligner_retriever<aligner::exact_backend>& index, const aligner::sequence_set_view& queries,
+                const aligner::search_params& p, bool blocks) {
+  std::vector<aligner::search_result> out(queries.size());
+  for (auto _ : state) {
+    if (blocks) {
+      out = index.search_batch(queries, p, {}, 1);
+    } else {
+      for (std::size_t q = 0; q != queries.size(); ++q) out[q] = index.search(queries.sequence(q), p);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["queries_per_second"] =
+      benchmark::Counter(double(state.iterations()) * double(queries.size()), benchmark::Counter::kIsRate);
+}
+
 /// Exhaustive search of every Cranfield query on one thread, Top-1, each storage (0 f32, 1 bf16, 2 i8,
 /// 3 residual:2): blocks = 1 is search_batch (queries in blocks of 8, each document swept once a block), blocks = 0
 /// the same searches one query at a time (search in a loop: the baseline, in the same run). The results are equal.
@@ -56,19 +75,51 @@ void retriever_exhaustive_blocks(benchmark::State& state) {
   const bool blocks = state.range(1) == 1;
   const aligner::search_params p{.top = 10, .exhaustive = true, .use_doc_salience = false};
   const auto queries = f.c.queries.view();
-  std::vector<aligner::search_result> out(queries.size());
-  for (auto _ : state) {
-    if (blocks) {
-      out = f.index.search_batch(queries, p, {}, 1);
-    } else {
-      for (std::size_t q = 0; q != queries.size(); ++q) out[q] = f.index.search(queries.sequence(q), p);
-    }
-    benchmark::DoNotOptimize(out.data());
-  }
-  state.counters["queries_per_second"] =
-      benchmark::Counter(double(state.iterations()) * double(queries.size()), benchmark::Counter::kIsRate);
+  search_all(state, f.index, queries, p, blocks);
   double flops = 0;
   for (std::size_t q = 0; q != queries.size(); ++q) flops += 2.0 * double(queries.length(q)) * double(f.c.docs.tokens()) * double(f.c.docs.dim);
+  state.counters["flops"] = benchmark::Counter(double(state.iterations()) * flops, benchmark::Counter::kIsRate);
+}
+
+/// A contextual-like collection for the token search: 2,048 documents of 256 random tokens (2^19 tokens, no two
+/// alike, dim 128) and 64 queries of 12 tokens, the backend's tokens in storage `st` (the rerank store in f32).
+struct scan_fixture {
+  static constexpr std::size_t docs = 2048, doc_len = 256, dim = 128, queries = 64, query_len = 12;
+  explicit scan_fixture(aligner::storage st)
+      : tokens(aligner_bench::query(docs * doc_len, dim, 11)),
+        query_rows(aligner_bench::query(queries * query_len, dim, 12)),
+        index(aligner::exact_backend(dim, st), view(tokens, docs, doc_len, doc_offsets), {}) {}
+  static aligner::sequence_set_view view(const std::vector<float>& rows, std::size_t n, std::size_t len, std::vector<std::int64_t>& offsets) {
+    offsets.resize(n + 1);
+    for (std::size_t i = 0; i <= n; ++i) offsets[i] = std::int64_t(i * len);
+    return {{rows.data(), n * len, dim}, offsets};
+  }
+  std::vector<float> tokens, query_rows;
+  std::vector<std::int64_t> doc_offsets, query_offsets;
+  aligner::aligner_retriever<aligner::exact_backend> index;
+};
+
+const scan_fixture& scan(aligner::storage st) {
+  static std::map<aligner::storage, std::unique_ptr<scan_fixture>> all;
+  auto& f = all[st];
+  if (!f) f = std::make_unique<scan_fixture>(st);
+  return *f;
+}
+
+/// Token search (k' = 20, Top-1 rerank of the candidates) of 64 queries of 12 tokens against 2^19 tokens on one
+/// thread, the token index in storage 0 f32, 1 bf16, 2 i8: blocks = 1 is search_batch (the exact backend searches up
+/// to 64 rows of consecutive queries in one scan), blocks = 0 the same searches one query at a time (the baseline,
+/// in the same run). The results are equal. flops: the scan's 2 x rows x tokens x dim.
+void retriever_token_blocks(benchmark::State& state) {
+  constexpr aligner::storage storages[] = {aligner::storage::f32, aligner::storage::bf16, aligner::storage::i8};
+  const auto st = storages[state.range(0)];
+  auto& f = const_cast<scan_fixture&>(scan(st));  // (view() fills its query offsets)
+  state.SetLabel(aligner_bench::kernel_label(st));
+  const bool blocks = state.range(1) == 1;
+  const aligner::search_params p{.candidates_per_token = 20, .top = 10, .use_doc_salience = false};
+  const auto queries = scan_fixture::view(f.query_rows, scan_fixture::queries, scan_fixture::query_len, f.query_offsets);
+  search_all(state, f.index, queries, p, blocks);
+  const double flops = 2.0 * double(queries.tokens.rows) * double(scan_fixture::docs * scan_fixture::doc_len) * double(scan_fixture::dim);
   state.counters["flops"] = benchmark::Counter(double(state.iterations()) * flops, benchmark::Counter::kIsRate);
 }
 
@@ -137,4 +188,5 @@ void crc32c_pass(benchmark::State& state) {
 BENCHMARK(index_open)->ArgNames({"mmap"})->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(crc32c_pass)->ArgNames({"table"})->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(retriever_exhaustive_blocks)->ArgNames({"storage", "blocks"})->ArgsProduct({{0, 1, 2, 3}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(retriever_token_blocks)->ArgNames({"storage", "blocks"})->ArgsProduct({{0, 1, 2}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(retriever_batch)->ArgNames({"threads", "exhaustive", "bf16"})->ArgsProduct({{1, 2, 4, 8, 16}, {0, 1}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();

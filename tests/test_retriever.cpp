@@ -4,7 +4,9 @@
 
 #include "test_common.hpp"
 
+#include <atomic>
 #include <map>
+#include <memory>
 #include <set>
 
 using aligner::alignment;
@@ -278,6 +280,17 @@ TEST_CASE("retriever: exhaustive batches sweep each document once for a block of
         }
       }
     CHECK_THROWS_WITH(r.search_batch_multi(queries, {}, {.exhaustive = true}), Catch::Contains("needs at least one strategy"));
+    // A block's scores stay within 2^23 floats: fewer queries a block over many documents and strategies.
+    CHECK(aligner::detail::stack_members_for(90, 5) == 8);
+    CHECK(aligner::detail::stack_members_for(259'000, 6) == 5);
+    CHECK(aligner::detail::stack_members_for(3'000'000, 6) == 1);
+    CHECK(aligner::detail::stack_members_for(0, 0) == 8);
+    const std::vector<aligner::search_params> per(queries.size(), aligner::search_params{.exhaustive = true});
+    for (std::size_t most : {1u, 3u, 8u}) {
+      const auto blocks = aligner::detail::query_blocks(queries, per, 1, false, most);
+      CHECK(blocks.empty() == (most == 1));
+      for (const auto& [q0, q1] : blocks) CHECK(q1 - q0 <= most);
+    }
     // Several strategies at once, with and without the dense one.
     for (bool with_dense : {false, true}) {
       std::vector<alignment> strategies(std::begin(grid), std::end(grid) - 1);
@@ -300,6 +313,133 @@ TEST_CASE("retriever: exhaustive batches sweep each document once for a block of
   }
 }
 
+/// exact_backend counting its searches and the rows they held; declares rows_independent as exact_backend does, or
+/// not (then the retriever must search query by query).
+template <bool Independent>
+struct counting_backend {
+  static constexpr bool rows_independent = Independent;
+  aligner::exact_backend inner;
+  std::shared_ptr<std::atomic<std::size_t>> calls = std::make_shared<std::atomic<std::size_t>>(0);
+  std::shared_ptr<std::atomic<std::size_t>> rows = std::make_shared<std::atomic<std::size_t>>(0);
+  std::size_t dim() const { return inner.dim(); }
+  std::size_t size() const { return inner.size(); }
+  void add(aligner::matrix_view<float> v) { inner.add(v); }
+  aligner::topk_result search(aligner::matrix_view<float> q, std::size_t k) const {
+    ++*calls, *rows += q.rows;
+    return inner.search(q, k);
+  }
+  aligner::topk_result search(aligner::matrix_view<float> q, std::size_t k, const aligner::id_filter& keep) const {
+    ++*calls, *rows += q.rows;
+    return inner.search(q, k, keep);
+  }
+};
+static_assert(aligner::rows_independent_backend<aligner::exact_backend>);
+static_assert(aligner::rows_independent_backend<counting_backend<true>>);
+static_assert(!aligner::rows_independent_backend<counting_backend<false>>);
+
+TEST_CASE("retriever: token-search batches search a block's rows together, equal bit for bit to serial searches", "[oracle]") {
+  // 40 queries of 0 to 14 rows (one empty, one of 70 rows: more than a block's 64, searched alone), the exact
+  // backend's three storages, β^q with query salience, a filter, allowed_ids (small: reranked whole; large), removed
+  // documents, the ndocs cut, k' of 1 and 7, 1-3 threads, several strategies at once.
+  const std::size_t dim = 19;
+  const auto c = make_corpus(150, 30, dim, 51);
+  const auto long_query = aligner_test::random_matrix(70, dim, 53, true);
+  const auto qs = make_corpus(38, 14, dim, 52);
+  std::vector<float> rows;
+  std::vector<std::int64_t> offsets{0};
+  auto push = [&](aligner::matrix_view<float> q) {
+    for (std::size_t i = 0; i != q.rows; ++i) rows.insert(rows.end(), q.row(i), q.row(i) + dim);
+    offsets.push_back(offsets.back() + std::int64_t(q.rows));
+  };
+  for (std::size_t q = 0; q != 38; ++q) {
+    if (q == 4) offsets.push_back(offsets.back());
+    if (q == 20) push({long_query.data(), 70, dim});
+    push(qs.view().sequence(q));
+  }
+  const aligner::sequence_set_view queries{{rows.data(), rows.size() / dim, dim}, offsets};
+  std::vector<float> uq(rows.size() / dim);
+  for (std::size_t i = 0; i != uq.size(); ++i) uq[i] = float((i * 7919) % 17) / 16.f;
+  std::vector<std::int64_t> few{3, 9, 40}, many;
+  for (std::int64_t d = 0; d < 150; d += 2) many.push_back(d);
+  for (auto token_storage : {aligner::storage::f32, aligner::storage::bf16, aligner::storage::i8}) {
+    INFO("token storage " << aligner::to_string(token_storage));
+    const aligner::index_params ip{.doc_prune = 0.6, .precision = token_storage == aligner::storage::i8 ? aligner::storage::i8 : aligner::storage::f32};
+    aligner::aligner_retriever<counting_backend<true>> r(counting_backend<true>{aligner::exact_backend(dim, token_storage)}, c.view(), ip, c.salience);
+    aligner::aligner_retriever<counting_backend<false>> alone(counting_backend<false>{aligner::exact_backend(dim, token_storage)}, c.view(), ip,
+                                                              c.salience);
+    r.remove(7), r.remove(30), alone.remove(7), alone.remove(30);
+    for (int variant = 0; variant != 6; ++variant) {
+      INFO("variant " << variant);
+      aligner::search_params p{.strategy = variant % 2 ? alignment::top_k(2) : alignment::top1(), .candidates_per_token = variant == 3 ? 1u : 7u,
+                               .top = 12};
+      std::span<const float> u;
+      if (variant == 1 || variant == 4) {
+        p.query_prune = 0.5;
+        u = uq;
+      }
+      if (variant == 2) p.filter = [](std::int64_t id) { return id % 3 != 1; };
+      if (variant == 3) p.allowed_ids = few;
+      if (variant == 4) p.ndocs = 10;
+      if (variant == 5) p.allowed_ids = many;
+      for (unsigned threads : {1u, 2u, 3u}) {
+        INFO("threads " << threads);
+        const std::size_t calls0 = *r.backend().calls, rows0 = *r.backend().rows;
+        const auto batch = r.search_batch(queries, p, u, threads);
+        const std::size_t batch_calls = *r.backend().calls - calls0, batch_rows = *r.backend().rows - rows0;
+        const std::size_t alone0 = *alone.backend().calls;
+        const auto unstacked = alone.search_batch(queries, p, u, threads);
+        const std::size_t alone_calls = *alone.backend().calls - alone0;
+        REQUIRE(batch.size() == queries.size());
+        const std::size_t calls1 = *r.backend().calls, rows1 = *r.backend().rows;
+        std::size_t searched = 0;
+        for (std::size_t q = 0; q != queries.size(); ++q) {
+          INFO("query " << q);
+          aligner::search_params one_p = p;
+          if (!u.empty()) one_p.query_salience = u.subspan(std::size_t(offsets[q]), queries.length(q));
+          const std::size_t before = *r.backend().calls;
+          const auto one = r.search(queries.sequence(q), one_p);
+          searched += *r.backend().calls - before;
+          for (const auto* got : {&batch[q], &unstacked[q]}) {
+            REQUIRE(got->ids == one.ids);
+            REQUIRE(got->scores == one.scores);
+            REQUIRE(got->candidates_scored == one.candidates_scored);
+            REQUIRE(got->tokens_searched == one.tokens_searched);
+            REQUIRE(got->query_tokens_pruned == one.query_tokens_pruned);
+            REQUIRE(got->backend_hits == one.backend_hits);
+            REQUIRE(got->reranked_all_allowed == one.reranked_all_allowed);
+            REQUIRE(got->empty_query == one.empty_query);
+          }
+        }
+        // The serial searches asked the backend at most once each, for the same rows as the batch did in all.
+        REQUIRE(*r.backend().calls - calls1 == searched);
+        REQUIRE(*r.backend().rows - rows1 == batch_rows);
+        REQUIRE(alone_calls == searched);  // a backend without rows_independent: query by query
+        REQUIRE(batch_calls <= searched);
+        if (variant != 3) {  // (three allowed documents: a query that could reach all their tokens reranks them whole)
+          // Blocks of up to 64 rows: about (searched rows / 64) calls, and at least one a thread's share.
+          REQUIRE(searched > 30);
+          REQUIRE(batch_calls <= batch_rows / 32 + 2 * threads + 1);
+          REQUIRE(batch_calls < searched / 3);
+        }
+      }
+    }
+    // Several strategies at once.
+    const alignment strategies[] = {alignment::top1(), alignment::dense(), alignment::top_p(0.3)};
+    const aligner::search_params p{.candidates_per_token = 5, .top = 9};
+    const auto batch = r.search_batch_multi(queries, strategies, p, uq, 2);
+    for (std::size_t q = 0; q != queries.size(); ++q) {
+      aligner::search_params one_p = p;
+      one_p.query_salience = std::span<const float>(uq).subspan(std::size_t(offsets[q]), queries.length(q));
+      const auto one = r.search_multi(queries.sequence(q), strategies, one_p);
+      for (std::size_t g = 0; g != one.size(); ++g) {
+        INFO("query " << q << ", strategy " << strategies[g].name());
+        REQUIRE(batch[q][g].ids == one[g].ids);
+        REQUIRE(batch[q][g].scores == one[g].scores);
+      }
+    }
+  }
+}
+
 TEST_CASE("retriever: edge cases and bad input leave the index untouched", "[edge]") {
   const std::size_t dim = 8;
   const auto c = make_corpus(20, 10, dim, 31);
@@ -317,6 +457,7 @@ TEST_CASE("retriever: edge cases and bad input leave the index untouched", "[edg
   CHECK_THROWS_WITH(r.search({q.data(), 3, dim}, {.candidates_per_token = 0}), Catch::Contains("k') must be >= 1, got 0"));
   CHECK_THROWS_WITH(r.search({q.data(), 3, dim}, {.top = 0}), Catch::Contains("top"));
   CHECK_THROWS_WITH(r.search({q.data(), 3, dim}, {.query_prune = 0.5}), Catch::Contains("needs query_salience"));
+  CHECK(r.search({q.data(), 0, dim}, {.query_prune = 0.5}).empty_query);  // no rows, so no salience to prune by
   CHECK_THROWS_AS(r.search({q.data(), 3, dim}, {.query_prune = 1.5}), aligner::invalid_argument);
   CHECK_THROWS_AS(r.search({q.data(), 3, dim}, {.strategy = alignment::top_k(0)}), aligner::invalid_argument);
   std::vector<float> bad = q;

@@ -114,10 +114,11 @@ ranking rank_with(const options& o, const Index& index, const retrieval_setup& s
   constexpr bool batches = requires(const Index& i, aligner::sequence_set_view v, std::span<const aligner::alignment> g,
                                     std::span<const float> u) { i.search_batch_multi(v, g, aligner::search_params{}, u, 1u); };
   if constexpr (batches) {
-    if (p.exhaustive) {
-      // Every document reranked: the judged queries go to search_batch_multi in chunks (a progress tick each), which
-      // sweeps each document once for a block of queries. A query's time is its share of the chunk's wall time
-      // times the threads (its time on one thread, as the loop below measures it).
+    {
+      // The judged queries go to search_batch_multi in chunks (a progress tick each): an exhaustive search sweeps each
+      // document once for a block of queries, and the exact backend's token search scans its index once for a
+      // block's rows. A query's time is its share of the chunk's wall time times the threads (its time on one
+      // thread, as the loop below measures it).
       const std::size_t n = s.judged.size(), dim = s.c.queries.dim;
       std::vector<float> rows, uq;
       std::vector<std::int64_t> offsets{0};
@@ -150,7 +151,7 @@ ranking rank_with(const options& o, const Index& index, const retrieval_setup& s
       }
     }
   }
-  if (!batches || !p.exhaustive) {
+  if (!batches) {
     progress bar("ranking queries", s.judged.size(), o.progress);
     aligner::parallel_for(s.judged.size(), o.threads, [&](std::size_t i) {
       const std::size_t q = s.judged[i];

@@ -346,7 +346,8 @@ class Retriever:
         """search() for many queries (a list of arrays, or one array with offsets) on `threads` threads (0: all
         cores), the GIL released; results equal serial searches. query_salience: one value per token of all
         queries. With exhaustive=True the queries go in blocks of up to 8 that sweep each document once (the store
-        is read once a block instead of once a query), with the same results bit for bit."""
+        is read once a block instead of once a query); with the exact backends' token search, consecutive queries'
+        kept tokens go to one scan of the token index, up to 64 rows a block. The results are the same bit for bit."""
         args = _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
                                     use_doc_salience, allowed_ids, filter, use_query_salience)
         return self._r.search_batch(queries, offsets, query_salience, threads, args)

@@ -64,6 +64,15 @@ concept filtering_backend = mips_backend<B> && requires(const B& b, matrix_view<
 template <class B>
 concept named_backend = requires { { B::type_name } -> std::convertible_to<std::string_view>; };
 
+/// A backend whose search of several rows returns for each row exactly what a search of that row alone returns, the
+/// same ids and the same scores bit for bit (declared by `static constexpr bool rows_independent = true`). The
+/// retriever's batch searches then put the rows of several queries into one backend search, which reads the index
+/// once for all of them instead of once a query. exact_backend declares it (each row's scores are computed alike in
+/// any batch); a backend whose arithmetic depends on how many rows come together (FAISS switches to a matrix
+/// product at 20 rows) must not.
+template <class B>
+concept rows_independent_backend = mips_backend<B> && requires { requires B::rows_independent; };
+
 /// A backend the retriever can save and load: its whole state as bytes, and back. `deserialize` must reject
 /// malformed bytes with an exception (the retriever's file checksums already catch corruption on disk).
 template <class B>

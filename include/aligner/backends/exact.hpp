@@ -37,6 +37,10 @@ class exact_backend {
  public:
   /// The name index files record, so that loading with another backend type is refused by name.
   static constexpr std::string_view type_name = "exact_backend";
+  /// A row's hits do not depend on the other rows searched with it (rows_independent_backend): every S value is
+  /// computed from its own row and token alone (a row's quantised forms are the row's), and a row's top k is exact
+  /// with ties toward the smaller id, whatever the sweep's row blocks.
+  static constexpr bool rows_independent = true;
 
   /// An empty index of vectors of dimension `dim` (>= 1), stored in `precision` (storage::f32, bf16 or i8).
   explicit exact_backend(std::size_t dim, storage precision = storage::f32) : dim_(dim), precision_(precision) {

@@ -463,7 +463,8 @@ class index_directory_reader {
                       "an index directory has no token index: search with search_params.nprobe > 0 (centroid postings) or exhaustive");
     }
     detail::check_beta(p.query_prune, "search_params.query_prune");
-    ALIGNER_EXPECTS(p.query_prune == 1.0 || !p.query_salience.empty(), "search_params.query_prune = ", p.query_prune, " needs query_salience");
+    ALIGNER_EXPECTS(p.query_prune == 1.0 || query.rows == 0 || !p.query_salience.empty(), "search_params.query_prune = ", p.query_prune,
+                    " needs query_salience");  // (an empty query has an empty salience: no result either way)
     detail::check_matrix(query, "query", p.check_finite);
     detail::check_weights(p.query_salience, query.rows, "query_salience");
     for (std::size_t i = 0; i != p.allowed_ids.size(); ++i)
@@ -644,7 +645,7 @@ class index_directory_reader {
                                                            unsigned threads) {
     const std::size_t nq = queries.size();
     std::vector<std::vector<search_result>> out(nq);
-    const auto blocks = detail::query_blocks(queries, per, threads);
+    const auto blocks = detail::query_blocks(queries, per, threads, false, detail::stack_members_for(s.live_documents(), strategies.size()));
     if (blocks.empty()) {
       parallel_for(nq, threads, [&](std::size_t q) {
         if (strategies.empty())
@@ -666,7 +667,11 @@ class index_directory_reader {
     std::vector<search_result> diag(count);
     std::vector<detail::directory_candidates> cands(count);
     for (std::size_t g = 0; g != count; ++g) cands[g] = gather(s, queries.sequence(q0 + g), per[q0 + g], diag[g]);
-    const auto st = detail::stack_queries_of(queries, per, q0, q1, [&](std::size_t g, std::size_t first) { return cands[g].local == cands[first].local; });
+    std::size_t most_candidates = 0;
+    for (const auto& c : cands) most_candidates = std::max(most_candidates, c.count());
+    const auto st = detail::stack_queries_of(
+        queries, per, q0, q1, [&](std::size_t g, std::size_t first) { return cands[g].local == cands[first].local; },
+        detail::stack_members_for(most_candidates, strategies.size()));
     const auto& members = st.members;
     auto finish_alone = [&](std::size_t g) {
       const std::size_t q = q0 + g;

@@ -66,30 +66,50 @@ namespace detail {
 inline constexpr std::size_t stack_queries = 8;  ///< queries a block of a batch's exhaustive searches holds at most
 inline constexpr std::size_t stack_rows = 512;   ///< and their rows (a longer query goes alone)
 
-/// The blocks ([first, last) queries) of a batch's exhaustive searches: consecutive queries, up to stack_queries
-/// and stack_rows rows a block (a longer query alone), and no more a block than spreads the batch over every
-/// thread. Empty where blocks would not help: searches that are not exhaustive, or one query a thread.
+inline constexpr std::size_t stack_score_floats = std::size_t(1) << 23;  ///< scores a stacked rerank holds at most (32 MB)
+inline constexpr std::size_t scan_rows = 64;  ///< searched rows a block of a batch's token searches holds at most (token_topk's row block)
+
+/// The blocks ([first, last) queries) of a batch: consecutive queries, no more a block than spreads the batch over
+/// every thread. Exhaustive searches: up to stack_queries queries (and `max_stack`: stack_members_for) and stack_rows
+/// rows a block (a longer query alone), swept together by the rerank. Token searches where `stack_token_searches` (a rows_independent_backend, no nprobe):
+/// up to scan_rows searched rows a block (the rows left after β^q), searched by one backend call. Empty where blocks
+/// would not help: other searches, or one query a thread.
 inline std::vector<std::pair<std::size_t, std::size_t>> query_blocks(const sequence_set_view& queries, const std::vector<search_params>& per,
-                                                                   unsigned threads) {
+                                                                   unsigned threads, bool stack_token_searches = false,
+                                                                   std::size_t max_stack = stack_queries) {
   const std::size_t nq = queries.size();
   std::vector<std::pair<std::size_t, std::size_t>> blocks;
-  if (nq == 0 || !per[0].exhaustive) return blocks;
+  if (nq == 0) return blocks;
+  const bool exhaustive = per[0].exhaustive;
+  if (!exhaustive && (!stack_token_searches || per[0].nprobe != 0)) return blocks;
   const unsigned workers = worker_count(nq, threads);
-  const std::size_t per_block = std::min(stack_queries, (nq + workers - 1) / workers);
+  const std::size_t per_block = std::min(exhaustive ? std::min(max_stack, stack_queries) : nq, (nq + workers - 1) / workers);
   if (per_block < 2) return blocks;
+  const std::size_t max_rows = exhaustive ? stack_rows : scan_rows;
+  auto rows_of = [&](std::size_t q) {
+    return exhaustive ? queries.length(q) : prune_keep_count(queries.length(q), per[q].query_prune);
+  };
   for (std::size_t q = 0; q != nq;) {
-    std::size_t end = q + 1, rows = queries.length(q);
-    while (end != nq && end - q < per_block && rows + queries.length(end) <= stack_rows) rows += queries.length(end++);
+    std::size_t end = q + 1, rows = rows_of(q);
+    while (end != nq && end - q < per_block && rows + rows_of(end) <= max_rows) rows += rows_of(end++);
     blocks.emplace_back(q, end);
     q = end;
   }
   return blocks;
 }
 
+/// How many queries a stacked rerank of `candidates` documents under `per_doc` strategies scores at once: up to
+/// stack_queries, and no more than keep its scores within stack_score_floats (a batch over a quarter of a million
+/// documents and six strategies stacks 5 queries, not 8); at least 1.
+inline std::size_t stack_members_for(std::size_t candidates, std::size_t per_doc) noexcept {
+  return std::clamp<std::size_t>(stack_score_floats / std::max<std::size_t>(1, candidates * std::max<std::size_t>(1, per_doc)), 1, stack_queries);
+}
+
 /// The stack of one block of queries q0 .. q1 - 1 (query_blocks): `members` (indices from q0) are the queries
 /// with rows whose candidates are the first such query's (same_candidates(g, first)) and whose query salience is
 /// given as that one's is (all or none); with two or more, `rows` holds their rows back to back, `salience` their
-/// rerank salience and `row_offsets` where each member's rows start (and the end).
+/// rerank salience and `row_offsets` where each member's rows start (and the end). At most `max_members` members
+/// (stack_members_for); the rest of the block goes alone.
 struct query_stack {
   std::vector<std::size_t> members;
   std::vector<float> rows, salience;
@@ -99,9 +119,9 @@ struct query_stack {
 
 template <class SameCandidates>
 query_stack stack_queries_of(const sequence_set_view& queries, const std::vector<search_params>& per, std::size_t q0, std::size_t q1,
-                             SameCandidates&& same_candidates) {
+                             SameCandidates&& same_candidates, std::size_t max_members = stack_queries) {
   query_stack st;
-  for (std::size_t g = 0; g != q1 - q0; ++g) {
+  for (std::size_t g = 0; g != q1 - q0 && st.members.size() < max_members; ++g) {
     const std::size_t q = q0 + g;
     if (queries.length(q) == 0) continue;
     if (!st.members.empty()) {
@@ -339,7 +359,9 @@ class aligner_retriever {
   /// replaces p.query_salience per query).
   /// Exhaustive searches (p.exhaustive) go in blocks of up to 8 consecutive queries: each
   /// document is swept once for all the rows of a block (score_documents_stacked), which reads the store once per
-  /// block instead of once per query; the results are the same bit for bit.
+  /// block instead of once per query. Token searches over a rows_independent_backend (exact_backend) put up to 64
+  /// kept rows of consecutive queries into one backend search, which scans the token index once per block. The
+  /// results are the same bit for bit.
   std::vector<search_result> search_batch(const sequence_set_view& queries, const search_params& p = {},
                                           std::span<const float> query_salience = {}, unsigned threads = 0) const {
     const auto per = batch_params(queries, p, query_salience, "search_batch");
@@ -404,8 +426,8 @@ class aligner_retriever {
     ALIGNER_EXPECTS(p.exhaustive || p.nprobe > 0 || s_.params.token_index,
                     "this retriever has no token index (index_params.token_index = false): search with nprobe or exhaustive");
     detail::check_beta(p.query_prune, "search_params.query_prune");
-    ALIGNER_EXPECTS(p.query_prune == 1.0 || !p.query_salience.empty(), "search_params.query_prune = ", p.query_prune,
-                    " needs query_salience");
+    ALIGNER_EXPECTS(p.query_prune == 1.0 || query.rows == 0 || !p.query_salience.empty(), "search_params.query_prune = ", p.query_prune,
+                    " needs query_salience");  // (an empty query has an empty salience: no result either way)
     detail::check_matrix(query, "query", p.check_finite);
     detail::check_weights(p.query_salience, query.rows, "query_salience");
     for (std::size_t i = 0; i != p.allowed_ids.size(); ++i)
@@ -413,88 +435,125 @@ class aligner_retriever {
                       p.allowed_ids[i], " is not a document id (the retriever holds ids 0..", std::int64_t(size()) - 1, ")");
   }
 
+  /// What gathering a query's candidates decides before its token search (plan_gather): the candidates themselves
+  /// where no token search is needed (`done`), else the rows to search and what the hits are filtered by.
+  struct gather_plan {
+    bool done = true;
+    std::vector<std::uint32_t> candidates;  ///< done: the candidates (sorted ids)
+    bool restricted = false;                ///< a filter or allowed_ids
+    std::vector<char> ok;                   ///< restricted: ok[d] = d may be returned (read by the backend's threads, never written then)
+    std::vector<std::uint32_t> allowed;     ///< restricted: the allowed documents, sorted
+    std::size_t allowed_with_tokens = 0;
+    std::vector<float> kept;                ///< the searched rows where they are not the query's own (pruned or strided)
+    matrix_view<float> rows{};              ///< the rows to search (into the query or `kept`)
+    bool returnable(std::uint32_t d, const std::vector<bool>& removed) const { return restricted ? ok[d] != 0 : !removed[d]; }
+  };
+
   /// Candidate documents of a query (sorted ids) and the diagnostics of gathering them. A restricted search (filter
   /// or allowed_ids) decides once per document whether it may be returned, pushes that decision into the token
   /// search of a filtering_backend, reranks a small allowed set whole, and returns min(top, allowed documents)
   /// results: when the token search finds fewer, every allowed document is reranked.
   std::vector<std::uint32_t> gather(matrix_view<float> query, const search_params& p, search_result& diag) const {
-    std::vector<std::uint32_t> candidates;
+    gather_plan plan = plan_gather(query, p, diag);
+    if (plan.done) return std::move(plan.candidates);
+    if (p.nprobe) {
+      auto returnable = [&](std::uint32_t d) { return plan.returnable(d, s_.removed); };
+      std::vector<std::uint32_t> candidates;
+      if (s_.store.codec()) candidates = probe_centroids(plan.rows, p, returnable, diag);
+      if (plan.restricted && candidates.size() < std::min(p.top, plan.allowed_with_tokens)) return every_allowed(plan, p, diag);
+      return candidates;
+    }
+    return finish_gather(plan, p, token_search(plan, plan.rows, p), diag);
+  }
+
+  /// gather up to the token search: the candidates where none is needed (an empty query or index, exhaustive, a
+  /// small allowed set, an empty backend), else the rows to search (the kept query tokens, contiguous).
+  gather_plan plan_gather(matrix_view<float> query, const search_params& p, search_result& diag) const {
+    gather_plan plan;
     diag.empty_query = query.rows == 0;
-    if (query.rows == 0 || live_size() == 0) return candidates;
-    const bool restricted = p.filter || !p.allowed_ids.empty();
-    std::vector<char> ok;  // restricted: ok[d] = d may be returned (read by the backend's threads, never written then)
-    std::vector<std::uint32_t> allowed;
-    std::size_t allowed_tokens = 0, allowed_with_tokens = 0;
+    if (query.rows == 0 || live_size() == 0) return plan;
+    plan.restricted = p.filter || !p.allowed_ids.empty();
+    std::size_t allowed_tokens = 0;
     auto consider = [&](std::size_t d) {
-      if (ok[d] || s_.removed[d] || (p.filter && !p.filter(std::int64_t(d)))) return;
-      ok[d] = 1;
-      allowed.push_back(std::uint32_t(d));
+      if (plan.ok[d] || s_.removed[d] || (p.filter && !p.filter(std::int64_t(d)))) return;
+      plan.ok[d] = 1;
+      plan.allowed.push_back(std::uint32_t(d));
       allowed_tokens += s_.store.length(d);
-      allowed_with_tokens += s_.store.length(d) != 0;
+      plan.allowed_with_tokens += s_.store.length(d) != 0;
     };
-    if (restricted) {
-      ok.assign(size(), 0);
+    if (plan.restricted) {
+      plan.ok.assign(size(), 0);
       if (!p.allowed_ids.empty()) {
         for (std::int64_t id : p.allowed_ids) consider(std::size_t(id));
-        std::sort(allowed.begin(), allowed.end());
+        std::sort(plan.allowed.begin(), plan.allowed.end());
       } else {
         for (std::size_t d = 0; d != size(); ++d) consider(d);
       }
     }
-    // Every allowed document; outside an exhaustive search only those with tokens (a token search never finds an
-    // empty document, so the shortcuts below return what a complete token search would).
-    auto every_allowed = [&] {
-      diag.reranked_all_allowed = true;
-      std::vector<std::uint32_t> out;
-      auto take = [&](std::uint32_t d) {
-        if (p.exhaustive || s_.store.length(d) != 0) out.push_back(d);
-      };
-      if (restricted)
-        for (std::uint32_t d : allowed) take(d);
-      else
-        for (std::size_t d = 0; d != size(); ++d)
-          if (!s_.removed[d]) take(std::uint32_t(d));
-      return out;
-    };
-    if (p.exhaustive) return every_allowed();
+    if (p.exhaustive) {
+      plan.candidates = every_allowed(plan, p, diag);
+      return plan;
+    }
     // Kept query tokens, contiguous.
-    std::vector<float> kept;
     const float* search_rows = nullptr;
     std::size_t search_count = query.rows;
     if (p.query_prune < 1.0) {
       const auto keep = prune(p.query_salience, p.query_prune);
       diag.query_tokens_pruned = query.rows - keep.size();
-      for (std::uint32_t i : keep) kept.insert(kept.end(), query.row(i), query.row(i) + dim());
-      search_rows = kept.data();
+      for (std::uint32_t i : keep) plan.kept.insert(plan.kept.end(), query.row(i), query.row(i) + dim());
+      search_rows = plan.kept.data();
       search_count = keep.size();
     } else if (query.stride_elems != dim()) {
-      for (std::size_t i = 0; i != query.rows; ++i) kept.insert(kept.end(), query.row(i), query.row(i) + dim());
-      search_rows = kept.data();
+      for (std::size_t i = 0; i != query.rows; ++i) plan.kept.insert(plan.kept.end(), query.row(i), query.row(i) + dim());
+      search_rows = plan.kept.data();
     } else {
       search_rows = query.data;
     }
     // An allowed set holding no more tokens than the token search could return hits is reranked whole: the rerank
     // then touches no more tokens than the candidates of an unfiltered search could, and the result is exact.
-    if (restricted && allowed_tokens <= search_count * p.candidates_per_token) return every_allowed();
+    if (plan.restricted && allowed_tokens <= search_count * p.candidates_per_token) {
+      plan.candidates = every_allowed(plan, p, diag);
+      return plan;
+    }
     diag.tokens_searched = search_count;
-    const matrix_view<float> rows(search_rows, search_count, dim());
-    auto returnable = [&](std::uint32_t d) { return restricted ? ok[d] != 0 : !s_.removed[d]; };
-    if (p.nprobe) {
-      if (s_.store.codec()) candidates = probe_centroids(rows, p, returnable, diag);
-      if (restricted && candidates.size() < std::min(p.top, allowed_with_tokens)) return every_allowed();
-      return candidates;
-    }
-    if (s_.backend.size() == 0) return candidates;
-    topk_result hits;
+    plan.rows = matrix_view<float>(search_rows, search_count, dim());
+    if (!p.nprobe && s_.backend.size() == 0) return plan;
+    plan.done = false;
+    return plan;
+  }
+
+  /// Every allowed document of a plan; outside an exhaustive search only those with tokens (a token search never
+  /// finds an empty document, so the shortcuts return what a complete token search would).
+  std::vector<std::uint32_t> every_allowed(const gather_plan& plan, const search_params& p, search_result& diag) const {
+    diag.reranked_all_allowed = true;
+    std::vector<std::uint32_t> out;
+    auto take = [&](std::uint32_t d) {
+      if (p.exhaustive || s_.store.length(d) != 0) out.push_back(d);
+    };
+    if (plan.restricted)
+      for (std::uint32_t d : plan.allowed) take(d);
+    else
+      for (std::size_t d = 0; d != size(); ++d)
+        if (!s_.removed[d]) take(std::uint32_t(d));
+    return out;
+  }
+
+  /// The backend's top k' of `rows` (one query's, or a block's stacked rows whose plans restrict alike), filtered
+  /// to tokens of returnable documents where plan restricts or documents were removed.
+  topk_result token_search(const gather_plan& plan, matrix_view<float> rows, const search_params& p) const {
     if constexpr (filtering_backend<Backend>) {
-      if (restricted || s_.removed_count != 0)
-        hits = s_.backend.search(rows, p.candidates_per_token,
-                                 id_filter([&](std::int64_t t) { return s_.tokens.any_doc(std::size_t(t), returnable); }));
-      else
-        hits = s_.backend.search(rows, p.candidates_per_token);
-    } else {
-      hits = s_.backend.search(rows, p.candidates_per_token);
+      if (plan.restricted || s_.removed_count != 0)
+        return s_.backend.search(rows, p.candidates_per_token, id_filter([&](std::int64_t t) {
+                                   return s_.tokens.any_doc(std::size_t(t), [&](std::uint32_t d) { return plan.returnable(d, s_.removed); });
+                                 }));
     }
+    return s_.backend.search(rows, p.candidates_per_token);
+  }
+
+  /// gather after the token search: the plan's query's hits (one row per searched row) to candidates.
+  std::vector<std::uint32_t> finish_gather(const gather_plan& plan, const search_params& p, const topk_result& hits, search_result& diag) const {
+    std::vector<std::uint32_t> candidates;
+    auto returnable = [&](std::uint32_t d) { return plan.returnable(d, s_.removed); };
     auto valid = [&](std::int64_t id) { return id >= 0 && std::size_t(id) < s_.tokens.size(); };
     if (p.ndocs == 0) {
       for (std::int64_t id : hits.ids) {
@@ -508,7 +567,7 @@ class aligner_retriever {
     } else {
       candidates = cut_token_hits(hits, p.ndocs, valid, returnable, diag);
     }
-    if (restricted && candidates.size() < std::min(p.top, allowed_with_tokens)) return every_allowed();
+    if (plan.restricted && candidates.size() < std::min(p.top, plan.allowed_with_tokens)) return every_allowed(plan, p, diag);
     return candidates;
   }
 
@@ -595,7 +654,8 @@ class aligner_retriever {
       else
         out[q] = search_unchecked_multi(queries.sequence(q), strategies, per[q]);
     };
-    const auto blocks = detail::query_blocks(queries, per, threads);
+    const auto blocks = detail::query_blocks(queries, per, threads, rows_independent_backend<Backend>,
+                                             detail::stack_members_for(live_size(), strategies.size()));
     if (blocks.empty()) {
       parallel_for(nq, threads, alone);
       return out;
@@ -611,8 +671,15 @@ class aligner_retriever {
     const std::size_t count = q1 - q0;
     std::vector<search_result> diag(count);
     std::vector<std::vector<std::uint32_t>> candidates(count);
-    for (std::size_t g = 0; g != count; ++g) candidates[g] = gather(queries.sequence(q0 + g), per[q0 + g], diag[g]);
-    const auto st = detail::stack_queries_of(queries, per, q0, q1, [&](std::size_t g, std::size_t first) { return candidates[g] == candidates[first]; });
+    if (per[q0].exhaustive || per[q0].nprobe != 0) {
+      for (std::size_t g = 0; g != count; ++g) candidates[g] = gather(queries.sequence(q0 + g), per[q0 + g], diag[g]);
+    } else {
+      gather_block(queries, per, q0, q1, diag, candidates);
+    }
+    const auto st = detail::stack_queries_of(
+        queries, per, q0, q1, [&](std::size_t g, std::size_t first) { return candidates[g] == candidates[first]; },
+        detail::stack_members_for(std::max_element(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) { return a.size() < b.size(); })->size(),
+                                  strategies.size()));
     const auto& members = st.members;
     auto finish_alone = [&](std::size_t g) {
       const std::size_t q = q0 + g;
@@ -644,6 +711,53 @@ class aligner_retriever {
     }
     for (std::size_t g = 0; g != count; ++g)
       if (!st.stacked(g)) finish_alone(g);
+  }
+
+  /// The candidates of token searches q0 .. q1 - 1 of a batch (rows_independent_backend): the queries that need a
+  /// token search and whose plans restrict alike put their rows into one backend search (a row's hits are then
+  /// those of its own query's search), the others gather alone; equal to gather() query by query.
+  void gather_block(const sequence_set_view& queries, const std::vector<search_params>& per, std::size_t q0, std::size_t q1,
+                    std::vector<search_result>& diag, std::vector<std::vector<std::uint32_t>>& candidates) const {
+    const std::size_t count = q1 - q0;
+    std::vector<gather_plan> plans(count);
+    std::vector<std::size_t> members;
+    for (std::size_t g = 0; g != count; ++g) {
+      plans[g] = plan_gather(queries.sequence(q0 + g), per[q0 + g], diag[g]);
+      if (plans[g].done) {
+        candidates[g] = std::move(plans[g].candidates);
+        continue;
+      }
+      // The backend's filter is the first member's: a query whose plan restricts otherwise (a batch's queries share
+      // their search_params, so none does) or whose k' differs searches alone.
+      if (!members.empty()) {
+        const gather_plan& first = plans[members.front()];
+        if (plans[g].restricted != first.restricted || plans[g].ok != first.ok ||
+            per[q0 + g].candidates_per_token != per[q0 + members.front()].candidates_per_token) {
+          candidates[g] = finish_gather(plans[g], per[q0 + g], token_search(plans[g], plans[g].rows, per[q0 + g]), diag[g]);
+          continue;
+        }
+      }
+      members.push_back(g);
+    }
+    if (members.empty()) return;
+    const std::size_t d = dim();
+    std::vector<float> rows;
+    std::vector<std::size_t> offsets{0};
+    for (std::size_t g : members) {
+      const matrix_view<float> r = plans[g].rows;
+      for (std::size_t i = 0; i != r.rows; ++i) rows.insert(rows.end(), r.row(i), r.row(i) + d);
+      offsets.push_back(offsets.back() + r.rows);
+    }
+    const search_params& p = per[q0 + members.front()];
+    const topk_result all = token_search(plans[members.front()], matrix_view<float>(rows.data(), offsets.back(), d), p);
+    const std::size_t k = all.k;
+    for (std::size_t m = 0; m != members.size(); ++m) {
+      const std::size_t g = members[m], r0 = offsets[m], r1 = offsets[m + 1];
+      topk_result hits(r1 - r0, k);
+      std::copy(all.ids.begin() + std::ptrdiff_t(r0 * k), all.ids.begin() + std::ptrdiff_t(r1 * k), hits.ids.begin());
+      std::copy(all.scores.begin() + std::ptrdiff_t(r0 * k), all.scores.begin() + std::ptrdiff_t(r1 * k), hits.scores.begin());
+      candidates[g] = finish_gather(plans[g], per[q0 + g], hits, diag[g]);
+    }
   }
 
   /// Token-search candidates (sorted ids) cut to the best `ndocs` by the token-search score: per searched query row,
