@@ -8,6 +8,7 @@
 #include "test_common.hpp"
 
 #include <fstream>
+#include <limits>
 
 using Catch::Matchers::WithinAbs;
 
@@ -382,6 +383,41 @@ TEST_CASE("salience training: learns to silence tokens that match everywhere and
     INFO("alpha " << alpha << ": teacher's document first " << before << " without salience, " << after << " learned");
     REQUIRE(after >= before + 0.2);
   }
+}
+
+TEST_CASE("salience training: hard negatives are the best-scoring documents that are not relevant", "[oracle]") {
+  // Against the double reference score of every document: the negatives are the `count` best non-relevant ones, in
+  // score order (within float rounding). Examples with 1 to 4 positives, one query twice, 1 and 3 threads.
+  stopword_problem pb(21, 4);
+  auto examples = pb.examples;
+  for (std::size_t e = 0; e != examples.size(); ++e) examples[e].positives.resize(1 + e % examples[e].positives.size());
+  examples.push_back(examples[3]);
+  const auto docs = pb.docs();
+  for (const auto& strategy : {aligner::alignment::top1(), aligner::alignment::top_k(2)})
+    for (unsigned threads : {1u, 3u}) {
+      INFO(strategy.name() << ", threads " << threads);
+      auto got = examples;
+      aligner::mine_hard_negatives(pb.queries(), docs, got, 5, strategy, aligner::normalization::mean, threads);
+      for (std::size_t e = 0; e != got.size(); ++e) {
+        INFO("example " << e);
+        const auto& ex = got[e];
+        REQUIRE(ex.negatives.size() == 5);
+        std::vector<double> ref(docs.size());
+        for (std::size_t d = 0; d != docs.size(); ++d)
+          ref[d] = aligner::ref::score(pb.queries().sequence(ex.query), docs.sequence(d), {.strategy = strategy});
+        auto relevant = [&](std::uint32_t d) { return std::find(ex.positives.begin(), ex.positives.end(), d) != ex.positives.end(); };
+        double lowest = std::numeric_limits<double>::infinity();
+        for (std::size_t i = 0; i != ex.negatives.size(); ++i) {
+          const std::uint32_t d = ex.negatives[i];
+          REQUIRE_FALSE(relevant(d));
+          if (i) REQUIRE(ref[d] <= ref[ex.negatives[i - 1]] + 1e-5);
+          lowest = std::min(lowest, ref[d]);
+        }
+        for (std::uint32_t d = 0; d != docs.size(); ++d)
+          if (!relevant(d) && std::find(ex.negatives.begin(), ex.negatives.end(), d) == ex.negatives.end()) REQUIRE(ref[d] <= lowest + 1e-5);
+      }
+      REQUIRE(got.back().negatives == got[3].negatives);
+    }
 }
 
 TEST_CASE("salience training: early stopping keeps the best held-out epoch, runs repeat exactly for a seed at any thread count",

@@ -807,16 +807,27 @@ inline void mine_hard_negatives(const sequence_set_view& queries, const sequence
   std::vector<std::vector<std::uint32_t>> found(examples.size());
   if (count > 0 && docs.size() > 0) {
     const aligner_retriever<exact_backend> index(exact_backend(docs.tokens.cols), docs, index_params{.token_index = false});
-    parallel_for(examples.size(), threads, [&](std::size_t e) {
+    // One exhaustive batch over the examples' queries (blocks of queries sweep each document once). Every example
+    // asks for the most any needs: a ranking's first n entries do not depend on how many more are asked for.
+    std::vector<float> rows;
+    std::vector<std::int64_t> offsets{0};
+    std::size_t top = count;
+    for (const auto& ex : examples) {
+      const matrix_view<float> q = queries.sequence(ex.query);
+      for (std::size_t i = 0; i != q.rows; ++i) rows.insert(rows.end(), q.row(i), q.row(i) + q.cols);
+      offsets.push_back(offsets.back() + std::int64_t(q.rows));
+      top = std::max(top, count + ex.positives.size());
+    }
+    const sequence_set_view batch{{rows.data(), std::size_t(offsets.back()), queries.tokens.cols}, offsets};
+    const auto results = index.search_batch(batch, {.strategy = strategy, .norm = norm, .top = top, .exhaustive = true}, {}, threads);
+    for (std::size_t e = 0; e != examples.size(); ++e) {
       const auto& ex = examples[e];
-      const auto r = index.search(queries.sequence(ex.query),
-                                  {.strategy = strategy, .norm = norm, .top = count + ex.positives.size(), .exhaustive = true});
-      for (auto id : r.ids) {
+      for (auto id : results[e].ids) {
         if (found[e].size() == count) break;
         if (std::find(ex.positives.begin(), ex.positives.end(), std::uint32_t(id)) == ex.positives.end())
           found[e].push_back(std::uint32_t(id));
       }
-    });
+    }
   }
   for (std::size_t e = 0; e != examples.size(); ++e) examples[e].negatives = std::move(found[e]);
 }
