@@ -173,6 +173,29 @@ def test_search_batch_equals_serial_searches_on_threads():
         f"d{i}": float(s) for i, s in zip(joined[1].ids, joined[1].scores)}
 
 
+def test_token_search_batches_equal_serial_searches_on_every_exact_backend():
+    # The exact backends put consecutive queries' kept tokens into one scan (up to 64 rows): the same hits as each
+    # query's own search, so the same results bit for bit, with query pruning, a filter and an empty query.
+    docs = collection(11)
+    rng = np.random.default_rng(12)
+    queries = [rng.standard_normal((int(rng.integers(1, 15)), DIM)).astype(np.float32) for _ in range(30)]
+    queries[7] = np.zeros((0, DIM), np.float32)
+    uq = rng.random(sum(len(q) for q in queries)).astype(np.float32)
+    for backend in ("exact", "exact-bf16", "exact-i8"):
+        r = aligner.Retriever(DIM, backend=backend, doc_prune=0.7)
+        r.add(docs, salience=np.random.default_rng(13).random(sum(len(d) for d in docs)).astype(np.float32))
+        for kw in (dict(candidates=5), dict(candidates=3, query_prune=0.5, ndocs=4),
+                   dict(candidates=8, filter=lambda d: d % 3 != 0, strategy="topk:2")):
+            batch = r.search_batch(queries, threads=2, top=6, query_salience=uq, **kw)
+            at = 0
+            for q, res in zip(queries, batch):
+                one = r.search(q, top=6, query_salience=uq[at:at + len(q)], **kw)
+                at += len(q)
+                np.testing.assert_array_equal(res.ids, one.ids)
+                np.testing.assert_array_equal(res.scores, one.scores)
+            assert len(batch[7].ids) == 0
+
+
 def test_python_threads_search_while_another_adds():
     docs = collection(6)
     r = aligner.Retriever(DIM)
