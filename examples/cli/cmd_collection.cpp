@@ -382,23 +382,14 @@ int run_query(const options& o) {
       throw usage_error(o.doc_ids + " names " + std::to_string(names.size()) + " documents, " + o.index_file + " holds " + std::to_string(documents));
     std::vector<aligner::search_result> results(queries.size());
     {
-      // search_batch in chunks (a progress tick each): exhaustive searches sweep each document once for a block of
-      // queries, and the exact backend's token search scans its index once for a block's rows.
       progress bar("ranking queries", queries.size(), o.progress);
-      const std::size_t n = queries.size(), chunk = 16 * std::size_t(aligner::worker_count(n, o.threads));
-      for (std::size_t c0 = 0; c0 < n; c0 += chunk) {
-        const std::size_t c1 = std::min(n, c0 + chunk);
-        std::vector<std::int64_t> part(offsets.begin() + std::ptrdiff_t(c0), offsets.begin() + std::ptrdiff_t(c1) + 1);
-        for (auto& v : part) v -= offsets[c0];
-        const aligner::sequence_set_view view{{queries.tokens.row(std::size_t(offsets[c0])), std::size_t(part.back()), dim}, part};
-        const std::span<const float> u =
-            s.uq.empty() ? std::span<const float>() : std::span<const float>(s.uq).subspan(std::size_t(offsets[c0]), std::size_t(part.back()));
-        auto got = index.search_batch(view, p, u, o.threads);
-        for (std::size_t q = c0; q != c1; ++q) {
-          results[q] = std::move(got[q - c0]);
-          bar.tick();
-        }
-      }
+      rank_in_chunks(
+          queries, s.uq, o.threads,
+          [&](const aligner::sequence_set_view& view, std::span<const float> u) { return index.search_batch(view, p, u, o.threads); },
+          [&](std::size_t q, aligner::search_result got, double) {
+            results[q] = std::move(got);
+            bar.tick();
+          });
     }
     for (std::size_t q = 0; q != queries.size(); ++q) {
       if (results[q].empty_query) std::fprintf(stderr, "query %zu has no tokens to search: no results\n", q);

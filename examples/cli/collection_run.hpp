@@ -100,6 +100,28 @@ struct ranking {
   double ms_per_query = 0;  ///< wall time of one query's search (mean over queries, each on one thread)
 };
 
+/// Ranks `queries` (with `salience`: one value a token, or empty) through `batch(view, salience)`, an index's
+/// search_batch or search_batch_multi, in chunks of 16 queries a worker and in order, so that a progress bar moves:
+/// exhaustive searches sweep each document once for a block of queries, and the exact backend's token search scans
+/// its index once for a block's rows. take(q, result, seconds) receives each query's result and its share of its
+/// chunk's wall time times the threads (its time on one thread).
+template <class Batch, class Take>
+void rank_in_chunks(const aligner::sequence_set_view& queries, std::span<const float> salience, unsigned threads, Batch&& batch, Take&& take) {
+  const std::size_t n = queries.size(), chunk = 16 * std::size_t(aligner::worker_count(n, threads));
+  for (std::size_t c0 = 0; c0 < n; c0 += chunk) {
+    const std::size_t c1 = std::min(n, c0 + chunk), first = std::size_t(queries.offsets[c0]);
+    std::vector<std::int64_t> part(queries.offsets.begin() + std::ptrdiff_t(c0), queries.offsets.begin() + std::ptrdiff_t(c1) + 1);
+    for (auto& v : part) v -= std::int64_t(first);
+    const std::size_t rows = std::size_t(part.back());
+    const aligner::sequence_set_view view{queries.tokens.middle_rows(first, rows), part};
+    const auto t0 = std::chrono::steady_clock::now();
+    auto got = batch(view, salience.empty() ? salience : salience.subspan(first, rows));
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double share = wall * double(aligner::worker_count(c1 - c0, threads)) / double(c1 - c0);
+    for (std::size_t q = c0; q != c1; ++q) take(q, std::move(got[q - c0]), share);
+  }
+}
+
 /// Ranks every judged query of `s` with `index` under every strategy. Results are named by `doc_names` (by id;
 /// default: the collection's document ids, whose count must match the index's).
 template <class Index>
@@ -113,46 +135,31 @@ ranking rank_with(const options& o, const Index& index, const retrieval_setup& s
   std::vector<double> seconds(s.judged.size());
   constexpr bool batches = requires(const Index& i, aligner::sequence_set_view v, std::span<const aligner::alignment> g,
                                     std::span<const float> u) { i.search_batch_multi(v, g, aligner::search_params{}, u, 1u); };
+  progress bar("ranking queries", s.judged.size(), o.progress);
   if constexpr (batches) {
-    {
-      // The judged queries go to search_batch_multi in chunks (a progress tick each): an exhaustive search sweeps each
-      // document once for a block of queries, and the exact backend's token search scans its index once for a
-      // block's rows. A query's time is its share of the chunk's wall time times the threads (its time on one
-      // thread, as the loop below measures it).
-      const std::size_t n = s.judged.size(), dim = s.c.queries.dim;
-      std::vector<float> rows, uq;
-      std::vector<std::int64_t> offsets{0};
-      for (const std::size_t q : s.judged) {
-        const auto seq = s.c.queries.sequence(q);
-        for (std::size_t r = 0; r != seq.rows; ++r) rows.insert(rows.end(), seq.row(r), seq.row(r) + dim);
-        offsets.push_back(offsets.back() + std::int64_t(seq.rows));
-        if (!s.uq.empty()) {
-          const auto* u = s.uq.data() + s.c.queries.offsets[q];
-          uq.insert(uq.end(), u, u + seq.rows);
-        }
-      }
-      const unsigned workers = aligner::worker_count(n, o.threads);
-      const std::size_t chunk = 16 * std::size_t(workers);
-      progress bar("ranking queries", n, o.progress);
-      for (std::size_t c0 = 0; c0 < n; c0 += chunk) {
-        const std::size_t c1 = std::min(n, c0 + chunk);
-        std::vector<std::int64_t> part(offsets.begin() + std::ptrdiff_t(c0), offsets.begin() + std::ptrdiff_t(c1) + 1);
-        for (auto& v : part) v -= offsets[c0];
-        const aligner::sequence_set_view view{{rows.data() + std::size_t(offsets[c0]) * dim, std::size_t(part.back()), dim}, part};
-        const std::span<const float> u = uq.empty() ? std::span<const float>() : std::span<const float>(uq).subspan(std::size_t(offsets[c0]), std::size_t(part.back()));
-        const auto t0 = std::chrono::steady_clock::now();
-        auto got = index.search_batch_multi(view, strategies, p, u, o.threads);
-        const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        for (std::size_t i = c0; i != c1; ++i) {
-          results[i] = std::move(got[i - c0]);
-          seconds[i] = wall * double(aligner::worker_count(c1 - c0, o.threads)) / double(c1 - c0);
-          bar.tick();
-        }
+    // The judged queries, back to back, go to search_batch_multi in chunks (rank_in_chunks).
+    const std::size_t dim = s.c.queries.dim;
+    std::vector<float> rows, uq;
+    std::vector<std::int64_t> offsets{0};
+    for (const std::size_t q : s.judged) {
+      const auto seq = s.c.queries.sequence(q);
+      for (std::size_t r = 0; r != seq.rows; ++r) rows.insert(rows.end(), seq.row(r), seq.row(r) + dim);
+      offsets.push_back(offsets.back() + std::int64_t(seq.rows));
+      if (!s.uq.empty()) {
+        const auto* u = s.uq.data() + s.c.queries.offsets[q];
+        uq.insert(uq.end(), u, u + seq.rows);
       }
     }
-  }
-  if (!batches) {
-    progress bar("ranking queries", s.judged.size(), o.progress);
+    const aligner::sequence_set_view judged{{rows.data(), std::size_t(offsets.back()), dim}, offsets};
+    rank_in_chunks(
+        judged, uq, o.threads,
+        [&](const aligner::sequence_set_view& view, std::span<const float> u) { return index.search_batch_multi(view, strategies, p, u, o.threads); },
+        [&](std::size_t i, std::vector<aligner::search_result> got, double share) {
+          results[i] = std::move(got);
+          seconds[i] = share;
+          bar.tick();
+        });
+  } else {
     aligner::parallel_for(s.judged.size(), o.threads, [&](std::size_t i) {
       const std::size_t q = s.judged[i];
       aligner::search_params qp = p;

@@ -71,9 +71,9 @@ inline constexpr std::size_t scan_rows = 64;  ///< searched rows a block of a ba
 
 /// The blocks ([first, last) queries) of a batch: consecutive queries, no more a block than spreads the batch over
 /// every thread. Exhaustive searches: up to stack_queries queries (and `max_stack`: stack_members_for) and stack_rows
-/// rows a block (a longer query alone), swept together by the rerank. Token searches where `stack_token_searches` (a rows_independent_backend, no nprobe):
-/// up to scan_rows searched rows a block (the rows left after β^q), searched by one backend call. Empty where blocks
-/// would not help: other searches, or one query a thread.
+/// rows a block (a longer query alone), swept together by the rerank. Token searches where `stack_token_searches`
+/// (a rows_independent_backend, no nprobe): up to scan_rows searched rows a block (the rows left after β^q),
+/// searched by one backend call. Empty where blocks would not help: other searches, or one query a thread.
 inline std::vector<std::pair<std::size_t, std::size_t>> query_blocks(const sequence_set_view& queries, const std::vector<search_params>& per,
                                                                    unsigned threads, bool stack_token_searches = false,
                                                                    std::size_t max_stack = stack_queries) {
