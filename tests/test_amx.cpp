@@ -13,7 +13,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <string>
+#include <vector>
 
 using Catch::Matchers::WithinAbs;
 
@@ -110,6 +113,63 @@ TEST_CASE("cpu: the vendor string is CPUID's, and the vector tiles prefetch into
   CHECK(aligner::kernel_info().prefetch.rfind(aligner::tile_prefetch_to_l2() ? "L2" : "L1", 0) == 0);
 }
 
+TEST_CASE("cpu: the L1 data cache size is CPUID's, and the tiles go panel group outer only on Intel where a group fits it", "[amx]") {
+  const std::size_t l1d = aligner::cpu().l1d_bytes;
+  // An independent reading where there is one: Linux's sysfs lists CPU 0's caches (level, type, size as "48K").
+  for (int index = 0; index != 8; ++index) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
+    auto read = [&](const char* name) {
+      std::string out;
+      if (std::FILE* f = std::fopen((dir + name).c_str(), "r")) {
+        char buf[64] = {};
+        if (std::fgets(buf, sizeof buf, f)) out = buf;
+        std::fclose(f);
+      }
+      while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+      return out;
+    };
+    if (read("level") == "1" && read("type") == "Data") {
+      const std::string size = read("size");
+      INFO("sysfs L1d size " << size << ", CPUID " << l1d);
+      if (!size.empty() && size.back() == 'K' && l1d > 0) CHECK(l1d == std::stoul(size) * 1024);
+    }
+  }
+  const bool intel = aligner::cpu().vendor == "GenuineIntel";
+  for (std::size_t group : {std::size_t(4) << 10, std::size_t(16) << 10, std::size_t(32) << 10, std::size_t(36) << 10, std::size_t(64) << 10})
+    CHECK(aligner::tile_panel_outer(group) == (intel && l1d > 0 && 4 * group <= 3 * l1d));
+  const std::string order = aligner::kernel_info().order;
+  CHECK(order.rfind(intel && l1d > 0 ? "panel group outer" : "query row block outer", 0) == 0);
+}
+
+TEST_CASE("sweep_tiles: both orders visit every tile once, a row's panels in increasing order and panel 0 first", "[amx]") {
+  // Documents of 1 to 3 spans (and a part of one), query rows with and without a row tail, panel groups of 4.
+  for (bool panel_outer : {false, true})
+    for (std::size_t n : {1, 3, 4, 9, 16, 33})
+      for (std::size_t panels : {1, 3, 4, 7, 16, 40}) {
+        CAPTURE(panel_outer, n, panels);
+        const std::size_t panel_bytes = 8 << 10, span_bytes = 64 << 10;  // spans of 8 panels
+        std::vector<char> buffer(panels * panel_bytes);
+        std::vector<int> seen(((n + 3) / 4) * panels, 0);
+        std::vector<std::size_t> last(n, std::size_t(-1));  // per row: the last panel group visited
+        bool ordered = true, first_is_zero = true;
+        aligner::tile_prefetch pf;
+        aligner::sweep_tiles<4, 4>(buffer.data(), panels, panel_bytes, span_bytes, n, {}, pf,
+                                   [&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
+                                     CHECK(i0 % 4 == 0);
+                                     CHECK(R == std::min<std::size_t>(4, n - i0));
+                                     for (std::size_t p = p0; p != p0 + here; ++p) ++seen[i0 / 4 * panels + p];
+                                     for (std::size_t r = i0; r != i0 + R; ++r) {
+                                       if (last[r] == std::size_t(-1) && p0 != 0) first_is_zero = false;
+                                       if (last[r] != std::size_t(-1) && p0 <= last[r]) ordered = false;
+                                       last[r] = p0;
+                                     }
+                                   }, panel_outer);
+        CHECK(std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; }));
+        CHECK(ordered);
+        CHECK(first_is_zero);
+      }
+}
+
 TEST_CASE("amx: row sums against the double reference across dims, rows, lengths, budgets and weights", "[amx]") {
   if (!amx_or_note()) return;
   const std::vector<std::size_t> lengths = {1, W - 1, W, W + 1, 3 * W, 4 * W + 1, 9 * W + 3};
@@ -187,6 +247,45 @@ TEST_CASE("amx: bit for bit the vector path and the reference where the arithmet
           REQUIRE(amx_sum[i] == rs[i]);
           REQUIRE(amx_z[i] == rz[i]);
         }
+      }
+    }
+}
+
+TEST_CASE("amx: 32-row tiles (two query blocks against each B load) equal two 16-row tiles bit for bit", "[amx]") {
+  // Pairing shares the B tile loads and leaves each accumulator's sequence of tdpbf16ps as it was, so the values
+  // are the same bits. Dims whose pairs fill whole k-blocks pair (32, 63, 64, 128); those with a tail (33, 100) and
+  // queries of at most 16 rows do not.
+  if (!amx_or_note()) return;
+  using engine_t = aligner::amx_bf16_engine<aligner::default_arch>;
+  using batch = engine_t::batch;
+  for (std::size_t dim : {32u, 33u, 63u, 64u, 100u, 128u})
+    for (std::size_t n : {5u, 16u, 17u, 32u, 40u}) {
+      const std::size_t m = 4 * W + 5;  // a whole group of 4 panels, then a partial one
+      const auto q = aligner_test::random_matrix(n, dim, 71 + n), d = aligner_test::random_matrix(m, dim, 72 + dim);
+      const auto packed = pack_bf16(d, m, dim);
+      std::vector<std::uint32_t> words(aligner::bf16_query_words(n, dim));
+      aligner::query_to_bf16_pairs({q.data(), n, dim}, words.data());
+      const engine_t engine(packed.data(), m, {q.data(), n, dim}, words.data());
+      CAPTURE(dim, n);
+      CHECK(engine.rows_paired() == (n > 16 && ((dim + 1) / 2) % 16 == 0));
+      if (!engine.rows_paired()) continue;
+      aligner::amx_configure(engine.config());
+      for (std::size_t i0 = 0; i0 + 32 <= aligner::bf16_query_rows(n); i0 += 32) {
+        alignas(64) batch paired[32][4], lo[16][4], hi[16][4];
+        engine.tile<32, 4>(i0, 0, paired);
+        engine.tile<16, 4>(i0, 0, lo);
+        engine.tile<16, 4>(i0 + 16, 0, hi);
+        CHECK(std::memcmp(&paired[0][0], &lo[0][0], sizeof lo) == 0);
+        CHECK(std::memcmp(&paired[16][0], &hi[0][0], sizeof hi) == 0);
+      }
+      // And through the sweep: every row's Top-1 and Top-3 as the vector path computes them within bf16 rounding.
+      std::vector<double> sum(n), z(n), rs(n), rz(n);
+      const auto q16 = bf16_rounded(q), d16 = bf16_rounded(d);
+      for (std::size_t k : {1u, 3u}) {
+        const std::size_t budgets[] = {k};
+        kernel(q, n, dim, packed.data(), m, budgets, nullptr, sum.data(), z.data());
+        aligner::ref::aligned_row_sums({q16.data(), n, dim}, {d16.data(), m, dim}, k, nullptr, rs.data(), rz.data());
+        for (std::size_t i = 0; i != n; ++i) REQUIRE_THAT(sum[i], WithinAbs(rs[i], 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim))));
       }
     }
 }

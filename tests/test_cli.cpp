@@ -348,7 +348,7 @@ TEST_CASE("cli: kernels prints the library's kernel_info, and AMX off when ALIGN
   REQUIRE(k.status == 0);
   CHECK(k.out.find("compiled_arch=") == 0);
   for (const char* key : {"panel_width=", "cpu=", "amx_bf16=", "avx512_wide=", "kernel_f32=", "kernel_bf16=", "kernel_f16=", "kernel_i8=",
-                          "kernel_residual=", "kernel_token_search=", "tile_prefetch="})
+                          "kernel_residual=", "kernel_token_search=", "tile_prefetch=", "tile_order="})
     CHECK(k.out.find(key) != std::string::npos);
   // The run-time AVX-512 tiles follow ALIGNER_NO_AVX512 in the tool's process as well.
   const auto no512 = run_cli("kernels", false, "ALIGNER_NO_AVX512=1");

@@ -46,6 +46,7 @@ struct cpu_features {
   bool os_avx = false, os_avx512 = false, os_amx = false;  ///< XCR0 enables the registers' state
   std::string brand;                                          ///< the CPU's brand string
   std::string vendor;                                         ///< CPUID's vendor string ("GenuineIntel", "AuthenticAMD", ...)
+  std::size_t l1d_bytes = 0;  ///< the level-1 data cache of one core (CPUID's cache parameters); 0 where not reported
 };
 
 namespace detail {
@@ -90,8 +91,27 @@ inline cpu_features read_cpu() noexcept {
       f.avx512_bf16 = (a >> 5) & 1u;
     }
   }
+  // Cache parameters: leaf 4 (Intel) or 0x8000001D (AMD, where leaf 0x80000001 ECX bit 22 announces it), one sub-leaf
+  // a cache: EAX[4:0] its type (0 ends the list, 1 data), EAX[7:5] its level; bytes = ways x partitions x line x sets,
+  // each field stored minus one (EBX[31:22], EBX[21:12], EBX[11:0], ECX).
+  auto l1d_from = [&](unsigned leaf) {
+    for (unsigned sub = 0; sub != 16; ++sub) {
+      __cpuid_count(leaf, sub, a, b, c, d);
+      const unsigned type = a & 0x1fu, level = (a >> 5) & 0x7u;
+      if (type == 0) break;
+      if (type == 1 && level == 1)
+        return std::size_t((b >> 22) + 1) * std::size_t(((b >> 12) & 0x3ffu) + 1) * std::size_t((b & 0xfffu) + 1) * (std::size_t(c) + 1);
+    }
+    return std::size_t(0);
+  };
+  if (f.vendor == "GenuineIntel" && max_leaf >= 4) f.l1d_bytes = l1d_from(4);
   __get_cpuid(0x80000000u, &a, &b, &c, &d);
-  if (a >= 0x80000004u) {
+  const unsigned max_extended = a;
+  if (f.vendor == "AuthenticAMD" && max_extended >= 0x8000001Du) {
+    __get_cpuid(0x80000001u, &a, &b, &c, &d);
+    if ((c >> 22) & 1u) f.l1d_bytes = l1d_from(0x8000001Du);
+  }
+  if (max_extended >= 0x80000004u) {
     char brand[49] = {};
     for (unsigned leaf = 0; leaf != 3; ++leaf) {
       __get_cpuid(0x80000002u + leaf, &a, &b, &c, &d);

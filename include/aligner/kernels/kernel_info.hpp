@@ -28,6 +28,7 @@ struct kernel_report {
   std::string avx512_wide_reason;  ///< why not, when !avx512_wide
   std::string f32, bf16, f16, i8, residual, token_search;
   std::string prefetch;  ///< where the vector tiles prefetch the next panels (tile_prefetch_to_l2)
+  std::string order;     ///< the vector tiles' sweep order (tile_panel_outer)
 
   /// key=value lines, one per fact (the CLI's `aligner kernels` prints them).
   std::string describe() const {
@@ -46,6 +47,7 @@ struct kernel_report {
     line("kernel_residual", residual);
     line("kernel_token_search", token_search);
     line("tile_prefetch", prefetch);
+    line("tile_order", order);
     return s;
   }
 };
@@ -125,6 +127,11 @@ kernel_report kernel_info() {
                     : i8_on_vnni<Arch>() ? "AVX512-VNNI vpdpwssd tiles" + (panel_width<Arch> == 16 ? std::string() : " over " + wide_panels)
                                          : "the float tiles (" + vec + ")");
   r.prefetch = tile_prefetch_to_l2() ? "L2 (prefetcht1: an Intel CPU)" : "L1 (prefetcht0)";
+  const std::size_t l1d = cpu().l1d_bytes;
+  r.order = cpu().vendor == "GenuineIntel" && l1d > 0
+                ? "panel group outer where a tile's panels fill at most 3/4 of the " + std::to_string(l1d >> 10) +
+                      " KB L1 data cache (an Intel CPU), else query row block outer"
+                : "query row block outer";
   return r;
 }
 
