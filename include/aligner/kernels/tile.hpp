@@ -19,7 +19,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <limits>
 #include <type_traits>
 #include <tuple>
@@ -208,39 +207,15 @@ void sweep_tiles(const void* panels, std::size_t panel_total, std::size_t panel_
   static_assert(!RowTails || BlockRows == 4, "the row tail visits 1 to 3 rows");
   for_each_span(panels, panel_total, panel_bytes, span_bytes, BlockPanels, (n + BlockRows - 1) / BlockRows, next,
                 [&](std::size_t s0, std::size_t s1, span_prefetch& plan) {
-    auto prefetch_slice = [&]() { std::tie(pf.at, pf.stop) = plan.slice(); };
-    if (panel_outer) {
-      for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) {
-        const std::size_t here = std::min(BlockPanels, s1 - p0);
-        std::size_t i0 = 0;
-        for (; RowTails ? i0 + BlockRows <= n : i0 < n; i0 += BlockRows) {
-          prefetch_slice();
-          visit.template operator()<BlockRows>(i0, p0, here);
-        }
-        if constexpr (RowTails) {
-          if (i0 == n) continue;
-          prefetch_slice();
-          switch (n - i0) {
-            case 1: visit.template operator()<1>(i0, p0, here); break;
-            case 2: visit.template operator()<2>(i0, p0, here); break;
-            case 3: visit.template operator()<3>(i0, p0, here); break;
-            default: break;
-          }
-        }
+    // One tile: its prefetch slice, then a block of BlockRows rows or the row tail of 1 to 3.
+    auto tile_at = [&](std::size_t i0, std::size_t p0) {
+      std::tie(pf.at, pf.stop) = plan.slice();
+      const std::size_t here = std::min(BlockPanels, s1 - p0);
+      if (!RowTails || i0 + BlockRows <= n) {
+        visit.template operator()<BlockRows>(i0, p0, here);
+        return;
       }
-      return;
-    }
-    std::size_t i0 = 0;
-    for (; RowTails ? i0 + BlockRows <= n : i0 < n; i0 += BlockRows)
-      for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) {
-        prefetch_slice();
-        visit.template operator()<BlockRows>(i0, p0, std::min(BlockPanels, s1 - p0));
-      }
-    if constexpr (RowTails) {
-      if (i0 == n) return;
-      for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) {
-        prefetch_slice();
-        const std::size_t here = std::min(BlockPanels, s1 - p0);
+      if constexpr (RowTails) {
         switch (n - i0) {
           case 1: visit.template operator()<1>(i0, p0, here); break;
           case 2: visit.template operator()<2>(i0, p0, here); break;
@@ -248,6 +223,13 @@ void sweep_tiles(const void* panels, std::size_t panel_total, std::size_t panel_
           default: break;
         }
       }
+    };
+    if (panel_outer) {
+      for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels)
+        for (std::size_t i0 = 0; i0 < n; i0 += BlockRows) tile_at(i0, p0);
+    } else {
+      for (std::size_t i0 = 0; i0 < n; i0 += BlockRows)
+        for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) tile_at(i0, p0);
     }
   });
 }
