@@ -226,8 +226,11 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
   mutable prefetch_slice<true> pending{};  ///< the lines the current tile prefetches (set by sweep)
   mutable std::size_t per_load = 0;        ///< of them, issued after each B tile load
 
-  ALIGNER_ALWAYS_INLINE void prefetch_share() const noexcept {
-    for (std::size_t i = 0; i != per_load; ++i) pending.tick();
+  /// A tile's share of its prefetch slice after a B load. The tile functions work on a copy of `pending` and
+  /// `per_load` in locals (written back at the end): as members they were loaded and stored around every tile
+  /// instruction, whose memory clobbers forbid keeping them in registers.
+  ALIGNER_ALWAYS_INLINE static void prefetch_share(prefetch_slice<true>& slice, std::size_t count) noexcept {
+    for (std::size_t i = 0; i != count; ++i) slice.tick();
   }
 
 #if ALIGNER_HAVE_AMX
@@ -247,30 +250,32 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
     const char* a = reinterpret_cast<const char*>(query_words + i0 * pairs);
     const char* b0 = static_cast<const char*>(panels) + p0 * panel_bytes();
     const std::size_t pb = panel_bytes();
+    prefetch_slice<true> slice = pending;
+    const std::size_t share = per_load;
     ALIGNER_TILE_ZERO(0);
     if constexpr (V > 1) ALIGNER_TILE_ZERO(1);
     if constexpr (V > 2) ALIGNER_TILE_ZERO(2);
     if constexpr (V > 3) ALIGNER_TILE_ZERO(3);
-    for (std::size_t kb = 0; kb != full_blocks; ++kb) {
+    for (std::size_t kb = 0, blocks = full_blocks; kb != blocks; ++kb) {
       ALIGNER_TILE_LOAD(4, a + kb * 64, a_stride);
       const char* b = b0 + kb * b_block;
       if constexpr (Tail) {
         ALIGNER_TILE_LOAD(5, b, b_stride);
         ALIGNER_TILE_DP(0, 4, 5);
-        prefetch_share();
+        prefetch_share(slice, share);
       } else {
         ALIGNER_TILE_LOAD(6, b, b_stride);
         ALIGNER_TILE_DP(0, 4, 6);
-        prefetch_share();
+        prefetch_share(slice, share);
       }
       if constexpr (Tail) {
-        if constexpr (V > 1) { ALIGNER_TILE_LOAD(5, b + pb, b_stride); ALIGNER_TILE_DP(1, 4, 5); prefetch_share(); }
-        if constexpr (V > 2) { ALIGNER_TILE_LOAD(5, b + 2 * pb, b_stride); ALIGNER_TILE_DP(2, 4, 5); prefetch_share(); }
-        if constexpr (V > 3) { ALIGNER_TILE_LOAD(5, b + 3 * pb, b_stride); ALIGNER_TILE_DP(3, 4, 5); prefetch_share(); }
+        if constexpr (V > 1) { ALIGNER_TILE_LOAD(5, b + pb, b_stride); ALIGNER_TILE_DP(1, 4, 5); prefetch_share(slice, share); }
+        if constexpr (V > 2) { ALIGNER_TILE_LOAD(5, b + 2 * pb, b_stride); ALIGNER_TILE_DP(2, 4, 5); prefetch_share(slice, share); }
+        if constexpr (V > 3) { ALIGNER_TILE_LOAD(5, b + 3 * pb, b_stride); ALIGNER_TILE_DP(3, 4, 5); prefetch_share(slice, share); }
       } else {  // no tail: B in tmm6 / tmm7 (tmm5 holds the second A of the paired tiles)
-        if constexpr (V > 1) { ALIGNER_TILE_LOAD(7, b + pb, b_stride); ALIGNER_TILE_DP(1, 4, 7); prefetch_share(); }
-        if constexpr (V > 2) { ALIGNER_TILE_LOAD(6, b + 2 * pb, b_stride); ALIGNER_TILE_DP(2, 4, 6); prefetch_share(); }
-        if constexpr (V > 3) { ALIGNER_TILE_LOAD(7, b + 3 * pb, b_stride); ALIGNER_TILE_DP(3, 4, 7); prefetch_share(); }
+        if constexpr (V > 1) { ALIGNER_TILE_LOAD(7, b + pb, b_stride); ALIGNER_TILE_DP(1, 4, 7); prefetch_share(slice, share); }
+        if constexpr (V > 2) { ALIGNER_TILE_LOAD(6, b + 2 * pb, b_stride); ALIGNER_TILE_DP(2, 4, 6); prefetch_share(slice, share); }
+        if constexpr (V > 3) { ALIGNER_TILE_LOAD(7, b + 3 * pb, b_stride); ALIGNER_TILE_DP(3, 4, 7); prefetch_share(slice, share); }
       }
     }
     if constexpr (Tail) {
@@ -278,11 +283,12 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
       const char* b = b0 + full_blocks * b_block;
       ALIGNER_TILE_LOAD(6, b, b_stride);
       ALIGNER_TILE_DP(0, 7, 6);
-      prefetch_share();
-      if constexpr (V > 1) { ALIGNER_TILE_LOAD(6, b + pb, b_stride); ALIGNER_TILE_DP(1, 7, 6); prefetch_share(); }
-      if constexpr (V > 2) { ALIGNER_TILE_LOAD(6, b + 2 * pb, b_stride); ALIGNER_TILE_DP(2, 7, 6); prefetch_share(); }
-      if constexpr (V > 3) { ALIGNER_TILE_LOAD(6, b + 3 * pb, b_stride); ALIGNER_TILE_DP(3, 7, 6); prefetch_share(); }
+      prefetch_share(slice, share);
+      if constexpr (V > 1) { ALIGNER_TILE_LOAD(6, b + pb, b_stride); ALIGNER_TILE_DP(1, 7, 6); prefetch_share(slice, share); }
+      if constexpr (V > 2) { ALIGNER_TILE_LOAD(6, b + 2 * pb, b_stride); ALIGNER_TILE_DP(2, 7, 6); prefetch_share(slice, share); }
+      if constexpr (V > 3) { ALIGNER_TILE_LOAD(6, b + 3 * pb, b_stride); ALIGNER_TILE_DP(3, 7, 6); prefetch_share(slice, share); }
     }
+    pending = slice;
     char* c = reinterpret_cast<char*>(out);
     ALIGNER_TILE_STORE(0, c, c_stride);
     if constexpr (V > 1) ALIGNER_TILE_STORE(1, c + sizeof(batch), c_stride);
@@ -299,27 +305,30 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
   ALIGNER_NOINLINE void paired_step(const char* q0, const char* q1, const char* b, char* out0, char* out1, std::size_t c_stride) const noexcept {
 #if ALIGNER_HAVE_AMX
     const std::size_t a_stride = pairs * 4, b_stride = width * 4, b_block = 16 * width * 4, pb = panel_bytes();
+    prefetch_slice<true> slice = pending;
+    const std::size_t share = per_load;
     ALIGNER_TILE_ZERO(0);
     ALIGNER_TILE_ZERO(2);
     if constexpr (Two) {
       ALIGNER_TILE_ZERO(1);
       ALIGNER_TILE_ZERO(3);
     }
-    for (std::size_t kb = 0; kb != full_blocks; ++kb) {
+    for (std::size_t kb = 0, blocks = full_blocks; kb != blocks; ++kb) {
       const char* bk = b + kb * b_block;
       ALIGNER_TILE_LOAD(4, q0 + kb * 64, a_stride);
       ALIGNER_TILE_LOAD(6, bk, b_stride);
       ALIGNER_TILE_DP(0, 4, 6);
-      prefetch_share();
+      prefetch_share(slice, share);
       if constexpr (Two) {
         ALIGNER_TILE_LOAD(7, bk + pb, b_stride);
         ALIGNER_TILE_DP(1, 4, 7);
-        prefetch_share();
+        prefetch_share(slice, share);
       }
       ALIGNER_TILE_LOAD(5, q1 + kb * 64, a_stride);
       ALIGNER_TILE_DP(2, 5, 6);
       if constexpr (Two) ALIGNER_TILE_DP(3, 5, 7);
     }
+    pending = slice;
     ALIGNER_TILE_STORE(0, out0, c_stride);
     ALIGNER_TILE_STORE(2, out1, c_stride);
     if constexpr (Two) {
