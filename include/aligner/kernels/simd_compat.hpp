@@ -26,20 +26,6 @@ auto reduce_add(const Batch& v) noexcept {
 #endif
 }
 
-/// Horizontal maximum of a batch.
-template <class Batch>
-auto reduce_max(const Batch& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-  return xsimd::reduce_max(v);
-#else
-  alignas(64) typename Batch::value_type lanes[Batch::size];
-  v.store_aligned(lanes);
-  auto best = lanes[0];
-  for (std::size_t i = 1; i != Batch::size; ++i) best = lanes[i] > best ? lanes[i] : best;
-  return best;
-#endif
-}
-
 /// Bit l set when lane l of a float mask is true (xsimd 9+ has batch_bool::mask(); 8.1 does not).
 template <class Arch>
 std::uint64_t mask_bits(const xsimd::batch_bool<float, Arch>& m) noexcept {
