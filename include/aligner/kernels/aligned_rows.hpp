@@ -161,7 +161,7 @@ struct aligned_rows_impl {
   template <std::size_t K, bool Indexed>
   void run_topk(std::span<const std::size_t> budgets, std::size_t kmax, const float* weights, double* row_sum,
                 double* row_z) const {
-    const std::size_t n = engine.query.rows, nb = budgets.size(), doc_rows = engine.doc_rows;
+    const std::size_t n = engine.query.rows, doc_rows = engine.doc_rows;
     ws.states.resize(n * K * width);  // written by each row's first fold (the tile of panel 0)
     if constexpr (Indexed) ws.ids.resize(n * K * width);
     float* states = ws.states.data();
@@ -178,18 +178,9 @@ struct aligned_rows_impl {
     ws.sorted.resize(K * stride * (Indexed ? 2 : 1));
     float* sorted_v = ws.sorted.data();
     float* sorted_id = Indexed ? sorted_v + K * stride : nullptr;
+    // (Top-1 too: a horizontal max a row instead, one lane at a time in xsimd 8.1, was 14% of the AMX-BF16 Top-1
+    // rerank's time on a Xeon; the merge takes width - 1 lane-wise maxima per width rows.)
     lanes::template merge_lanes_rows<K, Indexed>(states, ids, n, sorted_v, sorted_id, stride);
-    if constexpr (K == 1 && !Indexed) {
-      if (nb == 1) {  // Top-1 without weights: each row's maximum. (A horizontal max a row, one lane at a time in
-                      // xsimd 8.1, was 14% of the AMX-BF16 Top-1 rerank's time on a Xeon; the merge above takes
-                      // width - 1 lane-wise maxima per width rows.)
-        for (std::size_t i = 0; i != n; ++i) {
-          row_sum[i] = double(sorted_v[i]);
-          row_z[i] = 1.0;
-        }
-        return;
-      }
-    }
     prefix_sums<Indexed>(sorted_v, sorted_id, stride, kk, budgets, weights, row_sum, row_z);
   }
 
