@@ -780,6 +780,19 @@ TEST_CASE("streamed build: bad input is refused by name", "[error]") {
   const std::int64_t ids[] = {1, 2};
   aligner::io::save_npy<std::int64_t>(work / "ints.npy", ids, std::vector<std::size_t>{2});
   CHECK_THROWS_WITH(aligner::io::mapped_npy_matrix(work / "ints.npy"), Catch::Contains("ints.npy") && Catch::Contains("integer"));
+  {  // Read in place: float64 and Fortran order are refused with what to do (load_npy converts both).
+    const std::size_t two_by_two[] = {2, 2};
+    std::string f8 = aligner::io::encode_npy<std::int64_t>(std::vector<std::int64_t>{1, 2, 3, 4}, two_by_two);
+    f8.replace(f8.find("<i8"), 3, "<f8");
+    aligner::io::atomic_write(work / "f8.npy", f8);
+    CHECK_THROWS_WITH(aligner::io::mapped_npy_matrix(work / "f8.npy"), Catch::Contains("f8.npy") && Catch::Contains("float64") &&
+                                                                          Catch::Contains("astype(np.float32)"));
+    std::string fortran = aligner::io::encode_npy<float>(std::vector<float>{1, 2, 3, 4}, two_by_two);
+    fortran.replace(fortran.find("False"), 5, "True ");
+    aligner::io::atomic_write(work / "fortran.npy", fortran);
+    CHECK_THROWS_WITH(aligner::io::mapped_npy_matrix(work / "fortran.npy"), Catch::Contains("Fortran order"));
+    CHECK(aligner::io::load_npy<float>(work / "fortran.npy").values == std::vector<float>{1, 3, 2, 4});
+  }
   aligner::io::build_directory(work / "d", files.f32, f.corpus.offsets, {}, {.codec = f.codec});
   CHECK_THROWS_WITH(aligner::io::build_directory(work / "d", files.f32, f.corpus.offsets, {}, {.codec = f.codec}),
                     Catch::Contains("already holds an index directory"));

@@ -39,6 +39,30 @@ __all__ = [
 __version__ = _aligner.__version__
 
 
+def _per_token(values, seqs, offsets, name: str):
+    """`values` as one flat array of per-token values: a list (or tuple) of 1-d arrays, one per sequence of `seqs`
+    (a list of [tokens, dim] arrays, or one array with `offsets`: one sequence without), is checked sequence by
+    sequence and joined; anything else is passed on as given (the C++ side checks it)."""
+    if not isinstance(values, (list, tuple)) or not values:
+        return values
+    import numpy as np
+    if not all(np.ndim(v) == 1 for v in values):
+        return values
+    if isinstance(seqs, (list, tuple)):
+        lengths = [len(s) for s in seqs]
+    elif offsets is not None:
+        o = np.asarray(offsets).reshape(-1)
+        lengths = [int(b) - int(a) for a, b in zip(o[:-1], o[1:])]
+    else:
+        lengths = [len(seqs)]
+    if len(values) != len(lengths):
+        raise ValueError(f"{name}: {len(values)} per-sequence arrays for {len(lengths)} sequences")
+    for i, (v, n) in enumerate(zip(values, lengths)):
+        if len(v) != n:
+            raise ValueError(f"{name}[{i}] has {len(v)} values for a sequence of {n} tokens")
+    return np.concatenate([np.asarray(v, dtype=np.float32) for v in values])
+
+
 def score(query, doc, *, strategy: str = "top1", normalize: str = "mean", query_salience=None, doc_salience=None,
           reference: bool = False) -> float:
     """sim(Q, D): the ALIGNER score of one query and one document (token matrices [tokens, dim]).
@@ -53,7 +77,9 @@ def score_batch(query, docs, offsets=None, *, strategy: str = "top1", normalize:
                 doc_salience=None):
     """sim(Q, D_d) for every document: `docs` is a list of [tokens, dim] arrays, or one [tokens, dim] array of all
     documents back to back with `offsets` (document d is rows offsets[d]..offsets[d+1]). Returns float32 [docs].
-    doc_salience, when given, has one entry per token of all documents."""
+    doc_salience, when given, has one entry per token of all documents (one array), or is a list of one array per
+    document."""
+    doc_salience = _per_token(doc_salience, docs, offsets, "doc_salience")
     return _aligner.score_batch(query, docs, offsets, strategy=strategy, normalize=normalize,
                                 query_salience=query_salience, doc_salience=doc_salience)
 
@@ -311,8 +337,9 @@ class Retriever:
     def add(self, docs, offsets=None, *, salience=None):
         """Adds documents; returns their ids (int64, consecutive). `docs`: a list of [tokens, dim] arrays, or one
         [tokens, dim] array (one document; or all documents back to back with `offsets`). salience: one value per
-        token of all documents, or None. All or nothing: on error nothing changes."""
-        return self._r.add(docs, offsets, salience)
+        token of all documents (one array, or a list of one array per document), or None. All or nothing: on error
+        nothing changes."""
+        return self._r.add(docs, offsets, _per_token(salience, docs, offsets, "salience"))
 
     def remove(self, ids) -> None:
         """Removes one id or an array of ids (all or nothing: every id must exist, be live and appear once)."""
@@ -345,12 +372,13 @@ class Retriever:
                      use_query_salience: bool = True) -> list:
         """search() for many queries (a list of arrays, or one array with offsets) on `threads` threads (0: all
         cores), the GIL released; results equal serial searches. query_salience: one value per token of all
-        queries. With exhaustive=True the queries go in blocks of up to 8 that sweep each document once (the store
+        queries (one array, or a list of one array per query). With exhaustive=True the queries go in blocks of up to 8 that sweep each document once (the store
         is read once a block instead of once a query); with the exact backends' token search, consecutive queries'
         kept tokens go to one scan of the token index, up to 64 rows a block. The results are the same bit for bit."""
         args = _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
                                     use_doc_salience, allowed_ids, filter, use_query_salience)
-        return self._r.search_batch(queries, offsets, query_salience, threads, args)
+        return self._r.search_batch(queries, offsets, _per_token(query_salience, queries, offsets, "query_salience"),
+                                    threads, args)
 
     def search_multi(self, query, strategies, *, top: int = 10, normalize: str = "mean", candidates: int = 4000,
                      exhaustive: bool = False, nprobe: int = 0, ndocs: int = 0, query_salience=None,
@@ -522,9 +550,10 @@ class IndexDirectoryWriter(_DirectoryFacts):
     def add(self, docs, offsets=None, *, salience=None, names=None):
         """Adds documents as one new segment and commits; returns their ids (int64, consecutive, never reused).
         `docs`: a list of [tokens, dim] arrays, or one [tokens, dim] array (one document; or all documents back to
-        back with `offsets`). salience: one value per token or None (every add of a directory must match the
-        first). names: one str per document (no line breaks) or None (again as the first add). All or nothing."""
-        return self._d.add(docs, offsets, salience, names)
+        back with `offsets`). salience: one value per token (one array, or a list of one array per document) or None
+        (every add of a directory must match the first). names: one str per document (no line breaks) or None (again
+        as the first add). All or nothing."""
+        return self._d.add(docs, offsets, _per_token(salience, docs, offsets, "salience"), names)
 
     def remove(self, ids) -> None:
         """Removes one id or an array of ids and commits (all or nothing: every id must be live and listed once)."""
@@ -599,7 +628,8 @@ class IndexDirectoryReader(_DirectoryFacts):
         up to 8 that sweep each document once."""
         args = self._args(top, strategy, normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
                           allowed_ids, filter, use_query_salience)
-        return self._d.search_batch(queries, offsets, query_salience, threads, args)
+        return self._d.search_batch(queries, offsets, _per_token(query_salience, queries, offsets, "query_salience"),
+                                    threads, args)
 
     def search_multi(self, query, strategies, *, top: int = 10, normalize: str = "mean",
                      exhaustive: Optional[bool] = None, nprobe: Optional[int] = None, ndocs: Optional[int] = None,
@@ -849,5 +879,6 @@ def load_beir_jsonl(path) -> list:
 
 
 def load_npy(path):
-    """A .npy file of float32 or float16 as a float32 array (the library's reader)."""
+    """A .npy file of floats (float16, float32 or float64; C or Fortran order) as a C-order float32 array (the
+    library's reader; a finite float64 beyond float32's range is an OSError naming it)."""
     return _aligner.load_npy(str(path))

@@ -2,6 +2,7 @@
 NumPy, and trec_eval's measures computed in reference.py."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -42,10 +43,24 @@ def test_collection_and_npy_readers(tmp_path):
     assert col["vocab_size"] == len(emb)
     queries_only = aligner.load_collection(CRAN, documents=False)
     assert len(queries_only["docs"]["ids"]) == 0 and len(queries_only["queries"]["ids"]) == 225
-    for dtype in (np.float32, np.float16):
-        a = np.random.default_rng(1).standard_normal((7, 5)).astype(dtype)
-        np.save(tmp_path / "a.npy", a)
-        np.testing.assert_array_equal(aligner.load_npy(tmp_path / "a.npy"), a.astype(np.float32))
+    for dtype in (np.float32, np.float16, np.float64):
+        for order in ("C", "F"):
+            a = np.asarray(np.random.default_rng(1).standard_normal((7, 5)).astype(dtype), order=order)
+            np.save(tmp_path / "a.npy", a)
+            np.testing.assert_array_equal(aligner.load_npy(tmp_path / "a.npy"), a.astype(np.float32))
+    np.save(tmp_path / "big.npy", np.array([1.0, -3e38, 1e39]))
+    with pytest.raises(OSError, match="value 1e\\+39 at index 2 does not fit float32"):
+        aligner.load_npy(tmp_path / "big.npy")
+    # A collection saved with numpy's defaults (float64 vectors, int64 token ids, Fortran-order vectors) reads as
+    # the bundled one does.
+    alt = tmp_path / "cran"
+    shutil.copytree(CRAN, alt)
+    np.save(alt / "glove100" / "embeddings.npy", np.asfortranarray(emb.astype(np.float64)))
+    np.save(alt / "glove100" / "doc_token_ids.npy", ids.astype(np.int64))
+    np.save(alt / "glove100" / "doc_offsets.npy", offsets.astype(np.uint32))
+    same = aligner.load_collection(str(alt))
+    np.testing.assert_array_equal(same["docs"]["vectors"], col["docs"]["vectors"])
+    np.testing.assert_array_equal(same["docs"]["offsets"], offsets)
     with pytest.raises(OSError, match="nothing: vectors folder not found"):
         aligner.load_collection(CRAN, vectors="nothing")
 

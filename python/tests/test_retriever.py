@@ -239,6 +239,39 @@ def test_explain_returns_the_search_score():
         r.explain(q, 2)
 
 
+def test_salience_as_one_array_per_document_equals_the_joined_array(tmp_path):
+    docs = collection(8, docs=12)
+    rng = np.random.default_rng(2)
+    per_doc = [rng.uniform(0.1, 1, len(d)).astype(np.float32) for d in docs]
+    joined = aligner.Retriever(DIM)
+    joined.add(docs, salience=np.concatenate(per_doc))
+    listed = aligner.Retriever(DIM)
+    listed.add(docs, salience=[list(map(float, u)) if i % 2 else u for i, u in enumerate(per_doc)])
+    queries = [docs[1][:4], docs[5][:6]]
+    uq = [rng.uniform(0.1, 1, len(q)).astype(np.float32) for q in queries]
+    for a, b in zip(joined.search_batch(queries, top=5, exhaustive=True, query_salience=np.concatenate(uq)),
+                    listed.search_batch(queries, top=5, exhaustive=True, query_salience=uq)):
+        assert list(a.ids) == list(b.ids) and list(a.scores) == list(b.scores)
+    # One array with offsets, and score_batch's doc_salience.
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
+    flat = np.concatenate(docs)
+    assert np.array_equal(aligner.score_batch(queries[0], flat, offsets, doc_salience=per_doc),
+                          aligner.score_batch(queries[0], docs, doc_salience=np.concatenate(per_doc)))
+    # A list that does not match the documents is refused by name, and nothing is added.
+    before = len(listed)
+    with pytest.raises(ValueError, match=r"salience\[3\] has 2 values for a sequence of"):
+        listed.add(docs, salience=per_doc[:3] + [np.ones(2, np.float32)] + per_doc[4:])
+    with pytest.raises(ValueError, match="11 per-sequence arrays for 12 sequences"):
+        listed.add(docs, salience=per_doc[:11])
+    with pytest.raises(ValueError, match="query_salience: 1 per-sequence arrays for 2 sequences"):
+        listed.search_batch(queries, query_salience=uq[:1])
+    assert len(listed) == before
+    # A directory's add takes the same form.
+    with aligner.IndexDirectoryWriter.create(tmp_path / "d", DIM, storage="f32") as w:
+        w.add(docs, salience=per_doc)
+        assert w.size == len(docs)
+
+
 def test_save_and_load(tmp_path):
     docs = collection(8)
     for backend in aligner.backends:

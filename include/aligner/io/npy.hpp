@@ -1,15 +1,18 @@
 /** @file npy.hpp
- *  @brief NumPy .npy files: read (format versions 1, 2 and 3; float32, float16, int32, int64; little-endian;
- *  C order) and write (version 1, atomically).
+ *  @brief NumPy .npy files: read (format versions 1, 2 and 3; float16/32/64, signed and unsigned integers of 1 to
+ *  8 bytes; little-endian; C or Fortran order) and write (version 1, C order, atomically).
  *
  *  Reading is defensive: a bad magic, an unsupported version, a malformed or truncated header, a dtype the
- *  caller cannot take, Fortran order, big-endian data, a shape whose size overflows, or a file whose length
- *  does not match the shape each throw aligner::io_error naming the file, the byte offset and what was
- *  expected. Conversions: float16 -> float32 when reading as float; int32 <-> int64 when reading integers
- *  (int64 -> int32 only when every value fits). */
+ *  caller cannot take, big-endian data, a shape whose size overflows, or a file whose length does not match the
+ *  shape each throw aligner::io_error naming the file, the byte offset and what was expected. Conversions when
+ *  reading as float: float16 exactly, float64 rounded to nearest (a finite value beyond float32's range is an
+ *  error, not an infinity); when reading integers, any integer dtype whose values fit the type asked for (a value
+ *  that does not is an error naming its index). A Fortran-order array is returned in C order (parse_npy); the
+ *  memory-mapped readers (mapped_npy_matrix) take float32 / float16 in C order only. */
 #pragma once
 
 #include <bit>
+#include <cmath>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
@@ -43,8 +46,9 @@ struct npy_array {
 
 /// Header fields of a .npy file.
 struct npy_header {
-  char kind = 0;              ///< 'f' or 'i'
+  char kind = 0;              ///< 'f' (float), 'i' (signed) or 'u' (unsigned integer)
   std::size_t item_size = 0;  ///< bytes per value
+  bool fortran_order = false;  ///< values in Fortran (column-major) order
   std::vector<std::size_t> shape;
   std::size_t data_offset = 0;
 };
@@ -76,7 +80,7 @@ inline float half_to_float(std::uint16_t h) noexcept {
   throw io_error(file + ": byte " + std::to_string(offset) + ": " + what);
 }
 
-/// Value of `key` in the header dict text (the raw text up to the next top-level ',' or '}').
+/// Value of `key` in the header dict text (the text up to the next top-level ',' or '}', without trailing blanks).
 inline std::string_view dict_value(std::string_view dict, std::string_view key, const std::string& file,
                                    std::size_t offset) {
   for (const char quote : {'\'', '"'}) {
@@ -99,6 +103,7 @@ inline std::string_view dict_value(std::string_view dict, std::string_view key, 
       ++end;
     }
     if (depth != 0 || end >= dict.size()) break;
+    while (end > pos && (dict[end - 1] == ' ' || dict[end - 1] == '\t')) --end;  // "True , ..." reads as "True"
     return dict.substr(pos, end - pos);
   }
   npy_fail(file, offset, "header has no valid '" + std::string(key) + "' entry");
@@ -145,15 +150,18 @@ inline npy_header parse_npy_header(std::string_view bytes, const std::string& fi
   auto [ptr, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), h.item_size);
   if (ec != std::errc{} || ptr != size_text.data() + size_text.size())
     npy_fail(file, header_start, "dtype '" + std::string(descr) + "' is not understood");
-  const bool ok = (h.kind == 'f' && (h.item_size == 2 || h.item_size == 4)) ||
-                  (h.kind == 'i' && (h.item_size == 4 || h.item_size == 8));
+  const bool integer_size = h.item_size == 1 || h.item_size == 2 || h.item_size == 4 || h.item_size == 8;
+  const bool ok = (h.kind == 'f' && (h.item_size == 2 || h.item_size == 4 || h.item_size == 8)) ||
+                  ((h.kind == 'i' || h.kind == 'u') && integer_size);
   if (!ok)
     npy_fail(file, header_start,
-             "dtype '" + std::string(descr) + "' is not supported (expected <f4, <f2, <i4 or <i8)");
+             "dtype '" + std::string(descr) + "' is not supported (expected a float of 2, 4 or 8 bytes or an integer of 1, 2, 4 or 8)");
+  if (order == '|' && h.item_size != 1)
+    npy_fail(file, header_start, "dtype '" + std::string(descr) + "' has no byte order mark");
 
   const std::string_view fortran = detail::dict_value(dict, "fortran_order", file, header_start);
-  if (fortran == "True") npy_fail(file, header_start, "Fortran-order arrays are not supported (expected C order)");
-  if (fortran != "False") npy_fail(file, header_start, "fortran_order is neither True nor False");
+  if (fortran != "True" && fortran != "False") npy_fail(file, header_start, "fortran_order is neither True nor False");
+  h.fortran_order = fortran == "True";
 
   std::string_view shape = detail::dict_value(dict, "shape", file, header_start);
   if (shape.size() < 2 || shape.front() != '(' || shape.back() != ')')
@@ -184,7 +192,50 @@ inline npy_header parse_npy_header(std::string_view bytes, const std::string& fi
   return h;
 }
 
-/// Decodes .npy bytes into values of type T (float, std::int32_t or std::int64_t).
+namespace detail {
+
+/// Value i of the data as double (floats) or int64 / uint64 (integers), from its little-endian bytes.
+inline double npy_float_at(const char* src, std::size_t item_size, std::size_t i) noexcept {
+  if (item_size == 2) {
+    std::uint16_t half;
+    std::memcpy(&half, src + 2 * i, 2);
+    return half_to_float(half);
+  }
+  if (item_size == 4) {
+    float f;
+    std::memcpy(&f, src + 4 * i, 4);
+    return f;
+  }
+  double d;
+  std::memcpy(&d, src + 8 * i, 8);
+  return d;
+}
+
+template <class U>
+inline U npy_load(const char* p) noexcept {
+  U v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/// Position in the file's data of the value at C-order index `c` of `shape`, for Fortran-order data.
+inline std::size_t fortran_position(std::size_t c, const std::vector<std::size_t>& shape) noexcept {
+  std::size_t pos = 0, stride = 1;
+  std::vector<std::size_t> index(shape.size());
+  for (std::size_t d = shape.size(); d-- > 0;) {
+    index[d] = c % shape[d];
+    c /= shape[d];
+  }
+  for (std::size_t d = 0; d != shape.size(); ++d) {
+    pos += index[d] * stride;
+    stride *= shape[d];
+  }
+  return pos;
+}
+
+}  // namespace detail
+
+/// Decodes .npy bytes into values of type T (float, std::int32_t or std::int64_t), in C order.
 template <class T>
 npy_array<T> parse_npy(std::string_view bytes, const std::string& file = "<memory>") {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, std::int32_t> || std::is_same_v<T, std::int64_t>,
@@ -197,31 +248,65 @@ npy_array<T> parse_npy(std::string_view bytes, const std::string& file = "<memor
   for (std::size_t d : h.shape) total *= d;
   out.values.resize(total);
   const char* src = bytes.data() + h.data_offset;
+  // Where value i (C order) sits in the data; the identity unless the file is in Fortran order with 2+ dimensions.
+  const bool transpose = h.fortran_order && h.shape.size() > 1 && total > 0;
+  std::vector<std::size_t> position;
+  if (transpose) {
+    position.resize(total);
+    if (h.shape.size() == 2) {
+      const std::size_t rows = h.shape[0], cols = h.shape[1];
+      for (std::size_t r = 0; r != rows; ++r)
+        for (std::size_t c = 0; c != cols; ++c) position[r * cols + c] = c * rows + r;
+    } else {
+      for (std::size_t i = 0; i != total; ++i) position[i] = detail::fortran_position(i, h.shape);
+    }
+  }
+  const auto at = [&](std::size_t i) { return transpose ? position[i] : i; };
   if constexpr (std::is_same_v<T, float>) {
-    if (h.kind != 'f') detail::npy_fail(file, 0, "expected a float array (<f4 or <f2), found an integer array");
-    if (h.item_size == 4) {
+    if (h.kind != 'f') detail::npy_fail(file, 0, "expected a float array (float16, float32 or float64), found an integer array");
+    if (h.item_size == 4 && !transpose) {
       if (total) std::memcpy(out.values.data(), src, total * 4);
     } else {
       for (std::size_t i = 0; i != total; ++i) {
-        std::uint16_t half;
-        std::memcpy(&half, src + 2 * i, 2);
-        out.values[i] = detail::half_to_float(half);
+        const double v = detail::npy_float_at(src, h.item_size, at(i));
+        const float f = static_cast<float>(v);
+        if (std::isfinite(v) && !std::isfinite(f)) {
+          char text[32];  // the shortest text that reads back as v
+          const auto written = std::to_chars(text, text + sizeof text, v).ptr;
+          detail::npy_fail(file, h.data_offset + at(i) * h.item_size,
+                           "value " + std::string(text, written) + " at index " + std::to_string(i) + " does not fit float32");
+        }
+        out.values[i] = f;
       }
     }
   } else {
-    if (h.kind != 'i') detail::npy_fail(file, 0, "expected an integer array (<i4 or <i8), found a float array");
+    if (h.kind == 'f') detail::npy_fail(file, 0, "expected an integer array, found a float array");
     for (std::size_t i = 0; i != total; ++i) {
-      std::int64_t v;
-      if (h.item_size == 4) {
-        std::int32_t v32;
-        std::memcpy(&v32, src + 4 * i, 4);
-        v = v32;
+      const char* p = src + at(i) * h.item_size;
+      std::int64_t v = 0;
+      if (h.kind == 'i') {
+        switch (h.item_size) {
+          case 1: v = detail::npy_load<std::int8_t>(p); break;
+          case 2: v = detail::npy_load<std::int16_t>(p); break;
+          case 4: v = detail::npy_load<std::int32_t>(p); break;
+          default: v = detail::npy_load<std::int64_t>(p); break;
+        }
       } else {
-        std::memcpy(&v, src + 8 * i, 8);
+        std::uint64_t u = 0;
+        switch (h.item_size) {
+          case 1: u = detail::npy_load<std::uint8_t>(p); break;
+          case 2: u = detail::npy_load<std::uint16_t>(p); break;
+          case 4: u = detail::npy_load<std::uint32_t>(p); break;
+          default: u = detail::npy_load<std::uint64_t>(p); break;
+        }
+        if (u > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
+          detail::npy_fail(file, std::size_t(p - bytes.data()),
+                           "value " + std::to_string(u) + " at index " + std::to_string(i) + " does not fit int64");
+        v = std::int64_t(u);
       }
       if constexpr (std::is_same_v<T, std::int32_t>)
         if (v < std::numeric_limits<std::int32_t>::min() || v > std::numeric_limits<std::int32_t>::max())
-          detail::npy_fail(file, h.data_offset + i * h.item_size,
+          detail::npy_fail(file, std::size_t(p - bytes.data()),
                            "value " + std::to_string(v) + " at index " + std::to_string(i) + " does not fit int32");
       out.values[i] = T(v);
     }

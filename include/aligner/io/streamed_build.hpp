@@ -45,6 +45,12 @@ class mapped_npy_matrix {
   explicit mapped_npy_matrix(const std::filesystem::path& path) : file_(file_bytes::open(path, true)), path_(path.string()) {
     header_ = parse_npy_header(std::string_view(file_->data(), file_->size()), path_);
     if (header_.kind != 'f') throw io_error(path_ + ": expected float32 or float16 token vectors, found an integer array");
+    if (header_.item_size != 4 && header_.item_size != 2)
+      throw io_error(path_ + ": token vectors are read in place, so they must be float32 or float16, not float" +
+                     std::to_string(8 * header_.item_size) + " (convert them first, e.g. numpy's astype(np.float32))");
+    if (header_.fortran_order && header_.shape.size() == 2 && header_.shape[0] > 1 && header_.shape[1] > 1)
+      throw io_error(path_ + ": token vectors are read in place, so they must be in C order, not Fortran order "
+                     "(convert them first, e.g. numpy's ascontiguousarray)");
     if (header_.shape.size() != 2) throw io_error(path_ + ": token vectors must be a 2-d array [tokens, dim]");
   }
   std::size_t rows() const noexcept { return header_.shape[0]; }
