@@ -252,7 +252,8 @@ class Retriever:
 
     backend: a token MIPS backend of this build (aligner.backends: "exact", "exact-bf16", "exact-i8", and where built with them
     "faiss-flat", "faiss-hnsw", "faiss-ivf", "hnswlib"). storage: the rerank store's precision: "f32", "bf16", "f16", "i8",
-    "residual" (a centroid id plus residual_nbits per component; "residual:N" sets N; residual_anisotropy: the
+    "residual" (a centroid id plus residual_nbits per component, 2 unless given; "residual:N" sets N, and a
+    residual_nbits that differs from N is an error; residual_anisotropy: the
     weight of a code's error along its token, 0 = 0.19 (dim - 1), 1 = nearest buckets). doc_prune: the fraction of
     each document's tokens (by salience) given to the token index (< 1 needs salience at add). dedup_tokens:
     identical token vectors enter the index once. token_index=False keeps no token index: search with
@@ -265,7 +266,7 @@ class Retriever:
     Searches may run from many Python threads at once (the GIL is released); add and remove wait for them."""
 
     def __init__(self, dim: int, *, backend: str = "exact", storage: str = "f32", doc_prune: float = 1.0,
-                 dedup_tokens: bool = True, token_index: bool = True, residual_nbits: int = 2,
+                 dedup_tokens: bool = True, token_index: bool = True, residual_nbits: Optional[int] = None,
                  residual_centroids: int = 0, residual_iterations: int = 10, residual_anisotropy: float = 0.0,
                  seed: int = 0, threads: int = 1,
                  graph_m: int = 16, ef_construction: int = 80, ef_search: int = 128,
@@ -275,10 +276,15 @@ class Retriever:
             return
         _check_int("dim", dim, 1)
         c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
+        if residual_nbits is not None and isinstance(storage, str) and storage.startswith("residual:") \
+                and storage[len("residual:"):] != str(residual_nbits):
+            raise ValueError(f"residual_nbits={residual_nbits!r} contradicts storage={storage!r} (give one of them)")
         if codec is not None:
-            if residual_nbits not in (2, codec.nbits):
+            if residual_nbits is not None and residual_nbits != codec.nbits:
                 raise ValueError(f"residual_nbits={residual_nbits} does not match the codec's {codec.nbits} bits")
             residual_nbits = codec.nbits
+        if residual_nbits is None:
+            residual_nbits = 2
         self._r = _aligner._Retriever(dim, backend, storage, doc_prune, dedup_tokens, token_index, residual_nbits,
                                       residual_centroids, residual_iterations, float(residual_anisotropy), seed, threads,
                                       graph_m, ef_construction, ef_search, nlist, ivf_nprobe, c)

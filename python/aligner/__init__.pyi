@@ -76,7 +76,7 @@ def default_centroids(tokens: int) -> int: ...
 
 class Retriever:
     def __init__(self, dim: int, *, backend: str = "exact", storage: str = "f32", doc_prune: float = 1.0,
-                 dedup_tokens: bool = True, token_index: bool = True, residual_nbits: int = 2,
+                 dedup_tokens: bool = True, token_index: bool = True, residual_nbits: Optional[int] = None,
                  residual_centroids: int = 0, residual_iterations: int = 10, residual_anisotropy: float = 0.0,
                  seed: int = 0, threads: int = 1, graph_m: int = 16, ef_construction: int = 80, ef_search: int = 128,
                  nlist: int = 0, ivf_nprobe: int = 32, codec: Optional[ResidualCodec] = None) -> None: ...

@@ -167,7 +167,8 @@ def _codec_settings(kwargs: dict) -> Optional[dict]:
     storage = kwargs.get("storage", "f32")
     if not isinstance(storage, str) or not storage.startswith("residual") or kwargs.get("codec") is not None:
         return None
-    nbits = kwargs.get("residual_nbits", 2)
+    nbits = kwargs.get("residual_nbits")
+    nbits = 2 if nbits is None else nbits
     if storage.startswith("residual:"):
         try:
             nbits = int(storage[len("residual:"):])

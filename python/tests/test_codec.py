@@ -171,6 +171,14 @@ def test_bad_codec_arguments_are_refused_and_change_nothing(tmp_path):
         aligner.Retriever(DIM, storage="residual:4", codec=codec)
     with pytest.raises(ValueError, match="residual_nbits=4 does not match"):
         aligner.Retriever(DIM, storage="residual", residual_nbits=4, codec=codec)
+    # "residual:N" and residual_nbits name the same setting: both may be given only when they agree.
+    with pytest.raises(ValueError, match="residual_nbits=2 contradicts storage='residual:4'"):
+        aligner.Retriever(DIM, storage="residual:4", residual_nbits=2)
+    for kw, bits in ((dict(storage="residual:4", residual_nbits=4), 4), (dict(storage="residual", residual_nbits=4), 4),
+                     (dict(storage="residual:1"), 1), (dict(storage="residual"), 2)):
+        r = aligner.Retriever(DIM, residual_centroids=8, **kw)
+        r.add(collection(5)[:6])
+        assert r.codec.nbits == bits, kw
     with pytest.raises(ValueError, match="codec has dim 16 but the retriever has dim 8"):
         aligner.Retriever(8, storage="residual", codec=codec)
     with pytest.raises(ValueError, match="residual_centroids=4 trains a codec"):
