@@ -218,20 +218,37 @@ inline U npy_load(const char* p) noexcept {
   return v;
 }
 
-/// Position in the file's data of the value at C-order index `c` of `shape`, for Fortran-order data.
-inline std::size_t fortran_position(std::size_t c, const std::vector<std::size_t>& shape) noexcept {
-  std::size_t pos = 0, stride = 1;
-  std::vector<std::size_t> index(shape.size());
-  for (std::size_t d = shape.size(); d-- > 0;) {
-    index[d] = c % shape[d];
-    c /= shape[d];
+/// The positions in a file's data of the values in C order: i itself, or for Fortran-order data of 2+ dimensions the
+/// value's column-major position, walked index by index (O(1) amortised a step, no table).
+class npy_positions {
+ public:
+  npy_positions(const std::vector<std::size_t>& shape, bool fortran) : shape_(shape), walk_(fortran && shape.size() > 1) {
+    if (!walk_) return;
+    stride_.resize(shape.size());
+    index_.assign(shape.size(), 0);
+    std::size_t s = 1;
+    for (std::size_t d = 0; d != shape.size(); ++d) stride_[d] = s, s *= shape[d];
   }
-  for (std::size_t d = 0; d != shape.size(); ++d) {
-    pos += index[d] * stride;
-    stride *= shape[d];
+  /// The position of the current value; advance() moves to the next value in C order.
+  std::size_t position(std::size_t c_index) const noexcept { return walk_ ? pos_ : c_index; }
+  void advance() noexcept {
+    if (!walk_) return;
+    for (std::size_t d = shape_.size(); d-- > 0;) {
+      ++index_[d];
+      pos_ += stride_[d];
+      if (index_[d] < shape_[d] || d == 0) return;
+      pos_ -= index_[d] * stride_[d];
+      index_[d] = 0;
+    }
   }
-  return pos;
-}
+  bool reordered() const noexcept { return walk_; }
+
+ private:
+  const std::vector<std::size_t>& shape_;
+  bool walk_;
+  std::vector<std::size_t> stride_, index_;
+  std::size_t pos_ = 0;
+};
 
 }  // namespace detail
 
@@ -248,32 +265,20 @@ npy_array<T> parse_npy(std::string_view bytes, const std::string& file = "<memor
   for (std::size_t d : h.shape) total *= d;
   out.values.resize(total);
   const char* src = bytes.data() + h.data_offset;
-  // Where value i (C order) sits in the data; the identity unless the file is in Fortran order with 2+ dimensions.
-  const bool transpose = h.fortran_order && h.shape.size() > 1 && total > 0;
-  std::vector<std::size_t> position;
-  if (transpose) {
-    position.resize(total);
-    if (h.shape.size() == 2) {
-      const std::size_t rows = h.shape[0], cols = h.shape[1];
-      for (std::size_t r = 0; r != rows; ++r)
-        for (std::size_t c = 0; c != cols; ++c) position[r * cols + c] = c * rows + r;
-    } else {
-      for (std::size_t i = 0; i != total; ++i) position[i] = detail::fortran_position(i, h.shape);
-    }
-  }
-  const auto at = [&](std::size_t i) { return transpose ? position[i] : i; };
+  detail::npy_positions where(h.shape, h.fortran_order && total > 0);
   if constexpr (std::is_same_v<T, float>) {
     if (h.kind != 'f') detail::npy_fail(file, 0, "expected a float array (float16, float32 or float64), found an integer array");
-    if (h.item_size == 4 && !transpose) {
+    if (h.item_size == 4 && !where.reordered()) {
       if (total) std::memcpy(out.values.data(), src, total * 4);
     } else {
-      for (std::size_t i = 0; i != total; ++i) {
-        const double v = detail::npy_float_at(src, h.item_size, at(i));
+      for (std::size_t i = 0; i != total; ++i, where.advance()) {
+        const std::size_t at = where.position(i);
+        const double v = detail::npy_float_at(src, h.item_size, at);
         const float f = static_cast<float>(v);
         if (std::isfinite(v) && !std::isfinite(f)) {
           char text[32];  // the shortest text that reads back as v
           const auto written = std::to_chars(text, text + sizeof text, v).ptr;
-          detail::npy_fail(file, h.data_offset + at(i) * h.item_size,
+          detail::npy_fail(file, h.data_offset + at * h.item_size,
                            "value " + std::string(text, written) + " at index " + std::to_string(i) + " does not fit float32");
         }
         out.values[i] = f;
@@ -281,8 +286,8 @@ npy_array<T> parse_npy(std::string_view bytes, const std::string& file = "<memor
     }
   } else {
     if (h.kind == 'f') detail::npy_fail(file, 0, "expected an integer array, found a float array");
-    for (std::size_t i = 0; i != total; ++i) {
-      const char* p = src + at(i) * h.item_size;
+    for (std::size_t i = 0; i != total; ++i, where.advance()) {
+      const char* p = src + where.position(i) * h.item_size;
       std::int64_t v = 0;
       if (h.kind == 'i') {
         switch (h.item_size) {
