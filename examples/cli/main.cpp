@@ -88,7 +88,7 @@ named by the directory's document names.
      R"(usage: aligner query --index INDEX --vectors Q.npy [--offsets O.npy] [--strategy S] [--top N] [options]
 
 Ranks the documents of INDEX (an index file or directory of aligner index) for ad-hoc queries: Q.npy holds the
-query token vectors [tokens, dim] (float32 or float16), O.npy where each query starts (int64 or int32,
+query token vectors [tokens, dim] (float32, float16 or float64), O.npy where each query starts (integers,
 [queries + 1]; without it every row belongs to one query). Prints the top N (default 10) of each query as TREC
 run lines
   QUERY Q0 DOC RANK SCORE aligner-STRATEGY
