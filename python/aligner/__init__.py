@@ -247,6 +247,25 @@ def _codec_arg(codec, residual_centroids=0, residual_iterations=10, residual_ani
     return codec._c
 
 
+def _sequences_arg(seqs, offsets):
+    """`seqs` as the C++ side takes it: a 3-d array [sequences, tokens, dim] (equal lengths, offsets not given)
+    becomes a list of its 2-d rows, and a generator or other iterator a list; anything else is passed on as given."""
+    if offsets is None and getattr(seqs, "ndim", None) == 3:
+        return list(seqs)
+    if not isinstance(seqs, (list, tuple, str, bytes)) and not hasattr(seqs, "__array__") and hasattr(seqs, "__next__"):
+        return list(seqs)
+    return seqs
+
+
+def _retriever_from_bytes(data: bytes) -> "Retriever":
+    """Unpickles a Retriever: the bytes of its index file, read back without a mapping."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="aligner-") as folder:
+        path = os.path.join(folder, "index.aligner")
+        with open(path, "wb") as f:
+            f.write(data)
+        return Retriever.load(path, mmap=False)
+
 class Retriever:
     """ALIGNER retrieval: token search for candidates, then every candidate reranked with sim(Q, D).
 
@@ -341,10 +360,12 @@ class Retriever:
 
     # ---- changes ----
     def add(self, docs, offsets=None, *, salience=None):
-        """Adds documents; returns their ids (int64, consecutive). `docs`: a list of [tokens, dim] arrays, or one
-        [tokens, dim] array (one document; or all documents back to back with `offsets`). salience: one value per
+        """Adds documents; returns their ids (int64, consecutive). `docs`: a list (or any iterable) of [tokens, dim]
+        arrays, a [documents, tokens, dim] array of equal-length documents, or one [tokens, dim] array (one
+        document; or all documents back to back with `offsets`). salience: one value per
         token of all documents (one array, or a list of one array per document), or None. All or nothing: on error
         nothing changes."""
+        docs = _sequences_arg(docs, offsets)
         return self._r.add(docs, offsets, _per_token(salience, docs, offsets, "salience"))
 
     def remove(self, ids) -> None:
@@ -383,6 +404,7 @@ class Retriever:
         kept tokens go to one scan of the token index, up to 64 rows a block. The results are the same bit for bit."""
         args = _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
                                     use_doc_salience, allowed_ids, filter, use_query_salience)
+        queries = _sequences_arg(queries, offsets)
         return self._r.search_batch(queries, offsets, _per_token(query_salience, queries, offsets, "query_salience"),
                                     threads, args)
 
@@ -437,6 +459,17 @@ class Retriever:
         """Opens an index file written by save() or by the CLI (`aligner index`), with the backend it was built
         with; mmap=True maps the token store read-only instead of reading it."""
         return cls(0, _impl=_aligner._Retriever.load(str(path), mmap))
+
+    def __reduce__(self):
+        """Pickling (multiprocessing, Dask): the bytes save() writes, through a temporary file; the copy searches
+        exactly as this retriever does."""
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="aligner-") as folder:
+            path = os.path.join(folder, "index.aligner")
+            self.save(path)
+            with open(path, "rb") as f:
+                data = f.read()
+        return (_retriever_from_bytes, (data,))
 
 
 class _DirectoryFacts:
@@ -555,10 +588,11 @@ class IndexDirectoryWriter(_DirectoryFacts):
 
     def add(self, docs, offsets=None, *, salience=None, names=None):
         """Adds documents as one new segment and commits; returns their ids (int64, consecutive, never reused).
-        `docs`: a list of [tokens, dim] arrays, or one [tokens, dim] array (one document; or all documents back to
-        back with `offsets`). salience: one value per token (one array, or a list of one array per document) or None
+        `docs`: a list (or any iterable) of [tokens, dim] arrays, a [documents, tokens, dim] array, or one [tokens,
+        dim] array (one document; or all documents back to back with `offsets`). salience: one value per token (one array, or a list of one array per document) or None
         (every add of a directory must match the first). names: one str per document (no line breaks) or None (again
         as the first add). All or nothing."""
+        docs = _sequences_arg(docs, offsets)
         return self._d.add(docs, offsets, _per_token(salience, docs, offsets, "salience"), names)
 
     def remove(self, ids) -> None:
@@ -634,6 +668,7 @@ class IndexDirectoryReader(_DirectoryFacts):
         up to 8 that sweep each document once."""
         args = self._args(top, strategy, normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
                           allowed_ids, filter, use_query_salience)
+        queries = _sequences_arg(queries, offsets)
         return self._d.search_batch(queries, offsets, _per_token(query_salience, queries, offsets, "query_salience"),
                                     threads, args)
 

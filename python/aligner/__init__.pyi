@@ -9,7 +9,7 @@ __version__: str
 backends: list[str]
 
 ArrayLike = npt.ArrayLike
-Docs = Union[Sequence[ArrayLike], ArrayLike]
+Docs = Union[Sequence[ArrayLike], Iterable[ArrayLike], ArrayLike]
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
 PathType = Union[str, PathLike[str]]

@@ -456,3 +456,27 @@ def test_ndocs_cuts_token_search_candidates_by_their_hits():
             keep = [i for i in uncut.ids.tolist() if i in set(ranked[:ndocs])]
             np.testing.assert_array_equal(got.ids, keep)
         np.testing.assert_array_equal(r.search(q, top=100, candidates=k, ndocs=0).ids, uncut.ids)
+
+
+def test_documents_from_a_generator_or_a_3d_array_and_pickling(tmp_path):
+    import pickle
+    docs = [np.random.default_rng(i).standard_normal((7, DIM)).astype(np.float32) for i in range(5)]
+    listed = aligner.Retriever(DIM)
+    listed.add(docs)
+    for form in ((d for d in docs), np.stack(docs), iter(docs)):
+        other = aligner.Retriever(DIM)
+        assert list(other.add(form)) == [0, 1, 2, 3, 4]
+        a, b = other.search(docs[2][:3], top=5), listed.search(docs[2][:3], top=5)
+        assert list(a.ids) == list(b.ids) and list(a.scores) == list(b.scores)
+    queries = np.stack([docs[1][:3], docs[4][:3]])  # equal-length queries as one 3-d array
+    assert [list(r.ids) for r in listed.search_batch(queries, top=3)] == \
+           [list(r.ids) for r in listed.search_batch([q for q in queries], top=3)]
+    with pytest.raises(ValueError, match="2-d array"):
+        listed.add(np.stack(docs), np.array([0, 7]))  # with offsets, a 3-d array is still refused by name
+    # A pickled retriever (multiprocessing, Dask) searches as the original, removals included.
+    listed.remove(3)
+    copy = pickle.loads(pickle.dumps(listed))
+    assert len(copy) == len(listed) and copy.is_removed(3)
+    for q in (docs[0][:4], docs[3][:2]):
+        a, b = copy.search(q, top=5, exhaustive=True), listed.search(q, top=5, exhaustive=True)
+        assert list(a.ids) == list(b.ids) and list(a.scores) == list(b.scores)
