@@ -79,6 +79,7 @@ def score_batch(query, docs, offsets=None, *, strategy: str = "top1", normalize:
     documents back to back with `offsets` (document d is rows offsets[d]..offsets[d+1]). Returns float32 [docs].
     doc_salience, when given, has one entry per token of all documents (one array), or is a list of one array per
     document."""
+    docs = _sequences_arg(docs, offsets)
     doc_salience = _per_token(doc_salience, docs, offsets, "doc_salience")
     return _aligner.score_batch(query, docs, offsets, strategy=strategy, normalize=normalize,
                                 query_salience=query_salience, doc_salience=doc_salience)

@@ -471,6 +471,9 @@ def test_documents_from_a_generator_or_a_3d_array_and_pickling(tmp_path):
     queries = np.stack([docs[1][:3], docs[4][:3]])  # equal-length queries as one 3-d array
     assert [list(r.ids) for r in listed.search_batch(queries, top=3)] == \
            [list(r.ids) for r in listed.search_batch([q for q in queries], top=3)]
+    q = docs[0][:3]
+    assert np.array_equal(aligner.score_batch(q, (d for d in docs)), aligner.score_batch(q, docs))
+    assert np.array_equal(aligner.score_batch(q, np.stack(docs)), aligner.score_batch(q, docs))
     with pytest.raises(ValueError, match="2-d array"):
         listed.add(np.stack(docs), np.array([0, 7]))  # with offsets, a 3-d array is still refused by name
     # A pickled retriever (multiprocessing, Dask) searches as the original, removals included.
