@@ -233,6 +233,23 @@ def default_centroids(tokens: int) -> int:
     return _aligner.default_centroids(tokens)
 
 
+def _check_residual_settings(storage, residual_centroids=0, residual_iterations=10, residual_anisotropy=0.0,
+                              **others):
+    """Settings of a residual codec's training given with a storage that has none are refused by name (they would
+    be ignored). `others`: further residual-only settings, each None unless given."""
+    if not isinstance(storage, str) or storage.startswith("residual"):
+        return
+    given = [(name, value) for name, value, default in (("residual_centroids", residual_centroids, 0),
+                                                        ("residual_iterations", residual_iterations, 10),
+                                                        ("residual_anisotropy", residual_anisotropy, 0.0))
+             if value != default]
+    given += [(name, value) for name, value in others.items() if value is not None]
+    if given:
+        name, value = given[0]
+        raise ValueError(f"{name}={value!r} sets the residual codec, but storage={storage!r} has none "
+                         "(use storage='residual:N', or leave it out)")
+
+
 def _codec_arg(codec, residual_centroids=0, residual_iterations=10, residual_anisotropy=0.0):
     """The C++ codec of a `codec` keyword (None or a ResidualCodec); with a codec, the codec-training settings must
     keep their defaults (they would not be used)."""
@@ -295,6 +312,8 @@ class Retriever:
             self._r = _impl
             return
         _check_int("dim", dim, 1)
+        _check_residual_settings(storage, residual_centroids, residual_iterations, residual_anisotropy,
+                                 residual_nbits=residual_nbits)
         c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
         if residual_nbits is not None and isinstance(storage, str) and storage.startswith("residual:") \
                 and storage[len("residual:"):] != str(residual_nbits):
@@ -577,6 +596,7 @@ class IndexDirectoryWriter(_DirectoryFacts):
         its bits), or "f32", "bf16", "f16", "i8". check_finite: refuse NaN/Inf in added documents. OSError when
         `path` already holds an index directory."""
         _check_int("dim", dim, 1)
+        _check_residual_settings(storage, residual_centroids, residual_iterations, residual_anisotropy)
         c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
         return cls(_aligner._DirectoryWriter.create(os.fspath(path), dim, storage, residual_centroids,
                                                      residual_iterations, float(residual_anisotropy), seed, threads,
@@ -734,6 +754,8 @@ def build_directory(path, vectors, offsets, *, names=None, storage: str = "resid
         if value is None or value < 0:
             raise ValueError(f"first_token must be an int >= 0 or None, got {first_token!r}")
         first_token = value
+    _check_residual_settings(storage, residual_centroids, residual_iterations, residual_anisotropy,
+                             training_tokens=training_tokens or None)
     c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
     if codec is not None and training_tokens != 0:
         raise ValueError(f"training_tokens={training_tokens!r} trains a codec, but codec is given (it is already trained)")

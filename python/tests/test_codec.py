@@ -171,6 +171,16 @@ def test_bad_codec_arguments_are_refused_and_change_nothing(tmp_path):
         aligner.Retriever(DIM, storage="residual:4", codec=codec)
     with pytest.raises(ValueError, match="residual_nbits=4 does not match"):
         aligner.Retriever(DIM, storage="residual", residual_nbits=4, codec=codec)
+    # A codec's training settings with a storage that has no codec are refused, not ignored.
+    with pytest.raises(ValueError, match="residual_centroids=16 sets the residual codec, but storage='i8' has none"):
+        aligner.Retriever(DIM, storage="i8", residual_centroids=16)
+    with pytest.raises(ValueError, match="residual_nbits=4 sets the residual codec, but storage='f32'"):
+        aligner.Retriever(DIM, residual_nbits=4)
+    with pytest.raises(ValueError, match="residual_anisotropy=1.0 sets the residual codec, but storage='bf16'"):
+        aligner.IndexDirectoryWriter.create(tmp_path / "none", DIM, storage="bf16", residual_anisotropy=1.0)
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(ValueError, match="training_tokens=5000 sets the residual codec, but storage='f32'"):
+        aligner.build_directory(tmp_path / "none", tokens, offsets, storage="f32", training_tokens=5000)
     # "residual:N" and residual_nbits name the same setting: both may be given only when they agree.
     with pytest.raises(ValueError, match="residual_nbits=2 contradicts storage='residual:4'"):
         aligner.Retriever(DIM, storage="residual:4", residual_nbits=2)

@@ -250,7 +250,9 @@ def test_streamed_build_is_the_same_from_every_input_form(tmp_path, storage):
     docs = collection(seed=7, docs=150)
     tokens, offsets = joined(docs)
     names = [f"n{i}" for i in range(len(docs))]
-    kw = dict(storage=storage, residual_centroids=32, segment_tokens=400, chunk_tokens=150)
+    kw = dict(storage=storage, segment_tokens=400, chunk_tokens=150)
+    if storage.startswith("residual"):
+        kw["residual_centroids"] = 32
     calls = []
     reports = {
         "npy32": aligner.build_directory(tmp_path / "a", write_npy(tmp_path / "v32.npy", tokens), offsets, names=names,
@@ -468,9 +470,10 @@ def test_the_alignment_picture(tmp_path):
             source.view(q, doc, doc_words=[1] * len(docs[doc]))
     assert r.view(q, doc, title="t") == d.view(q, doc, title="t")
     for storage in ("residual:2", "i8", "bf16"):  # the same picture from a Retriever and a directory of each store
-        rs = aligner.Retriever(DIM, storage=storage, residual_centroids=16)
+        codec_kw = dict(residual_centroids=16) if storage.startswith("residual") else {}
+        rs = aligner.Retriever(DIM, storage=storage, **codec_kw)
         rs.add(docs)
-        with aligner.IndexDirectoryWriter.create(tmp_path / storage, DIM, storage=storage, residual_centroids=16) as w:
+        with aligner.IndexDirectoryWriter.create(tmp_path / storage, DIM, storage=storage, **codec_kw) as w:
             w.add(docs)
         ds = aligner.IndexDirectoryReader(tmp_path / storage)
         page = ds.view(q, doc, strategy="topp:0.2")
