@@ -284,6 +284,7 @@ def _retriever_from_bytes(data: bytes) -> "Retriever":
             f.write(data)
         return Retriever.load(path, mmap=False)
 
+
 class Retriever:
     """ALIGNER retrieval: token search for candidates, then every candidate reranked with sim(Q, D).
 
@@ -382,9 +383,8 @@ class Retriever:
     def add(self, docs, offsets=None, *, salience=None):
         """Adds documents; returns their ids (int64, consecutive). `docs`: a list (or any iterable) of [tokens, dim]
         arrays, a [documents, tokens, dim] array of equal-length documents, or one [tokens, dim] array (one
-        document; or all documents back to back with `offsets`). salience: one value per
-        token of all documents (one array, or a list of one array per document), or None. All or nothing: on error
-        nothing changes."""
+        document; or all documents back to back with `offsets`). salience: one value per token of all documents (one
+        array, or a list of one array per document), or None. All or nothing: on error nothing changes."""
         docs = _sequences_arg(docs, offsets)
         return self._r.add(docs, offsets, _per_token(salience, docs, offsets, "salience"))
 
@@ -419,9 +419,10 @@ class Retriever:
                      use_query_salience: bool = True) -> list:
         """search() for many queries (a list of arrays, or one array with offsets) on `threads` threads (0: all
         cores), the GIL released; results equal serial searches. query_salience: one value per token of all
-        queries (one array, or a list of one array per query). With exhaustive=True the queries go in blocks of up to 8 that sweep each document once (the store
-        is read once a block instead of once a query); with the exact backends' token search, consecutive queries'
-        kept tokens go to one scan of the token index, up to 64 rows a block. The results are the same bit for bit."""
+        queries (one array, or a list of one array per query). With exhaustive=True the queries go in blocks of up
+        to 8 that sweep each document once (the store is read once a block instead of once a query); with the exact
+        backends' token search, consecutive queries' kept tokens go to one scan of the token index, up to 64 rows a
+        block. The results are the same bit for bit."""
         args = _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
                                     use_doc_salience, allowed_ids, filter, use_query_salience)
         queries = _sequences_arg(queries, offsets)
@@ -610,9 +611,9 @@ class IndexDirectoryWriter(_DirectoryFacts):
     def add(self, docs, offsets=None, *, salience=None, names=None):
         """Adds documents as one new segment and commits; returns their ids (int64, consecutive, never reused).
         `docs`: a list (or any iterable) of [tokens, dim] arrays, a [documents, tokens, dim] array, or one [tokens,
-        dim] array (one document; or all documents back to back with `offsets`). salience: one value per token (one array, or a list of one array per document) or None
-        (every add of a directory must match the first). names: one str per document (no line breaks) or None (again
-        as the first add). All or nothing."""
+        dim] array (one document; or all documents back to back with `offsets`). salience: one value per token (one
+        array, or a list of one array per document) or None (every add of a directory must match the first). names:
+        one str per document (no line breaks) or None (again as the first add). All or nothing."""
         docs = _sequences_arg(docs, offsets)
         return self._d.add(docs, offsets, _per_token(salience, docs, offsets, "salience"), names)
 
