@@ -324,6 +324,12 @@ TEST_CASE("cli: a residual codes-only index: index, info, search by postings, mi
   CHECK(run_cli("eval" + coll + " --strategy top1 --candidates postings").status == 2);                      // not residual
   CHECK(run_cli("eval" + coll + " --strategy top1 --nprobe 3").status == 2);                                 // needs postings
   CHECK(run_cli("eval" + coll + " --strategy top1 --storage residual:3").status == 2);
+  {  // "residual" alone is residual:2, as in Python
+    const std::string opts = " --strategy top1 --centroids 64 --query-limit 3";
+    const auto bare = run_cli("eval" + coll + opts + " --storage residual");
+    REQUIRE(bare.status == 0);
+    CHECK(without_timing(bare.out) == without_timing(run_cli("eval" + coll + opts + " --storage residual:2").out));
+  }
   CHECK(run_cli("eval" + coll + " --strategy top1 --centroids 16").status == 2);                             // needs residual
   CHECK(run_cli("eval" + coll + " --strategy top1 --storage residual:2 --centroids 99999999").status == 2);
   CHECK(run_cli("eval" + coll + " --strategy top1 --anisotropy 4").status == 2);                             // needs residual

@@ -124,9 +124,10 @@ const std::vector<flag>& flags() {
        [](options& o, const std::string& v) { o.rerank_weights = one_of("--rerank-weights", v, {"on", "off"}) == "on"; }},
       {"--storage", aligner::storage_names() + "|residual:N", building_cmds | explain,
        "precision of the rerank token store (default f32; bf16 and f16 halve its memory, i8 quarters it; residual:N, N in "
-       "1|2|4|8: a centroid id plus N bits per component, trained on the collection)",
-       [](options& o, const std::string& v) {
+       "1|2|4|8: a centroid id plus N bits per component, trained on the collection; residual alone: residual:2)",
+       [](options& o, const std::string& given) {
          aligner::storage st;
+         const std::string v = given == "residual" ? std::string("residual:2") : given;
          if (v.rfind("residual:", 0) == 0) {
            const auto bits = parse_count("--storage residual:N", v.substr(9));
            if (bits != 1 && bits != 2 && bits != 4 && bits != 8)
