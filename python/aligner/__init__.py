@@ -233,16 +233,21 @@ def default_centroids(tokens: int) -> int:
     return _aligner.default_centroids(tokens)
 
 
+def _codec_training_given(residual_centroids=0, residual_iterations=10, residual_anisotropy=0.0) -> list:
+    """The codec-training settings given a value other than their default, as (name, value) pairs."""
+    return [(name, value) for name, value, default in (("residual_centroids", residual_centroids, 0),
+                                                       ("residual_iterations", residual_iterations, 10),
+                                                       ("residual_anisotropy", residual_anisotropy, 0.0))
+            if value != default]
+
+
 def _check_residual_settings(storage, residual_centroids=0, residual_iterations=10, residual_anisotropy=0.0,
                               **others):
     """Settings of a residual codec's training given with a storage that has none are refused by name (they would
     be ignored). `others`: further residual-only settings, each None unless given."""
     if not isinstance(storage, str) or storage.startswith("residual"):
         return
-    given = [(name, value) for name, value, default in (("residual_centroids", residual_centroids, 0),
-                                                        ("residual_iterations", residual_iterations, 10),
-                                                        ("residual_anisotropy", residual_anisotropy, 0.0))
-             if value != default]
+    given = _codec_training_given(residual_centroids, residual_iterations, residual_anisotropy)
     given += [(name, value) for name, value in others.items() if value is not None]
     if given:
         name, value = given[0]
@@ -257,11 +262,10 @@ def _codec_arg(codec, residual_centroids=0, residual_iterations=10, residual_ani
         return None
     if not isinstance(codec, ResidualCodec):
         raise TypeError(f"codec must be an aligner.ResidualCodec or None, got {type(codec).__name__}")
-    for name, value, default in (("residual_centroids", residual_centroids, 0),
-                                 ("residual_iterations", residual_iterations, 10),
-                                 ("residual_anisotropy", residual_anisotropy, 0.0)):
-        if value != default:
-            raise ValueError(f"{name}={value!r} trains a codec, but codec is given (it is already trained)")
+    given = _codec_training_given(residual_centroids, residual_iterations, residual_anisotropy)
+    if given:
+        name, value = given[0]
+        raise ValueError(f"{name}={value!r} trains a codec, but codec is given (it is already trained)")
     return codec._c
 
 

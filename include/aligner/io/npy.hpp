@@ -194,28 +194,19 @@ inline npy_header parse_npy_header(std::string_view bytes, const std::string& fi
 
 namespace detail {
 
-/// Value i of the data as double (floats) or int64 / uint64 (integers), from its little-endian bytes.
-inline double npy_float_at(const char* src, std::size_t item_size, std::size_t i) noexcept {
-  if (item_size == 2) {
-    std::uint16_t half;
-    std::memcpy(&half, src + 2 * i, 2);
-    return half_to_float(half);
-  }
-  if (item_size == 4) {
-    float f;
-    std::memcpy(&f, src + 4 * i, 4);
-    return f;
-  }
-  double d;
-  std::memcpy(&d, src + 8 * i, 8);
-  return d;
-}
-
 template <class U>
 inline U npy_load(const char* p) noexcept {
   U v;
   std::memcpy(&v, p, sizeof v);
   return v;
+}
+
+/// Value i of float data of item_size bytes (2, 4 or 8), as double, from its little-endian bytes.
+inline double npy_float_at(const char* src, std::size_t item_size, std::size_t i) noexcept {
+  const char* p = src + item_size * i;
+  if (item_size == 2) return half_to_float(npy_load<std::uint16_t>(p));
+  if (item_size == 4) return npy_load<float>(p);
+  return npy_load<double>(p);
 }
 
 /// The positions in a file's data of the values in C order: i itself, or for Fortran-order data of 2+ dimensions the
