@@ -114,7 +114,9 @@ inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits 
       if (aligner::kernel_info().amx_bf16) return "amx-bf16";
       return aligner::bf16_rounds_query<> ? "avx512-bf16" : arch + "-widen";
     case aligner::storage::residual:
-      if (aligner::kernel_info().amx_bf16) return "amx-bf16-residual-decode";
+      if (aligner::kernel_info().amx_bf16 && aligner::panel_width<> == 16) return "amx-bf16-residual-decode";
+      if (aligner::kernel_info().amx_bf16 && (!aligner::vnni_runs() || residual_nbits > 4))  // (residual_on_amx)
+        return "amx-bf16-wide" + std::to_string(aligner::panel_width<>) + "-residual-decode";
       if (ALIGNER_HAVE_VNNI_VBMI && aligner::panel_width<> == 16 && residual_nbits <= 4) return "avx512-vnni-residual-decode";
       if (aligner::vnni_runs() && residual_nbits <= 4)
         return "avx512-vnni-wide" + std::to_string(aligner::panel_width<>) + "-residual-decode";

@@ -37,6 +37,21 @@ double score_of_similarities(const std::vector<double>& S, std::size_t n, std::s
 
 }  // namespace
 
+namespace {
+/// `count` W-wide residual panels of `codec` back to back: random code bits (every bit pattern is a valid panel,
+/// padding bits included) and random centroid ids.
+aligner::aligned_vector<std::uint32_t> random_residual_panels(const aligner::residual_codec& codec, std::size_t W, std::size_t count,
+                                                              std::mt19937_64& rng) {
+  const std::size_t words = codec.panel_words(W);
+  aligner::aligned_vector<std::uint32_t> panels(count * words);
+  for (auto& w : panels) w = std::uint32_t(rng());
+  for (std::size_t P = 0; P != count; ++P)
+    for (std::size_t l = 0; l != W; ++l)
+      reinterpret_cast<std::uint16_t*>(panels.data() + P * words)[l] = std::uint16_t(rng() % codec.centroids());
+  return panels;
+}
+}  // namespace
+
 TEST_CASE("residual: the vector decode of a panel equals the scalar specification", "[oracle]") {
   constexpr std::size_t W = aligner::panel_width<>;
   std::mt19937_64 rng(5);
@@ -106,11 +121,7 @@ TEST_CASE("residual: the vector decode of a panel equals the scalar specificatio
         // document's end) into one 16-token panel: lane P W + l is panel P's lane l, word for word the specification.
         REQUIRE((W == 4 || W == 8));
         const std::size_t per = 16 / W, words = codec->panel_words(W);
-        aligner::aligned_vector<std::uint32_t> several(per * words);
-        for (auto& w : several) w = std::uint32_t(rng());
-        for (std::size_t P = 0; P != per; ++P)
-          for (std::size_t l = 0; l != W; ++l)
-            reinterpret_cast<std::uint16_t*>(several.data() + P * words)[l] = std::uint16_t(rng() % codec->centroids());
+        const auto several = random_residual_panels(*codec, W, per, rng);
         for (std::size_t count = 1; count <= per; ++count) {
           aligner::aligned_vector<std::uint32_t> wide(quads * 16, 0xdeadbeefu);
           if (W == 4)
@@ -132,6 +143,54 @@ TEST_CASE("residual: the vector decode of a panel equals the scalar specificatio
       }
     }
   }
+}
+
+TEST_CASE("residual: the 16-token bf16 decode of 4- and 8-wide panels equals decode-then-round, word for word", "[oracle]") {
+#if ALIGNER_HAVE_AMX
+  constexpr std::size_t W = aligner::panel_width<>;
+  if constexpr (W == 4 || W == 8) {
+    if (!aligner::avx512_vbmi_usable()) {
+      WARN("skipped: the CPU or the OS lacks AVX-512 BW/VL/VBMI (the AMX path of this build's 4- and 8-wide panels decodes with them)");
+      return;
+    }
+    std::mt19937_64 rng(11);
+    constexpr std::size_t per = 16 / W;
+    for (std::size_t dim : {1, 2, 3, 5, 16, 33, 100, 129}) {
+      const auto x = aligner_test::clustered_tokens(300, dim, 7, dim + 200);
+      for (std::size_t nbits : {1, 2, 4, 8}) {
+        const auto codec = aligner_test::trained_codec(x, dim, nbits, 7);
+        CHECK(aligner::residual_bf16_wide_decode(*codec) == (nbits <= 4));
+        const std::size_t words = codec->panel_words(W), pairs = (dim + 1) / 2, out_words = pairs * W + 5;
+        const auto several = random_residual_panels(*codec, W, per, rng);
+        for (std::size_t count = 1; count <= per; ++count) {
+          aligner::aligned_vector<std::uint32_t> out(per * out_words, 0xdeadbeefu);
+          const bool decoded = aligner::detail::decode_residual_panels_bf16_wide<W>(*codec, several.data(), words, count, out.data(), out_words);
+          INFO("dim " << dim << " nbits " << nbits << " count " << count);
+          REQUIRE(decoded == (nbits <= 4));
+          for (std::size_t P = 0; P != per; ++P) {
+            // The specification: the scalar decode, each value rounded to bf16 (to_bf16) and paired.
+            std::vector<float> slow(dim * W);
+            aligner::ref::residual_decode(*codec, several.data() + P * words, W, false, slow.data());
+            for (std::size_t c2 = 0; c2 != out_words / W + 1; ++c2)
+              for (std::size_t l = 0; l != W && c2 * W + l < out_words; ++l) {
+                const std::uint32_t got = out[P * out_words + c2 * W + l];
+                INFO("panel " << P << " pair " << c2 << " lane " << l);
+                if (!decoded || P >= count || c2 >= pairs) {
+                  REQUIRE(got == 0xdeadbeefu);  // nothing written past the panels asked for, their pairs, or for nbits 8
+                  continue;
+                }
+                const std::uint32_t lo = aligner::to_bf16(slow[2 * c2 * W + l]);
+                const std::uint32_t hi = 2 * c2 + 1 < dim ? aligner::to_bf16(slow[(2 * c2 + 1) * W + l]) : 0u;
+                REQUIRE(got == (lo | hi << 16));
+              }
+          }
+        }
+      }
+    }
+    return;
+  }
+#endif
+  SUCCEED("this build's AMX path reads 16-wide panels, or AMX is not compiled in: no 16-token decode of narrower panels");
 }
 
 TEST_CASE("residual: centroid-major query scores equal the query-major ones, a panel's rows of them are laid out right", "[oracle]") {
@@ -212,14 +271,25 @@ TEST_CASE("residual: the fused kernel equals decode-then-score in double, every 
     aligner::token_store store(dim, aligner::storage::residual, codec);
     store.add(aligner::sequence_set_view{{x.data(), tokens, dim}, offsets}, ud);
     // The vector path and, where it runs, the AMX path (which rounds query and residuals to bf16) are each checked
-    // against a double computation of their own arithmetic.
-    for (bool amx : {false, true}) {
+    // against a double computation of their own arithmetic. A build of 4- or 8-wide panels gives residual codes to
+    // AMX only where the VNNI kernel does not take them (residual_on_amx), so AMX on is run with the run-time VNNI
+    // kernel on and off: mode 0 AMX off, 1 AMX on, 2 AMX on and VNNI off.
+    for (int mode : {0, 1, 2}) {
+    const bool amx = mode != 0;
     if (amx && !aligner::amx_bf16_unavailable_reason().empty()) continue;
     struct restore {
-      bool was = aligner::detail::amx_switch().load() != 0;
-      ~restore() { aligner::set_amx_enabled(was); }
+      bool was = aligner::detail::amx_switch().load() != 0, was_vnni = aligner::detail::vnni_switch().load() != 0;
+      ~restore() { aligner::set_amx_enabled(was), aligner::set_vnni_enabled(was_vnni); }
     } restore_amx;
     aligner::set_amx_enabled(amx);
+    aligner::set_vnni_enabled(mode != 2);
+    const bool on_amx = aligner::residual_on_amx(*codec);
+    INFO("mode " << mode << ": " << aligner::kernel_info().residual);
+    // Which path takes the codes: AMX wherever it runs in a 16-wide build, elsewhere only where VNNI cannot.
+    CHECK(on_amx == (amx && (aligner::panel_width<> == 16 || !aligner::residual_vnni_fits(*codec))));
+    CHECK(!(on_amx && aligner::residual_on_vnni(*codec)));
+    if (on_amx) CHECK(aligner::kernel_info().residual.find("AMX-BF16") != std::string::npos);
+    if (on_amx && aligner::panel_width<> != 16 && nbits <= 4) CHECK(aligner::residual_bf16_wide_decode(*codec) == aligner::avx512_vbmi_usable());
     const double rel = 2e-5;
     for (std::size_t n : {1, 3, 4, 9, 21}) {
       const auto q = aligner_test::random_matrix(n, dim, 10 + n, true);
@@ -240,8 +310,8 @@ TEST_CASE("residual: the fused kernel equals decode-then-score in double, every 
             double want = 0;
             // AMX, and the vector path of an AVX512-BF16 build (vdpbf16ps), round query and residuals to bf16; the
             // VNNI path (nbits <= 4 where it is compiled, without AMX) multiplies their int8 forms.
-            const bool vnni = !amx && aligner::residual_on_vnni(*codec);
-            const bool rounded = !vnni && (amx || aligner::bf16_rounds_query<>);
+            const bool vnni = aligner::residual_on_vnni(*codec);
+            const bool rounded = !vnni && (on_amx || aligner::bf16_rounds_query<>);
             if ((!rounded && !vnni) || a.kind == alignment::kind_t::dense) {  // (dense: q_0 . d_0 in float on every path)
               const auto decoded = store.unpack(d);  // what the codes mean, as floats
               want = aligner::ref::score({q.data(), n, dim}, {decoded.data(), store.length(d), dim}, rp);

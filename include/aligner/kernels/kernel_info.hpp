@@ -109,15 +109,21 @@ kernel_report kernel_info() {
   const std::string residual_vector = bf16_rounds_query<Arch> ? std::string("residual panels decoded to bf16 a group at a time, AVX512-BF16 "
                                                                             "vdpbf16ps register tiles, query rounded to bf16 (compile time)")
                                                               : "residual panels decoded to float a group at a time, " + vec;
-  if (r.amx_bf16)
-    r.residual = "residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)";
+  // AMX-BF16 takes residual codes where it runs in a 16-wide build; in a narrower one only what VNNI cannot (residual_on_amx).
+  const std::string residual_amx = "residual panels decoded to bf16 a group at a time, AMX-BF16 tiles (run time)";
+  const std::string residual_amx_narrow = "residual panels decoded to bf16 a group at a time (nbits 1-4: 16 tokens at a time by "
+                                          "AVX512-VBMI), AMX-BF16 tiles over " + wide_panels + " (run time)";
+  if (r.amx_bf16 && panel_width<Arch> == 16)
+    r.residual = residual_amx;
   else if (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
     r.residual = "nbits 1-4: residual panels decoded to the codec's int8 values a group at a time (AVX512-VBMI), AVX512-VNNI vpdpbusd "
                  "register tiles, query in int8 (compile time); nbits 8: " + residual_vector;
   else if (vnni_runs<Arch>())
     r.residual = "nbits 1-4: residual panels decoded 16 tokens at a time to the codec's int8 values (AVX512-VBMI), AVX512-VNNI vpdpbusd "
                  "register tiles over " + wide_panels + ", query in int8 (run time: the CPU and OS have AVX512-VNNI and VBMI); nbits 8: " +
-                 residual_vector;
+                 (r.amx_bf16 ? residual_amx_narrow : residual_vector);
+  else if (r.amx_bf16)
+    r.residual = residual_amx_narrow;
   else
     r.residual = residual_vector;
   r.token_search = "exact scan: f32 on " + vec + "; bf16 on " +

@@ -685,6 +685,115 @@ bool decode_residual_panel_bf16(const residual_codec& codec, const std::uint32_t
   return false;
 }
 
+namespace detail {
+
+#if ALIGNER_HAVE_AMX
+/// Controls of decode_residual_panels_bf16_wide for W-wide panels (W = 4, 8) at nbits B. The codes of one component
+/// pair in panel P are its chunk of 2 W B bits: W codes of the low component, then W of the high one, lane l's at bit
+/// B l of each half; the chunks of the 16 / W panels sit side by side from byte 0 (chunk P at byte P W B / 4).
+/// For B = 1, 2 (`shift`, vpmultishiftqb over the chunks broadcast to every qword): byte 0 of dword L = P W + l takes
+/// the bits from its low code on, byte 1 from its high code on. For B = 4 (`spread`, vpermb): dword L takes the
+/// byte holding its low code twice, then the byte holding its high code twice (an odd lane's code is the high nibble).
+struct bf16_wide_controls {
+  alignas(64) std::uint8_t shift[64], spread[64];
+};
+inline constexpr bf16_wide_controls make_bf16_wide_controls(std::size_t W, std::size_t B) {
+  bf16_wide_controls k{};
+  for (std::size_t L = 0; L != 16; ++L) {
+    const std::size_t P = L / W, l = L % W, first = P * 2 * W * B;
+    k.shift[4 * L] = std::uint8_t(first + l * B);
+    k.shift[4 * L + 1] = std::uint8_t(first + W * B + l * B);
+    const std::size_t low = P * W + l / 2, high = P * W + W / 2 + l / 2;  // B = 4: chunk P is W bytes
+    k.spread[4 * L] = k.spread[4 * L + 1] = std::uint8_t(low);
+    k.spread[4 * L + 2] = k.spread[4 * L + 3] = std::uint8_t(high);
+  }
+  return k;
+}
+
+#define ALIGNER_TARGET_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi")))
+
+/// One component pair's chunks of codes (`chunk` bytes a panel, `bytes` of them read: a whole chunk, or the low half
+/// of the last pair of an odd dim) of `count` W-wide panels side by side from byte 0; the rest of the register is 0.
+/// Only masked-in bytes are read.
+template <std::size_t W>
+ALIGNER_TARGET_VBMI inline __m128i residual_pair_chunks(const std::uint32_t* panel, std::size_t panel_words, std::size_t count,
+                                                        std::size_t c2, std::size_t chunk, std::size_t bytes) noexcept {
+  __m128i g = _mm_setzero_si128();
+  const auto first = std::uint32_t((1u << bytes) - 1);
+  for (std::size_t P = 0; P != count; ++P) {
+    const auto* src = reinterpret_cast<const unsigned char*>(panel + P * panel_words + W / 2) + c2 * chunk;  // past W / 2 id words
+    const auto* from = reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(src) - P * chunk);
+    g = _mm_mask_loadu_epi8(g, __mmask16(first << (P * chunk)), from);
+  }
+  return g;
+}
+
+/// Dwords P W .. P W + W - 1 of v into word c2 W of panel P's bf16 rows (out + P out_words), for P < count.
+template <std::size_t W>
+ALIGNER_TARGET_VBMI inline void store_pair_rows(std::uint32_t* out, std::size_t out_words, std::size_t count, std::size_t c2, __m512i v) noexcept {
+  for (std::size_t P = 0; P != count; ++P) {
+    auto* to = reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(out + P * out_words + c2 * W) - P * W * 4);
+    _mm512_mask_storeu_epi32(to, __mmask16(((1u << W) - 1) << (P * W)), v);
+  }
+}
+
+/// decode_residual_panel_bf16 for `count` (1 .. 16 / W) consecutive W-wide panels (W = 4, 8; `panel_words` apart),
+/// each into its own bf16 panel (word c2 W + l: the pair of lane l, as float_panel_to_bf16_pairs writes it) at out +
+/// P out_words, decoded 16 tokens at a time: per component pair, one masked load of each panel's chunk of codes into
+/// a 16-byte register, the W = 16 steps with controls for that order (make_bf16_wide_controls), one masked store
+/// per panel. For the AMX path of a build whose panels are narrower than 16 (no AVX-512 flags), where the float
+/// decode had cost 7x the 16-wide build's time. Compiled for AVX512-VBMI whatever the build's flags: callers check
+/// avx512_vbmi_usable(). Returns false (nothing written) for nbits 8 (no pair tables).
+template <std::size_t W>
+ALIGNER_NOINLINE ALIGNER_TARGET_VBMI bool decode_residual_panels_bf16_wide(const residual_codec& codec, const std::uint32_t* panel,
+                                                                          std::size_t panel_words, std::size_t count, std::uint32_t* out,
+                                                                          std::size_t out_words) noexcept {
+  static_assert(W == 4 || W == 8, "16 / W panels of W tokens make one 16-lane register");
+  static constexpr bf16_wide_controls by_bits[3] = {make_bf16_wide_controls(W, 1), make_bf16_wide_controls(W, 2),
+                                                    make_bf16_wide_controls(W, 4)};
+  const std::size_t B = codec.nbits(), dim = codec.dim(), pairs = (dim + 1) / 2, full = dim / 2, chunk = W * B / 4;
+  const std::uint32_t* pair_table = codec.pair_words();
+  const std::uint16_t* half_table = codec.value_halves();
+  if (pair_table == nullptr && half_table == nullptr) return false;
+  if (B <= 2) {
+    // Pair table index: low code + high code shifted by B (vpmaddubsw of the two masked code bytes); the last pair of
+    // an odd dim takes its high code as 0 (its table's high halves are 0). The chunks are at most 4 B <= 8 bytes.
+    const __m512i shift = _mm512_load_si512(by_bits[B - 1].shift);
+    const __m512i both = _mm512_set1_epi32(B == 2 ? 0x0303 : 0x0101), low_only = _mm512_set1_epi32(B == 2 ? 0x03 : 0x01);
+    const __m512i weights = _mm512_set1_epi32(B == 2 ? 0x0401 : 0x0201);
+    for (std::size_t c2 = 0; c2 != pairs; ++c2) {
+      const bool whole = c2 != full;
+      const __m512i g = _mm512_broadcastq_epi64(residual_pair_chunks<W>(panel, panel_words, count, c2, chunk, whole ? chunk : (W * B + 7) / 8));
+      const __m512i codes = _mm512_and_si512(_mm512_multishift_epi64_epi8(shift, g), whole ? both : low_only);
+      store_pair_rows<W>(out, out_words, count, c2,
+                         _mm512_permutexvar_epi32(_mm512_maddubs_epi16(codes, weights), _mm512_loadu_si512(pair_table + c2 * 16)));
+    }
+  } else {
+    // vpermw index: low half = low code, high half = 16 + high code (nibbles: an odd lane's dword shifted by 4); the
+    // last pair of an odd dim reads no high chunk, so its high codes are 0 and index the table's zero entry 16.
+    const __m512i spread = _mm512_load_si512(by_bits[2].spread);
+    const __m512i odd_shift = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+    const __m512i both4 = _mm512_set1_epi32(0x000F000F), high_table = _mm512_set1_epi32(0x100000);
+    for (std::size_t c2 = 0; c2 != pairs; ++c2) {
+      const __m512i g = _mm512_zextsi128_si512(residual_pair_chunks<W>(panel, panel_words, count, c2, chunk, c2 != full ? chunk : W / 2));
+      const __m512i idx = _mm512_ternarylogic_epi32(_mm512_srlv_epi32(_mm512_permutexvar_epi8(spread, g), odd_shift), both4, high_table, 0xEA);
+      store_pair_rows<W>(out, out_words, count, c2, _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(half_table + c2 * 32)));
+    }
+  }
+  return true;
+}
+#undef ALIGNER_TARGET_VBMI
+#endif
+
+}  // namespace detail
+
+/// True where the AMX path of a build with W-wide panels (W < 16) decodes residual codes 16 tokens at a time
+/// (detail::decode_residual_panels_bf16_wide: nbits 1, 2, 4 and AVX512-VBMI), rather than to float and then to bf16.
+template <class Arch = default_arch>
+bool residual_bf16_wide_decode(const residual_codec& codec) noexcept {
+  return ALIGNER_HAVE_AMX && (panel_width<Arch> == 4 || panel_width<Arch> == 8) && codec.nbits() <= 4 && avx512_vbmi_usable();
+}
+
 namespace ref {
 
 /// Scalar specification of decode_residual_panel_u8: word c4 * W + l holds in byte j the value value_i8(4 c4 + j,
@@ -709,11 +818,29 @@ inline void residual_decode_u8(const residual_codec& codec, const void* panel, s
 /// The largest dim the VNNI kernel takes: its int32 sums stay below 2^31 (|bias| + dim * 127 * 255 < dim * 127 * 383).
 inline constexpr std::size_t residual_vnni_max_dim = 32768;
 
-/// True when residual panels of `codec` are scored by the VNNI kernel now for this architecture (compile time: the
-/// instructions and panel width 16; run time: nbits <= 4, dim <= residual_vnni_max_dim and AMX-BF16 not running).
+/// True when the VNNI kernel can score residual panels of `codec` now for this architecture (compile time: the
+/// instructions and panel width 16, or their run-time form over 4- and 8-wide panels; run time: nbits <= 4 and
+/// dim <= residual_vnni_max_dim).
+template <class Arch = default_arch>
+bool residual_vnni_fits(const residual_codec& codec) noexcept {
+  return codec.nbits() <= 4 && codec.dim() <= residual_vnni_max_dim && vnni_runs<Arch>();
+}
+
+/// True when residual panels of `codec` are scored by AMX-BF16 tiles now: where amx_bf16 runs, in a build of 16-wide
+/// panels, or in a build of 4- or 8-wide panels where the VNNI kernel cannot take them. There the AMX tiles hold one
+/// narrow panel each, and the run-time VNNI kernel (16 tokens a register) was faster: on a 2-core Xeon with AMX, a
+/// portable build, residual:2 n = 32, m = 128, dim = 128: Top-1 110 GFLOP/s VNNI against 87 AMX (with the 16-token
+/// decode of decode_residual_panels_bf16_wide; 48 before it); SciFact ctx100 postings search 7.5 against 11.5 ms a
+/// query (bench/RESULTS.md, "Residual codes in a portable build on AMX").
+template <class Arch = default_arch>
+bool residual_on_amx(const residual_codec& codec) noexcept {
+  return bf16_on_amx<Arch>() && (panel_width<Arch> == 16 || !residual_vnni_fits<Arch>(codec));
+}
+
+/// True when residual panels of `codec` are scored by the VNNI kernel now (residual_vnni_fits, and AMX not taking them).
 template <class Arch = default_arch>
 bool residual_on_vnni(const residual_codec& codec) noexcept {
-  return codec.nbits() <= 4 && codec.dim() <= residual_vnni_max_dim && vnni_runs<Arch>() && !bf16_on_amx<Arch>();
+  return residual_vnni_fits<Arch>(codec) && !residual_on_amx<Arch>(codec);
 }
 
 /// The query as the VNNI kernel reads it, for one codec: row i's components scaled by the codec's value scales,
@@ -1069,7 +1196,8 @@ using residual_inner_t =
 /// floats, 64-byte aligned). `qct` holds centroid_scores_by_centroid of the query; with each decoded group, the
 /// group's tokens' rows of it are laid out query-row-major in the scratch (centroid_rows_of_panel), so a tile adds
 /// them with aligned loads.
-/// P = amx (amx_bf16_usable()): the residuals are decoded, rounded to bf16 pairs and swept by AMX-BF16 tiles.
+/// P = amx (residual_on_amx): the residuals are decoded, rounded to bf16 pairs and swept by AMX-BF16 tiles (with 4-
+/// and 8-wide panels, decoded 16 tokens at a time where residual_bf16_wide_decode).
 /// P = vnni (residual_on_vnni): decoded to the codec's int8 values as unsigned bytes and swept by vpdpbusd against
 /// the query's int8 form `query_i8` (residual_query_to_i8), four components per instruction.
 /// P = vector: where bf16_rounds_query<Arch> (an AVX512-BF16 build) they are decoded to bf16 pairs the same way and
@@ -1102,6 +1230,8 @@ struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail
   float* group_scores;  ///< the decoded group's centroid scores: score_rows rows of group_panels * W floats
   mutable std::size_t group_first = 0;  ///< first panel of the decoded group
   mutable inner_t inner;
+  /// The AMX path of a build with 4- or 8-wide panels decodes 16 tokens at a time (residual_bf16_wide_decode).
+  bool wide_decode = P == residual_path::amx && residual_bf16_wide_decode<Arch>(codec);
 
   /// 32-bit words of one decoded panel.
   static std::size_t decoded_words(std::size_t dim) noexcept {
@@ -1167,7 +1297,16 @@ struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail
                                                         std::min(per, g1 - p), reinterpret_cast<std::uint32_t*>(scratch + (p - g0) * words));
       } else
 #endif
-      for (std::size_t p = g0; p != g1; ++p) {
+#if ALIGNER_HAVE_AMX
+      if constexpr (P == residual_path::amx && (width == 4 || width == 8)) {
+        constexpr std::size_t per = 16 / width;
+        if (wide_decode)
+          for (std::size_t p = g0; p < g1; p += per)
+            detail::decode_residual_panels_bf16_wide<width>(codec, panels + p * panel_stride(), panel_stride(), std::min(per, g1 - p),
+                                                            reinterpret_cast<std::uint32_t*>(scratch + (p - g0) * words), words);
+      }
+#endif
+      for (std::size_t p = g0; p != g1 && !wide_decode; ++p) {
         float* out = scratch + (p - g0) * words;
         if constexpr (P == residual_path::vnni) {
           decode_residual_panel_u8<Arch>(codec, panels + p * panel_stride(), reinterpret_cast<std::uint32_t*>(out));
@@ -1188,11 +1327,11 @@ struct residual_engine : tile_engine_base<residual_engine<Arch, P>, Arch, detail
 };
 
 /// Calls run(std::integral_constant<residual_path, P>{}) with the path that scores `codec`'s panels now: AMX where
-/// bf16_on_amx(), else VNNI where residual_on_vnni(codec), else the vector tiles.
+/// residual_on_amx(codec), else VNNI where residual_on_vnni(codec), else the vector tiles.
 template <class Arch, class Run>
 decltype(auto) with_residual_path(const residual_codec& codec, Run&& run) {
   if constexpr (amx_tiles_fit<Arch>)
-    if (bf16_on_amx<Arch>()) return run(std::integral_constant<residual_path, residual_path::amx>{});
+    if (residual_on_amx<Arch>(codec)) return run(std::integral_constant<residual_path, residual_path::amx>{});
   if constexpr (vnni_compiled<Arch>)
     if (residual_on_vnni<Arch>(codec)) return run(std::integral_constant<residual_path, residual_path::vnni>{});
   return run(std::integral_constant<residual_path, residual_path::vector>{});
