@@ -295,12 +295,14 @@ struct tile_engine_base {
   const E& self() const noexcept { return static_cast<const E&>(*this); }
 };
 
-/// Panels a tile of tile_engine<Arch> covers: 4 with 32 vector registers (AVX-512), and with 8-wide panels where the
-/// run-time AVX-512 tiles are compiled (wide.hpp: 16 zmm accumulators; the 256-bit tiles then run as two of 2);
-/// else 2 (4-wide panels on the run-time tiles: 8 zmm accumulators).
+/// Panels a tile of tile_engine<Arch> covers: 4 with 32 vector registers (AVX-512), and with 4- or 8-wide panels where
+/// the run-time AVX-512 tiles are compiled (wide.hpp: 16 zmm accumulators; the build's own 128- and 256-bit tiles
+/// then run as two of 2); else 2. At W = 4 the run-time tiles had been 4 rows x 2 panels: 8 accumulators, just the
+/// FMA latency's worth, and 6 loads per 8 FMAs; with 4 panels a portable build's float32 rerank ran 1.40-1.48x faster
+/// on a Xeon with AMX (bench/RESULTS.md, "The run-time AVX-512 tiles of 4-wide panels: 4 panels a tile").
 template <class Arch>
 inline constexpr std::size_t tile_engine_panels =
-    (sizeof(xsimd::batch<float, Arch>) >= 64 || (ALIGNER_HAVE_WIDE && panel_width<Arch> == 8)) ? 4 : 2;
+    (sizeof(xsimd::batch<float, Arch>) >= 64 || (ALIGNER_HAVE_WIDE && (panel_width<Arch> == 8 || panel_width<Arch> == 4))) ? 4 : 2;
 
 /// Register tiles of S over one packed document (or any run of panels). Preconditions (unchecked): query.cols ==
 /// the panels' dim, panels 64-byte aligned, doc_rows <= max_sequence_tokens, values finite; for bf16 with
@@ -356,7 +358,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
       }
     }
 #endif
-    if constexpr (V > 2 && width == 8) {  // the 256-bit tiles hold 2 panels: two of them
+    if constexpr (V > 2 && (width == 8 || width == 4)) {  // the 128- and 256-bit tiles hold 2 panels: two of them
       batch a[R][2], b[R][V - 2];
       tile<R, 2>(i0, p0, a);
       pf.at = pf.stop;  // the first half issued the tile's prefetch slice

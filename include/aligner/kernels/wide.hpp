@@ -11,7 +11,7 @@
  *  - The query is expanded once into the matching 64-byte rows (query_to_wide): row i, step j holds q_i,Gj+g in
  *    lanes g W .. g W + W - 1 (bf16: the query's bf16 pair words, query_to_wide_bf16), so one FMA (vdpbf16ps) per
  *    (query row, panel) advances G components (2 G for bf16) of W tokens, with no shuffle on the FMA ports.
- *  - A tile is 4 query rows x V panels (V = 4 at W = 8: 16 zmm accumulators; V = 2 at W = 4). Its G groups of
+ *  - A tile is 4 query rows x 4 panels (16 zmm accumulators). Its G groups of
  *    lanes are added at the end and the result handed over as W-wide float batches, so every fold of the build
  *    (aligned_rows.hpp, token_scan.hpp) runs unchanged.
  *  Arithmetic: each lane group sums every G-th component, in float32 with fused multiply-adds, and the groups are
