@@ -35,9 +35,6 @@ double score_of_similarities(const std::vector<double>& S, std::size_t n, std::s
   return z > 0 ? num / z : 0.0;
 }
 
-}  // namespace
-
-namespace {
 /// `count` W-wide residual panels of `codec` back to back: random code bits (every bit pattern is a valid panel,
 /// padding bits included) and random centroid ids.
 aligner::aligned_vector<std::uint32_t> random_residual_panels(const aligner::residual_codec& codec, std::size_t W, std::size_t count,

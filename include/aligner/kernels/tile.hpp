@@ -298,7 +298,7 @@ struct tile_engine_base {
 /// Panels a tile of tile_engine<Arch> covers: 4 with 32 vector registers (AVX-512), and with 4- or 8-wide panels where
 /// the run-time AVX-512 tiles are compiled (wide.hpp: 16 zmm accumulators; the build's own 128- and 256-bit tiles
 /// then run as two of 2); else 2. At W = 4 the run-time tiles had been 4 rows x 2 panels: 8 accumulators, just the
-/// FMA latency's worth, and 6 loads per 8 FMAs; with 4 panels a portable build's float32 rerank ran 1.40-1.48x faster
+/// FMA latency's worth, and 6 loads per 8 FMAs; with 4 panels a portable build's float32 rerank ran 1.40-1.46x faster
 /// on a Xeon with AMX (bench/RESULTS.md, "The run-time AVX-512 tiles of 4-wide panels: 4 panels a tile").
 template <class Arch>
 inline constexpr std::size_t tile_engine_panels =
