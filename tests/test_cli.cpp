@@ -13,6 +13,7 @@
 #include "test_common.hpp"
 
 #include <cstdio>
+#include <filesystem>
 #include <sys/wait.h>
 
 using Catch::Matchers::WithinAbs;
@@ -26,6 +27,9 @@ struct process_result {
 
 /// Runs the tool with `args` (and `env`, "NAME=value ...", set for it alone).
 process_result run_cli(const std::string& args, bool with_stderr = false, const std::string& env = "") {
+  // test_library does not depend on the tool's target (tests/CMakeLists.txt): building test_library alone leaves it out.
+  INFO("the aligner tool is not at " << ALIGNER_CLI << ": build the aligner_cli target (cmake --build <build dir>)");
+  REQUIRE(std::filesystem::is_regular_file(ALIGNER_CLI));
   const std::string cmd = (env.empty() ? "" : env + " ") + std::string(ALIGNER_CLI) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
   process_result r;
   FILE* pipe = popen(cmd.c_str(), "r");

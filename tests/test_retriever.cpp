@@ -263,14 +263,18 @@ TEST_CASE("retriever: exhaustive batches sweep each document once for a block of
                                  .top = 25, .exhaustive = true};
         if (variant == 2) p.filter = [](std::int64_t id) { return id % 3 != 1; };
         const std::span<const float> u = variant == 0 ? std::span<const float>() : std::span<const float>(uq);
+        std::vector<aligner::search_result> serial;  // each query searched alone, once for every thread count
+        for (std::size_t q = 0; q != queries.size(); ++q) {
+          aligner::search_params one_p = p;
+          if (!u.empty()) one_p.query_salience = u.subspan(std::size_t(offsets[q]), queries.length(q));
+          serial.push_back(r.search(queries.sequence(q), one_p));
+        }
         for (unsigned threads : {1u, 2u, 3u}) {
           const auto batch = r.search_batch(queries, p, u, threads);
           REQUIRE(batch.size() == queries.size());
           for (std::size_t q = 0; q != queries.size(); ++q) {
             INFO("query " << q << ", threads " << threads);
-            aligner::search_params one_p = p;
-            if (!u.empty()) one_p.query_salience = u.subspan(std::size_t(offsets[q]), queries.length(q));
-            const auto one = r.search(queries.sequence(q), one_p);
+            const auto& one = serial[q];
             REQUIRE(batch[q].ids == one.ids);
             REQUIRE(batch[q].scores == one.scores);
             REQUIRE(batch[q].candidates_scored == one.candidates_scored);
