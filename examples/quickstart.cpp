@@ -24,24 +24,20 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-/// Scores every judged query against every packed document and returns the top 100 of each as a run. Each query is
-/// prepared once (validated, laid out for the kernel) and scored against the whole store in one call; the documents'
-/// salience in the store is used when `use_doc_salience`. (`score_batch` scores documents stored row-major as they
+/// Scores every judged query against every packed document and returns the top 100 of each as a run: one score_store
+/// call a query (prepared once, validated and laid out for the kernel, then scored against the whole store); the
+/// documents' salience in the store is used when `use_doc_salience`. (`score_batch` scores documents stored row-major as they
 /// are, packing each on the fly for every query: about 3x slower when the same documents are scored again and again.)
 aligner::io::run rank_all(const aligner::io::collection& c, const aligner::token_store& store, aligner::score_params params,
                           const std::vector<float>* query_salience, bool use_doc_salience) {
   aligner::io::run run;
   std::vector<float> scores(store.size());
-  std::vector<std::uint32_t> all(store.size());
-  std::iota(all.begin(), all.end(), std::uint32_t{0});
-  aligner::score_workspace workspace;
   for (std::size_t q = 0; q != c.queries.size(); ++q) {
     if (!c.judgments.count(c.queries.ids[q])) continue;
     if (query_salience)
       params.query_salience = std::span<const float>(*query_salience).subspan(std::size_t(c.queries.offsets[q]),
                                                                               c.queries.offsets[q + 1] - c.queries.offsets[q]);
-    const aligner::prepared_query query(c.queries.sequence(q), params, store.precision());
-    aligner::score_packed(query, store, all, scores, use_doc_salience, &workspace);
+    aligner::score_store(c.queries.sequence(q), store, scores, params, use_doc_salience);
     std::vector<std::size_t> order(store.size());
     std::iota(order.begin(), order.end(), std::size_t{0});
     const std::size_t top = std::min<std::size_t>(100, order.size());
