@@ -35,3 +35,13 @@ run_step(${work}/consumer/consumer)
 if(WITH_FAISS)
   run_step(${work}/consumer/faiss_consumer)
 endif()
+if(MODE STREQUAL "add_subdirectory")
+  run_step(${work}/consumer/separate_consumer)
+  # Without the TU that defines ALIGNER_KERNELS_IMPLEMENTATION the kernels' instances are missing at link time.
+  execute_process(COMMAND ${CMAKE_COMMAND} --build ${work}/consumer --target separate_without_kernels
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "aligned_row_sums")
+    message(FATAL_ERROR "separate_without_kernels linked (rc ${rc}) or failed for another reason than the missing "
+                        "kernel instances: ALIGNER_SEPARATE_KERNELS did not keep them out of the program's TUs\n${out}\n${err}")
+  endif()
+endif()

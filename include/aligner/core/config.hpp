@@ -50,6 +50,18 @@
 #define ALIGNER_ARCH xsimd::default_arch
 #endif
 
+/// Separate compilation of the kernels (README "Build time"). The kernels' entry points for default_arch
+/// (aligned_row_sums*, similarity_rows, token_topk) are most of a translation unit's compile time. Where
+/// ALIGNER_SEPARATE_KERNELS is defined they are declared `extern template`, so a translation unit only calls them,
+/// and the one translation unit of the program that defines ALIGNER_KERNELS_IMPLEMENTATION before it includes
+/// <aligner/aligner.hpp> compiles them (explicit instantiation definitions). Every translation unit must see the same
+/// ALIGNER_ARCH / -march (the architecture is part of each instance's name, so a mismatch fails to link).
+#if defined(ALIGNER_KERNELS_IMPLEMENTATION)
+#define ALIGNER_KERNEL_INSTANCE template
+#elif defined(ALIGNER_SEPARATE_KERNELS)
+#define ALIGNER_KERNEL_INSTANCE extern template
+#endif
+
 namespace aligner {
 
 /// The xsimd architecture of the default entry points.

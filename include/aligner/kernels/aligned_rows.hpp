@@ -265,6 +265,12 @@ void packed_similarity_rows(matrix_view<float> query, storage st, const void* pa
   similarity_rows<Arch>(query, st, panels, doc_rows, s_out, s_stride, query_bf16, forms.wide_for(st));
 }
 
+/// aligned_row_sums of float32 panels alone (below).
+template <class Arch = default_arch>
+void aligned_row_sums_f32(matrix_view<float> query, const void* panels, std::size_t doc_rows, std::span<const std::size_t> budgets,
+                          const float* doc_weights, double* row_sum, double* row_z, rows_workspace& ws, query_forms forms = {},
+                          prefetch_hint next = {});
+
 /// The kernel over one packed document of storage `st` (layout.hpp). Writes row_sum[i * B + b], row_z[i * B + b]
 /// for query row i and budget b of the B = budgets.size() budgets. Preconditions (unchecked): every budget >= 1,
 /// query.cols == the panels' dim, doc_rows <= max_sequence_tokens, panels 64-byte aligned, values finite.
@@ -283,6 +289,7 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
     std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
     return;
   }
+  if (st == storage::f32) return aligned_row_sums_f32<Arch>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, ws, forms, next);
   const std::uint32_t* query_bf16 = forms.bf16;
   const bool amx = st == storage::bf16 && bf16_on_amx<Arch>();
   if (st == storage::bf16 && (bf16_rounds_query<Arch> || amx)) query_bf16 = bf16_pairs_or_convert(query, query_bf16, ws.query_bf16);
@@ -304,8 +311,25 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
                                        relaid(vnni_i8_engine<Arch>::scratch_words(query.cols)), next));
   const std::uint32_t* query_wide = wide_query_or_convert<Arch>(st, query, forms.wide_for(st), ws.query_wide);
   visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
-    run_on(tile_engine<Arch, S>(panels, doc_rows, query, query_bf16, next, query_wide));
+    if constexpr (S != storage::f32) run_on(tile_engine<Arch, S>(panels, doc_rows, query, query_bf16, next, query_wide));
   });
+}
+
+/// aligned_row_sums of float32 panels (storage::f32), the same arithmetic: it instantiates the float engine alone, so
+/// a program that only scores row-major matrices (score, score_batch) compiles none of the other storages' kernels.
+template <class Arch>
+void aligned_row_sums_f32(matrix_view<float> query, const void* panels, std::size_t doc_rows, std::span<const std::size_t> budgets,
+                          const float* doc_weights, double* row_sum, double* row_z, rows_workspace& ws, query_forms forms,
+                          prefetch_hint next) {
+  const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
+  if (doc_rows == 0 || kmax == 0) {
+    std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
+    std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
+    return;
+  }
+  const std::uint32_t* query_wide = wide_query_or_convert<Arch>(storage::f32, query, forms.wide, ws.query_wide);
+  const tile_engine<Arch, storage::f32> engine(panels, doc_rows, query, forms.bf16, next, query_wide);
+  detail::aligned_rows_impl<Arch, tile_engine<Arch, storage::f32>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
 }
 
 /// The same over one document of residual codes (residual.hpp): `qct` holds centroid_scores_by_centroid of the
@@ -339,6 +363,20 @@ void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& c
     detail::aligned_rows_impl<Arch, engine_t>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
   });
 }
+
+#ifdef ALIGNER_KERNEL_INSTANCE  // separate compilation (core/config.hpp)
+ALIGNER_KERNEL_INSTANCE void aligned_row_sums<default_arch>(matrix_view<float>, storage, const void*, std::size_t,
+                                                            std::span<const std::size_t>, const float*, double*, double*,
+                                                            rows_workspace&, query_forms, prefetch_hint);
+ALIGNER_KERNEL_INSTANCE void aligned_row_sums_f32<default_arch>(matrix_view<float>, const void*, std::size_t, std::span<const std::size_t>,
+                                                                const float*, double*, double*, rows_workspace&, query_forms,
+                                                                prefetch_hint);
+ALIGNER_KERNEL_INSTANCE void aligned_row_sums_residual<default_arch>(matrix_view<float>, const residual_codec&, const std::uint32_t*,
+                                                                     std::size_t, std::span<const std::size_t>, const float*,
+                                                                     double*, double*, rows_workspace&, const float*,
+                                                                     const std::uint32_t*, prefetch_hint, const residual_i8_query*,
+                                                                     const std::uint32_t*);
+#endif
 
 }  // namespace aligner
 

@@ -499,6 +499,11 @@ void similarity_rows(matrix_view<float> query, storage st, const void* panels, s
   });
 }
 
+#ifdef ALIGNER_KERNEL_INSTANCE  // separate compilation (core/config.hpp)
+ALIGNER_KERNEL_INSTANCE void similarity_rows<default_arch>(matrix_view<float>, storage, const void*, std::size_t, float*, std::size_t,
+                                                           const std::uint32_t*, const std::uint32_t*);
+#endif
+
 }  // namespace aligner
 
 ALIGNER_KERNEL_DIAGNOSTICS_END

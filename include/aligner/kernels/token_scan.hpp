@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <type_traits>
@@ -251,6 +252,20 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
   if (limit > (std::size_t(1) << 16))  // do not keep a large k's buffers alive in a long-lived workspace
     for (auto& row : ws.rows) row = {};
 }
+
+#ifdef ALIGNER_KERNEL_INSTANCE  // separate compilation (core/config.hpp): each storage the exact backend scans, unfiltered
+                                // and with its id filter (backends/concepts.hpp's id_filter)
+#define ALIGNER_TOKEN_TOPK_INSTANCE(St, Accept)                                                                        \
+  ALIGNER_KERNEL_INSTANCE void token_topk<St, default_arch, Accept>(matrix_view<float>, const void*, std::size_t, std::size_t, \
+                                                                    topk_result&, scan_workspace&, const Accept&)
+ALIGNER_TOKEN_TOPK_INSTANCE(storage::f32, std::nullptr_t);
+ALIGNER_TOKEN_TOPK_INSTANCE(storage::bf16, std::nullptr_t);
+ALIGNER_TOKEN_TOPK_INSTANCE(storage::i8, std::nullptr_t);
+ALIGNER_TOKEN_TOPK_INSTANCE(storage::f32, std::function<bool(std::int64_t)>);
+ALIGNER_TOKEN_TOPK_INSTANCE(storage::bf16, std::function<bool(std::int64_t)>);
+ALIGNER_TOKEN_TOPK_INSTANCE(storage::i8, std::function<bool(std::int64_t)>);
+#undef ALIGNER_TOKEN_TOPK_INSTANCE
+#endif
 
 }  // namespace aligner
 

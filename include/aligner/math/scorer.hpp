@@ -225,12 +225,17 @@ inline std::size_t plan_budgets(std::span<const alignment> strategies, std::size
 
 /// Every query row's aligned sums against one packed document at each of ws.budgets (nb of them, nb > 0):
 /// ws.row_sum / ws.row_z, query.rows x nb. Rows are scored independently of each other.
-inline void row_sums_one(const prepared_query& q, storage st, const void* panels, std::size_t doc_rows, const float* doc_salience,
-                         std::size_t nb, score_workspace& ws, prefetch_hint next, const residual_codec* codec, residual_query rq) {
+/// F32Only: st is storage::f32 (score, score_batch), and only its kernels are compiled.
+template <bool F32Only = false>
+void row_sums_one(const prepared_query& q, storage st, const void* panels, std::size_t doc_rows, const float* doc_salience,
+                  std::size_t nb, score_workspace& ws, prefetch_hint next, const residual_codec* codec, residual_query rq) {
   const matrix_view<float> query = q.rows();
   ws.row_sum.resize(query.rows * nb);
   ws.row_z.resize(query.rows * nb);
-  if (st == storage::residual)
+  if constexpr (F32Only)
+    aligned_row_sums_f32(query, panels, doc_rows, ws.budgets, doc_salience, ws.row_sum.data(), ws.row_z.data(), ws.rows, q.forms(),
+                         next);
+  else if (st == storage::residual)
     aligned_row_sums_residual(query, *codec, static_cast<const std::uint32_t*>(panels), doc_rows, ws.budgets, doc_salience,
                               ws.row_sum.data(), ws.row_z.data(), ws.rows, rq.centroid_scores, q.bf16_pairs(), next, rq.i8, q.wide());
   else
@@ -261,7 +266,8 @@ inline float combine_rows(score_workspace& ws, std::size_t nb, std::size_t b, st
 /// first row, so a stack scores each query bit for bit as alone. No validation.
 /// Residual documents (st == storage::residual) need their codec and what the kernels take of the query for it, `rq`
 /// (prepare_residual_query).
-inline void score_one_stacked(const prepared_query& q, std::span<const std::size_t> row_offsets, std::span<const alignment> strategies,
+template <bool F32Only = false>
+void score_one_stacked(const prepared_query& q, std::span<const std::size_t> row_offsets, std::span<const alignment> strategies,
                               storage st, const void* panels, std::size_t doc_rows, const float* doc_salience, float* out,
                               std::size_t query_stride, score_workspace& ws, prefetch_hint next, const residual_codec* codec,
                               residual_query rq) {
@@ -272,7 +278,7 @@ inline void score_one_stacked(const prepared_query& q, std::span<const std::size
     return;
   }
   const std::size_t nb = plan_budgets(strategies, doc_rows, ws);
-  if (nb) row_sums_one(q, st, panels, doc_rows, doc_salience, nb, ws, next, codec, rq);
+  if (nb) row_sums_one<F32Only>(q, st, panels, doc_rows, doc_salience, nb, ws, next, codec, rq);
   const float* first = nullptr;  // d_0, for a dense strategy
   for (std::size_t g = 0; g != queries; ++g) {
     const float* u = q.salience() ? q.salience() + row_offsets[g] : nullptr;
@@ -289,12 +295,14 @@ inline void score_one_stacked(const prepared_query& q, std::span<const std::size
 
 /// Scores of a prepared query against one packed document under several strategies at once (one pass over S);
 /// `strategies` empty means the query's own. No validation. Residual documents as score_one_stacked.
-inline void score_one(const prepared_query& q, std::span<const alignment> strategies, storage st, const void* panels,
+/// F32Only as row_sums_one.
+template <bool F32Only = false>
+void score_one(const prepared_query& q, std::span<const alignment> strategies, storage st, const void* panels,
                       std::size_t doc_rows, const float* doc_salience, float* out, score_workspace& ws, prefetch_hint next = {},
                       const residual_codec* codec = nullptr, residual_query rq = {}) {
   if (strategies.empty()) strategies = {&q.strategy(), 1};
   const std::size_t rows[2] = {0, q.rows().rows};
-  score_one_stacked(q, rows, strategies, st, panels, doc_rows, doc_salience, out, 0, ws, next, codec, rq);
+  score_one_stacked<F32Only>(q, rows, strategies, st, panels, doc_rows, doc_salience, out, 0, ws, next, codec, rq);
 }
 
 /// Several queries at once: `stacked` holds their rows back to back (query g's rows are row_offsets[g] ..
@@ -410,7 +418,7 @@ inline float score(matrix_view<float> query, matrix_view<float> doc, const score
   const prepared_query q(query, qp, storage::f32);
   score_workspace ws;
   float out = 0.f;
-  detail::score_one(q, {}, storage::f32, detail::pack_into(doc, ws), doc.rows, detail::data_or_null(params.doc_salience), &out, ws);
+  detail::score_one<true>(q, {}, storage::f32, detail::pack_into(doc, ws), doc.rows, detail::data_or_null(params.doc_salience), &out, ws);
   return out;
 }
 
@@ -437,7 +445,7 @@ inline void score_batch(const prepared_query& q, const sequence_set_view& docs, 
     } else if (dense) {  // one dot product: no packing
       out[d] = detail::dense_score(q.rows().row(0), doc.row(0), doc.cols, q.salience(), doc_ud, q.norm());
     } else {
-      detail::score_one(q, {}, storage::f32, detail::pack_into(doc, ws), doc.rows, doc_ud, &out[d], ws);
+      detail::score_one<true>(q, {}, storage::f32, detail::pack_into(doc, ws), doc.rows, doc_ud, &out[d], ws);
     }
   }
 }
