@@ -132,6 +132,81 @@ void hadamard_eigen_naive(benchmark::State& state) {
   set_counters(state, double(docs), flops);
 }
 
+/// 64 consecutive documents of the pool as row-major matrices back to back (a sequence_set_view over them), the
+/// next 64 on each call, wrapping before the pool's end: what score_batch and the packing benchmarks read.
+struct unpacked_batches {
+  const doc_pool& p;
+  std::size_t start = 0;
+  std::vector<std::int64_t> offsets = std::vector<std::int64_t>(65);
+  aligner::sequence_set_view next() {
+    if (start + 64 > p.size()) start = 0;
+    for (std::size_t i = 0; i <= 64; ++i) offsets[i] = p.offsets[start + i] - p.offsets[start];
+    const aligner::sequence_set_view v{{p.doc(start), std::size_t(offsets[64]), p.dim}, offsets};
+    start += 64;
+    return v;
+  }
+};
+
+/// score_batch: one query against 64 row-major documents, each packed into f32 panels on the fly (the
+/// hadamard_xsimd of the same shape scores the same pool packed once; the ratio is the packing's cost).
+void score_batch_unpacked(benchmark::State& state) {
+  const std::size_t n = std::size_t(state.range(0)), m = std::size_t(state.range(1)), dim = std::size_t(state.range(2));
+  const auto& p = pool(m, dim);
+  const auto q = query(n, dim);
+  const aligner::prepared_query pq({q.data(), n, dim}, {.strategy = strategy_of(state.range(3)), .check_finite = false},
+                                   aligner::storage::f32);
+  unpacked_batches batches{p};
+  aligner::score_workspace ws;
+  std::vector<float> out(64);
+  double docs = 0, flops = 0;
+  for (auto _ : state) {
+    const std::size_t first = batches.start + 64 > p.size() ? 0 : batches.start;
+    aligner::score_batch(pq, batches.next(), out, {}, false, &ws);
+    benchmark::DoNotOptimize(out.data());
+    flops += flops_of(p, first, 64, n);
+    docs += 64;
+  }
+  set_counters(state, docs, flops);
+  state.SetLabel(kernel_label(aligner::storage::f32, 0));
+}
+
+/// Packing alone: 64 row-major documents into f32 panels per iteration, by pack_panels (register transposes of
+/// W x W blocks) and, as the baseline, token by token (pack_token: each token's components stored W words apart).
+/// bytes_per_second counts the floats read.
+void pack_run(benchmark::State& state, bool by_token) {
+  const std::size_t m = std::size_t(state.range(0)), dim = std::size_t(state.range(1));
+  const auto& p = pool(m, dim);
+  unpacked_batches batches{p};
+  aligner::aligned_vector<std::uint32_t> panels;
+  double docs = 0, bytes = 0;
+  for (auto _ : state) {
+    const aligner::sequence_set_view v = batches.next();
+    for (std::size_t d = 0; d != v.size(); ++d) {
+      const aligner::matrix_view<float> doc = v.sequence(d);
+      panels.resize(aligner::packed_words(aligner::storage::f32, doc.rows, dim));
+      if (by_token) {
+        std::fill(panels.begin(), panels.end(), 0u);
+        for (std::size_t t = 0; t != doc.rows; ++t) aligner::pack_token(aligner::storage::f32, doc.row(t), dim, t, panels.data());
+      } else {
+        aligner::pack_panels(aligner::storage::f32, doc, panels.data());
+      }
+      benchmark::DoNotOptimize(panels.data());
+      bytes += double(doc.rows * dim * 4);
+    }
+    docs += 64;
+  }
+  state.counters["docs/s"] = benchmark::Counter(docs, benchmark::Counter::kIsRate);
+  state.SetBytesProcessed(std::int64_t(bytes));
+}
+void pack_f32(benchmark::State& state) { pack_run(state, false); }
+void pack_f32_by_token(benchmark::State& state) { pack_run(state, true); }
+
+void pack_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"m", "dim"});
+  for (std::int64_t m : {32, 128, 0})
+    for (std::int64_t dim : {96, 100, 128}) b->Args({m, dim});
+}
+
 void shapes(benchmark::internal::Benchmark* b, bool full) {
   b->ArgNames({"n", "m", "dim", "k"});
   for (std::int64_t n : {32, 64})
@@ -154,5 +229,8 @@ BENCHMARK(hadamard_xsimd_residual4)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_cached)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_bf16_cached)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_i8_cached)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(score_batch_unpacked)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(pack_f32)->Apply(pack_shapes);
+BENCHMARK(pack_f32_by_token)->Apply(pack_shapes);
 BENCHMARK(hadamard_eigen_naive)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(hadamard_ref)->Apply([](auto* b) { shapes(b, true); });

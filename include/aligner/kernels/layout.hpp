@@ -17,6 +17,9 @@
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "../core/config.hpp"
 #include "../core/types.hpp"
@@ -72,12 +75,119 @@ void pack_token(storage st, const float* token, std::size_t dim, std::size_t t, 
   });
 }
 
+namespace detail {
+
+/// Transposes the W x `cols` block of floats whose rows start at `rows[i]` (W = 16, 8 or 4, unaligned; cols <= W)
+/// into `out`: out[c * W + i] = rows[i][c] for c < cols, one aligned store of W floats per component. Returns false
+/// where this build has no register transpose for W and cols (cols < W: AVX-512 only, with masked loads); the caller
+/// then packs the block one value at a time.
+template <std::size_t W>
+ALIGNER_ALWAYS_INLINE bool transpose_block(const float* const* rows, std::size_t cols, float* out) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (W == 16) {
+    __m512 r[16], t[16];
+    const __mmask16 mask = __mmask16((1u << cols) - 1u);  // (cols <= 16: 1 << 16 fits in unsigned)
+    for (int i = 0; i != 16; ++i) r[i] = _mm512_maskz_loadu_ps(mask, rows[i]);
+    for (int i = 0; i != 16; i += 2) {  // pairs of rows interleaved within each 128-bit lane
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i != 16; i += 4) {  // then pairs of pairs: 4 rows' component c in lane quarter c / 4
+      r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+      r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+      r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+      r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    for (int h = 0; h != 16; h += 8)  // 128-bit quarters: rows 0-7 and 8-15 each gathered into halves
+      for (int i = 0; i != 4; ++i) {
+        t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+        t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
+      }
+    for (std::size_t i = 0; i != 8; ++i) {
+      if (i < cols) _mm512_store_ps(out + i * 16, _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88));
+      if (i + 8 < cols) _mm512_store_ps(out + (i + 8) * 16, _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd));
+    }
+    return true;
+  }
+#endif
+#if defined(__AVX__)
+  if constexpr (W == 8) {
+    if (cols != 8) return false;
+    __m256 r[8], t[8];
+    for (int i = 0; i != 8; ++i) r[i] = _mm256_loadu_ps(rows[i]);
+    for (int i = 0; i != 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i != 8; i += 4) {
+      r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i != 4; ++i) {
+      _mm256_store_ps(out + i * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+      _mm256_store_ps(out + (i + 4) * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+    return true;
+  }
+#endif
+#if defined(__SSE2__)
+  if constexpr (W == 4) {
+    if (cols != 4) return false;
+    __m128 r0 = _mm_loadu_ps(rows[0]), r1 = _mm_loadu_ps(rows[1]), r2 = _mm_loadu_ps(rows[2]), r3 = _mm_loadu_ps(rows[3]);
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    _mm_store_ps(out, r0);
+    _mm_store_ps(out + 4, r1);
+    _mm_store_ps(out + 8, r2);
+    _mm_store_ps(out + 12, r3);
+    return true;
+  }
+#endif
+  (void)rows;
+  (void)cols;
+  (void)out;
+  return false;
+}
+
+/// pack_panels for float32: whole panels of W tokens go through register transposes of W x W blocks (a last block
+/// of fewer than W components too on AVX-512, else one value at a time, as a last panel of fewer than W tokens);
+/// only that last panel is zeroed first. The same bytes as encoding token by token.
+template <class Arch>
+void pack_f32_panels(matrix_view<float> tokens, std::uint32_t* out) noexcept {
+  constexpr std::size_t width = panel_width<Arch>;
+  const std::size_t dim = tokens.cols, full = tokens.rows / width, words = dim * width;
+  const float* rows[width];
+  for (std::size_t p = 0; p != full; ++p) {
+    float* panel = reinterpret_cast<float*>(out + p * words);
+    for (std::size_t l = 0; l != width; ++l) rows[l] = tokens.row(p * width + l);
+    std::size_t c = 0;
+    for (; c != dim; c += std::min(width, dim - c)) {
+      if (!transpose_block<width>(rows, std::min(width, dim - c), panel + c * width)) break;
+      for (auto& r : rows) r += width;
+    }
+    for (std::size_t l = 0; l != width; ++l)
+      for (std::size_t k = c; k != dim; ++k) panel[k * width + l] = tokens.row(p * width + l)[k];
+  }
+  if (const std::size_t left = tokens.rows - full * width; left != 0) {
+    float* panel = reinterpret_cast<float*>(out + full * words);
+    std::memset(panel, 0, words * 4);
+    for (std::size_t l = 0; l != left; ++l) {
+      const float* token = tokens.row(full * width + l);
+      for (std::size_t k = 0; k != dim; ++k) panel[k * width + l] = token[k];
+    }
+  }
+}
+
+}  // namespace detail
+
 /// Packs `tokens` in storage `st` at `out` (packed_words(st, rows, dim) words, 64-byte aligned for the kernels).
 template <class Arch = default_arch>
 void pack_panels(storage st, matrix_view<float> tokens, std::uint32_t* out) noexcept {
   constexpr std::size_t width = panel_width<Arch>;
   const std::size_t dim = tokens.cols;
   if (tokens.rows == 0) return;  // (out may be null then)
+  if (st == storage::f32) return detail::pack_f32_panels<Arch>(tokens, out);
   std::memset(out, 0, packed_words<Arch>(st, tokens.rows, dim) * 4);
   visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
     using traits = storage_traits<S>;
