@@ -51,7 +51,7 @@
 #endif
 
 /// Separate compilation of the kernels (README "Build time"). The kernels' entry points for default_arch
-/// (aligned_row_sums*, similarity_rows, token_topk) are most of a translation unit's compile time. Where
+/// (aligned_row_sums*, the *similarity_rows of explain, token_topk) are most of a translation unit's compile time. Where
 /// ALIGNER_SEPARATE_KERNELS is defined they are declared `extern template`, so a translation unit only calls them,
 /// and the one translation unit of the program that defines ALIGNER_KERNELS_IMPLEMENTATION before it includes
 /// <aligner/aligner.hpp> compiles them (explicit instantiation definitions). Every translation unit must see the same

@@ -365,6 +365,8 @@ void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& c
 }
 
 #ifdef ALIGNER_KERNEL_INSTANCE  // separate compilation (core/config.hpp)
+ALIGNER_KERNEL_INSTANCE void packed_similarity_rows<default_arch>(matrix_view<float>, storage, const void*, std::size_t, float*,
+                                                                  std::size_t, query_forms);
 ALIGNER_KERNEL_INSTANCE void aligned_row_sums<default_arch>(matrix_view<float>, storage, const void*, std::size_t,
                                                             std::span<const std::size_t>, const float*, double*, double*,
                                                             rows_workspace&, query_forms, prefetch_hint);

@@ -1361,6 +1361,13 @@ void residual_similarity_rows(matrix_view<float> query, const residual_codec& co
   });
 }
 
+#ifdef ALIGNER_KERNEL_INSTANCE  // separate compilation (core/config.hpp)
+ALIGNER_KERNEL_INSTANCE void residual_similarity_rows<default_arch>(matrix_view<float>, const residual_codec&, const std::uint32_t*,
+                                                                    std::size_t, float*, std::size_t, const float*,
+                                                                    aligned_vector<float>&, const std::uint32_t*,
+                                                                    const residual_i8_query*, const std::uint32_t*);
+#endif
+
 }  // namespace aligner
 
 ALIGNER_KERNEL_DIAGNOSTICS_END

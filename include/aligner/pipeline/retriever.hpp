@@ -556,14 +556,21 @@ class aligner_retriever {
     auto returnable = [&](std::uint32_t d) { return plan.returnable(d, s_.removed); };
     auto valid = [&](std::int64_t id) { return id >= 0 && std::size_t(id) < s_.tokens.size(); };
     if (p.ndocs == 0) {
+      // Each document once, marked in a bitmap as its hits expand (with identical vectors indexed once, a common
+      // vector's hit reaches many documents: sorting every expanded entry took a third of a search's time).
+      std::vector<std::uint64_t> seen((size() + 63) / 64, 0);
       for (std::int64_t id : hits.ids) {
         if (!valid(id)) continue;
         ++diag.backend_hits;
-        s_.tokens.for_each_doc(std::size_t(id), [&](std::uint32_t d) { candidates.push_back(d); });
+        s_.tokens.for_each_doc(std::size_t(id), [&](std::uint32_t d) {
+          std::uint64_t& word = seen[d / 64];
+          const std::uint64_t bit = std::uint64_t(1) << (d % 64);
+          if (word & bit) return;
+          word |= bit;
+          if (returnable(d)) candidates.push_back(d);
+        });
       }
       std::sort(candidates.begin(), candidates.end());
-      candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
-      std::erase_if(candidates, [&](std::uint32_t d) { return !returnable(d); });
     } else {
       candidates = cut_token_hits(hits, p.ndocs, valid, returnable, diag);
     }
