@@ -91,7 +91,8 @@ TEST_CASE("panels: pack and read back", "[kernel]") {
 TEST_CASE("panels: the f32 register transposes equal packing token by token", "[kernel]") {
   // pack_panels packs whole f32 panels by W x W register transposes (a last block of fewer than W components with
   // masked loads on AVX-512): every dim around the block edges, tokens around the panel edges, rows with a stride
-  // and an unaligned start, the source ending where its allocation ends (ASan), the output poisoned first.
+  // and an unaligned start, the source ending where its allocation ends (ASan), the output poisoned first, aligned
+  // or not.
   const std::size_t dim = GENERATE(1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 128, 130);
   for (std::size_t rows : {std::size_t(1), W - 1, W, W + 1, 2 * W, 3 * W + 5}) {
     for (std::size_t pad : {0, 3})
@@ -100,12 +101,15 @@ TEST_CASE("panels: the f32 register transposes equal packing token by token", "[
         const auto flat = aligner_test::random_matrix(1, rows * stride + shift, rows + dim + pad + shift);
         const aligner::matrix_view<float> x(flat.data() + shift, rows, dim, stride);
         const std::size_t words = aligner::packed_words(aligner::storage::f32, rows, dim);
-        aligner::aligned_vector<std::uint32_t> whole(words + W, 0xdeadbeefu), one_by_one(words + W, 0u);
-        aligner::pack_panels(aligner::storage::f32, x, whole.data());
+        aligner::aligned_vector<std::uint32_t> one_by_one(words + W, 0u);
         for (std::size_t j = 0; j != rows; ++j) aligner::pack_token(aligner::storage::f32, x.row(j), dim, j, one_by_one.data());
         std::fill(one_by_one.begin() + std::ptrdiff_t(words), one_by_one.end(), 0xdeadbeefu);  // past the panels: untouched
-        INFO("dim " << dim << ", rows " << rows << ", stride " << stride << ", shift " << shift);
-        REQUIRE(whole == one_by_one);
+        for (std::size_t out_shift : {0, 1}) {  // the kernels' 64-byte aligned panels, and a caller's unaligned buffer
+          aligner::aligned_vector<std::uint32_t> whole(words + W + out_shift, 0xdeadbeefu);
+          aligner::pack_panels(aligner::storage::f32, x, whole.data() + out_shift);
+          INFO("dim " << dim << ", rows " << rows << ", stride " << stride << ", shift " << shift << ", output shift " << out_shift);
+          REQUIRE(std::equal(one_by_one.begin(), one_by_one.end(), whole.begin() + std::ptrdiff_t(out_shift)));
+        }
       }
   }
 }

@@ -78,7 +78,8 @@ void pack_token(storage st, const float* token, std::size_t dim, std::size_t t, 
 namespace detail {
 
 /// Transposes the W x `cols` block of floats whose rows start at `rows[i]` (W = 16, 8 or 4, unaligned; cols <= W)
-/// into `out`: out[c * W + i] = rows[i][c] for c < cols, one aligned store of W floats per component. Returns false
+/// into `out`: out[c * W + i] = rows[i][c] for c < cols, one store of W floats per component (unaligned stores:
+/// as fast on the kernels' 64-byte aligned panels, and safe on any other). Returns false
 /// where this build has no register transpose for W and cols (cols < W: AVX-512 only, with masked loads); the caller
 /// then packs the block one value at a time.
 template <std::size_t W>
@@ -104,8 +105,8 @@ ALIGNER_ALWAYS_INLINE bool transpose_block(const float* const* rows, std::size_t
         t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
       }
     for (std::size_t i = 0; i != 8; ++i) {
-      if (i < cols) _mm512_store_ps(out + i * 16, _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88));
-      if (i + 8 < cols) _mm512_store_ps(out + (i + 8) * 16, _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd));
+      if (i < cols) _mm512_storeu_ps(out + i * 16, _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88));
+      if (i + 8 < cols) _mm512_storeu_ps(out + (i + 8) * 16, _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd));
     }
     return true;
   }
@@ -126,8 +127,8 @@ ALIGNER_ALWAYS_INLINE bool transpose_block(const float* const* rows, std::size_t
       r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
     }
     for (int i = 0; i != 4; ++i) {
-      _mm256_store_ps(out + i * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
-      _mm256_store_ps(out + (i + 4) * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+      _mm256_storeu_ps(out + i * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+      _mm256_storeu_ps(out + (i + 4) * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
     }
     return true;
   }
@@ -137,10 +138,10 @@ ALIGNER_ALWAYS_INLINE bool transpose_block(const float* const* rows, std::size_t
     if (cols != 4) return false;
     __m128 r0 = _mm_loadu_ps(rows[0]), r1 = _mm_loadu_ps(rows[1]), r2 = _mm_loadu_ps(rows[2]), r3 = _mm_loadu_ps(rows[3]);
     _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-    _mm_store_ps(out, r0);
-    _mm_store_ps(out + 4, r1);
-    _mm_store_ps(out + 8, r2);
-    _mm_store_ps(out + 12, r3);
+    _mm_storeu_ps(out, r0);
+    _mm_storeu_ps(out + 4, r1);
+    _mm_storeu_ps(out + 8, r2);
+    _mm_storeu_ps(out + 12, r3);
     return true;
   }
 #endif
