@@ -265,6 +265,23 @@ void packed_similarity_rows(matrix_view<float> query, storage st, const void* pa
   similarity_rows<Arch>(query, st, panels, doc_rows, s_out, s_stride, query_bf16, forms.wide_for(st));
 }
 
+namespace detail {
+
+/// The prologue of the aligned_row_sums entry points: the largest of `budgets`, or 0 (and every row's sums zeroed)
+/// when there is nothing to align (no budget, an empty document).
+inline std::size_t largest_budget_or_zero_sums(std::size_t query_rows, std::size_t doc_rows, std::span<const std::size_t> budgets,
+                                              double* row_sum, double* row_z) {
+  const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
+  if (doc_rows == 0 || kmax == 0) {
+    std::fill(row_sum, row_sum + query_rows * budgets.size(), 0.0);
+    std::fill(row_z, row_z + query_rows * budgets.size(), 0.0);
+    return 0;
+  }
+  return kmax;
+}
+
+}  // namespace detail
+
 /// aligned_row_sums of float32 panels alone (below).
 template <class Arch = default_arch>
 void aligned_row_sums_f32(matrix_view<float> query, const void* panels, std::size_t doc_rows, std::span<const std::size_t> budgets,
@@ -283,13 +300,9 @@ template <class Arch = default_arch>
 void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, std::size_t doc_rows,
                       std::span<const std::size_t> budgets, const float* doc_weights, double* row_sum, double* row_z,
                       rows_workspace& ws, query_forms forms = {}, prefetch_hint next = {}) {
-  const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
-  if (doc_rows == 0 || kmax == 0) {
-    std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
-    std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
-    return;
-  }
   if (st == storage::f32) return aligned_row_sums_f32<Arch>(query, panels, doc_rows, budgets, doc_weights, row_sum, row_z, ws, forms, next);
+  const std::size_t kmax = detail::largest_budget_or_zero_sums(query.rows, doc_rows, budgets, row_sum, row_z);
+  if (kmax == 0) return;
   const std::uint32_t* query_bf16 = forms.bf16;
   const bool amx = st == storage::bf16 && bf16_on_amx<Arch>();
   if (st == storage::bf16 && (bf16_rounds_query<Arch> || amx)) query_bf16 = bf16_pairs_or_convert(query, query_bf16, ws.query_bf16);
@@ -321,12 +334,8 @@ template <class Arch>
 void aligned_row_sums_f32(matrix_view<float> query, const void* panels, std::size_t doc_rows, std::span<const std::size_t> budgets,
                           const float* doc_weights, double* row_sum, double* row_z, rows_workspace& ws, query_forms forms,
                           prefetch_hint next) {
-  const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
-  if (doc_rows == 0 || kmax == 0) {
-    std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
-    std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
-    return;
-  }
+  const std::size_t kmax = detail::largest_budget_or_zero_sums(query.rows, doc_rows, budgets, row_sum, row_z);
+  if (kmax == 0) return;
   const std::uint32_t* query_wide = wide_query_or_convert<Arch>(storage::f32, query, forms.wide, ws.query_wide);
   const tile_engine<Arch, storage::f32> engine(panels, doc_rows, query, forms.bf16, next, query_wide);
   detail::aligned_rows_impl<Arch, tile_engine<Arch, storage::f32>>{engine, ws}.run(budgets, kmax, doc_weights, row_sum, row_z);
@@ -345,12 +354,8 @@ void aligned_row_sums_residual(matrix_view<float> query, const residual_codec& c
                                double* row_sum, double* row_z, rows_workspace& ws, const float* qct,
                                const std::uint32_t* query_bf16 = nullptr, prefetch_hint next = {},
                                const residual_i8_query* query_i8 = nullptr, const std::uint32_t* query_wide = nullptr) {
-  const std::size_t kmax = budgets.empty() ? 0 : *std::max_element(budgets.begin(), budgets.end());
-  if (doc_rows == 0 || kmax == 0) {
-    std::fill(row_sum, row_sum + query.rows * budgets.size(), 0.0);
-    std::fill(row_z, row_z + query.rows * budgets.size(), 0.0);
-    return;
-  }
+  const std::size_t kmax = detail::largest_budget_or_zero_sums(query.rows, doc_rows, budgets, row_sum, row_z);
+  if (kmax == 0) return;
   with_residual_path<Arch>(codec, [&]<residual_path P>(std::integral_constant<residual_path, P>) {
     using engine_t = residual_engine<Arch, P>;
     if constexpr (engine_t::rounds) query_bf16 = bf16_pairs_or_convert(query, query_bf16, ws.query_bf16);

@@ -170,13 +170,10 @@ void pack_f32_panels(matrix_view<float> tokens, std::uint32_t* out) noexcept {
     for (std::size_t l = 0; l != width; ++l)
       for (std::size_t k = c; k != dim; ++k) panel[k * width + l] = tokens.row(p * width + l)[k];
   }
-  if (const std::size_t left = tokens.rows - full * width; left != 0) {
-    float* panel = reinterpret_cast<float*>(out + full * words);
-    std::memset(panel, 0, words * 4);
-    for (std::size_t l = 0; l != left; ++l) {
-      const float* token = tokens.row(full * width + l);
-      for (std::size_t k = 0; k != dim; ++k) panel[k * width + l] = token[k];
-    }
+  if (const std::size_t left = tokens.rows - full * width; left != 0) {  // token by token into the zeroed last panel
+    std::memset(out + full * words, 0, words * 4);
+    for (std::size_t l = 0; l != left; ++l)
+      storage_traits<storage::f32>::encode(tokens.row(full * width + l), dim, width, l, out + full * words);
   }
 }
 
