@@ -499,7 +499,21 @@ void similarity_rows(matrix_view<float> query, storage st, const void* panels, s
   });
 }
 
+/// similarity_rows of float32 panels alone: only the float engine is compiled (explain of two float matrices).
+template <class Arch = default_arch>
+void similarity_rows_f32(matrix_view<float> query, const void* panels, std::size_t doc_rows, float* s_out, std::size_t s_stride,
+                         const std::uint32_t* query_wide = nullptr) {
+  aligned_vector<std::uint32_t> converted;
+  query_wide = wide_query_or_convert<Arch>(storage::f32, query, query_wide, converted);
+  const tile_engine<Arch, storage::f32> engine(panels, doc_rows, query, nullptr, {}, query_wide);
+  engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
+    engine.template store_rows<R>(i0, p0, here, s_out, s_stride);
+  });
+}
+
 #ifdef ALIGNER_KERNEL_INSTANCE  // separate compilation (core/config.hpp)
+ALIGNER_KERNEL_INSTANCE void similarity_rows_f32<default_arch>(matrix_view<float>, const void*, std::size_t, float*, std::size_t,
+                                                               const std::uint32_t*);
 ALIGNER_KERNEL_INSTANCE void similarity_rows<default_arch>(matrix_view<float>, storage, const void*, std::size_t, float*, std::size_t,
                                                            const std::uint32_t*, const std::uint32_t*);
 #endif
