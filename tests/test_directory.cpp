@@ -97,7 +97,13 @@ void require_equal_searches(const aligner::index_directory_reader& dir, const re
   if (residual) grid.push_back({.candidates_per_token = 1, .top = 5, .nprobe = 1, .allowed_ids = allowed});
   for (const auto& p : grid) {
     INFO("nprobe " << p.nprobe << " ndocs " << p.ndocs << " exhaustive " << p.exhaustive);
-    require_same(dir.search(query, p), one.search(query, p));
+    const auto ref = one.search(query, p);
+    require_same(dir.search(query, p), ref);
+    // One search's rerank on 3 threads (search_params.threads): the same results bit for bit, on both.
+    aligner::search_params threaded = p;
+    threaded.threads = 3;
+    require_same(dir.search(query, threaded), ref);
+    require_same(one.search(query, threaded), ref);
   }
   // Several strategies at once equal one search each.
   const aligner::alignment strategies[] = {aligner::alignment::top1(), aligner::alignment::top_k(2), aligner::alignment::top_p(0.3)};
@@ -105,6 +111,10 @@ void require_equal_searches(const aligner::index_directory_reader& dir, const re
     const auto multi = dir.search_multi(query, strategies, p), ref = one.search_multi(query, strategies, p);
     REQUIRE(multi.size() == 3);
     for (std::size_t g = 0; g != 3; ++g) require_same(multi[g], ref[g]);
+    aligner::search_params threaded = p;
+    threaded.threads = 0;  // every core
+    const auto multi_threaded = dir.search_multi(query, strategies, threaded);
+    for (std::size_t g = 0; g != 3; ++g) require_same(multi_threaded[g], ref[g]);
   }
   // Batches equal serial searches; explain equals the score.
   const std::int64_t offsets[] = {0, 3, 6};

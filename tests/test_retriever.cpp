@@ -227,6 +227,51 @@ TEST_CASE("retriever: batch search equals serial search", "[property]") {
   }
 }
 
+TEST_CASE("retriever: one search's rerank on several threads equals one thread bit for bit, every storage", "[property]") {
+  // search_params.threads shares a search's candidates out in chunks of at least 16 documents: 700 documents give
+  // every thread several chunks, 20 candidates (ndocs) one chunk (scored on the calling thread).
+  const std::size_t dim = 24;
+  const auto c = make_corpus(700, 40, dim, 41);
+  const auto queries = make_corpus(4, 12, dim, 42);
+  const alignment grid[] = {alignment::top1(), alignment::top_k(3), alignment::top_p(0.1)};
+  for (auto precision : {aligner::storage::f32, aligner::storage::bf16, aligner::storage::i8, aligner::storage::residual}) {
+    INFO("storage " << aligner::to_string(precision));
+    aligner::index_params ip{.precision = precision};
+    ip.residual.centroids = 64;
+    aligner::aligner_retriever<aligner::exact_backend> r(aligner::exact_backend(dim), c.view(), ip, c.salience);
+    std::vector<aligner::search_params> params = {{.strategy = alignment::top_k(2), .top = 50, .exhaustive = true},
+                                                  {.candidates_per_token = 30, .top = 40},
+                                                  {.candidates_per_token = 30, .top = 10, .ndocs = 20}};
+    if (precision == aligner::storage::residual) params.push_back({.top = 30, .nprobe = 3});
+    for (const auto& p : params) {
+      for (std::size_t q = 0; q != queries.view().size(); ++q) {
+        const auto query = queries.view().sequence(q);
+        const auto one = r.search(query, p);
+        const auto multi_one = r.search_multi(query, grid, p);
+        for (unsigned threads : {2u, 3u, 0u}) {
+          INFO("threads " << threads << " nprobe " << p.nprobe << " ndocs " << p.ndocs << " exhaustive " << p.exhaustive);
+          aligner::search_params pt = p;
+          pt.threads = threads;
+          const auto many = r.search(query, pt);
+          REQUIRE(many.ids == one.ids);
+          REQUIRE(many.scores == one.scores);
+          REQUIRE(many.candidates_scored == one.candidates_scored);
+          const auto multi = r.search_multi(query, grid, pt);
+          for (std::size_t g = 0; g != 3; ++g) {
+            REQUIRE(multi[g].ids == multi_one[g].ids);
+            REQUIRE(multi[g].scores == multi_one[g].scores);
+          }
+        }
+      }
+    }
+    // A batch spreads its queries over its own threads: a per-search thread count is refused by name.
+    aligner::search_params bad{.threads = 2};
+    CHECK_THROWS_WITH(r.search_batch(queries.view(), bad), Catch::Contains("search_params.threads must be 1, got 2"));
+    const alignment two[] = {alignment::top1(), alignment::top_k(2)};
+    CHECK_THROWS_WITH(r.search_batch_multi(queries.view(), two, bad), Catch::Contains("search_params.threads"));
+  }
+}
+
 TEST_CASE("retriever: exhaustive batches sweep each document once for a block of queries, equal bit for bit to serial searches",
           "[oracle]") {
   // Queries of 0 to 40 rows (an empty one, and one of 600 rows: longer than a block's 512, reranked alone), every
@@ -499,7 +544,7 @@ TEST_CASE("search_params and index_params: every field in declaration order (des
   const aligner::search_params p{.strategy = alignment::top_k(2), .norm = normalization::none, .candidates_per_token = 7, .top = 3,
                                  .exhaustive = false, .nprobe = 0, .ndocs = 0, .query_prune = 1.0, .query_salience = uq,
                                  .use_doc_salience = true, .filter = {}, .allowed_ids = allowed, .check_finite = true,
-                                 .use_query_salience = true};
+                                 .use_query_salience = true, .threads = 1};
   CHECK(p.top == 3);
   CHECK(p.candidates_per_token == 7);
   const aligner::index_params ip{.doc_prune = 1.0, .check_finite = true, .precision = aligner::storage::bf16, .codec = {},

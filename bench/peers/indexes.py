@@ -110,6 +110,11 @@ def aligner_rows(w: Workload, work: str):
                 dict(nprobe=4, ndocs=1000)),
                ("aligner residual:4 + postings (nprobe 4, ndocs 1000)", dict(storage="residual:4", token_index=False),
                 dict(nprobe=4, ndocs=1000)),
+               # The same indexes with a shorter rerank: the 100 best candidates by the centroid-only score.
+               ("aligner residual:2 + postings (nprobe 4, ndocs 100)", dict(storage="residual:2", token_index=False),
+                dict(nprobe=4, ndocs=100)),
+               ("aligner residual:4 + postings (nprobe 4, ndocs 100)", dict(storage="residual:4", token_index=False),
+                dict(nprobe=4, ndocs=100)),
                ("aligner token search exact-bf16 k'=100, bf16 store", dict(backend="exact-bf16", storage="bf16"),
                 dict(candidates=100))]
     for label, build_kw, search_kw in configs:

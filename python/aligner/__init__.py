@@ -400,9 +400,11 @@ class Retriever:
     def search(self, query, *, top: int = 10, strategy: str = "top1", normalize: str = "mean",
                candidates: int = 4000, exhaustive: bool = False, nprobe: int = 0, ndocs: int = 0,
                query_salience=None, query_prune: float = 1.0, use_doc_salience: bool = True, allowed_ids=None,
-               filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True) -> SearchResult:
+               filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True,
+               threads: int = 1) -> SearchResult:
         """The top documents of one query [tokens, dim], best first (score descending, ties to the smaller id).
 
+        threads: threads of this search's exact rerank (0: all cores; the results are the same bit for bit);
         candidates: k', backend hits per kept query token; exhaustive: rerank every live document; nprobe > 0:
         centroid-posting candidates of a residual store; ndocs > 0 keeps the best ndocs candidates by an approximate
         score (per kept query token, the best similarity through which it found the document, else its lowest one:
@@ -413,7 +415,7 @@ class Retriever:
         rerank is unweighted (learned gated heads are keep rules). Returns a SearchResult: `ids, scores = result`,
         plus its diagnostics."""
         args = _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
-                                    use_doc_salience, allowed_ids, filter, use_query_salience)
+                            use_doc_salience, allowed_ids, filter, use_query_salience, threads)
         return self._r.search(query, query_salience, args)
 
     def search_batch(self, queries, offsets=None, *, threads: int = 0, top: int = 10, strategy: str = "top1",
@@ -436,12 +438,14 @@ class Retriever:
     def search_multi(self, query, strategies, *, top: int = 10, normalize: str = "mean", candidates: int = 4000,
                      exhaustive: bool = False, nprobe: int = 0, ndocs: int = 0, query_salience=None,
                      query_prune: float = 1.0, use_doc_salience: bool = True, allowed_ids=None,
-                     filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True) -> list:
+                     filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True,
+                     threads: int = 1) -> list:
         """One query under several strategies at once (a list of strategy strings, a comma-separated string or
         "paper" for paper_grid()): the candidates are gathered and S computed once; result g equals
-        search(query, strategy=strategies[g], ...). What few-shot adaptation needs (adapt, fold_protocol)."""
+        search(query, strategy=strategies[g], ...). What few-shot adaptation needs (adapt, fold_protocol). threads:
+        as in search()."""
         args = _search_args(top, "top1", normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
-                                    use_doc_salience, allowed_ids, filter, use_query_salience)
+                            use_doc_salience, allowed_ids, filter, use_query_salience, threads)
         return self._r.search_multi(query, strategies, query_salience, args)
 
     def explain(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,
@@ -659,7 +663,7 @@ class IndexDirectoryReader(_DirectoryFacts):
         return self._d.is_live(id)
 
     def _args(self, top, strategy, normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience, allowed_ids,
-              filter, use_query_salience):
+              filter, use_query_salience, threads=1):
         residual = self._residual
         if exhaustive is None:
             exhaustive = not residual
@@ -668,20 +672,21 @@ class IndexDirectoryReader(_DirectoryFacts):
         if ndocs is None:
             ndocs = 1000 if isinstance(nprobe, int) and nprobe > 0 else 0
         return _search_args(top, strategy, normalize, 4000, exhaustive, nprobe, ndocs, query_prune,
-                                    use_doc_salience, allowed_ids, filter, use_query_salience)
+                            use_doc_salience, allowed_ids, filter, use_query_salience, threads)
 
     def search(self, query, *, top: int = 10, strategy: str = "top1", normalize: str = "mean",
                exhaustive: Optional[bool] = None, nprobe: Optional[int] = None, ndocs: Optional[int] = None,
                query_salience=None, query_prune: float = 1.0, use_doc_salience: bool = True, allowed_ids=None,
-               filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True) -> SearchResult:
+               filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True,
+               threads: int = 1) -> SearchResult:
         """The top documents of one query [tokens, dim], best first (score descending, ties to the smaller id).
 
         Candidates: a residual directory's centroid postings (nprobe best centroids per kept query token, default
         4; ndocs, default 1000, keeps the best by the centroid-only score; 0: all), or every live document
         (exhaustive; the default, and the only way, for a directory of another storage). Then the exact rerank
-        of every candidate. The other keywords as in Retriever.search."""
+        of every candidate (on `threads` threads; 0: all cores). The other keywords as in Retriever.search."""
         args = self._args(top, strategy, normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
-                          allowed_ids, filter, use_query_salience)
+                          allowed_ids, filter, use_query_salience, threads)
         return self._d.search(query, query_salience, args)
 
     def search_batch(self, queries, offsets=None, *, threads: int = 0, top: int = 10, strategy: str = "top1",
@@ -701,10 +706,11 @@ class IndexDirectoryReader(_DirectoryFacts):
     def search_multi(self, query, strategies, *, top: int = 10, normalize: str = "mean",
                      exhaustive: Optional[bool] = None, nprobe: Optional[int] = None, ndocs: Optional[int] = None,
                      query_salience=None, query_prune: float = 1.0, use_doc_salience: bool = True, allowed_ids=None,
-                     filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True) -> list:
+                     filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True,
+                     threads: int = 1) -> list:
         """As Retriever.search_multi: one query under several strategies, candidates and S computed once."""
         args = self._args(top, "top1", normalize, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
-                          allowed_ids, filter, use_query_salience)
+                          allowed_ids, filter, use_query_salience, threads)
         return self._d.search_multi(query, strategies, query_salience, args)
 
     def explain(self, query, id: int, *, strategy: str = "top1", normalize: str = "mean", query_salience=None,
@@ -862,13 +868,14 @@ def _count_arg(name: str, value: Any, low: int) -> int:
 
 
 def _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
-                 allowed_ids, filter, use_query_salience):
+                 allowed_ids, filter, use_query_salience, threads=1):
     """The search arguments for the C++ side, their integers checked here so that a wrong one is refused by name
     (the binding's own message only lists the types it takes)."""
     top, candidates, nprobe, ndocs = (_count_arg(n, v, low) for n, v, low in (("top", top, 1), ("candidates", candidates, 0),
                                                                               ("nprobe", nprobe, 0), ("ndocs", ndocs, 0)))
+    threads = _count_arg("threads", threads, 0)
     return _aligner._SearchArgs(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
-                                use_doc_salience, allowed_ids, filter, use_query_salience)
+                                use_doc_salience, allowed_ids, filter, use_query_salience, threads)
 
 
 # ---- evaluation (trec_eval's measures; run and qrels as pytrec_eval takes them) ----

@@ -105,7 +105,7 @@ class Retriever:
                candidates: int = 4000, exhaustive: bool = False, nprobe: int = 0, ndocs: int = 0,
                query_salience: Optional[ArrayLike] = None, query_prune: float = 1.0, use_doc_salience: bool = True,
                allowed_ids: Optional[ArrayLike] = None,
-               filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True) -> SearchResult: ...
+               filter: Optional[Callable[[int], bool]] = None, use_query_salience: bool = True, threads: int = 1) -> SearchResult: ...
     def search_batch(self, queries: Docs, offsets: Optional[ArrayLike] = None, *, threads: int = 0, top: int = 10,
                      strategy: str = "top1", normalize: str = "mean", candidates: int = 4000,
                      exhaustive: bool = False, nprobe: int = 0, ndocs: int = 0,
@@ -118,7 +118,7 @@ class Retriever:
                      ndocs: int = 0, query_salience: Optional[ArrayLike] = None, query_prune: float = 1.0,
                      use_doc_salience: bool = True, allowed_ids: Optional[ArrayLike] = None,
                      filter: Optional[Callable[[int], bool]] = None,
-                     use_query_salience: bool = True) -> list[SearchResult]: ...
+                     use_query_salience: bool = True, threads: int = 1) -> list[SearchResult]: ...
     def explain(self, query: ArrayLike, id: int, *, strategy: str = "top1", normalize: str = "mean",
                 query_salience: Optional[ArrayLike] = None, use_doc_salience: bool = True,
                 use_query_salience: bool = True) -> dict[str, Any]: ...
@@ -180,7 +180,7 @@ class IndexDirectoryReader(_DirectoryFacts):
                exhaustive: Optional[bool] = None, nprobe: Optional[int] = None, ndocs: Optional[int] = None,
                query_salience: Optional[ArrayLike] = None, query_prune: float = 1.0, use_doc_salience: bool = True,
                allowed_ids: Optional[ArrayLike] = None, filter: Optional[Callable[[int], bool]] = None,
-               use_query_salience: bool = True) -> SearchResult: ...
+               use_query_salience: bool = True, threads: int = 1) -> SearchResult: ...
     def search_batch(self, queries: Docs, offsets: Optional[ArrayLike] = None, *, threads: int = 0, top: int = 10,
                      strategy: str = "top1", normalize: str = "mean", exhaustive: Optional[bool] = None,
                      nprobe: Optional[int] = None, ndocs: Optional[int] = None, query_salience: Optional[ArrayLike] = None,
@@ -192,7 +192,7 @@ class IndexDirectoryReader(_DirectoryFacts):
                      ndocs: Optional[int] = None, query_salience: Optional[ArrayLike] = None,
                      query_prune: float = 1.0, use_doc_salience: bool = True, allowed_ids: Optional[ArrayLike] = None,
                      filter: Optional[Callable[[int], bool]] = None,
-                     use_query_salience: bool = True) -> list[SearchResult]: ...
+                     use_query_salience: bool = True, threads: int = 1) -> list[SearchResult]: ...
     def explain(self, query: ArrayLike, id: int, *, strategy: str = "top1", normalize: str = "mean",
                 query_salience: Optional[ArrayLike] = None, use_doc_salience: bool = True,
                 use_query_salience: bool = True) -> dict[str, Any]: ...

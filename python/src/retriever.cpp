@@ -240,10 +240,10 @@ void bind_retriever(py::module_& m) {
 
   py::class_<py_search_args>(m, "_SearchArgs")
       .def(py::init<std::size_t, const std::string&, const std::string&, std::size_t, bool, std::size_t, std::size_t, double, bool,
-                    py::handle, py::handle, bool>(),
+                    py::handle, py::handle, bool, unsigned>(),
            py::arg("top"), py::arg("strategy"), py::arg("normalize"), py::arg("candidates"), py::arg("exhaustive"), py::arg("nprobe"),
            py::arg("ndocs"), py::arg("query_prune"), py::arg("use_doc_salience"), py::arg("allowed_ids"), py::arg("filter"),
-           py::arg("use_query_salience") = true);
+           py::arg("use_query_salience") = true, py::arg("threads") = 1u);
 
   py::class_<py_retriever>(m, "_Retriever")
       .def(py::init<std::size_t, const std::string&, const std::string&, double, bool, bool, std::size_t, std::size_t, std::size_t,

@@ -76,8 +76,9 @@ struct py_search_args {
 
   py_search_args(std::size_t top, const std::string& strategy, const std::string& normalize, std::size_t candidates, bool exhaustive,
                  std::size_t nprobe, std::size_t ndocs, double query_prune, bool use_doc_salience, py::handle allowed_ids,
-                 py::handle filter_fn, bool use_query_salience) {
+                 py::handle filter_fn, bool use_query_salience, unsigned threads) {
     p.strategy = aligner::alignment::parse(strategy);
+    p.threads = threads;
     p.norm = aligner::parse_normalization(normalize);
     p.top = top;
     p.candidates_per_token = candidates;

@@ -100,6 +100,9 @@ def test_residual_postings_equal_a_retriever_with_the_same_codec(tmp_path, stora
             assert got.candidates_scored == want.candidates_scored
         got = d.search(q, top=10)  # defaults: nprobe 4, ndocs 1000
         np.testing.assert_array_equal(got.ids, r.search(q, top=10, nprobe=4, ndocs=1000).ids)
+        threaded = d.search(q, top=10, threads=3)  # one search's rerank on 3 threads: the same, bit for bit
+        np.testing.assert_array_equal(threaded.ids, got.ids)
+        np.testing.assert_array_equal(threaded.scores, got.scores)
         got = d.search(q, top=10, exhaustive=True)
         np.testing.assert_array_equal(got.ids, r.search(q, top=10, exhaustive=True).ids)
         # restricted searches as a Retriever's

@@ -173,6 +173,33 @@ def test_search_batch_equals_serial_searches_on_threads():
         f"d{i}": float(s) for i, s in zip(joined[1].ids, joined[1].scores)}
 
 
+@pytest.mark.parametrize("storage", ["f32", "bf16", "residual"])
+def test_one_search_on_several_threads_equals_one_thread(storage):
+    # threads= shares one search's rerank out in chunks (of at least 16 documents): the same results bit for bit
+    docs = collection(7, docs=300)
+    r = aligner.Retriever(DIM, storage=storage, residual_centroids=32)
+    r.add(docs)
+    rng = np.random.default_rng(9)
+    q = rng.standard_normal((6, DIM)).astype(np.float32)
+    settings = [dict(exhaustive=True, strategy="topk:2"), dict(candidates=40), dict(candidates=40, ndocs=20)]
+    if storage == "residual":
+        settings.append(dict(nprobe=3))
+    for kw in settings:
+        one = r.search(q, top=50, **kw)
+        multi_one = r.search_multi(q, ["top1", "topp:0.1"], top=50, **kw)
+        for threads in (2, 0):
+            many = r.search(q, top=50, threads=threads, **kw)
+            np.testing.assert_array_equal(many.ids, one.ids)
+            np.testing.assert_array_equal(many.scores, one.scores)
+            for a, b in zip(r.search_multi(q, ["top1", "topp:0.1"], top=50, threads=threads, **kw), multi_one):
+                np.testing.assert_array_equal(a.ids, b.ids)
+                np.testing.assert_array_equal(a.scores, b.scores)
+    with pytest.raises(ValueError, match="threads must be >= 0, got -1"):
+        r.search(q, threads=-1)
+    with pytest.raises(TypeError, match="threads must be an int"):
+        r.search(q, threads=True)
+
+
 def test_token_search_batches_equal_serial_searches_on_every_exact_backend():
     # The exact backends put consecutive queries' kept tokens into one scan (up to 64 rows): the same hits as each
     # query's own search, so the same results bit for bit, with query pruning, a filter and an empty query.

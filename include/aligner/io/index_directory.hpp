@@ -598,7 +598,7 @@ class index_directory_reader {
     std::vector<float> scores;
     std::vector<std::int64_t> ids;
     const std::size_t rows[2] = {0, query.rows};
-    score_segments(s, cands, pq, rows, {}, p.use_doc_salience, scores, ids);
+    score_segments(s, cands, pq, rows, {}, p.use_doc_salience, scores, ids, p.threads);
     rank(ids, scores.data(), 1, p.top, out);
   }
 
@@ -617,7 +617,7 @@ class index_directory_reader {
     std::vector<float> scores;
     std::vector<std::int64_t> ids;
     const std::size_t rows[2] = {0, query.rows};
-    score_segments(s, cands, pq, rows, strategies, p.use_doc_salience, scores, ids);
+    score_segments(s, cands, pq, rows, strategies, p.use_doc_salience, scores, ids, p.threads);
     std::vector<search_result> out(G, diag);
     for (std::size_t g = 0; g != G; ++g) rank(ids, scores.data() + g, G, p.top, out[g]);
     return out;
@@ -629,6 +629,8 @@ class index_directory_reader {
     detail::check_offsets(queries.offsets, queries.tokens.rows, "query offsets");
     detail::check_weights(query_salience, queries.tokens.rows, "query_salience");
     ALIGNER_EXPECTS(p.query_salience.empty(), what, " takes query salience as its own argument, not in search_params");
+    ALIGNER_EXPECTS(p.threads == 1, what, " spreads its queries over its own threads argument: search_params.threads must be 1, got ",
+                    p.threads);
     std::vector<search_params> per(queries.size(), p);
     for (std::size_t q = 0; q != queries.size(); ++q) {
       if (!query_salience.empty()) per[q].query_salience = query_salience.subspan(std::size_t(queries.offsets[q]), queries.length(q));
@@ -711,7 +713,7 @@ class index_directory_reader {
   /// quiet machine yet).
   static void score_segments(const directory_snapshot& s, const detail::directory_candidates& cands, const prepared_query& pq,
                              std::span<const std::size_t> row_offsets, std::span<const alignment> strategies, bool use_doc_salience,
-                             std::vector<float>& scores, std::vector<std::int64_t>& ids) {
+                             std::vector<float>& scores, std::vector<std::int64_t>& ids, unsigned threads = 1) {
     const std::size_t per_doc = std::max<std::size_t>(1, strategies.size()), count = cands.count();
     for (const auto& a : strategies) a.validate();
     scores.assign((row_offsets.size() - 1) * count * per_doc, 0.f);
@@ -729,8 +731,9 @@ class index_directory_reader {
         rq = detail::prepare_residual_query(pq, store, ws);
         prepared_for = store.codec;
       }
-      detail::score_documents_stacked(pq, row_offsets, strategies, store, local, scores.data() + ids.size() * per_doc, per_doc,
-                                      count * per_doc, use_doc_salience, ws, store.precision == storage::residual ? rq : residual_query{});
+      detail::score_documents_parallel(pq, row_offsets, strategies, store, local, scores.data() + ids.size() * per_doc, per_doc,
+                                       count * per_doc, use_doc_salience, ws, store.precision == storage::residual ? rq : residual_query{},
+                                       threads);
       for (std::uint32_t d : local) ids.push_back(s.segments[g]->ids[d]);
     }
   }

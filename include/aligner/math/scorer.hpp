@@ -26,6 +26,7 @@
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
+#include "../core/parallel.hpp"
 #include "../core/types.hpp"
 #include "../kernels/aligned_rows.hpp"
 #include "../kernels/dot.hpp"
@@ -325,6 +326,32 @@ inline void score_documents_stacked(const prepared_query& stacked, std::span<con
     score_one_stacked(stacked, row_offsets, strategies, docs.precision, docs.panels(s), docs.length(s),
                       use_doc_salience ? docs.salience_of(s) : nullptr, out + t * per_doc, query_stride, ws, next, docs.codec, rq);
   }
+}
+
+/// score_documents_stacked with the documents shared out to `threads` threads (0 = one per hardware thread): chunks
+/// of consecutive documents, each scored on its own workspace; a residual store's query form is prepared once (into
+/// ws) and read by every chunk. The scores are those of one thread bit for bit (a document's score depends on
+/// nothing else). One thread, or too few documents for two chunks: score_documents_stacked itself.
+inline void score_documents_parallel(const prepared_query& stacked, std::span<const std::size_t> row_offsets,
+                                     std::span<const alignment> strategies, const packed_sequences& docs,
+                                     std::span<const std::uint32_t> which, float* out, std::size_t per_doc, std::size_t query_stride,
+                                     bool use_doc_salience, score_workspace& ws, residual_query rq, unsigned threads) {
+  constexpr std::size_t min_chunk = 16;  // documents a chunk scores at least (a workspace's warm-up and a task's hand-out)
+  const std::size_t n = which.size();
+  const unsigned workers = worker_count(n / min_chunk, threads);
+  if (workers <= 1) {
+    score_documents_stacked(stacked, row_offsets, strategies, docs, which, out, per_doc, query_stride, use_doc_salience, ws, rq);
+    return;
+  }
+  if (rq.centroid_scores == nullptr) rq = prepare_residual_query(stacked, docs, ws);
+  // About four chunks a thread, so that a slow chunk (long documents) does not hold the others up.
+  const std::size_t chunk = std::max(min_chunk, (n + 4 * std::size_t(workers) - 1) / (4 * std::size_t(workers)));
+  parallel_for((n + chunk - 1) / chunk, workers, [&](std::size_t c) {
+    const std::size_t first = c * chunk, count = std::min(chunk, n - first);
+    score_workspace local;
+    score_documents_stacked(stacked, row_offsets, strategies, docs, which.subspan(first, count), out + first * per_doc, per_doc,
+                            query_stride, use_doc_salience, local, rq);
+  });
 }
 
 /// Packs one row-major document into the workspace (f32 panels).

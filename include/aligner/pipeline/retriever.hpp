@@ -609,8 +609,19 @@ class aligner_retriever {
   void rerank_one(matrix_view<float> query, const search_params& p, const std::vector<std::uint32_t>& candidates, search_result& out) const {
     std::vector<float> scores(candidates.size());
     const prepared_query pq = rerank_query(query, p, p.strategy);
-    score_packed(pq, s_.store, candidates, scores, p.use_doc_salience);
+    score_candidates(pq, {}, candidates, scores, p);
     rank(candidates, scores.data(), 1, p.top, out);
+  }
+
+  /// score_packed / score_packed_multi of the candidates on p.threads threads (detail::score_documents_parallel).
+  void score_candidates(const prepared_query& pq, std::span<const alignment> strategies, const std::vector<std::uint32_t>& candidates,
+                        std::vector<float>& scores, const search_params& p) const {
+    const packed_sequences docs = s_.store.view();
+    const std::size_t per_doc = std::max<std::size_t>(1, strategies.size()), rows[2] = {0, pq.rows().rows};
+    detail::check_packed_call(pq, docs, candidates, scores.size(), per_doc);
+    score_workspace ws;
+    detail::score_documents_parallel(pq, rows, strategies, docs, candidates, scores.data(), per_doc, 0, p.use_doc_salience, ws, {},
+                                     p.threads);
   }
 
   std::vector<search_result> search_unchecked_multi(matrix_view<float> query, std::span<const alignment> strategies,
@@ -625,7 +636,8 @@ class aligner_retriever {
                                           const std::vector<std::uint32_t>& candidates, const search_result& diag) const {
     std::vector<float> scores(candidates.size() * strategies.size());
     const prepared_query pq = rerank_query(query, p, {});
-    score_packed_multi(pq, s_.store, candidates, strategies, scores, p.use_doc_salience);
+    ALIGNER_EXPECTS(!strategies.empty() || candidates.empty(), "score_packed_multi needs at least one strategy");  // (as score_packed_multi)
+    score_candidates(pq, strategies, candidates, scores, p);
     std::vector<search_result> out(strategies.size(), diag);
     for (std::size_t g = 0; g != strategies.size(); ++g) rank(candidates, scores.data() + g, strategies.size(), p.top, out[g]);
     return out;
@@ -637,6 +649,8 @@ class aligner_retriever {
     detail::check_offsets(queries.offsets, queries.tokens.rows, "query offsets");
     detail::check_weights(query_salience, queries.tokens.rows, "query_salience");
     ALIGNER_EXPECTS(p.query_salience.empty(), what, " takes query salience as its own argument, not in search_params");
+    ALIGNER_EXPECTS(p.threads == 1, what, " spreads its queries over its own threads argument: search_params.threads must be 1, got ",
+                    p.threads);
     std::vector<search_params> per(queries.size(), p);
     for (std::size_t q = 0; q != queries.size(); ++q) {
       if (!query_salience.empty())

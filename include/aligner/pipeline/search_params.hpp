@@ -85,6 +85,11 @@ struct search_params {
   /// false: query_salience only chooses the kept query tokens (query_prune) and does not weight the rerank (with
   /// use_doc_salience = false, salience then decides which tokens are searched, never a score).
   bool use_query_salience = true;
+  /// Threads of this one search's exact rerank (0 = one per hardware thread): the candidates are shared out in
+  /// chunks, each scored on its own workspace, so a search's latency falls with cores while its results stay bit for
+  /// bit those of one thread. The candidate step (token search, centroid postings) runs on the calling thread.
+  /// search_batch / search_multi_batch spread their queries over their own `threads` argument and need 1 here.
+  unsigned threads = 1;
 
   /// The query salience the rerank weighs pairs with (empty when use_query_salience is false).
   std::span<const float> rerank_query_salience() const noexcept { return use_query_salience ? query_salience : std::span<const float>(); }
