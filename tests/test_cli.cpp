@@ -670,6 +670,10 @@ TEST_CASE("cli: query ranks the vectors a user brings exactly as the library sea
     ++n;
   }
   CHECK(n == 10);
+  // One query with --threads: its own rerank on two threads (search_params.threads), the same lines.
+  const auto threaded = run_cli(base + " --threads 2");
+  REQUIRE(threaded.status == 0);
+  CHECK(threaded.out == one.out);
   // Misuse: each exits 2 with a reason and prints no results.
   const std::vector<float> narrow(4 * 3, 0.5f);
   aligner::io::save_npy(cli_temp("qnarrow.npy"), narrow, {4, 3});

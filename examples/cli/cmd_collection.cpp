@@ -375,7 +375,8 @@ int run_query(const options& o) {
   std::vector<std::string> names;
   if (o.has("--doc-ids")) names = aligner::io::read_lines(o.doc_ids);
 
-  // Ranks every query (on --threads threads) and prints TREC run lines: query rank... in query order.
+  // Ranks every query (on --threads threads: whole queries in batches, or one query's own rerank when the file holds
+  // one query) and prints TREC run lines: query rank... in query order.
   const auto rank_all = [&](const auto& index, std::size_t documents, const auto& name_of) {
     if (index.dim() != dim) throw usage_error(o.vectors + " holds vectors of dim " + std::to_string(dim) + ", " + o.index_file + " of dim " + std::to_string(index.dim()));
     if (!names.empty() && names.size() != documents)
@@ -385,7 +386,13 @@ int run_query(const options& o) {
       progress bar("ranking queries", queries.size(), o.progress);
       rank_in_chunks(
           queries, s.uq, o.threads,
-          [&](const aligner::sequence_set_view& view, std::span<const float> u) { return index.search_batch(view, p, u, o.threads); },
+          [&](const aligner::sequence_set_view& view, std::span<const float> u) {
+            if (queries.size() != 1) return index.search_batch(view, p, u, o.threads);
+            aligner::search_params one = p;  // one query: search_params.threads shares its rerank out
+            one.query_salience = u;
+            one.threads = o.threads;
+            return std::vector<aligner::search_result>{index.search(view.sequence(0), one)};
+          },
           [&](std::size_t q, aligner::search_result got, double) {
             results[q] = std::move(got);
             bar.tick();

@@ -170,7 +170,7 @@ const std::vector<flag>& flags() {
       {"--run", "FILE", eval | search, "write the TREC run of the first strategy", [](options& o, const std::string& v) { o.run_file = v; }},
       {"--query-limit", "N", eval | search, "rank only the first N judged queries, in the collection's query order (default: all); the metrics average over them",
        [](options& o, const std::string& v) { o.query_limit = parse_positive("--query-limit", v); }},
-      {"--threads", "T", collection_cmds | train_salience | query, "worker threads for searching, residual training and the hnswlib graph build (default 1; 0 = all cores)",
+      {"--threads", "T", collection_cmds | train_salience | query, "worker threads for searching (query: one query's own rerank when the file holds one), residual training and the hnswlib graph build (default 1; 0 = all cores)",
        [](options& o, const std::string& v) { o.threads = unsigned(parse_count("--threads", v)); }},
       {"--no-mmap", "", search | query, "read the index into memory instead of mapping it", [](options& o, const std::string&) { o.no_mmap = true; }},
       {"--progress", "", collection_cmds | train_salience | query, "progress bar on stderr even when it is not a terminal",
