@@ -6,8 +6,10 @@
 #include <aligner/eval/idf.hpp>
 #include <aligner/io/collection.hpp>
 #include <aligner/io/crc32c.hpp>
+#include <aligner/io/index_directory.hpp>
 #include <aligner/io/index_file.hpp>
 
+#include <array>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -169,6 +171,80 @@ void retriever_search_threads(benchmark::State& state) {
       benchmark::Counter(double(state.iterations()) * double(queries.size()), benchmark::Counter::kIsRate);
 }
 
+/// A synthetic residual:2 index directory of 8 segments for directory_search_threads (made once, in the temporary
+/// folder): 16,000 documents of 64-256 tokens (about 2.6M), dim 128, each document's tokens drawn from its own 96
+/// words of a 40,000-word vocabulary (random unit vectors) plus context noise, 4,096 centroids; 64 queries of 24 tokens
+/// from the words of a random document.
+struct synthetic_directory {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / "aligner_bench_directory";
+  std::vector<float> queries;
+  std::vector<std::int64_t> offsets{0};
+  static constexpr std::size_t dim = 128;
+
+  synthetic_directory() {
+    std::mt19937_64 rng(7);
+    std::normal_distribution<float> normal;
+    std::uniform_int_distribution<std::size_t> word_of(0, 39'999), length(64, 256);
+    std::vector<float> vocab(40'000 * dim);
+    for (std::size_t w = 0; w != 40'000; ++w) {
+      double norm = 0;
+      for (std::size_t c = 0; c != dim; ++c) norm += double(vocab[w * dim + c] = normal(rng)) * vocab[w * dim + c];
+      for (std::size_t c = 0; c != dim; ++c) vocab[w * dim + c] /= float(std::sqrt(norm));
+    }
+    auto token = [&](std::size_t w, std::vector<float>& out) {  // the word plus 0.3 of noise, normalised
+      std::array<float, dim> t;
+      double norm = 0;
+      for (std::size_t c = 0; c != dim; ++c) norm += double(t[c] = vocab[w * dim + c] + 0.3f / std::sqrt(float(dim)) * normal(rng)) * t[c];
+      for (std::size_t c = 0; c != dim; ++c) out.push_back(t[c] / float(std::sqrt(norm)));
+    };
+    std::vector<std::vector<std::size_t>> words(16'000);
+    for (auto& w : words)
+      for (std::size_t k = 0; k != 96; ++k) w.push_back(word_of(rng));
+    std::filesystem::remove_all(dir);
+    aligner::directory_params dp;
+    dp.residual.centroids = 4096;
+    dp.residual.threads = 0;
+    auto writer = aligner::index_directory_writer::create(dir, dim, dp);
+    for (std::size_t seg = 0; seg != 8; ++seg) {
+      std::vector<float> tokens;
+      std::vector<std::int64_t> offs{0};
+      for (std::size_t d = seg * 2'000; d != (seg + 1) * 2'000; ++d) {
+        const std::size_t m = length(rng);
+        for (std::size_t j = 0; j != m; ++j) token(words[d][std::uniform_int_distribution<std::size_t>(0, 95)(rng)], tokens);
+        offs.push_back(offs.back() + std::int64_t(m));
+      }
+      writer.add({{tokens.data(), std::size_t(offs.back()), dim}, offs});
+    }
+    for (std::size_t q = 0; q != 64; ++q) {
+      const auto& w = words[std::uniform_int_distribution<std::size_t>(0, words.size() - 1)(rng)];
+      for (std::size_t j = 0; j != 24; ++j) token(w[std::uniform_int_distribution<std::size_t>(0, 95)(rng)], queries);
+      offsets.push_back(offsets.back() + 24);
+    }
+  }
+};
+
+/// One search's latency on an index directory (the synthetic one above), `threads` threads (search_params.threads:
+/// the segments' posting walks and the rerank), centroid postings with nprobe 4 and ndocs 1000 (the defaults), one
+/// query after another; threads = 1 is the baseline of the same run.
+void directory_search_threads(benchmark::State& state) {
+  static const synthetic_directory syn;
+  static const aligner::index_directory_reader reader(syn.dir);
+  const aligner::search_params p{.top = 10, .nprobe = 4, .ndocs = 1000, .threads = unsigned(state.range(0))};
+  const aligner::sequence_set_view queries{{syn.queries.data(), std::size_t(syn.offsets.back()), syn.dim}, syn.offsets};
+  aligner::search_result out;
+  std::size_t candidates = 0;
+  for (auto _ : state) {
+    for (std::size_t q = 0; q != queries.size(); ++q) {
+      out = reader.search(queries.sequence(q), p);
+      candidates += out.candidates_scored;
+      benchmark::DoNotOptimize(out.ids.data());
+    }
+  }
+  state.counters["queries_per_second"] =
+      benchmark::Counter(double(state.iterations()) * double(queries.size()), benchmark::Counter::kIsRate);
+  state.counters["candidates"] = double(candidates) / double(std::max<std::size_t>(1, state.iterations() * queries.size()));
+}
+
 /// Opening a saved index (Cranfield, f32, mapped): the checksum pass over every byte and the parts that are
 /// copied (token map, settings); bytes_per_second is the file's size over the open time.
 void index_open(benchmark::State& state) {
@@ -210,4 +286,5 @@ BENCHMARK(crc32c_pass)->ArgNames({"table"})->Arg(0)->Arg(1)->Unit(benchmark::kMi
 BENCHMARK(retriever_exhaustive_blocks)->ArgNames({"storage", "blocks"})->ArgsProduct({{0, 1, 2, 3}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(retriever_token_blocks)->ArgNames({"storage", "blocks"})->ArgsProduct({{0, 1, 2}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(retriever_search_threads)->ArgNames({"threads", "bf16"})->ArgsProduct({{1, 2, 4, 8, 16}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(directory_search_threads)->ArgNames({"threads"})->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(retriever_batch)->ArgNames({"threads", "exhaustive", "bf16"})->ArgsProduct({{1, 2, 4, 8, 16}, {0, 1}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -177,18 +177,18 @@ def test_search_batch_equals_serial_searches_on_threads():
 def test_one_search_on_several_threads_equals_one_thread(storage):
     # threads= shares one search's rerank out in chunks (of at least 16 documents): the same results bit for bit
     docs = collection(7, docs=300)
-    r = aligner.Retriever(DIM, storage=storage, residual_centroids=32)
+    r = aligner.Retriever(DIM, storage=storage, **(dict(residual_centroids=32) if storage == "residual" else {}))
     r.add(docs)
     rng = np.random.default_rng(9)
     q = rng.standard_normal((6, DIM)).astype(np.float32)
-    settings = [dict(exhaustive=True, strategy="topk:2"), dict(candidates=40), dict(candidates=40, ndocs=20)]
+    settings = [dict(exhaustive=True), dict(candidates=40), dict(candidates=40, ndocs=20)]
     if storage == "residual":
         settings.append(dict(nprobe=3))
     for kw in settings:
-        one = r.search(q, top=50, **kw)
+        one = r.search(q, top=50, strategy="topk:2", **kw)
         multi_one = r.search_multi(q, ["top1", "topp:0.1"], top=50, **kw)
         for threads in (2, 0):
-            many = r.search(q, top=50, threads=threads, **kw)
+            many = r.search(q, top=50, strategy="topk:2", threads=threads, **kw)
             np.testing.assert_array_equal(many.ids, one.ids)
             np.testing.assert_array_equal(many.scores, one.scores)
             for a, b in zip(r.search_multi(q, ["top1", "topp:0.1"], top=50, threads=threads, **kw), multi_one):

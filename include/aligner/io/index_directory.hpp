@@ -541,8 +541,10 @@ class index_directory_reader {
       std::int64_t id;
       std::uint32_t seg, local;
     };
-    std::vector<cand> all;
-    for (std::size_t g = 0; g != S; ++g) {
+    // Each segment's walk is its own (p.threads share the segments out); the candidates are joined in segment order,
+    // so the cut below sees the same list whatever the thread count.
+    std::vector<std::vector<cand>> per_segment(S);
+    parallel_for(S, p.threads, [&](std::size_t g) {
       const auto& sg = *s.segments[g];
       const auto& postings = sg.index->centroid_postings();
       const std::size_t n = sg.size();
@@ -563,8 +565,11 @@ class index_directory_reader {
             }
           }
       }
-      for (std::uint32_t d : found) all.push_back({approx[d], sg.ids[d], std::uint32_t(g), d});
-    }
+      per_segment[g].reserve(found.size());
+      for (std::uint32_t d : found) per_segment[g].push_back({approx[d], sg.ids[d], std::uint32_t(g), d});
+    });
+    std::vector<cand> all;
+    for (auto& part : per_segment) all.insert(all.end(), part.begin(), part.end());
     diag.backend_hits = rows.rows * probes;
     if (p.ndocs && all.size() > p.ndocs) {
       std::nth_element(all.begin(), all.begin() + std::ptrdiff_t(p.ndocs), all.end(),
@@ -714,28 +719,54 @@ class index_directory_reader {
   static void score_segments(const directory_snapshot& s, const detail::directory_candidates& cands, const prepared_query& pq,
                              std::span<const std::size_t> row_offsets, std::span<const alignment> strategies, bool use_doc_salience,
                              std::vector<float>& scores, std::vector<std::int64_t>& ids, unsigned threads = 1) {
-    const std::size_t per_doc = std::max<std::size_t>(1, strategies.size()), count = cands.count();
+    const std::size_t per_doc = std::max<std::size_t>(1, strategies.size()), count = cands.count(), S = cands.local.size();
     for (const auto& a : strategies) a.validate();
     scores.assign((row_offsets.size() - 1) * count * per_doc, 0.f);
     ids.clear();
     ids.reserve(count);
-    score_workspace ws;
-    const residual_codec* prepared_for = nullptr;
-    residual_query rq;
-    for (std::size_t g = 0; g != cands.local.size(); ++g) {
+    // First every segment's checks, its place in scores / ids and its residual query form (prepared once per codec, in
+    // a workspace of its own, then only read); then the documents in pieces on `threads` threads, pieces of several
+    // segments in one loop (as detail::score_documents_parallel cuts one store: at least 16 documents, about four a
+    // thread), each piece on its own workspace. One thread: one piece per segment. The scores are the same either way.
+    std::vector<std::size_t> base(S);
+    std::vector<residual_query> rq(S);
+    std::vector<std::unique_ptr<score_workspace>> form_space;
+    std::vector<std::pair<const residual_codec*, residual_query>> forms;
+    for (std::size_t g = 0; g != S; ++g) {
       const auto& local = cands.local[g];
+      base[g] = ids.size();
       if (local.empty()) continue;
       const packed_sequences& store = s.segments[g]->store();
       detail::check_packed_call(pq, store, local, local.size() * per_doc, per_doc);
-      if (store.precision == storage::residual && store.codec != prepared_for) {
-        rq = detail::prepare_residual_query(pq, store, ws);
-        prepared_for = store.codec;
+      if (store.precision == storage::residual) {
+        auto f = std::find_if(forms.begin(), forms.end(), [&](const auto& e) { return e.first == store.codec; });
+        if (f == forms.end()) {
+          form_space.push_back(std::make_unique<score_workspace>());
+          forms.emplace_back(store.codec, detail::prepare_residual_query(pq, store, *form_space.back()));
+          f = forms.end() - 1;
+        }
+        rq[g] = f->second;
       }
-      detail::score_documents_parallel(pq, row_offsets, strategies, store, local, scores.data() + ids.size() * per_doc, per_doc,
-                                       count * per_doc, use_doc_salience, ws, store.precision == storage::residual ? rq : residual_query{},
-                                       threads);
       for (std::uint32_t d : local) ids.push_back(s.segments[g]->ids[d]);
     }
+    struct piece {
+      std::size_t g, first, size;
+    };
+    const unsigned workers = worker_count(count / 16, threads);
+    const std::size_t chunk = workers <= 1 ? std::max<std::size_t>(count, 1)
+                                           : std::max<std::size_t>(16, (count + 4 * std::size_t(workers) - 1) / (4 * std::size_t(workers)));
+    std::vector<piece> pieces;
+    for (std::size_t g = 0; g != S; ++g)
+      for (std::size_t first = 0; first < cands.local[g].size(); first += chunk)
+        pieces.push_back({g, first, std::min(chunk, cands.local[g].size() - first)});
+    parallel_for(pieces.size(), workers, [&](std::size_t i) {
+      const piece& pc = pieces[i];
+      score_workspace ws;
+      detail::score_documents_stacked(pq, row_offsets, strategies, s.segments[pc.g]->store(),
+                                      std::span<const std::uint32_t>(cands.local[pc.g]).subspan(pc.first, pc.size),
+                                      scores.data() + (base[pc.g] + pc.first) * per_doc, per_doc, count * per_doc, use_doc_salience, ws,
+                                      rq[pc.g]);
+    });
   }
 
   /// The top `top` of documents `ids` by score (stride apart in `scores`), ties toward the smaller id.

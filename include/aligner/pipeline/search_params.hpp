@@ -87,8 +87,9 @@ struct search_params {
   bool use_query_salience = true;
   /// Threads of this one search's exact rerank (0 = one per hardware thread): the candidates are shared out in
   /// chunks, each scored on its own workspace, so a search's latency falls with cores while its results stay bit for
-  /// bit those of one thread. The candidate step (token search, centroid postings) runs on the calling thread.
-  /// search_batch / search_multi_batch spread their queries over their own `threads` argument and need 1 here.
+  /// bit those of one thread. An index directory's centroid postings are walked segment by segment on the same
+  /// threads; a retriever's candidate step (token search, centroid postings) runs on the calling thread.
+  /// search_batch / search_batch_multi spread their queries over their own `threads` argument and need 1 here.
   unsigned threads = 1;
 
   /// The query salience the rerank weighs pairs with (empty when use_query_salience is false).
