@@ -726,12 +726,16 @@ class index_directory_reader {
     ids.reserve(count);
     // First every segment's checks, its place in scores / ids and its residual query form (prepared once per codec, in
     // a workspace of its own, then only read); then the documents in pieces on `threads` threads, pieces of several
-    // segments in one loop (as detail::score_documents_parallel cuts one store: at least 16 documents, about four a
-    // thread), each piece on its own workspace. One thread: one piece per segment. The scores are the same either way.
+    // segments in one loop (cut as detail::split_rerank cuts one store's), each piece on its own workspace. One
+    // thread: one piece per segment. The scores are the same either way.
+    struct residual_form {
+      const residual_codec* codec;
+      std::unique_ptr<score_workspace> space;  // holds what `query` points into
+      residual_query query;
+    };
+    std::vector<residual_form> forms;
     std::vector<std::size_t> base(S);
     std::vector<residual_query> rq(S);
-    std::vector<std::unique_ptr<score_workspace>> form_space;
-    std::vector<std::pair<const residual_codec*, residual_query>> forms;
     for (std::size_t g = 0; g != S; ++g) {
       const auto& local = cands.local[g];
       base[g] = ids.size();
@@ -739,27 +743,26 @@ class index_directory_reader {
       const packed_sequences& store = s.segments[g]->store();
       detail::check_packed_call(pq, store, local, local.size() * per_doc, per_doc);
       if (store.precision == storage::residual) {
-        auto f = std::find_if(forms.begin(), forms.end(), [&](const auto& e) { return e.first == store.codec; });
+        auto f = std::find_if(forms.begin(), forms.end(), [&](const residual_form& e) { return e.codec == store.codec; });
         if (f == forms.end()) {
-          form_space.push_back(std::make_unique<score_workspace>());
-          forms.emplace_back(store.codec, detail::prepare_residual_query(pq, store, *form_space.back()));
+          auto space = std::make_unique<score_workspace>();
+          const residual_query query = detail::prepare_residual_query(pq, store, *space);
+          forms.push_back({store.codec, std::move(space), query});
           f = forms.end() - 1;
         }
-        rq[g] = f->second;
+        rq[g] = f->query;
       }
       for (std::uint32_t d : local) ids.push_back(s.segments[g]->ids[d]);
     }
     struct piece {
       std::size_t g, first, size;
     };
-    const unsigned workers = worker_count(count / 16, threads);
-    const std::size_t chunk = workers <= 1 ? std::max<std::size_t>(count, 1)
-                                           : std::max<std::size_t>(16, (count + 4 * std::size_t(workers) - 1) / (4 * std::size_t(workers)));
+    const detail::rerank_split split = detail::split_rerank(count, threads);
     std::vector<piece> pieces;
     for (std::size_t g = 0; g != S; ++g)
-      for (std::size_t first = 0; first < cands.local[g].size(); first += chunk)
-        pieces.push_back({g, first, std::min(chunk, cands.local[g].size() - first)});
-    parallel_for(pieces.size(), workers, [&](std::size_t i) {
+      for (std::size_t first = 0; first < cands.local[g].size(); first += split.chunk)
+        pieces.push_back({g, first, std::min(split.chunk, cands.local[g].size() - first)});
+    parallel_for(pieces.size(), split.workers, [&](std::size_t i) {
       const piece& pc = pieces[i];
       score_workspace ws;
       detail::score_documents_stacked(pq, row_offsets, strategies, s.segments[pc.g]->store(),

@@ -328,26 +328,38 @@ inline void score_documents_stacked(const prepared_query& stacked, std::span<con
   }
 }
 
-/// score_documents_stacked with the documents shared out to `threads` threads (0 = one per hardware thread): chunks
-/// of consecutive documents, each scored on its own workspace; a residual store's query form is prepared once (into
-/// ws) and read by every chunk. The scores are those of one thread bit for bit (a document's score depends on
-/// nothing else). One thread, or too few documents for two chunks: score_documents_stacked itself.
+/// How a rerank of `n` documents is shared out to `threads` threads (0 = one per hardware thread): the threads used
+/// and the documents of a chunk. A chunk holds at least 16 documents (a workspace's warm-up and a task's hand-out are
+/// paid per chunk), and there are about four chunks a thread, so that a slow chunk (long documents) does not hold the
+/// others up. One thread: one chunk of all n.
+struct rerank_split {
+  unsigned workers = 1;
+  std::size_t chunk = 1;
+};
+inline rerank_split split_rerank(std::size_t n, unsigned threads) noexcept {
+  constexpr std::size_t min_chunk = 16;
+  const unsigned workers = worker_count(n / min_chunk, threads);
+  if (workers <= 1) return {1, std::max<std::size_t>(n, 1)};
+  return {workers, std::max(min_chunk, (n + 4 * std::size_t(workers) - 1) / (4 * std::size_t(workers)))};
+}
+
+/// score_documents_stacked with the documents shared out to `threads` threads (split_rerank): chunks of consecutive
+/// documents, each scored on its own workspace; a residual store's query form is prepared once (into ws) and read by
+/// every chunk. The scores are those of one thread bit for bit (a document's score depends on nothing else). One
+/// thread, or too few documents for two chunks: score_documents_stacked itself.
 inline void score_documents_parallel(const prepared_query& stacked, std::span<const std::size_t> row_offsets,
                                      std::span<const alignment> strategies, const packed_sequences& docs,
                                      std::span<const std::uint32_t> which, float* out, std::size_t per_doc, std::size_t query_stride,
                                      bool use_doc_salience, score_workspace& ws, residual_query rq, unsigned threads) {
-  constexpr std::size_t min_chunk = 16;  // documents a chunk scores at least (a workspace's warm-up and a task's hand-out)
   const std::size_t n = which.size();
-  const unsigned workers = worker_count(n / min_chunk, threads);
-  if (workers <= 1) {
+  const rerank_split split = split_rerank(n, threads);
+  if (split.workers <= 1) {
     score_documents_stacked(stacked, row_offsets, strategies, docs, which, out, per_doc, query_stride, use_doc_salience, ws, rq);
     return;
   }
   if (rq.centroid_scores == nullptr) rq = prepare_residual_query(stacked, docs, ws);
-  // About four chunks a thread, so that a slow chunk (long documents) does not hold the others up.
-  const std::size_t chunk = std::max(min_chunk, (n + 4 * std::size_t(workers) - 1) / (4 * std::size_t(workers)));
-  parallel_for((n + chunk - 1) / chunk, workers, [&](std::size_t c) {
-    const std::size_t first = c * chunk, count = std::min(chunk, n - first);
+  parallel_for((n + split.chunk - 1) / split.chunk, split.workers, [&](std::size_t c) {
+    const std::size_t first = c * split.chunk, count = std::min(split.chunk, n - first);
     score_workspace local;
     score_documents_stacked(stacked, row_offsets, strategies, docs, which.subspan(first, count), out + first * per_doc, per_doc,
                             query_stride, use_doc_salience, local, rq);
