@@ -90,12 +90,13 @@ def solve_gate(scores, k: float, *, epsilon: float = 0.002, exact: bool = True, 
 
     exact=True solves it exactly (lambda_i = min(1, exp((s_i + a*) / epsilon))); exact=False runs the paper's
     iteration for at most max_iterations updates."""
+    max_iterations = _count_arg("max_iterations", max_iterations, 0)
     return _aligner.solve_gate(scores, k, epsilon=epsilon, exact=exact, max_iterations=max_iterations)
 
 
 def gate_budget(alpha: float, rows: int) -> float:
     """The gate's budget k = ceil(alpha * rows)."""
-    return _aligner.gate_budget(alpha, rows)
+    return _aligner.gate_budget(alpha, _count_arg("rows", rows, 0))
 
 
 def salience(tokens, weights, bias: float, *, gate_alpha: Optional[float] = None, gate_epsilon: float = 0.002):
@@ -118,7 +119,7 @@ def prune(salience, beta: float):
 
 def prune_keep_count(rows: int, beta: float) -> int:
     """How many of `rows` tokens prune keeps at ratio beta."""
-    return _aligner.prune_keep_count(rows, beta)
+    return _aligner.prune_keep_count(_count_arg("rows", rows, 0), beta)
 
 
 def strategy_name(strategy: str) -> str:
@@ -221,7 +222,7 @@ def train_codec(tokens, *, nbits: int = 2, centroids: int = 0, sample: int = 0, 
     _check_int("sample", sample, 0)
     _check_int("iterations", iterations, 1)
     _check_int("seed", seed, 0)
-    _check_int("threads", threads, 0)
+    _check_int("threads", threads, 0, _U32)
     return ResidualCodec(_aligner._ResidualCodec.train(tokens, nbits, centroids, sample, iterations, float(anisotropy), seed,
                                                        threads))
 
@@ -317,6 +318,12 @@ class Retriever:
             self._r = _impl
             return
         _check_int("dim", dim, 1)
+        residual_centroids, residual_iterations, seed, graph_m, ef_construction, ef_search, nlist, ivf_nprobe = (
+            _count_arg(n, v, 0) for n, v in (("residual_centroids", residual_centroids),
+                                             ("residual_iterations", residual_iterations), ("seed", seed),
+                                             ("graph_m", graph_m), ("ef_construction", ef_construction),
+                                             ("ef_search", ef_search), ("nlist", nlist), ("ivf_nprobe", ivf_nprobe)))
+        threads = _threads_arg(threads)
         _check_residual_settings(storage, residual_centroids, residual_iterations, residual_anisotropy,
                                  residual_nbits=residual_nbits)
         c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
@@ -433,7 +440,7 @@ class Retriever:
                                     use_doc_salience, allowed_ids, filter, use_query_salience)
         queries = _sequences_arg(queries, offsets)
         return self._r.search_batch(queries, offsets, _per_token(query_salience, queries, offsets, "query_salience"),
-                                    threads, args)
+                                    _threads_arg(threads), args)
 
     def search_multi(self, query, strategies, *, top: int = 10, normalize: str = "mean", candidates: int = 4000,
                      exhaustive: bool = False, nprobe: int = 0, ndocs: int = 0, query_salience=None,
@@ -605,6 +612,10 @@ class IndexDirectoryWriter(_DirectoryFacts):
         its bits), or "f32", "bf16", "f16", "i8". check_finite: refuse NaN/Inf in added documents. OSError when
         `path` already holds an index directory."""
         _check_int("dim", dim, 1)
+        residual_centroids, residual_iterations, seed = (
+            _count_arg(n, v, 0) for n, v in (("residual_centroids", residual_centroids),
+                                             ("residual_iterations", residual_iterations), ("seed", seed)))
+        threads = _threads_arg(threads)
         _check_residual_settings(storage, residual_centroids, residual_iterations, residual_anisotropy)
         c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
         return cls(_aligner._DirectoryWriter.create(os.fspath(path), dim, storage, residual_centroids,
@@ -701,7 +712,7 @@ class IndexDirectoryReader(_DirectoryFacts):
                           allowed_ids, filter, use_query_salience)
         queries = _sequences_arg(queries, offsets)
         return self._d.search_batch(queries, offsets, _per_token(query_salience, queries, offsets, "query_salience"),
-                                    threads, args)
+                                    _threads_arg(threads), args)
 
     def search_multi(self, query, strategies, *, top: int = 10, normalize: str = "mean",
                      exhaustive: Optional[bool] = None, nprobe: Optional[int] = None, ndocs: Optional[int] = None,
@@ -765,6 +776,12 @@ def build_directory(path, vectors, offsets, *, names=None, storage: str = "resid
         if value is None or value < 0:
             raise ValueError(f"first_token must be an int >= 0 or None, got {first_token!r}")
         first_token = value
+    residual_centroids, residual_iterations, seed, segment_tokens, chunk_tokens, training_tokens = (
+        _count_arg(n, v, 0) for n, v in (("residual_centroids", residual_centroids),
+                                         ("residual_iterations", residual_iterations), ("seed", seed),
+                                         ("segment_tokens", segment_tokens), ("chunk_tokens", chunk_tokens),
+                                         ("training_tokens", training_tokens)))
+    threads = _threads_arg(threads)
     _check_residual_settings(storage, residual_centroids, residual_iterations, residual_anisotropy,
                              training_tokens=training_tokens or None)
     c = _codec_arg(codec, residual_centroids, residual_iterations, residual_anisotropy)
@@ -804,6 +821,10 @@ def train_salience(queries, docs, examples, *, query_offsets=None, doc_offsets=N
     "epochs" (one dict per epoch, the start first: train_loss, holdout_loss, holdout_accuracy, learning_rate,
     epsilon, seconds). on_epoch(dict) is called after each epoch. out: also write the heads file there (atomically;
     the CLI's --salience FILE and load_salience_heads read it); nothing is written when anything is refused."""
+    batch_size, epochs, patience, seed, hard_negatives = (
+        _count_arg(n, v, 0) for n, v in (("batch_size", batch_size), ("epochs", epochs), ("patience", patience),
+                                         ("seed", seed), ("hard_negatives", hard_negatives)))
+    threads = _threads_arg(threads)
     return _aligner._train_salience(queries, docs, examples, query_offsets, doc_offsets, strategy, normalize,
                                     float(alpha_query), float(alpha_doc), float(epsilon), float(epsilon_start),
                                     float(temperature), in_batch_negatives, batch_size, epochs, float(learning_rate),
@@ -825,6 +846,8 @@ def fit_idf_salience(docs, token_ids, offsets=None, *, vocab_size: int = 0, samp
     seeded sample of at most `sample` document tokens: (head, r_squared). `docs` as Retriever.add takes them,
     `token_ids` one vocabulary id per token. The `--init idf-fit` start of train_salience (pass
     start={"query": head, "doc": head}) and the CLI's --salience idf when used as weights."""
+    vocab_size, sample, seed = (_count_arg(n, v, 0) for n, v in (("vocab_size", vocab_size), ("sample", sample),
+                                                                  ("seed", seed)))
     return _aligner._fit_idf_salience(docs, token_ids, offsets, vocab_size, sample, seed, float(ridge), gate_alpha,
                                       float(gate_epsilon))
 
@@ -844,18 +867,26 @@ def fold_protocol(values, *, grid=None, shots: int = 8, seed: int = 0, baseline:
     standard deviation), the same for the `baseline` column ("baseline_mean", "baseline_std"; default the grid's
     top1, else column 0) and "folds" (each: shots, means, best, strategy, held_out, baseline_held_out). The CLI's
     `aligner adapt` is this over the judged queries in query-id order."""
+    shots, seed = _count_arg("shots", shots, 0), _count_arg("seed", seed, 0)
     return _aligner._fold_protocol(values, grid, shots, seed, baseline, choices)
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
+_U32 = 2**32 - 1  # the C++ side's thread counts (unsigned)
+_U64 = 2**64 - 1  # its counts, sizes and seeds (std::size_t, std::uint64_t)
+
+
+def _check_int(name: str, value: Any, low: int, high: int = _U64) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
+    if value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
 
 
-def _count_arg(name: str, value: Any, low: int) -> int:
-    """An integer argument (a Python or NumPy integer, not a bool) of at least `low`, refused by name otherwise."""
+def _count_arg(name: str, value: Any, low: int, high: int = _U64) -> int:
+    """An integer argument (a Python or NumPy integer, not a bool) in [low, high], refused by name otherwise (the
+    binding's own message for a value its C++ type cannot hold names no argument)."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got bool")
     try:
@@ -864,7 +895,13 @@ def _count_arg(name: str, value: Any, low: int) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
     if v < low:
         raise ValueError(f"{name} must be >= {low}, got {v}")
+    if v > high:
+        raise ValueError(f"{name} must be <= {high}, got {v}")
     return v
+
+
+def _threads_arg(threads: Any) -> int:
+    return _count_arg("threads", threads, 0, _U32)
 
 
 def _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune, use_doc_salience,
@@ -873,7 +910,7 @@ def _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs
     (the binding's own message only lists the types it takes)."""
     top, candidates, nprobe, ndocs = (_count_arg(n, v, low) for n, v, low in (("top", top, 1), ("candidates", candidates, 0),
                                                                               ("nprobe", nprobe, 0), ("ndocs", ndocs, 0)))
-    threads = _count_arg("threads", threads, 0)
+    threads = _threads_arg(threads)
     return _aligner._SearchArgs(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs, query_prune,
                                 use_doc_salience, allowed_ids, filter, use_query_salience, threads)
 
@@ -881,7 +918,7 @@ def _search_args(top, strategy, normalize, candidates, exhaustive, nprobe, ndocs
 # ---- evaluation (trec_eval's measures; run and qrels as pytrec_eval takes them) ----
 
 def _measure(name: str, k: int, run: dict, qrels: dict, all_judged: bool):
-    return _aligner._metric(name, k, run, qrels, all_judged)
+    return _aligner._metric(name, _count_arg("k", k, 0), run, qrels, all_judged)
 
 
 def ndcg_at(run: dict, qrels: dict, k: int = 10, *, all_judged: bool = False):
