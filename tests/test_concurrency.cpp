@@ -8,7 +8,13 @@
 #include <atomic>
 #include <chrono>
 #include <latch>
+#include <set>
 #include <thread>
+
+#if defined(__unix__)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 namespace {
 struct concurrency_fixture : aligner_test::random_corpus {
@@ -96,6 +102,72 @@ TEST_CASE("concurrency: parallel_for forwards the first exception after joining,
     CHECK(std::count(hit.begin(), hit.end(), 1) == 300);  // every item exactly once
   }
   CHECK_NOTHROW(aligner::parallel_for(0, 4, [](std::size_t) { throw custom_failure("never called"); }));
+}
+
+TEST_CASE("concurrency: parallel_for keeps its threads between loops, shares them, and nests", "[edge]") {
+  auto& pool = aligner::detail::worker_pool::instance();
+  aligner::parallel_for(64, 4, [](std::size_t) {});
+  const std::size_t held = pool.size();
+  CHECK(held >= 3);  // three helpers for a loop of four threads
+  // Loops of the same size reuse them (no thread per loop), and the work still goes to more than one thread.
+  std::mutex m;
+  std::set<std::thread::id> seen;
+  for (int rep = 0; rep != 200; ++rep) {
+    std::vector<int> hit(257, 0);
+    aligner::parallel_for(hit.size(), 4, [&](std::size_t i) {
+      ++hit[i];
+      if (i % 16 == 0) {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));  // room for the helpers to join
+        const std::lock_guard lock(m);
+        seen.insert(std::this_thread::get_id());
+      }
+    });
+    REQUIRE(std::count(hit.begin(), hit.end(), 1) == 257);
+  }
+  CHECK(pool.size() == held);
+  CHECK(seen.size() >= 2);
+  // A loop inside a loop's body, and loops started from several user threads at once: every item once, no wait on
+  // a busy pool (each loop is worked by its caller), and a throw in one loop reaches only its own caller.
+  std::atomic<std::size_t> sum{0};
+  aligner::parallel_for(8, 4, [&](std::size_t i) {
+    aligner::parallel_for(100, 3, [&](std::size_t j) { sum += i * 100 + j; });
+  });
+  CHECK(sum == 800 * 799 / 2);
+  std::vector<std::thread> users;
+  std::vector<std::size_t> totals(6, 0);
+  std::atomic<int> caught{0};
+  for (std::size_t u = 0; u != totals.size(); ++u)
+    users.emplace_back([&, u] {
+      for (int rep = 0; rep != 50; ++rep) {
+        std::atomic<std::size_t> local{0};
+        aligner::parallel_for(100, 0, [&](std::size_t i) { local += i; });
+        totals[u] += local;
+        try {
+          aligner::parallel_for(100, 3, [&](std::size_t i) {
+            if (i == 7 * u) throw custom_failure("user " + std::to_string(u));
+          });
+        } catch (const custom_failure& e) {
+          if (std::string(e.what()) == "user " + std::to_string(u)) ++caught;
+        }
+      }
+    });
+  for (auto& t : users) t.join();
+  for (std::size_t u = 0; u != totals.size(); ++u) CHECK(totals[u] == 50 * 4950);
+  CHECK(caught == 6 * 50);
+#if defined(__unix__) && !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
+  // A forked child has none of the parent's threads: its loops start a pool of their own.
+  const pid_t child = fork();
+  if (child == 0) {
+    std::atomic<std::size_t> n{0};
+    aligner::parallel_for(1000, 4, [&](std::size_t) { ++n; });
+    _exit(n == 1000 && aligner::detail::worker_pool::instance().size() == 3 ? 0 : 1);
+  }
+  REQUIRE(child > 0);
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+#endif
 }
 
 TEST_CASE("concurrency: search_batch rethrows a worker's exception instead of terminating", "[edge]") {
