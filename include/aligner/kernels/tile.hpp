@@ -160,6 +160,24 @@ inline bool tile_panel_outer(std::size_t group_bytes) noexcept {
   return group_bytes * 4 <= l1d * 3;
 }
 
+/// Keeps a loaded panel row in a vector register: an empty asm that takes and returns it there, so the compiler
+/// cannot fold the load into each FMA that reads it. GCC 12 did exactly that in tile_rows<4, 4> from one version of
+/// this file to the next: 16 FMAs with a memory operand (each panel row loaded once per query row) instead of 4
+/// loads, which cost float32 Top-1 on a Zen 4 83-93% -> 63-77% of its FMA peak (bench/RESULTS.md, "A panel row
+/// loaded once"). Where the batch is not a native x86 vector register it does nothing.
+template <class B>
+ALIGNER_ALWAYS_INLINE void in_register(B& b) noexcept {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE__)
+  if constexpr (std::is_same_v<typename B::value_type, float>) {
+    typename B::register_type r = b;
+    __asm__("" : "+v"(r));
+    b = B(r);
+  }
+#else
+  (void)b;
+#endif
+}
+
 /// One tile's prefetch lines [at, stop) at a fixed level (L2: prefetcht1, else prefetcht0), as a tile's loop holds
 /// them: a local copy in registers, one line every other component step (tick) and the rest at the end.
 template <bool L2>
@@ -453,7 +471,10 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
     const unsigned char* base = static_cast<const unsigned char*>(panels) + p0 * stride;
     auto step = [&](std::size_t c) ALIGNER_ALWAYS_INLINE_LAMBDA {
       batch d[V];
-      for (std::size_t v = 0; v != V; ++v) d[v] = traits::template load_row<Arch>(base + v * stride, c);
+      for (std::size_t v = 0; v != V; ++v) {
+        d[v] = traits::template load_row<Arch>(base + v * stride, c);
+        in_register(d[v]);
+      }
       for (std::size_t r = 0; r != R; ++r) {
         const batch qc(q[r][c]);
         for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(qc, d[v], acc[r][v]);
