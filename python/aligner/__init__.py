@@ -876,12 +876,10 @@ _U64 = 2**64 - 1  # its counts, sizes and seeds (std::size_t, std::uint64_t)
 
 
 def _check_int(name: str, value: Any, low: int, high: int = _U64) -> None:
+    """_count_arg for a Python int only (NumPy integers refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    if value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
+    _count_arg(name, value, low, high)
 
 
 def _count_arg(name: str, value: Any, low: int, high: int = _U64) -> int:
