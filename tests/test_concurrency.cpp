@@ -154,6 +154,14 @@ TEST_CASE("concurrency: parallel_for keeps its threads between loops, shares the
   for (auto& t : users) t.join();
   for (std::size_t u = 0; u != totals.size(); ++u) CHECK(totals[u] == 50 * 4950);
   CHECK(caught == 6 * 50);
+  // A loop that asks for more threads than the cap (2^32 - 1 is a valid request) runs every item once on at most
+  // max_threads() of them; the pool stays within the cap.
+  const unsigned cap = aligner::detail::worker_pool::max_threads();
+  CHECK(cap >= 64);
+  std::vector<int> many(std::size_t(cap) * 3, 0);
+  aligner::parallel_for(many.size(), 0xFFFFFFFFu, [&](std::size_t i) { ++many[i]; });
+  CHECK(std::count(many.begin(), many.end(), 1) == std::ptrdiff_t(many.size()));
+  CHECK(pool.size() <= cap);
 #if defined(__unix__) && !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
   // A forked child has none of the parent's threads: its loops start a pool of their own.
   const pid_t child = fork();

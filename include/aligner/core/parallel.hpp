@@ -8,7 +8,8 @@
  *
  *  The helper threads come from one process-wide pool (`detail::worker_pool`) that keeps them between loops: starting
  *  fifteen threads for every loop cost a one-query search on 16 cores a large part of its time. The pool grows to the
- *  most helpers one loop has asked for and never shrinks; its idle threads sleep on a condition variable. A loop is
+ *  most helpers one loop has asked for (at most `worker_pool::max_threads()`: four per hardware thread, and no fewer
+ *  than 64) and never shrinks; its idle threads sleep on a condition variable. A loop is
  *  always worked by its caller's thread too, and takes the pool's idle helpers up to its count: loops running at once
  *  (from several user threads, or one nested in another's body) share the pool and never wait for each other's
  *  threads, so no loop can deadlock on a busy pool. After a fork the child starts a new pool (the parent's threads do
@@ -63,9 +64,17 @@ class worker_pool {
     return *p;
   }
 
-  /// Runs job.run on the caller's thread and on up to `helpers` idle pool threads; returns once every helper that
-  /// joined has left run().
+  /// The most threads the pool holds: 4 per hardware thread, at least 64. A request for more (threads = 2^32 - 1 is
+  /// a valid argument) runs on that many, with the same results: the loop's items are claimed one by one.
+  static unsigned max_threads() noexcept {
+    static const unsigned cap = std::max(64u, 4 * std::max(1u, std::thread::hardware_concurrency()));
+    return cap;
+  }
+
+  /// Runs job.run on the caller's thread and on up to `helpers` idle pool threads (at most max_threads()); returns
+  /// once every helper that joined has left run().
   void run(pool_job& job, unsigned helpers) noexcept {
+    helpers = std::min(helpers, max_threads());
     bool all = false;
     {
       const std::lock_guard lock(mutex_);
