@@ -172,7 +172,8 @@ TEST_CASE("sweep_tiles: both orders visit every tile once, a row's panels in inc
 
 TEST_CASE("amx: row sums against the double reference across dims, rows, lengths, budgets and weights", "[amx]") {
   if (!amx_or_note()) return;
-  const std::vector<std::size_t> lengths = {1, W - 1, W, W + 1, 3 * W, 4 * W + 1, 9 * W + 3};
+  // Panel counts 1, 2, 3, 5, 6, 7 and 10 / 12 (8 + 2, 8 + 4): every tile width of the 8-panel bf16 tiles.
+  const std::vector<std::size_t> lengths = {1, W - 1, W, W + 1, 3 * W, 4 * W + 1, 6 * W, 7 * W - 1, 9 * W + 3, 12 * W};
   for (std::size_t dim : {1u, 2u, 3u, 17u, 31u, 32u, 33u, 63u, 64u, 100u, 128u, 130u})
     for (std::size_t n : {1u, 5u, 16u, 17u, 33u})
       for (std::size_t m : lengths) {

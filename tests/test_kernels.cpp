@@ -750,7 +750,11 @@ TEST_CASE("lane top-k: fold + merge_lanes equal std::sort (value desc, index asc
           check.template operator()<(std::size_t(1) << K), true, 3>(folds, fresh),
           check.template operator()<(std::size_t(1) << K), true, 4>(folds, fresh),
           check.template operator()<(std::size_t(1) << K), false, 2>(folds, fresh),
-          check.template operator()<(std::size_t(1) << K), false, 4>(folds, fresh)),
+          check.template operator()<(std::size_t(1) << K), false, 4>(folds, fresh),
+          check.template operator()<(std::size_t(1) << K), true, 5>(folds, fresh),  // the AMX-BF16 tiles of 5-8 panels
+          check.template operator()<(std::size_t(1) << K), true, 8>(folds, fresh),
+          check.template operator()<(std::size_t(1) << K), false, 7>(folds, fresh),
+          check.template operator()<(std::size_t(1) << K), false, 8>(folds, fresh)),
          ...);
       }(std::make_index_sequence<5>{});
     }

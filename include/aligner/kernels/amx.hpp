@@ -6,8 +6,9 @@
  *  are read in place, 16 pairs (32 components) a tile. The "A" operand is 16 query rows of the query's bf16 pairs
  *  (query_to_bf16_pairs, zero-padded to 16 rows). One tile call computes 16 query rows x up to 4 panels into four
  *  accumulator tiles (tmm0..3), stores them into the caller's registers-sized array and leaves selection to the
- *  same folds as the vector engine (aligned_rows.hpp, token_scan.hpp): S is never held beyond 16 x 4W values (32 x 4W
- *  where a bf16 sweep pairs two 16-row blocks of the query against each B load: amx_engine::rows_paired).
+ *  same folds as the vector engine (aligned_rows.hpp, token_scan.hpp); a bf16 engine's tiles are two such calls (8
+ *  panels, amx_engine_panels), so a Top-k fold takes 8 batches a row at once. S is never held beyond 16 x 8W values
+ *  (32 x 8W where a bf16 sweep pairs two 16-row blocks of the query against each B load: amx_engine::rows_paired).
  *  Register use: tmm4 = A; a dimension that fills whole k-blocks (16 pairs, or 16 int8 quads: no tail) has B in
  *  tmm6 / tmm7 (alternating) and a second A shape in tmm5, where the int8 engine puts its second query term so that
  *  both terms share each B load (tile_paired: per k-block two A loads, two B loads and four tdpbssd into tmm0..3).
@@ -112,9 +113,15 @@ enum class amx_op { bf16, int8 };
 /// (unchecked): the matching amx_*_usable(); query_words holds the query's rows in the same words
 /// (query_to_bf16_pairs or query_to_i8_quads, zero rows up to 16); the rest as tile_engine. Works for any panel
 /// width W in 4 .. 16 (AMX tiles have up to 16 columns).
+/// Panels an AMX engine's tile covers: 8 for AMX-BF16 (two tile calls of 4, so that a Top-k fold takes 8 batches at
+/// once: one sort network, and a document of 128 tokens folds each row once instead of twice), 4 for the int8 inner
+/// engine (amx_i8_engine calls its 4-panel tiles itself).
+template <amx_op Op>
+inline constexpr std::size_t amx_engine_panels = Op == amx_op::bf16 ? 8 : 4;
+
 template <class Arch, amx_op Op = amx_op::bf16>
-struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
-  using base = tile_engine_base<amx_engine<Arch, Op>, Arch, 4>;
+struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, amx_engine_panels<Op>> {
+  using base = tile_engine_base<amx_engine<Arch, Op>, Arch, amx_engine_panels<Op>>;
   using typename base::batch;
   using base::width;
   using base::block_panels;
@@ -170,29 +177,25 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
   template <std::size_t R, std::size_t V>
   void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
     static_assert(R == 16 || R == 32, "AMX tiles are 16 query rows, or two such blocks sharing each B load");
-    if constexpr (R == 32)  // rows_paired(): two A tiles against each B load
-      tile_paired<V>(i0, i0 + 16, p0, &acc[0][0], &acc[16][0]);
-    else if (tail == 0)
-      tile_amx<V, false>(i0, p0, &acc[0][0]);
-    else
-      tile_amx<V, true>(i0, p0, &acc[0][0]);
+    constexpr std::size_t row_stride = V * sizeof(batch);
+    tile_part<R, (V < 4 ? V : 4)>(i0, p0, reinterpret_cast<char*>(&acc[0][0]), row_stride);
+    if constexpr (V > 4) tile_part<R, V - 4>(i0, p0 + 4, reinterpret_cast<char*>(&acc[0][4]), row_stride);
   }
 
-  /// Where paired(): the tiles of query-form rows a0 .. a0 + 15 into out0 and a1 .. a1 + 15 into out1 (each
-  /// 16 rows x V batches, row stride V batches), panels p0 .. p0 + V - 1, every B load shared by both.
+  /// Where paired(): the tiles of query-form rows a0 .. a0 + 15 into out0 and a1 .. a1 + 15 into out1 (row stride
+  /// c_stride bytes, panel v at v batches), panels p0 .. p0 + V - 1 (V <= 4), every B load shared by both.
   template <std::size_t V>
-  void tile_paired(std::size_t a0, std::size_t a1, std::size_t p0, batch* out0, batch* out1) const noexcept {
+  void tile_paired(std::size_t a0, std::size_t a1, std::size_t p0, char* out0, char* out1, std::size_t c_stride) const noexcept {
+    static_assert(V <= 4, "a tile call computes up to 4 panels");
     const char* q0 = reinterpret_cast<const char*>(query_words + a0 * pairs);
     const char* q1 = reinterpret_cast<const char*>(query_words + a1 * pairs);
     const char* b = static_cast<const char*>(panels) + p0 * panel_bytes();
-    constexpr std::size_t c_stride = V * sizeof(batch);
     const std::size_t pb = panel_bytes();
-    paired_step<V >= 2>(q0, q1, b, reinterpret_cast<char*>(out0), reinterpret_cast<char*>(out1), c_stride);
-    if constexpr (V > 2)
-      paired_step<V == 4>(q0, q1, b + 2 * pb, reinterpret_cast<char*>(out0 + 2), reinterpret_cast<char*>(out1 + 2), c_stride);
+    paired_step<V >= 2>(q0, q1, b, out0, out1, c_stride);
+    if constexpr (V > 2) paired_step<V == 4>(q0, q1, b + 2 * pb, out0 + 2 * sizeof(batch), out1 + 2 * sizeof(batch), c_stride);
   }
 
-  /// Visits every (16-row block, group of up to 4 panels) tile once, a 256 KB span of panels at a time (the span
+  /// Visits every (16-row block, group of up to block_panels panels: 8 bf16, 4 int8) tile once, a 256 KB span of panels at a time (the span
   /// stays in L2 while the row blocks sweep it); prefetches the next span or document into L2, each tile's slice in
   /// equal shares after its B tile loads (issued back to back before each tile, the slices stalled the core on its
   /// full miss queue: on a Xeon with AMX the exact scans ran 1.24x (i8) and 1.27x (bf16) faster spread).
@@ -223,6 +226,17 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
   }
 
  private:
+  /// Up to 4 panels of a tile (one tile call) into out (row stride c_stride bytes).
+  template <std::size_t R, std::size_t V>
+  void tile_part(std::size_t i0, std::size_t p0, char* out, std::size_t c_stride) const noexcept {
+    if constexpr (R == 32)  // rows_paired(): two A tiles against each B load
+      tile_paired<V>(i0, i0 + 16, p0, out, out + 16 * c_stride, c_stride);
+    else if (tail == 0)
+      tile_amx<V, false>(i0, p0, out, c_stride);
+    else
+      tile_amx<V, true>(i0, p0, out, c_stride);
+  }
+
   mutable prefetch_slice<true> pending{};  ///< the lines the current tile prefetches (set by sweep)
   mutable std::size_t per_load = 0;        ///< of them, issued after each B tile load
 
@@ -244,9 +258,9 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
   } while (0)
 #endif
   template <std::size_t V, bool Tail>
-  ALIGNER_NOINLINE void tile_amx(std::size_t i0, std::size_t p0, batch* out) const noexcept {
+  ALIGNER_NOINLINE void tile_amx(std::size_t i0, std::size_t p0, char* out, std::size_t c_stride) const noexcept {
 #if ALIGNER_HAVE_AMX
-    const std::size_t a_stride = pairs * 4, b_stride = width * 4, b_block = 16 * width * 4, c_stride = V * sizeof(batch);
+    const std::size_t a_stride = pairs * 4, b_stride = width * 4, b_block = 16 * width * 4;
     const char* a = reinterpret_cast<const char*>(query_words + i0 * pairs);
     const char* b0 = static_cast<const char*>(panels) + p0 * panel_bytes();
     const std::size_t pb = panel_bytes();
@@ -289,13 +303,13 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, 4> {
       if constexpr (V > 3) { ALIGNER_TILE_LOAD(6, b + 3 * pb, b_stride); ALIGNER_TILE_DP(3, 7, 6); prefetch_share(slice, share); }
     }
     pending = slice;
-    char* c = reinterpret_cast<char*>(out);
+    char* c = out;
     ALIGNER_TILE_STORE(0, c, c_stride);
     if constexpr (V > 1) ALIGNER_TILE_STORE(1, c + sizeof(batch), c_stride);
     if constexpr (V > 2) ALIGNER_TILE_STORE(2, c + 2 * sizeof(batch), c_stride);
     if constexpr (V > 3) ALIGNER_TILE_STORE(3, c + 3 * sizeof(batch), c_stride);
 #else
-    (void)i0, (void)p0, (void)out;
+    (void)i0, (void)p0, (void)out, (void)c_stride;
 #endif
   }
 
@@ -514,7 +528,8 @@ struct amx_i8_engine : tile_engine_base<amx_i8_engine<Arch>, Arch, 4> {
     static_assert(R == 16, "the int8 engine's tiles are 16 query rows");
     batch low[R][V];
     if (inner.paired()) {  // both terms against each B load
-      inner.template tile_paired<V>(i0, i0 + bf16_query_rows(query.rows), p0 - group_first, &acc[0][0], &low[0][0]);
+      inner.template tile_paired<V>(i0, i0 + bf16_query_rows(query.rows), p0 - group_first, reinterpret_cast<char*>(&acc[0][0]),
+                                    reinterpret_cast<char*>(&low[0][0]), V * sizeof(batch));
     } else {
       inner.template tile<R, V>(i0, p0 - group_first, acc);
       inner.template tile<R, V>(i0 + bf16_query_rows(query.rows), p0 - group_first, low);

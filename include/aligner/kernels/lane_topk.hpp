@@ -54,11 +54,27 @@ struct lane_topk {
     }(std::make_index_sequence<std::bit_width(K) - 1>{});
   }
 
-  /// Folds V <= 4 new batches (values s, indices id) into the state at st / sid. Fresh: the state is empty (not
+  /// Folds V <= 8 new batches (values s, indices id) into the state at st / sid. Fresh: the state is empty (not
   /// read; written as the fold into an all -inf state would leave it, its first V entries the sorted new batches).
+  /// 5 to 8 batches (the AMX-BF16 tiles of 8 panels) are sorted by Batcher's 19-exchange network for 8, the missing
+  /// ones as -inf.
   template <std::size_t K, bool Indexed, std::size_t V, bool Fresh = false>
   ALIGNER_INLINE_WHEN_OPTIMIZING static void fold(batch (&s)[V], batch (&id)[V], float* st, float* sid) noexcept {
-    static_assert(V >= 1 && V <= 4, "fold takes 1 to 4 batches");
+    static_assert(V >= 1 && V <= 8, "fold takes 1 to 8 batches");
+    if constexpr (V > 4 && K == 1) {  // the best of V: V - 1 exchanges into s[0]
+      for (std::size_t v = 1; v != V; ++v) exchange<Indexed>(s[0], id[0], s[v], id[v]);
+      fold_sorted<K, Indexed, V, Fresh>(s, id, st, sid);
+      return;
+    } else if constexpr (V > 4) {
+      batch s8[8], id8[8];
+      for (std::size_t v = 0; v != 8; ++v) {
+        s8[v] = v < V ? s[v < V ? v : 0] : batch(-std::numeric_limits<float>::infinity());
+        id8[v] = v < V ? id[v < V ? v : 0] : batch(0.f);
+      }
+      sort8<Indexed>(s8, id8);
+      fold_sorted<K, Indexed, 8, Fresh>(s8, id8, st, sid);
+      return;
+    }
     if constexpr (V == 2) exchange<Indexed>(s[0], id[0], s[1], id[1]);
     if constexpr (V == 3) {
       exchange<Indexed>(s[0], id[0], s[1], id[1]);
@@ -72,6 +88,12 @@ struct lane_topk {
       exchange<Indexed>(s[1], id[1], s[3], id[3]);
       exchange<Indexed>(s[1], id[1], s[2], id[2]);
     }
+    fold_sorted<K, Indexed, V, Fresh>(s, id, st, sid);
+  }
+
+  /// fold's second half: V new batches sorted lane-wise (best first) into the state.
+  template <std::size_t K, bool Indexed, std::size_t V, bool Fresh>
+  ALIGNER_ALWAYS_INLINE static void fold_sorted(batch (&s)[V], batch (&id)[V], float* st, float* sid) noexcept {
     constexpr std::size_t L = V < K ? V : K;
     if constexpr (Fresh) {  // the V new batches are sorted lane-wise now (V <= 4: the networks above sort fully)
       for (std::size_t k = 0; k != K; ++k) {
@@ -249,6 +271,16 @@ struct lane_topk {
       constexpr auto second = xsimd::make_batch_bool_constant<batch, from_q<G>>();
       return xsimd::select(second, xsimd::swizzle(q, lanes), xsimd::swizzle(p, lanes));
     }
+  }
+
+  /// Sorts 8 batches lane-wise, best first: Batcher's odd-even merge sort network (19 exchanges).
+  template <bool Indexed>
+  ALIGNER_ALWAYS_INLINE static void sort8(batch (&s)[8], batch (&id)[8]) noexcept {
+    constexpr int net[19][2] = {{0, 1}, {2, 3}, {4, 5}, {6, 7}, {0, 2}, {1, 3}, {4, 6}, {5, 7}, {1, 2}, {5, 6},
+                                {0, 4}, {1, 5}, {2, 6}, {3, 7}, {2, 4}, {3, 5}, {1, 2}, {3, 4}, {5, 6}};
+    [&]<std::size_t... E>(std::index_sequence<E...>) ALIGNER_ALWAYS_INLINE_LAMBDA {
+      (exchange<Indexed>(s[net[E][0]], id[net[E][0]], s[net[E][1]], id[net[E][1]]), ...);
+    }(std::make_index_sequence<19>{});
   }
 
   template <std::size_t S>

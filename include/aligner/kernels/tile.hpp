@@ -254,7 +254,7 @@ void sweep_tiles(const void* panels, std::size_t panel_total, std::size_t panel_
 
 /// What every tile engine shares (CRTP over the engine `E`, which has `query`, `doc_rows` and a
 /// `tile<R, V>(i0, p0, acc)`): masking of padding lanes, lane indices, the run-time panel count dispatch and storing
-/// tiles as rows of S. `MaxV` is the engine's panels per tile (1 .. 4).
+/// tiles as rows of S. `MaxV` is the engine's panels per tile (1 .. 8).
 template <class E, class Arch, std::size_t MaxV>
 struct tile_engine_base {
   using batch = xsimd::batch<float, Arch>;
@@ -292,7 +292,11 @@ struct tile_engine_base {
       case 1: f(std::integral_constant<std::size_t, 1>{}); break;
       case 2: if constexpr (MaxV >= 2) f(std::integral_constant<std::size_t, 2>{}); break;
       case 3: if constexpr (MaxV >= 3) f(std::integral_constant<std::size_t, 3>{}); break;
-      default: if constexpr (MaxV >= 4) f(std::integral_constant<std::size_t, 4>{}); break;
+      case 4: if constexpr (MaxV >= 4) f(std::integral_constant<std::size_t, 4>{}); break;
+      case 5: if constexpr (MaxV >= 5) f(std::integral_constant<std::size_t, 5>{}); break;
+      case 6: if constexpr (MaxV >= 6) f(std::integral_constant<std::size_t, 6>{}); break;
+      case 7: if constexpr (MaxV >= 7) f(std::integral_constant<std::size_t, 7>{}); break;
+      default: if constexpr (MaxV >= 8) f(std::integral_constant<std::size_t, 8>{}); break;
     }
   }
 
