@@ -108,17 +108,17 @@ inline void amx_configure(const amx_tile_config& want) noexcept {
 /// quads (int32 results, left in the tile's bits for amx_i8_engine to convert).
 enum class amx_op { bf16, int8 };
 
-/// The tile engine interface of aligned_rows.hpp on AMX tiles over panels whose rows are 32-bit words of W tokens:
-/// bf16 pairs (a bf16 panel as stored) or int8 quads (an int8 panel re-laid by relayout_i8_quads). Preconditions
-/// (unchecked): the matching amx_*_usable(); query_words holds the query's rows in the same words
-/// (query_to_bf16_pairs or query_to_i8_quads, zero rows up to 16); the rest as tile_engine. Works for any panel
-/// width W in 4 .. 16 (AMX tiles have up to 16 columns).
 /// Panels an AMX engine's tile covers: 8 for AMX-BF16 (two tile calls of 4, so that a Top-k fold takes 8 batches at
 /// once: one sort network, and a document of 128 tokens folds each row once instead of twice), 4 for the int8 inner
 /// engine (amx_i8_engine calls its 4-panel tiles itself).
 template <amx_op Op>
 inline constexpr std::size_t amx_engine_panels = Op == amx_op::bf16 ? 8 : 4;
 
+/// The tile engine interface of aligned_rows.hpp on AMX tiles over panels whose rows are 32-bit words of W tokens:
+/// bf16 pairs (a bf16 panel as stored) or int8 quads (an int8 panel re-laid by relayout_i8_quads). Preconditions
+/// (unchecked): the matching amx_*_usable(); query_words holds the query's rows in the same words
+/// (query_to_bf16_pairs or query_to_i8_quads, zero rows up to 16); the rest as tile_engine. Works for any panel
+/// width W in 4 .. 16 (AMX tiles have up to 16 columns).
 template <class Arch, amx_op Op = amx_op::bf16>
 struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, amx_engine_panels<Op>> {
   using base = tile_engine_base<amx_engine<Arch, Op>, Arch, amx_engine_panels<Op>>;
@@ -195,8 +195,8 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, amx_engine_pane
     if constexpr (V > 2) paired_step<V == 4>(q0, q1, b + 2 * pb, out0 + 2 * sizeof(batch), out1 + 2 * sizeof(batch), c_stride);
   }
 
-  /// Visits every (16-row block, group of up to block_panels panels: 8 bf16, 4 int8) tile once, a 256 KB span of panels at a time (the span
-  /// stays in L2 while the row blocks sweep it); prefetches the next span or document into L2, each tile's slice in
+  /// Visits every (16-row block, group of up to block_panels panels: 8 bf16, 4 int8) tile once, a 256 KB span of
+  /// panels at a time (the span stays in L2 while the row blocks sweep it); prefetches the next span or document into L2, each tile's slice in
   /// equal shares after its B tile loads (issued back to back before each tile, the slices stalled the core on its
   /// full miss queue: on a Xeon with AMX the exact scans ran 1.24x (i8) and 1.27x (bf16) faster spread).
   template <class Visit>

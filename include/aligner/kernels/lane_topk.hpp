@@ -56,12 +56,12 @@ struct lane_topk {
 
   /// Folds V <= 8 new batches (values s, indices id) into the state at st / sid. Fresh: the state is empty (not
   /// read; written as the fold into an all -inf state would leave it, its first V entries the sorted new batches).
-  /// 5 to 8 batches (the AMX-BF16 tiles of 8 panels) are sorted by Batcher's 19-exchange network for 8, the missing
-  /// ones as -inf.
+  /// K = 1 takes the best of the V batches (V - 1 exchanges into s[0]); otherwise 5 to 8 batches (the AMX-BF16 tiles
+  /// of 8 panels) are sorted by Batcher's 19-exchange network for 8, the missing ones as -inf.
   template <std::size_t K, bool Indexed, std::size_t V, bool Fresh = false>
   ALIGNER_INLINE_WHEN_OPTIMIZING static void fold(batch (&s)[V], batch (&id)[V], float* st, float* sid) noexcept {
     static_assert(V >= 1 && V <= 8, "fold takes 1 to 8 batches");
-    if constexpr (V > 4 && K == 1) {  // the best of V: V - 1 exchanges into s[0]
+    if constexpr (K == 1) {
       for (std::size_t v = 1; v != V; ++v) exchange<Indexed>(s[0], id[0], s[v], id[v]);
       fold_sorted<K, Indexed, V, Fresh>(s, id, st, sid);
       return;
@@ -91,11 +91,12 @@ struct lane_topk {
     fold_sorted<K, Indexed, V, Fresh>(s, id, st, sid);
   }
 
-  /// fold's second half: V new batches sorted lane-wise (best first) into the state.
+  /// fold's second half: s[0 .. L) (L = min(V, K)) holds the best L of the new batches lane-wise, best first (the
+  /// rest of s is not read); they go into the state.
   template <std::size_t K, bool Indexed, std::size_t V, bool Fresh>
   ALIGNER_ALWAYS_INLINE static void fold_sorted(batch (&s)[V], batch (&id)[V], float* st, float* sid) noexcept {
     constexpr std::size_t L = V < K ? V : K;
-    if constexpr (Fresh) {  // the V new batches are sorted lane-wise now (V <= 4: the networks above sort fully)
+    if constexpr (Fresh) {  // the first L entries of the state are s[0 .. L), the rest -inf
       for (std::size_t k = 0; k != K; ++k) {
         (k < L ? s[k < L ? k : 0] : batch(-std::numeric_limits<float>::infinity())).store_aligned(st + k * width);
         if constexpr (Indexed) (k < L ? id[k < L ? k : 0] : batch(0.f)).store_aligned(sid + k * width);
