@@ -1,12 +1,12 @@
-# `pip install .` of the source tree into a fresh folder (the standard build isolation: scikit-build-core and
-# pybind11 come from PyPI), then the installed package imports from there and answers a search. The module is built
-# portable (ALIGNER_PYTHON_NATIVE=OFF, the documented switch for a wheel that runs on other machines): the
-# -march=native default compiled 50 s longer on a 2-core machine, and the AVX-512 compile of every header is the
-# strict consumer's job (tests/test_package). It is also built unoptimised (cmake.build-type=None, no -O flag: 47 s
-# instead of 91 on a 2-core Zen 4, 44 s of CPU instead of 125): this test checks the packaging (pyproject,
-# scikit-build-core, what lands where, that the module loads and answers), while every other Python test runs the
-# optimised module of the build tree, so the README's test command stays within its 15 minutes.
-# Usage: cmake -DPYTHON=... -DSOURCE_DIR=... -DWORK_DIR=... -P pip_install.cmake
+# `pip install .` of the source tree into a fresh folder (the standard build isolation: scikit-build-core and pybind11
+# come from PyPI), then the installed package imports from there and answers a search. The module is built portable
+# (ALIGNER_PYTHON_NATIVE=OFF, the documented switch for a wheel that runs on other machines): the -march=native
+# default compiled 50 s longer on a 2-core machine, and the AVX-512 compile of every header is the strict consumer's
+# job (tests/test_package/strict.cpp: -O0 in the packaging test, -O3 in .ci/run). It is also built unoptimised
+# (cmake.build-type=None, no -O flag: 47 s instead of 91 on a 2-core Zen 4, 44 s of CPU instead of 125): this test
+# checks the packaging (pyproject, scikit-build-core, what lands where, that the module loads and answers), while
+# every other Python test runs the optimised module of the build tree, so the README's test command stays within its
+# 15 minutes. Usage: cmake -DPYTHON=... -DSOURCE_DIR=... -DWORK_DIR=... -P pip_install.cmake
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 execute_process(COMMAND ${PYTHON} -m pip install --no-deps --disable-pip-version-check -q --target ${WORK_DIR}/site

@@ -1,4 +1,5 @@
-// Compiled (not run) with -Wall -Wextra -Wpedantic -Werror -O3 and the AVX-512 flags the README recommends: the
+// Compiled (not run) with -Wall -Wextra -Wpedantic -Werror and -march=x86-64-v4, the headers a plain -I include, at
+// -O0 by the packaging test (tests/test_package/CMakeLists.txt) and at -O3 by a stage of .ci/run: the
 // library's headers must give a consumer no warning (GCC 12's AVX-512 intrinsics warn falsely, bug 105593; the
 // kernels silence exactly that for their own code). Touches the kernels, the retriever, index files and salience
 // training with its heads file.
