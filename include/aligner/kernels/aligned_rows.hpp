@@ -167,8 +167,8 @@ struct aligned_rows_impl {
     float* states = ws.states.data();
     float* ids = Indexed ? ws.ids.data() : nullptr;
     engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
-      engine_t::with_panels(here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
-        tile_and_fold<K, Indexed, R, V>(i0, p0, states, ids);
+      engine_t::with_panels(p0, here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>, std::size_t p) {
+        tile_and_fold<K, Indexed, R, V>(i0, p, states, ids);
       });
     });
     // Final selection: the row's W*K survivors hold its top-kmax.

@@ -179,21 +179,21 @@ void token_topk(matrix_view<float> queries, const void* panels, std::size_t toke
         row.threshold = -std::numeric_limits<float>::infinity();
       }
       engine.sweep([&]<std::size_t R>(std::size_t i0, std::size_t p0, std::size_t here) {
-        engine_t::with_panels(here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>) {
+        engine_t::with_panels(p0, here, [&]<std::size_t V>(std::integral_constant<std::size_t, V>, std::size_t p) {
           batch acc[R][V];
-          engine.template tile<R, V>(i0, p0, acc);
+          engine.template tile<R, V>(i0, p, acc);
           const std::size_t live = std::min(R, rows - i0);  // AMX tiles: 16 rows, maybe past the block
           for (std::size_t r = 0; r != live; ++r) {
             auto& row = ws.rows[i0 + r];
             for (std::size_t v = 0; v != V; ++v) {
               const batch threshold(row.threshold);  // sorted rows raise it with every insertion
-              const batch s = engine.mask_tail(acc[r][v], p0 + v);  // padding lanes: -inf, never a candidate
+              const batch s = engine.mask_tail(acc[r][v], p + v);  // padding lanes: -inf, never a candidate
               std::uint64_t survivors = detail::mask_bits(s > threshold);
               if (survivors == 0) continue;
               alignas(64) float lane[width];
               s.store_aligned(lane);
               scan_candidate* cand = row.cand.get();
-              const std::int64_t first = std::int64_t((p0 + v) * width);
+              const std::int64_t first = std::int64_t((p + v) * width);
               for (; survivors != 0; survivors &= survivors - 1) {  // lanes in increasing order: ids stay sorted
                 const int l = std::countr_zero(survivors);
                 if constexpr (!std::is_same_v<Accept, std::nullptr_t>)
