@@ -195,10 +195,10 @@ struct amx_engine : tile_engine_base<amx_engine<Arch, Op>, Arch, amx_engine_pane
     if constexpr (V > 2) paired_step<V == 4>(q0, q1, b + 2 * pb, out0 + 2 * sizeof(batch), out1 + 2 * sizeof(batch), c_stride);
   }
 
-  /// Visits every (16-row block, group of up to block_panels panels: 8 bf16, 4 int8) tile once, a 256 KB span of
-  /// panels at a time (the span stays in L2 while the row blocks sweep it); prefetches the next span or document into L2, each tile's slice in
-  /// equal shares after its B tile loads (issued back to back before each tile, the slices stalled the core on its
-  /// full miss queue: on a Xeon with AMX the exact scans ran 1.24x (i8) and 1.27x (bf16) faster spread).
+  /// Visits every (16-row block, group of up to block_panels panels: 8 bf16, 4 int8) tile once, a 256 KB span of panels
+  /// at a time (the span stays in L2 while the row blocks sweep it); prefetches the next span or document into L2, each
+  /// tile's slice in equal shares after its B tile loads (issued back to back before each tile, the slices stalled the
+  /// core on its full miss queue: on a Xeon with AMX the exact scans ran 1.24x (i8) and 1.27x (bf16) faster spread).
   template <class Visit>
   void sweep(Visit&& visit) const {
     amx_configure(config());
