@@ -613,7 +613,8 @@ TEST_CASE("cli: train-salience writes heads that eval, index and search use, the
   for (const std::string bad : {" --alpha-doc 0", " --alpha-query 1.5", " --epsilon 0", " --epsilon -1", " --temperature 0", " --holdout 1",
                                 " --objective nosuch", " --token-temperature 30", " --objective tokens --token-temperature 0",
                                 " --objective tokens --alpha-query 1 --alpha-doc 1",
-                                " --epochs 0", " --strategy top1,topk:2", " --split nosuchsplit", " --vectors nosuchvectors"}) {
+                                " --epochs 0", " --ensemble 0", " --ensemble 1001", " --strategy top1,topk:2", " --split nosuchsplit",
+                                " --vectors nosuchvectors"}) {
     INFO(bad);
     CHECK(run_cli("train-salience --collection " + aligner_test::cranfield_dir().string() + bad + " --out " + again.string()).status == 2);
     CHECK(!std::filesystem::exists(again));

@@ -463,6 +463,60 @@ TEST_CASE("salience training: early stopping keeps the best held-out epoch, runs
   REQUIRE(!std::equal(t1.heads.query.weights().begin(), t1.heads.query.weights().end(), a.heads.query.weights().begin()));
 }
 
+TEST_CASE("salience training: an ensemble is the mean of its members, each the training with its own seed", "[property]") {
+  stopword_problem pb(33, 2);
+  auto examples = pb.examples;
+  aligner::mine_hard_negatives(pb.queries(), pb.docs(), examples, 6, aligner::alignment::top1(), aligner::normalization::mean, 2);
+  aligner::salience_training_params p{.epsilon = 0.1, .temperature = 10.0, .batch_size = 5, .epochs = 6, .learning_rate = 0.05,
+                                      .holdout = 0.25, .patience = 2, .seed = 4, .ensemble = 3};
+  std::size_t starts = 0;
+  p.on_epoch = [&](const aligner::salience_training_epoch& e) { starts += e.epoch == 0; };
+  const auto bag = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+  REQUIRE(starts == 3);
+  REQUIRE(bag.members.size() == 3);
+  REQUIRE(bag.epochs.empty());
+  REQUIRE(bag.best_epoch == 0);
+  REQUIRE(bag.train_queries == 18);
+  REQUIRE(bag.holdout_queries == 6);
+  p.ensemble = 1, p.on_epoch = {};
+  std::vector<aligner::salience_training_result> single;
+  for (std::uint64_t i = 0; i != 3; ++i) {
+    p.seed = 4 + i;
+    single.push_back(aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train());
+    REQUIRE(single.back().members.empty());
+    const auto& m = bag.members[i];
+    REQUIRE(m.best_epoch == single.back().best_epoch);
+    REQUIRE(m.epochs.size() == single.back().epochs.size());
+    REQUIRE(std::equal(m.heads.doc.weights().begin(), m.heads.doc.weights().end(), single.back().heads.doc.weights().begin()));
+    REQUIRE(std::equal(m.heads.query.weights().begin(), m.heads.query.weights().end(), single.back().heads.query.weights().begin()));
+    REQUIRE(m.heads.doc.bias() == single.back().heads.doc.bias());
+  }
+  // The members differ (each its own held-out queries and batch order), and the mean is theirs in double, rounded once.
+  REQUIRE(!std::equal(single[0].heads.doc.weights().begin(), single[0].heads.doc.weights().end(), single[1].heads.doc.weights().begin()));
+  auto check = [&](auto side) {
+    const aligner::salience_scorer& mean = side(bag.heads);
+    for (std::size_t c = 0; c != pb.dim; ++c) {
+      double sum = 0;
+      for (const auto& r : single) sum += double(side(r.heads).weights()[c]);
+      REQUIRE(mean.weights()[c] == float(sum / 3.0));
+    }
+    double bias = 0;
+    for (const auto& r : single) bias += double(side(r.heads).bias());
+    REQUIRE(mean.bias() == float(bias / 3.0));
+    REQUIRE(mean.gate().has_value());
+  };
+  check([](const aligner::salience_heads& h) -> const aligner::salience_scorer& { return h.query; });
+  check([](const aligner::salience_heads& h) -> const aligner::salience_scorer& { return h.doc; });
+  REQUIRE(bag.heads.doc.gate()->alpha == p.alpha_doc);
+  REQUIRE(bag.heads.query.gate()->epsilon == p.epsilon);
+  // Bad sizes are refused by name.
+  for (std::size_t n : {std::size_t(0), std::size_t(1001)}) {
+    p.ensemble = n;
+    REQUIRE_THROWS_WITH(aligner::salience_trainer(pb.queries(), pb.docs(), examples, p),
+                        Catch::Contains("ensemble must be in [1, 1000], got " + std::to_string(n)));
+  }
+}
+
 TEST_CASE("salience training: IDF fitted from token ids, by hand", "[golden]") {
   // One-hot token vectors (dim = vocabulary): w . e_t + b can equal any per-id target, so the fit (ridge ~0) gives
   // every token the IDF of its id. Four documents over a vocabulary of 5 ids; id 4 never occurs.

@@ -31,7 +31,7 @@ int run_train_salience(const options& o) {
   if (o.has("--token-temperature") && p.objective != aligner::salience_objective::tokens)
     throw usage_error("--token-temperature sets the tokens objective's temperature; it needs --objective tokens");
   p.epochs = o.epochs, p.batch_size = o.batch, p.patience = o.patience;
-  p.seed = o.seed, p.threads = o.threads;
+  p.seed = o.seed, p.threads = o.threads, p.ensemble = o.ensemble;
   p.validate();  // every setting, before the collection is read
 
   const std::string split = o.has("--split") ? o.split : "train";
@@ -73,9 +73,14 @@ int run_train_salience(const options& o) {
     if (!bar) bar.emplace("epoch " + std::to_string(epoch_shown + 1), total, o.progress);
     bar->update(done);
   };
+  std::size_t member = 0;
   p.on_epoch = [&](const aligner::salience_training_epoch& e) {
     bar.reset();
     epoch_shown = e.epoch;
+    if (p.ensemble > 1 && e.epoch == 0) {
+      std::printf("member %zu of %zu, seed %llu\n", member + 1, p.ensemble, static_cast<unsigned long long>(p.seed + member));
+      ++member;
+    }
     std::printf("epoch %zu train_loss=%.4f holdout_loss=%.4f holdout_first=%.4f learning_rate=%.5f epsilon=%.4g seconds=%.1f\n", e.epoch,
                 e.train_loss, e.holdout_loss, e.holdout_accuracy, e.learning_rate, e.epsilon, e.seconds);
     std::fflush(stdout);
@@ -84,25 +89,37 @@ int run_train_salience(const options& o) {
   const auto result = trainer.train();
   char token_temperature[32];
   std::snprintf(token_temperature, sizeof token_temperature, "%g", p.token_temperature);
-  const std::string trained_with = p.strategy.name() + " " + aligner::to_string(p.norm) + " split=" + split + " epochs=" +
-                                   std::to_string(result.best_epoch) + " seed=" + std::to_string(p.seed) + " init=" +
+  std::string epochs = std::to_string(result.best_epoch);  // an ensemble: each member's best epoch
+  if (!result.members.empty()) {
+    epochs.clear();
+    for (const auto& m : result.members) {
+      if (!epochs.empty()) epochs += ',';
+      epochs += std::to_string(m.best_epoch);
+    }
+  }
+  const std::string trained_with = p.strategy.name() + " " + aligner::to_string(p.norm) + " split=" + split + " epochs=" + epochs +
+                                   " seed=" + std::to_string(p.seed) +
+                                   (p.ensemble > 1 ? " ensemble=" + std::to_string(p.ensemble) : std::string()) + " init=" +
                                    (o.init.find_first_of("\r\n") == std::string::npos ? o.init : std::string("file")) +
                                    (p.objective == aligner::salience_objective::tokens
                                         ? " objective=tokens token_temperature=" + std::string(token_temperature)
                                         : std::string());
-  if (p.start && result.best_epoch == 0)
+  if (p.start && result.members.empty() && result.best_epoch == 0)
     std::fprintf(stderr, "note: no epoch scored the held-out queries better than the --init heads; they are written unchanged\n");
   // (Not for the tokens objective: its start, every token alike, keeps each at λ = k / m, a share of every token and
   // no keep rule, so its loss is no baseline.)
-  if (!p.start && p.objective == aligner::salience_objective::score && result.holdout_queries &&
+  if (!p.start && p.objective == aligner::salience_objective::score && result.holdout_queries && result.members.empty() &&
       result.epochs[result.best_epoch].holdout_loss > result.epochs[0].holdout_loss)
     std::fprintf(stderr,
                  "note: the heads score the held-out queries worse than no salience (loss %.4f against %.4f): with a gate the score "
                  "keeps only a budget of each sequence's tokens; --alpha-query 1 --alpha-doc 1 trains weights without a gate\n",
                  result.epochs[result.best_epoch].holdout_loss, result.epochs[0].holdout_loss);
   aligner::io::save_salience_heads(o.out, result.heads, trained_with);
-  std::printf("best epoch %zu%s; %zu training and %zu held-out queries; %.1f s; heads written to %s\n", result.best_epoch,
-              result.stopped_early ? " (stopped early)" : "", result.train_queries, result.holdout_queries,
+  if (result.members.empty())
+    std::printf("best epoch %zu%s; ", result.best_epoch, result.stopped_early ? " (stopped early)" : "");
+  else
+    std::printf("the mean of %zu members (best epochs %s); ", result.members.size(), epochs.c_str());
+  std::printf("%zu training and %zu held-out queries; %.1f s; heads written to %s\n", result.train_queries, result.holdout_queries,
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), o.out.c_str());
   return 0;
 }

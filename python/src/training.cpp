@@ -74,12 +74,32 @@ py::dict epoch_dict(const aligner::salience_training_epoch& e) {
   return d;
 }
 
+py::dict result_dict(const aligner::salience_training_result& result) {
+  py::dict r;
+  r["dim"] = result.heads.dim();
+  r["query"] = head_dict(result.heads.query);
+  r["doc"] = head_dict(result.heads.doc);
+  r["best_epoch"] = result.best_epoch;
+  r["stopped_early"] = result.stopped_early;
+  r["train_queries"] = result.train_queries;
+  r["holdout_queries"] = result.holdout_queries;
+  py::list history;
+  for (const auto& e : result.epochs) history.append(epoch_dict(e));
+  r["epochs"] = history;
+  if (!result.members.empty()) {
+    py::list members;
+    for (const auto& m : result.members) members.append(result_dict(m));
+    r["members"] = members;
+  }
+  return r;
+}
+
 py::dict train_salience(py::handle queries, py::handle docs, py::handle examples, py::handle query_offsets, py::handle doc_offsets,
                         const std::string& strategy, const std::string& normalize, double alpha_query, double alpha_doc, double epsilon,
                         double epsilon_start, double temperature, bool in_batch_negatives, std::size_t batch_size, std::size_t epochs,
                         double learning_rate, double final_learning_rate, double holdout, std::size_t patience, std::uint64_t seed,
                         std::size_t hard_negatives, py::handle start, unsigned threads, py::handle on_epoch, py::handle out,
-                        const std::string& objective, double token_temperature) {
+                        const std::string& objective, double token_temperature, std::size_t ensemble) {
   aligner::salience_training_params p;
   p.strategy = aligner::alignment::parse(strategy);
   p.norm = aligner::parse_normalization(normalize);
@@ -89,6 +109,7 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
   p.seed = seed, p.threads = threads;
   p.objective = aligner::parse_salience_objective(objective);
   p.token_temperature = token_temperature;
+  p.ensemble = ensemble;
   p.validate();  // every setting before anything is read or trained
   if (!on_epoch.is_none() && !PyCallable_Check(on_epoch.ptr())) throw py::type_error("on_epoch must be callable (a dict per epoch) or None");
   std::string out_path;
@@ -127,28 +148,25 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
     if (!out_path.empty()) {  // the CLI's provenance fields (examples/cli/cmd_train.cpp), but no split: examples are given
       char token_temperature_text[32];
       std::snprintf(token_temperature_text, sizeof token_temperature_text, "%g", p.token_temperature);
+      std::string best = std::to_string(trained->best_epoch);  // an ensemble: each member's best epoch
+      if (!trained->members.empty()) {
+        best.clear();
+        for (const auto& m : trained->members) {
+          if (!best.empty()) best += ',';
+          best += std::to_string(m.best_epoch);
+        }
+      }
       aligner::io::save_salience_heads(
           out_path, trained->heads,
-          p.strategy.name() + " " + aligner::to_string(p.norm) + " epochs=" + std::to_string(trained->best_epoch) + " seed=" +
-              std::to_string(seed) + " init=" + init +
+          p.strategy.name() + " " + aligner::to_string(p.norm) + " epochs=" + best + " seed=" + std::to_string(seed) +
+              (ensemble > 1 ? " ensemble=" + std::to_string(ensemble) : std::string()) + " init=" + init +
               (p.objective == aligner::salience_objective::tokens ? " objective=tokens token_temperature=" + std::string(token_temperature_text)
                                                                   : std::string()) +
               " (python)");
     }
   }
   const auto& result = *trained;
-  py::dict r;
-  r["dim"] = result.heads.dim();
-  r["query"] = head_dict(result.heads.query);
-  r["doc"] = head_dict(result.heads.doc);
-  r["best_epoch"] = result.best_epoch;
-  r["stopped_early"] = result.stopped_early;
-  r["train_queries"] = result.train_queries;
-  r["holdout_queries"] = result.holdout_queries;
-  py::list history;
-  for (const auto& e : result.epochs) history.append(epoch_dict(e));
-  r["epochs"] = history;
-  return r;
+  return result_dict(result);
 }
 
 }  // namespace
@@ -159,7 +177,7 @@ void bind_training(py::module_& m) {
         py::arg("epsilon_start"), py::arg("temperature"), py::arg("in_batch_negatives"), py::arg("batch_size"), py::arg("epochs"),
         py::arg("learning_rate"), py::arg("final_learning_rate"), py::arg("holdout"), py::arg("patience"), py::arg("seed"),
         py::arg("hard_negatives"), py::arg("start"), py::arg("threads"), py::arg("on_epoch"), py::arg("out"), py::arg("objective"),
-        py::arg("token_temperature"));
+        py::arg("token_temperature"), py::arg("ensemble"));
 }
 
 }  // namespace aligner_py

@@ -138,15 +138,18 @@ def test_bad_input_is_refused_and_writes_nothing(tmp_path):
 
 
 @ref.needs_cli
-@pytest.mark.parametrize("objective", ["score", "tokens"])
-def test_the_same_heads_as_the_cli_on_cranfield(tmp_path, objective):
+@pytest.mark.parametrize("objective,ensemble", [("score", 1), ("tokens", 1), ("score", 2)])
+def test_the_same_heads_as_the_cli_on_cranfield(tmp_path, objective, ensemble):
     import os
     import subprocess
     cran = os.path.join(ref.DATA, "cranfield")
-    epochs = 2 if objective == "score" else 1  # an epoch of the tokens objective costs 3 s here: one is enough to compare
-    subprocess.run([ref.CLI, "train-salience", "--collection", cran, "--split", "test", "--epochs", str(epochs),
-                    "--hard-negatives", "4", "--alpha-query", "0.5", "--alpha-doc", "0.4", "--threads", "2",
-                    "--objective", objective, "--out", str(tmp_path / "cli.txt")], check=True, capture_output=True)
+    # an epoch of the tokens objective costs 3 s here: one is enough to compare (and for each member of an ensemble)
+    epochs = 2 if objective == "score" and ensemble == 1 else 1
+    cli_out = subprocess.run([ref.CLI, "train-salience", "--collection", cran, "--split", "test", "--epochs", str(epochs),
+                              "--hard-negatives", "4", "--alpha-query", "0.5", "--alpha-doc", "0.4", "--threads", "2",
+                              "--objective", objective, "--ensemble", str(ensemble), "--out", str(tmp_path / "cli.txt")],
+                             check=True, capture_output=True, text=True).stdout
+    assert ("member 2 of 2, seed 1" in cli_out) == (ensemble == 2)
     col = aligner.load_collection(cran)
     docs, queries, qrels = col["docs"], col["queries"], col["qrels"]
     index = {d: i for i, d in enumerate(docs["ids"])}
@@ -158,8 +161,11 @@ def test_the_same_heads_as_the_cli_on_cranfield(tmp_path, objective):
             examples.append((q, pos))
     result = aligner.train_salience(queries["vectors"], docs["vectors"], examples, query_offsets=queries["offsets"],
                                     doc_offsets=docs["offsets"], epochs=epochs, hard_negatives=4, alpha_query=0.5,
-                                    alpha_doc=0.4, threads=2, objective=objective, out=tmp_path / "py.txt")
+                                    alpha_doc=0.4, threads=2, objective=objective, ensemble=ensemble,
+                                    out=tmp_path / "py.txt")
     cli = aligner.load_salience_heads(tmp_path / "cli.txt")
+    assert (" ensemble=2 " in cli["trained_with"]) == (ensemble == 2)
+    assert len(result.get("members", [])) == (2 if ensemble == 2 else 0)
     # the provenance lines hold the same fields but the CLI's split (Python is given its examples)
     py_line = aligner.load_salience_heads(tmp_path / "py.txt")["trained_with"]
     assert py_line == cli["trained_with"].replace(" split=test", "") + " (python)"
@@ -194,3 +200,27 @@ def test_a_start_from_the_idf_fit_as_the_cli_init(tmp_path):
     cli = aligner.load_salience_heads(tmp_path / "cli.txt")
     for side in ("query", "doc"):
         np.testing.assert_array_equal(result[side]["weights"], cli[side]["weights"])
+
+
+def test_an_ensemble_is_the_mean_of_the_trainings_of_its_seeds(tmp_path):
+    queries, docs, examples, _ = synthetic(3)
+    settings = dict(alpha_query=0.5, alpha_doc=0.4, epsilon=0.1, epochs=3, hard_negatives=4, holdout=0.2)
+    starts = []
+    bag = aligner.train_salience(queries, docs, examples, seed=7, ensemble=3, on_epoch=lambda e: starts.append(e["epoch"] == 0),
+                                 out=tmp_path / "bag.txt", **settings)
+    assert sum(starts) == 3 and bag["epochs"] == [] and bag["best_epoch"] == 0 and len(bag["members"]) == 3
+    single = [aligner.train_salience(queries, docs, examples, seed=7 + i, **settings) for i in range(3)]
+    for side in ("query", "doc"):
+        for member, alone in zip(bag["members"], single):
+            np.testing.assert_array_equal(member[side]["weights"], alone[side]["weights"])
+            assert member["best_epoch"] == alone["best_epoch"]
+        weights = np.array([alone[side]["weights"] for alone in single], np.float64)
+        np.testing.assert_array_equal(np.asarray(bag[side]["weights"], np.float32),
+                                      (((weights[0] + weights[1]) + weights[2]) / 3.0).astype(np.float32))
+        assert np.float32(bag[side]["bias"]) == np.float32(sum(np.float64(np.float32(a[side]["bias"])) for a in single) / 3.0)
+    assert not np.array_equal(single[0]["doc"]["weights"], single[1]["doc"]["weights"])
+    line = aligner.load_salience_heads(tmp_path / "bag.txt")["trained_with"]
+    assert " seed=7 ensemble=3 " in line
+    with pytest.raises(ValueError, match="ensemble must be in"):
+        aligner.train_salience(queries, docs, examples, ensemble=0, out=tmp_path / "none.txt", **settings)
+    assert not (tmp_path / "none.txt").exists()

@@ -132,6 +132,11 @@ struct salience_training_params {
   double holdout = 0.1;         ///< fraction of the training queries held out for early stopping, in [0, 1)
   std::size_t patience = 3;     ///< epochs without a better held-out loss before stopping (>= 1)
   std::uint64_t seed = 0;
+  /// Bagging: train this many heads (>= 1), with seeds seed, seed + 1, ... (each its own held-out queries and batch
+  /// order, every other setting the same), and return their mean: each head's w and b are the members' means. With
+  /// about a thousand training queries the learned direction moves with the seed; the mean moves less (bench/RESULTS.md,
+  /// learned salience, "Sixth pass"). 1: one training, as without it.
+  std::size_t ensemble = 1;
   /// Heads to start from (their w and b; gates ignored; dims must be the vectors'); none: w = 0, b = 1.
   std::optional<salience_heads> start{};
   unsigned threads = 1;         ///< 0 = one per hardware thread
@@ -171,16 +176,21 @@ inline void salience_training_params::validate() const {
   ALIGNER_EXPECTS(std::isfinite(p.holdout) && p.holdout >= 0.0 && p.holdout < 1.0, "salience training holdout must be in [0, 1), got ",
                   p.holdout);
   ALIGNER_EXPECTS(p.patience >= 1, "salience training patience must be >= 1, got ", p.patience);
+  ALIGNER_EXPECTS(p.ensemble >= 1 && p.ensemble <= 1000, "salience training ensemble must be in [1, 1000], got ", p.ensemble);
 }
 
 
-/// The trained heads and the training's history.
+/// The trained heads and the training's history. For an ensemble (salience_training_params::ensemble > 1) `heads` is
+/// the members' mean, each member's own result is in `members` (member i trained with seed + i), and `epochs`,
+/// `best_epoch` and `stopped_early` are left empty, 0 and false; the query counts are the first member's (every member
+/// holds out as many).
 struct salience_training_result {
   salience_heads heads;
   std::vector<salience_training_epoch> epochs;  ///< epochs[0] is the start
   std::size_t best_epoch = 0;  ///< the epoch whose parameters `heads` holds (>= 1; 0 only for given start heads no epoch beat)
   bool stopped_early = false;
   std::size_t train_queries = 0, holdout_queries = 0;
+  std::vector<salience_training_result> members{};
 };
 
 namespace detail {
@@ -451,12 +461,34 @@ class salience_trainer {
     return {head(0, p_.alpha_query), head(dim() + 1, p_.alpha_doc)};
   }
 
-  /// Runs the training. Deterministic for a seed, at any thread count.
+  /// Runs the training (each member of an ensemble in turn, on_epoch reporting each member's epochs from its epoch
+  /// 0). Deterministic for a seed, at any thread count.
   salience_training_result train() const {
+    if (p_.ensemble == 1) return train_member(p_.seed);
+    std::vector<double> mean(parameter_count(), 0.0);
+    std::vector<salience_training_result> members;
+    members.reserve(p_.ensemble);
+    for (std::size_t i = 0; i != p_.ensemble; ++i) {
+      members.push_back(train_member(p_.seed + i));
+      auto add = [&](std::size_t at, const salience_scorer& h) {
+        for (std::size_t c = 0; c != dim(); ++c) mean[at + c] += double(h.weights()[c]);
+        mean[at + dim()] += double(h.bias());
+      };
+      add(0, members.back().heads.query), add(dim() + 1, members.back().heads.doc);
+    }
+    for (auto& v : mean) v /= double(p_.ensemble);
+    salience_training_result out{heads_of(mean), {}, 0, false, members[0].train_queries, members[0].holdout_queries, {}};
+    out.members = std::move(members);
+    return out;
+  }
+
+ private:
+  /// One training with this seed (the held-out queries and the batch order).
+  salience_training_result train_member(std::uint64_t seed) const {
     const std::size_t n = examples_.size();
     std::vector<std::size_t> order(n);
     std::iota(order.begin(), order.end(), std::size_t{0});
-    std::mt19937_64 rng(p_.seed);
+    std::mt19937_64 rng(seed);
     std::size_t held = 0;
     if (p_.holdout > 0.0) held = std::clamp<std::size_t>(std::size_t(std::llround(p_.holdout * double(n))), 1, n - 1);
     if (held) detail::seeded_shuffle(order, rng);
@@ -471,7 +503,7 @@ class salience_trainer {
     const double total_steps = double(steps_per_epoch * p_.epochs);
     std::size_t step = 0;
 
-    salience_training_result out{heads_of(x), {}, 0, false, train_set.size(), held};
+    salience_training_result out{heads_of(x), {}, 0, false, train_set.size(), held, {}};
     auto evaluate_holdout = [&](salience_training_epoch& ep) {
       if (holdout.empty()) {
         ep.holdout_loss = ep.holdout_accuracy = std::numeric_limits<double>::quiet_NaN();
@@ -546,7 +578,6 @@ class salience_trainer {
     return out;
   }
 
- private:
   struct batch_result {
     double loss = 0.0;      ///< mean over rows
     std::size_t rows = 0;   ///< (query, relevant document) rows
