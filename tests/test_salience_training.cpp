@@ -491,6 +491,9 @@ TEST_CASE("salience training: an ensemble is the mean of its members, each the t
     REQUIRE(std::equal(m.heads.query.weights().begin(), m.heads.query.weights().end(), single.back().heads.query.weights().begin()));
     REQUIRE(m.heads.doc.bias() == single.back().heads.doc.bias());
   }
+  REQUIRE(single[0].best_epochs() == std::to_string(single[0].best_epoch));
+  REQUIRE(bag.best_epochs() == std::to_string(single[0].best_epoch) + "," + std::to_string(single[1].best_epoch) + "," +
+                                   std::to_string(single[2].best_epoch));
   // The members differ (each its own held-out queries and batch order), and the mean is theirs in double, rounded once.
   REQUIRE(!std::equal(single[0].heads.doc.weights().begin(), single[0].heads.doc.weights().end(), single[1].heads.doc.weights().begin()));
   auto check = [&](auto side) {

@@ -89,14 +89,7 @@ int run_train_salience(const options& o) {
   const auto result = trainer.train();
   char token_temperature[32];
   std::snprintf(token_temperature, sizeof token_temperature, "%g", p.token_temperature);
-  std::string epochs = std::to_string(result.best_epoch);  // an ensemble: each member's best epoch
-  if (!result.members.empty()) {
-    epochs.clear();
-    for (const auto& m : result.members) {
-      if (!epochs.empty()) epochs += ',';
-      epochs += std::to_string(m.best_epoch);
-    }
-  }
+  const std::string epochs = result.best_epochs();
   const std::string trained_with = p.strategy.name() + " " + aligner::to_string(p.norm) + " split=" + split + " epochs=" + epochs +
                                    " seed=" + std::to_string(p.seed) +
                                    (p.ensemble > 1 ? " ensemble=" + std::to_string(p.ensemble) : std::string()) + " init=" +

@@ -148,17 +148,9 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
     if (!out_path.empty()) {  // the CLI's provenance fields (examples/cli/cmd_train.cpp), but no split: examples are given
       char token_temperature_text[32];
       std::snprintf(token_temperature_text, sizeof token_temperature_text, "%g", p.token_temperature);
-      std::string best = std::to_string(trained->best_epoch);  // an ensemble: each member's best epoch
-      if (!trained->members.empty()) {
-        best.clear();
-        for (const auto& m : trained->members) {
-          if (!best.empty()) best += ',';
-          best += std::to_string(m.best_epoch);
-        }
-      }
       aligner::io::save_salience_heads(
           out_path, trained->heads,
-          p.strategy.name() + " " + aligner::to_string(p.norm) + " epochs=" + best + " seed=" + std::to_string(seed) +
+          p.strategy.name() + " " + aligner::to_string(p.norm) + " epochs=" + trained->best_epochs() + " seed=" + std::to_string(seed) +
               (ensemble > 1 ? " ensemble=" + std::to_string(ensemble) : std::string()) + " init=" + init +
               (p.objective == aligner::salience_objective::tokens ? " objective=tokens token_temperature=" + std::string(token_temperature_text)
                                                                   : std::string()) +

@@ -191,6 +191,18 @@ struct salience_training_result {
   bool stopped_early = false;
   std::size_t train_queries = 0, holdout_queries = 0;
   std::vector<salience_training_result> members{};
+
+  /// The best epoch, or each member's comma-separated for an ensemble (the `epochs=` field of a heads file's
+  /// provenance line, written by the CLI and by Python).
+  std::string best_epochs() const {
+    if (members.empty()) return std::to_string(best_epoch);
+    std::string out;
+    for (const auto& m : members) {
+      if (!out.empty()) out += ',';
+      out += std::to_string(m.best_epoch);
+    }
+    return out;
+  }
 };
 
 namespace detail {
@@ -466,20 +478,19 @@ class salience_trainer {
   salience_training_result train() const {
     if (p_.ensemble == 1) return train_member(p_.seed);
     std::vector<double> mean(parameter_count(), 0.0);
+    auto add = [&](std::size_t at, const salience_scorer& h) {
+      for (std::size_t c = 0; c != dim(); ++c) mean[at + c] += double(h.weights()[c]);
+      mean[at + dim()] += double(h.bias());
+    };
     std::vector<salience_training_result> members;
     members.reserve(p_.ensemble);
     for (std::size_t i = 0; i != p_.ensemble; ++i) {
       members.push_back(train_member(p_.seed + i));
-      auto add = [&](std::size_t at, const salience_scorer& h) {
-        for (std::size_t c = 0; c != dim(); ++c) mean[at + c] += double(h.weights()[c]);
-        mean[at + dim()] += double(h.bias());
-      };
       add(0, members.back().heads.query), add(dim() + 1, members.back().heads.doc);
     }
     for (auto& v : mean) v /= double(p_.ensemble);
-    salience_training_result out{heads_of(mean), {}, 0, false, members[0].train_queries, members[0].holdout_queries, {}};
-    out.members = std::move(members);
-    return out;
+    const std::size_t train_queries = members[0].train_queries, holdout_queries = members[0].holdout_queries;
+    return {heads_of(mean), {}, 0, false, train_queries, holdout_queries, std::move(members)};
   }
 
  private:
