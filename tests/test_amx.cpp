@@ -59,7 +59,11 @@ TEST_CASE("amx: what the CPU has and why AMX runs or not", "[amx]") {
               f.brand.c_str(), f.avx512f, f.avx512bw, f.avx512_bf16, f.amx_tile, f.amx_bf16, f.amx_int8, f.os_avx512, f.os_amx);
   const auto info = aligner::kernel_info();
   std::printf("%s", info.describe().c_str());
-  if (aligner::amx_bf16_unavailable_reason().empty()) {
+  if (aligner::amx_emulated) {
+    std::printf("note: a test build of the AMX emulator: the tiles run in software whatever the CPU has\n");
+    CHECK(aligner::amx_bf16_unavailable_reason() == (f.avx512f ? "" : "the CPU has no AVX-512"));
+    CHECK(aligner::kernel_info().describe().find("emulated") != std::string::npos);
+  } else if (aligner::amx_bf16_unavailable_reason().empty()) {
     CHECK(f.amx_tile);
     CHECK(f.amx_bf16);
     CHECK(f.os_amx);

@@ -37,6 +37,15 @@
 
 namespace aligner {
 
+/// True in a test build whose AMX tile instructions run on the software model of kernels/amx_emulator.hpp
+/// (ALIGNER_AMX_EMULATE): AMX then counts as usable on any x86-64 Linux CPU that has the engines' vector parts.
+inline constexpr bool amx_emulated =
+#if ALIGNER_HAVE_AMX && defined(ALIGNER_AMX_EMULATE)
+    true;
+#else
+    false;
+#endif
+
 /// Features of the running CPU (CPUID) that the operating system also enables (XCR0).
 struct cpu_features {
   bool avx2 = false, fma = false, f16c = false;
@@ -229,6 +238,7 @@ inline long amx_permission() noexcept {
 /// the CPU has them, `vector_gap` is what it lacks besides ("" when nothing).
 inline std::string amx_unavailable(const char* unit, bool has_unit, const std::string& vector_gap) {
   if (!ALIGNER_HAVE_AMX) return "AMX kernels not compiled (needs x86-64 Linux with GCC or Clang)";
+  if (amx_emulated) return vector_gap;  // a test build: the tiles run on a software model whatever the CPU
   if (!cpu().amx_tile || !has_unit) return std::string("the CPU has no ") + unit;
   if (!cpu().os_amx) return "the operating system does not enable the AMX tile state (XCR0)";
   if (!vector_gap.empty()) return vector_gap;

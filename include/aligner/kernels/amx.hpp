@@ -52,7 +52,16 @@
 
 ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
 
-#if ALIGNER_HAVE_AMX
+#if ALIGNER_HAVE_AMX && defined(ALIGNER_AMX_EMULATE)
+// A test build: the tile statements run on the software model of amx_emulator.hpp.
+#include "amx_emulator.hpp"
+#define ALIGNER_TILE_ZERO(t) ::aligner::detail::amx_emu::zero(t)
+#define ALIGNER_TILE_LOAD(t, base, stride) ::aligner::detail::amx_emu::load(t, base, static_cast<long>(stride))
+#define ALIGNER_TILE_STORE(t, base, stride) ::aligner::detail::amx_emu::store(t, base, static_cast<long>(stride))
+#define ALIGNER_TILE_DPBF16(c, a, b) ::aligner::detail::amx_emu::dpbf16(c, a, b)
+#define ALIGNER_TILE_DPBSSD(c, a, b) ::aligner::detail::amx_emu::dpbssd(c, a, b)
+#include <immintrin.h>
+#elif ALIGNER_HAVE_AMX
 // Each statement names its tile register literally (the instructions encode it); the memory clobbers keep the
 // compiler from moving ordinary loads and stores of the buffers across them.
 #define ALIGNER_TILE_ZERO(t) __asm__ volatile("{tilezero %%tmm" #t "|tilezero tmm" #t "}" ::: "memory")
@@ -95,7 +104,11 @@ bool bf16_on_amx() {
 /// Loads `want` unless it is the calling thread's current tile configuration (sttilecfg reads it back; a released
 /// state reads as zeros, so a fresh or released thread is configured). Requires amx_bf16_usable().
 inline void amx_configure(const amx_tile_config& want) noexcept {
-#if ALIGNER_HAVE_AMX
+#if ALIGNER_HAVE_AMX && defined(ALIGNER_AMX_EMULATE)
+  amx_tile_config now;
+  detail::amx_emu::store_config(&now);
+  if (std::memcmp(&now, &want, sizeof want) != 0) detail::amx_emu::load_config(&want);
+#elif ALIGNER_HAVE_AMX
   amx_tile_config now;
   __asm__ volatile("sttilecfg %0" : "=m"(now)::"memory");
   if (std::memcmp(&now, &want, sizeof want) != 0) __asm__ volatile("ldtilecfg %0" ::"m"(want) : "memory");

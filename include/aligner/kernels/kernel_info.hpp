@@ -37,8 +37,9 @@ struct kernel_report {
     line("compiled_arch", compiled_arch);
     line("panel_width", std::to_string(panel_width));
     line("cpu", cpu.empty() ? std::string("unknown") : cpu);
-    line("amx_bf16", amx_bf16 ? "yes" : "no (" + amx_reason + ")");
-    line("amx_int8", amx_int8 ? "yes" : "no (" + amx_int8_reason + ")");
+    const std::string yes = amx_emulated ? "yes (emulated in software)" : "yes";
+    line("amx_bf16", amx_bf16 ? yes : "no (" + amx_reason + ")");
+    line("amx_int8", amx_int8 ? yes : "no (" + amx_int8_reason + ")");
     line("avx512_wide", avx512_wide ? "yes" : "no (" + avx512_wide_reason + ")");
     line("kernel_f32", f32);
     line("kernel_bf16", bf16);
@@ -85,8 +86,10 @@ kernel_report kernel_info() {
                                         : std::string(Arch::name()) + " FMA register tiles (compile time)";
   const std::string build_vec = std::string(Arch::name()) + " FMA register tiles (compile time)";
   r.f32 = vec;
+  const std::string amx_why = amx_emulated ? "(a test build: the tile instructions run on the software model of amx_emulator.hpp)"
+                                           : "(run time: CPU, OS and permission allow it)";
   if (r.amx_bf16)
-    r.bf16 = "AMX-BF16 tdpbf16ps tiles, query rounded to bf16 (run time: CPU, OS and permission allow it)";
+    r.bf16 = "AMX-BF16 tdpbf16ps tiles, query rounded to bf16 " + amx_why;
   else if (wide_runs<Arch>(storage::bf16))
     r.bf16 = "AVX512-BF16 vdpbf16ps register tiles over " + wide_panels + ", query rounded to bf16 (run time: the CPU and OS have it); AMX not used: " +
              r.amx_reason;
@@ -96,7 +99,7 @@ kernel_report kernel_info() {
     r.bf16 = "bf16 widened to float, " + build_vec + "; AMX not used: " + r.amx_reason;
   r.f16 = "f16 widened to float, " + vec;
   if (r.amx_int8)
-    r.i8 = "AMX-INT8 tdpbssd tiles over panels re-laid by AVX512-VBMI, query in two int8 terms (run time: CPU, OS and permission allow it)";
+    r.i8 = "AMX-INT8 tdpbssd tiles over panels re-laid by AVX512-VBMI, query in two int8 terms " + amx_why;
   else if (ALIGNER_HAVE_VNNI_VBMI && panel_width<Arch> == 16)
     r.i8 = "AVX512-VNNI vpdpwssd register tiles over panels widened to int16 pairs, query in two int8 terms combined in 16 bits (compile "
            "time; AMX-INT8's arithmetic); AMX not used: " + r.amx_int8_reason;
