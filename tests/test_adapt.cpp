@@ -83,5 +83,9 @@ TEST_CASE("adapt: grids parse", "[edge]") {
   CHECK(g.size() == 3);
   CHECK(g[1] == aligner::alignment::top_k(4));
   CHECK_THROWS_AS(aligner::parse_grid("top1,,topk:2"), aligner::invalid_argument);
+  // A strategy named twice (also as another spelling of the same one) is refused by name.
+  CHECK_THROWS_WITH(aligner::parse_grid("top1,topk:4,top1"), Catch::Matchers::Contains("names top1 twice"));
+  CHECK_THROWS_AS(aligner::parse_grid("topp:0.01,topp:0.010"), aligner::invalid_argument);
+  CHECK(aligner::parse_grid("topk:2,topk:4").size() == 2);
   CHECK_THROWS_AS(aligner::parse_grid("topk:0"), aligner::invalid_argument);
 }

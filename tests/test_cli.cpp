@@ -156,6 +156,9 @@ TEST_CASE("cli: bad input exits 2, help exits 0", "[edge]") {
   const std::string coll = " --collection " + aligner_test::cranfield_dir().string();
   CHECK(run_cli("eval" + coll + " --strategy topk:0").status == 2);
   CHECK(run_cli("eval" + coll + " --strategy nonsense").status == 2);
+  CHECK(run_cli("eval" + coll + " --strategy top1,topk:2,top1").status == 2);  // a strategy named twice
+  CHECK(run_cli("eval" + coll + " --strategy top1 --threads 4294967296").status == 2);  // would wrap to 0 = all cores
+  CHECK(run_cli("eval" + coll + " --strategy top1 --threads 65537").status == 2);
   CHECK(run_cli("eval --collection /nonexistent --strategy top1").status == 2);
   CHECK(run_cli("eval" + coll + " --strategy top1 --unknown 3").status == 2);
   CHECK(run_cli("eval" + coll + " --strategy top1 --candidates 0").status == 2);

@@ -171,7 +171,12 @@ const std::vector<flag>& flags() {
       {"--query-limit", "N", eval | search, "rank only the first N judged queries, in the collection's query order (default: all); the metrics average over them",
        [](options& o, const std::string& v) { o.query_limit = parse_positive("--query-limit", v); }},
       {"--threads", "T", collection_cmds | train_salience | query, "worker threads for searching (query: one query's own rerank when the file holds one), residual training and the hnswlib graph build (default 1; 0 = all cores)",
-       [](options& o, const std::string& v) { o.threads = unsigned(parse_count("--threads", v)); }},
+       [](options& o, const std::string& v) {
+         // A bound no machine is near: past 2^32 the unsigned field would wrap (4294967296 read as 0 = all cores).
+         const std::uint64_t t = parse_count("--threads", v);
+         if (t > 65536) throw usage_error("--threads must be at most 65536 (0 = all cores), got " + v);
+         o.threads = unsigned(t);
+       }},
       {"--no-mmap", "", search | query, "read the index into memory instead of mapping it", [](options& o, const std::string&) { o.no_mmap = true; }},
       {"--progress", "", collection_cmds | train_salience | query, "progress bar on stderr even when it is not a terminal",
        [](options& o, const std::string&) { o.progress = true; }},

@@ -353,6 +353,11 @@ def test_bad_arguments_change_nothing():
             with pytest.raises(err, match=msg):
                 call()
     assert r.search(docs[0], top=np.int64(2), ndocs=np.uint32(3), candidates=np.int32(50)).ids.size == 2
+    # A strategy named twice in a grid is refused, as a string or as a list.
+    with pytest.raises(ValueError, match="names top1 twice"):
+        r.search_multi(docs[0], "top1,topk:2,top1")
+    with pytest.raises(ValueError, match="names topk:2 twice"):
+        r.search_multi(docs[0], ["topk:2", "top1", "topk:2"])
     with pytest.raises(ValueError, match="backend must be one of"):
         aligner.Retriever(DIM, backend="annoy")
     with pytest.raises(ValueError, match="storage must be one of"):

@@ -11,6 +11,7 @@
  *  written here, so it does not depend on the standard library's shuffle). */
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -50,6 +51,8 @@ inline std::vector<alignment> parse_grid(std::string_view text) {
   while (start <= text.size()) {
     const std::size_t end = std::min(text.find(',', start), text.size());
     grid.push_back(alignment::parse(text.substr(start, end - start)));
+    ALIGNER_EXPECTS(std::find(grid.begin(), grid.end() - 1, grid.back()) == grid.end() - 1,
+                    "strategy grid names " + grid.back().name() + " twice: '" + std::string(text) + "'");
     start = end + 1;
   }
   ALIGNER_EXPECTS(!grid.empty(), "strategy grid is empty");
