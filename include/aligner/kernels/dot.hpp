@@ -38,11 +38,11 @@ float dot_kernel::operator()(Arch, const float* a, const float* b, std::size_t n
   batch sum_even(0.f), sum_odd(0.f);
   std::size_t i = 0;
   for (; i + 2 * lanes <= n; i += 2 * lanes) {
-    sum_even = xsimd::fma(batch::load_unaligned(a + i), batch::load_unaligned(b + i), sum_even);
-    sum_odd = xsimd::fma(batch::load_unaligned(a + i + lanes), batch::load_unaligned(b + i + lanes), sum_odd);
+    sum_even = detail::fmadd(batch::load_unaligned(a + i), batch::load_unaligned(b + i), sum_even);
+    sum_odd = detail::fmadd(batch::load_unaligned(a + i + lanes), batch::load_unaligned(b + i + lanes), sum_odd);
   }
   for (; i + lanes <= n; i += lanes)
-    sum_even = xsimd::fma(batch::load_unaligned(a + i), batch::load_unaligned(b + i), sum_even);
+    sum_even = detail::fmadd(batch::load_unaligned(a + i), batch::load_unaligned(b + i), sum_even);
   float sum = detail::reduce_add(sum_even + sum_odd);
   for (; i != n; ++i) sum += a[i] * b[i];  // scalar tail: xsimd 8.1 has no masked loads
   return sum;

@@ -33,6 +33,7 @@
 #include "../core/cpu.hpp"
 #include "../core/types.hpp"
 #include "layout.hpp"
+#include "simd_compat.hpp"
 #include "storage.hpp"
 #include "wide.hpp"
 
@@ -456,10 +457,10 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
       const bool has_high = 2 * c2 + 1 < dim;
       for (std::size_t r = 0; r != R; ++r) {
         const batch q0(q[r][2 * c2]);
-        for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(q0, lo[v], acc[r][v]);
+        for (std::size_t v = 0; v != V; ++v) acc[r][v] = detail::fmadd(q0, lo[v], acc[r][v]);
         if (has_high) {
           const batch q1(q[r][2 * c2 + 1]);
-          for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(q1, hi[v], acc[r][v]);
+          for (std::size_t v = 0; v != V; ++v) acc[r][v] = detail::fmadd(q1, hi[v], acc[r][v]);
         }
       }
     }
@@ -489,7 +490,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
       }
       for (std::size_t r = 0; r != R; ++r) {
         const batch qc(q[r][c]);
-        for (std::size_t v = 0; v != V; ++v) acc[r][v] = xsimd::fma(qc, d[v], acc[r][v]);
+        for (std::size_t v = 0; v != V; ++v) acc[r][v] = detail::fmadd(qc, d[v], acc[r][v]);
       }
     };
     std::size_t c = 0;
