@@ -2,8 +2,6 @@
 // from Python keywords, the result type (SearchResult), an explanation as a dict and the alignment picture.
 #pragma once
 
-#include <algorithm>
-
 #include <aligner/eval/adapt.hpp>
 #include <aligner/eval/alignment_view.hpp>
 #include <aligner/kernels/storage.hpp>
@@ -175,8 +173,7 @@ inline std::vector<aligner::alignment> grid_arg(py::handle grid, const char* nam
   std::vector<aligner::alignment> out;
   for (const auto& s : strings_arg(grid, py::len(grid), name, "strategy")) {
     out.push_back(aligner::alignment::parse(s));
-    if (std::find(out.begin(), out.end() - 1, out.back()) != out.end() - 1)
-      throw py::value_error(std::string(name) + " names " + out.back().name() + " twice");
+    aligner::expect_new_strategy(out, name);  // aligner::invalid_argument: ValueError
   }
   if (out.empty()) throw py::value_error(std::string(name) + " is empty");
   return out;

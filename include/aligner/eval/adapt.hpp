@@ -43,6 +43,13 @@ inline std::vector<alignment> paper_grid() {
           alignment::top_p(0.02)};
 }
 
+/// Refuses a grid whose last strategy is already in it (`what` names the grid in the message). Called as each
+/// strategy is added, so every grid a user spells out names each strategy once.
+inline void expect_new_strategy(const std::vector<alignment>& grid, std::string_view what) {
+  ALIGNER_EXPECTS(std::find(grid.begin(), grid.end() - 1, grid.back()) == grid.end() - 1,
+                  std::string(what) + " names " + grid.back().name() + " twice");
+}
+
 /// Parses "paper" or a comma-separated list of strategy names.
 inline std::vector<alignment> parse_grid(std::string_view text) {
   if (text == "paper") return paper_grid();
@@ -51,8 +58,7 @@ inline std::vector<alignment> parse_grid(std::string_view text) {
   while (start <= text.size()) {
     const std::size_t end = std::min(text.find(',', start), text.size());
     grid.push_back(alignment::parse(text.substr(start, end - start)));
-    ALIGNER_EXPECTS(std::find(grid.begin(), grid.end() - 1, grid.back()) == grid.end() - 1,
-                    "strategy grid names " + grid.back().name() + " twice: '" + std::string(text) + "'");
+    expect_new_strategy(grid, "strategy grid '" + std::string(text) + "'");
     start = end + 1;
   }
   ALIGNER_EXPECTS(!grid.empty(), "strategy grid is empty");

@@ -60,6 +60,8 @@ ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
 #define ALIGNER_TILE_STORE(t, base, stride) ::aligner::detail::amx_emu::store(t, base, static_cast<long>(stride))
 #define ALIGNER_TILE_DPBF16(c, a, b) ::aligner::detail::amx_emu::dpbf16(c, a, b)
 #define ALIGNER_TILE_DPBSSD(c, a, b) ::aligner::detail::amx_emu::dpbssd(c, a, b)
+#define ALIGNER_TILE_READ_CONFIG(cfg) ::aligner::detail::amx_emu::store_config(&(cfg))
+#define ALIGNER_TILE_WRITE_CONFIG(cfg) ::aligner::detail::amx_emu::load_config(&(cfg))
 #include <immintrin.h>
 #elif ALIGNER_HAVE_AMX
 // Each statement names its tile register literally (the instructions encode it); the memory clobbers keep the
@@ -77,6 +79,8 @@ ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
   __asm__ volatile("{tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #c "|tdpbf16ps tmm" #c ", tmm" #a ", tmm" #b "}" ::: "memory")
 #define ALIGNER_TILE_DPBSSD(c, a, b) \
   __asm__ volatile("{tdpbssd %%tmm" #b ", %%tmm" #a ", %%tmm" #c "|tdpbssd tmm" #c ", tmm" #a ", tmm" #b "}" ::: "memory")
+#define ALIGNER_TILE_READ_CONFIG(cfg) __asm__ volatile("sttilecfg %0" : "=m"(cfg)::"memory")
+#define ALIGNER_TILE_WRITE_CONFIG(cfg) __asm__ volatile("ldtilecfg %0" ::"m"(cfg) : "memory")
 #include <immintrin.h>
 #endif
 
@@ -104,14 +108,10 @@ bool bf16_on_amx() {
 /// Loads `want` unless it is the calling thread's current tile configuration (sttilecfg reads it back; a released
 /// state reads as zeros, so a fresh or released thread is configured). Requires amx_bf16_usable().
 inline void amx_configure(const amx_tile_config& want) noexcept {
-#if ALIGNER_HAVE_AMX && defined(ALIGNER_AMX_EMULATE)
+#if ALIGNER_HAVE_AMX
   amx_tile_config now;
-  detail::amx_emu::store_config(&now);
-  if (std::memcmp(&now, &want, sizeof want) != 0) detail::amx_emu::load_config(&want);
-#elif ALIGNER_HAVE_AMX
-  amx_tile_config now;
-  __asm__ volatile("sttilecfg %0" : "=m"(now)::"memory");
-  if (std::memcmp(&now, &want, sizeof want) != 0) __asm__ volatile("ldtilecfg %0" ::"m"(want) : "memory");
+  ALIGNER_TILE_READ_CONFIG(now);
+  if (std::memcmp(&now, &want, sizeof want) != 0) ALIGNER_TILE_WRITE_CONFIG(want);
 #else
   (void)want;
 #endif

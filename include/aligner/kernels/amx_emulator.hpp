@@ -129,39 +129,39 @@ inline float flush(float x) noexcept {
   return x;
 }
 
-/// tdpbf16ps C += A B over bf16 pairs.
-inline void dpbf16(int c, int a, int b) noexcept {
+/// C += A B with `word(acc, a, b)` adding the products of one 32-bit word of A's row m (at a) and of B's row k,
+/// column n (at b) to element (m, n)'s accumulator of type Acc, A's words in order.
+template <class Acc, class Word>
+void dot_product(int c, int a, int b, Word word) noexcept {
   check_shapes(c, a, b);
   tile_state& s = state();
   const int rows = s.config.rows[c], cols = s.config.colsb[c] / 4, words = s.config.colsb[a] / 4;
   for (int m = 0; m != rows; ++m)
     for (int n = 0; n != cols; ++n) {
-      float acc;
+      Acc acc;
       std::memcpy(&acc, &s.data[c][m][4 * n], 4);
-      for (int k = 0; k != words; ++k) {  // volatile: each product rounded on its own, never fused into the addition
-        const volatile float p0 = bf16_word(&s.data[a][m][4 * k]) * bf16_word(&s.data[b][k][4 * n]);
-        acc = flush(acc + p0);
-        const volatile float p1 = bf16_word(&s.data[a][m][4 * k + 2]) * bf16_word(&s.data[b][k][4 * n + 2]);
-        acc = flush(acc + p1);
-      }
+      for (int k = 0; k != words; ++k) acc = word(acc, &s.data[a][m][4 * k], &s.data[b][k][4 * n]);
       std::memcpy(&s.data[c][m][4 * n], &acc, 4);
     }
 }
 
+/// tdpbf16ps C += A B over bf16 pairs.
+inline void dpbf16(int c, int a, int b) noexcept {
+  dot_product<float>(c, a, b, [](float acc, const unsigned char* x, const unsigned char* y) {
+    // volatile: each product rounded on its own, never fused into the addition
+    const volatile float p0 = bf16_word(x) * bf16_word(y);
+    acc = flush(acc + p0);
+    const volatile float p1 = bf16_word(x + 2) * bf16_word(y + 2);
+    return flush(acc + p1);
+  });
+}
+
 /// tdpbssd C += A B over signed byte quads, int32 sums that wrap.
 inline void dpbssd(int c, int a, int b) noexcept {
-  check_shapes(c, a, b);
-  tile_state& s = state();
-  const int rows = s.config.rows[c], cols = s.config.colsb[c] / 4, words = s.config.colsb[a] / 4;
-  for (int m = 0; m != rows; ++m)
-    for (int n = 0; n != cols; ++n) {
-      std::uint32_t acc;
-      std::memcpy(&acc, &s.data[c][m][4 * n], 4);
-      for (int k = 0; k != words; ++k)
-        for (int i = 0; i != 4; ++i)
-          acc += std::uint32_t(std::int32_t(std::int8_t(s.data[a][m][4 * k + i])) * std::int32_t(std::int8_t(s.data[b][k][4 * n + i])));
-      std::memcpy(&s.data[c][m][4 * n], &acc, 4);
-    }
+  dot_product<std::uint32_t>(c, a, b, [](std::uint32_t acc, const unsigned char* x, const unsigned char* y) {
+    for (int i = 0; i != 4; ++i) acc += std::uint32_t(std::int32_t(std::int8_t(x[i])) * std::int32_t(std::int8_t(y[i])));
+    return acc;
+  });
 }
 
 }  // namespace aligner::detail::amx_emu
