@@ -6,11 +6,12 @@
 #   bench/salience.sh [WORK_DIR]      (default /tmp/aligner-salience)
 #
 # For each form and each training setting (the gate with the budgets of the target, --alpha-query 0.5 --alpha-doc 0.2,
-# from w = 0, b = 1 and from the IDF fit, --init idf-fit; no gate: 1 and 1; and the tokens objective from w = 0):
+# from w = 0, b = 1 and from the IDF fit, --init idf-fit; no gate: 1 and 1; the tokens objective from w = 0; and the
+# tokens objective with collection negatives, the gate annealed from 0.05, five seeds averaged):
 # `aligner train-salience` on 2 threads under /usr/bin/time (training time, peak RSS), then salience_bench with the
 # heads. The ctx100 form is made with ../shared/tools/make_scale_collection.py --copies 1 (numpy; $PYTHON) unless it
-# exists. The tokens heads are also reported at one rerank cost (--ndocs 300). Not part of CI (about 95 minutes on
-# two cores).
+# exists. The tokens heads are also reported at one rerank cost (--ndocs 300), the crowd heads only there. Not part
+# of CI (about two hours on two cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/aligner-salience}
@@ -30,13 +31,20 @@ fi
 for form in glove100 ctx100; do
   coll=$scifact
   [[ $form == ctx100 ]] && coll=$work/scifact_ctx
-  for setting in "gate 0.5 0.2 none score 3" "gate_idf 0.5 0.2 idf-fit score 3" "nogate 1 1 none score 3" "tokens 0.5 0.2 none tokens 5"; do
-    read -r name aq ad init objective patience <<<"$setting"
+  for setting in "gate 0.5 0.2 none score 3" "gate_idf 0.5 0.2 idf-fit score 3" "nogate 1 1 none score 3" "tokens 0.5 0.2 none tokens 5" \
+                 "crowd 0.5 0.2 none tokens 5 --collection-negatives 64 --epsilon-start 0.05 --ensemble 5"; do
+    read -r name aq ad init objective patience extra <<<"$setting"
     heads=$work/heads_${form}_$name.txt
-    echo "== $form, $name: train-salience --alpha-query $aq --alpha-doc $ad --init $init --objective $objective --patience $patience"
+    echo "== $form, $name: train-salience --alpha-query $aq --alpha-doc $ad --init $init --objective $objective --patience $patience $extra"
+    # shellcheck disable=SC2086  # $extra: more flags, split on purpose
     /usr/bin/time -f "training: %e s wall, %M KB peak RSS" "$bin/aligner" train-salience --collection "$coll" --vectors "$form" \
         --split train --strategy top1 --alpha-query "$aq" --alpha-doc "$ad" --init "$init" --objective "$objective" \
-        --patience "$patience" --threads 2 --out "$heads"
+        --patience "$patience" $extra --threads 2 --out "$heads"
+    if [[ $name == crowd ]]; then  # (RESULTS, seventh pass: only the one-cost report)
+      "$bin/salience_bench" --collection "$coll" --vectors "$form" --heads "$heads" --candidates 10,100 --ndocs 300 --threads 2 |
+          tee "$work/report_${form}_${name}_ndocs300.md"
+      continue
+    fi
     echo "== $form, $name: pruning report"
     "$bin/salience_bench" --collection "$coll" --vectors "$form" --heads "$heads" --candidates 10,100 --threads 2 | tee "$work/report_${form}_$name.md"
     if [[ $name == tokens ]]; then  # the rules at one rerank cost: each query's best 300 candidates (RESULTS, fifth pass)

@@ -13,11 +13,15 @@
 // higher there than the unpruned rerank, up to documents that pruning drops from above a relevant one).
 //
 //   salience_bench --collection DIR --vectors NAME --heads FILE [--split test] [--candidates 100[,K2,...]]
-//                  [--threads 2] [--strategy top1] [--seed 0] [--ndocs 0]
+//                  [--threads 2] [--strategy top1] [--seed 0] [--ndocs 0] [--beta-d 1,0.4,0.2,0.1] [--beta-q 1,0.5]
+//                  [--rules idf-fit,norm,random]
 //
 // --ndocs N > 0 keeps each query's best N candidates by the token search's own score (search_params.ndocs: per kept
 // query token, the best hit similarity through which it found the document) before the rerank: keep rules then
 // compare at one rerank cost, instead of at one k' whose candidate counts differ from rule to rule.
+//
+// --beta-d / --beta-q choose the keep ratios and --rules the rules learned keep is compared with (default: all), for
+// quicker runs that compare heads at a few settings.
 //
 // With several --candidates values (k' per kept query token) the pruned table and the margins are printed for each.
 #include <aligner/aligner.hpp>
@@ -44,7 +48,21 @@ struct args {
   unsigned threads = 2;
   std::uint64_t seed = 0;
   std::size_t ndocs = 0;
+  std::vector<double> betas_d{1.0, 0.4, 0.2, 0.1}, betas_q{1.0, 0.5};
+  std::vector<std::string> rules;  ///< keep rules besides learned (empty: all)
 };
+
+std::vector<double> fractions(const std::string& flag, const std::string& v) {
+  std::vector<double> out;
+  for (std::size_t at = 0; at <= v.size();) {
+    const std::size_t end = std::min(v.find(',', at), v.size());
+    const double x = std::stod(v.substr(at, end - at));
+    if (!(x > 0.0 && x <= 1.0)) throw std::runtime_error(flag + ": every value must be in (0, 1], got " + v.substr(at, end - at));
+    out.push_back(x);
+    at = end + 1;
+  }
+  return out;
+}
 
 args parse(int argc, char** argv) {
   args a;
@@ -68,6 +86,18 @@ args parse(int argc, char** argv) {
     else if (f == "--threads") a.threads = unsigned(std::stoul(v));
     else if (f == "--seed") a.seed = std::stoull(v);
     else if (f == "--ndocs") a.ndocs = std::stoul(v);
+    else if (f == "--beta-d") a.betas_d = fractions(f, v);
+    else if (f == "--beta-q") a.betas_q = fractions(f, v);
+    else if (f == "--rules") {
+      a.rules.clear();
+      for (std::size_t at = 0; at <= v.size();) {
+        const std::size_t end = std::min(v.find(',', at), v.size());
+        const std::string r = v.substr(at, end - at);
+        if (r != "idf-fit" && r != "norm" && r != "random") throw std::runtime_error("--rules: idf-fit, norm or random, got '" + r + "'");
+        a.rules.push_back(r);
+        at = end + 1;
+      }
+    }
     else throw std::runtime_error("unknown flag " + f);
   }
   if ((argc - 1) % 2) throw std::runtime_error("every flag takes a value");
@@ -146,7 +176,8 @@ int main(int argc, char** argv) try {
   std::vector<rule> rules;
   const auto file = aligner::io::load_salience_heads(a.heads);
   rules.push_back({"learned", file.heads.query(c.queries.view()), file.heads.doc(c.docs.view())});
-  {
+  auto wanted = [&](const char* name) { return a.rules.empty() || std::find(a.rules.begin(), a.rules.end(), name) != a.rules.end(); };
+  if (wanted("idf-fit")) {
     const auto doc_ids = token_ids_of(c.docs, a.collection + "/" + a.vectors, "doc");
     if (!doc_ids.empty()) {
       // The FFN fitted to the IDF of a seeded sample of the document tokens (vocabulary 0: the largest id + 1).
@@ -159,7 +190,7 @@ int main(int argc, char** argv) try {
       std::printf("# idf-fit: no token ids in this form; skipped\n");
     }
   }
-  {
+  if (wanted("norm")) {
     rule r{"norm", std::vector<float>(c.queries.tokens()), std::vector<float>(c.docs.tokens())};
     auto norms = [](const aligner::io::token_sequences& s, std::vector<float>& out) {
       for (std::size_t t = 0; t != s.tokens(); ++t) {
@@ -171,7 +202,7 @@ int main(int argc, char** argv) try {
     norms(c.queries, r.uq), norms(c.docs, r.ud);
     rules.push_back(std::move(r));
   }
-  {
+  if (wanted("random")) {
     rule r{"random", std::vector<float>(c.queries.tokens()), std::vector<float>(c.docs.tokens()), false};
     std::mt19937_64 rng(a.seed);
     std::uniform_real_distribution<float> uni(0.f, 1.f);
@@ -241,7 +272,7 @@ int main(int argc, char** argv) try {
     if (rules[r].weights) std::printf("| %s | %.4f |\n", rules[r].name.c_str(), ndcg_of(everything, *weighted[r], &rules[r].uq).first);
   std::fflush(stdout);
 
-  const double betas_d[] = {1.0, 0.4, 0.2, 0.1}, betas_q[] = {1.0, 0.5};
+  const std::vector<double>&betas_d = a.betas_d, &betas_q = a.betas_q;
   // per (k', rule, beta_d, beta_q): nDCG per query with the unweighted rerank
   std::map<std::tuple<std::size_t, std::size_t, double, double>, std::vector<double>> own;
   std::vector<std::string> rows(a.candidates.size());

@@ -611,12 +611,17 @@ TEST_CASE("cli: train-salience writes heads that eval, index and search use, the
   REQUIRE(run_cli(short_train + " --objective tokens --token-temperature 30 --out " + again.string()).status == 0);
   CHECK(aligner::io::load_salience_heads(again).trained_with.find(" objective=tokens token_temperature=30") != std::string::npos);
   std::filesystem::remove(again);
+  // Collection negatives train and record themselves too.
+  REQUIRE(run_cli(short_train + " --collection-negatives 32 --out " + again.string()).status == 0);
+  CHECK(aligner::io::load_salience_heads(again).trained_with.find(" collection_negatives=32") != std::string::npos);
+  std::filesystem::remove(again);
 
   // Bad input: exit 2, nothing written.
   for (const std::string bad : {" --alpha-doc 0", " --alpha-query 1.5", " --epsilon 0", " --epsilon -1", " --temperature 0", " --holdout 1",
                                 " --objective nosuch", " --token-temperature 30", " --objective tokens --token-temperature 0",
                                 " --objective tokens --alpha-query 1 --alpha-doc 1",
-                                " --epochs 0", " --ensemble 0", " --ensemble 1001", " --strategy top1,topk:2", " --split nosuchsplit",
+                                " --epochs 0", " --ensemble 0", " --ensemble 1001", " --collection-negatives 1048577", " --collection-negatives -3",
+                                " --strategy top1,topk:2", " --split nosuchsplit",
                                 " --vectors nosuchvectors"}) {
     INFO(bad);
     CHECK(run_cli("train-salience --collection " + aligner_test::cranfield_dir().string() + bad + " --out " + again.string()).status == 2);

@@ -242,8 +242,10 @@ TEST_CASE("salience training: the gate-only derivative of the tokens objective e
 /// The tokens objective's loss over every example (no in-batch negatives), written out from its definition: for each
 /// relevant document D+, r_i = Σ_{j∈D+} λ_j e^{τ S_ij} / Σ_{D ∈ {D+} ∪ negatives} Σ_{j∈D} λ_j e^{τ S_ij} and the loss is
 /// -log(Σ λ^q_i r_i / Σ λ^q_i); the mean over the relevant pairs. S in double (the trainer's is float: a 1e-6 match).
+/// With `crowd` (collection negatives), each crowd document that is neither relevant nor a negative of the query joins
+/// the denominator with weight (documents / crowd size).
 double tokens_loss_by_hand(const stopword_problem& pb, const std::vector<aligner::training_query>& examples, const std::vector<double>& x,
-                           double alpha_q, double alpha_d, double epsilon, double tau) {
+                           double alpha_q, double alpha_d, double epsilon, double tau, const std::vector<std::uint32_t>& crowd = {}) {
   const std::size_t dim = pb.dim;
   const head_params hq{{x.begin(), x.begin() + std::ptrdiff_t(dim)}, x[dim]};
   const head_params hd{{x.begin() + std::ptrdiff_t(dim + 1), x.begin() + std::ptrdiff_t(2 * dim + 1)}, x[2 * dim + 1]};
@@ -256,17 +258,24 @@ double tokens_loss_by_hand(const stopword_problem& pb, const std::vector<aligner
     for (auto pos : ex.positives) {
       std::vector<std::uint32_t> members{pos};
       members.insert(members.end(), ex.negatives.begin(), ex.negatives.end());
+      std::vector<double> weight(members.size(), 1.0);
+      for (auto doc : crowd) {
+        const bool relevant = std::find(ex.positives.begin(), ex.positives.end(), doc) != ex.positives.end();
+        const bool negative = std::find(ex.negatives.begin(), ex.negatives.end(), doc) != ex.negatives.end();
+        if (!relevant && !negative) members.push_back(doc), weight.push_back(double(d.size()) / double(crowd.size()));
+      }
       double found = 0, qsum = 0;
       for (std::size_t i = 0; i != q.length(ex.query); ++i) {
         double mine = 0, all = 0;
-        for (auto doc : members) {
+        for (std::size_t k = 0; k != members.size(); ++k) {
+          const auto doc = members[k];
           head_forward fd;
           aligner::detail::forward_head(d.sequence(doc), hd, alpha_d, epsilon, fd);
           for (std::size_t j = 0; j != d.length(doc); ++j) {
             double sij = 0;
             for (std::size_t c = 0; c != dim; ++c) sij += double(q.sequence(ex.query).row(i)[c]) * double(d.sequence(doc).row(j)[c]);
             const double e = fd.lambda[j] * std::exp(tau * sij);
-            all += e;
+            all += weight[k] * e;
             if (doc == pos) mine += e;
           }
         }
@@ -312,6 +321,119 @@ TEST_CASE("salience training: the tokens objective's loss is its definition and 
       if (alpha_d == 1.0) REQUIRE(g[half + i] == 0.0);
     }
   }
+}
+
+/// The score objective's loss written out with the library's retriever for the scores: per relevant pair,
+/// log(e^{τ s+} + Σ_negatives e^{τ s} + ω Σ_crowd e^{τ s}) - τ s+ with s the salience-weighted score of heads_of(x).
+double score_loss_by_hand(const stopword_problem& pb, const std::vector<aligner::training_query>& examples, const aligner::salience_heads& heads,
+                          double tau, const std::vector<std::uint32_t>& crowd) {
+  const auto q = pb.queries(), d = pb.docs();
+  const auto uq = heads.query(q), ud = heads.doc(d);
+  const aligner::aligner_retriever<aligner::exact_backend> index(aligner::exact_backend(pb.dim), d, aligner::index_params{.token_index = false}, ud);
+  double total = 0;
+  std::size_t rows = 0;
+  for (const auto& ex : examples) {
+    const auto r = index.search(q.sequence(ex.query), {.top = d.size(), .exhaustive = true,
+                                                       .query_salience = std::span<const float>(uq).subspan(std::size_t(q.offsets[ex.query]), q.length(ex.query))});
+    std::vector<double> score(d.size());
+    for (std::size_t k = 0; k != r.ids.size(); ++k) score[std::size_t(r.ids[k])] = double(r.scores[k]);
+    for (auto pos : ex.positives) {
+      double sum = std::exp(tau * score[pos]);
+      for (auto n : ex.negatives) sum += std::exp(tau * score[n]);
+      for (auto c : crowd)
+        if (std::find(ex.positives.begin(), ex.positives.end(), c) == ex.positives.end() &&
+            std::find(ex.negatives.begin(), ex.negatives.end(), c) == ex.negatives.end())
+          sum += double(d.size()) / double(crowd.size()) * std::exp(tau * score[c]);
+      total += std::log(sum) - tau * score[pos], ++rows;
+    }
+  }
+  return total / double(rows);
+}
+
+TEST_CASE("salience training: collection negatives stand for the collection; losses by hand, gradients by finite differences",
+          "[gradient]") {
+  stopword_problem pb(5);
+  std::vector<aligner::training_query> examples = pb.examples;
+  aligner::mine_hard_negatives(pb.queries(), pb.docs(), examples, 3);
+  const std::size_t n_docs = pb.docs().size();
+  const std::vector<std::uint32_t> crowd{4, 17, 0, 40, 9, 33, 61, 2};  // some relevant or negative for some query
+  for (const auto objective : {aligner::salience_objective::score, aligner::salience_objective::tokens}) {
+    INFO(aligner::to_string(objective));
+    const aligner::salience_training_params p{.alpha_query = 0.5, .alpha_doc = 0.6, .epsilon = 0.3, .temperature = 5.0,
+                                              .objective = objective, .token_temperature = 4.0};
+    const aligner::salience_trainer tr(pb.queries(), pb.docs(), examples, p);
+    std::vector<double> x = tr.initial_parameters();
+    std::mt19937_64 rng(23);
+    for (auto& v : x) v += double(int(rng() % 2001) - 1000) / 5000.0;
+    std::vector<double> g(tr.parameter_count());
+    const double loss = tr.loss(x, g, crowd);
+    REQUIRE(std::isfinite(loss));
+    REQUIRE(loss > tr.loss(x));  // more competitors, weighted n_docs / 8 each
+    if (objective == aligner::salience_objective::tokens)
+      REQUIRE_THAT(loss, WithinAbs(tokens_loss_by_hand(pb, examples, x, 0.5, 0.6, 0.3, 4.0, crowd), 1e-5));
+    else
+      REQUIRE_THAT(loss, WithinAbs(score_loss_by_hand(pb, examples, tr.heads_of(x), 5.0, crowd), 2e-4));
+    auto f = [&](const std::vector<double>& v) { return tr.loss(v, {}, crowd); };
+    for (std::size_t i = 0; i != x.size(); ++i)
+      require_gradient_close(g[i], central_difference(f, x, i, 1e-6), "d loss / d parameter " + std::to_string(i));
+    // Every document drawn: each weighs 1, and the loss is the one whose negatives are every other document.
+    std::vector<std::uint32_t> all(n_docs);
+    std::iota(all.begin(), all.end(), std::uint32_t{0});
+    auto everything = examples;
+    for (auto& ex : everything) {
+      ex.negatives.clear();
+      for (std::uint32_t doc = 0; doc != n_docs; ++doc)
+        if (std::find(ex.positives.begin(), ex.positives.end(), doc) == ex.positives.end()) ex.negatives.push_back(doc);
+    }
+    const aligner::salience_trainer tr_all(pb.queries(), pb.docs(), everything, p);
+    const double with_all = tr.loss(x, {}, all), by_negatives = tr_all.loss(x);
+    REQUIRE_THAT(with_all, WithinAbs(by_negatives, 1e-9 * std::abs(by_negatives)));
+  }
+  const aligner::salience_trainer tr(pb.queries(), pb.docs(), examples);
+  const std::vector<double> x = tr.initial_parameters();
+  REQUIRE_THROWS_WITH(tr.loss(x, {}, std::vector<std::uint32_t>{3, std::uint32_t(n_docs)}),
+                      Catch::Contains("collection negative " + std::to_string(n_docs) + " is not one of the " + std::to_string(n_docs)));
+  REQUIRE_THROWS_WITH(tr.loss(x, {}, std::vector<std::uint32_t>{3, 5, 3}), Catch::Contains("collection negative 3 is given twice"));
+}
+
+TEST_CASE("salience training: with collection negatives, runs repeat exactly for a seed at any thread count", "[property]") {
+  stopword_problem pb(33, 2);
+  auto examples = pb.examples;
+  aligner::mine_hard_negatives(pb.queries(), pb.docs(), examples, 4);
+  for (const auto objective : {aligner::salience_objective::score, aligner::salience_objective::tokens}) {
+    INFO(aligner::to_string(objective));
+    aligner::salience_training_params p{.alpha_doc = 0.5, .epsilon = 0.1, .temperature = 10.0, .objective = objective,
+                                        .token_temperature = 5.0, .collection_negatives = 10, .batch_size = 5, .epochs = 4,
+                                        .learning_rate = 0.05, .holdout = 0.25, .seed = 4};
+    const auto a = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+    p.threads = 3;
+    const auto b = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+    REQUIRE(a.epochs.size() == b.epochs.size());
+    for (std::size_t e = 0; e != a.epochs.size(); ++e) REQUIRE(a.epochs[e].holdout_loss == b.epochs[e].holdout_loss);
+    REQUIRE(std::equal(a.heads.doc.weights().begin(), a.heads.doc.weights().end(), b.heads.doc.weights().begin()));
+    REQUIRE(std::equal(a.heads.query.weights().begin(), a.heads.query.weights().end(), b.heads.query.weights().begin()));
+    // The draws change the training: not the heads of a training without them.
+    p.collection_negatives = 0;
+    const auto c = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+    REQUIRE(c.epochs[0].holdout_loss < a.epochs[0].holdout_loss);
+    REQUIRE(!std::equal(a.heads.doc.weights().begin(), a.heads.doc.weights().end(), c.heads.doc.weights().begin()));
+    // More than the collection holds: every document, each once (weight 1); the held-out loss at the start is the one
+    // with every non-relevant document a negative.
+    p.collection_negatives = 100000;
+    const auto d = aligner::salience_trainer(pb.queries(), pb.docs(), examples, p).train();
+    auto everything = examples;
+    for (auto& ex : everything) {
+      ex.negatives.clear();
+      for (std::uint32_t doc = 0; doc != pb.docs().size(); ++doc)
+        if (std::find(ex.positives.begin(), ex.positives.end(), doc) == ex.positives.end()) ex.negatives.push_back(doc);
+    }
+    p.collection_negatives = 0, p.epochs = 1;
+    const auto e = aligner::salience_trainer(pb.queries(), pb.docs(), everything, p).train();
+    REQUIRE_THAT(d.epochs[0].holdout_loss, WithinAbs(e.epochs[0].holdout_loss, 1e-9 * e.epochs[0].holdout_loss));
+  }
+  using aligner::invalid_argument;
+  REQUIRE_THROWS_WITH(aligner::salience_trainer(pb.queries(), pb.docs(), examples, {.collection_negatives = (std::size_t{1} << 20) + 1}),
+                      Catch::Contains("collection_negatives must be at most 2^20, got 1048577"));
 }
 
 TEST_CASE("salience training: the tokens objective learns which query tokens find the relevant document", "[property]") {

@@ -31,7 +31,7 @@ int run_train_salience(const options& o) {
   if (o.has("--token-temperature") && p.objective != aligner::salience_objective::tokens)
     throw usage_error("--token-temperature sets the tokens objective's temperature; it needs --objective tokens");
   p.epochs = o.epochs, p.batch_size = o.batch, p.patience = o.patience;
-  p.seed = o.seed, p.threads = o.threads, p.ensemble = o.ensemble;
+  p.seed = o.seed, p.threads = o.threads, p.ensemble = o.ensemble, p.collection_negatives = o.collection_negatives;
   p.validate();  // every setting, before the collection is read
 
   const std::string split = o.has("--split") ? o.split : "train";
@@ -96,7 +96,8 @@ int run_train_salience(const options& o) {
                                    (o.init.find_first_of("\r\n") == std::string::npos ? o.init : std::string("file")) +
                                    (p.objective == aligner::salience_objective::tokens
                                         ? " objective=tokens token_temperature=" + std::string(token_temperature)
-                                        : std::string());
+                                        : std::string()) +
+                                   (p.collection_negatives ? " collection_negatives=" + std::to_string(p.collection_negatives) : std::string());
   if (p.start && result.members.empty() && result.best_epoch == 0)
     std::fprintf(stderr, "note: no epoch scored the held-out queries better than the --init heads; they are written unchanged\n");
   // (Not for the tokens objective: its start, every token alike, keeps each at λ = k / m, a share of every token and

@@ -238,6 +238,10 @@ const std::vector<flag>& flags() {
        [](options& o, const std::string& v) { o.learning_rate = parse_double("--learning-rate", v); }},
       {"--hard-negatives", "N", train_salience, "negatives per query from an exhaustive search without salience (default 16)",
        [](options& o, const std::string& v) { o.hard_negatives = parse_count("--hard-negatives", v); }},
+      {"--collection-negatives", "N", train_salience,
+       "every step, N documents drawn at random from the whole collection join every query's negatives, weighted to stand for it "
+       "(default 0)",
+       [](options& o, const std::string& v) { o.collection_negatives = parse_count("--collection-negatives", v); }},
       {"--holdout", "F", train_salience, "fraction of the training queries held out for early stopping, in [0, 1) (default 0.1)",
        [](options& o, const std::string& v) { o.holdout = parse_double("--holdout", v); }},
       {"--patience", "N", train_salience, "epochs without a better held-out loss before stopping (default 3)",

@@ -67,7 +67,7 @@ struct options {
   double alpha_query = 0.5, alpha_doc = 0.4, temperature = 20.0, learning_rate = 0.01, holdout = 0.1, epsilon_start = 0.0;
   std::string objective = "score";
   double token_temperature = 50.0;
-  std::size_t epochs = 20, batch = 32, hard_negatives = 16, patience = 3, ensemble = 1;
+  std::size_t epochs = 20, batch = 32, hard_negatives = 16, patience = 3, ensemble = 1, collection_negatives = 0;
   std::string init = "none";  ///< start heads: none (w = 0, b = 1), idf-fit, or a heads file
   // .npy tools
   std::string queries, query_offsets, docs, doc_offsets, query_salience, doc_salience, scores, tokens, weights;

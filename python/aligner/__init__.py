@@ -799,7 +799,7 @@ def train_salience(queries, docs, examples, *, query_offsets=None, doc_offsets=N
                    final_learning_rate: float = 0.1, holdout: float = 0.1, patience: int = 3, seed: int = 0,
                    hard_negatives: int = 16, start=None, threads: int = 1,
                    on_epoch: Optional[Callable[[dict], Any]] = None, out=None, objective: str = "score",
-                   token_temperature: float = 50.0, ensemble: int = 1) -> dict:
+                   token_temperature: float = 50.0, ensemble: int = 1, collection_negatives: int = 0) -> dict:
     """Learns the query and document salience heads u = lambda * ReLU(w . x + b) on frozen token vectors, from
     labelled pairs (the C++ salience_trainer; `aligner train-salience` does the same for a collection folder).
 
@@ -822,16 +822,21 @@ def train_salience(queries, docs, examples, *, query_offsets=None, doc_offsets=N
     epsilon, seconds). on_epoch(dict) is called after each epoch. out: also write the heads file there (atomically;
     the CLI's --salience FILE and load_salience_heads read it); nothing is written when anything is refused.
     ensemble=N > 1 trains N heads with seeds seed, seed + 1, ... (each its own holdout) and returns their mean (w and
-    b averaged); "members" then holds each member's dict, and "epochs" / "best_epoch" are empty / 0."""
-    batch_size, epochs, patience, seed, hard_negatives, ensemble = (
+    b averaged); "members" then holds each member's dict, and "epochs" / "best_epoch" are empty / 0.
+    collection_negatives=N > 0: every step N documents drawn at random from all of `docs` (seeded) join every
+    query's candidates, each weighted len(docs) / N so that the sample stands for the collection in the softmax (a
+    token search competes with every document, not only the hard negatives); the holdout uses one fixed draw."""
+    batch_size, epochs, patience, seed, hard_negatives, ensemble, collection_negatives = (
         _count_arg(n, v, 0) for n, v in (("batch_size", batch_size), ("epochs", epochs), ("patience", patience),
-                                         ("seed", seed), ("hard_negatives", hard_negatives), ("ensemble", ensemble)))
+                                         ("seed", seed), ("hard_negatives", hard_negatives), ("ensemble", ensemble),
+                                         ("collection_negatives", collection_negatives)))
     threads = _threads_arg(threads)
     return _aligner._train_salience(queries, docs, examples, query_offsets, doc_offsets, strategy, normalize,
                                     float(alpha_query), float(alpha_doc), float(epsilon), float(epsilon_start),
                                     float(temperature), in_batch_negatives, batch_size, epochs, float(learning_rate),
                                     float(final_learning_rate), float(holdout), patience, seed, hard_negatives, start,
-                                    threads, on_epoch, out, objective, float(token_temperature), ensemble)
+                                    threads, on_epoch, out, objective, float(token_temperature), ensemble,
+                                    collection_negatives)
 
 
 def fit_salience(vectors, targets, *, ridge: float = 1e-3, gate_alpha: Optional[float] = None,

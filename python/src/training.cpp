@@ -99,7 +99,7 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
                         double epsilon_start, double temperature, bool in_batch_negatives, std::size_t batch_size, std::size_t epochs,
                         double learning_rate, double final_learning_rate, double holdout, std::size_t patience, std::uint64_t seed,
                         std::size_t hard_negatives, py::handle start, unsigned threads, py::handle on_epoch, py::handle out,
-                        const std::string& objective, double token_temperature, std::size_t ensemble) {
+                        const std::string& objective, double token_temperature, std::size_t ensemble, std::size_t collection_negatives) {
   aligner::salience_training_params p;
   p.strategy = aligner::alignment::parse(strategy);
   p.norm = aligner::parse_normalization(normalize);
@@ -110,6 +110,7 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
   p.objective = aligner::parse_salience_objective(objective);
   p.token_temperature = token_temperature;
   p.ensemble = ensemble;
+  p.collection_negatives = collection_negatives;
   p.validate();  // every setting before anything is read or trained
   if (!on_epoch.is_none() && !PyCallable_Check(on_epoch.ptr())) throw py::type_error("on_epoch must be callable (a dict per epoch) or None");
   std::string out_path;
@@ -154,7 +155,7 @@ py::dict train_salience(py::handle queries, py::handle docs, py::handle examples
               (ensemble > 1 ? " ensemble=" + std::to_string(ensemble) : std::string()) + " init=" + init +
               (p.objective == aligner::salience_objective::tokens ? " objective=tokens token_temperature=" + std::string(token_temperature_text)
                                                                   : std::string()) +
-              " (python)");
+              (collection_negatives ? " collection_negatives=" + std::to_string(collection_negatives) : std::string()) + " (python)");
     }
   }
   const auto& result = *trained;
@@ -169,7 +170,7 @@ void bind_training(py::module_& m) {
         py::arg("epsilon_start"), py::arg("temperature"), py::arg("in_batch_negatives"), py::arg("batch_size"), py::arg("epochs"),
         py::arg("learning_rate"), py::arg("final_learning_rate"), py::arg("holdout"), py::arg("patience"), py::arg("seed"),
         py::arg("hard_negatives"), py::arg("start"), py::arg("threads"), py::arg("on_epoch"), py::arg("out"), py::arg("objective"),
-        py::arg("token_temperature"), py::arg("ensemble"));
+        py::arg("token_temperature"), py::arg("ensemble"), py::arg("collection_negatives"));
 }
 
 }  // namespace aligner_py

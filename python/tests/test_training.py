@@ -135,19 +135,23 @@ def test_bad_input_is_refused_and_writes_nothing(tmp_path):
             token_temperature=0.0)
     refused(ValueError, "the tokens objective trains the gates", queries, docs, examples, objective="tokens",
             alpha_query=1.0, alpha_doc=1.0)
+    refused(ValueError, "collection_negatives must be at most 2\\^20, got 1048577", queries, docs, examples,
+            collection_negatives=2**20 + 1)
+    refused(ValueError, "collection_negatives", queries, docs, examples, collection_negatives=-1)
 
 
 @ref.needs_cli
-@pytest.mark.parametrize("objective,ensemble", [("score", 1), ("tokens", 1), ("score", 2)])
-def test_the_same_heads_as_the_cli_on_cranfield(tmp_path, objective, ensemble):
+@pytest.mark.parametrize("objective,ensemble,crowd", [("score", 1, 0), ("tokens", 1, 0), ("score", 2, 0), ("tokens", 1, 16)])
+def test_the_same_heads_as_the_cli_on_cranfield(tmp_path, objective, ensemble, crowd):
     import os
     import subprocess
     cran = os.path.join(ref.DATA, "cranfield")
     # an epoch of the tokens objective costs 3 s here: one is enough to compare (and for each member of an ensemble)
-    epochs = 2 if objective == "score" and ensemble == 1 else 1
+    epochs = 2 if objective == "score" and ensemble == 1 and not crowd else 1
     cli_out = subprocess.run([ref.CLI, "train-salience", "--collection", cran, "--split", "test", "--epochs", str(epochs),
                               "--hard-negatives", "4", "--alpha-query", "0.5", "--alpha-doc", "0.4", "--threads", "2",
-                              "--objective", objective, "--ensemble", str(ensemble), "--out", str(tmp_path / "cli.txt")],
+                              "--objective", objective, "--ensemble", str(ensemble), "--collection-negatives", str(crowd),
+                              "--out", str(tmp_path / "cli.txt")],
                              check=True, capture_output=True, text=True).stdout
     assert ("member 2 of 2, seed 1" in cli_out) == (ensemble == 2)
     col = aligner.load_collection(cran)
@@ -162,7 +166,7 @@ def test_the_same_heads_as_the_cli_on_cranfield(tmp_path, objective, ensemble):
     result = aligner.train_salience(queries["vectors"], docs["vectors"], examples, query_offsets=queries["offsets"],
                                     doc_offsets=docs["offsets"], epochs=epochs, hard_negatives=4, alpha_query=0.5,
                                     alpha_doc=0.4, threads=2, objective=objective, ensemble=ensemble,
-                                    out=tmp_path / "py.txt")
+                                    collection_negatives=crowd, out=tmp_path / "py.txt")
     cli = aligner.load_salience_heads(tmp_path / "cli.txt")
     assert (" ensemble=2 " in cli["trained_with"]) == (ensemble == 2)
     assert len(result.get("members", [])) == (2 if ensemble == 2 else 0)
@@ -170,6 +174,7 @@ def test_the_same_heads_as_the_cli_on_cranfield(tmp_path, objective, ensemble):
     py_line = aligner.load_salience_heads(tmp_path / "py.txt")["trained_with"]
     assert py_line == cli["trained_with"].replace(" split=test", "") + " (python)"
     assert ("objective=tokens token_temperature=50" in py_line) == (objective == "tokens")
+    assert (" collection_negatives=16 " in py_line) == (crowd == 16)
     for side in ("query", "doc"):
         np.testing.assert_array_equal(result[side]["weights"], cli[side]["weights"])
         assert np.float32(result[side]["bias"]) == np.float32(cli[side]["bias"])

@@ -21,6 +21,11 @@
  *  Objective `salience_objective::tokens` (a library extension, for heads used to prune) replaces the loss by one on
  *  the token search: the kept query tokens' softmax over the kept document tokens should find D+ (see the enum).
  *
+ *  Collection negatives (`collection_negatives`, a library extension): a fresh uniform sample of the collection's
+ *  documents each step joins every query's candidates, weighted N / R so that it stands for all N documents in the
+ *  softmax's denominator (hard and in-batch negatives are documents like the relevant ones; the rest of the
+ *  collection, which a token search also competes with, is otherwise never seen).
+ *
  *  Start: w = 0, b = 1 for both heads, where every token has the same salience and the score is the unweighted one
  *  (with a gate λ is then k/m for every token, which the mean normalisation cancels); or the (w, b) of given heads
  *  (`start`, e.g. fit_idf_salience: the IDF of the token ids, which the heads then learn to improve on from the
@@ -125,6 +130,12 @@ struct salience_training_params {
   /// nearest few tokens, as a token search with a small k' is.
   double token_temperature = 50.0;
   bool in_batch_negatives = true;
+  /// Collection negatives: every step draws this many documents of the whole collection at random (seeded; at most
+  /// all of them) and adds them to every query's candidates, each weighted N / R (N documents, R drawn), so that the
+  /// sample stands for the collection in the softmax. A token search competes with every document's tokens, most of
+  /// them neither hard negatives nor relevant elsewhere: a common token's many near neighbours are what make it a
+  /// poor token to keep, and only such a sample lets the loss see them. The held-out loss uses one fixed draw. 0: none.
+  std::size_t collection_negatives = 0;
   std::size_t batch_size = 32;  ///< training queries per step (>= 1)
   std::size_t epochs = 20;      ///< at most this many passes (>= 1)
   double learning_rate = 0.01;  ///< Adam's step size at the start (> 0)
@@ -176,6 +187,8 @@ inline void salience_training_params::validate() const {
   ALIGNER_EXPECTS(std::isfinite(p.holdout) && p.holdout >= 0.0 && p.holdout < 1.0, "salience training holdout must be in [0, 1), got ",
                   p.holdout);
   ALIGNER_EXPECTS(p.patience >= 1, "salience training patience must be >= 1, got ", p.patience);
+  ALIGNER_EXPECTS(p.collection_negatives <= (std::size_t{1} << 20), "salience training collection_negatives must be at most 2^20, got ",
+                  p.collection_negatives);
   ALIGNER_EXPECTS(p.ensemble >= 1 && p.ensemble <= 1000, "salience training ensemble must be in [1, 1000], got ", p.ensemble);
 }
 
@@ -450,14 +463,21 @@ class salience_trainer {
   }
 
   /// Mean loss over every labelled (query, relevant document) pair against that query's negatives (no in-batch
-  /// negatives), at the flat parameters `x`; with `gradient` (parameter_count() entries) also its gradient.
-  double loss(std::span<const double> x, std::span<double> gradient = {}) const {
+  /// negatives), at the flat parameters `x`; with `gradient` (parameter_count() entries) also its gradient. `crowd`:
+  /// distinct documents that join every query's candidates as collection negatives, each weighted N / crowd.size()
+  /// (as a training step's draw; see collection_negatives).
+  double loss(std::span<const double> x, std::span<double> gradient = {}, std::span<const std::uint32_t> crowd = {}) const {
     ALIGNER_EXPECTS(x.size() == parameter_count(), "salience parameters have ", x.size(), " entries, expected ", parameter_count());
     ALIGNER_EXPECTS(gradient.empty() || gradient.size() == parameter_count(), "salience gradient has ", gradient.size(),
                     " entries, expected ", parameter_count());
     std::vector<std::size_t> all(examples_.size());
     std::iota(all.begin(), all.end(), std::size_t{0});
-    return batch(x, all, false, gradient, p_.epsilon).loss;
+    std::unordered_set<std::uint32_t> distinct;
+    for (auto d : crowd) {
+      ALIGNER_EXPECTS(d < docs_.size(), "salience loss: collection negative ", d, " is not one of the ", docs_.size(), " documents");
+      ALIGNER_EXPECTS(distinct.insert(d).second, "salience loss: collection negative ", d, " is given twice");
+    }
+    return batch(x, all, false, gradient, p_.epsilon, crowd).loss;
   }
 
   /// The heads of flat parameters `x` (w and b rounded to float) with the training's gates.
@@ -503,6 +523,10 @@ class salience_trainer {
     std::size_t held = 0;
     if (p_.holdout > 0.0) held = std::clamp<std::size_t>(std::size_t(std::llround(p_.holdout * double(n))), 1, n - 1);
     if (held) detail::seeded_shuffle(order, rng);
+    // Collection negatives: a fixed draw for the held-out loss (its own generator, so the training's draws and batch
+    // order are those of a training without them), a fresh one every step.
+    std::mt19937_64 crowd_rng(seed ^ 0x9e3779b97f4a7c15ULL);
+    const std::vector<std::uint32_t> holdout_crowd = draw_documents(crowd_rng);
     std::vector<std::size_t> holdout(order.begin(), order.begin() + std::ptrdiff_t(held));
     std::vector<std::size_t> train_set(order.begin() + std::ptrdiff_t(held), order.end());
     std::sort(holdout.begin(), holdout.end());
@@ -520,7 +544,7 @@ class salience_trainer {
         ep.holdout_loss = ep.holdout_accuracy = std::numeric_limits<double>::quiet_NaN();
         return;
       }
-      const auto r = batch(x, holdout, false, {}, p_.epsilon);
+      const auto r = batch(x, holdout, false, {}, p_.epsilon, holdout_crowd);
       ep.holdout_loss = r.loss;
       ep.holdout_accuracy = r.rows ? double(r.first) / double(r.rows) : 0.0;
     };
@@ -555,7 +579,8 @@ class salience_trainer {
         std::fill(g.begin(), g.end(), 0.0);
         const double progress = total_steps > 0 ? double(step) / total_steps : 0.0;
         const double epsilon = annealing ? p_.epsilon * std::pow(p_.epsilon_start / p_.epsilon, std::max(0.0, 1.0 - 2.0 * progress)) : p_.epsilon;
-        const auto r = batch(x, items, p_.in_batch_negatives, g, epsilon);
+        const std::vector<std::uint32_t> crowd = draw_documents(crowd_rng);
+        const auto r = batch(x, items, p_.in_batch_negatives, g, epsilon, crowd);
         loss_sum += r.loss * double(r.rows);
         loss_rows += r.rows;
         const double lr = p_.learning_rate *
@@ -589,6 +614,22 @@ class salience_trainer {
     return out;
   }
 
+  /// min(collection_negatives, N) distinct documents drawn uniformly (Floyd's method), in the order drawn.
+  std::vector<std::uint32_t> draw_documents(std::mt19937_64& rng) const {
+    const std::size_t n = docs_.size(), r = std::min(p_.collection_negatives, n);
+    std::vector<std::uint32_t> out;
+    if (r == 0) return out;
+    out.reserve(r);
+    std::unordered_set<std::uint32_t> taken;
+    for (std::size_t j = n - r; j != n; ++j) {
+      const auto t = std::uint32_t(rng() % (j + 1));
+      const auto pick = taken.insert(t).second ? t : std::uint32_t(j);
+      if (pick != t) taken.insert(pick);
+      out.push_back(pick);
+    }
+    return out;
+  }
+
   struct batch_result {
     double loss = 0.0;      ///< mean over rows
     std::size_t rows = 0;   ///< (query, relevant document) rows
@@ -596,8 +637,9 @@ class salience_trainer {
   };
 
   /// Loss (and, with a non-empty `grad`, its gradient added to grad) over the examples `items`.
+  /// `crowd`: collection negatives of every item, each weighted docs / crowd.size() (see collection_negatives).
   batch_result batch(std::span<const double> x, const std::vector<std::size_t>& items, bool in_batch, std::span<double> grad,
-                     double epsilon) const {
+                     double epsilon, std::span<const std::uint32_t> crowd = {}) const {
     const std::size_t dim = this->dim();
     const detail::head_params hq{{x.begin(), x.begin() + std::ptrdiff_t(dim)}, x[dim]};
     const detail::head_params hd{{x.begin() + std::ptrdiff_t(dim + 1), x.begin() + std::ptrdiff_t(2 * dim + 1)}, x[2 * dim + 1]};
@@ -617,6 +659,8 @@ class salience_trainer {
       }
       for (auto d : examples_[e].negatives) slot(d);
     }
+    for (auto d : crowd) slot(d);
+    const double crowd_weight = crowd.empty() ? 1.0 : double(docs_.size()) / double(crowd.size());
     std::vector<detail::head_forward> doc_f(slot_doc.size()), query_f(items.size());
     parallel_for(slot_doc.size() + items.size(), p_.threads, [&](std::size_t i) {
       if (i < slot_doc.size())
@@ -643,9 +687,18 @@ class salience_trainer {
         for (auto d : batch_positives)
           if (seen.insert(d).second) cand.push_back(d);
       }
+      const std::size_t from = cand.size();  // candidates from here on are collection negatives
+      if (!crowd.empty()) {
+        std::unordered_set<std::uint32_t> seen(cand.begin(), cand.end());
+        for (auto d : crowd)
+          if (seen.insert(d).second) cand.push_back(d);
+      }
       const std::size_t nc = cand.size();
+      // log of each candidate's weight in the softmax
+      std::vector<double> log_w(nc, 0.0);
+      for (std::size_t c = from; c != nc; ++c) log_w[c] = std::log(crowd_weight);
       if (p_.objective == salience_objective::tokens) {
-        token_search_item(queries_.sequence(ex.query), qf, cand, np, doc_f, slot_of, row_weight, want_grad, outs[b]);
+        token_search_item(queries_.sequence(ex.query), qf, cand, np, log_w, doc_f, slot_of, row_weight, want_grad, outs[b]);
         return;
       }
       // The masks: cached for the fixed candidates, aligned here for the in-batch ones.
@@ -664,11 +717,11 @@ class salience_trainer {
       for (std::size_t r = 0; r != np; ++r) {
         // Row r: the relevant document r against the negatives and in-batch candidates (not the other relevant ones).
         double mx = tau * sim[r];
-        for (std::size_t c = np; c != nc; ++c) mx = std::max(mx, tau * sim[c]);
+        for (std::size_t c = np; c != nc; ++c) mx = std::max(mx, tau * sim[c] + log_w[c]);
         double sum = std::exp(tau * sim[r] - mx);
         bool first = true;
         for (std::size_t c = np; c != nc; ++c) {
-          sum += std::exp(tau * sim[c] - mx);
+          sum += std::exp(tau * sim[c] + log_w[c] - mx);
           if (!(sim[r] > sim[c])) first = false;
         }
         const double lse = mx + std::log(sum);
@@ -676,7 +729,7 @@ class salience_trainer {
         o.first += first;
         if (want_grad) {
           gsim[r] += row_weight * tau * (std::exp(tau * sim[r] - lse) - 1.0);
-          for (std::size_t c = np; c != nc; ++c) gsim[c] += row_weight * tau * std::exp(tau * sim[c] - lse);
+          for (std::size_t c = np; c != nc; ++c) gsim[c] += row_weight * tau * std::exp(tau * sim[c] + log_w[c] - lse);
         }
       }
       if (!want_grad) return;
@@ -728,11 +781,13 @@ class salience_trainer {
   }
 
   /// The tokens objective (salience_objective::tokens) of one training query: candidates `cand` (its np relevant
-  /// documents first), their documents' gates in doc_f at slot_of's slots; adds to `o`. A row counts as first when
+  /// documents first), log_w[c] the log of candidate c's weight in the denominators (0, or log(N / R) for a
+  /// collection negative), their documents' gates in doc_f at slot_of's slots; adds to `o`. A row counts as first when
   /// some kept query token (λ^q >= 1/2) scores a kept token (λ^d >= 1/2) of the relevant document strictly above every
   /// kept token of the other candidates.
   void token_search_item(matrix_view<float> q, const detail::head_forward& qf, const std::vector<std::uint32_t>& cand, std::size_t np,
-                         const std::vector<detail::head_forward>& doc_f, const std::unordered_map<std::uint32_t, std::size_t>& slot_of,
+                         const std::vector<double>& log_w, const std::vector<detail::head_forward>& doc_f,
+                         const std::unordered_map<std::uint32_t, std::size_t>& slot_of,
                          double row_weight, bool want_grad, detail::salience_item_out& o) const {
     const std::size_t n = q.rows, nc = cand.size();
     const double tau = p_.token_temperature;
@@ -780,12 +835,12 @@ class salience_trainer {
       };
       std::fill(scale.begin(), scale.end(), none);
       members([&](std::size_t c) {
-        for (std::size_t i = 0; i != n; ++i) scale[i] = std::max(scale[i], top[c][i]);
+        for (std::size_t i = 0; i != n; ++i) scale[i] = std::max(scale[i], top[c][i] + log_w[c]);
       });
       std::fill(total.begin(), total.end(), 0.0);
       members([&](std::size_t c) {
         for (std::size_t i = 0; i != n; ++i)
-          if (mass[c][i] > 0.0) total[i] += mass[c][i] * std::exp(top[c][i] - scale[i]);
+          if (mass[c][i] > 0.0) total[i] += mass[c][i] * std::exp(top[c][i] + log_w[c] - scale[i]);
       });
       double found = 0.0;
       for (std::size_t i = 0; i != n; ++i) {
@@ -813,7 +868,7 @@ class salience_trainer {
         const double in_pos = c == row ? 1.0 : 0.0;
         for (std::size_t i = 0; i != n; ++i) {
           if (!(total[i] > 0.0) || qf.lambda[i] == 0.0 || !(mass[c][i] > 0.0)) continue;
-          coef[c][i] += -row_weight * qf.lambda[i] * (in_pos - r[i]) * std::exp(top[c][i] - scale[i]) / (found * total[i]);
+          coef[c][i] += -row_weight * qf.lambda[i] * (in_pos - r[i]) * std::exp(top[c][i] + log_w[c] - scale[i]) / (found * total[i]);
         }
       });
     }
