@@ -350,7 +350,7 @@ double score_loss_by_hand(const stopword_problem& pb, const std::vector<aligner:
   return total / double(rows);
 }
 
-TEST_CASE("salience training: collection negatives stand for the collection; losses by hand, gradients by finite differences",
+TEST_CASE("salience training: collection negatives stand for the collection, losses by hand, gradients by finite differences",
           "[gradient]") {
   stopword_problem pb(5);
   std::vector<aligner::training_query> examples = pb.examples;
