@@ -52,14 +52,23 @@ struct args {
   std::vector<std::string> rules;  ///< keep rules besides learned (empty: all)
 };
 
-std::vector<double> fractions(const std::string& flag, const std::string& v) {
-  std::vector<double> out;
+/// The comma-separated items of a flag's value.
+std::vector<std::string> items_of(const std::string& v) {
+  std::vector<std::string> out;
   for (std::size_t at = 0; at <= v.size();) {
     const std::size_t end = std::min(v.find(',', at), v.size());
-    const double x = std::stod(v.substr(at, end - at));
-    if (!(x > 0.0 && x <= 1.0)) throw std::runtime_error(flag + ": every value must be in (0, 1], got " + v.substr(at, end - at));
-    out.push_back(x);
+    out.push_back(v.substr(at, end - at));
     at = end + 1;
+  }
+  return out;
+}
+
+std::vector<double> fractions(const std::string& flag, const std::string& v) {
+  std::vector<double> out;
+  for (const auto& item : items_of(v)) {
+    const double x = std::stod(item);
+    if (!(x > 0.0 && x <= 1.0)) throw std::runtime_error(flag + ": every value must be in (0, 1], got " + item);
+    out.push_back(x);
   }
   return out;
 }
@@ -75,12 +84,10 @@ args parse(int argc, char** argv) {
     else if (f == "--strategy") a.strategy = v;
     else if (f == "--candidates") {
       a.candidates.clear();
-      for (std::size_t at = 0; at <= v.size();) {
-        const std::size_t end = std::min(v.find(',', at), v.size());
-        const std::size_t k = std::stoul(v.substr(at, end - at));
+      for (const auto& item : items_of(v)) {
+        const std::size_t k = std::stoul(item);
         if (k == 0) throw std::runtime_error("--candidates: every k' must be >= 1");
         a.candidates.push_back(k);
-        at = end + 1;
       }
     }
     else if (f == "--threads") a.threads = unsigned(std::stoul(v));
@@ -89,14 +96,9 @@ args parse(int argc, char** argv) {
     else if (f == "--beta-d") a.betas_d = fractions(f, v);
     else if (f == "--beta-q") a.betas_q = fractions(f, v);
     else if (f == "--rules") {
-      a.rules.clear();
-      for (std::size_t at = 0; at <= v.size();) {
-        const std::size_t end = std::min(v.find(',', at), v.size());
-        const std::string r = v.substr(at, end - at);
+      a.rules = items_of(v);
+      for (const auto& r : a.rules)
         if (r != "idf-fit" && r != "norm" && r != "random") throw std::runtime_error("--rules: idf-fit, norm or random, got '" + r + "'");
-        a.rules.push_back(r);
-        at = end + 1;
-      }
     }
     else throw std::runtime_error("unknown flag " + f);
   }

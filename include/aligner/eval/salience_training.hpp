@@ -678,21 +678,19 @@ class salience_trainer {
     parallel_for(items.size(), p_.threads, [&](std::size_t b) {
       const auto& ex = examples_[items[b]];
       const auto& qf = query_f[b];
-      // Candidates: positives, negatives, then in-batch positives of other queries.
+      // Candidates: positives, negatives, then in-batch positives of other queries, then collection negatives; each
+      // document once.
       std::vector<std::uint32_t> cand(ex.positives);
       cand.insert(cand.end(), ex.negatives.begin(), ex.negatives.end());
       const std::size_t fixed = cand.size(), np = ex.positives.size();
-      if (in_batch) {
-        std::unordered_set<std::uint32_t> seen(cand.begin(), cand.end());
+      std::unordered_set<std::uint32_t> seen;
+      if (in_batch || !crowd.empty()) seen.insert(cand.begin(), cand.end());
+      if (in_batch)
         for (auto d : batch_positives)
           if (seen.insert(d).second) cand.push_back(d);
-      }
       const std::size_t from = cand.size();  // candidates from here on are collection negatives
-      if (!crowd.empty()) {
-        std::unordered_set<std::uint32_t> seen(cand.begin(), cand.end());
-        for (auto d : crowd)
-          if (seen.insert(d).second) cand.push_back(d);
-      }
+      for (auto d : crowd)
+        if (seen.insert(d).second) cand.push_back(d);
       const std::size_t nc = cand.size();
       // log of each candidate's weight in the softmax
       std::vector<double> log_w(nc, 0.0);
