@@ -12,7 +12,7 @@
 # `aligner train-salience` on 2 threads under /usr/bin/time (training time, peak RSS), then salience_bench with the
 # heads. The ctx100 form is made with ../shared/tools/make_scale_collection.py --copies 1 (numpy; $PYTHON) unless it
 # exists. The tokens heads are also reported at one rerank cost (--ndocs 300), the two crowd settings only there. Not part
-# of CI (about two hours on two cores).
+# of CI (about two and a half hours on two cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/aligner-salience}
