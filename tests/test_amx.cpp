@@ -62,7 +62,8 @@ TEST_CASE("amx: what the CPU has and why AMX runs or not", "[amx]") {
   if (aligner::amx_emulated) {
     std::printf("note: a test build of the AMX emulator: the tiles run in software whatever the CPU has\n");
     CHECK(aligner::amx_bf16_unavailable_reason() == (f.avx512f ? "" : "the CPU has no AVX-512"));
-    CHECK(aligner::kernel_info().describe().find("emulated") != std::string::npos);
+    if (aligner::amx_bf16_unavailable_reason().empty())  // without AVX-512 the emulated tiles do not run either
+      CHECK(aligner::kernel_info().describe().find("emulated") != std::string::npos);
   } else if (aligner::amx_bf16_unavailable_reason().empty()) {
     CHECK(f.amx_tile);
     CHECK(f.amx_bf16);
