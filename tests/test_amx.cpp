@@ -62,8 +62,10 @@ TEST_CASE("amx: what the CPU has and why AMX runs or not", "[amx]") {
   if (aligner::amx_emulated) {
     std::printf("note: a test build of the AMX emulator: the tiles run in software whatever the CPU has\n");
     CHECK(aligner::amx_bf16_unavailable_reason() == (f.avx512f ? "" : "the CPU has no AVX-512"));
-    if (aligner::amx_bf16_unavailable_reason().empty())  // without AVX-512 the emulated tiles do not run either
-      CHECK(aligner::kernel_info().describe().find("emulated") != std::string::npos);
+    // The description names the emulator where its tiles run; without AVX-512 they do not, and it names that reason.
+    const std::string reason = aligner::amx_bf16_unavailable_reason();
+    CHECK(aligner::kernel_info().describe().find(reason.empty() ? std::string("emulated") : "amx_bf16=no (" + reason + ")") !=
+          std::string::npos);
   } else if (aligner::amx_bf16_unavailable_reason().empty()) {
     CHECK(f.amx_tile);
     CHECK(f.amx_bf16);
