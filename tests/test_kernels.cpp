@@ -1,6 +1,7 @@
 // Kernel paths against their scalar references. Built once per x86 level this CPU runs (see CMakeLists.txt).
 #include <aligner/backends/exact.hpp>
 #include <aligner/kernels/dot.hpp>
+#include <aligner/kernels/kernel_info.hpp>
 #include <aligner/kernels/aligned_rows.hpp>
 #include <aligner/kernels/lane_topk.hpp>
 #include <aligner/kernels/layout.hpp>
@@ -180,6 +181,82 @@ TEST_CASE("similarity rows: full S against the reference", "[kernel]") {
         REQUIRE_THAT(double(s[i * stride + j]), WithinAbs(ref, 1e-5 * std::sqrt(double(dim))));
       }
   }
+}
+
+TEST_CASE("tiles: every query row block shape gives the bits of a one-row query, in S and in the row sums", "[kernel]") {
+  // The sweeps cut a query into blocks of 4 rows (6 and 5 where the AVX2 tiles of 6 x 2 run: six_row_tiles) and a tail
+  // of 1 to 3; each block shape has its own tile body (the 6 x 2 one in assembly) but the same arithmetic per entry, so a
+  // query of n rows must give, row for row, the bits of each row scored alone. Query rows with a stride past their
+  // components (the assembly addresses rows by stride), dims with and without a tail of the 4-step loop.
+  for (aligner::storage st : {aligner::storage::f32, aligner::storage::f16, aligner::storage::i8, aligner::storage::bf16})
+    for (std::size_t dim : {1, 6, 37, 128})
+      for (std::size_t m : {std::size_t(1), W + 1, 8 * W + 2}) {
+        const auto d = aligner_test::random_matrix(m, dim, 31 + dim, true);
+        const auto packed = pack(st, d, m, dim);
+        const std::size_t stride = aligner::panel_count(m) * W, q_stride = dim + 3;
+        for (std::size_t n : {1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 19, 20, 32, 37}) {
+          const auto q = aligner_test::random_matrix(n, q_stride, 47 + n + dim, false);
+          const aligner::matrix_view<float> query(q.data(), n, dim, q_stride);
+          std::vector<float> s(n * stride), one(stride);
+          aligner::similarity_rows(query, st, packed.data(), m, s.data(), stride);
+          const std::size_t budgets[] = {1, 3, 8};
+          std::vector<double> sum(n * 3), z(n * 3), sum1(3), z1(3);
+          aligner::rows_workspace ws;
+          aligner::aligned_row_sums(query, st, packed.data(), m, budgets, nullptr, sum.data(), z.data(), ws);
+          for (std::size_t i = 0; i != n; ++i) {
+            const aligner::matrix_view<float> row(q.data() + i * q_stride, 1, dim, q_stride);
+            aligner::similarity_rows(row, st, packed.data(), m, one.data(), stride);
+            aligner::aligned_row_sums(row, st, packed.data(), m, budgets, nullptr, sum1.data(), z1.data(), ws);
+            INFO(aligner::to_string(st) << " dim " << dim << " m " << m << " n " << n << " row " << i);
+            for (std::size_t j = 0; j != m; ++j) REQUIRE(std::bit_cast<std::uint32_t>(s[i * stride + j]) == std::bit_cast<std::uint32_t>(one[j]));
+            for (std::size_t b = 0; b != 3; ++b) REQUIRE(sum[i * 3 + b] == sum1[b]);
+          }
+        }
+      }
+}
+
+TEST_CASE("tiles: the row blocks of a sweep cover every query row once, in order", "[kernel]") {
+  auto blocks = [](auto rows_const, auto tails_const, std::size_t n) {
+    std::vector<std::pair<std::size_t, std::size_t>> out;  // (first row, rows)
+    aligner::for_each_row_block<decltype(rows_const)::value, decltype(tails_const)::value>(
+        n, [&]<std::size_t R>(std::size_t i0) { out.emplace_back(i0, R); });
+    return out;
+  };
+  using four = std::integral_constant<std::size_t, 4>;
+  using six = std::integral_constant<std::size_t, 6>;
+  using yes = std::true_type;
+  for (std::size_t n = 0; n != 300; ++n) {
+    for (const auto& b : {blocks(four{}, yes{}, n), blocks(six{}, yes{}, n)}) {
+      std::size_t next = 0;
+      for (const auto& [i0, r] : b) {
+        INFO("n " << n << " block at " << i0 << " of " << r);
+        REQUIRE(i0 == next);
+        REQUIRE(r >= 1);
+        REQUIRE(r <= 6);
+        next += r;
+      }
+      REQUIRE(next == n);
+    }
+    for (const auto& [i0, r] : blocks(four{}, yes{}, n)) REQUIRE((r == 4 || i0 + r == n));
+    // Blocks of 6 and 5: never more tiles than blocks of 4, and 1- or 2-row blocks only where n itself is below 3.
+    const auto b6 = blocks(six{}, yes{}, n);
+    CHECK(b6.size() <= (n + 3) / 4);
+    for (const auto& [i0, r] : b6) CHECK((r >= 3 || n < 3));
+    if (n >= 20) CHECK(b6.size() == (n + 5) / 6);
+  }
+  const auto b32 = blocks(six{}, yes{}, 32);
+  CHECK(b32 == std::vector<std::pair<std::size_t, std::size_t>>{{0, 6}, {6, 6}, {12, 5}, {17, 5}, {22, 5}, {27, 5}});
+  const auto b7 = blocks(std::integral_constant<std::size_t, 8>{}, std::false_type{}, 9);  // without tails: past n
+  CHECK(b7 == std::vector<std::pair<std::size_t, std::size_t>>{{0, 8}, {8, 8}});
+}
+
+TEST_CASE("tiles: the kernel description names the 6-row tiles where they run", "[kernel]") {
+  const std::string f32 = aligner::kernel_info().f32;
+  INFO(f32);
+  if (aligner::six_row_tiles<aligner::default_arch, aligner::storage::f32> && !aligner::wide_runs(aligner::storage::f32))
+    CHECK(f32.find("6 query rows x 2 panels") != std::string::npos);
+  else
+    CHECK(f32.find("6 query rows") == std::string::npos);
 }
 
 TEST_CASE("hadamard rows bf16: against the reference on bf16-rounded inputs", "[kernel]") {

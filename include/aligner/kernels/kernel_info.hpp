@@ -81,10 +81,11 @@ kernel_report kernel_info() {
     else r.avx512_wide_reason = "turned off (ALIGNER_NO_AVX512 or set_avx512_enabled(false))";
   }
   const std::string wide_panels = std::to_string(panel_width<Arch>) + "-wide panels";
+  const std::string build_vec = std::string(Arch::name()) + " FMA register tiles" +
+                                (six_row_tiles<Arch, storage::f32> ? " of 6 query rows x 2 panels" : "") + " (compile time)";
   const std::string vec = r.avx512_wide ? "AVX-512 FMA register tiles over " + wide_panels + ", " + std::to_string(wide_group(panel_width<Arch>)) +
                                               " components a 512-bit step (run time: the CPU and OS have AVX-512)"
-                                        : std::string(Arch::name()) + " FMA register tiles (compile time)";
-  const std::string build_vec = std::string(Arch::name()) + " FMA register tiles (compile time)";
+                                        : build_vec;
   r.f32 = vec;
   const std::string amx_why = amx_emulated ? "(a test build: the tile instructions run on the software model of amx_emulator.hpp)"
                                            : "(run time: CPU, OS and permission allow it)";

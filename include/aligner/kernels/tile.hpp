@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__AVX512BF16__)
+#if defined(__AVX512BF16__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
 
@@ -220,35 +220,64 @@ struct tile_prefetch {
 /// rows past the query are computed from valid rows and ignored by the folds, as the AMX engines' are). panel_outer:
 /// the order of tile_panel_outer (all row blocks over one panel group, then the next group; a row's panels are still
 /// visited in increasing order, and a row block's panel 0 first).
+/// The query row blocks of sweep_tiles: f.template operator()<R>(i0) for each block of R rows from i0, in order.
+/// BlockRows 4 with RowTails: blocks of 4, then the last 1 to 3 rows as one block. BlockRows 6 (RowTails; the 6- and
+/// 5-row tiles of six_row_tiles): where ceil(r / 6) blocks of 6 and 5 rows cover the r rows left (r = 5, 6, 10-12,
+/// 15-18 and every r >= 20: 32 rows as 6, 6, 5, 5, 5, 5), those; else a block of 5 while r >= 9 and then the rest as
+/// BlockRows 4 does (7 rows as 4 + 3, 8 as 4 + 4, 13 as 5 + 4 + 4: a tile of 1 or 2 rows has 2 or 4 accumulators and
+/// waits on the FMA latency). Without RowTails: blocks of BlockRows, the last one reaching past n (its tiles compute
+/// rows past the query from valid rows).
+template <std::size_t BlockRows, bool RowTails, class F>
+ALIGNER_ALWAYS_INLINE void for_each_row_block(std::size_t n, F&& f) {
+  static_assert(!RowTails || BlockRows == 4 || BlockRows == 6, "row tails follow blocks of 4 or 6 rows");
+  std::size_t i0 = 0;
+  if constexpr (!RowTails) {
+    for (; i0 < n; i0 += BlockRows) f.template operator()<BlockRows>(i0);
+    return;
+  } else {
+    if constexpr (BlockRows == 6) {
+      for (;;) {
+        const std::size_t r = n - i0, c = (r + 5) / 6;
+        if (r >= 5 && 5 * c <= r) {  // c blocks of 6 and 5 rows cover the r rows: as few tiles as blocks of 6 would take
+          const std::size_t sixes = r - 5 * c;
+          for (std::size_t b = 0; b != sixes; ++b, i0 += 6) f.template operator()<6>(i0);
+          for (std::size_t b = sixes; b != c; ++b, i0 += 5) f.template operator()<5>(i0);
+          return;
+        }
+        if (r < 9) break;
+        f.template operator()<5>(i0);
+        i0 += 5;
+      }
+    }
+    for (; n - i0 >= 4; i0 += 4) f.template operator()<4>(i0);
+    switch (n - i0) {
+      case 1: f.template operator()<1>(i0); break;
+      case 2: f.template operator()<2>(i0); break;
+      case 3: f.template operator()<3>(i0); break;
+      default: break;
+    }
+  }
+}
+
 template <std::size_t BlockRows, std::size_t BlockPanels, bool RowTails = true, class Visit>
 void sweep_tiles(const void* panels, std::size_t panel_total, std::size_t panel_bytes, std::size_t span_bytes, std::size_t n,
                  prefetch_hint next, const tile_prefetch& pf, Visit&& visit, bool panel_outer = false) {
-  static_assert(!RowTails || BlockRows == 4, "the row tail visits 1 to 3 rows");
-  for_each_span(panels, panel_total, panel_bytes, span_bytes, BlockPanels, (n + BlockRows - 1) / BlockRows, next,
+  std::size_t row_blocks = 0;
+  for_each_row_block<BlockRows, RowTails>(n, [&]<std::size_t R>(std::size_t) { ++row_blocks; });
+  for_each_span(panels, panel_total, panel_bytes, span_bytes, BlockPanels, row_blocks, next,
                 [&](std::size_t s0, std::size_t s1, span_prefetch& plan) {
-    // One tile: its prefetch slice, then a block of BlockRows rows or the row tail of 1 to 3.
-    auto tile_at = [&](std::size_t i0, std::size_t p0) {
+    // One tile: its prefetch slice, then the block's rows.
+    auto tile_at = [&]<std::size_t R>(std::size_t i0, std::size_t p0) ALIGNER_ALWAYS_INLINE_LAMBDA {
       std::tie(pf.at, pf.stop) = plan.slice();
-      const std::size_t here = std::min(BlockPanels, s1 - p0);
-      if (!RowTails || i0 + BlockRows <= n) {
-        visit.template operator()<BlockRows>(i0, p0, here);
-        return;
-      }
-      if constexpr (RowTails) {
-        switch (n - i0) {
-          case 1: visit.template operator()<1>(i0, p0, here); break;
-          case 2: visit.template operator()<2>(i0, p0, here); break;
-          case 3: visit.template operator()<3>(i0, p0, here); break;
-          default: break;
-        }
-      }
+      visit.template operator()<R>(i0, p0, std::min(BlockPanels, s1 - p0));
     };
     if (panel_outer) {
       for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels)
-        for (std::size_t i0 = 0; i0 < n; i0 += BlockRows) tile_at(i0, p0);
+        for_each_row_block<BlockRows, RowTails>(n, [&]<std::size_t R>(std::size_t i0) { tile_at.template operator()<R>(i0, p0); });
     } else {
-      for (std::size_t i0 = 0; i0 < n; i0 += BlockRows)
-        for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) tile_at(i0, p0);
+      for_each_row_block<BlockRows, RowTails>(n, [&]<std::size_t R>(std::size_t i0) {
+        for (std::size_t p0 = s0; p0 < s1; p0 += BlockPanels) tile_at.template operator()<R>(i0, p0);
+      });
     }
   });
 }
@@ -326,6 +355,138 @@ struct tile_engine_base {
   const E& self() const noexcept { return static_cast<const E&>(*this); }
 };
 
+#if ALIGNER_X86_64_ASM && defined(__AVX2__) && defined(__FMA__) && !defined(ALIGNER_DISABLE_SIX_ROW_TILE)
+/// The 6-row tiles of 8-wide panels are compiled (an AVX2 + FMA build with GCC-style inline assembly; define
+/// ALIGNER_DISABLE_SIX_ROW_TILE to leave them out).
+#define ALIGNER_HAVE_SIX_ROW_TILE 1
+#else
+#define ALIGNER_HAVE_SIX_ROW_TILE 0
+#endif
+
+/// Whether tile_engine<Arch, St> scores its row storage in tiles of 6 and 5 query rows x 2 panels (for_each_row_block)
+/// where the run-time AVX-512 tiles do not run: 8-wide panels of f32, f16 or i8 in an AVX2 + FMA build. 12
+/// accumulators, 2 panel rows and one broadcast take 15 of the 16 ymm registers; the 4 x 2 tile's 8 accumulators are
+/// just the FMA latency's worth (4 cycles x 2 ports), and on an AVX2-only Zen 3 it reached 64% of the FMA peak in a
+/// probe where 6 x 2 reached 89-98% (bench/RESULTS.md, "Residual codes on AVX2"). GCC 12 spilled two of the 12
+/// accumulators in the generic tile body, so the 6 x 2 and 5 x 2 bodies are written in assembly (detail::six_row_tile).
+template <class Arch, storage St>
+inline constexpr bool six_row_tiles = ALIGNER_HAVE_SIX_ROW_TILE && panel_width<Arch> == 8 &&
+                                      (St == storage::f32 || St == storage::f16 || St == storage::i8)
+#if ALIGNER_HAVE_SIX_ROW_TILE
+                                      && std::is_same_v<Arch, xsimd::fma3<xsimd::avx2>>
+#endif
+    ;
+
+#if ALIGNER_HAVE_SIX_ROW_TILE
+namespace detail {
+
+/// Bytes of one component row of an 8-wide panel (the assembly loads it from (%[d]) into ymm13 and the next panel's
+/// from (%[d],%[ps]) into ymm14, widened to float).
+template <storage St>
+struct six_row_load;
+template <>
+struct six_row_load<storage::f32> {
+  static constexpr std::size_t row_bytes = 32;
+};
+template <>
+struct six_row_load<storage::f16> {
+  static constexpr std::size_t row_bytes = 16;
+};
+template <>
+struct six_row_load<storage::i8> {
+  static constexpr std::size_t row_bytes = 8;
+};
+
+/// Query row r's component (broadcast to ymm15) times both panel rows (ymm13, ymm14), into accumulators a<r>0 and
+/// a<r>1. The three registers are fixed (clobbered) rather than operands: 12 accumulators in and out are 24 of an
+/// asm statement's 30 operands.
+#define ALIGNER_SIX_ROW_FMAS(Q, A0, A1)                                                                      \
+  "vbroadcastss " Q ", %%ymm15\n\tvfmadd231ps %%ymm13, %%ymm15, %[" A0 "]\n\tvfmadd231ps %%ymm14, %%ymm15, %[" A1 "]\n\t"
+/// One component step of the 6 x 2 tile after LOADS (the two panel rows into ymm13 and ymm14): query rows 0-2 at
+/// (%[q0]), (%[q0],%[qs]), (%[q0],%[qs],2) and rows 3-5 the same from %[q3].
+#define ALIGNER_SIX_ROW_STEP(LOADS)                                                                          \
+  __asm__(LOADS ALIGNER_SIX_ROW_FMAS("(%[q0])", "a00", "a01") ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs])", "a10", "a11")    \
+              ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs],2)", "a20", "a21") ALIGNER_SIX_ROW_FMAS("(%[q3])", "a30", "a31")   \
+                  ALIGNER_SIX_ROW_FMAS("(%[q3],%[qs])", "a40", "a41") ALIGNER_SIX_ROW_FMAS("(%[q3],%[qs],2)", "a50", "a51") \
+          : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),      \
+            [a30] "+x"(a30), [a31] "+x"(a31), [a40] "+x"(a40), [a41] "+x"(a41), [a50] "+x"(a50), [a51] "+x"(a51)       \
+          : [d] "r"(d), [ps] "r"(ps), [q0] "r"(q0), [q3] "r"(q3), [qs] "r"(qs)                                     \
+          : "xmm13", "xmm14", "xmm15", "memory")
+/// The same for 5 query rows (10 accumulators).
+#define ALIGNER_FIVE_ROW_STEP(LOADS)                                                                         \
+  __asm__(LOADS ALIGNER_SIX_ROW_FMAS("(%[q0])", "a00", "a01") ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs])", "a10", "a11")    \
+              ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs],2)", "a20", "a21") ALIGNER_SIX_ROW_FMAS("(%[q3])", "a30", "a31")   \
+                  ALIGNER_SIX_ROW_FMAS("(%[q3],%[qs])", "a40", "a41")                                           \
+          : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),      \
+            [a30] "+x"(a30), [a31] "+x"(a31), [a40] "+x"(a40), [a41] "+x"(a41)                                     \
+          : [d] "r"(d), [ps] "r"(ps), [q0] "r"(q0), [q3] "r"(q3), [qs] "r"(qs)                                     \
+          : "xmm13", "xmm14", "xmm15", "memory")
+#define ALIGNER_ROWS_STEP(LOADS)       \
+  if constexpr (R == 6)                \
+    ALIGNER_SIX_ROW_STEP(LOADS);       \
+  else                                 \
+    ALIGNER_FIVE_ROW_STEP(LOADS)
+
+/// S tile of R = 5 or 6 query rows (row r at q0 + r * q_stride floats) x 2 panels of 8 lanes (at panel, panel +
+/// panel_stride bytes; component rows from `data`, the panel's header first for i8) over dim components, into out (R x
+/// 2 batches of 8 floats, row-major), with the per-token scale of i8 applied. The arithmetic is tile_engine::tile_rows's:
+/// one fused multiply-add a component, in component order, then the scale; the results are the same bits.
+template <storage St, std::size_t R, bool L2>
+ALIGNER_NOINLINE void six_row_tile(const unsigned char* panel, std::size_t panel_stride, std::size_t data, std::size_t dim,
+                                   const float* query_row0, std::size_t q_stride, prefetch_slice<L2> slice, float* out) noexcept {
+  static_assert(R == 5 || R == 6, "tiles of 5 or 6 rows");
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00, a40 = a00,
+         a41 = a00, a50 = a00, a51 = a00;
+  const unsigned char* d = panel + data;
+  const std::size_t ps = panel_stride, qs = q_stride * 4;
+  const float* q0 = query_row0;
+  const float* q3 = query_row0 + 3 * q_stride;
+  constexpr std::size_t row = six_row_load<St>::row_bytes;
+  auto step = [&]() ALIGNER_ALWAYS_INLINE_LAMBDA {
+    if constexpr (St == storage::f32) {
+      ALIGNER_ROWS_STEP("vmovaps (%[d]), %%ymm13\n\tvmovaps (%[d],%[ps]), %%ymm14\n\t");
+    } else if constexpr (St == storage::f16) {
+      ALIGNER_ROWS_STEP("vcvtph2ps (%[d]), %%ymm13\n\tvcvtph2ps (%[d],%[ps]), %%ymm14\n\t");
+    } else {
+      ALIGNER_ROWS_STEP("vpmovsxbd (%[d]), %%ymm13\n\tvpmovsxbd (%[d],%[ps]), %%ymm14\n\t"
+                        "vcvtdq2ps %%ymm13, %%ymm13\n\tvcvtdq2ps %%ymm14, %%ymm14\n\t");
+    }
+    d += row, ++q0, ++q3;
+  };
+  std::size_t c = 0;
+  for (; c + 4 <= dim; c += 4) {
+    step();
+    slice.tick();
+    step();
+    step();
+    slice.tick();
+    step();
+  }
+  for (; c != dim; ++c) {
+    if (c & 1) slice.tick();
+    step();
+  }
+  slice.rest();
+  if constexpr (St == storage::i8) {  // the per-token scales: the panel's header
+    const __m256 s0 = _mm256_loadu_ps(reinterpret_cast<const float*>(panel));  // an i8 panel is 4-byte aligned
+    const __m256 s1 = _mm256_loadu_ps(reinterpret_cast<const float*>(panel + panel_stride));
+    a00 = _mm256_mul_ps(a00, s0), a10 = _mm256_mul_ps(a10, s0), a20 = _mm256_mul_ps(a20, s0);
+    a30 = _mm256_mul_ps(a30, s0), a40 = _mm256_mul_ps(a40, s0), a50 = _mm256_mul_ps(a50, s0);
+    a01 = _mm256_mul_ps(a01, s1), a11 = _mm256_mul_ps(a11, s1), a21 = _mm256_mul_ps(a21, s1);
+    a31 = _mm256_mul_ps(a31, s1), a41 = _mm256_mul_ps(a41, s1), a51 = _mm256_mul_ps(a51, s1);
+  }
+  const __m256 acc[12] = {a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51};
+  for (std::size_t k = 0; k != 2 * R; ++k) _mm256_storeu_ps(out + 8 * k, acc[k]);
+}
+
+#undef ALIGNER_ROWS_STEP
+#undef ALIGNER_FIVE_ROW_STEP
+#undef ALIGNER_SIX_ROW_STEP
+#undef ALIGNER_SIX_ROW_FMAS
+
+}  // namespace detail
+#endif
+
 /// Panels a tile of tile_engine<Arch> covers: 4 with 32 vector registers (AVX-512), and with 4- or 8-wide panels where
 /// the run-time AVX-512 tiles are compiled (wide.hpp: 16 zmm accumulators; the build's own 128- and 256-bit tiles
 /// then run as two of 2); else 2. At W = 4 the run-time tiles had been 4 rows x 2 panels: 8 accumulators, just the
@@ -346,7 +507,8 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
   using typename base::batch;
   using traits = storage_traits<St>;
   using base::width;
-  // Register blocking: 4 query rows x (4 panels with 32 vector registers, 2 with 16).
+  // Register blocking: 4 query rows x (4 panels with 32 vector registers, 2 with 16); 6 and 5 rows x 2 panels where
+  // six_row_tiles (sweep).
   static constexpr std::size_t block_rows = 4;
   using base::block_panels;
   static constexpr std::size_t span_bytes = std::size_t(256) << 10;
@@ -368,8 +530,22 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
   /// acc[r][v] = S tile of rows i0 + r and panel p0 + v.
   template <std::size_t R, std::size_t V>
   void tile(std::size_t i0, std::size_t p0, batch (&acc)[R][V]) const noexcept {
+#if ALIGNER_HAVE_SIX_ROW_TILE
+    if constexpr (R == 5 || R == 6) {  // sweep visits such blocks only where six_row_tiles and the AVX-512 tiles do not run
+      static_assert(six_row_tiles<Arch, St>, "5- and 6-row tiles are the AVX2 tiles of 8-wide row storages");
+      if constexpr (V == 2) {
+        const std::size_t stride = panel_bytes();
+        pf.with_slice([&](auto slice) {
+          detail::six_row_tile<St, R>(static_cast<const unsigned char*>(panels) + p0 * stride, stride,
+                                   traits::header_words(width) * 4, dim, query.row(i0), query.stride_elems, slice,
+                                   reinterpret_cast<float*>(&acc[0][0]));
+        });
+        return;
+      }  // 1 panel: the generic body below; 3 or 4: two tiles below, the first of 2 panels
+    }
+#endif
 #if ALIGNER_HAVE_WIDE
-    if constexpr (width == 8 || width == 4) {
+    if constexpr ((width == 8 || width == 4) && R <= 4) {
       if (query_wide != nullptr) {  // the run-time AVX-512 tiles (wide.hpp): G = 16 / W rows a 64-byte step
         float* out = reinterpret_cast<float*>(&acc[0][0]);  // R x V batches of W floats, contiguous
         if constexpr (traits::pairs) {
@@ -409,6 +585,11 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
   /// in the span order of the file comment.
   template <class Visit>
   void sweep(Visit&& visit) const {
+    if constexpr (six_row_tiles<Arch, St>) {
+      if (query_wide == nullptr)
+        return sweep_tiles<6, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit,
+                                            tile_panel_outer(block_panels * panel_bytes()));
+    }
     sweep_tiles<block_rows, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit,
                                           tile_panel_outer(block_panels * panel_bytes()));
   }
