@@ -139,14 +139,23 @@ struct aligned_rows_impl {
   void tile_and_fold(std::size_t i0, std::size_t p0, float* states, float* ids) const noexcept {
     batch acc[R][V];
     engine.template tile<R, V>(i0, p0, acc);
+    // AMX tiles are 16 rows; the query may end before
+    fold_tile<K, Indexed, V>(&acc[0][0], std::min(R, engine.query.rows - i0), i0, p0, states, ids);
+  }
+
+  /// Rows i0 .. i0 + rows - 1 of a tile of panels p0 .. p0 + V - 1 (acc: rows x V batches, row-major), padding
+  /// masked, folded into the rows' states. Compiled once per (K, Indexed, V) rather than once more for every tile row
+  /// count R of the engines (1-6 and 16): the folds were most of the code of each tile_and_fold.
+  template <std::size_t K, bool Indexed, std::size_t V>
+  ALIGNER_NOINLINE void fold_tile(const batch* acc, std::size_t rows, std::size_t i0, std::size_t p0, float* states,
+                                  float* ids) const noexcept {
     batch pid[V];
     if constexpr (Indexed)
       for (std::size_t v = 0; v != V; ++v) pid[v] = engine_t::lane_ids(p0 + v);
-    const std::size_t rows = std::min(R, engine.query.rows - i0);  // AMX tiles are 16 rows; the query may end before
     for (std::size_t r = 0; r != rows; ++r) {
       batch s[V], id[V];
       for (std::size_t v = 0; v != V; ++v) {
-        s[v] = engine.mask_tail(acc[r][v], p0 + v);
+        s[v] = engine.mask_tail(acc[r * V + v], p0 + v);
         id[v] = Indexed ? pid[v] : batch(0.f);
       }
       float* st = states + (i0 + r) * K * width;
