@@ -213,13 +213,6 @@ struct tile_prefetch {
   }
 };
 
-/// The sweep order of the file comment for an engine of BlockRows query rows x BlockPanels panels: every
-/// (query row block, panel group) tile once, visit.template operator()<R>(i0, p0, panels_here), each tile's
-/// prefetch slice set in `pf` first. n: the query's rows. RowTails: the last 1 to 3 rows (BlockRows 4) are visited
-/// as a tile of that many; without, every tile is BlockRows rows (the run-time VNNI tiles of 4- and 8-wide panels:
-/// rows past the query are computed from valid rows and ignored by the folds, as the AMX engines' are). panel_outer:
-/// the order of tile_panel_outer (all row blocks over one panel group, then the next group; a row's panels are still
-/// visited in increasing order, and a row block's panel 0 first).
 /// The query row blocks of sweep_tiles: f.template operator()<R>(i0) for each block of R rows from i0, in order.
 /// BlockRows 4 with RowTails: blocks of 4, then the last 1 to 3 rows as one block. BlockRows 6 (RowTails; the 6- and
 /// 5-row tiles of six_row_tiles): where ceil(r / 6) blocks of 6 and 5 rows cover the r rows left (r = 5, 6, 10-12,
@@ -259,6 +252,14 @@ ALIGNER_ALWAYS_INLINE void for_each_row_block(std::size_t n, F&& f) {
   }
 }
 
+/// The sweep order of the file comment for an engine of BlockRows query rows x BlockPanels panels: every
+/// (query row block, panel group) tile once, visit.template operator()<R>(i0, p0, panels_here), each tile's
+/// prefetch slice set in `pf` first. n: the query's rows. The row blocks are for_each_row_block's: with RowTails the
+/// last rows are visited as a smaller tile (BlockRows 4: 1 to 3; BlockRows 6: blocks of 6 and 5, then 4s and 1 to 3);
+/// without, every tile is BlockRows rows (the run-time VNNI tiles of 4- and 8-wide panels: rows past the query are
+/// computed from valid rows and ignored by the folds, as the AMX engines' are). panel_outer: the order of
+/// tile_panel_outer (all row blocks over one panel group, then the next group; a row's panels are still visited in
+/// increasing order, and a row block's panel 0 first).
 template <std::size_t BlockRows, std::size_t BlockPanels, bool RowTails = true, class Visit>
 void sweep_tiles(const void* panels, std::size_t panel_total, std::size_t panel_bytes, std::size_t span_bytes, std::size_t n,
                  prefetch_hint next, const tile_prefetch& pf, Visit&& visit, bool panel_outer = false) {
@@ -380,47 +381,34 @@ inline constexpr bool six_row_tiles = ALIGNER_HAVE_SIX_ROW_TILE && panel_width<A
 #if ALIGNER_HAVE_SIX_ROW_TILE
 namespace detail {
 
-/// Bytes of one component row of an 8-wide panel (the assembly loads it from (%[d]) into ymm13 and the next panel's
-/// from (%[d],%[ps]) into ymm14, widened to float).
+/// Bytes of one component row of an 8-wide panel of St (the assembly loads it from (%[d]) into ymm13 and the next
+/// panel's from (%[d],%[ps]) into ymm14, widened to float): 8 floats, halves or bytes.
 template <storage St>
-struct six_row_load;
-template <>
-struct six_row_load<storage::f32> {
-  static constexpr std::size_t row_bytes = 32;
-};
-template <>
-struct six_row_load<storage::f16> {
-  static constexpr std::size_t row_bytes = 16;
-};
-template <>
-struct six_row_load<storage::i8> {
-  static constexpr std::size_t row_bytes = 8;
-};
+inline constexpr std::size_t six_row_bytes = St == storage::f32 ? 32 : St == storage::f16 ? 16 : 8;
 
 /// Query row r's component (broadcast to ymm15) times both panel rows (ymm13, ymm14), into accumulators a<r>0 and
 /// a<r>1. The three registers are fixed (clobbered) rather than operands: 12 accumulators in and out are 24 of an
 /// asm statement's 30 operands.
 #define ALIGNER_SIX_ROW_FMAS(Q, A0, A1)                                                                      \
   "vbroadcastss " Q ", %%ymm15\n\tvfmadd231ps %%ymm13, %%ymm15, %[" A0 "]\n\tvfmadd231ps %%ymm14, %%ymm15, %[" A1 "]\n\t"
-/// One component step of the 6 x 2 tile after LOADS (the two panel rows into ymm13 and ymm14): query rows 0-2 at
-/// (%[q0]), (%[q0],%[qs]), (%[q0],%[qs],2) and rows 3-5 the same from %[q3].
+/// Query rows 0-4: rows 0-2 at (%[q0]), (%[q0],%[qs]), (%[q0],%[qs],2), rows 3-4 at (%[q3]), (%[q3],%[qs]); and
+/// their 10 accumulators as asm operands.
+#define ALIGNER_FIVE_ROW_FMAS                                                                                \
+  ALIGNER_SIX_ROW_FMAS("(%[q0])", "a00", "a01") ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs])", "a10", "a11")               \
+  ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs],2)", "a20", "a21") ALIGNER_SIX_ROW_FMAS("(%[q3])", "a30", "a31")             \
+  ALIGNER_SIX_ROW_FMAS("(%[q3],%[qs])", "a40", "a41")
+#define ALIGNER_FIVE_ROW_ACCS                                                                                \
+  [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),              \
+      [a30] "+x"(a30), [a31] "+x"(a31), [a40] "+x"(a40), [a41] "+x"(a41)
+#define ALIGNER_ROW_STEP_INPUTS                                                                              \
+  : [d] "r"(d), [ps] "r"(ps), [q0] "r"(q0), [q3] "r"(q3), [qs] "r"(qs) : "xmm13", "xmm14", "xmm15", "memory"
+/// One component step of the 6 x 2 tile after LOADS (the two panel rows into ymm13 and ymm14): rows 0-4, then row 5
+/// at (%[q3],%[qs],2).
 #define ALIGNER_SIX_ROW_STEP(LOADS)                                                                          \
-  __asm__(LOADS ALIGNER_SIX_ROW_FMAS("(%[q0])", "a00", "a01") ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs])", "a10", "a11")    \
-              ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs],2)", "a20", "a21") ALIGNER_SIX_ROW_FMAS("(%[q3])", "a30", "a31")   \
-                  ALIGNER_SIX_ROW_FMAS("(%[q3],%[qs])", "a40", "a41") ALIGNER_SIX_ROW_FMAS("(%[q3],%[qs],2)", "a50", "a51") \
-          : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),      \
-            [a30] "+x"(a30), [a31] "+x"(a31), [a40] "+x"(a40), [a41] "+x"(a41), [a50] "+x"(a50), [a51] "+x"(a51)       \
-          : [d] "r"(d), [ps] "r"(ps), [q0] "r"(q0), [q3] "r"(q3), [qs] "r"(qs)                                     \
-          : "xmm13", "xmm14", "xmm15", "memory")
+  __asm__(LOADS ALIGNER_FIVE_ROW_FMAS ALIGNER_SIX_ROW_FMAS("(%[q3],%[qs],2)", "a50", "a51")                        \
+          : ALIGNER_FIVE_ROW_ACCS, [a50] "+x"(a50), [a51] "+x"(a51) ALIGNER_ROW_STEP_INPUTS)
 /// The same for 5 query rows (10 accumulators).
-#define ALIGNER_FIVE_ROW_STEP(LOADS)                                                                         \
-  __asm__(LOADS ALIGNER_SIX_ROW_FMAS("(%[q0])", "a00", "a01") ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs])", "a10", "a11")    \
-              ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs],2)", "a20", "a21") ALIGNER_SIX_ROW_FMAS("(%[q3])", "a30", "a31")   \
-                  ALIGNER_SIX_ROW_FMAS("(%[q3],%[qs])", "a40", "a41")                                           \
-          : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),      \
-            [a30] "+x"(a30), [a31] "+x"(a31), [a40] "+x"(a40), [a41] "+x"(a41)                                     \
-          : [d] "r"(d), [ps] "r"(ps), [q0] "r"(q0), [q3] "r"(q3), [qs] "r"(qs)                                     \
-          : "xmm13", "xmm14", "xmm15", "memory")
+#define ALIGNER_FIVE_ROW_STEP(LOADS) __asm__(LOADS ALIGNER_FIVE_ROW_FMAS : ALIGNER_FIVE_ROW_ACCS ALIGNER_ROW_STEP_INPUTS)
 #define ALIGNER_ROWS_STEP(LOADS)       \
   if constexpr (R == 6)                \
     ALIGNER_SIX_ROW_STEP(LOADS);       \
@@ -441,7 +429,7 @@ ALIGNER_NOINLINE void six_row_tile(const unsigned char* panel, std::size_t panel
   const std::size_t ps = panel_stride, qs = q_stride * 4;
   const float* q0 = query_row0;
   const float* q3 = query_row0 + 3 * q_stride;
-  constexpr std::size_t row = six_row_load<St>::row_bytes;
+  constexpr std::size_t row = six_row_bytes<St>;
   auto step = [&]() ALIGNER_ALWAYS_INLINE_LAMBDA {
     if constexpr (St == storage::f32) {
       ALIGNER_ROWS_STEP("vmovaps (%[d]), %%ymm13\n\tvmovaps (%[d],%[ps]), %%ymm14\n\t");
@@ -482,6 +470,9 @@ ALIGNER_NOINLINE void six_row_tile(const unsigned char* panel, std::size_t panel
 #undef ALIGNER_ROWS_STEP
 #undef ALIGNER_FIVE_ROW_STEP
 #undef ALIGNER_SIX_ROW_STEP
+#undef ALIGNER_ROW_STEP_INPUTS
+#undef ALIGNER_FIVE_ROW_ACCS
+#undef ALIGNER_FIVE_ROW_FMAS
 #undef ALIGNER_SIX_ROW_FMAS
 
 }  // namespace detail
@@ -585,13 +576,13 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
   /// in the span order of the file comment.
   template <class Visit>
   void sweep(Visit&& visit) const {
-    if constexpr (six_row_tiles<Arch, St>) {
-      if (query_wide == nullptr)
-        return sweep_tiles<6, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit,
-                                            tile_panel_outer(block_panels * panel_bytes()));
-    }
-    sweep_tiles<block_rows, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit,
-                                          tile_panel_outer(block_panels * panel_bytes()));
+    auto go = [&]<std::size_t Rows>() {
+      sweep_tiles<Rows, block_panels>(panels, panel_total, panel_bytes(), span_bytes, query.rows, next, pf, visit,
+                                      tile_panel_outer(block_panels * panel_bytes()));
+    };
+    if constexpr (six_row_tiles<Arch, St>)
+      if (query_wide == nullptr) return go.template operator()<6>();  // blocks of 6 and 5 rows (for_each_row_block)
+    go.template operator()<block_rows>();
   }
 
  private:
