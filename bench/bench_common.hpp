@@ -101,13 +101,14 @@ inline std::vector<float> query(std::size_t n, std::size_t dim, std::uint64_t se
 }
 
 /// The kernel that scores storage `st` in this process (the benchmark's label): "amx-bf16", "avx512-bf16" (vdpbf16ps),
-/// "avx512-wide..." (the run-time AVX-512 tiles of 4- and 8-wide panels, wide.hpp), or the compiled architecture's vector
-/// tiles.
+/// "avx512-wide..." (the run-time AVX-512 tiles of 4- and 8-wide panels, wide.hpp), "avx2-wide4..." (its run-time AVX2
+/// tiles of 4-wide panels), or the compiled architecture's vector tiles.
 inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits = 0) {
   const std::string arch = aligner::default_arch::name();
   if (st != aligner::storage::residual && aligner::wide_runs(st) && !(st == aligner::storage::bf16 && aligner::kernel_info().amx_bf16) &&
       !(st == aligner::storage::i8 && (aligner::kernel_info().amx_int8 || aligner::i8_on_vnni())))
-    return std::string(st == aligner::storage::bf16 ? "avx512-bf16-wide" : "avx512-wide") + std::to_string(aligner::panel_width<>) +
+    return std::string(st == aligner::storage::bf16 ? "avx512-bf16-wide" : aligner::wide_avx2_runs(st) ? "avx2-wide" : "avx512-wide") +
+           std::to_string(aligner::panel_width<>) +
            (st == aligner::storage::f16 || st == aligner::storage::i8 ? "-widen" : "");
   switch (st) {
     case aligner::storage::bf16:
@@ -120,7 +121,9 @@ inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits 
       if (ALIGNER_HAVE_VNNI_VBMI && aligner::panel_width<> == 16 && residual_nbits <= 4) return "avx512-vnni-residual-decode";
       if (aligner::vnni_runs() && residual_nbits <= 4)
         return "avx512-vnni-wide" + std::to_string(aligner::panel_width<>) + "-residual-decode";
-      if (aligner::wide_runs(aligner::storage::f32)) return "avx512-wide" + std::to_string(aligner::panel_width<>) + "-residual-decode";
+      if (aligner::wide_runs(aligner::storage::f32))
+        return (aligner::wide_avx2_runs(aligner::storage::f32) ? "avx2-wide" : "avx512-wide") + std::to_string(aligner::panel_width<>) +
+               "-residual-decode";
       return aligner::bf16_rounds_query<> ? "avx512-bf16-residual-decode" : arch + "-residual-decode";
     case aligner::storage::i8:
       if (aligner::kernel_info().amx_int8) return "amx-int8";

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The run-time AVX-512 tiles of 4- and 8-wide panels (include/aligner/kernels/wide.hpp) in a portable build: the
+# The run-time AVX-512 tiles of 4- and 8-wide panels (include/aligner/kernels/wide.hpp) in a portable build, and its
+# AVX2 tiles of 4-wide panels on a CPU without AVX-512 (PORTABLE_FLAGS=""): the
 # rerank kernels (n=32, m=128, dim=128; Top-1, Top-4, Top-8, Top-p 1%) of f32, bf16, f16 and i8 and the exact token
 # search, measured in ROUNDS alternating invocations of
 #   - a portable build (PORTABLE_FLAGS, default -march=x86-64-v3: AVX2, 8-wide panels; "" for no -march: SSE2,
-#     4-wide panels) with ALIGNER_NO_AVX512=1: its own tiles;
-#   - the same binary with run-time AVX-512 (the default where the CPU has it);
+#     4-wide panels) with ALIGNER_NO_AVX512=1 ALIGNER_NO_AVX2=1: its own tiles;
+#   - the same binary with its run-time tiles (the default: AVX-512 where the CPU has it, else AVX2 at W = 4);
 #   - a native build (-march=native; on an AVX-512 CPU: 16-wide panels, AVX-512 at compile time).
-# Prints the median docs/s of each and the median per-round ratios: run-time AVX-512 against the build's own tiles,
+# Prints the median docs/s of each and the median per-round ratios: run-time tiles against the build's own tiles,
 # and against the native build.
 #
 #   [PORTABLE_FLAGS=...] bench/wide.sh [PORTABLE_BUILD_DIR] [NATIVE_BUILD_DIR] [ROUNDS] [CPU]
@@ -30,7 +31,7 @@ filter='^(hadamard_xsimd(_bf16|_f16|_i8)?/n:32/m:128/dim:128/k:(1|4|8|0)|exact_s
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for r in $(seq 1 "$rounds"); do
-  ALIGNER_NO_AVX512=1 taskset -c "$cpu" "$portable/bin/aligner_bench" --benchmark_filter="$filter" --benchmark_min_time=0.3 \
+  ALIGNER_NO_AVX512=1 ALIGNER_NO_AVX2=1 taskset -c "$cpu" "$portable/bin/aligner_bench" --benchmark_filter="$filter" --benchmark_min_time=0.3 \
     --benchmark_format=json 2>/dev/null >"$out/narrow.$r.json"
   taskset -c "$cpu" "$portable/bin/aligner_bench" --benchmark_filter="$filter" --benchmark_min_time=0.3 \
     --benchmark_format=json 2>/dev/null >"$out/wide.$r.json"
@@ -50,7 +51,7 @@ for kind in ("narrow", "wide", "native"):
                 labels[(kind, row["name"])] = row.get("label", "")
 names = sorted({n for _, n in runs}, key=lambda n: (n.split("/")[0], n))
 print(f"{rounds} rounds; median rate (docs/s for the rerank kernels, queries/s for the exact search of 32 query tokens); ratios are medians of per-round ratios")
-print("| benchmark | the build's own tiles (kernel) | run-time AVX-512 (kernel) | x own | native build (kernel) | share of native |")
+print("| benchmark | the build's own tiles (kernel) | run-time tiles (kernel) | x own | native build (kernel) | share of native |")
 print("|---|---|---|---|---|---|")
 def med(k): return statistics.median(runs[k])
 def ratio(a, b): return statistics.median(x / y for x, y in zip(runs[a], runs[b]))

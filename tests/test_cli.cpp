@@ -360,13 +360,17 @@ TEST_CASE("cli: kernels prints the library's kernel_info, and AMX off when ALIGN
   const auto k = run_cli("kernels");
   REQUIRE(k.status == 0);
   CHECK(k.out.find("compiled_arch=") == 0);
-  for (const char* key : {"panel_width=", "cpu=", "amx_bf16=", "avx512_wide=", "kernel_f32=", "kernel_bf16=", "kernel_f16=", "kernel_i8=",
+  for (const char* key : {"panel_width=", "cpu=", "amx_bf16=", "avx512_wide=", "avx2_wide=", "kernel_f32=", "kernel_bf16=", "kernel_f16=", "kernel_i8=",
                           "kernel_residual=", "kernel_token_search=", "tile_prefetch=", "tile_order="})
     CHECK(k.out.find(key) != std::string::npos);
   // The run-time AVX-512 tiles follow ALIGNER_NO_AVX512 in the tool's process as well.
   const auto no512 = run_cli("kernels", false, "ALIGNER_NO_AVX512=1");
   REQUIRE(no512.status == 0);
   CHECK(no512.out.find("avx512_wide=yes") == std::string::npos);
+  const auto no_wide = run_cli("kernels", false, "ALIGNER_NO_AVX512=1 ALIGNER_NO_AVX2=1");
+  REQUIRE(no_wide.status == 0);
+  CHECK(no_wide.out.find("avx2_wide=yes") == std::string::npos);
+  CHECK(no_wide.out.find("-wide panels") == std::string::npos);
   // The tool is a separate build (its own flags): compare what both say about AMX, which depends on the machine only.
   const bool amx = aligner::amx_bf16_usable();
   CHECK((k.out.find("amx_bf16=yes") != std::string::npos) == amx);
@@ -755,7 +759,8 @@ TEST_CASE("cli: index shows a bar per build stage that moves during the build", 
 
 TEST_CASE("cli: --backend faiss-ivf builds, saves and searches, --nlist and --ivf-nprobe need it", "[property]") {
   const auto help = run_cli("index --help");
-  if (help.out.find("faiss-ivf") == std::string::npos) {
+  const auto listed = help.out.find("--backend NAME");  // the line that lists this build's backends
+  if (listed == std::string::npos || help.out.substr(listed, help.out.find('\n', listed) - listed).find("faiss-ivf") == std::string::npos) {
     std::printf("SKIP: this build of the CLI has no FAISS\n");
     return;
   }

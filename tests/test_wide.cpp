@@ -21,11 +21,39 @@ using Catch::Matchers::WithinAbs;
 
 namespace wide_test {
 
-/// Restores the AVX-512 switch at scope exit.
+/// Restores the AVX-512 and AVX2 switches at scope exit.
 struct avx512_switch_guard {
   bool was = aligner::detail::avx512_switch().load() != 0;
-  ~avx512_switch_guard() { aligner::set_avx512_enabled(was); }
+  bool was2 = aligner::detail::avx2_switch().load() != 0;
+  ~avx512_switch_guard() {
+    aligner::set_avx512_enabled(was);
+    aligner::set_avx2_enabled(was2);
+  }
 };
+
+/// The build's own tiles: both run-time engines off.
+inline void wide_engines_off() {
+  aligner::set_avx512_enabled(false);
+  aligner::set_avx2_enabled(false);
+}
+
+/// Calls f(name) with each run-time engine of this build and CPU switched on alone: "avx512", and "avx2" where the
+/// panels are 4 wide (on a CPU with AVX-512 too, so that the AVX2 tiles are tested there as well); the switches are
+/// restored after. None where neither can run (the tests then print a note).
+template <class F>
+void for_each_wide_engine(F&& f) {
+  avx512_switch_guard guard;
+  if (ALIGNER_HAVE_WIDE && (aligner::panel_width<> == 4 || aligner::panel_width<> == 8) && aligner::avx512_unavailable_reason().empty()) {
+    aligner::set_avx512_enabled(true);
+    aligner::set_avx2_enabled(false);
+    f("avx512");
+  }
+  if (ALIGNER_HAVE_WIDE && aligner::panel_width<> == 4 && aligner::avx2_unavailable_reason().empty()) {
+    aligner::set_avx512_enabled(false);
+    aligner::set_avx2_enabled(true);
+    f("avx2");
+  }
+}
 
 /// The run-time VNNI tiles take the i8 store (and residual codes) where the CPU has AVX512-VNNI and VBMI; these
 /// tests are about the AVX-512 FMA tiles, so they turn them off (int8_vnni.hpp's tiles have tests of their own).
@@ -37,8 +65,9 @@ struct vnni_off_guard {
 
 bool wide_or_note(aligner::storage st = aligner::storage::f32) {
   if (aligner::wide_runs(st)) return true;
-  std::printf("note: run-time AVX-512 tiles (%s) not tested here: %s\n", aligner::to_string(st),
-              aligner::kernel_info().avx512_wide ? "the CPU has no AVX512-BF16" : aligner::kernel_info().avx512_wide_reason.c_str());
+  const auto info = aligner::kernel_info();
+  std::printf("note: run-time AVX-512 / AVX2 tiles (%s) not tested here: %s; %s\n", aligner::to_string(st),
+              info.avx512_wide ? "the CPU has no AVX512-BF16" : info.avx512_wide_reason.c_str(), info.avx2_wide_reason.c_str());
   return false;
 }
 
@@ -76,14 +105,23 @@ using namespace wide_test;
 
 TEST_CASE("wide: kernel_info and the switch", "[wide]") {
   const auto info = aligner::kernel_info();
-  std::printf("avx512_wide: %s\n", info.avx512_wide ? "yes" : info.avx512_wide_reason.c_str());
-  CHECK(info.avx512_wide == aligner::wide_runs(aligner::storage::f32));
+  std::printf("avx512_wide: %s\navx2_wide: %s\n", info.avx512_wide ? "yes" : info.avx512_wide_reason.c_str(),
+              info.avx2_wide ? "yes" : info.avx2_wide_reason.c_str());
+  CHECK((info.avx512_wide || info.avx2_wide) == aligner::wide_runs(aligner::storage::f32));
+  CHECK_FALSE((info.avx512_wide && info.avx2_wide));
+  CHECK(info.avx2_wide == aligner::wide_avx2_runs(aligner::storage::f32));
   CHECK_FALSE(aligner::wide_runs(aligner::storage::residual));
+  CHECK_FALSE(aligner::wide_avx2_runs(aligner::storage::bf16));  // no vdpbf16ps on the AVX2 tiles
   if (aligner::panel_width<> == 16) CHECK(info.avx512_wide_reason.find("panel width is 16") != std::string::npos);
+  if (aligner::panel_width<> != 4) {
+    CHECK_FALSE(info.avx2_wide);
+    CHECK(info.avx2_wide_reason.find("panel width is " + std::to_string(aligner::panel_width<>)) != std::string::npos);
+  }
   avx512_switch_guard guard;
-  aligner::set_avx512_enabled(false);
+  wide_engines_off();
   CHECK_FALSE(aligner::wide_runs(aligner::storage::f32));
   CHECK_FALSE(aligner::kernel_info().avx512_wide);
+  CHECK_FALSE(aligner::kernel_info().avx2_wide);
   CHECK(aligner::kernel_info().f32.find("-wide panels") == std::string::npos);
   if (info.avx512_wide) {
     CHECK(aligner::kernel_info().avx512_wide_reason.find("turned off") != std::string::npos);
@@ -91,6 +129,27 @@ TEST_CASE("wide: kernel_info and the switch", "[wide]") {
     CHECK(aligner::kernel_info().f32.find("AVX-512 FMA register tiles over " + std::to_string(aligner::panel_width<>) + "-wide panels") !=
           std::string::npos);
     CHECK(aligner::bf16_query_rounded() == (aligner::cpu().avx512_bf16 || aligner::bf16_on_amx()));
+    CHECK(aligner::kernel_info().avx2_wide_reason == (aligner::panel_width<> == 4 ? "the run-time AVX-512 tiles run"
+                                                                                   : "the build's panel width is 8 (the run-time AVX2 tiles take width 4)"));
+    aligner::set_avx512_enabled(false);
+  }
+  const bool avx2_here = ALIGNER_HAVE_WIDE && aligner::panel_width<> == 4 && aligner::avx2_unavailable_reason().empty();
+  if (avx2_here) {
+    CHECK(aligner::kernel_info().avx2_wide_reason.find("turned off") != std::string::npos);
+    aligner::set_avx2_enabled(true);  // AVX-512 off: the AVX2 tiles
+    const auto a2 = aligner::kernel_info();
+    CHECK(a2.avx2_wide);
+    CHECK_FALSE(a2.avx512_wide);
+    CHECK(aligner::wide_runs(aligner::storage::f32));
+    CHECK(aligner::wide_runs(aligner::storage::i8));
+    CHECK_FALSE(aligner::wide_runs(aligner::storage::bf16));
+    CHECK(a2.f32.find("AVX2 FMA register tiles of 6, 5 and 4 query rows x 2 panels over 4-wide panels") != std::string::npos);
+    CHECK(a2.f16.find("AVX2 FMA register tiles") != std::string::npos);
+    CHECK(a2.describe().find("\navx2_wide=yes\n") != std::string::npos);
+    CHECK(a2.bf16.find("AVX2") == std::string::npos);  // bf16 stays on the build's tiles
+  } else {
+    aligner::set_avx2_enabled(true);
+    CHECK_FALSE(aligner::kernel_info().avx2_wide);
   }
 }
 
@@ -126,13 +185,14 @@ TEST_CASE("wide: the expanded query forms follow their rule", "[wide]") {
 TEST_CASE("wide: row sums of every storage against the double reference and the build's own tiles", "[wide]") {
   if (!wide_or_note()) return;
   vnni_off_guard no_vnni;
-  avx512_switch_guard guard;
   const std::size_t W = aligner_test::W;
+  for_each_wide_engine([&](const char* engine) {
   for (aligner::storage st : row_storages) {
     if (!wide_scores(st)) {
-      std::printf("note: %s documents are not scored by the run-time AVX-512 tiles here\n", aligner::to_string(st));
+      std::printf("note: %s documents are not scored by the run-time %s tiles here\n", aligner::to_string(st), engine);
       continue;
     }
+    const bool avx512_on = aligner::detail::avx512_switch().load() != 0, avx2_on = aligner::detail::avx2_switch().load() != 0;
     for (std::size_t dim : {1u, 2u, 3u, 4u, 5u, 15u, 16u, 17u, 31u, 33u, 64u, 100u, 127u, 128u, 130u})
       for (std::size_t n : {1u, 3u, 4u, 5u, 9u})
         for (std::size_t m : {std::size_t(1), W - 1, W, W + 1, 3 * W, 4 * W + 1, 9 * W + 3}) {
@@ -147,14 +207,14 @@ TEST_CASE("wide: row sums of every storage against the double reference and the 
               const float* wp = weighted ? w.data() : nullptr;
               std::vector<double> sum(n), z(n), narrow(n), nz(n), rs(n), rz(n);
               aligner::rows_workspace ws;
-              aligner::set_avx512_enabled(true);
               aligner::aligned_row_sums({q.data(), n, dim}, st, packed.data(), m, budgets, wp, sum.data(), z.data(), ws);
-              aligner::set_avx512_enabled(false);
+              wide_engines_off();
               aligner::aligned_row_sums({q.data(), n, dim}, st, packed.data(), m, budgets, wp, narrow.data(), nz.data(), ws);
-              aligner::set_avx512_enabled(true);
+              aligner::set_avx512_enabled(avx512_on);
+              aligner::set_avx2_enabled(avx2_on);
               aligner::ref::aligned_row_sums({qv.data(), n, dim}, {dv.data(), m, dim}, k, wp, rs.data(), rz.data());
               for (std::size_t i = 0; i != n; ++i) {
-                INFO(aligner::to_string(st) << " dim " << dim << " n " << n << " m " << m << " k " << k << " weighted " << weighted << " row " << i);
+                INFO(engine << " " << aligner::to_string(st) << " dim " << dim << " n " << n << " m " << m << " k " << k << " weighted " << weighted << " row " << i);
                 const double tol = 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim));
                 REQUIRE_THAT(sum[i], WithinAbs(rs[i], tol));
                 REQUIRE_THAT(z[i], WithinAbs(rz[i], 1e-5 * std::max(1.0, rz[i])));
@@ -163,11 +223,14 @@ TEST_CASE("wide: row sums of every storage against the double reference and the 
             }
         }
   }
+  });
 }
 
 TEST_CASE("wide: several budgets, documents longer than a span, the next document prefetched", "[wide]") {
   if (!wide_or_note()) return;
   vnni_off_guard no_vnni;
+  for_each_wide_engine([&](const char* engine) {
+  INFO("engine " << engine);
   const std::size_t dim = 128, n = 7;
   for (aligner::storage st : row_storages) {
     if (!wide_scores(st)) continue;
@@ -194,11 +257,14 @@ TEST_CASE("wide: several budgets, documents longer than a span, the next documen
       }
     }
   }
+  });
 }
 
 TEST_CASE("wide: a prepared query scores as an unprepared one, and explain shows the kernel's values", "[wide]") {
   if (!wide_or_note()) return;
   vnni_off_guard no_vnni;
+  for_each_wide_engine([&](const char* engine) {
+  INFO("engine " << engine);
   const std::size_t dim = 33, n = 6, m = 41;
   const auto q = aligner_test::random_matrix(n, dim, 71), d = aligner_test::random_matrix(m, dim, 72);
   for (aligner::storage st : row_storages) {
@@ -234,11 +300,14 @@ TEST_CASE("wide: a prepared query scores as an unprepared one, and explain shows
       CHECK(double(best) == t1[i]);
     }
   }
+  });
 }
 
 TEST_CASE("wide: exact token search in f32 and bf16 against brute force", "[wide]") {
   if (!wide_or_note()) return;
   vnni_off_guard no_vnni;
+  for_each_wide_engine([&](const char* engine) {
+  INFO("engine " << engine);
   for (aligner::storage st : {aligner::storage::f32, aligner::storage::bf16}) {
     if (!wide_scores(st)) continue;
     for (std::size_t dim : {3u, 17u, 64u}) {
@@ -268,4 +337,59 @@ TEST_CASE("wide: exact token search in f32 and bf16 against brute force", "[wide
       }
     }
   }
+  });
+}
+
+TEST_CASE("wide: the AVX2 tiles' arithmetic, bit for bit", "[wide]") {
+  // Each entry of S on the AVX2 tiles of 4-wide panels: the even components summed in order by fused multiply-adds
+  // in float, the odd ones likewise (an odd dimension's last half adds 0 x 0 to the odd sum), the two added, then
+  // times the i8 token's scale. Written out here with std::fma against packed_similarity_rows.
+  if (aligner::panel_width<> != 4 || !ALIGNER_HAVE_WIDE || !aligner::avx2_unavailable_reason().empty()) {
+    std::printf("note: the AVX2 tiles of 4-wide panels do not run here (panel width %zu; %s)\n", aligner::panel_width<>,
+                aligner::avx2_unavailable_reason().c_str());
+    return;
+  }
+  vnni_off_guard no_vnni;
+  avx512_switch_guard guard;
+  aligner::set_avx512_enabled(false);
+  aligner::set_avx2_enabled(true);
+  REQUIRE(aligner::wide_avx2_runs(aligner::storage::f32));
+  for (aligner::storage st : {aligner::storage::f32, aligner::storage::f16, aligner::storage::i8})
+    for (std::size_t dim : {1u, 2u, 3u, 7u, 8u, 33u, 100u, 128u})
+      for (std::size_t n : {1u, 2u, 3u, 4u, 5u, 6u, 9u})
+        for (std::size_t m : {1u, 3u, 4u, 7u, 8u, 13u, 17u, 40u}) {
+          const auto q = aligner_test::random_matrix(n, dim, 300 + dim + n), d = aligner_test::random_matrix(m, dim, 400 + m * 3 + dim);
+          const auto packed = pack_w8(st, d, m, dim);
+          const std::size_t stride = aligner::panel_count(m) * 4;
+          std::vector<float> s(n * stride);
+          aligner::packed_similarity_rows({q.data(), n, dim}, st, packed.data(), m, s.data(), stride);
+          for (std::size_t i = 0; i != n; ++i)
+            for (std::size_t j = 0; j != m; ++j) {
+              // the panel's values as the tile widens them, before the i8 scale
+              float even = 0.f, odd = 0.f, scale = 1.f;
+              const std::size_t panel = j / 4, lane = j % 4;
+              const std::size_t panel_bytes = st == aligner::storage::f32 ? dim * 16 : st == aligner::storage::f16 ? dim * 8 : 16 + dim * 4;
+              const auto* base = reinterpret_cast<const unsigned char*>(packed.data()) + panel * panel_bytes;
+              if (st == aligner::storage::i8) std::memcpy(&scale, base + lane * 4, 4);
+              const unsigned char* rows = base + (st == aligner::storage::i8 ? 16 : 0);
+              for (std::size_t c = 0; c != dim; ++c) {
+                float x;
+                if (st == aligner::storage::f32) std::memcpy(&x, rows + (c * 4 + lane) * 4, 4);
+                else if (st == aligner::storage::f16) {
+                  std::uint16_t h;
+                  std::memcpy(&h, rows + (c * 4 + lane) * 2, 2);
+                  x = aligner::from_f16(h);
+                } else {
+                  x = float(static_cast<std::int8_t>(rows[c * 4 + lane]));
+                }
+                float& acc = c % 2 ? odd : even;
+                acc = std::fma(q[i * dim + c], x, acc);
+              }
+              if (dim % 2) odd = std::fma(0.f, 0.f, odd);
+              float want = even + odd;
+              if (st == aligner::storage::i8) want *= scale;
+              INFO(aligner::to_string(st) << " dim " << dim << " n " << n << " m " << m << " row " << i << " token " << j);
+              REQUIRE(s[i * stride + j] == want);
+            }
+        }
 }

@@ -23,12 +23,12 @@ import os
 from typing import Any, Callable, Iterable, Optional
 
 from . import _aligner
-from ._aligner import (SearchResult, backends, kernel_info, paper_grid, set_amx_enabled, set_avx512_enabled,  # noqa: F401
-                       set_vnni_enabled, token_idf)
+from ._aligner import (SearchResult, backends, kernel_info, paper_grid, set_amx_enabled, set_avx2_enabled,  # noqa: F401
+                       set_avx512_enabled, set_vnni_enabled, token_idf)
 
 __all__ = [
-    "Retriever", "SearchResult", "backends", "kernel_info", "set_amx_enabled", "set_avx512_enabled", "set_vnni_enabled", "score",
-    "score_batch", "solve_gate", "gate_budget",
+    "Retriever", "SearchResult", "backends", "kernel_info", "set_amx_enabled", "set_avx512_enabled", "set_avx2_enabled",
+    "set_vnni_enabled", "score", "score_batch", "solve_gate", "gate_budget",
     "salience", "prune", "prune_keep_count", "strategy_name", "ndcg_at", "mrr_at", "recall_at", "map_at",
     "mean_average_precision", "precision_at", "load_collection", "load_qrels", "load_run", "save_run",
     "load_beir_jsonl", "load_npy", "run_from_results", "load_salience_heads",

@@ -265,10 +265,11 @@ PYBIND11_MODULE(_aligner, m) {
     return py::make_tuple(reinterpret_cast<std::uintptr_t>(a.data()), a.copied);
   }, py::arg("array"));
   m.def("kernel_info", [] { return aligner::kernel_info().describe(); });
-  // The run-time switches of core/cpu.hpp (also ALIGNER_NO_AMX / ALIGNER_NO_AVX512 in the environment); True or
+  // The run-time switches of core/cpu.hpp (also ALIGNER_NO_AMX / ALIGNER_NO_AVX512 / ALIGNER_NO_AVX2 in the environment); True or
   // False only, so that a stray 0 / "no" is a TypeError rather than a silent choice.
   m.def("set_amx_enabled", [](bool on) { aligner::set_amx_enabled(on); }, py::arg("on").noconvert());
   m.def("set_avx512_enabled", [](bool on) { aligner::set_avx512_enabled(on); }, py::arg("on").noconvert());
+  m.def("set_avx2_enabled", [](bool on) { aligner::set_avx2_enabled(on); }, py::arg("on").noconvert());
   m.def("set_vnni_enabled", [](bool on) { aligner::set_vnni_enabled(on); }, py::arg("on").noconvert());
 
   bind_codec(m);

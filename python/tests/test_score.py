@@ -200,16 +200,19 @@ def test_kernel_switches_turn_the_run_time_kernels_off_and_on():
     d = np.random.default_rng(4).standard_normal((40, 32)).astype(np.float32)
     before = aligner.kernel_info()
     avx512_was_on = "set_avx512_enabled(false)" not in before  # (ALIGNER_NO_AVX512 / ALIGNER_NO_AMX may be set)
+    avx2_was_on = "set_avx2_enabled(false)" not in before
     amx_was_on = "set_amx_enabled(false)" not in before
     try:
         aligner.set_avx512_enabled(False)
+        aligner.set_avx2_enabled(False)
         aligner.set_amx_enabled(False)
         off = aligner.kernel_info()
-        assert "avx512_wide=no" in off
+        assert "avx512_wide=no" in off and "avx2_wide=no" in off
         assert "tdpbf16ps tiles" not in off and "tdpbssd tiles" not in off
         s_off = aligner.score(q, d)
     finally:
         aligner.set_avx512_enabled(avx512_was_on)
+        aligner.set_avx2_enabled(avx2_was_on)
         aligner.set_amx_enabled(amx_was_on)
     assert aligner.kernel_info() == before
     assert aligner.score(q, d) == pytest.approx(s_off, rel=1e-5)

@@ -11,7 +11,9 @@
  *  `ALIGNER_NO_AMX=1` in the environment, or `set_amx_enabled(false)`, keeps AMX off (tests compare both paths).
  *  AVX-512 is the same for a build of 4- or 8-wide panels (no -march, or -march=x86-64-v3): `avx512_usable()` says whether the tiles of
  *  kernels/wide.hpp, compiled for AVX-512 by target attributes, may run; `ALIGNER_NO_AVX512=1` or
- *  `set_avx512_enabled(false)` keeps them off. */
+ *  `set_avx512_enabled(false)` keeps them off. A build of 4-wide panels on a CPU with AVX2 but not AVX-512 scores
+ *  float, f16 and i8 panels with the same file's AVX2 tiles instead: `avx2_usable()`, `ALIGNER_NO_AVX2=1`,
+ *  `set_avx2_enabled(false)`. */
 #pragma once
 
 #include <atomic>
@@ -162,6 +164,11 @@ inline std::atomic<int>& avx512_switch() noexcept {
   return on;
 }
 
+inline std::atomic<int>& avx2_switch() noexcept {
+  static std::atomic<int> on{switch_from_env("ALIGNER_NO_AVX2")};  // 1: allowed, 0: turned off
+  return on;
+}
+
 inline std::atomic<int>& vnni_switch() noexcept {
   static std::atomic<int> on{switch_from_env("ALIGNER_NO_VNNI")};  // 1: allowed, 0: turned off
   return on;
@@ -209,6 +216,29 @@ inline void set_avx512_enabled(bool on) noexcept { detail::avx512_switch().store
 /// include AVX-512 runs it everywhere regardless: this governs the run-time engines only.)
 inline bool avx512_usable() {
   return detail::avx512_switch().load(std::memory_order_relaxed) != 0 && avx512_unavailable_reason().empty();
+}
+
+/// Why the run-time AVX2 engine of 4-wide panels (wide.hpp: a portable build's panels on a CPU with AVX2 but no
+/// AVX-512) cannot run: "" when it can, else the first reason. It needs AVX2, FMA and F16C, and the OS's AVX state.
+inline const std::string& avx2_unavailable_reason() {
+  static const std::string reason = [] {
+    const cpu_features& f = cpu();
+    if (!ALIGNER_X86_64_ASM) return std::string("run-time AVX2 not compiled (needs x86-64 with GCC or Clang)");
+    if (!(f.avx2 && f.fma && f.f16c)) return std::string("the CPU has no AVX2 with FMA and F16C");
+    if (!f.os_avx) return std::string("the operating system does not enable the AVX state (XCR0)");
+    return std::string();
+  }();
+  return reason;
+}
+
+/// Turns the run-time AVX2 engine of 4-wide panels off (false) or back on (true, where usable). Process-wide, for
+/// tests and comparisons, as set_avx512_enabled.
+inline void set_avx2_enabled(bool on) noexcept { detail::avx2_switch().store(on ? 1 : 0, std::memory_order_relaxed); }
+
+/// True when code compiled for AVX2 + FMA + F16C (`__attribute__((target(...)))`) may run now: the CPU and the OS
+/// have them and neither ALIGNER_NO_AVX2 nor set_avx2_enabled(false) turned it off.
+inline bool avx2_usable() {
+  return detail::avx2_switch().load(std::memory_order_relaxed) != 0 && avx2_unavailable_reason().empty();
 }
 
 /// As avx512_usable, with AVX512-BF16's vdpbf16ps as well.

@@ -44,6 +44,7 @@ using backend_settings = graph_settings;
 /// Throws aligner::invalid_argument naming `name` when this build has no such backend.
 template <class Fn>
 decltype(auto) with_backend(std::string_view name, std::size_t dim, Fn&& fn, graph_settings graph = {}) {
+  (void)graph;  // a build without FAISS and hnswlib has no graph to set
   if (name == "exact") return fn(exact_backend(dim));
   if (name == "exact-bf16") return fn(exact_backend(dim, storage::bf16));  // AMX-BF16 where the CPU has it
   if (name == "exact-i8") return fn(exact_backend(dim, storage::i8));      // AMX-INT8 or AVX512-VNNI where the CPU has them

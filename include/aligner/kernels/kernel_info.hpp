@@ -26,6 +26,8 @@ struct kernel_report {
   std::string amx_int8_reason;  ///< why not, when !amx_int8
   bool avx512_wide = false;    ///< the run-time AVX-512 tiles of 4- and 8-wide panels (wide.hpp) score f32/f16/i8 panels now
   std::string avx512_wide_reason;  ///< why not, when !avx512_wide
+  bool avx2_wide = false;      ///< the run-time AVX2 tiles of 4-wide panels (wide.hpp) score f32/f16/i8 panels now
+  std::string avx2_wide_reason;  ///< why not, when !avx2_wide
   std::string f32, bf16, f16, i8, residual, token_search;
   std::string prefetch;  ///< where the vector tiles prefetch the next panels (tile_prefetch_to_l2)
   std::string order;     ///< the vector tiles' sweep order (tile_panel_outer)
@@ -41,6 +43,7 @@ struct kernel_report {
     line("amx_bf16", amx_bf16 ? yes : "no (" + amx_reason + ")");
     line("amx_int8", amx_int8 ? yes : "no (" + amx_int8_reason + ")");
     line("avx512_wide", avx512_wide ? "yes" : "no (" + avx512_wide_reason + ")");
+    line("avx2_wide", avx2_wide ? "yes" : "no (" + avx2_wide_reason + ")");
     line("kernel_f32", f32);
     line("kernel_bf16", bf16);
     line("kernel_f16", f16);
@@ -71,7 +74,8 @@ kernel_report kernel_info() {
   if (!r.amx_bf16) r.amx_reason = why_not(amx_bf16_unavailable_reason());
   r.amx_int8 = fits && amx_int8_usable();
   if (!r.amx_int8) r.amx_int8_reason = why_not(amx_int8_unavailable_reason());
-  r.avx512_wide = wide_runs<Arch>(storage::f32);
+  r.avx2_wide = wide_avx2_runs<Arch>(storage::f32);
+  r.avx512_wide = wide_runs<Arch>(storage::f32) && !r.avx2_wide;
   if (!r.avx512_wide) {
     if (!ALIGNER_HAVE_WIDE) r.avx512_wide_reason = "not compiled (needs x86-64 with GCC or Clang)";
     else if (panel_width<Arch> != 8 && panel_width<Arch> != 4)
@@ -80,11 +84,21 @@ kernel_report kernel_info() {
     else if (!avx512_unavailable_reason().empty()) r.avx512_wide_reason = avx512_unavailable_reason();
     else r.avx512_wide_reason = "turned off (ALIGNER_NO_AVX512 or set_avx512_enabled(false))";
   }
+  if (!r.avx2_wide) {
+    if (!ALIGNER_HAVE_WIDE) r.avx2_wide_reason = "not compiled (needs x86-64 with GCC or Clang)";
+    else if (panel_width<Arch> != 4)
+      r.avx2_wide_reason = "the build's panel width is " + std::to_string(panel_width<Arch>) + " (the run-time AVX2 tiles take width 4)";
+    else if (r.avx512_wide) r.avx2_wide_reason = "the run-time AVX-512 tiles run";
+    else if (!avx2_unavailable_reason().empty()) r.avx2_wide_reason = avx2_unavailable_reason();
+    else r.avx2_wide_reason = "turned off (ALIGNER_NO_AVX2 or set_avx2_enabled(false))";
+  }
   const std::string wide_panels = std::to_string(panel_width<Arch>) + "-wide panels";
   const std::string build_vec = std::string(Arch::name()) + " FMA register tiles" +
                                 (six_row_tiles<Arch, storage::f32> ? " of 6 query rows x 2 panels" : "") + " (compile time)";
   const std::string vec = r.avx512_wide ? "AVX-512 FMA register tiles over " + wide_panels + ", " + std::to_string(wide_group(panel_width<Arch>)) +
                                               " components a 512-bit step (run time: the CPU and OS have AVX-512)"
+                          : r.avx2_wide ? "AVX2 FMA register tiles of 6, 5 and 4 query rows x 2 panels over " + wide_panels +
+                                              ", 2 components a 256-bit step (run time: the CPU and OS have AVX2, FMA and F16C, not AVX-512)"
                                         : build_vec;
   r.f32 = vec;
   const std::string amx_why = amx_emulated ? "(a test build: the tile instructions run on the software model of amx_emulator.hpp)"

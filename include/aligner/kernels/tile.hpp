@@ -378,43 +378,56 @@ inline constexpr bool six_row_tiles = ALIGNER_HAVE_SIX_ROW_TILE && panel_width<A
 #endif
     ;
 
-#if ALIGNER_HAVE_SIX_ROW_TILE
+#if ALIGNER_HAVE_SIX_ROW_TILE || (ALIGNER_HAVE_WIDE && !defined(ALIGNER_DISABLE_SIX_ROW_TILE))
 namespace detail {
 
 /// Bytes of one component row of an 8-wide panel of St (the assembly loads it from (%[d]) into ymm13 and the next
-/// panel's from (%[d],%[ps]) into ymm14, widened to float): 8 floats, halves or bytes.
+/// panel's from (%[d],%[ps]) into ymm14, widened to float): 8 floats, halves or bytes. Also one half-step (two
+/// component rows) of a 4-wide panel (six_row_tile_wide).
 template <storage St>
 inline constexpr std::size_t six_row_bytes = St == storage::f32 ? 32 : St == storage::f16 ? 16 : 8;
 
-/// Query row r's component (broadcast to ymm15) times both panel rows (ymm13, ymm14), into accumulators a<r>0 and
-/// a<r>1. The three registers are fixed (clobbered) rather than operands: 12 accumulators in and out are 24 of an
-/// asm statement's 30 operands.
-#define ALIGNER_SIX_ROW_FMAS(Q, A0, A1)                                                                      \
-  "vbroadcastss " Q ", %%ymm15\n\tvfmadd231ps %%ymm13, %%ymm15, %[" A0 "]\n\tvfmadd231ps %%ymm14, %%ymm15, %[" A1 "]\n\t"
+/// Query row r's 8 floats for this step into ymm15 by QOP ("vbroadcastss": one component, to every lane;
+/// "vmovups": the AVX2 engine's expanded half-row, wide.hpp), times both panel rows (ymm13, ymm14), into accumulators
+/// a<r>0 and a<r>1. The three registers are fixed (clobbered) rather than operands: 12 accumulators in and out are 24
+/// of an asm statement's 30 operands.
+#define ALIGNER_SIX_ROW_FMAS(QOP, Q, A0, A1)                                                                 \
+  QOP " " Q ", %%ymm15\n\tvfmadd231ps %%ymm13, %%ymm15, %[" A0 "]\n\tvfmadd231ps %%ymm14, %%ymm15, %[" A1 "]\n\t"
 /// Query rows 0-4: rows 0-2 at (%[q0]), (%[q0],%[qs]), (%[q0],%[qs],2), rows 3-4 at (%[q3]), (%[q3],%[qs]); and
 /// their 10 accumulators as asm operands.
-#define ALIGNER_FIVE_ROW_FMAS                                                                                \
-  ALIGNER_SIX_ROW_FMAS("(%[q0])", "a00", "a01") ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs])", "a10", "a11")               \
-  ALIGNER_SIX_ROW_FMAS("(%[q0],%[qs],2)", "a20", "a21") ALIGNER_SIX_ROW_FMAS("(%[q3])", "a30", "a31")             \
-  ALIGNER_SIX_ROW_FMAS("(%[q3],%[qs])", "a40", "a41")
+#define ALIGNER_FIVE_ROW_FMAS(QOP)                                                                           \
+  ALIGNER_SIX_ROW_FMAS(QOP, "(%[q0])", "a00", "a01") ALIGNER_SIX_ROW_FMAS(QOP, "(%[q0],%[qs])", "a10", "a11")     \
+  ALIGNER_SIX_ROW_FMAS(QOP, "(%[q0],%[qs],2)", "a20", "a21") ALIGNER_SIX_ROW_FMAS(QOP, "(%[q3])", "a30", "a31")   \
+  ALIGNER_SIX_ROW_FMAS(QOP, "(%[q3],%[qs])", "a40", "a41")
 #define ALIGNER_FIVE_ROW_ACCS                                                                                \
   [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),              \
       [a30] "+x"(a30), [a31] "+x"(a31), [a40] "+x"(a40), [a41] "+x"(a41)
 #define ALIGNER_ROW_STEP_INPUTS                                                                              \
   : [d] "r"(d), [ps] "r"(ps), [q0] "r"(q0), [q3] "r"(q3), [qs] "r"(qs) : "xmm13", "xmm14", "xmm15", "memory"
-/// One component step of the 6 x 2 tile after LOADS (the two panel rows into ymm13 and ymm14): rows 0-4, then row 5
-/// at (%[q3],%[qs],2).
-#define ALIGNER_SIX_ROW_STEP(LOADS)                                                                          \
-  __asm__(LOADS ALIGNER_FIVE_ROW_FMAS ALIGNER_SIX_ROW_FMAS("(%[q3],%[qs],2)", "a50", "a51")                        \
+/// One step of the 6 x 2 tile after LOADS (the two panel rows into ymm13 and ymm14): rows 0-4, then row 5 at
+/// (%[q3],%[qs],2).
+#define ALIGNER_SIX_ROW_STEP(QOP, LOADS)                                                                     \
+  __asm__(LOADS ALIGNER_FIVE_ROW_FMAS(QOP) ALIGNER_SIX_ROW_FMAS(QOP, "(%[q3],%[qs],2)", "a50", "a51")              \
           : ALIGNER_FIVE_ROW_ACCS, [a50] "+x"(a50), [a51] "+x"(a51) ALIGNER_ROW_STEP_INPUTS)
 /// The same for 5 query rows (10 accumulators).
-#define ALIGNER_FIVE_ROW_STEP(LOADS) __asm__(LOADS ALIGNER_FIVE_ROW_FMAS : ALIGNER_FIVE_ROW_ACCS ALIGNER_ROW_STEP_INPUTS)
-#define ALIGNER_ROWS_STEP(LOADS)       \
+#define ALIGNER_FIVE_ROW_STEP(QOP, LOADS) __asm__(LOADS ALIGNER_FIVE_ROW_FMAS(QOP) : ALIGNER_FIVE_ROW_ACCS ALIGNER_ROW_STEP_INPUTS)
+#define ALIGNER_ROWS_STEP(QOP, LOADS)  \
   if constexpr (R == 6)                \
-    ALIGNER_SIX_ROW_STEP(LOADS);       \
+    ALIGNER_SIX_ROW_STEP(QOP, LOADS);  \
   else                                 \
-    ALIGNER_FIVE_ROW_STEP(LOADS)
+    ALIGNER_FIVE_ROW_STEP(QOP, LOADS)
+/// The panel rows' loads of one step of storage St into ymm13 and ymm14, widened to float.
+#define ALIGNER_ROWS_STEP_OF(QOP)                                                                            \
+  if constexpr (St == storage::f32) {                                                                        \
+    ALIGNER_ROWS_STEP(QOP, "vmovups (%[d]), %%ymm13\n\tvmovups (%[d],%[ps]), %%ymm14\n\t");                     \
+  } else if constexpr (St == storage::f16) {                                                                 \
+    ALIGNER_ROWS_STEP(QOP, "vcvtph2ps (%[d]), %%ymm13\n\tvcvtph2ps (%[d],%[ps]), %%ymm14\n\t");                 \
+  } else {                                                                                                   \
+    ALIGNER_ROWS_STEP(QOP, "vpmovsxbd (%[d]), %%ymm13\n\tvpmovsxbd (%[d],%[ps]), %%ymm14\n\t"                   \
+                           "vcvtdq2ps %%ymm13, %%ymm13\n\tvcvtdq2ps %%ymm14, %%ymm14\n\t");                      \
+  }
 
+#if ALIGNER_HAVE_SIX_ROW_TILE
 /// S tile of R = 5 or 6 query rows (row r at q0 + r * q_stride floats) x 2 panels of 8 lanes (at panel, panel +
 /// panel_stride bytes; component rows from `data`, the panel's header first for i8) over dim components, into out (R x
 /// 2 batches of 8 floats, row-major), with the per-token scale of i8 applied. The arithmetic is tile_engine::tile_rows's:
@@ -431,14 +444,7 @@ ALIGNER_NOINLINE void six_row_tile(const unsigned char* panel, std::size_t panel
   const float* q3 = query_row0 + 3 * q_stride;
   constexpr std::size_t row = six_row_bytes<St>;
   auto step = [&]() ALIGNER_ALWAYS_INLINE_LAMBDA {
-    if constexpr (St == storage::f32) {
-      ALIGNER_ROWS_STEP("vmovaps (%[d]), %%ymm13\n\tvmovaps (%[d],%[ps]), %%ymm14\n\t");
-    } else if constexpr (St == storage::f16) {
-      ALIGNER_ROWS_STEP("vcvtph2ps (%[d]), %%ymm13\n\tvcvtph2ps (%[d],%[ps]), %%ymm14\n\t");
-    } else {
-      ALIGNER_ROWS_STEP("vpmovsxbd (%[d]), %%ymm13\n\tvpmovsxbd (%[d],%[ps]), %%ymm14\n\t"
-                        "vcvtdq2ps %%ymm13, %%ymm13\n\tvcvtdq2ps %%ymm14, %%ymm14\n\t");
-    }
+    ALIGNER_ROWS_STEP_OF("vbroadcastss")
     d += row, ++q0, ++q3;
   };
   std::size_t c = 0;
@@ -467,6 +473,56 @@ ALIGNER_NOINLINE void six_row_tile(const unsigned char* panel, std::size_t panel
   for (std::size_t k = 0; k != 2 * R; ++k) _mm256_storeu_ps(out + 8 * k, acc[k]);
 }
 
+#endif
+
+#if ALIGNER_HAVE_WIDE && !defined(ALIGNER_DISABLE_SIX_ROW_TILE)
+/// The AVX2 engine's 6 x 2 and 5 x 2 tiles of 4-wide panels (wide.hpp; a portable build on a CPU with AVX2 but no
+/// usable AVX-512): six_row_tile's body with the query's expanded half-row (query_to_wide at W = 4: components 2h and
+/// 2h + 1 in 4 lanes each; row r at q + r * q_row words) loaded whole instead of broadcast, one half-step (two
+/// component rows of both panels) a step, and an odd dimension's last component row added with intrinsics. The
+/// arithmetic is wide_avx2_tile_rows's: lanes 0-3 the even components, 4-7 the odd ones, in order by FMA; the halves
+/// added at the end, then the i8 scale. out: R x 2 entries of 4 floats, row-major.
+template <storage St, std::size_t R, bool L2>
+ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_AVX2 void six_row_tile_wide(const unsigned char* panel, std::size_t panel_stride, std::size_t dim,
+                                                                  const std::uint32_t* q, std::size_t q_row, prefetch_slice<L2> slice,
+                                                                  float* out) noexcept {
+  static_assert(R == 5 || R == 6, "tiles of 5 or 6 rows");
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00, a40 = a00,
+         a41 = a00, a50 = a00, a51 = a00;
+  const unsigned char* d = panel + storage_traits<St>::header_words(4) * 4;
+  const std::size_t ps = panel_stride, qs = q_row * 4;
+  const float* q0 = reinterpret_cast<const float*>(q);
+  const float* q3 = q0 + 3 * q_row;
+  constexpr std::size_t row = six_row_bytes<St>;
+  const std::size_t halves = dim / 2;
+  for (std::size_t h = 0; h != halves; ++h) {
+    if (h % 2 == 0) slice.tick();
+    ALIGNER_ROWS_STEP_OF("vmovups")
+    d += row, q0 += 8, q3 += 8;
+  }
+  if (dim % 2) {  // the last component row alone: 4 values of each panel, the upper lanes 0 (the query's are 0 too)
+    const unsigned char* rows = panel + storage_traits<St>::header_words(4) * 4;
+    const __m256 d0 = wide_avx2_load<St>(rows, halves, true), d1 = wide_avx2_load<St>(rows + ps, halves, true);
+    wide_avx2_fma2(q0, d0, d1, a00, a01);
+    wide_avx2_fma2(q0 + q_row, d0, d1, a10, a11);
+    wide_avx2_fma2(q0 + 2 * q_row, d0, d1, a20, a21);
+    wide_avx2_fma2(q3, d0, d1, a30, a31);
+    wide_avx2_fma2(q3 + q_row, d0, d1, a40, a41);
+    if constexpr (R == 6) wide_avx2_fma2(q3 + 2 * q_row, d0, d1, a50, a51);
+  }
+  slice.rest();
+  const __m256 acc[12] = {a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51};
+  for (std::size_t k = 0; k != 2 * R; ++k) {
+    const __m128 sum = _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
+    if constexpr (St == storage::i8)  // the per-token scales: the panel's header
+      _mm_storeu_ps(out + 4 * k, _mm_mul_ps(sum, _mm_loadu_ps(reinterpret_cast<const float*>(panel + (k % 2) * panel_stride))));
+    else
+      _mm_storeu_ps(out + 4 * k, sum);
+  }
+}
+#endif
+
+#undef ALIGNER_ROWS_STEP_OF
 #undef ALIGNER_ROWS_STEP
 #undef ALIGNER_FIVE_ROW_STEP
 #undef ALIGNER_SIX_ROW_STEP
@@ -509,12 +565,16 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
   matrix_view<float> query;
   const std::uint32_t* query_bf16 = nullptr;
   prefetch_hint next{};
-  const std::uint32_t* query_wide = nullptr;  ///< the expanded query where the run-time AVX-512 tiles run, else null
+  const std::uint32_t* query_wide = nullptr;  ///< the expanded query where the run-time AVX-512 or AVX2 tiles run, else null
 
   tile_engine(const void* panels_, std::size_t doc_rows_, matrix_view<float> query_, const std::uint32_t* query_bf16_ = nullptr,
               prefetch_hint next_ = {}, const std::uint32_t* query_wide_ = nullptr) noexcept
       : panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)), query(query_),
-        query_bf16(query_bf16_), next(next_), query_wide(query_wide_) {}
+        query_bf16(query_bf16_), next(next_), query_wide(query_wide_) {
+#if ALIGNER_HAVE_WIDE
+    if constexpr (width == 4 && !traits::pairs) wide_avx2_ = query_wide_ != nullptr && !avx512_usable();
+#endif
+  }
 
   std::size_t panel_bytes() const noexcept { return traits::panel_words(dim, width) * 4; }
 
@@ -536,8 +596,39 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
     }
 #endif
 #if ALIGNER_HAVE_WIDE
+    if constexpr (width == 4 && V <= 2 && !traits::pairs) {
+      // The run-time AVX2 tiles of 4-wide panels (wide.hpp): 4 x 2 and smaller in intrinsics, 6 x 2 and 5 x 2 in
+      // assembly (sweep's row blocks of 6 and 5 where they run); V > 2: two of them below.
+      if (query_wide != nullptr && wide_avx2_) {
+        const std::size_t stride = panel_bytes(), q_row = wide_query_words(1, dim, width);
+        const auto* base = static_cast<const unsigned char*>(panels) + p0 * stride;
+        float* out = reinterpret_cast<float*>(&acc[0][0]);
+        pf.with_slice([&](auto slice) {
+#if !defined(ALIGNER_DISABLE_SIX_ROW_TILE)
+          if constexpr (R > 4 && V == 2)
+            detail::six_row_tile_wide<St, R>(base, stride, dim, query_wide + i0 * q_row, q_row, slice, out);
+          else
+#endif
+            detail::wide_avx2_tile_rows<St, R, V>(base, stride, dim, query_wide + i0 * q_row, q_row, slice, out);
+        });
+        return;
+      }
+    }
+    if constexpr (width == 4 && R > 4) {  // only the AVX2 tiles take blocks of 5 and 6 rows at W = 4 (sweep)
+      if constexpr (V > 2) {
+        batch a[R][2], b[R][V - 2];
+        tile<R, 2>(i0, p0, a);
+        pf.at = pf.stop;
+        tile<R, V - 2>(i0, p0 + 2, b);
+        for (std::size_t r = 0; r != R; ++r) {
+          acc[r][0] = a[r][0], acc[r][1] = a[r][1];
+          for (std::size_t v = 2; v != V; ++v) acc[r][v] = b[r][v - 2];
+        }
+      }
+      return;
+    }
     if constexpr ((width == 8 || width == 4) && R <= 4) {
-      if (query_wide != nullptr) {  // the run-time AVX-512 tiles (wide.hpp): G = 16 / W rows a 64-byte step
+      if (query_wide != nullptr && !wide_avx2_) {  // the run-time AVX-512 tiles (wide.hpp): G = 16 / W rows a 64-byte step
         float* out = reinterpret_cast<float*>(&acc[0][0]);  // R x V batches of W floats, contiguous
         if constexpr (traits::pairs) {
           const std::size_t words = traits::panel_words(dim, width), q_row = wide_bf16_query_words(1, dim, width);
@@ -582,11 +673,16 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
     };
     if constexpr (six_row_tiles<Arch, St>)
       if (query_wide == nullptr) return go.template operator()<6>();  // blocks of 6 and 5 rows (for_each_row_block)
+#if ALIGNER_HAVE_WIDE && !defined(ALIGNER_DISABLE_SIX_ROW_TILE)
+    if constexpr (width == 4 && !traits::pairs)
+      if (wide_avx2_) return go.template operator()<6>();  // the AVX2 tiles of 4-wide panels: the same row blocks
+#endif
     go.template operator()<block_rows>();
   }
 
  private:
   tile_prefetch pf;
+  bool wide_avx2_ = false;  ///< query_wide is for the AVX2 tiles of 4-wide panels (wide_avx2_runs), not the AVX-512 ones
 
   /// Storages whose words hold two components (bfloat16): vdpbf16ps where bf16_rounds_query, else both halves
   /// widened to float and two float FMAs with the float query.

@@ -1,6 +1,7 @@
 /** @file wide.hpp
  *  @brief AVX-512 register tiles over 4- and 8-wide panels, chosen at run time: a portable build (no -march: SSE2,
- *  panel width 4; -march=x86-64-v3: AVX2, width 8) on a CPU with AVX-512 scores with 512-bit FMAs anyway.
+ *  panel width 4; -march=x86-64-v3: AVX2, width 8) on a CPU with AVX-512 scores with 512-bit FMAs anyway; and AVX2
+ *  tiles of 4-wide panels, so that a build without -march scores with 256-bit FMAs on a CPU with AVX2 only.
  *
  *  A build's panel width W follows its compiler flags (layout.hpp), and its vector kernels use registers of W
  *  floats. On a CPU with AVX-512 the same panels are read 64 bytes at a time here, in functions compiled for
@@ -21,7 +22,13 @@
  *  of G components (pairs) ends with a masked load of its last rows, so nothing past a panel is read.
  *  Memory: the expanded forms take G x W = 16 floats per G components, i.e. 4x (W = 4) or 8x (W = 8) the query's
  *  floats, plus half that for the bf16 form; a prepared_query keeps them (128 KB + 64 KB for 32 x 128 at W = 8).
- *  `ALIGNER_NO_AVX512=1` or set_avx512_enabled(false) keeps this engine off (tests compare both). */
+ *  `ALIGNER_NO_AVX512=1` or set_avx512_enabled(false) keeps this engine off (tests compare both).
+ *
+ *  AVX2 at W = 4: a portable build (SSE2, no FMA: a multiply and an add a component) on a CPU with AVX2, FMA and
+ *  F16C but no usable AVX-512 (AMD before Zen 4, Intel's client cores) scores f32, f16 and i8 panels with the AVX2
+ *  tiles below instead (wide_avx2_tile_rows: 4 query rows x 2 panels, 8 ymm accumulators). They read the same
+ *  expanded query 32 bytes at a time, so a prepared query serves both engines. bf16 panels stay on the build's
+ *  tiles there (no vdpbf16ps). `ALIGNER_NO_AVX2=1` or set_avx2_enabled(false) keeps them off. */
 #pragma once
 
 #include <algorithm>
@@ -44,6 +51,7 @@
 #define ALIGNER_HAVE_WIDE 1
 #define ALIGNER_TARGET_WIDE __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
 #define ALIGNER_TARGET_WIDE_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx512bf16")))
+#define ALIGNER_TARGET_WIDE_AVX2 __attribute__((target("avx2,fma,f16c")))
 #else
 #define ALIGNER_HAVE_WIDE 0
 #endif
@@ -52,17 +60,25 @@ ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
 
 namespace aligner {
 
-/// True when panels of storage `st` are scored by this file's AVX-512 tiles now: the build's panel width is 4 or 8,
-/// the tiles are compiled, avx512_usable() (and, for bf16, avx512_bf16_usable()).
+/// True when panels of storage `st` are scored by this file's run-time tiles now: the build's panel width is 4 or 8,
+/// the tiles are compiled, and avx512_usable() (for bf16, avx512_bf16_usable()); or, for f32, f16 and i8 panels 4
+/// wide, avx2_usable() (the AVX2 tiles, wide_avx2_runs).
 template <class Arch = default_arch>
 bool wide_runs(storage st) {
   if constexpr (ALIGNER_HAVE_WIDE && (panel_width<Arch> == 8 || panel_width<Arch> == 4)) {
     if (st == storage::residual) return false;
-    return st == storage::bf16 ? avx512_bf16_usable() : avx512_usable();
+    if (st == storage::bf16) return avx512_bf16_usable();
+    return avx512_usable() || (panel_width<Arch> == 4 && avx2_usable());
   } else {
     (void)st;
     return false;
   }
+}
+
+/// True when the tiles of wide_runs(st) are the AVX2 ones (4-wide panels on a CPU without usable AVX-512).
+template <class Arch = default_arch>
+bool wide_avx2_runs(storage st) {
+  return wide_runs<Arch>(st) && !avx512_usable();
 }
 
 /// Component rows (f32, f16, i8) or pair rows (bf16) one 64-byte step of a `width`-wide panel holds: 16 / width.
@@ -234,6 +250,89 @@ ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_BF16 void wide_tile_bf16(const std::uint32_
   pf.rest();
   for (std::size_t r = 0; r != R; ++r)
     for (std::size_t v = 0; v != V; ++v) wide_fold_store<W>(acc[r][v], nullptr, out + (r * V + v) * W);
+}
+
+/// The AVX2 tiles of 4-wide f32, f16 and i8 panels (a portable build on a CPU with AVX2 but no usable AVX-512). They
+/// read the AVX-512 tiles' expanded query (query_to_wide at W = 4): its 64-byte step j holds components 4j .. 4j + 3
+/// of the query, each in 4 lanes, as the panel's step j holds them for its 4 tokens; one 32-byte half h = 2j + k of
+/// both is components 2h and 2h + 1. So a half-step is one ymm load of a panel (f16 and i8 widened), and an FMA with
+/// the query's half h as its memory operand advances two components of 4 tokens. Lanes 0-3 of an accumulator sum the
+/// even components, lanes 4-7 the odd ones; the halves are added at the end (then the i8 scale). An odd dimension
+/// ends with a half of one component whose other half is 0 in the query and not read from the panel.
+
+/// Half-step h of a 4-wide panel's component rows at `rows`, widened to float; `single`: only its first component
+/// row (4 values; the upper 4 lanes 0).
+template <storage St>
+ALIGNER_TARGET_WIDE_AVX2 __attribute__((always_inline)) inline __m256 wide_avx2_load(const unsigned char* rows, std::size_t h,
+                                                                                     bool single) noexcept {
+  if constexpr (St == storage::f32) {
+    const float* p = reinterpret_cast<const float*>(rows) + h * 8;
+    return single ? _mm256_set_m128(_mm_setzero_ps(), _mm_loadu_ps(p)) : _mm256_loadu_ps(p);
+  } else if constexpr (St == storage::f16) {
+    const auto* p = reinterpret_cast<const std::uint16_t*>(rows) + h * 8;
+    return _mm256_cvtph_ps(single ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)) : _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else {
+    static_assert(St == storage::i8, "row storages: f32, f16, i8");
+    const unsigned char* p = rows + h * 8;
+    __m128i b;
+    if (single) {
+      std::int32_t four;
+      std::memcpy(&four, p, 4);
+      b = _mm_cvtsi32_si128(four);
+    } else {
+      b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    }
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+  }
+}
+
+/// a0 += q[0..8) * d0, a1 += q[0..8) * d1 (six_row_tile_wide's odd last component row).
+ALIGNER_TARGET_WIDE_AVX2 __attribute__((always_inline)) inline void wide_avx2_fma2(const float* q, __m256 d0, __m256 d1, __m256& a0,
+                                                                                   __m256& a1) noexcept {
+  const __m256 qh = _mm256_loadu_ps(q);
+  a0 = _mm256_fmadd_ps(qh, d0, a0);
+  a1 = _mm256_fmadd_ps(qh, d1, a1);
+}
+
+/// One half-step h of an R x V tile: V panel loads, R x V FMAs with the query rows' half h.
+template <storage St, std::size_t R, std::size_t V>
+ALIGNER_TARGET_WIDE_AVX2 __attribute__((always_inline)) inline void wide_avx2_step(__m256 (&acc)[R][V], const unsigned char* rows,
+                                                                                   std::size_t panel_bytes, const float* q,
+                                                                                   std::size_t q_row, std::size_t h, bool single) noexcept {
+  __m256 d[V];
+  for (std::size_t v = 0; v != V; ++v) d[v] = wide_avx2_load<St>(rows + v * panel_bytes, h, single);
+  for (std::size_t r = 0; r != R; ++r) {
+    const __m256 qh = _mm256_loadu_ps(q + r * q_row + h * 8);
+    for (std::size_t v = 0; v != V; ++v) acc[r][v] = _mm256_fmadd_ps(qh, d[v], acc[r][v]);
+  }
+}
+
+/// An R x V tile (R <= 4, V <= 2) of 4-wide panels of storage St into out[(r * V + v) * 4 + l], as wide_tile_rows.
+template <storage St, std::size_t R, std::size_t V, class Prefetch>
+ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_AVX2 void wide_avx2_tile_rows(const unsigned char* base, std::size_t panel_bytes, std::size_t dim,
+                                                                   const std::uint32_t* q, std::size_t q_row, Prefetch pf,
+                                                                   float* out) noexcept {
+  static_assert(R * V <= 8, "8 accumulators of the 16 ymm registers");
+  using traits = storage_traits<St>;
+  const unsigned char* rows = base + traits::header_words(4) * 4;
+  const float* qf = reinterpret_cast<const float*>(q);
+  const std::size_t halves = dim / 2;
+  __m256 acc[R][V];
+  for (std::size_t r = 0; r != R; ++r)
+    for (std::size_t v = 0; v != V; ++v) acc[r][v] = _mm256_setzero_ps();
+  for (std::size_t h = 0; h != halves; ++h) {
+    if (h % 2 == 0) pf.tick();  // one line a 64-byte step, as the AVX-512 tiles
+    wide_avx2_step<St, R, V>(acc, rows, panel_bytes, qf, q_row, h, false);
+  }
+  if (dim % 2) wide_avx2_step<St, R, V>(acc, rows, panel_bytes, qf, q_row, halves, true);
+  pf.rest();
+  for (std::size_t v = 0; v != V; ++v) {
+    const float* scale = traits::scaled ? reinterpret_cast<const float*>(base + v * panel_bytes) : nullptr;
+    for (std::size_t r = 0; r != R; ++r) {
+      const __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r][v]), _mm256_extractf128_ps(acc[r][v], 1));
+      _mm_storeu_ps(out + (r * V + v) * 4, scale ? _mm_mul_ps(s, _mm_loadu_ps(scale)) : s);
+    }
+  }
 }
 
 }  // namespace detail
