@@ -113,6 +113,7 @@ inline std::string kernel_label(aligner::storage st, std::size_t residual_nbits 
   switch (st) {
     case aligner::storage::bf16:
       if (aligner::kernel_info().amx_bf16) return "amx-bf16";
+      if (aligner::wide_avx2_runs(st)) return "avx2-wide" + std::to_string(aligner::panel_width<>) + "-widen";
       return aligner::bf16_rounds_query<> ? "avx512-bf16" : arch + "-widen";
     case aligner::storage::residual:
       if (aligner::kernel_info().amx_bf16 && aligner::panel_width<> == 16) return "amx-bf16-residual-decode";

@@ -94,7 +94,7 @@ std::vector<float> rounded_w8(std::vector<float> v) {
 bool wide_scores(aligner::storage st) {
   if (st == aligner::storage::bf16 && aligner::bf16_on_amx()) return false;
   if (st == aligner::storage::i8 && aligner::i8_on_amx()) return false;
-  return aligner::wide_runs(st);
+  return aligner::wide_runs(st) || aligner::wide_avx2_runs(st);
 }
 
 constexpr aligner::storage row_storages[] = {aligner::storage::f32, aligner::storage::f16, aligner::storage::i8, aligner::storage::bf16};
@@ -111,7 +111,9 @@ TEST_CASE("wide: kernel_info and the switch", "[wide]") {
   CHECK_FALSE((info.avx512_wide && info.avx2_wide));
   CHECK(info.avx2_wide == aligner::wide_avx2_runs(aligner::storage::f32));
   CHECK_FALSE(aligner::wide_runs(aligner::storage::residual));
-  CHECK_FALSE(aligner::wide_avx2_runs(aligner::storage::bf16));  // no vdpbf16ps on the AVX2 tiles
+  // bf16 on the AVX2 tiles wherever AVX512-BF16 does not run (widened in registers, the query in float)
+  CHECK(aligner::wide_avx2_runs(aligner::storage::bf16) ==
+        (ALIGNER_HAVE_WIDE && aligner::panel_width<> == 4 && aligner::avx2_usable() && !aligner::avx512_bf16_usable()));
   if (aligner::panel_width<> == 16) CHECK(info.avx512_wide_reason.find("panel width is 16") != std::string::npos);
   if (aligner::panel_width<> != 4) {
     CHECK_FALSE(info.avx2_wide);
@@ -146,7 +148,9 @@ TEST_CASE("wide: kernel_info and the switch", "[wide]") {
     CHECK(a2.f32.find("AVX2 FMA register tiles of 6, 5 and 4 query rows x 2 panels over 4-wide panels") != std::string::npos);
     CHECK(a2.f16.find("AVX2 FMA register tiles") != std::string::npos);
     CHECK(a2.describe().find("\navx2_wide=yes\n") != std::string::npos);
-    CHECK(a2.bf16.find("AVX2") == std::string::npos);  // bf16 stays on the build's tiles
+    CHECK(aligner::wide_avx2_runs(aligner::storage::bf16));
+    if (!aligner::bf16_on_amx()) CHECK(a2.bf16.find("bf16 widened to float in registers, query in float, AVX2 FMA") != std::string::npos);
+    CHECK_FALSE((aligner::bf16_query_rounded() && !aligner::bf16_on_amx()));  // the AVX2 tiles keep the query in float
   } else {
     aligner::set_avx2_enabled(true);
     CHECK_FALSE(aligner::kernel_info().avx2_wide);
@@ -200,7 +204,7 @@ TEST_CASE("wide: row sums of every storage against the double reference and the 
           const auto w = aligner_test::random_weights(m, m + dim, true);
           const auto packed = pack_w8(st, d, m, dim);
           const auto dv = as_packed(st, packed, m, dim);
-          const auto qv = st == aligner::storage::bf16 ? rounded_w8(q) : q;
+          const auto qv = st == aligner::storage::bf16 && aligner::bf16_query_rounded() ? rounded_w8(q) : q;
           for (std::size_t k : {1u, 2u, 3u, 8u, 17u})
             for (bool weighted : {false, true}) {
               const std::size_t budgets[] = {k};
@@ -218,7 +222,8 @@ TEST_CASE("wide: row sums of every storage against the double reference and the 
                 const double tol = 1e-5 * std::max(1.0, std::abs(rs[i])) * std::sqrt(double(dim));
                 REQUIRE_THAT(sum[i], WithinAbs(rs[i], tol));
                 REQUIRE_THAT(z[i], WithinAbs(rz[i], 1e-5 * std::max(1.0, rz[i])));
-                if (st != aligner::storage::bf16) REQUIRE_THAT(sum[i], WithinAbs(narrow[i], tol));  // bf16: the build's tiles keep the query in float
+                // bf16 with vdpbf16ps rounds the query to bf16; the build's tiles (and the AVX2 ones) keep it in float
+                if (st != aligner::storage::bf16 || !aligner::bf16_query_rounded()) REQUIRE_THAT(sum[i], WithinAbs(narrow[i], tol));
               }
             }
         }
@@ -240,7 +245,7 @@ TEST_CASE("wide: several budgets, documents longer than a span, the next documen
       const auto w = aligner_test::random_weights(m, m + 9, true);
       const auto packed = pack_w8(st, d, m, dim), packed_next = pack_w8(st, nextd, 64, dim);
       const auto dv = as_packed(st, packed, m, dim);
-      const auto qv = st == aligner::storage::bf16 ? rounded_w8(q) : q;
+      const auto qv = st == aligner::storage::bf16 && aligner::bf16_query_rounded() ? rounded_w8(q) : q;
       const std::size_t budgets[] = {1, 4, 16, 40};
       std::vector<double> sum(n * 4), z(n * 4);
       aligner::rows_workspace ws;
@@ -286,7 +291,7 @@ TEST_CASE("wide: a prepared query scores as an unprepared one, and explain shows
     std::vector<float> s(n * stride);
     aligner::packed_similarity_rows({q.data(), n, dim}, st, packed.data(), m, s.data(), stride, pq.forms());
     const auto dv = as_packed(st, packed, m, dim);
-    const auto qv = st == aligner::storage::bf16 ? rounded_w8(q) : q;
+    const auto qv = st == aligner::storage::bf16 && aligner::bf16_query_rounded() ? rounded_w8(q) : q;
     const std::size_t top1[] = {1};
     std::vector<double> t1(n), t1z(n);
     aligner::aligned_row_sums({q.data(), n, dim}, st, packed.data(), m, top1, nullptr, t1.data(), t1z.data(), ws, pq.forms());
@@ -315,7 +320,7 @@ TEST_CASE("wide: exact token search in f32 and bf16 against brute force", "[wide
       const auto t = aligner_test::random_matrix(tokens, dim, 91 + dim), q = aligner_test::random_matrix(nq, dim, 92 + dim);
       const auto packed = pack_w8(st, t, tokens, dim);
       const auto tv = as_packed(st, packed, tokens, dim);
-      const auto qv = st == aligner::storage::bf16 ? rounded_w8(q) : q;
+      const auto qv = st == aligner::storage::bf16 && aligner::bf16_query_rounded() ? rounded_w8(q) : q;
       aligner::topk_result out(nq, k);
       aligner::scan_workspace ws;
       if (st == aligner::storage::bf16)
@@ -343,7 +348,8 @@ TEST_CASE("wide: exact token search in f32 and bf16 against brute force", "[wide
 TEST_CASE("wide: the AVX2 tiles' arithmetic, bit for bit", "[wide]") {
   // Each entry of S on the AVX2 tiles of 4-wide panels: the even components summed in order by fused multiply-adds
   // in float, the odd ones likewise (an odd dimension's last half adds 0 x 0 to the odd sum), the two added, then
-  // times the i8 token's scale. Written out here with std::fma against packed_similarity_rows.
+  // times the i8 token's scale. bf16 values are widened exactly and the query stays float. Written out here with
+  // std::fma against packed_similarity_rows.
   if (aligner::panel_width<> != 4 || !ALIGNER_HAVE_WIDE || !aligner::avx2_unavailable_reason().empty()) {
     std::printf("note: the AVX2 tiles of 4-wide panels do not run here (panel width %zu; %s)\n", aligner::panel_width<>,
                 aligner::avx2_unavailable_reason().c_str());
@@ -351,10 +357,17 @@ TEST_CASE("wide: the AVX2 tiles' arithmetic, bit for bit", "[wide]") {
   }
   vnni_off_guard no_vnni;
   avx512_switch_guard guard;
+  const bool amx_was = aligner::detail::amx_switch().load() != 0;
+  aligner::set_amx_enabled(false);  // (AMX would take bf16 and i8)
   aligner::set_avx512_enabled(false);
   aligner::set_avx2_enabled(true);
   REQUIRE(aligner::wide_avx2_runs(aligner::storage::f32));
-  for (aligner::storage st : {aligner::storage::f32, aligner::storage::f16, aligner::storage::i8})
+  REQUIRE(aligner::wide_avx2_runs(aligner::storage::bf16));
+  struct amx_back {
+    bool was;
+    ~amx_back() { aligner::set_amx_enabled(was); }
+  } amx_restore{amx_was};
+  for (aligner::storage st : {aligner::storage::f32, aligner::storage::f16, aligner::storage::i8, aligner::storage::bf16})
     for (std::size_t dim : {1u, 2u, 3u, 7u, 8u, 33u, 100u, 128u})
       for (std::size_t n : {1u, 2u, 3u, 4u, 5u, 6u, 9u})
         for (std::size_t m : {1u, 3u, 4u, 7u, 8u, 13u, 17u, 40u}) {
@@ -368,7 +381,10 @@ TEST_CASE("wide: the AVX2 tiles' arithmetic, bit for bit", "[wide]") {
               // the panel's values as the tile widens them, before the i8 scale
               float even = 0.f, odd = 0.f, scale = 1.f;
               const std::size_t panel = j / 4, lane = j % 4;
-              const std::size_t panel_bytes = st == aligner::storage::f32 ? dim * 16 : st == aligner::storage::f16 ? dim * 8 : 16 + dim * 4;
+              const std::size_t panel_bytes = st == aligner::storage::f32   ? dim * 16
+                                              : st == aligner::storage::f16 ? dim * 8
+                                              : st == aligner::storage::i8  ? 16 + dim * 4
+                                                                            : (dim + 1) / 2 * 16;
               const auto* base = reinterpret_cast<const unsigned char*>(packed.data()) + panel * panel_bytes;
               if (st == aligner::storage::i8) std::memcpy(&scale, base + lane * 4, 4);
               const unsigned char* rows = base + (st == aligner::storage::i8 ? 16 : 0);
@@ -379,6 +395,10 @@ TEST_CASE("wide: the AVX2 tiles' arithmetic, bit for bit", "[wide]") {
                   std::uint16_t h;
                   std::memcpy(&h, rows + (c * 4 + lane) * 2, 2);
                   x = aligner::from_f16(h);
+                } else if (st == aligner::storage::bf16) {  // pair row c / 2: component c in the low (even) or high half
+                  std::uint16_t h;
+                  std::memcpy(&h, rows + ((c / 2) * 4 + lane) * 4 + (c % 2) * 2, 2);
+                  x = aligner::from_bf16(h);
                 } else {
                   x = float(static_cast<std::int8_t>(rows[c * 4 + lane]));
                 }

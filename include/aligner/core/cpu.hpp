@@ -12,7 +12,7 @@
  *  AVX-512 is the same for a build of 4- or 8-wide panels (no -march, or -march=x86-64-v3): `avx512_usable()` says whether the tiles of
  *  kernels/wide.hpp, compiled for AVX-512 by target attributes, may run; `ALIGNER_NO_AVX512=1` or
  *  `set_avx512_enabled(false)` keeps them off. A build of 4-wide panels on a CPU with AVX2 but not AVX-512 scores
- *  float, f16 and i8 panels with the same file's AVX2 tiles instead: `avx2_usable()`, `ALIGNER_NO_AVX2=1`,
+ *  float, f16, i8 and bf16 panels with the same file's AVX2 tiles instead: `avx2_usable()`, `ALIGNER_NO_AVX2=1`,
  *  `set_avx2_enabled(false)`. */
 #pragma once
 

@@ -271,7 +271,7 @@ void packed_similarity_rows(matrix_view<float> query, storage st, const void* pa
     aligned_vector<std::uint32_t> scratch(vnni_i8_engine<Arch>::scratch_words(query.cols));
     return store_all(vnni_i8_engine<Arch>(panels, doc_rows, query, i16_pairs_or_convert(query, forms.i16, converted), scratch.data()));
   }
-  similarity_rows<Arch>(query, st, panels, doc_rows, s_out, s_stride, query_bf16, forms.wide_for(st));
+  similarity_rows<Arch>(query, st, panels, doc_rows, s_out, s_stride, query_bf16, forms.wide_for<Arch>(st));
 }
 
 namespace detail {
@@ -331,7 +331,7 @@ void aligned_row_sums(matrix_view<float> query, storage st, const void* panels, 
   if (st == storage::i8 && i8_on_vnni<Arch>())
     return run_on(vnni_i8_engine<Arch>(panels, doc_rows, query, i16_pairs_or_convert(query, forms.i16, ws.query_i16),
                                        relaid(vnni_i8_engine<Arch>::scratch_words(query.cols)), next));
-  const std::uint32_t* query_wide = wide_query_or_convert<Arch>(st, query, forms.wide_for(st), ws.query_wide);
+  const std::uint32_t* query_wide = wide_query_or_convert<Arch>(st, query, forms.wide_for<Arch>(st), ws.query_wide);
   visit_storage(st, [&]<storage S>(std::integral_constant<storage, S>) {
     if constexpr (S != storage::f32) run_on(tile_engine<Arch, S>(panels, doc_rows, query, query_bf16, next, query_wide));
   });

@@ -584,13 +584,17 @@ struct query_forms {
   const std::uint32_t* bf16 = nullptr;
   const std::uint32_t* i8 = nullptr;
   const std::uint32_t* i16 = nullptr;  ///< the 16-bit form of the VNNI int8 path (int8_vnni.hpp, query_to_i16_pairs)
-  const std::uint32_t* wide = nullptr;       ///< expanded for the run-time AVX-512 tiles of 4- and 8-wide panels (wide.hpp, query_to_wide)
+  const std::uint32_t* wide = nullptr;       ///< expanded for the run-time AVX-512 / AVX2 tiles of 4- and 8-wide panels (wide.hpp, query_to_wide)
   const std::uint32_t* wide_bf16 = nullptr;  ///< the same for bf16 panels (query_to_wide_bf16)
   query_forms(const std::uint32_t* bf16_pairs = nullptr, const std::uint32_t* i8_quads = nullptr, const std::uint32_t* i16_pairs = nullptr,
               const std::uint32_t* wide_rows = nullptr, const std::uint32_t* wide_pairs = nullptr) noexcept
       : bf16(bf16_pairs), i8(i8_quads), i16(i16_pairs), wide(wide_rows), wide_bf16(wide_pairs) {}
-  /// The expanded form for panels of storage st (wide.hpp).
-  const std::uint32_t* wide_for(storage st) const noexcept { return st == storage::bf16 ? wide_bf16 : wide; }
+  /// The expanded form for panels of storage st (wide.hpp): for bf16 the pairs form, or the float one where bf16 runs on
+  /// the AVX2 tiles (wide_avx2_runs), which keep the query in float.
+  template <class Arch = default_arch>
+  const std::uint32_t* wide_for(storage st) const noexcept {
+    return st == storage::bf16 && !wide_avx2_runs<Arch>(storage::bf16) ? wide_bf16 : wide;
+  }
 };
 
 /// True when int8 documents are scored on AMX-INT8 now for this architecture.

@@ -110,6 +110,9 @@ kernel_report kernel_info() {
              r.amx_reason;
   else if (bf16_rounds_query<Arch>)
     r.bf16 = "AVX512-BF16 vdpbf16ps register tiles, query rounded to bf16 (compile time); AMX not used: " + r.amx_reason;
+  else if (wide_avx2_runs<Arch>(storage::bf16))
+    r.bf16 = "bf16 widened to float in registers, query in float, AVX2 FMA register tiles of 6, 5 and 4 query rows x 2 panels over " +
+             wide_panels + " (run time: the CPU and OS have AVX2, FMA and F16C, not AVX512-BF16); AMX not used: " + r.amx_reason;
   else
     r.bf16 = "bf16 widened to float, " + build_vec + "; AMX not used: " + r.amx_reason;
   r.f16 = "f16 widened to float, " + vec;
@@ -145,7 +148,10 @@ kernel_report kernel_info() {
   else
     r.residual = residual_vector;
   r.token_search = "exact scan: f32 on " + vec + "; bf16 on " +
-                   (r.amx_bf16 ? std::string("AMX-BF16 tiles") : wide_runs<Arch>(storage::bf16) ? "AVX512-BF16 vdpbf16ps tiles over " + wide_panels : build_vec) +
+                   (r.amx_bf16                               ? std::string("AMX-BF16 tiles")
+                    : wide_runs<Arch>(storage::bf16)         ? "AVX512-BF16 vdpbf16ps tiles over " + wide_panels
+                    : wide_avx2_runs<Arch>(storage::bf16)    ? "AVX2 FMA tiles over " + wide_panels + " widened in registers"
+                                                             : build_vec) +
                    "; i8 on " +
                    (r.amx_int8 ? std::string("AMX-INT8 tiles")
                     : i8_on_vnni<Arch>() ? "AVX512-VNNI vpdpwssd tiles" + (panel_width<Arch> == 16 ? std::string() : " over " + wide_panels)

@@ -385,7 +385,7 @@ namespace detail {
 /// panel's from (%[d],%[ps]) into ymm14, widened to float): 8 floats, halves or bytes. Also one half-step (two
 /// component rows) of a 4-wide panel (six_row_tile_wide).
 template <storage St>
-inline constexpr std::size_t six_row_bytes = St == storage::f32 ? 32 : St == storage::f16 ? 16 : 8;
+inline constexpr std::size_t six_row_bytes = St == storage::f32 ? 32 : St == storage::f16 || St == storage::bf16 ? 16 : 8;
 
 /// Query row r's 8 floats for this step into ymm15 by QOP ("vbroadcastss": one component, to every lane;
 /// "vmovups": the AVX2 engine's expanded half-row, wide.hpp), times both panel rows (ymm13, ymm14), into accumulators
@@ -402,20 +402,22 @@ inline constexpr std::size_t six_row_bytes = St == storage::f32 ? 32 : St == sto
 #define ALIGNER_FIVE_ROW_ACCS                                                                                \
   [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),              \
       [a30] "+x"(a30), [a31] "+x"(a31), [a40] "+x"(a40), [a41] "+x"(a41)
-#define ALIGNER_ROW_STEP_INPUTS                                                                              \
-  : [d] "r"(d), [ps] "r"(ps), [q0] "r"(q0), [q3] "r"(q3), [qs] "r"(qs) : "xmm13", "xmm14", "xmm15", "memory"
+/// The inputs: pointers, and after them the operands the loads need (bf16's shift counts), each with a comma first.
+#define ALIGNER_ROW_STEP_INPUTS(...)                                                                         \
+  : [d] "r"(d), [ps] "r"(ps), [q0] "r"(q0), [q3] "r"(q3), [qs] "r"(qs) __VA_ARGS__ : "xmm13", "xmm14", "xmm15", "memory"
 /// One step of the 6 x 2 tile after LOADS (the two panel rows into ymm13 and ymm14): rows 0-4, then row 5 at
 /// (%[q3],%[qs],2).
-#define ALIGNER_SIX_ROW_STEP(QOP, LOADS)                                                                     \
+#define ALIGNER_SIX_ROW_STEP(QOP, LOADS, ...)                                                                \
   __asm__(LOADS ALIGNER_FIVE_ROW_FMAS(QOP) ALIGNER_SIX_ROW_FMAS(QOP, "(%[q3],%[qs],2)", "a50", "a51")              \
-          : ALIGNER_FIVE_ROW_ACCS, [a50] "+x"(a50), [a51] "+x"(a51) ALIGNER_ROW_STEP_INPUTS)
+          : ALIGNER_FIVE_ROW_ACCS, [a50] "+x"(a50), [a51] "+x"(a51) ALIGNER_ROW_STEP_INPUTS(__VA_ARGS__))
 /// The same for 5 query rows (10 accumulators).
-#define ALIGNER_FIVE_ROW_STEP(QOP, LOADS) __asm__(LOADS ALIGNER_FIVE_ROW_FMAS(QOP) : ALIGNER_FIVE_ROW_ACCS ALIGNER_ROW_STEP_INPUTS)
-#define ALIGNER_ROWS_STEP(QOP, LOADS)  \
-  if constexpr (R == 6)                \
-    ALIGNER_SIX_ROW_STEP(QOP, LOADS);  \
-  else                                 \
-    ALIGNER_FIVE_ROW_STEP(QOP, LOADS)
+#define ALIGNER_FIVE_ROW_STEP(QOP, LOADS, ...) \
+  __asm__(LOADS ALIGNER_FIVE_ROW_FMAS(QOP) : ALIGNER_FIVE_ROW_ACCS ALIGNER_ROW_STEP_INPUTS(__VA_ARGS__))
+#define ALIGNER_ROWS_STEP(QOP, LOADS, ...)              \
+  if constexpr (R == 6)                                 \
+    ALIGNER_SIX_ROW_STEP(QOP, LOADS, __VA_ARGS__);      \
+  else                                                  \
+    ALIGNER_FIVE_ROW_STEP(QOP, LOADS, __VA_ARGS__)
 /// The panel rows' loads of one step of storage St into ymm13 and ymm14, widened to float.
 #define ALIGNER_ROWS_STEP_OF(QOP)                                                                            \
   if constexpr (St == storage::f32) {                                                                        \
@@ -494,21 +496,32 @@ ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_AVX2 void six_row_tile_wide(const unsigned 
   const float* q0 = reinterpret_cast<const float*>(q);
   const float* q3 = q0 + 3 * q_row;
   constexpr std::size_t row = six_row_bytes<St>;
-  const std::size_t halves = dim / 2;
+  // bf16: one pair row a half-step, the last one of an odd dim holding a 0 (the query's component there is 0 too)
+  const std::size_t halves = St == storage::bf16 ? (dim + 1) / 2 : dim / 2;
+  [[maybe_unused]] const __m256i cnt = _mm256_setr_epi32(0, 0, 0, 0, 16, 16, 16, 16);  // bf16's shift counts
   for (std::size_t h = 0; h != halves; ++h) {
     if (h % 2 == 0) slice.tick();
-    ALIGNER_ROWS_STEP_OF("vmovups")
+    if constexpr (St == storage::bf16) {  // a pair row of both panels widened as wide_avx2_load_bf16 does
+      ALIGNER_ROWS_STEP("vmovups", "vbroadcasti128 (%[d]), %%ymm13\n\tvbroadcasti128 (%[d],%[ps]), %%ymm14\n\t"
+                                   "vpsrlvd %[cnt], %%ymm13, %%ymm13\n\tvpsrlvd %[cnt], %%ymm14, %%ymm14\n\t"
+                                   "vpslld $16, %%ymm13, %%ymm13\n\tvpslld $16, %%ymm14, %%ymm14\n\t",
+                        , [cnt] "x"(cnt));
+    } else {
+      ALIGNER_ROWS_STEP_OF("vmovups")
+    }
     d += row, q0 += 8, q3 += 8;
   }
-  if (dim % 2) {  // the last component row alone: 4 values of each panel, the upper lanes 0 (the query's are 0 too)
-    const unsigned char* rows = panel + storage_traits<St>::header_words(4) * 4;
-    const __m256 d0 = wide_avx2_load<St>(rows, halves, true), d1 = wide_avx2_load<St>(rows + ps, halves, true);
-    wide_avx2_fma2(q0, d0, d1, a00, a01);
-    wide_avx2_fma2(q0 + q_row, d0, d1, a10, a11);
-    wide_avx2_fma2(q0 + 2 * q_row, d0, d1, a20, a21);
-    wide_avx2_fma2(q3, d0, d1, a30, a31);
-    wide_avx2_fma2(q3 + q_row, d0, d1, a40, a41);
-    if constexpr (R == 6) wide_avx2_fma2(q3 + 2 * q_row, d0, d1, a50, a51);
+  if constexpr (St != storage::bf16) {
+    if (dim % 2) {  // the last component row alone: 4 values of each panel, the upper lanes 0 (the query's are 0 too)
+      const unsigned char* rows = panel + storage_traits<St>::header_words(4) * 4;
+      const __m256 d0 = wide_avx2_load<St>(rows, halves, true), d1 = wide_avx2_load<St>(rows + ps, halves, true);
+      wide_avx2_fma2(q0, d0, d1, a00, a01);
+      wide_avx2_fma2(q0 + q_row, d0, d1, a10, a11);
+      wide_avx2_fma2(q0 + 2 * q_row, d0, d1, a20, a21);
+      wide_avx2_fma2(q3, d0, d1, a30, a31);
+      wide_avx2_fma2(q3 + q_row, d0, d1, a40, a41);
+      if constexpr (R == 6) wide_avx2_fma2(q3 + 2 * q_row, d0, d1, a50, a51);
+    }
   }
   slice.rest();
   const __m256 acc[12] = {a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51};
@@ -572,7 +585,8 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
       : panels(panels_), dim(query_.cols), doc_rows(doc_rows_), panel_total(panel_count<Arch>(doc_rows_)), query(query_),
         query_bf16(query_bf16_), next(next_), query_wide(query_wide_) {
 #if ALIGNER_HAVE_WIDE
-    if constexpr (width == 4 && !traits::pairs) wide_avx2_ = query_wide_ != nullptr && !avx512_usable();
+    // bf16 (pairs): the AVX2 tiles where AVX512-BF16 does not run (then query_wide is the float form, query_to_wide)
+    if constexpr (width == 4) wide_avx2_ = query_wide_ != nullptr && !(traits::pairs ? avx512_bf16_usable() : avx512_usable());
 #endif
   }
 
@@ -596,7 +610,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
     }
 #endif
 #if ALIGNER_HAVE_WIDE
-    if constexpr (width == 4 && V <= 2 && !traits::pairs) {
+    if constexpr (width == 4 && V <= 2) {
       // The run-time AVX2 tiles of 4-wide panels (wide.hpp): 4 x 2 and smaller in intrinsics, 6 x 2 and 5 x 2 in
       // assembly (sweep's row blocks of 6 and 5 where they run); V > 2: two of them below.
       if (query_wide != nullptr && wide_avx2_) {
@@ -674,7 +688,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
     if constexpr (six_row_tiles<Arch, St>)
       if (query_wide == nullptr) return go.template operator()<6>();  // blocks of 6 and 5 rows (for_each_row_block)
 #if ALIGNER_HAVE_WIDE && !defined(ALIGNER_DISABLE_SIX_ROW_TILE)
-    if constexpr (width == 4 && !traits::pairs)
+    if constexpr (width == 4)
       if (wide_avx2_) return go.template operator()<6>();  // the AVX2 tiles of 4-wide panels: the same row blocks
 #endif
     go.template operator()<block_rows>();

@@ -25,10 +25,11 @@
  *  `ALIGNER_NO_AVX512=1` or set_avx512_enabled(false) keeps this engine off (tests compare both).
  *
  *  AVX2 at W = 4: a portable build (SSE2, no FMA: a multiply and an add a component) on a CPU with AVX2, FMA and
- *  F16C but no usable AVX-512 (AMD before Zen 4, Intel's client cores) scores f32, f16 and i8 panels with the AVX2
+ *  F16C but no usable AVX-512 (AMD before Zen 4, Intel's client cores) scores f32, f16, i8 and bf16 panels with the AVX2
  *  tiles below instead (wide_avx2_tile_rows: 4 query rows x 2 panels, 8 ymm accumulators). They read the same
- *  expanded query 32 bytes at a time, so a prepared query serves both engines. bf16 panels stay on the build's
- *  tiles there (no vdpbf16ps). `ALIGNER_NO_AVX2=1` or set_avx2_enabled(false) keeps them off. */
+ *  expanded query 32 bytes at a time, so a prepared query serves both engines. bf16 panels are widened in registers
+ *  and read the same float query (wherever AVX512-BF16 does not run; the query is not rounded). `ALIGNER_NO_AVX2=1`
+ *  or set_avx2_enabled(false) keeps them off. */
 #pragma once
 
 #include <algorithm>
@@ -61,8 +62,8 @@ ALIGNER_KERNEL_DIAGNOSTICS_BEGIN
 namespace aligner {
 
 /// True when panels of storage `st` are scored by this file's run-time tiles now: the build's panel width is 4 or 8,
-/// the tiles are compiled, and avx512_usable() (for bf16, avx512_bf16_usable()); or, for f32, f16 and i8 panels 4
-/// wide, avx2_usable() (the AVX2 tiles, wide_avx2_runs).
+/// the tiles are compiled, and avx512_usable() (for bf16, avx512_bf16_usable(): the query rounded to bf16); or, for
+/// f32, f16 and i8 panels 4 wide, avx2_usable() (the AVX2 tiles). bf16 on the AVX2 tiles is wide_avx2_runs(bf16) only.
 template <class Arch = default_arch>
 bool wide_runs(storage st) {
   if constexpr (ALIGNER_HAVE_WIDE && (panel_width<Arch> == 8 || panel_width<Arch> == 4)) {
@@ -75,10 +76,19 @@ bool wide_runs(storage st) {
   }
 }
 
-/// True when the tiles of wide_runs(st) are the AVX2 ones (4-wide panels on a CPU without usable AVX-512).
+/// True when panels of storage st are scored by this file's AVX2 tiles of 4-wide panels now: f32, f16 and i8 where
+/// avx2_usable() and not avx512_usable(); bf16 where avx2_usable() and not avx512_bf16_usable() (widened in registers,
+/// the query kept in float: wide_runs(storage::bf16) stays false, as the query is not rounded).
 template <class Arch = default_arch>
 bool wide_avx2_runs(storage st) {
-  return wide_runs<Arch>(st) && !avx512_usable();
+  if constexpr (ALIGNER_HAVE_WIDE && panel_width<Arch> == 4) {
+    if (st == storage::residual) return false;
+    if (st == storage::bf16) return !avx512_bf16_usable() && avx2_usable();
+    return !avx512_usable() && avx2_usable();
+  } else {
+    (void)st;
+    return false;
+  }
 }
 
 /// Component rows (f32, f16, i8) or pair rows (bf16) one 64-byte step of a `width`-wide panel holds: 16 / width.
@@ -125,13 +135,14 @@ inline void query_to_wide_bf16(matrix_view<float> query, std::uint32_t* out, std
       for (std::size_t l = 0; l != 16; ++l) out[(i * steps + j) * 16 + l] = pair_word(i, g * j + l / width);
 }
 
-/// The expanded query for storage `st` where wide_runs(st): `given` (prepared by the caller) or the query
-/// converted into `buffer`; null where the tiles do not run (the build's own tiles need no expanded form).
+/// The expanded query for storage `st` where wide_runs(st) or wide_avx2_runs(st): `given` (prepared by the caller:
+/// query_forms::wide_for(st)) or the query converted into `buffer`; null where the tiles do not run (the build's own
+/// tiles need no expanded form). bf16 on the AVX2 tiles reads the float form (query_to_wide).
 template <class Arch = default_arch, class Buffer>
 const std::uint32_t* wide_query_or_convert(storage st, matrix_view<float> query, const std::uint32_t* given, Buffer& buffer) {
-  if (!wide_runs<Arch>(st)) return nullptr;
+  if (!wide_runs<Arch>(st) && !wide_avx2_runs<Arch>(st)) return nullptr;
   constexpr std::size_t width = panel_width<Arch>;
-  if (st == storage::bf16)
+  if (st == storage::bf16 && wide_runs<Arch>(st))
     return given_or_converted(given, buffer, wide_bf16_query_words(query.rows, query.cols, width),
                               [&](std::uint32_t* out) { query_to_wide_bf16(query, out, width); });
   return given_or_converted(given, buffer, wide_query_words(query.rows, query.cols, width),
@@ -252,7 +263,7 @@ ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_BF16 void wide_tile_bf16(const std::uint32_
     for (std::size_t v = 0; v != V; ++v) wide_fold_store<W>(acc[r][v], nullptr, out + (r * V + v) * W);
 }
 
-/// The AVX2 tiles of 4-wide f32, f16 and i8 panels (a portable build on a CPU with AVX2 but no usable AVX-512). They
+/// The AVX2 tiles of 4-wide f32, f16, i8 and bf16 panels (a portable build on a CPU with AVX2 but no usable AVX-512). They
 /// read the AVX-512 tiles' expanded query (query_to_wide at W = 4): its 64-byte step j holds components 4j .. 4j + 3
 /// of the query, each in 4 lanes, as the panel's step j holds them for its 4 tokens; one 32-byte half h = 2j + k of
 /// both is components 2h and 2h + 1. So a half-step is one ymm load of a panel (f16 and i8 widened), and an FMA with
@@ -294,13 +305,25 @@ ALIGNER_TARGET_WIDE_AVX2 __attribute__((always_inline)) inline void wide_avx2_fm
   a1 = _mm256_fmadd_ps(qh, d1, a1);
 }
 
+/// Pair row h of a 4-wide bf16 panel (4 words: components 2h, 2h + 1 of 4 tokens) widened to float: lanes 0-3
+/// component 2h, lanes 4-7 component 2h + 1 (the broadcast row shifted right by 16 in lanes 4-7, then left by 16).
+ALIGNER_TARGET_WIDE_AVX2 __attribute__((always_inline)) inline __m256 wide_avx2_load_bf16(const unsigned char* rows, std::size_t h) noexcept {
+  const __m256i w = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + h * 16)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_srlv_epi32(w, _mm256_setr_epi32(0, 0, 0, 0, 16, 16, 16, 16)), 16));
+}
+
 /// One half-step h of an R x V tile: V panel loads, R x V FMAs with the query rows' half h.
 template <storage St, std::size_t R, std::size_t V>
 ALIGNER_TARGET_WIDE_AVX2 __attribute__((always_inline)) inline void wide_avx2_step(__m256 (&acc)[R][V], const unsigned char* rows,
                                                                                    std::size_t panel_bytes, const float* q,
                                                                                    std::size_t q_row, std::size_t h, bool single) noexcept {
   __m256 d[V];
-  for (std::size_t v = 0; v != V; ++v) d[v] = wide_avx2_load<St>(rows + v * panel_bytes, h, single);
+  for (std::size_t v = 0; v != V; ++v) {
+    if constexpr (St == storage::bf16)
+      d[v] = wide_avx2_load_bf16(rows + v * panel_bytes, h);  // (a bf16 panel has no single rows: pairs hold a 0 past dim)
+    else
+      d[v] = wide_avx2_load<St>(rows + v * panel_bytes, h, single);
+  }
   for (std::size_t r = 0; r != R; ++r) {
     const __m256 qh = _mm256_loadu_ps(q + r * q_row + h * 8);
     for (std::size_t v = 0; v != V; ++v) acc[r][v] = _mm256_fmadd_ps(qh, d[v], acc[r][v]);
@@ -316,7 +339,8 @@ ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_AVX2 void wide_avx2_tile_rows(const unsigne
   using traits = storage_traits<St>;
   const unsigned char* rows = base + traits::header_words(4) * 4;
   const float* qf = reinterpret_cast<const float*>(q);
-  const std::size_t halves = dim / 2;
+  // bf16: one pair row a half-step, the last one of an odd dim holding a 0 (the query's component there is 0 too)
+  const std::size_t halves = St == storage::bf16 ? (dim + 1) / 2 : dim / 2;
   __m256 acc[R][V];
   for (std::size_t r = 0; r != R; ++r)
     for (std::size_t v = 0; v != V; ++v) acc[r][v] = _mm256_setzero_ps();
@@ -324,7 +348,7 @@ ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_AVX2 void wide_avx2_tile_rows(const unsigne
     if (h % 2 == 0) pf.tick();  // one line a 64-byte step, as the AVX-512 tiles
     wide_avx2_step<St, R, V>(acc, rows, panel_bytes, qf, q_row, h, false);
   }
-  if (dim % 2) wide_avx2_step<St, R, V>(acc, rows, panel_bytes, qf, q_row, halves, true);
+  if (St != storage::bf16 && dim % 2) wide_avx2_step<St, R, V>(acc, rows, panel_bytes, qf, q_row, halves, true);
   pf.rest();
   for (std::size_t v = 0; v != V; ++v) {
     const float* scale = traits::scaled ? reinterpret_cast<const float*>(base + v * panel_bytes) : nullptr;

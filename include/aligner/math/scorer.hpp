@@ -130,7 +130,8 @@ class prepared_query {
       bf16_.resize(bf16_query_words(query.rows, query.cols));
       query_to_bf16_pairs(view_, bf16_.data());
     }
-    if (wide_runs<>(storage::f32) && for_any({storage::f32, storage::f16, storage::i8, storage::residual})) {
+    if ((wide_runs<>(storage::f32) && for_any({storage::f32, storage::f16, storage::i8, storage::residual})) ||
+        (wide_avx2_runs<>(storage::bf16) && !bf16_on_amx<>() && for_any({storage::bf16}))) {  // (bf16 on the AVX2 tiles: the float form)
       wide_.resize(wide_query_words(query.rows, query.cols));
       query_to_wide(view_, wide_.data());
     }
