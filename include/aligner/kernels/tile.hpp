@@ -613,7 +613,7 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
     if constexpr (width == 4 && V <= 2) {
       // The run-time AVX2 tiles of 4-wide panels (wide.hpp): 4 x 2 and smaller in intrinsics, 6 x 2 and 5 x 2 in
       // assembly (sweep's row blocks of 6 and 5 where they run); V > 2: two of them below.
-      if (query_wide != nullptr && wide_avx2_) {
+      if (wide_avx2_) {  // (set only with a query_wide)
         const std::size_t stride = panel_bytes(), q_row = wide_query_words(1, dim, width);
         const auto* base = static_cast<const unsigned char*>(panels) + p0 * stride;
         float* out = reinterpret_cast<float*>(&acc[0][0]);
@@ -627,19 +627,6 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
         });
         return;
       }
-    }
-    if constexpr (width == 4 && R > 4) {  // only the AVX2 tiles take blocks of 5 and 6 rows at W = 4 (sweep)
-      if constexpr (V > 2) {
-        batch a[R][2], b[R][V - 2];
-        tile<R, 2>(i0, p0, a);
-        pf.at = pf.stop;
-        tile<R, V - 2>(i0, p0 + 2, b);
-        for (std::size_t r = 0; r != R; ++r) {
-          acc[r][0] = a[r][0], acc[r][1] = a[r][1];
-          for (std::size_t v = 2; v != V; ++v) acc[r][v] = b[r][v - 2];
-        }
-      }
-      return;
     }
     if constexpr ((width == 8 || width == 4) && R <= 4) {
       if (query_wide != nullptr && !wide_avx2_) {  // the run-time AVX-512 tiles (wide.hpp): G = 16 / W rows a 64-byte step
@@ -670,6 +657,9 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
         acc[r][0] = a[r][0], acc[r][1] = a[r][1];
         for (std::size_t v = 2; v != V; ++v) acc[r][v] = b[r][v - 2];
       }
+    } else if constexpr (width == 4 && R > 4) {
+      // Blocks of 5 and 6 rows at W = 4 are swept only for the AVX2 tiles (above), so the build's own bodies are not
+      // compiled for them.
     } else if constexpr (traits::pairs) {
       pf.with_slice([&](auto slice) { tile_pairs<R, V>(i0, p0, acc, slice); });
     } else {
