@@ -431,12 +431,13 @@ inline constexpr std::size_t six_row_bytes = St == storage::f32 ? 32 : St == sto
 
 #if ALIGNER_HAVE_SIX_ROW_TILE
 /// S tile of R = 5 or 6 query rows (row r at q0 + r * q_stride floats) x 2 panels of 8 lanes (at panel, panel +
-/// panel_stride bytes; component rows from `data`, the panel's header first for i8) over dim components, into out (R x
-/// 2 batches of 8 floats, row-major), with the per-token scale of i8 applied. The arithmetic is tile_engine::tile_rows's:
+/// panel_stride bytes; component rows from `data`, the panel's header first for i8) over dim components, into out (row
+/// r's 2 batches of 8 floats at out + r * out_stride), with the per-token scale of i8 applied. The arithmetic is tile_engine::tile_rows's:
 /// one fused multiply-add a component, in component order, then the scale; the results are the same bits.
 template <storage St, std::size_t R, bool L2>
 ALIGNER_NOINLINE void six_row_tile(const unsigned char* panel, std::size_t panel_stride, std::size_t data, std::size_t dim,
-                                   const float* query_row0, std::size_t q_stride, prefetch_slice<L2> slice, float* out) noexcept {
+                                   const float* query_row0, std::size_t q_stride, prefetch_slice<L2> slice, float* out,
+                                   std::size_t out_stride) noexcept {
   static_assert(R == 5 || R == 6, "tiles of 5 or 6 rows");
   __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00, a40 = a00,
          a41 = a00, a50 = a00, a51 = a00;
@@ -472,7 +473,7 @@ ALIGNER_NOINLINE void six_row_tile(const unsigned char* panel, std::size_t panel
     a31 = _mm256_mul_ps(a31, s1), a41 = _mm256_mul_ps(a41, s1), a51 = _mm256_mul_ps(a51, s1);
   }
   const __m256 acc[12] = {a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51};
-  for (std::size_t k = 0; k != 2 * R; ++k) _mm256_storeu_ps(out + 8 * k, acc[k]);
+  for (std::size_t k = 0; k != 2 * R; ++k) _mm256_storeu_ps(out + k / 2 * out_stride + k % 2 * 8, acc[k]);
 }
 
 #endif
@@ -483,11 +484,11 @@ ALIGNER_NOINLINE void six_row_tile(const unsigned char* panel, std::size_t panel
 /// 2h + 1 in 4 lanes each; row r at q + r * q_row words) loaded whole instead of broadcast, one half-step (two
 /// component rows of both panels) a step, and an odd dimension's last component row added with intrinsics. The
 /// arithmetic is wide_avx2_tile_rows's: lanes 0-3 the even components, 4-7 the odd ones, in order by FMA; the halves
-/// added at the end, then the i8 scale. out: R x 2 entries of 4 floats, row-major.
+/// added at the end, then the i8 scale. out: row r's 2 entries of 4 floats at out + r * out_stride.
 template <storage St, std::size_t R, bool L2>
 ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_AVX2 void six_row_tile_wide(const unsigned char* panel, std::size_t panel_stride, std::size_t dim,
                                                                   const std::uint32_t* q, std::size_t q_row, prefetch_slice<L2> slice,
-                                                                  float* out) noexcept {
+                                                                  float* out, std::size_t out_stride) noexcept {
   static_assert(R == 5 || R == 6, "tiles of 5 or 6 rows");
   __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00, a40 = a00,
          a41 = a00, a50 = a00, a51 = a00;
@@ -527,10 +528,11 @@ ALIGNER_NOINLINE ALIGNER_TARGET_WIDE_AVX2 void six_row_tile_wide(const unsigned 
   const __m256 acc[12] = {a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51};
   for (std::size_t k = 0; k != 2 * R; ++k) {
     const __m128 sum = _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
+    float* at = out + k / 2 * out_stride + k % 2 * 4;
     if constexpr (St == storage::i8)  // the per-token scales: the panel's header
-      _mm_storeu_ps(out + 4 * k, _mm_mul_ps(sum, _mm_loadu_ps(reinterpret_cast<const float*>(panel + (k % 2) * panel_stride))));
+      _mm_storeu_ps(at, _mm_mul_ps(sum, _mm_loadu_ps(reinterpret_cast<const float*>(panel + (k % 2) * panel_stride))));
     else
-      _mm_storeu_ps(out + 4 * k, sum);
+      _mm_storeu_ps(at, sum);
   }
 }
 #endif
@@ -598,33 +600,54 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
 #if ALIGNER_HAVE_SIX_ROW_TILE
     if constexpr (R == 5 || R == 6) {  // sweep visits such blocks only where six_row_tiles and the AVX-512 tiles do not run
       static_assert(six_row_tiles<Arch, St>, "5- and 6-row tiles are the AVX2 tiles of 8-wide row storages");
-      if constexpr (V == 2) {
+      if constexpr (V == 2 || V == 4) {  // 4 panels: two tiles of 2 written straight into acc (row stride 4 batches)
         const std::size_t stride = panel_bytes();
-        pf.with_slice([&](auto slice) {
-          detail::six_row_tile<St, R>(static_cast<const unsigned char*>(panels) + p0 * stride, stride,
-                                   traits::header_words(width) * 4, dim, query.row(i0), query.stride_elems, slice,
-                                   reinterpret_cast<float*>(&acc[0][0]));
-        });
+        float* out = reinterpret_cast<float*>(&acc[0][0]);
+        auto two_panels = [&](std::size_t p, float* at) {
+          pf.with_slice([&](auto slice) {
+            detail::six_row_tile<St, R>(static_cast<const unsigned char*>(panels) + p * stride, stride,
+                                     traits::header_words(width) * 4, dim, query.row(i0), query.stride_elems, slice, at,
+                                     V * width);
+          });
+        };
+        two_panels(p0, out);
+        if constexpr (V == 4) {
+          pf.at = pf.stop;  // the first half issued the tile's prefetch slice
+          two_panels(p0 + 2, out + 2 * width);
+        }
         return;
-      }  // 1 panel: the generic body below; 3 or 4: two tiles below, the first of 2 panels
+      }  // 1 panel: the generic body below; 3: two tiles below, the first of 2 panels
     }
 #endif
 #if ALIGNER_HAVE_WIDE
-    if constexpr (width == 4 && V <= 2) {
+    if constexpr (width == 4 && (V <= 2 || (R > 4 && V == 4))) {
       // The run-time AVX2 tiles of 4-wide panels (wide.hpp): 4 x 2 and smaller in intrinsics, 6 x 2 and 5 x 2 in
-      // assembly (sweep's row blocks of 6 and 5 where they run); V > 2: two of them below.
+      // assembly (sweep's row blocks of 6 and 5 where they run; 4 panels as two of them written straight into acc);
+      // other V > 2: two of them below.
       if (wide_avx2_) {  // (set only with a query_wide)
         const std::size_t stride = panel_bytes(), q_row = wide_query_words(1, dim, width);
         const auto* base = static_cast<const unsigned char*>(panels) + p0 * stride;
         float* out = reinterpret_cast<float*>(&acc[0][0]);
-        pf.with_slice([&](auto slice) {
 #if !defined(ALIGNER_DISABLE_SIX_ROW_TILE)
-          if constexpr (R > 4 && V == 2)
-            detail::six_row_tile_wide<St, R>(base, stride, dim, query_wide + i0 * q_row, q_row, slice, out);
-          else
+        if constexpr (R > 4 && V != 1) {
+          auto two_panels = [&](std::size_t v, float* at) {
+            pf.with_slice([&](auto slice) {
+              detail::six_row_tile_wide<St, R>(base + v * stride, stride, dim, query_wide + i0 * q_row, q_row, slice, at,
+                                               V * width);
+            });
+          };
+          two_panels(0, out);
+          if constexpr (V == 4) {
+            pf.at = pf.stop;  // the first half issued the tile's prefetch slice
+            two_panels(2, out + 2 * width);
+          }
+        } else
 #endif
+        {
+          pf.with_slice([&](auto slice) {
             detail::wide_avx2_tile_rows<St, R, V>(base, stride, dim, query_wide + i0 * q_row, q_row, slice, out);
-        });
+          });
+        }
         return;
       }
     }
