@@ -77,6 +77,9 @@ void hadamard_xsimd_i8(benchmark::State& state) { hadamard_run(state, storage::i
 void hadamard_xsimd_cached(benchmark::State& state) { hadamard_run(state, storage::f32, true); }
 void hadamard_xsimd_bf16_cached(benchmark::State& state) { hadamard_run(state, storage::bf16, true); }
 void hadamard_xsimd_i8_cached(benchmark::State& state) { hadamard_run(state, storage::i8, true); }
+/// Short queries (real queries without padding: SciFact's GloVe queries hold 6-18 tokens, the 10th to 90th
+/// percentile), cached as above: how the query's rows are cut into register tiles shows at these n.
+void hadamard_xsimd_short(benchmark::State& state) { hadamard_run(state, storage::f32, true); }
 
 /// Residual codes (centroid id + nbits per component): centroid scores once per call, residual panels decoded a
 /// group at a time into L1 and swept by the float tiles.
@@ -229,6 +232,7 @@ BENCHMARK(hadamard_xsimd_residual4)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_cached)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_bf16_cached)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(hadamard_xsimd_i8_cached)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(hadamard_xsimd_short)->ArgNames({"n", "m", "dim", "k"})->ArgsProduct({{1, 2, 3, 4, 7, 8, 9, 11, 13, 14, 19}, {128}, {128}, {1, 8}});
 BENCHMARK(score_batch_unpacked)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(pack_f32)->Apply(pack_shapes);
 BENCHMARK(pack_f32_by_token)->Apply(pack_shapes);

@@ -217,9 +217,11 @@ struct tile_prefetch {
 /// BlockRows 4 with RowTails: blocks of 4, then the last 1 to 3 rows as one block. BlockRows 6 (RowTails; the 6- and
 /// 5-row tiles of six_row_tiles): where ceil(r / 6) blocks of 6 and 5 rows cover the r rows left (r = 5, 6, 10-12,
 /// 15-18 and every r >= 20: 32 rows as 6, 6, 5, 5, 5, 5), those; else a block of 5 while r >= 9 and then the rest as
-/// BlockRows 4 does (7 rows as 4 + 3, 8 as 4 + 4, 13 as 5 + 4 + 4: a tile of 1 or 2 rows has 2 or 4 accumulators and
-/// waits on the FMA latency). Without RowTails: blocks of BlockRows, the last one reaching past n (its tiles compute
-/// rows past the query from valid rows).
+/// BlockRows 4 does (7 rows as 4 + 3, 8 as 4 + 4, 13 as 5 + 4 + 4). The last 1 to 3 rows take tiles of 4 panels
+/// (small_row_tile); cutting 7 rows as 6 + 1, 8 as 6 + 2, 13 as 6 + 6 + 1 instead (ceil(r / 6) tiles, the last of 1-3
+/// rows) measured the same or slower on a Zen 3 (n = 7: 1.01x the tiles before small_row_tile against 1.13x for 4 + 3).
+/// Without RowTails: blocks of BlockRows, the
+/// last one reaching past n (its tiles compute rows past the query from valid rows).
 template <std::size_t BlockRows, bool RowTails, class F>
 ALIGNER_ALWAYS_INLINE void for_each_row_block(std::size_t n, F&& f) {
   static_assert(!RowTails || BlockRows == 4 || BlockRows == 6, "row tails follow blocks of 4 or 6 rows");
@@ -476,6 +478,107 @@ ALIGNER_NOINLINE void six_row_tile(const unsigned char* panel, std::size_t panel
   for (std::size_t k = 0; k != 2 * R; ++k) _mm256_storeu_ps(out + k / 2 * out_stride + k % 2 * 8, acc[k]);
 }
 
+
+#if ALIGNER_HAVE_SIX_ROW_TILE
+/// The rows' 8 floats of one component, broadcast into ymm12 (row 0), ymm13, ymm14; each panel row into ymm15 by LOAD,
+/// times every row into accumulator a<r><v>. small_row_tile's step for 1 to 3 rows x 4 panels.
+#define ALIGNER_SMALL_B1 "vbroadcastss (%[q0]), %%ymm12\n\t"
+#define ALIGNER_SMALL_B2 ALIGNER_SMALL_B1 "vbroadcastss (%[q0],%[qs]), %%ymm13\n\t"
+#define ALIGNER_SMALL_B3 ALIGNER_SMALL_B2 "vbroadcastss (%[q0],%[qs],2), %%ymm14\n\t"
+#define ALIGNER_SMALL_F1(v) "vfmadd231ps %%ymm15, %%ymm12, %[a0" #v "]\n\t"
+#define ALIGNER_SMALL_F2(v) ALIGNER_SMALL_F1(v) "vfmadd231ps %%ymm15, %%ymm13, %[a1" #v "]\n\t"
+#define ALIGNER_SMALL_F3(v) ALIGNER_SMALL_F2(v) "vfmadd231ps %%ymm15, %%ymm14, %[a2" #v "]\n\t"
+#define ALIGNER_SMALL_ACC1 [a00] "+x"(a00), [a01] "+x"(a01), [a02] "+x"(a02), [a03] "+x"(a03)
+#define ALIGNER_SMALL_ACC2 ALIGNER_SMALL_ACC1, [a10] "+x"(a10), [a11] "+x"(a11), [a12] "+x"(a12), [a13] "+x"(a13)
+#define ALIGNER_SMALL_ACC3 ALIGNER_SMALL_ACC2, [a20] "+x"(a20), [a21] "+x"(a21), [a22] "+x"(a22), [a23] "+x"(a23)
+#define ALIGNER_SMALL_ASM(N, LOAD)                                                                              \
+  __asm__(ALIGNER_SMALL_B##N LOAD("(%[d])") ALIGNER_SMALL_F##N(0) LOAD("(%[d],%[ps])") ALIGNER_SMALL_F##N(1)        \
+              LOAD("(%[d],%[ps],2)") ALIGNER_SMALL_F##N(2) LOAD("(%[d3])") ALIGNER_SMALL_F##N(3)                   \
+          : ALIGNER_SMALL_ACC##N                                                                                \
+          : [d] "r"(d), [d3] "r"(d3), [ps] "r"(ps), [q0] "r"(q0), [qs] "r"(qs)                                    \
+          : "xmm12", "xmm13", "xmm14", "xmm15", "memory")
+#define ALIGNER_SMALL_STEP(LOAD)       \
+  if constexpr (R == 1)                \
+    ALIGNER_SMALL_ASM(1, LOAD);        \
+  else if constexpr (R == 2)           \
+    ALIGNER_SMALL_ASM(2, LOAD);        \
+  else                                 \
+    ALIGNER_SMALL_ASM(3, LOAD)
+#define ALIGNER_SMALL_LOAD_F32(A) "vmovups " A ", %%ymm15\n\t"
+#define ALIGNER_SMALL_LOAD_F16(A) "vcvtph2ps " A ", %%ymm15\n\t"
+#define ALIGNER_SMALL_LOAD_I8(A) "vpmovsxbd " A ", %%ymm15\n\tvcvtdq2ps %%ymm15, %%ymm15\n\t"
+
+/// S tile of R = 1 to 3 query rows x 4 panels of 8 lanes, the rows a sweep of 6- and 5-row blocks leaves (its last
+/// block): as two tiles of 2 panels each such tile had 2R accumulators and waited on the FMA latency (on a Zen 3 a
+/// 1-, 2- or 3-row tile took as long as a 5-row one); 4 panels give 4R, with the R broadcasts and one panel row in
+/// the other 4 registers. Arguments as six_row_tile's; out: R x 4 batches of 8 floats, row-major. The arithmetic is
+/// tile_rows's: one fused multiply-add a component, in component order, then the i8 scale; the same bits.
+template <storage St, std::size_t R, bool L2>
+ALIGNER_NOINLINE void small_row_tile(const unsigned char* panel, std::size_t panel_stride, std::size_t data, std::size_t dim,
+                                     const float* query_row0, std::size_t q_stride, prefetch_slice<L2> slice, float* out) noexcept {
+  static_assert(R >= 1 && R <= 3, "tiles of 1 to 3 rows");
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00, a20 = a00,
+         a21 = a00, a22 = a00, a23 = a00;
+  const unsigned char* d = panel + data;
+  const unsigned char* d3 = d + 3 * panel_stride;
+  const std::size_t ps = panel_stride, qs = q_stride * 4;
+  const float* q0 = query_row0;
+  constexpr std::size_t row = six_row_bytes<St>;
+  auto step = [&]() ALIGNER_ALWAYS_INLINE_LAMBDA {
+    if constexpr (St == storage::f32) {
+      ALIGNER_SMALL_STEP(ALIGNER_SMALL_LOAD_F32);
+    } else if constexpr (St == storage::f16) {
+      ALIGNER_SMALL_STEP(ALIGNER_SMALL_LOAD_F16);
+    } else {
+      ALIGNER_SMALL_STEP(ALIGNER_SMALL_LOAD_I8);
+    }
+    d += row, d3 += row, ++q0;
+  };
+  std::size_t c = 0;
+  for (; c + 4 <= dim; c += 4) {  // unrolled as six_row_tile's: a step is 4R FMAs, few against the loop's own work
+    step();
+    slice.tick();
+    step();
+    step();
+    slice.tick();
+    step();
+  }
+  for (; c != dim; ++c) {
+    if (c & 1) slice.tick();
+    step();
+  }
+  slice.rest();
+  // Row r's 4 entries into out, each times its panel's token scales for i8 (the panel's header; 4-byte aligned). Named
+  // variables rather than an array: an array of the accumulators kept them on the stack through the loop.
+  auto put = [&](std::size_t r, __m256 x0, __m256 x1, __m256 x2, __m256 x3) ALIGNER_ALWAYS_INLINE_LAMBDA {
+    if constexpr (St == storage::i8) {
+      auto scale = [&](std::size_t v) { return _mm256_loadu_ps(reinterpret_cast<const float*>(panel + v * panel_stride)); };
+      x0 = _mm256_mul_ps(x0, scale(0)), x1 = _mm256_mul_ps(x1, scale(1));
+      x2 = _mm256_mul_ps(x2, scale(2)), x3 = _mm256_mul_ps(x3, scale(3));
+    }
+    _mm256_storeu_ps(out + r * 32, x0), _mm256_storeu_ps(out + r * 32 + 8, x1);
+    _mm256_storeu_ps(out + r * 32 + 16, x2), _mm256_storeu_ps(out + r * 32 + 24, x3);
+  };
+  put(0, a00, a01, a02, a03);
+  if constexpr (R >= 2) put(1, a10, a11, a12, a13);
+  if constexpr (R >= 3) put(2, a20, a21, a22, a23);
+}
+
+#undef ALIGNER_SMALL_LOAD_I8
+#undef ALIGNER_SMALL_LOAD_F16
+#undef ALIGNER_SMALL_LOAD_F32
+#undef ALIGNER_SMALL_STEP
+#undef ALIGNER_SMALL_ASM
+#undef ALIGNER_SMALL_ACC3
+#undef ALIGNER_SMALL_ACC2
+#undef ALIGNER_SMALL_ACC1
+#undef ALIGNER_SMALL_F3
+#undef ALIGNER_SMALL_F2
+#undef ALIGNER_SMALL_F1
+#undef ALIGNER_SMALL_B3
+#undef ALIGNER_SMALL_B2
+#undef ALIGNER_SMALL_B1
+#endif
 #endif
 
 #if ALIGNER_HAVE_WIDE && !defined(ALIGNER_DISABLE_SIX_ROW_TILE)
@@ -620,10 +723,10 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
     }
 #endif
 #if ALIGNER_HAVE_WIDE
-    if constexpr (width == 4 && (V <= 2 || (R > 4 && V == 4))) {
+    if constexpr (width == 4 && (V <= 2 || (R > 4 && V == 4) || (R <= 2 && V == 4))) {
       // The run-time AVX2 tiles of 4-wide panels (wide.hpp): 4 x 2 and smaller in intrinsics, 6 x 2 and 5 x 2 in
       // assembly (sweep's row blocks of 6 and 5 where they run; 4 panels as two of them written straight into acc);
-      // other V > 2: two of them below.
+      // 1 or 2 rows of 4 panels (a sweep's last rows) as one intrinsics tile; other V > 2: two of them below.
       if (wide_avx2_) {  // (set only with a query_wide)
         const std::size_t stride = panel_bytes(), q_row = wide_query_words(1, dim, width);
         const auto* base = static_cast<const unsigned char*>(panels) + p0 * stride;
@@ -669,6 +772,17 @@ struct tile_engine : tile_engine_base<tile_engine<Arch, St>, Arch, tile_engine_p
         }
         return;
       }
+    }
+#endif
+#if ALIGNER_HAVE_SIX_ROW_TILE
+    if constexpr (six_row_tiles<Arch, St> && R <= 3 && V == 4) {  // the last 1-3 rows of a sweep of 6- and 5-row blocks
+      const std::size_t stride = panel_bytes();
+      pf.with_slice([&](auto slice) {
+        detail::small_row_tile<St, R>(static_cast<const unsigned char*>(panels) + p0 * stride, stride,
+                                      traits::header_words(width) * 4, dim, query.row(i0), query.stride_elems, slice,
+                                      reinterpret_cast<float*>(&acc[0][0]));
+      });
+      return;
     }
 #endif
     if constexpr (V > 2 && (width == 8 || width == 4)) {  // the 128- and 256-bit tiles hold 2 panels: two of them
